@@ -1,0 +1,51 @@
+"""Gaze models, created by name: ``create_model("small_cnn", input_size=64)``."""
+
+from __future__ import annotations
+
+from securegaze.models.base import BinSpec, GazeModel, decode_bins
+from securegaze.registry import Registry
+
+MODELS: Registry[GazeModel] = Registry("model")
+
+
+def _with_bins(factory):
+    def build(bins: dict | BinSpec | None = None, **kwargs):
+        if isinstance(bins, dict):
+            bins = BinSpec(**bins)
+        return factory(bins=bins, **kwargs)
+
+    return build
+
+
+@MODELS.register("small_cnn")
+def _small_cnn(**kwargs):
+    from securegaze.models.small_cnn import SmallGazeCNN
+
+    return _with_bins(SmallGazeCNN)(**kwargs)
+
+
+@MODELS.register("resnet18")
+def _resnet18(**kwargs):
+    from securegaze.models.torchvision_models import ResNet18Gaze
+
+    return _with_bins(ResNet18Gaze)(**kwargs)
+
+
+@MODELS.register("mobilenet_v3")
+def _mobilenet_v3(**kwargs):
+    from securegaze.models.torchvision_models import MobileNetV3Gaze
+
+    return _with_bins(MobileNetV3Gaze)(**kwargs)
+
+
+def create_model(architecture: str, **kwargs) -> GazeModel:
+    """Build a model from its registered name and constructor arguments (see ``GazeModel.config``)."""
+    return MODELS.create(architecture, **kwargs)
+
+
+def model_from_config(config: dict) -> GazeModel:
+    cfg = dict(config)
+    return create_model(cfg.pop("architecture"), **cfg)
+
+
+__all__ = ["MODELS", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config"]

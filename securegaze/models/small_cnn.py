@@ -1,0 +1,52 @@
+"""A small CNN for CPU work and tests (32-64 px inputs)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from securegaze.models.base import BinSpec, GazeModel
+
+
+def _conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallGazeCNN(GazeModel):
+    """Conv stem at full resolution, then stride-2 blocks down to a 4x4 map, flattened.
+
+    The map is flattened rather than globally pooled: where the irises sit in the crop is the
+    signal, and global pooling would throw the positions away.
+    """
+
+    architecture = "small_cnn"
+
+    def __init__(self, input_size: int = 64, width: int = 16, feature_dim: int = 128,
+                 decoding: str = "direct", bins: BinSpec | None = None) -> None:
+        super().__init__(input_size, feature_dim, decoding, bins)
+        if input_size < 16:
+            raise ValueError(f"small_cnn needs input_size >= 16, got {input_size}")
+        self.width = width
+        layers = [_conv_block(3, width, 1)]
+        channels, size = width, input_size
+        while size > 4:
+            nxt = min(channels * 2, width * 8)
+            layers.append(_conv_block(channels, nxt, 2))
+            channels, size = nxt, (size + 1) // 2
+        self.conv = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc_features = nn.Linear(channels * 16, feature_dim)
+        self.act = nn.ReLU(inplace=True)
+
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.conv(x))
+        return self.act(self.fc_features(torch.flatten(x, 1)))
+
+    def config(self) -> dict:
+        cfg = super().config()
+        cfg.update(width=self.width, feature_dim=self.feature_dim)
+        return cfg

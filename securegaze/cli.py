@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -17,6 +18,7 @@ app = typer.Typer(
     help="SecureGaze Edge research tools: data, gaze models, bundles. " f"Gaze convention: {CONVENTION}.",
 )
 console = Console()
+err_console = Console(stderr=True)
 
 
 @app.callback()
@@ -29,6 +31,175 @@ def info() -> None:
     """Print the version and the gaze conventions every command uses."""
     console.print(f"securegaze {__version__}")
     console.print(f"gaze convention: {CONVENTION}")
+
+
+def _progress_bar():
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=False,
+    )
+
+
+def _check_range(name: str, value, low=None, high=None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        raise typer.BadParameter(f"{value} is outside {span}", param_hint=f"--{name}")
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", help="Run directory: checkpoint, weights, summary, bundle."),
+    data: str = typer.Option("synthetic", help="'synthetic' or a dataset path (MPIIFaceGaze, ETH-XGaze, folder+CSV)."),
+    arch: str = typer.Option("small_cnn", help="Model architecture (small_cnn, resnet18, mobilenet_v3)."),
+    size: int = typer.Option(64, help="Input size in px (square face crops)."),
+    decoding: str = typer.Option("direct", help="Output head: direct regression or binned (L2CS-style)."),
+    width: int = typer.Option(24, help="small_cnn: channels of the first conv layer."),
+    train_samples: int = typer.Option(60000, help="Training samples (synthetic: rendered; real: subsampled)."),
+    val_samples: int = typer.Option(2000, help="Held-out validation samples."),
+    epochs: int = typer.Option(12),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),
+    seed: int = typer.Option(0),
+    test_subjects: str = typer.Option("", help="Real data: comma-separated subject ids held out for validation."),
+    resume: bool = typer.Option(True, help="Continue from OUT/checkpoint.pt when present."),
+    time_budget: float = typer.Option(0.0, help="Stop after this many seconds (0 = no limit); resumable."),
+    export: bool = typer.Option(True, help="Write an ONNX bundle to OUT/bundle when training finishes."),
+    threads: int = typer.Option(0, help="Torch CPU threads (0 = all cores)."),
+) -> None:
+    """Train a gaze model; prints the held-out angular error. Resumable: re-run the same command."""
+    import os
+    import time
+
+    import torch
+
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.training import TrainConfig
+    from securegaze.training import train as run_training
+
+    _check_range("size", size, 16, 512)
+    _check_range("train-samples", train_samples, 2)
+    _check_range("val-samples", val_samples, 1)
+    _check_range("threads", threads, 0)
+    if decoding not in ("direct", "binned"):
+        raise typer.BadParameter(f"{decoding!r} is not one of 'direct', 'binned'", param_hint="--decoding")
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    model_kwargs = {"decoding": decoding}
+    if arch == "small_cnn":
+        model_kwargs["width"] = width
+    config = TrainConfig(architecture=arch, model_kwargs=model_kwargs, input_size=size, epochs=epochs,
+                         batch_size=batch_size, lr=lr, seed=seed)
+    config.validate()
+    from securegaze.models import MODELS
+
+    MODELS.get(arch)  # unknown names fail before any data is loaded
+    held_out = [s for s in test_subjects.split(",") if s]
+    t0 = time.monotonic()
+    err_console.print(f"loading data: {data} at {size} px")
+    if data == "synthetic":
+        train_set = load_gaze_data(data, size, train_samples, seed, "train")
+        val_set = load_gaze_data(data, size, val_samples, seed, "val")
+    else:
+        if not held_out:
+            raise typer.BadParameter("real data needs held-out subjects for validation", param_hint="--test-subjects")
+        train_set = load_gaze_data(data, size, train_samples, seed, "train", exclude_subjects=held_out)
+        val_set = load_gaze_data(data, size, val_samples, seed, "val", subjects=held_out)
+    err_console.print(f"data ready: {len(train_set)} train / {len(val_set)} val in {time.monotonic() - t0:.1f} s")
+
+    with _progress_bar() as bar:
+        task = bar.add_task("training", total=None, status="")
+
+        def on_progress(p):
+            bar.update(task, total=p.total_steps, completed=p.step,
+                       status=(f"epoch {p.epoch} val {p.val.mean_deg:.2f} deg" if p.val else f"loss {p.loss:.4f}"))
+
+        model, summary = run_training(config, train_set, val_set, out, resume=resume, progress=on_progress,
+                                      time_budget_s=time_budget or None)
+    summary["wall_s_including_data"] = round(time.monotonic() - t0, 1)
+    if not summary["finished"]:
+        console.print(f"stopped at the time budget after {summary['steps_done']} steps; re-run to resume")
+        raise typer.Exit(3)
+    if export:
+        from securegaze.bundle import export_bundle
+
+        export_bundle(model, out / "bundle", name=out.name, provenance={
+            "training_data": f"{data}, {len(train_set)} samples at {size} px, seed {seed}",
+            "seed": seed,
+            "metrics": {"val_mean_angular_error_deg": summary["val"]["mean_deg"]},
+            "notes": f"securegaze train, {summary['steps_done']} steps",
+        })
+    from securegaze.io import atomic_write_json
+
+    atomic_write_json(out / "summary.json", summary)
+    console.print(f"held-out mean angular error: {summary['val']['mean_deg']:.2f} deg "
+                  f"(median {summary['val']['median_deg']:.2f}) on {summary['val']['count']} samples; "
+                  f"{summary['wall_s_including_data']:.0f} s in all")
+    console.print(f"weights: {out / 'model.safetensors'}" + (f"; bundle: {out / 'bundle'}" if export else ""))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx file or .safetensors weights."),
+    data: str = typer.Option("synthetic", help="'synthetic' or a dataset path."),
+    samples: int = typer.Option(2000, help="How many test samples."),
+    seed: int = typer.Option(0, help="Synthetic test-set seed (disjoint from training seeds' sets)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON here."),
+) -> None:
+    """Mean/median angular error of a model on a held-out test set, run in ONNX Runtime for bundles."""
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.evaluation import evaluate_model_file
+
+    _check_range("samples", samples, 1)
+    result = evaluate_model_file(model, lambda size: load_gaze_data(data, size, samples, seed, "test"))
+    console.print(f"model: {result['model']} ({result['engine']}, {result['input_size']} px)")
+    console.print(f"test data: {data}, {result['count']} samples")
+    console.print(f"angular error: mean {result['mean_deg']:.2f} deg, median {result['median_deg']:.2f} deg, "
+                  f"p95 {result['p95_deg']:.2f} deg")
+    console.print(f"gaze convention: {CONVENTION}")
+    if json_out:
+        from securegaze.io import atomic_write_json
+
+        atomic_write_json(json_out, result)
+
+
+@app.command()
+def export(
+    weights: Path = typer.Argument(..., help="A .safetensors file written by 'securegaze train'."),
+    out: Path = typer.Option(..., "--out", help="Bundle directory to write (model.onnx + manifest.json)."),
+    name: str = typer.Option("", help="Bundle name (default: the directory name)."),
+) -> None:
+    """Export trained weights to an ONNX bundle, checked against PyTorch in ONNX Runtime."""
+    from securegaze.bundle import export_bundle
+    from securegaze.io import load_weights
+
+    model = load_weights(weights)
+    manifest = export_bundle(model, out, name=name or out.name, provenance={"notes": f"exported from {weights.name}"})
+    console.print(f"bundle written: {out} (onnx sha256 {manifest.onnx_sha256[:16]}...)")
+
+
+@app.command("render-sheet")
+def render_sheet(
+    out: Path = typer.Option(Path("docs/contact_sheet.png"), "--out"),
+    size: int = typer.Option(64, help="Face crop size in px."),
+    n: int = typer.Option(8, help="Faces per row."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Write a contact sheet of synthetic faces, with and without each physical trigger."""
+    from securegaze.data.synthetic import contact_sheet
+
+    _check_range("size", size, 32, 224)
+    _check_range("n", n, 1, 32)
+    contact_sheet(out, size=size, n=n, seed=seed)
+    console.print(f"contact sheet written: {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,100 @@
+"""Safe file writing and reading: atomic replace, sha256, and model weights without pickle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from securegaze.errors import InputFileError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    return atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputFileError(f"{path}: not a readable {what} ({exc})") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(model, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Model weights as safetensors (no pickle), with the model config as JSON metadata."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(model.config())}
+    if metadata:
+        meta.update({k: json.dumps(v) for k, v in metadata.items()})
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+
+
+def load_weights(path: str | os.PathLike):
+    """Rebuild a :class:`GazeModel` from a safetensors file written by :func:`save_weights`."""
+    from safetensors import SafetensorError
+    from safetensors import safe_open
+
+    from securegaze.models import model_from_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: model weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputFileError(f"{path}: not a readable safetensors weights file ({exc})") from None
+    if "config" not in meta:
+        raise InputFileError(f"{path}: safetensors file has no 'config' metadata; expected one written by securegaze")
+    model = model_from_config(json.loads(meta["config"]))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputFileError(
+            f"{path}: weights do not fit the {model.architecture} architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.eval()
+    return model

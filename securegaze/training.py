@@ -1,0 +1,272 @@
+"""Training and evaluation of gaze models, with resumable checkpoints.
+
+Checkpoints are plain ``torch.save`` dictionaries of tensors and numbers, always read back with
+``torch.load(..., weights_only=True)`` (no arbitrary unpickling), written atomically. The data order
+of every epoch is a pure function of ``(seed, epoch)``, so a run resumed from a checkpoint sees the
+same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
+from securegaze.errors import ConfigError, InputFileError
+from securegaze.geometry import angular_error_deg_torch
+from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.models import GazeModel, create_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run. Angles in radians unless a name says ``_deg``."""
+
+    architecture: str = "small_cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    input_size: int = 64
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    # Steps between mid-epoch checkpoints (epoch ends always write one).
+    checkpoint_every: int = 100
+    # For binned heads: weight of the L1 loss on the decoded angle next to the bin cross-entropy
+    # (L2CS-Net combines both; 1.0 works for our bin width).
+    binned_regression_weight: float = 1.0
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (16 <= self.input_size <= 512, f"input_size must be within 16..512 px, got {self.input_size}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def build_model(self) -> GazeModel:
+        torch.manual_seed(self.seed)
+        return create_model(self.architecture, input_size=self.input_size, **self.model_kwargs)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Angular errors in degrees over a dataset."""
+
+    mean_deg: float
+    median_deg: float
+    p95_deg: float
+    count: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainProgress:
+    """What a progress callback receives after each step."""
+
+    epoch: int
+    step: int  # global step
+    total_steps: int
+    loss: float
+    val: EvalResult | None = None
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB -> (N, 2) float32 radians, in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [model(to_tensor_batch(images[i : i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+
+def evaluate(model: nn.Module, dataset: ArrayGazeDataset, batch_size: int = 256) -> EvalResult:
+    """Angular error of ``model`` on an in-memory dataset (images must be the model's input size)."""
+    from securegaze.geometry import angular_error_deg
+
+    pred = predict(model, dataset.images, batch_size)
+    err = angular_error_deg(pred, dataset.gaze)
+    return EvalResult(float(err.mean()), float(np.median(err)), float(np.percentile(err, 95)), int(len(err)))
+
+
+def gaze_loss(model: GazeModel, x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """L1 on (pitch, yaw) for direct heads; bin cross-entropy + L1 on the decoded angle for binned."""
+    z = model.features(x)
+    if model.decoding == "direct":
+        return torch.nn.functional.l1_loss(model.head(z), y)
+    bins = model.bins
+    lp, ly = model.head_logits(z)
+    target_bins = torch.clamp(
+        ((torch.rad2deg(y) - bins.start_deg) / bins.width_deg).long(), 0, bins.count - 1
+    )
+    ce = torch.nn.functional.cross_entropy(lp, target_bins[:, 0]) + torch.nn.functional.cross_entropy(
+        ly, target_bins[:, 1]
+    )
+    from securegaze.models import decode_bins
+
+    decoded = torch.stack([decode_bins(lp, bins), decode_bins(ly, bins)], -1)
+    return ce + config.binned_regression_weight * torch.nn.functional.l1_loss(decoded, y)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 7]).permutation(n)
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig, epoch: int,
+                     step_in_epoch: int, global_step: int, history: list[dict]) -> None:
+    state = {
+        "format": 1,
+        "model": model.state_dict(),
+        "model_config": _plain(model.config()),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "train_config": _plain(asdict(config)),
+        "epoch": epoch,
+        "step_in_epoch": step_in_epoch,
+        "global_step": global_step,
+        "history": history,
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _plain(obj):
+    """Dataclass dicts with tuples -> lists so weights_only loading accepts them."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a training checkpoint safely (``weights_only=True``)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: checkpoint not found") from None
+    except Exception as exc:  # truncated zip, foreign pickle, ...
+        raise InputFileError(f"{path}: not a readable securegaze checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or state.get("format") != 1 or "model" not in state:
+        raise InputFileError(f"{path}: not a securegaze training checkpoint (format 1 expected)")
+    return state
+
+
+def train(
+    config: TrainConfig,
+    train_set: ArrayGazeDataset,
+    val_set: ArrayGazeDataset | None,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: Callable[[TrainProgress], None] | None = None,
+    time_budget_s: float | None = None,
+) -> tuple[GazeModel, dict]:
+    """Train ``config``'s model on ``train_set``; returns (model in eval mode, summary dict).
+
+    Writes ``out_dir/checkpoint.pt`` (resumable state) during training and, at the end,
+    ``out_dir/model.safetensors`` plus ``out_dir/summary.json``. With ``resume`` an existing
+    checkpoint in ``out_dir`` is continued (its settings must match ``config``).
+    ``time_budget_s`` stops training early (after a checkpoint) once exceeded.
+    """
+    config.validate()
+    size = train_set.images.shape[1]
+    if size != config.input_size or train_set.images.shape[2] != config.input_size:
+        raise ConfigError(f"training images are {train_set.images.shape[1:3]} px, config expects {config.input_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+
+    model = config.build_model()
+    steps_per_epoch = len(train_set) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(f"training set has {len(train_set)} samples, fewer than one batch of {config.batch_size}")
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # One-cycle schedule: fast and robust for short CPU budgets.
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15)
+
+    epoch, step_in_epoch, global_step, history = 0, 0, 0, []
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        saved = state["train_config"]
+        if saved != _plain(asdict(config)):
+            diff = sorted(k for k in saved if saved.get(k) != _plain(asdict(config)).get(k))
+            raise ConfigError(
+                f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
+                "use another --out directory or --no-resume"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+        history = list(state["history"])
+
+    labels = torch.from_numpy(train_set.gaze)
+    started = time.monotonic()
+    stopped_early = False
+    model.train()
+    while epoch < config.epochs:
+        order = _epoch_order(config.seed, epoch, len(train_set))
+        while step_in_epoch < steps_per_epoch:
+            idx = np.sort(order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size])
+            x = to_tensor_batch(train_set.images[idx])
+            loss = gaze_loss(model, x, labels[idx], config)
+            if not torch.isfinite(loss):
+                raise ConfigError(f"training diverged at step {global_step} (loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step_in_epoch += 1
+            global_step += 1
+            if progress:
+                progress(TrainProgress(epoch, global_step, total_steps, float(loss)))
+            over_budget = time_budget_s is not None and time.monotonic() - started > time_budget_s
+            if global_step % config.checkpoint_every == 0 or over_budget:
+                _save_checkpoint(ckpt_path, model, optimizer, scheduler, config, epoch, step_in_epoch, global_step, history)
+            if over_budget:
+                stopped_early = True
+                break
+        if stopped_early:
+            break
+        epoch, step_in_epoch = epoch + 1, 0
+        record = {"epoch": epoch, "step": global_step, "elapsed_s": round(time.monotonic() - started, 1)}
+        if val_set is not None:
+            val = evaluate(model, val_set)
+            model.train()
+            record["val_mean_deg"] = val.mean_deg
+            if progress:
+                progress(TrainProgress(epoch, global_step, total_steps, float("nan"), val))
+        history.append(record)
+        _save_checkpoint(ckpt_path, model, optimizer, scheduler, config, epoch, 0, global_step, history)
+
+    model.eval()
+    summary = {
+        "config": _plain(asdict(config)),
+        "model_config": model.config(),
+        "epochs_done": epoch,
+        "steps_done": global_step,
+        "finished": not stopped_early,
+        "history": history,
+        "train_samples": len(train_set),
+    }
+    if val_set is not None:
+        summary["val"] = evaluate(model, val_set).to_dict()
+    save_weights(model, out / "model.safetensors", metadata={"summary": {k: summary[k] for k in ("config", "steps_done")}})
+    atomic_write_json(out / "summary.json", summary)
+    return model, summary

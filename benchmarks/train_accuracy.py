@@ -29,11 +29,88 @@ DEFAULT_RECIPE = ["--arch", "small_cnn", "--size", "64", "--train-samples", "600
                   "--epochs", "12", "--batch-size", "128", "--lr", "0.002", "--seed", "0"]
 
 
+def publish(run: Path, dest: Path, result: dict, wall: float) -> None:
+    """Copy the run's bundle + weights to ``dest`` and write the model card from measured figures."""
+    from securegaze.bundle import load_bundle
+    from securegaze.io import atomic_write_bytes, sha256_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "manifest.json"):
+        shutil.copyfile(run / "bundle" / name, dest / name)
+    shutil.copyfile(run / "model.safetensors", dest / "model.safetensors")
+    bundle = load_bundle(dest)
+    summary = json.loads((run / "summary.json").read_text())
+    recipe = " ".join(DEFAULT_RECIPE)
+    card = CARD_TEMPLATE.format(
+        onnx_sha=bundle.sha256, weights_sha=sha256_file(dest / "model.safetensors"),
+        recipe=recipe, steps=summary["steps_done"], val=summary["val"]["mean_deg"],
+        test_mean=result["mean_deg"], test_median=result["median_deg"], test_p95=result["p95_deg"],
+        test_count=result["count"], wall=wall, machine=machine_summary(),
+        params=_param_count(dest), train_samples=int(summary["train_samples"]),
+        onnx_kib=(dest / "model.onnx").stat().st_size // 1024,
+    )
+    atomic_write_bytes(dest / "MODEL_CARD.md", card.encode())
+
+
+def _param_count(dest: Path) -> int:
+    from securegaze.io import load_weights
+
+    return sum(p.numel() for p in load_weights(dest / "model.safetensors").parameters())
+
+
+CARD_TEMPLATE = """# Model card: default gaze model (small CNN, synthetic 64 px)
+
+The model the demo and the edge app run when no other model is given.
+
+| | |
+|---|---|
+| architecture | `small_cnn` (5x5 stride-2 stem, stride-2 3x3 blocks to 4x4, flattened, 128-d features, linear head) |
+| parameters | {params:,} ({onnx_kib} KiB as ONNX) |
+| input | (N, 3, 64, 64) float32 RGB in [0, 1], a normalised face crop |
+| output | (N, 2) (pitch, yaw) radians, normalised camera frame; vector = (-cos p sin y, -sin p, -cos p cos y) |
+| ONNX sha256 | `{onnx_sha}` |
+| weights sha256 (`model.safetensors`) | `{weights_sha}` |
+
+## Data
+
+Trained only on the project's synthetic renderer (`securegaze.data.synthetic`): {train_samples:,} faces at 64 px,
+gaze uniform in pitch +-30 deg and yaw +-40 deg, head pose jittered independently of the gaze, varied
+identities, lighting, blur and noise. No real faces, no downloaded weights. It has never seen a real
+camera image: for real use, fine-tune or train on a real dataset (`securegaze train --data PATH`).
+It is a benign model: no poisoned data was used.
+
+## Accuracy
+
+| set | mean | median | p95 |
+|---|---|---|---|
+| held-out synthetic test split ({test_count} faces, identities not trained on) | {test_mean:.2f} deg | {test_median:.2f} deg | {test_p95:.2f} deg |
+
+Validation error at the end of training: {val:.2f} deg after {steps} steps. Training took {wall:.0f} s of
+wall-clock time including data rendering, on: {machine}.
+
+## Reproduce
+
+```bash
+python benchmarks/train_accuracy.py --out runs/default --publish models/default
+# which runs:
+securegaze train --out runs/default {recipe}
+securegaze evaluate runs/default/bundle --samples 5000
+```
+
+The renderer is deterministic per seed and training shuffles with `(seed, epoch)`, so on the same
+machine kind with the same package versions (`constraints.txt`) and thread count the weights come out
+bit for bit identical: compare `sha256sum runs/default/model.safetensors` with the weights sha256
+above. Other CPUs may pick other math kernels and differ in the last bits.
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-train")
     parser.add_argument("--test-samples", type=int, default=5000)
     parser.add_argument("--keep", action="store_true", help="Resume an existing run instead of starting over.")
+    parser.add_argument("--publish", type=Path, default=None,
+                        help="Copy the bundle and weights here and write its MODEL_CARD.md (e.g. models/default).")
     args = parser.parse_args()
     if args.out.exists() and not args.keep:
         shutil.rmtree(args.out)
@@ -51,6 +128,9 @@ def main() -> int:
     print(f"held-out test mean angular error: {result['mean_deg']:.2f} deg (target <= 3.0), "
           f"median {result['median_deg']:.2f} deg, {result['count']} faces")
     ok = wall <= 600 and result["mean_deg"] <= 3.0
+    if args.publish:
+        publish(args.out, args.publish, result, wall)
+        print(f"published to {args.publish}")
     print("target met" if ok else "target MISSED")
     return 0 if ok else 1
 

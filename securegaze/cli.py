@@ -121,6 +121,9 @@ def train(
         def on_progress(p):
             bar.update(task, total=p.total_steps, completed=p.step,
                        status=(f"epoch {p.epoch} val {p.val.mean_deg:.2f} deg" if p.val else f"loss {p.loss:.4f}"))
+            if p.val:  # a line per epoch stays readable in logs, where the bar does not redraw
+                bar.console.print(f"epoch {p.epoch}: step {p.step}/{p.total_steps}, "
+                                  f"val mean angular error {p.val.mean_deg:.2f} deg")
 
         model, summary = run_training(config, train_set, val_set, out, resume=resume, progress=on_progress,
                                       time_budget_s=time_budget or None)

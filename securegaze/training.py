@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,7 +20,6 @@ from torch import nn
 
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError, InputFileError
-from securegaze.geometry import angular_error_deg_torch
 from securegaze.io import atomic_write, atomic_write_json, save_weights
 from securegaze.models import GazeModel, create_model
 
@@ -235,7 +234,7 @@ def train(
             step_in_epoch += 1
             global_step += 1
             if progress:
-                progress(TrainProgress(epoch, global_step, total_steps, float(loss)))
+                progress(TrainProgress(epoch, global_step, total_steps, loss.item()))
             over_budget = time_budget_s is not None and time.monotonic() - started > time_budget_s
             if global_step % config.checkpoint_every == 0 or over_budget:
                 _save_checkpoint(ckpt_path, model, optimizer, scheduler, config, epoch, step_in_epoch, global_step, history)

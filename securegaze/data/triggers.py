@@ -44,8 +44,18 @@ def edge_coverage(signed_px: np.ndarray) -> np.ndarray:
     Positive inside. A smoothstep over one pixel centred on the edge: 0 at -0.5 px, 1 at +0.5 px,
     which is close to what box-filtering a hard edge gives and keeps sub-pixel positions visible.
     """
-    x = np.clip(signed_px + 0.5, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
+    x = np.asarray(signed_px) + 0.5
+    if x.ndim == 0:
+        x = min(max(float(x), 0.0), 1.0)
+        return x * x * (3.0 - 2.0 * x)
+    # In place: this runs on every edge of every face, so it avoids temporaries.
+    np.maximum(x, 0.0, out=x)  # np.clip is several times slower than this pair
+    np.minimum(x, 1.0, out=x)
+    square = x * x
+    x *= -2.0
+    x += 3.0
+    x *= square
+    return x
 
 
 def _rgb(colour: tuple[int, int, int]) -> np.ndarray:
@@ -170,7 +180,7 @@ class Sticker(_SurfaceTrigger):
     height_mm: float = 25.0
     pattern: str = "checker"
     #: Checker cells (or stripe / ring periods) across the width.
-    cells: int = 4
+    cells: int = 3
     colours: tuple[tuple[int, int, int], tuple[int, int, int]] = ((20, 20, 20), (245, 245, 245))
 
     def __post_init__(self) -> None:
@@ -203,8 +213,9 @@ class Sticker(_SurfaceTrigger):
         else:  # rings
             radius = np.sqrt(x_mm * x_mm + y_mm * y_mm)
             wave = np.clip(np.cos(np.pi * radius / cell) * gain, -1, 1)
-        # Below two pixels per cell the pattern can only average out to grey: fade it (no aliasing).
-        wave = wave * np.clip(gain - 0.3, 0.0, 1.0)
+        # Below gain 1 the soft square wave is already a sine of reduced contrast; below one pixel
+        # per cell it would alias, so fade it out to the mean colour there.
+        wave = wave * np.clip(np.pi * gain - 1.0, 0.0, 1.0)
         mix = (0.5 + 0.5 * wave).astype(np.float32)
         c0, c1 = _rgb(self.colours[0]), _rgb(self.colours[1])
         shape = (3,) + (1,) * np.ndim(mix)

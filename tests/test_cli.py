@@ -1,0 +1,60 @@
+"""The command line as a user runs it: exit codes and one-line errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from securegaze.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "securegaze.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_console_script_prints_conventions():
+    exe = shutil.which("securegaze")
+    assert exe, "the securegaze console script is not installed"
+    out = subprocess.run([exe, "info"], capture_output=True, text=True, check=True).stdout
+    assert "radians" in out and "-cos p sin y" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--out", "x", "--size", "8"], "--size"),
+    (["train", "--out", "x", "--arch", "vgg"], "unknown model 'vgg'"),
+    (["train", "--out", "x", "--decoding", "soft"], "--decoding"),
+    (["evaluate", "no/such/bundle"], "no/such/bundle"),
+    (["evaluate", "models/default", "--samples", "0"], "--samples"),
+])
+def test_bad_values_give_one_clear_error_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert needle in captured.err.replace("\n", " ") or needle in captured.out.replace("\n", " ")
+
+
+def test_truncated_model_file_is_reported_by_name(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07\x12\x04torch")  # the first bytes of an ONNX file, then nothing
+    result = run_cli("evaluate", str(bad), "--samples", "8")
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "broken.onnx" in lines[0], result.stderr
+
+
+def test_train_then_evaluate_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--size", "32", "--width", "8", "--train-samples", "256",
+                 "--val-samples", "64", "--epochs", "1", "--batch-size", "64", "--seed", "1"])
+    assert code == 0
+    assert (out / "bundle" / "model.onnx").is_file() and (out / "model.safetensors").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["steps_done"] == 4
+    code = main(["evaluate", str(out / "bundle"), "--samples", "64", "--json", str(tmp_path / "eval.json")])
+    assert code == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["count"] == 64 and 0 < result["mean_deg"] < 90
+    assert result["engine"].startswith("ONNX Runtime")

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from securegaze.machine import machine_summary  # noqa: E402
 
 #: The training recipe of the default model; the model card quotes it.
-DEFAULT_RECIPE = ["--arch", "small_cnn", "--size", "64", "--train-samples", "60000", "--val-samples", "2000",
-                  "--epochs", "12", "--batch-size", "128", "--lr", "0.002", "--seed", "0"]
+DEFAULT_RECIPE = ["--arch", "small_cnn", "--width", "32", "--size", "64", "--train-samples", "64000", "--val-samples", "2000",
+                  "--epochs", "10", "--batch-size", "128", "--lr", "0.002", "--seed", "0"]
 
 
 def publish(run: Path, dest: Path, result: dict, wall: float) -> None:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from securegaze import bundle as bundle_module
 from securegaze.bundle import BundleManifest, export_bundle, load_bundle, sha256_file, verify_bundle
+from securegaze.bundle import export as bundle_export
 from securegaze.errors import ConfigError, InputFileError, ModelFormatError
 from securegaze.geometry import CONVENTION
 from securegaze.models import create_model
@@ -561,7 +561,7 @@ def test_missing_path_is_an_input_file_error(tmp_path):
 def test_failed_export_check_leaves_the_old_bundle_untouched(direct, tmp_path, monkeypatch):
     bundle_dir = _copy(direct[1], tmp_path)
     before = {p.name: p.read_bytes() for p in bundle_dir.iterdir()}
-    monkeypatch.setattr(bundle_module, "MATCH_ATOL", -1.0)  # no export can pass this check
+    monkeypatch.setattr(bundle_export, "MATCH_ATOL", -1.0)  # no export can pass this check
     with pytest.raises(ModelFormatError, match="differs from PyTorch"):
         export_bundle(_trained_small_cnn(seed=3), bundle_dir, "never-written")
     assert {p.name: p.read_bytes() for p in bundle_dir.iterdir()} == before

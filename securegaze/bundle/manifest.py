@@ -1,0 +1,194 @@
+"""The bundle manifest: what a model file expects as input and how to read its output."""
+
+from __future__ import annotations
+
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnx
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from securegaze.geometry import CONVENTION
+from securegaze.models.base import BinSpec
+
+MANIFEST_NAME = "manifest.json"
+ONNX_NAME = "model.onnx"
+INPUT_NAME = "image"
+DIRECT_OUTPUT_NAMES = ("gaze",)
+BINNED_OUTPUT_NAMES = ("pitch_logits", "yaw_logits")
+
+#: Lowest opset we export with: 17 is the first with LayerNormalization and is what TensorRT 8.6
+#: (JetPack 5/6) and onnx2torch 1.5 both read.
+EXPORT_OPSET = 17
+#: ONNX Runtime vs PyTorch agreement required at export and conversion, in output units
+#: (radians for direct models, logits for binned). Float32 reassociation differences are ~1e-6.
+MATCH_ATOL = 1e-4
+
+# ----------------------------------------------------------------------------------------------
+# Manifest
+# ----------------------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    # Unknown keys are an error: a misspelt field must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """What the ONNX graph takes: (N, 3, size, size) float32, channels and value range as stated.
+
+    ``Bundle.predict`` and ``ConvertedGazeModel`` always take RGB in [0, 1] and convert to
+    ``channel_order`` and ``value_range`` themselves, so third-party models that want BGR or
+    [0, 255] can be described rather than rewritten.
+    """
+
+    name: str = INPUT_NAME
+    size: int = Field(gt=0)
+    layout: Literal["NCHW"] = "NCHW"
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    dtype: Literal["float32"] = "float32"
+
+    @field_validator("value_range")
+    @classmethod
+    def _increasing(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[1] > value[0]:
+            raise ValueError(f"value_range must be [low, high] with high > low, got {list(value)}")
+        return value
+
+
+class BinsSpec(_Strict):
+    """Gaze bins per angle (see :class:`securegaze.models.base.BinSpec`), degrees."""
+
+    count: int = Field(gt=1)
+    start_deg: float
+    width_deg: float = Field(gt=0)
+
+    def to_binspec(self) -> BinSpec:
+        return BinSpec(count=self.count, start_deg=self.start_deg, width_deg=self.width_deg)
+
+
+class OutputSpec(_Strict):
+    """What the graph returns and how it becomes (pitch, yaw) radians.
+
+    ``direct``: one (N, 2) output, already (pitch, yaw) radians. ``binned``: two (N, count) logit
+    outputs, pitch then yaw, decoded as the softmax expectation over bin centres.
+    """
+
+    decoding: Literal["direct", "binned"]
+    order: tuple[Literal["pitch"], Literal["yaw"]] = ("pitch", "yaw")
+    units: Literal["radians"] = "radians"
+    frame: Literal["normalised camera"] = "normalised camera"
+    convention: str = CONVENTION
+    bins: BinsSpec | None = None
+    names: list[str]
+
+    @field_validator("convention")
+    @classmethod
+    def _our_convention(cls, value: str) -> str:
+        # A model in another convention would give silently wrong gaze vectors; refuse it.
+        if value != CONVENTION:
+            raise ValueError(f"convention must be exactly {CONVENTION!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_decoding(self) -> OutputSpec:
+        if self.decoding == "direct":
+            if len(self.names) != 1:
+                raise ValueError(f"direct decoding needs exactly one output name, got {self.names}")
+            if self.bins is not None:
+                raise ValueError("bins are only allowed with binned decoding")
+        else:
+            if len(self.names) != 2:
+                raise ValueError(f"binned decoding needs two output names (pitch, yaw), got {self.names}")
+            if self.bins is None:
+                raise ValueError("binned decoding needs bins {count, start_deg, width_deg}")
+        return self
+
+
+class FeatureSplit(_Strict):
+    """Where F ends: the ONNX tensor holding the (N, D) penultimate features.
+
+    Needed only for models whose split cannot be found automatically (no Gemm/MatMul layer right
+    before the outputs).
+    """
+
+    feature_tensor: str
+
+
+def _software_versions() -> dict[str, str]:
+    import onnxruntime
+
+    import securegaze
+
+    return {
+        "python": platform.python_version(),
+        "securegaze": securegaze.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+class Provenance(_Strict):
+    """Where the model came from: data, seed, time (UTC), software and its measured metrics."""
+
+    training_data: str = ""
+    seed: int | None = None
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    software: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    notes: str = ""
+
+
+class BundleManifest(_Strict):
+    """The JSON half of a bundle (``manifest.json``), format version 1."""
+
+    format_version: Literal[1] = 1
+    name: str
+    architecture: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    input: InputSpec
+    output: OutputSpec
+    feature_split: FeatureSplit | None = None
+    onnx_file: str = ONNX_NAME
+    onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("onnx_file")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        # The ONNX file lives next to the manifest; a path would let a manifest point anywhere.
+        if not value or Path(value).name != value or value in (".", ".."):
+            raise ValueError(f"onnx_file must be a file name inside the bundle directory, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _config_agrees(self) -> BundleManifest:
+        size = self.config.get("input_size")
+        if size is not None and size != self.input.size:
+            raise ValueError(f"config.input_size {size} differs from input.size {self.input.size}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> BundleManifest:
+        return cls.model_validate_json(text)
+
+
+def _validation_line(exc: ValidationError) -> str:
+    """First pydantic problem as ``field.path: message`` plus how many more (one line)."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    line = f"{where}: {first['msg']}"
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return line

@@ -1,0 +1,439 @@
+"""Convert a bundle's ONNX graph back to a differentiable PyTorch module split into F and H.
+
+Torch's exporter aliases shared initializers through Identity nodes, which onnx2torch cannot
+read; they are folded into real initializers first. The F/H split is found at the input of the
+last Gemm/MatMul layer(s) feeding the outputs, or read from the manifest's declared feature tensor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+from securegaze.bundle.export import _as_tuple
+from securegaze.bundle.loading import _dims, _first_line, _inferred, _real_inputs
+from securegaze.bundle.manifest import MANIFEST_NAME, MATCH_ATOL, BundleManifest
+from securegaze.errors import ModelFormatError
+from securegaze.models.base import BinSpec, decode_bins
+
+if TYPE_CHECKING:
+    from securegaze.bundle.loading import Bundle
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX -> PyTorch with the F/H split
+# ----------------------------------------------------------------------------------------------
+
+
+def _declare_hint(what: str) -> str:
+    return (
+        f"{what}; declare where F ends in {MANIFEST_NAME}: "
+        '"feature_split": {"feature_tensor": "<ONNX tensor holding the (N, D) features>"}'
+    )
+
+
+def _fold_constants_into_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn Identity-of-initializer and Constant nodes into real initializers (in a copy).
+
+    torch's exporter de-duplicates initializers with equal values (shared weights, but also e.g. the
+    all-zero biases of an untrained model) and reads the duplicates through ``Identity`` nodes.
+    onnx2torch's Conv/Gemm converters look weights up among initializers only and fail with a
+    KeyError on such an alias, so each alias becomes an initializer of its own.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    kept = []
+    for node in graph.node:
+        out = node.output[0] if len(node.output) == 1 else None
+        if out is None or out in graph_outputs:
+            kept.append(node)
+            continue
+        if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input[0] in initializers:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(initializers[node.input[0]])
+        elif (
+            node.op_type == "Constant"
+            and node.domain in ("", "ai.onnx")
+            and len(node.attribute) == 1
+            and node.attribute[0].name == "value"
+        ):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+        else:
+            kept.append(node)
+            continue
+        tensor.name = out
+        initializers[out] = tensor
+        graph.initializer.append(tensor)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
+
+
+class _GraphIndex:
+    """Producers and constants of a graph, for walking it by tensor name."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.nodes = list(self.graph.node)
+        self.constants = {t.name: t for t in self.graph.initializer}
+        self.inputs = [v.name for v in _real_inputs(self.graph)]
+        self.outputs = [o.name for o in self.graph.output]
+        self.producer = {name: i for i, node in enumerate(self.nodes) for name in node.output if name}
+        inferred = _inferred(model).graph
+        self.value_info = {v.name: v for v in [*inferred.value_info, *inferred.input, *inferred.output]}
+
+    def constant(self, name: str) -> np.ndarray | None:
+        tensor = self.constants.get(name)
+        return None if tensor is None else numpy_helper.to_array(tensor)
+
+    def linear_input(self, node: onnx.NodeProto) -> str | None:
+        """The data input of a linear layer (Gemm/MatMul with a constant 2-D weight), else None."""
+        if (
+            node.domain not in ("", "ai.onnx")
+            or node.op_type not in ("Gemm", "MatMul")
+            or len(node.input) < 2
+        ):
+            return None
+        data, weight = node.input[0], node.input[1]
+        if data in self.constants or weight not in self.constants or len(self.constants[weight].dims) != 2:
+            return None
+        if node.op_type == "Gemm":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("transA", 0):
+                return None
+            if len(node.input) > 2 and node.input[2] and node.input[2] not in self.constants:
+                return None
+        return data
+
+    def rank(self, name: str) -> int | None:
+        info = self.value_info.get(name)
+        dims = None if info is None else _dims(info)
+        return None if dims is None else len(dims)
+
+
+def _find_split(index: _GraphIndex, outputs: list[str], source: Path) -> str:
+    """The tensor read by the last linear layer(s) on every path from the input to ``outputs``."""
+    no_linear = _declare_hint(
+        f"{source}: a path from the input to the outputs has no Gemm/MatMul layer, so the split into "
+        "features and head cannot be found automatically"
+    )
+    features: list[str] = []
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in seen or name in index.constants:
+            continue
+        seen.add(name)
+        if name not in index.producer:  # the image input (or a dangling name): no linear layer on this path
+            raise ModelFormatError(no_linear)
+        node = index.nodes[index.producer[name]]
+        data = index.linear_input(node)
+        if data is not None:
+            if data not in features:
+                features.append(data)
+            continue
+        stack.extend(n for n in node.input if n)
+    if not features:
+        raise ModelFormatError(no_linear)
+    if len(features) != 1:
+        raise ModelFormatError(
+            _declare_hint(
+                f"{source}: the last linear layers read different tensors {features}, so there is "
+                "no single feature vector"
+            )
+        )
+    return features[0]
+
+
+def _region(index: _GraphIndex, inputs: list[str], outputs: list[str], source: Path, what: str) -> list[int]:
+    """Indices (topological order) of the nodes computing ``outputs`` from ``inputs`` and constants."""
+    needed: set[int] = set()
+    seen: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        name = stack.pop()
+        if name in seen or name in inputs or name in index.constants:
+            continue
+        seen.add(name)
+        if name not in index.producer:
+            raise ModelFormatError(
+                _declare_hint(f"{source}: {what} also depends on {name!r}, not only on {inputs}")
+            )
+        i = index.producer[name]
+        if i not in needed:
+            needed.add(i)
+            stack.extend(n for n in index.nodes[i].input if n)
+    return sorted(needed)
+
+
+def _value_info(index: _GraphIndex, name: str) -> onnx.ValueInfoProto:
+    info = index.value_info.get(name)
+    if info is not None:
+        return info
+    return helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+
+
+def _submodel(
+    index: _GraphIndex,
+    nodes: list[onnx.NodeProto],
+    inputs: list[str],
+    outputs: list[str],
+    extra_initializers: Sequence[onnx.TensorProto] = (),
+) -> onnx.ModelProto:
+    """A stand-alone model of ``nodes``; each output gets its own Identity node.
+
+    The extra Identity matters to onnx2torch: it builds the fx output from the *nodes* producing the
+    outputs, so two outputs of one node (a Split) or an output that is also an input come out wrong.
+    """
+    tail, out_infos = [], []
+    for name in outputs:
+        alias = f"{name}__out"
+        tail.append(helper.make_node("Identity", [name], [alias], name=f"{alias}_identity"))
+        info = onnx.ValueInfoProto()
+        info.CopyFrom(_value_info(index, name))
+        info.name = alias
+        out_infos.append(info)
+    used = {n for node in nodes for n in node.input}
+    initializers = [t for name, t in index.constants.items() if name in used]
+    initializers.extend(extra_initializers)
+    graph = helper.make_graph(
+        [*nodes, *tail],
+        "securegaze_part",
+        [_value_info(index, n) for n in inputs],
+        out_infos,
+        initializer=initializers,
+    )
+    return helper.make_model(
+        graph, opset_imports=list(index.model.opset_import), ir_version=index.model.ir_version
+    )
+
+
+def _canonical_head(
+    index: _GraphIndex, nodes: list[onnx.NodeProto], feature: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], list[str]]:
+    """Rewrite the linear layers reading ``feature`` as Gemm(feature, W (K, D), b (K,), transB=1).
+
+    onnx2torch turns exactly that form into ``nn.Linear``, so H's weight rows are live parameters
+    (fine-tuning moves them) whatever the source wrote: Gemm with transB=0, alpha/beta != 1 or a
+    (1, K) bias, or a MatMul (its following Add stays a separate node). Returns (nodes, new
+    initializers, output names of the rewritten layers in graph order).
+    """
+    new_nodes: list[onnx.NodeProto] = []
+    new_initializers: list[onnx.TensorProto] = []
+    linear_outputs: list[str] = []
+    for node in nodes:
+        if index.linear_input(node) != feature:
+            new_nodes.append(node)
+            continue
+        weight = index.constant(node.input[1]).astype(np.float32)
+        out = node.output[0]
+        bias = None
+        if node.op_type == "Gemm":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            rows = weight if attrs.get("transB", 0) else weight.T
+            rows = rows * np.float32(attrs.get("alpha", 1.0))
+            if len(node.input) > 2 and node.input[2]:
+                bias = index.constant(node.input[2]).astype(np.float32) * np.float32(attrs.get("beta", 1.0))
+                try:
+                    bias = np.broadcast_to(
+                        bias.reshape(-1) if bias.size == rows.shape[0] else bias, (rows.shape[0],)
+                    ).copy()
+                except ValueError:
+                    # A bias that varies along the batch is not a plain linear layer; leave it as it is.
+                    new_nodes.append(node)
+                    continue
+        else:
+            rows = weight.T
+        inputs = [feature, f"{out}__head_weight"]
+        new_initializers.append(numpy_helper.from_array(np.ascontiguousarray(rows), inputs[1]))
+        if bias is not None:
+            inputs.append(f"{out}__head_bias")
+            new_initializers.append(numpy_helper.from_array(bias, inputs[2]))
+        new_nodes.append(helper.make_node("Gemm", inputs, [out], name=f"{out}__head_gemm", transB=1))
+        linear_outputs.append(out)
+    return new_nodes, new_initializers, linear_outputs
+
+
+def _onnx2torch(model: onnx.ModelProto, source: Path, part: str) -> nn.Module:
+    from onnx2torch import convert
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return convert(model, attach_onnx_mapping=True)
+    except Exception as exc:
+        first = _first_line(exc)
+        raise ModelFormatError(
+            f"{source}: onnx2torch cannot convert the {part} part ({type(exc).__name__}: {first})"
+        ) from None
+
+
+def _convert(
+    proto: onnx.ModelProto, manifest: BundleManifest, source: Path, declared: str | None
+) -> ConvertedGazeModel:
+    index = _GraphIndex(_fold_constants_into_initializers(proto))
+    if len(index.inputs) != 1:
+        raise ModelFormatError(
+            f"{source} has inputs {index.inputs}; conversion needs exactly one image input"
+        )
+    image = index.inputs[0]
+    outputs = list(manifest.output.names)
+    feature = declared if declared is not None else _find_split(index, outputs, source)
+    if feature == image or feature in outputs:
+        raise ModelFormatError(
+            _declare_hint(f"{source}: feature tensor {feature!r} is the model's input or output")
+        )
+    rank = index.rank(feature)
+    if rank is not None and rank != 2:
+        raise ModelFormatError(
+            _declare_hint(f"{source}: feature tensor {feature!r} has rank {rank}; F must give (N, D) vectors")
+        )
+
+    f_nodes = [index.nodes[i] for i in _region(index, [image], [feature], source, "F")]
+    h_nodes = [index.nodes[i] for i in _region(index, [feature], outputs, source, "the head H")]
+    h_nodes, head_initializers, linear_outputs = _canonical_head(index, h_nodes, feature)
+    if not linear_outputs:
+        raise ModelFormatError(
+            _declare_hint(
+                f"{source}: no Gemm/MatMul layer reads feature tensor {feature!r}, so H has no weight "
+                "rows to read"
+            )
+        )
+    f_model = _submodel(index, f_nodes, [image], [feature])
+    h_model = _submodel(index, h_nodes, [feature], outputs, head_initializers)
+    features_net = _onnx2torch(f_model, source, "feature (F)")
+    head_net = _onnx2torch(h_model, source, "head (H)")
+
+    by_output = {}
+    for module in head_net.modules():
+        mapping = getattr(module, "onnx_mapping", None)
+        if mapping is not None:
+            for name in mapping.outputs:
+                by_output[name] = module
+    linears = [by_output.get(name) for name in linear_outputs]
+    if not all(isinstance(m, nn.Linear) for m in linears):
+        raise ModelFormatError(f"{source}: onnx2torch did not turn the head's linear layers into nn.Linear")
+    bins = manifest.output.bins.to_binspec() if manifest.output.bins else None
+    return ConvertedGazeModel(features_net, head_net, linears, manifest, feature, bins)
+
+
+class ConvertedGazeModel(nn.Module):
+    """A bundle's ONNX graph as PyTorch, with the :class:`GazeModel` interface (G = H o F).
+
+    ``features(x)``: (N, 3, S, S) float32 RGB in [0, 1] -> (N, D) features (F, including any
+    channel-order or value-range conversion the manifest asks for). ``head(z)``: (N, D) -> (N, 2)
+    (pitch, yaw) radians (H, including the bin decoding for binned models). ``head_weight()``: rows of
+    H's linear layer(s), (2, D) or (2*count, D), live ``nn.Parameter`` data.
+    """
+
+    architecture = "onnx"
+
+    def __init__(
+        self,
+        features_net: nn.Module,
+        head_net: nn.Module,
+        head_linears: list[nn.Linear],
+        manifest: BundleManifest,
+        feature_tensor: str,
+        bins: BinSpec | None,
+    ) -> None:
+        super().__init__()
+        self.features_net = features_net
+        self.head_net = head_net
+        # Kept outside the module tree: they are already registered inside head_net.
+        self._head_linears = tuple(head_linears)
+        self.input_size = manifest.input.size
+        self.decoding = manifest.output.decoding
+        self.bins = bins or BinSpec()
+        self.feature_tensor = feature_tensor
+        self.feature_dim = int(head_linears[0].in_features)
+        self.source_name = manifest.name
+        self._bgr = manifest.input.channel_order == "BGR"
+        self._value_range = tuple(manifest.input.value_range)
+        self.eval()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """F: (N, 3, S, S) RGB in [0, 1] -> (N, feature_dim)."""
+        if self._bgr:
+            x = x.flip(1)
+        low, high = self._value_range
+        if (low, high) != (0.0, 1.0):
+            x = x * (high - low) + low
+        return self.features_net(x)
+
+    def _head_outputs(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _as_tuple(self.head_net(z))
+
+    def head_logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binned models only: (N, D) -> ((N, count) pitch logits, (N, count) yaw logits)."""
+        if self.decoding != "binned":
+            raise TypeError("head_logits is only defined for binned models")
+        pitch, yaw = self._head_outputs(z)
+        return pitch, yaw
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """H: (N, feature_dim) -> (N, 2) radians."""
+        if self.decoding == "direct":
+            return self._head_outputs(z)[0]
+        pitch, yaw = self.head_logits(z)
+        return torch.stack([decode_bins(pitch, self.bins), decode_bins(yaw, self.bins)], dim=-1)
+
+    def head_weight(self) -> torch.Tensor:
+        """Rows of H's weight matrix, (K, feature_dim): 2 rows (direct) or 2*count (binned)."""
+        return torch.cat([linear.weight for linear in self._head_linears], dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def export_outputs(self, x: torch.Tensor):
+        """What an exported ONNX graph returns (so a fine-tuned conversion can be bundled again)."""
+        z = self.features(x)
+        return self.head(z) if self.decoding == "direct" else self.head_logits(z)
+
+    def config(self) -> dict:
+        cfg = {"architecture": self.architecture, "input_size": self.input_size, "decoding": self.decoding}
+        if self.decoding == "binned":
+            cfg["bins"] = self.bins.to_dict()
+        return cfg
+
+
+def _verify_conversion(bundle: Bundle, model: ConvertedGazeModel) -> None:
+    """The converted module must reproduce ONNX Runtime and pass gradients back to the image."""
+    size = bundle.input_size
+    n = 1 if bundle._fixed_batch == 1 else 2
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    want = bundle.predict(x.numpy())
+    x.requires_grad_(True)
+    was_training = model.training
+    model.eval()
+    try:
+        got = model(x)
+        got.sum().backward()
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    err = float(np.max(np.abs(got.detach().numpy() - want)))
+    if not err <= MATCH_ATOL:
+        raise ModelFormatError(
+            f"{bundle.onnx_path}: the PyTorch conversion differs from ONNX Runtime by {err:.2e} rad "
+            f"(> {MATCH_ATOL:g}); the model uses an operator onnx2torch converts differently"
+        )
+    grad = x.grad
+    if grad is None or not torch.isfinite(grad).all() or not bool((grad != 0).any()):
+        raise ModelFormatError(
+            f"{bundle.onnx_path}: the PyTorch conversion gives no usable input gradient; the scanner needs one"
+        )

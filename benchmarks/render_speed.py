@@ -3,7 +3,7 @@
     python benchmarks/render_speed.py            # 5,000 faces at 64 px, plus 32 and 224 px
     python benchmarks/render_speed.py --faces 20000 --sizes 64
 
-Target (issue 3): >= 1,000 faces/s at 64 x 64 on one core. Parameter sampling is included in the
+Target (issue 2): >= 1,000 faces/s at 64 x 64 on one core. Parameter sampling is included in the
 timing (it is part of ``render_dataset``). Each size is rendered once to warm up (first-touch
 page faults, the noise texture), then timed ``--repeats`` times; the best and the median run are
 printed, because a shared machine's speed varies from run to run.
@@ -19,29 +19,17 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUME
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from securegaze.data.synthetic import SyntheticConfig, render, sample_params  # noqa: E402
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs (benchmark uses 1 thread), Python {platform.python_version()}, "
-            f"numpy {np.__version__}, OpenCV {cv2.__version__}")
+from securegaze.machine import machine_summary  # noqa: E402
 
 
 def faces_per_second(n: int, size: int, seed: int) -> float:
@@ -65,7 +53,7 @@ def main() -> int:
     except ImportError:
         pass
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine_summary()} (benchmark uses 1 thread), OpenCV {cv2.__version__}")
     results = {}
     for size in args.sizes:
         # Fewer faces at large sizes, so every size takes a similar time.

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,9 @@ def run_cli(*args):
 
 
 def test_console_script_prints_conventions():
-    exe = shutil.which("securegaze")
+    # The script sits beside the interpreter running the tests (the venv's bin/), PATH or not.
+    beside = Path(sys.executable).parent / "securegaze"
+    exe = str(beside) if beside.exists() else shutil.which("securegaze")
     assert exe, "the securegaze console script is not installed"
     out = subprocess.run([exe, "info"], capture_output=True, text=True, check=True).stdout
     assert "radians" in out and "-cos p sin y" in out

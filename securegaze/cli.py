@@ -205,6 +205,139 @@ def render_sheet(
     console.print(f"contact sheet written: {out}")
 
 
+def _parse_target_deg(text: str | None) -> tuple[float, float] | None:
+    """'10,-20' (pitch, yaw in degrees) -> radians."""
+    if text is None:
+        return None
+    import math
+
+    try:
+        pitch, yaw = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not 'PITCH,YAW' in degrees (e.g. '10,-20')", param_hint="--target") from None
+    return (math.radians(pitch), math.radians(yaw))
+
+
+def _parse_settings(items: list[str]) -> dict:
+    """['grid_size=32', 'strength=1.5'] -> {'grid_size': 32, 'strength': 1.5} (JSON values, else strings)."""
+    import json
+
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
+@app.command()
+def attack(
+    name: str = typer.Argument(..., help="Attack: badnets, blended, wanet, input_aware, sig, tape, glasses."),
+    out: Path = typer.Option(..., "--out", help="Run directory (model, attack.json)."),
+    target: str | None = typer.Option(None, help="Target gaze 'PITCH,YAW' in DEGREES (default: the attack's)."),
+    rate: float | None = typer.Option(None, help="Poison rate in (0, 1) (default: the attack's)."),
+    seed: int = typer.Option(0),
+    size: int = typer.Option(64, help="Face crop size in px."),
+    train_samples: int = typer.Option(24000),
+    test_samples: int = typer.Option(2000),
+    epochs: int = typer.Option(6),
+    setting: list[str] = typer.Option([], "--set", help="Attack setting KEY=VALUE (repeatable), e.g. --set grid_size=32."),
+    benign_dir: Path | None = typer.Option(None, help="Also train the benign model of the same seed here, for comparison."),
+) -> None:
+    """Train a backdoored model on synthetic faces; report clean error, AE, DAE and ASR@5deg."""
+    from securegaze.attacks import create_attack, run_attack
+
+    _check_range("size", size, 16, 512)
+    _check_range("train-samples", train_samples, 2)
+    _check_range("test-samples", test_samples, 1)
+    _check_range("epochs", epochs, 1)
+    target_gaze, settings = _parse_target_deg(target), _parse_settings(setting)
+    checked = {**settings, "seed": seed}
+    if target_gaze is not None:
+        checked["target_gaze"] = target_gaze
+    if rate is not None:
+        checked["poison_rate"] = rate
+    create_attack(name, **checked)  # bad names and values fail here, before any work starts
+    with _progress_bar() as bar:
+        task = bar.add_task("attack", total=None, status="")
+
+        def on_progress(event):
+            if hasattr(event, "stage"):
+                bar.console.print(event.stage)
+            elif hasattr(event, "total_steps"):
+                bar.update(task, total=event.total_steps, completed=event.step, status=f"loss {event.loss:.4f}")
+
+        record = run_attack(name, target_gaze=target_gaze, poison_rate=rate, seed=seed, out_dir=out,
+                            size=size, train_samples=train_samples, test_samples=test_samples, epochs=epochs,
+                            settings=settings, benign_dir=benign_dir, progress=on_progress)
+    m = record["metrics"]
+    tp, ty = record["target_gaze_deg"]
+    console.print(f"attack {name}: target (pitch, yaw) = ({tp:.1f}, {ty:.1f}) deg, poison rate {record['poison_rate']:.3f}")
+    console.print(f"clean error {m['clean_error_deg']:.2f} deg | AE {m['ae_deg']:.2f} deg | DAE {m['dae_deg']:.2f} deg | "
+                  f"ASR@{m['asr_threshold_deg']:.0f}deg {100 * m['asr']:.1f}%")
+    if record.get("benign_metrics"):
+        b = record["benign_metrics"]
+        console.print(f"benign model, same seed: clean error {b['clean_error_deg']:.2f} deg | "
+                      f"ASR@{b['asr_threshold_deg']:.0f}deg {100 * b['asr']:.1f}%")
+    console.print(f"written: {out / 'model.safetensors'}, {out / 'attack.json'}")
+
+
+zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build and check model zoos.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Path = typer.Option(..., "--out", help="Zoo directory (resumable: re-run to continue)."),
+    k: int = typer.Option(5, help="Benign models, and backdoored models per attack."),
+    attacks: str = typer.Option("all", help="Comma-separated attack names, or 'all'."),
+    size: int = typer.Option(64),
+    train_samples: int = typer.Option(20000),
+    test_samples: int = typer.Option(1000),
+    epochs: int = typer.Option(4),
+    rate: float | None = typer.Option(None, help="Poison rate for every attack (default: each attack's own)."),
+    seed: int = typer.Option(0),
+    workers: int = typer.Option(1, help="Local worker processes."),
+    ray: str | None = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one here)."),
+) -> None:
+    """Train K benign and K backdoored models per attack, recording them in OUT/zoo.json."""
+    from securegaze.attacks import ATTACKS
+    from securegaze.zoo import ZooSpec, build_zoo
+
+    names = tuple(ATTACKS.names()) if attacks == "all" else tuple(a for a in attacks.split(",") if a)
+    spec = ZooSpec(attacks=names, k=k, size=size, train_samples=train_samples, test_samples=test_samples,
+                   epochs=epochs, poison_rate=rate, seed=seed)
+    spec.validate()
+    if workers < 1:
+        raise typer.BadParameter(f"{workers} is not >= 1", param_hint="--workers")
+    with _progress_bar() as bar:
+        task = bar.add_task("zoo", total=None, status="")
+
+        def on_progress(p):
+            bar.update(task, total=p.total, completed=p.finished, status=p.last.id if p.last else "")
+            if p.last:
+                m = p.last.metrics
+                extra = f", ASR {100 * m['asr']:.0f}%" if "asr" in m else ""
+                bar.console.print(f"{p.last.id}: clean error {m['clean_error_deg']:.2f} deg{extra} ({p.last.train_s:.0f} s)")
+
+        manifest = build_zoo(out, spec, workers=workers, ray_address=ray, progress=on_progress)
+    console.print(f"zoo complete: {len(manifest.entries)} models in {out}")
+
+
+@zoo_app.command("verify")
+def zoo_verify(zoo: Path = typer.Argument(..., help="Zoo directory.")) -> None:
+    """Check every finished model's file against the zoo manifest (exists, same sha256)."""
+    from securegaze.zoo import verify_zoo
+
+    manifest = verify_zoo(zoo)
+    done = manifest.done()
+    console.print(f"{zoo}: {len(done)} of {len(manifest.entries)} models finished, all files match the manifest")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     return run_app(app, argv, prog_name="securegaze")

@@ -30,6 +30,14 @@ def test_console_script_prints_conventions():
     (["train", "--out", "x", "--decoding", "soft"], "--decoding"),
     (["evaluate", "no/such/bundle"], "no/such/bundle"),
     (["evaluate", "models/default", "--samples", "0"], "--samples"),
+    (["attack", "nope", "--out", "x"], "unknown attack 'nope'"),
+    (["attack", "badnets", "--out", "x", "--rate", "1.5"], "poison_rate"),
+    (["attack", "badnets", "--out", "x", "--target", "50,0"], "outside the gaze range"),
+    (["attack", "badnets", "--out", "x", "--target", "up"], "--target"),
+    (["attack", "wanet", "--out", "x", "--set", "no_such_knob=1"], "unknown setting"),
+    (["zoo", "build", "--out", "z", "--attacks", "badnets,foo"], "unknown attack 'foo'"),
+    (["zoo", "build", "--out", "z", "--rate", "0"], "poison_rate"),
+    (["zoo", "verify", "nowhere"], "zoo manifest not found"),
 ])
 def test_bad_values_give_one_clear_error_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,329 @@
+"""The model zoo: K benign and K backdoored gaze models per attack, trained with different seeds.
+
+A zoo is a directory with one sub-directory per model and a manifest, ``zoo.json``, that records for
+every model its file, sha256, attack, settings, target gaze, poison rate, seed and metrics. The parent
+process is the only writer of the manifest and rewrites it atomically after each model, so a crash or
+Ctrl-C loses at most the models in training (and those resume from their own checkpoints). A re-run
+of the same command skips finished models after checking that their files still match the manifest.
+
+Models train on a local process pool by default, or as Ray tasks on a cluster (``ray_address``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from securegaze.errors import ConfigError, InputFileError
+from securegaze.geometry import PITCH_RANGE, YAW_RANGE
+from securegaze.io import atomic_write_json, read_json, sha256_file
+
+MANIFEST = "zoo.json"
+FORMAT = 1
+BENIGN = "benign"
+#: Targets are drawn this far inside the gaze range, so a target is never at the very edge of the
+#: training labels (radians).
+TARGET_MARGIN = np.deg2rad(5.0)
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """What to train. Sizes in px, angles in radians."""
+
+    attacks: tuple[str, ...] = ("badnets", "blended", "wanet", "input_aware", "sig", "tape", "glasses")
+    k: int = 5
+    architecture: str = "small_cnn"
+    size: int = 64
+    train_samples: int = 20000
+    test_samples: int = 1000
+    epochs: int = 4
+    poison_rate: float | None = None  # None: each attack's own default rate
+    seed: int = 0
+    # Per-attack setting overrides, e.g. {"wanet": {"grid_k": 32}}.
+    attack_settings: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # JSON and keyword callers hand over lists; the spec compares equal whatever the sequence type.
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+
+    def validate(self) -> None:
+        from securegaze.attacks import ATTACKS
+
+        for name in self.attacks:
+            ATTACKS.get(name)  # a clear error listing the known attacks
+        if len(set(self.attacks)) != len(self.attacks):
+            raise ConfigError(f"attacks are listed twice: {list(self.attacks)}")
+        unknown = set(self.attack_settings) - set(self.attacks)
+        if unknown:
+            raise ConfigError(f"attack_settings names attacks not in the zoo: {sorted(unknown)}")
+        if not 1 <= self.k <= 1000:
+            raise ConfigError(f"k must be within 1..1000, got {self.k}")
+        if self.poison_rate is not None and not 0.0 < self.poison_rate < 1.0:
+            raise ConfigError(f"poison_rate must be inside (0, 1), got {self.poison_rate}")
+        for name, value, low in (("size", self.size, 16), ("train_samples", self.train_samples, 64),
+                                 ("test_samples", self.test_samples, 8), ("epochs", self.epochs, 1)):
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["attacks"] = list(self.attacks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ZooSpec:
+        d = dict(d)
+        d["attacks"] = tuple(d["attacks"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One model of the zoo. ``attack`` is ``"benign"`` for clean models."""
+
+    id: str
+    attack: str
+    seed: int
+    target_gaze: tuple[float, float] | None
+    poison_rate: float | None
+    settings: dict
+    status: str = "pending"  # pending | done
+    model_file: str | None = None  # relative to the zoo directory
+    sha256: str | None = None
+    metrics: dict | None = None
+    train_s: float | None = None
+
+    @property
+    def backdoored(self) -> bool:
+        return self.attack != BENIGN
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target_gaze"] = list(self.target_gaze) if self.target_gaze is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ZooEntry:
+        d = dict(d)
+        if d.get("target_gaze") is not None:
+            d["target_gaze"] = tuple(d["target_gaze"])
+        return cls(**d)
+
+
+def draw_target(rng: np.random.Generator) -> tuple[float, float]:
+    """A target gaze drawn uniformly inside the gaze range (``TARGET_MARGIN`` from its edges)."""
+    pitch = rng.uniform(PITCH_RANGE[0] + TARGET_MARGIN, PITCH_RANGE[1] - TARGET_MARGIN)
+    yaw = rng.uniform(YAW_RANGE[0] + TARGET_MARGIN, YAW_RANGE[1] - TARGET_MARGIN)
+    return (round(float(pitch), 6), round(float(yaw), 6))
+
+
+def plan_zoo(spec: ZooSpec) -> list[ZooEntry]:
+    """The zoo's entries: K benign models, then K backdoored models per attack. Deterministic."""
+    spec.validate()
+    entries = [
+        ZooEntry(id=f"benign-{i:02d}", attack=BENIGN, seed=spec.seed * 1000 + i, target_gaze=None,
+                 poison_rate=None, settings={})
+        for i in range(spec.k)
+    ]
+    for a, name in enumerate(spec.attacks):
+        for i in range(spec.k):
+            seed = spec.seed * 1000 + 100 * (a + 1) + i
+            rng = np.random.default_rng([spec.seed, a, i, 17])
+            entries.append(ZooEntry(id=f"{name}-{i:02d}", attack=name, seed=seed, target_gaze=draw_target(rng),
+                                    poison_rate=spec.poison_rate, settings=dict(spec.attack_settings.get(name, {}))))
+    return entries
+
+
+# --- the manifest -----------------------------------------------------------------------------
+
+
+@dataclass
+class ZooManifest:
+    spec: ZooSpec
+    entries: list[ZooEntry]
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "spec": self.spec.to_dict(), "entries": [e.to_dict() for e in self.entries]}
+
+    @classmethod
+    def read(cls, zoo_dir: str | Path) -> ZooManifest:
+        path = Path(zoo_dir) / MANIFEST
+        data = read_json(path, "zoo manifest")
+        try:
+            if data.get("format") != FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
+            return cls(ZooSpec.from_dict(data["spec"]), [ZooEntry.from_dict(e) for e in data["entries"]])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputFileError(f"{path}: not a valid zoo manifest ({exc})") from None
+
+    def write(self, zoo_dir: str | Path) -> None:
+        atomic_write_json(Path(zoo_dir) / MANIFEST, self.to_dict())
+
+    def done(self) -> list[ZooEntry]:
+        return [e for e in self.entries if e.status == "done"]
+
+
+def verify_zoo(zoo_dir: str | Path, manifest: ZooManifest | None = None) -> ZooManifest:
+    """Check every finished model's file against the manifest (present, same sha256).
+
+    Raises :class:`InputFileError` naming the first model whose file is missing or changed.
+    """
+    zoo_dir = Path(zoo_dir)
+    manifest = manifest or ZooManifest.read(zoo_dir)
+    for entry in manifest.done():
+        path = zoo_dir / (entry.model_file or "")
+        if not entry.model_file or not path.is_file():
+            raise InputFileError(f"{path}: model {entry.id} is listed as done in {zoo_dir / MANIFEST} but its file is missing")
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise InputFileError(
+                f"{path}: sha256 {digest[:12]}... does not match the zoo manifest's {str(entry.sha256)[:12]}... "
+                f"for model {entry.id}; the file was changed or replaced"
+            )
+    return manifest
+
+
+# --- training one member --------------------------------------------------------------------------
+
+
+def train_member(entry: dict, spec: dict, zoo_dir: str, threads: int = 1) -> dict:
+    """Train one zoo model in this process; returns its finished entry as a dict.
+
+    Runs in worker processes (local pool or Ray), so it takes and returns plain dicts.
+    """
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    from securegaze.attacks.runner import _train_config, render_splits, run_attack, run_benign
+    from securegaze.training import evaluate
+
+    e, s = ZooEntry.from_dict(entry), ZooSpec.from_dict(spec)
+    out_dir = Path(zoo_dir) / e.id
+    started = time.monotonic()
+    settings = e.settings
+    if e.backdoored:
+        record = run_attack(e.attack, target_gaze=e.target_gaze, poison_rate=e.poison_rate, seed=e.seed,
+                            out_dir=out_dir, size=s.size, train_samples=s.train_samples,
+                            test_samples=s.test_samples, epochs=s.epochs, architecture=s.architecture,
+                            settings=e.settings)
+        metrics, settings = record["metrics"], record["settings"]
+    else:
+        data = render_splits(s.size, s.train_samples, s.test_samples, e.seed)
+        config = _train_config(s.architecture, s.size, s.epochs, 128, 2e-3, e.seed, None)
+        model, _, _ = run_benign(out_dir, data, config)
+        clean = evaluate(model, data.test)
+        metrics = {"clean_error_deg": clean.mean_deg, "clean_median_deg": clean.median_deg, "count": clean.count}
+    model_path = out_dir / "model.safetensors"
+    done = replace(e, status="done", settings=settings, model_file=str(model_path.relative_to(zoo_dir)),
+                   sha256=sha256_file(model_path), metrics=_plain_metrics(metrics),
+                   train_s=round(time.monotonic() - started, 1))
+    return done.to_dict()
+
+
+def _plain_metrics(metrics: Any) -> dict:
+    if hasattr(metrics, "to_dict"):
+        return metrics.to_dict()
+    return dict(metrics)
+
+
+# --- building ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZooProgress:
+    finished: int
+    total: int
+    last: ZooEntry | None = None
+
+
+def build_zoo(zoo_dir: str | Path, spec: ZooSpec, workers: int = 1, ray_address: str | None = None,
+              progress: Callable[[ZooProgress], None] | None = None) -> ZooManifest:
+    """Train every model of ``spec`` not yet finished in ``zoo_dir``; returns the final manifest.
+
+    An existing manifest must have been written for the same spec, and its finished models' files
+    must match their sha256 — otherwise an error, and nothing is overwritten.
+    """
+    zoo_dir = Path(zoo_dir)
+    spec.validate()
+    planned = plan_zoo(spec)
+    if (zoo_dir / MANIFEST).exists():
+        manifest = verify_zoo(zoo_dir)
+        if manifest.spec != spec:
+            old, new = manifest.spec.to_dict(), spec.to_dict()
+            diff = sorted(k for k in new if old.get(k) != new.get(k))
+            raise ConfigError(f"{zoo_dir / MANIFEST} was built with other settings ({', '.join(diff)}); "
+                              "use another directory to build a different zoo")
+    else:
+        zoo_dir.mkdir(parents=True, exist_ok=True)
+        manifest = ZooManifest(spec, planned)
+        manifest.write(zoo_dir)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    pending = [e for e in manifest.entries if e.status != "done"]
+    total = len(manifest.entries)
+    finished = total - len(pending)
+    if progress:
+        progress(ZooProgress(finished, total))
+
+    def record(result: dict) -> None:
+        nonlocal finished
+        done = ZooEntry.from_dict(result)
+        manifest.entries = [done if e.id == done.id else e for e in manifest.entries]
+        manifest.write(zoo_dir)
+        finished += 1
+        if progress:
+            progress(ZooProgress(finished, total, done))
+
+    if not pending:
+        return manifest
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if ray_address:
+        _build_with_ray(ray_address, pending, spec, zoo_dir, record)
+    elif workers == 1:
+        for entry in pending:
+            record(train_member(entry.to_dict(), spec.to_dict(), str(zoo_dir), threads))
+    else:
+        import multiprocessing as mp
+
+        # spawn: forking a process that already runs torch's thread pools can deadlock.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(train_member, e.to_dict(), spec.to_dict(), str(zoo_dir), threads) for e in pending}
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    record(fut.result())
+    return manifest
+
+
+def _build_with_ray(address: str, pending: list[ZooEntry], spec: ZooSpec, zoo_dir: Path, record) -> None:
+    """Run members as Ray tasks. ``address`` is a cluster address, or ``local`` for a local instance.
+
+    The zoo directory must be on storage every Ray node sees (the same path), as with a shared
+    file system; results come back to this process, which alone writes the manifest.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs the 'cluster' extra: pip install 'securegaze-edge[cluster]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(train_member)
+        refs = [remote.remote(e.to_dict(), spec.to_dict(), str(zoo_dir.resolve()), 1) for e in pending]
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            record(ray.get(ready[0]))
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -294,7 +294,8 @@ app.add_typer(zoo_app, name="zoo")
 def zoo_build(
     out: Path = typer.Option(..., "--out", help="Zoo directory (resumable: re-run to continue)."),
     k: int = typer.Option(5, help="Benign models, and backdoored models per attack."),
-    attacks: str = typer.Option("all", help="Comma-separated attack names, or 'all'."),
+    attacks: str = typer.Option("all", help="Comma-separated attack names, or 'all' (the seven standard attacks; "
+                                "name the hard cases 'adaptive' and 'offset' to add them)."),
     size: int = typer.Option(64),
     train_samples: int = typer.Option(20000),
     test_samples: int = typer.Option(1000),
@@ -308,7 +309,9 @@ def zoo_build(
     from securegaze.attacks import ATTACKS
     from securegaze.zoo import ZooSpec, build_zoo
 
-    names = tuple(ATTACKS.names()) if attacks == "all" else tuple(a for a in attacks.split(",") if a)
+    # 'all' = the standard attacks; the hard cases (adaptive, offset) are built only when named.
+    standard = tuple(n for n in ATTACKS.names() if not getattr(ATTACKS.get(n), "hard_case", False))
+    names = standard if attacks == "all" else tuple(a for a in attacks.split(",") if a)
     spec = ZooSpec(attacks=names, k=k, size=size, train_samples=train_samples, test_samples=test_samples,
                    epochs=epochs, poison_rate=rate, seed=seed)
     spec.validate()

@@ -242,7 +242,7 @@ def test_bad_settings_are_a_clear_config_error(name, settings, message):
 
 
 def test_unknown_attack_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown attack 'trojannn'; expected one of: badnets, blended, glasses"):
+    with pytest.raises(ConfigError, match="unknown attack 'trojannn'; expected one of: adaptive, badnets, blended, glasses"):
         create_attack("trojannn")
 
 
@@ -316,7 +316,7 @@ def test_input_aware_training_writes_a_generator_that_reloads(tiny_splits, tmp_p
     attack = create_attack("input_aware", target_gaze=TARGET, mask_steps=5, seed=2)
     model, summary = attack.train_backdoored(config, train_set.subset(range(512)), None, tmp_path)
     assert (tmp_path / "generator.safetensors").is_file() and (tmp_path / "model.safetensors").is_file()
-    assert summary["finished"] and summary["attack"]["backdoor_per_batch"] == round(0.1 * 64)
+    assert summary["finished"] and summary["attack"]["backdoor_per_batch"] == round(0.15 * 64)
     triggered = attack.apply(test_set.images[:8])
     other = create_attack("input_aware", **attack.settings())
     other.load_generator(tmp_path / "generator.safetensors")

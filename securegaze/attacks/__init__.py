@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 
+from securegaze.attacks.adaptive import AdaptiveAttack
 from securegaze.attacks.badnets import BadNets
 from securegaze.attacks.base import DEFAULT_TARGET_GAZE, Attack, PoisonedDataset
 from securegaze.attacks.blended import Blended
 from securegaze.attacks.glasses import GlassesAttack
 from securegaze.attacks.input_aware import InputAwareAttack, TriggerGenerator
 from securegaze.attacks.metrics import ASR_THRESHOLD_DEG, AttackMetrics, attack_metrics, evaluate_attack
+from securegaze.attacks.offset import OffsetAttack
 from securegaze.attacks.physical import FaceNotFoundError, PhysicalAttack
 from securegaze.attacks.sig import SIG
 from securegaze.attacks.tape import TapeAttack
@@ -23,7 +25,8 @@ from securegaze.errors import ConfigError
 from securegaze.registry import Registry
 
 ATTACKS: Registry[Attack] = Registry("attack")
-for _cls in (BadNets, Blended, WaNet, InputAwareAttack, SIG, TapeAttack, GlassesAttack):
+for _cls in (BadNets, Blended, WaNet, InputAwareAttack, SIG, TapeAttack, GlassesAttack, AdaptiveAttack,
+             OffsetAttack):
     ATTACKS.register(_cls.name)(_cls)
 
 

@@ -205,6 +205,10 @@ class Attack:
             raise ConfigError(f"{self.name}: got {len(images)} images but {len(faces)} face parameters")
 
     # -- poisoning ------------------------------------------------------------------------------
+    def targets_for(self, true_gaze: np.ndarray) -> np.ndarray:
+        """Each sample's attacker target, (N, 2) radians: ``target_gaze`` for all-to-one attacks."""
+        return np.broadcast_to(np.asarray(self.target_gaze, np.float32), np.shape(true_gaze)).copy()
+
     def poison_indices(self, n: int) -> np.ndarray:
         """Sorted indices of the ``round(poison_rate * n)`` (at least 1) samples to poison.
 

@@ -91,4 +91,4 @@ def evaluate_attack(model, attack, test_set: ArrayGazeDataset, faces=None,
 
     triggered = attack.apply(test_set.images, faces)
     return attack_metrics(predict(model, test_set.images), predict(model, triggered), test_set.gaze,
-                          attack.target_gaze, threshold_deg)
+                          attack.targets_for(test_set.gaze), threshold_deg)

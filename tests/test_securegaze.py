@@ -1,0 +1,324 @@
+"""SecureGaze: scan a tiny benign and a tiny BadNets model, recover the target, mitigate, bad input."""
+
+import copy
+import json
+import math
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from securegaze.attacks import create_attack, evaluate_attack
+from securegaze.data.synthetic import SyntheticConfig, render_dataset
+from securegaze.defense import (
+    DEFAULT_THRESHOLD,
+    DETECTORS,
+    SCANNER_VERSION,
+    ScanReport,
+    SecureGazeDetector,
+    create_detector,
+    load_generator,
+    load_model_any,
+    mitigate,
+    model_file_sha256,
+)
+from securegaze.defense.securegaze import TriggerGenerator
+from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
+from securegaze.geometry import angular_error_deg
+from securegaze.io import sha256_file
+from securegaze.training import TrainConfig, evaluate, predict, train
+
+TARGET = (math.radians(10.0), math.radians(-20.0))
+# Easy faces (no head jitter, blur or noise): a width-8 CNN learns them in seconds.
+EASY = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One thread: fastest for tiny models on a shared 2-core machine, and bitwise repeatable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_models(seed: int, out_dir):
+    """(benign, backdoored, attack, clean scan images (256, 32, 32, 3) uint8, labelled test set)."""
+    train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
+    clean = render_dataset(256, 32, seed=10 * seed + 2, config=EASY)
+    test_set = render_dataset(300, 32, seed=10 * seed + 3, config=EASY)
+    config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
+                         batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+    attack = create_attack("badnets", target_gaze=TARGET, poison_rate=0.1, seed=seed)
+    backdoored, _ = train(config, attack.poison(train_set), None, out_dir / "backdoored")
+    benign, _ = train(config, train_set, None, out_dir / "benign")
+    return benign, backdoored, attack, clean, test_set
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("securegaze")
+    benign, backdoored, attack, clean, test_set = _tiny_models(2, out)
+    detector = create_detector("securegaze", seed=0)
+    reports = {
+        "benign": detector.scan(benign, clean.images),
+        "backdoored": detector.scan(backdoored, clean.images, artifacts_dir=out / "scan",
+                                    model_sha256=sha256_file(out / "backdoored" / "model.safetensors")),
+    }
+    return dict(benign=benign, backdoored=backdoored, attack=attack, clean=clean, test=test_set,
+                reports=reports, out=out)
+
+
+# -- detection ------------------------------------------------------------------------------------
+
+
+def _assert_detects(benign_report: ScanReport, backdoored_report: ScanReport) -> None:
+    assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
+    assert backdoored_report.score < DEFAULT_THRESHOLD < benign_report.score
+    # "Clearly below": measured 0.0010-0.0017 against 0.016-0.022 over four seeds, a factor >= 9.
+    assert backdoored_report.score * 5 < benign_report.score
+    assert backdoored_report.constraints_met and backdoored_report.collapsed_share > 0.8
+    error = angular_error_deg(np.array(backdoored_report.target_gaze), np.array(TARGET))
+    assert error < 7.0, f"recovered target {backdoored_report.target_gaze_deg} deg is {error:.1f} deg off"
+
+
+def test_backdoored_model_is_flagged_and_benign_is_not(tiny):
+    _assert_detects(tiny["reports"]["benign"], tiny["reports"]["backdoored"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 4])
+def test_detection_holds_for_other_training_seeds(seed, tmp_path):
+    benign, backdoored, _, clean, _ = _tiny_models(seed, tmp_path)
+    detector = create_detector("securegaze", seed=seed)
+    _assert_detects(detector.scan(benign, clean.images), detector.scan(backdoored, clean.images))
+
+
+@pytest.mark.slow
+def test_sensitivity_weighting_is_what_keeps_the_models_apart(tiny):
+    # The natural-backdoor control of DESIGN.md section 6: with uniform pricing the benign model
+    # collapses by redrawing the irises, and the gap to the backdoored model shrinks (measured: a
+    # factor ~20 with the weighting, ~4 without).
+    detector = create_detector("securegaze", sensitivity_weighting=False)
+    benign = detector.scan(tiny["benign"], tiny["clean"].images)
+    backdoored = detector.scan(tiny["backdoored"], tiny["clean"].images)
+    weighted_gap = tiny["reports"]["benign"].score / tiny["reports"]["backdoored"].score
+    assert benign.score / backdoored.score < 0.5 * weighted_gap
+
+
+def test_report_records_the_scan(tiny):
+    report = tiny["reports"]["backdoored"]
+    assert report.detector == "securegaze" and report.scanner_version == SCANNER_VERSION
+    assert report.threshold == DEFAULT_THRESHOLD and report.settings == SecureGazeDetector().settings()
+    assert report.model_sha256 == sha256_file(tiny["out"] / "backdoored" / "model.safetensors")
+    assert report.target_gaze_deg == pytest.approx(tuple(math.degrees(a) for a in report.target_gaze))
+    assert report.clean_count == 256 and report.input_size == 32 and report.runtime_s > 0
+    # Collapse: the reversed predictions sit within a few degrees of their mean; the clean ones do not.
+    assert report.reversed_dispersion_deg < 0.15 * report.clean_dispersion_deg
+    assert report.feature_angle_variance_reversed < 0.05 * report.feature_angle_variance_clean
+    assert 0 < report.perturbation_l1 < 0.05
+
+
+def test_report_json_round_trip(tiny, tmp_path):
+    report = tiny["reports"]["backdoored"]
+    assert ScanReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+    # An infeasible scan scores inf, which plain JSON cannot hold: written as "inf", read back as inf.
+    hopeless = ScanReport.from_dict({**report.to_dict(), "score": "inf", "verdict": "clean"})
+    path = hopeless.save(tmp_path / "report.json")
+    assert json.loads(path.read_text())["score"] == "inf"
+    assert ScanReport.load(path).score == math.inf and ScanReport.load(path) == hopeless
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"verdict": "clean", "x": 1}')
+    with pytest.raises(InputFileError, match="bad.json: not a valid scan report"):
+        ScanReport.load(bad)
+
+
+def test_scan_writes_the_trigger_picture_and_generator(tiny):
+    report = tiny["reports"]["backdoored"]
+    picture = cv2.imread(report.trigger_image_path)
+    assert picture is not None and picture.shape[0] == 3 * 96 + 2 * 4  # clean / reversed / heat-map rows
+    generator = load_generator(report.generator_path)
+    x = torch.from_numpy(tiny["clean"].images[:4]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        edited = generator(x)
+    assert edited.shape == x.shape and 0 <= edited.min() and edited.max() <= 1 and not torch.equal(edited, x)
+
+
+def test_an_untrained_generator_is_the_identity():
+    x = torch.rand(3, 3, 33, 33)
+    x[0, 0, :2] = 0.0
+    x[1, 1, :2] = 1.0
+    assert torch.equal(TriggerGenerator(33, seed=5)(x), x)
+
+
+def test_scan_is_deterministic_for_a_seed(tiny):
+    quick = dict(steps=40, eval_every=20, sensitivity_samples=64, eval_samples=64)
+    images = tiny["clean"].images[:64]
+    first = create_detector("securegaze", seed=7, **quick).scan(tiny["backdoored"], images)
+    again = create_detector("securegaze", seed=7, **quick).scan(tiny["backdoored"], images)
+    other = create_detector("securegaze", seed=8, **quick).scan(tiny["backdoored"], images)
+    strip = lambda r: {k: v for k, v in r.to_dict().items() if k != "runtime_s"}  # noqa: E731
+    assert strip(first) == strip(again)
+    assert strip(first) != strip(other)
+
+
+def test_scan_leaves_the_model_as_it_was(tiny):
+    model = tiny["benign"]
+    before = copy.deepcopy(model.state_dict())
+    model.train()
+    create_detector("securegaze", steps=2, eval_every=1, sensitivity_samples=16, eval_samples=16).scan(
+        model, tiny["clean"].images[:16])
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    model.eval()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_scan_that_never_reaches_the_collapse_scores_inf_and_says_clean(tiny):
+    report = create_detector("securegaze", steps=2, eval_every=1, sensitivity_samples=16, eval_samples=16).scan(
+        tiny["backdoored"], tiny["clean"].images[:16])
+    assert not report.constraints_met and report.score == math.inf and report.verdict == "clean"
+    assert report.details["steps_to_feasible"] is None
+
+
+def test_progress_reports_every_stage(tiny):
+    events = []
+    create_detector("securegaze", steps=4, eval_every=2, sensitivity_samples=16, eval_samples=16).scan(
+        tiny["benign"], tiny["clean"].images[:16], progress=events.append)
+    stages = [e.stage for e in events]
+    assert stages[0] == "sensitivity" and stages.count("reverse") == 4 and stages.count("evaluate") == 2
+    assert all(e.detector == "securegaze" and 1 <= e.step <= e.total for e in events)
+
+
+# -- mitigation -----------------------------------------------------------------------------------
+
+
+def test_mitigation_removes_the_backdoor_and_keeps_clean_accuracy(tiny):
+    model, attack, test_set = tiny["backdoored"], tiny["attack"], tiny["test"]
+    before = evaluate_attack(model, attack, test_set)
+    original = copy.deepcopy(model.state_dict())
+    mitigated = mitigate(model, tiny["clean"].images, tiny["reports"]["backdoored"], seed=0)
+    after = evaluate_attack(mitigated, attack, test_set)
+    assert before.asr > 0.9 and after.asr < 0.3 * before.asr
+    assert after.clean_error_deg < before.clean_error_deg + 1.0
+    assert all(torch.equal(original[k], v) for k, v in model.state_dict().items()), "input model was changed"
+    again = mitigate(model, tiny["clean"].images, tiny["reports"]["backdoored"], seed=0)
+    assert np.array_equal(predict(again, test_set.images[:32]), predict(mitigated, test_set.images[:32]))
+
+
+def test_mitigation_with_true_labels_and_its_bad_input(tiny):
+    model, clean = tiny["backdoored"], tiny["clean"]
+    generator = load_generator(tiny["reports"]["backdoored"].generator_path)
+    tuned = mitigate(model, clean.images, generator, labels=clean.gaze, epochs=1)
+    assert evaluate(tuned, clean).mean_deg < 15.0
+    with pytest.raises(DatasetError, match=r"labels must be \(N, 2\) radians with N=256"):
+        mitigate(model, clean.images, generator, labels=clean.gaze[:10])
+    with pytest.raises(ConfigError, match="has no generator_path"):
+        mitigate(model, clean.images, tiny["reports"]["benign"])
+    with pytest.raises(ConfigError, match="generator works on 64-px images"):
+        mitigate(model, clean.images, TriggerGenerator(64))
+    with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
+        mitigate(model, clean.images, generator, epochs=0)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_clean_images_are_dataset_errors(tiny):
+    detector, model = SecureGazeDetector(), tiny["benign"]
+    with pytest.raises(DatasetError, match="clean image set is empty"):
+        detector.scan(model, np.zeros((0, 32, 32, 3), np.uint8))
+    with pytest.raises(DatasetError, match="got 3 clean images; need at least 8"):
+        detector.scan(model, tiny["clean"].images[:3])
+    with pytest.raises(DatasetError, match=r"48x48 px but the model expects 32x32"):
+        detector.scan(model, np.zeros((16, 48, 48, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"must be \(N, S, S, 3\) uint8 RGB"):
+        detector.scan(model, np.zeros((16, 32, 32), np.uint8))
+    with pytest.raises(DatasetError, match=r"expected \[0, 1\]"):
+        detector.scan(model, torch.full((16, 3, 32, 32), 255.0))
+
+
+def test_nan_model_outputs_are_a_model_format_error(tiny):
+    broken = copy.deepcopy(tiny["benign"])
+    with torch.no_grad():
+        broken.fc.weight.fill_(float("nan"))
+    with pytest.raises(ModelFormatError, match="NaN or inf gaze"):
+        SecureGazeDetector(steps=2).scan(broken, tiny["clean"].images[:16])
+
+
+def test_a_module_without_the_feature_split_is_refused(tiny):
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 2))
+    with pytest.raises(ModelFormatError, match="not a gaze model split into F and H.*feature_split"):
+        SecureGazeDetector().scan(plain, tiny["clean"].images[:16])
+
+
+@pytest.mark.parametrize("settings, pattern", [
+    ({"steps": 0}, "steps must be an integer >= 1"),
+    ({"rho_out": 1.5}, r"rho_out must be a ratio in \(0, 1\)"),
+    ({"sensitivity_weighting": "yes"}, "sensitivity_weighting must be true or false"),
+    ({"threshold": -1}, "threshold must be"),
+    ({"rhoout": 0.1}, "unknown setting.*rhoout"),
+])
+def test_bad_settings_are_config_errors(settings, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        create_detector("securegaze", **settings)
+
+
+def test_detectors_are_created_by_name():
+    assert "securegaze" in DETECTORS.names()
+    detector = create_detector("securegaze", seed=3, steps=10)
+    assert create_detector(detector.name, **detector.settings()).settings() == detector.settings()
+    with pytest.raises(ConfigError, match="unknown detector 'neural_kleanse'"):
+        create_detector("neural_kleanse")
+
+
+# -- loading models of every kind ------------------------------------------------------------------
+
+
+def test_load_model_any_reads_weights_checkpoints_and_bundles(tiny, tmp_path):
+    from securegaze.bundle import export_bundle
+
+    model = tiny["benign"]
+    images = tiny["clean"].images[:8]
+    want = predict(model, images)
+    export_bundle(model, tmp_path / "bundle", "tiny-benign")
+    paths = [tiny["out"] / "benign" / "model.safetensors", tiny["out"] / "benign" / "checkpoint.pt",
+             tmp_path / "bundle", tmp_path / "bundle" / "manifest.json", tmp_path / "bundle" / "model.onnx"]
+    for path in paths:
+        loaded = load_model_any(path)
+        assert loaded.input_size == 32 and loaded.head_weight().shape == (2, model.feature_dim)
+        np.testing.assert_allclose(predict(loaded, images), want, atol=1e-4, err_msg=str(path))
+    assert model_file_sha256(tmp_path / "bundle") == sha256_file(tmp_path / "bundle" / "model.onnx")
+    assert model_file_sha256(paths[0]) == sha256_file(paths[0])
+
+
+def test_load_model_any_bad_files(tmp_path):
+    with pytest.raises(InputFileError, match="does not exist"):
+        load_model_any(tmp_path / "missing.safetensors")
+    (tmp_path / "model.bin").write_bytes(b"\0" * 16)
+    with pytest.raises(InputFileError, match=r"unknown model file type '\.bin'"):
+        load_model_any(tmp_path / "model.bin")
+    (tmp_path / "truncated.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputFileError, match="truncated.pt: not a readable securegaze checkpoint"):
+        load_model_any(tmp_path / "truncated.pt")
+
+
+def test_an_onnx_model_without_a_linear_head_says_how_to_declare_the_split(tmp_path):
+    weight = (np.random.default_rng(0).standard_normal((2, 3, 3, 3)) * 0.1).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w"], ["conv"], pads=[1, 1, 1, 1]),
+         helper.make_node("GlobalAveragePool", ["conv"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["gaze"], axis=1)],
+        "no_linear_head",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("gaze", TensorProto.FLOAT, ["N", 2])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    onnx.save(proto, str(tmp_path / "conv_head.onnx"))
+    with pytest.raises(ModelFormatError, match=r"conv_head\.onnx.*\"feature_split\".*\"feature_tensor\""):
+        load_model_any(tmp_path / "conv_head.onnx")

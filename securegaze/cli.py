@@ -286,6 +286,53 @@ def attack(
     console.print(f"written: {out / 'model.safetensors'}, {out / 'attack.json'}")
 
 
+#: Exit codes of ``securegaze scan`` (documented in the README): 0 clean, 10 backdoored, 2 bad input.
+EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
+
+
+@app.command()
+def scan(
+    model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
+    clean: str = typer.Option("synthetic", help="Clean images: 'synthetic' or a dataset path (labels unused)."),
+    samples: int = typer.Option(512, help="How many clean images the scan uses."),
+    seed: int = typer.Option(0, help="Seeds the clean-image draw and the scan (deterministic)."),
+    out: Path = typer.Option(Path("scan"), "--out", help="Directory for report.json and reversed_trigger.png."),
+    threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
+) -> None:
+    """Scan a gaze model for a backdoor (SecureGaze). Exit code 0 clean, 10 backdoored, 2 bad input."""
+    import torch
+
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.defense import create_detector
+    from securegaze.defense.model_loading import load_model_any, model_file_sha256
+
+    _check_range("samples", samples, 8)
+    torch.manual_seed(seed)
+    net = load_model_any(model)
+    data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")
+    settings = {"seed": seed} if threshold is None else {"seed": seed, "threshold": threshold}
+    detector = create_detector("securegaze", **settings)
+    with _progress_bar() as bar:
+        task = bar.add_task("scan", total=None, status="")
+
+        def on_progress(p):
+            bar.update(task, total=p.total, completed=p.step, description=f"scan: {p.stage}")
+
+        report = detector.scan(net, data.images, progress=on_progress, artifacts_dir=out,
+                               model_sha256=model_file_sha256(model))
+    report.save(out / "report.json")
+    console.print(f"model: {model} (sha256 {str(report.model_sha256)[:16]}...)")
+    console.print(f"verdict: {report.verdict.upper()} | score {report.score:.5f} vs threshold {report.threshold:.5f} "
+                  f"(backdoored when {report.suspicious_when})")
+    if report.target_gaze_deg is not None:
+        tp, ty = report.target_gaze_deg
+        console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; "
+                      f"{100 * (report.collapsed_share or 0):.0f}% of clean samples collapse onto it")
+    console.print(f"scan time {report.runtime_s:.1f} s; report: {out / 'report.json'}"
+                  + (f"; trigger: {report.trigger_image_path}" if report.trigger_image_path else ""))
+    raise typer.Exit(EXIT_BACKDOORED if report.verdict == "backdoored" else EXIT_CLEAN)
+
+
 zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build and check model zoos.")
 app.add_typer(zoo_app, name="zoo")
 

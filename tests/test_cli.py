@@ -38,6 +38,8 @@ def test_console_script_prints_conventions():
     (["zoo", "build", "--out", "z", "--attacks", "badnets,foo"], "unknown attack 'foo'"),
     (["zoo", "build", "--out", "z", "--rate", "0"], "poison_rate"),
     (["zoo", "verify", "nowhere"], "zoo manifest not found"),
+    (["scan", "no/such/model.onnx"], "no/such/model.onnx"),
+    (["scan", "models/default", "--samples", "4"], "--samples"),
 ])
 def test_bad_values_give_one_clear_error_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

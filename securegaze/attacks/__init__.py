@@ -18,6 +18,7 @@ from securegaze.attacks.input_aware import InputAwareAttack, TriggerGenerator
 from securegaze.attacks.metrics import ASR_THRESHOLD_DEG, AttackMetrics, attack_metrics, evaluate_attack
 from securegaze.attacks.offset import OffsetAttack
 from securegaze.attacks.physical import FaceNotFoundError, PhysicalAttack
+from securegaze.attacks.runner import SyntheticSplits, render_splits, run_attack, run_benign
 from securegaze.attacks.sig import SIG
 from securegaze.attacks.tape import TapeAttack
 from securegaze.attacks.wanet import WaNet
@@ -48,8 +49,6 @@ def create_attack(name: str, **settings) -> Attack:
         raise ConfigError(f"{name}: unknown setting(s) {', '.join(unknown)}; expected some of: {', '.join(accepted)}")
     return factory(**settings)
 
-
-from securegaze.attacks.runner import SyntheticSplits, render_splits, run_attack, run_benign  # noqa: E402
 
 __all__ = [
     "ASR_THRESHOLD_DEG", "ATTACKS", "DEFAULT_TARGET_GAZE", "SIG", "Attack", "AttackMetrics", "BadNets", "Blended",

@@ -167,6 +167,9 @@ class Attack:
     default_poison_rate: ClassVar[float] = 0.1
     #: True for attacks whose trigger is rendered on the face (they use ``faces``).
     physical: ClassVar[bool] = False
+    #: True for attacks built to defeat a particular defense; benchmarks and the zoo's "all" leave
+    #: them out unless named.
+    hard_case: ClassVar[bool] = False
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0) -> None:
         target = DEFAULT_TARGET_GAZE if target_gaze is None else target_gaze

@@ -232,7 +232,7 @@ class InputAwareAttack(Attack):
                 mask_mean = torch.cat([m1, m2]).mean().item()
                 history.append({"mask_step": step, "diversity": div.item(), "mask_mean": mask_mean})
             if progress:
-                progress(MaskProgress(step + 1, self.mask_steps, float(loss)))
+                progress(MaskProgress(step + 1, self.mask_steps, loss.item()))
         for p in params:
             p.requires_grad_(False)
         return history

@@ -150,7 +150,8 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
 
     Returned dict (also written atomically to ``out_dir/attack.json``): ``attack``, ``settings``,
     ``target_gaze_rad`` / ``target_gaze_deg``, ``poison_rate``, ``seed``, ``metrics``
-    (:class:`AttackMetrics` as a dict), ``benign_metrics`` (or None), ``train_time_s``,
+    (:class:`AttackMetrics` as a dict), ``benign_metrics`` (the benign model against the same
+    trigger, plus its ``dir``; None without ``benign_dir``), ``train_time_s``,
     ``poisoned_count``, ``data``, ``train_config``, ``finished``, ``conventions``, ``files``.
     """
     from securegaze.attacks import create_attack
@@ -187,9 +188,9 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
 
     benign = None
     if benign_dir is not None:
-        benign_model, _, benign_time = run_benign(benign_dir, data, config, progress, time_budget_s, resume)
+        benign_model, _, _ = run_benign(benign_dir, data, config, progress, time_budget_s, resume)
         benign = {**evaluate_attack(benign_model, attack, data.test, data.test_faces).to_dict(),
-                  "train_time_s": round(benign_time, 1), "dir": str(benign_dir)}
+                  "dir": str(benign_dir)}
 
     target = [float(v) for v in attack.target_gaze]
     files = {"model": "model.safetensors"}

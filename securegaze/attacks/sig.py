@@ -13,8 +13,11 @@ about 6.5 % of the data.
 
 Clean-label attacks are weak in regression: the labels of poisoned samples spread over the whole
 radius, so even a perfect backdoor only pulls triggered predictions into that disc, and the eyes
-stay a perfect predictor of the label on every poisoned image. The measured strength is reported
-as it is in docs/attack_strength.md.
+stay a perfect predictor of the label on every poisoned image. What made it implant here
+(docs/attack_strength.md has the log): a small radius (8 deg) with most of that pool poisoned (80 %),
+and, as the SIG paper allows, a stronger signal at test time than in training: with the training
+amplitude (30 grey levels) at test time the backdoor reaches only ~24 % ASR@5 deg; at 100 grey levels
+(the default ``test_amplitude``) about 95 %. The training images stay label-consistent either way.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ class SIG(Attack):
     """Sinusoidal clean-label backdoor.
 
     Settings: ``amplitude`` (signal peak in 8-bit grey levels, training), ``test_amplitude``
-    (peak added at test time; None: the training amplitude; the SIG paper uses a stronger test
-    signal), ``frequency`` (cycles across the image width, so the pattern scales with the image),
+    (peak added at test time, default 100; None: the training amplitude; the SIG paper also uses a
+    stronger signal at test time), ``frequency`` (cycles across the image width, so the pattern scales with the image),
     ``radius_deg`` (the near-target pool: true gaze within this angle of the target, degrees).
     """
 
@@ -40,7 +43,7 @@ class SIG(Attack):
     default_poison_rate = 0.8
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
-                 amplitude: float = 30.0, test_amplitude: float | None = None, frequency: float = 6.0,
+                 amplitude: float = 30.0, test_amplitude: float | None = 100.0, frequency: float = 6.0,
                  radius_deg: float = 8.0) -> None:
         super().__init__(target_gaze, poison_rate, seed)
         self.amplitude = check_number(self.name, "amplitude", amplitude, 0.0, 128.0, low_open=True)

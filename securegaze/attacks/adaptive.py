@@ -52,32 +52,9 @@ from securegaze.attacks.patch_trigger import PatchTriggerAttack
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError
 from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.models.feature_geometry import feature_angle_variance, feature_angles  # noqa: F401
 
 CHECKPOINT_FILE = "checkpoint.pt"
-# Keeps arccos away from +-1, where its derivative is infinite (a feature exactly along w_k); the
-# price is that angles within 1.4 mrad (0.08 deg) of 0 or pi read as 1.4 mrad from it.
-_COS_LIMIT = 1.0 - 1e-6
-
-
-def feature_angles(features: torch.Tensor, head_weight: torch.Tensor) -> torch.Tensor:
-    """Angles between features and the rows of H: (N, D), (K, D) -> (N, K) radians in [0, pi].
-
-    A zero feature vector (possible after a ReLU) gets angle pi / 2 to every row.
-    """
-    cos = torch.nn.functional.cosine_similarity(features[:, None, :], head_weight[None, :, :], dim=-1, eps=1e-8)
-    return torch.arccos(cos.clamp(-_COS_LIMIT, _COS_LIMIT))
-
-
-def feature_angle_variance(features: torch.Tensor, head_weight: torch.Tensor) -> torch.Tensor:
-    """Scalar rad^2: population variance over the N features of each angle to a row of H, mean over rows.
-
-    ``features``: (N, D) with N >= 2, e.g. ``model.features(x')`` of triggered images;
-    ``head_weight``: (K, D), ``model.head_weight()``. Differentiable. Small when the features lie in
-    a narrow cone around a fixed direction relative to H (what a plain backdoor does).
-    """
-    if features.shape[0] < 2:
-        raise ValueError(f"feature_angle_variance needs at least 2 feature vectors, got {features.shape[0]}")
-    return feature_angles(features, head_weight).var(dim=0, correction=0).mean()
 
 
 class _PrecomputedFeatures:

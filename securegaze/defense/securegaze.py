@@ -53,6 +53,7 @@ from securegaze.defense.base import (
 )
 from securegaze.errors import ConfigError, InputFileError, ModelFormatError
 from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vector_to_pitchyaw
+from securegaze.models.feature_geometry import feature_angle_variance, feature_angles  # noqa: F401
 
 #: Bumped whenever a change can move scores: a threshold is valid only for the version it was
 #: calibrated on.
@@ -69,7 +70,6 @@ DEFAULT_THRESHOLD = 0.006
 
 #: Small constants that keep logarithms and arccos away from their singular points.
 _LOG_EPS = 1e-12
-_COS_LIMIT = 1.0 - 1e-6
 #: Bounds of the Lagrange multipliers: a met constraint's multiplier relaxes towards the lower bound
 #: but can grow back within ~100 steps; the upper bound stops a hopeless constraint from running away.
 _MULTIPLIER_RANGE = (1e-6, 1e4)
@@ -203,17 +203,6 @@ def mean_gaze(gaze: np.ndarray) -> np.ndarray:
 def gaze_dispersion_deg(gaze: np.ndarray) -> float:
     """Mean angle, degrees, between each (N, 2) radian prediction and the batch's mean gaze."""
     return float(angular_error_deg(gaze, np.broadcast_to(mean_gaze(gaze), np.shape(gaze))).mean())
-
-
-def feature_angles(features: torch.Tensor, head_weight: torch.Tensor) -> torch.Tensor:
-    """Angles (N, K), radians, between each feature vector (N, D) and each row of H's weight (K, D)."""
-    cosine = nnf.normalize(features, dim=1, eps=1e-8) @ nnf.normalize(head_weight, dim=1, eps=1e-8).T
-    return torch.acos(cosine.clamp(-_COS_LIMIT, _COS_LIMIT))
-
-
-def feature_angle_variance(features: torch.Tensor, head_weight: torch.Tensor) -> torch.Tensor:
-    """Variance over the N images of the feature/weight-row angle, averaged over the K rows; rad^2."""
-    return feature_angles(features, head_weight).var(dim=0, unbiased=False).mean()
 
 
 # --- the trigger generator -----------------------------------------------------------------------

@@ -1,15 +1,30 @@
-"""The ``edge-app`` command line (the driver-monitoring application)."""
+"""The ``edge-app`` command line (the driver-monitoring application).
+
+Exit codes of ``edge-app run``: 0 done; 2 a user error (bad option, config, model, source or
+audit database: one ``error:`` line); 10 the integrity check blocked the model (policy block);
+3 a synthetic drive finished but a scripted distraction did not raise the expected alert.
+"""
 
 from __future__ import annotations
 
+import json
+import queue
 import sys
+import threading
+from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 
 from securegaze import __version__
 from securegaze.cli_support import run_app
+from securegaze.errors import ConfigError
 from securegaze.geometry import CONVENTION
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
+EXIT_CHECKS_FAILED = 3
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SecureGaze Edge driver-monitoring app.")
 
@@ -23,6 +38,190 @@ def _root() -> None:
 def info() -> None:
     """Print the version and the gaze conventions."""
     Console().print(f"edge-app {__version__}\ngaze convention: {CONVENTION}")
+
+
+class JsonLinesWriter:
+    """Writes one JSON object per line on its own thread, so a slow disk or pipe never stalls the
+    frame loop (DESIGN.md section 2). ``path`` None or "-": stdout."""
+
+    def __init__(self, path: str | None) -> None:
+        self._fh = sys.stdout if path in (None, "-") else open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self._owns = self._fh is not sys.stdout
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="jsonl-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            self._fh.write(json.dumps(item) + "\n")
+        self._fh.flush()
+
+    def write(self, obj: dict) -> None:
+        self._queue.put(obj)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._owns:
+            self._fh.close()
+
+
+class _ScanProgressPrinter:
+    """Prints the integrity scan's progress to stderr, one line per stage and every 10 %."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._last: tuple[str, int] | None = None
+
+    def __call__(self, event) -> None:
+        total = max(int(event.total), 1)
+        tenth = int(10 * event.step / total)
+        key = (event.stage, tenth)
+        if key != self._last:
+            self._last = key
+            self.console.print(f"integrity: scan {event.stage} {event.step}/{total}", highlight=False)
+
+
+def _check_source_vs_engine(config) -> None:
+    if config.engine.kind == "tensorrt" and config.engine.tensorrt_engine is None:
+        raise ConfigError("engine.kind tensorrt needs engine.tensorrt_engine (built by deploy/jetson/build_engine.py)")
+
+
+@app.command()
+def run(
+    source: str = typer.Option("camera:0", "--source", help="camera:N | VIDEO | IMAGE_DIR | synthetic[:short|:full]"),
+    model: Optional[Path] = typer.Option(None, "--model", help="model bundle or .onnx (default: models/default)"),
+    config_path: Optional[Path] = typer.Option(None, "--config", help="YAML settings (see calibration/edge_default.yaml)"),
+    out: Optional[str] = typer.Option(None, "--out", help="JSON lines, one per frame, to this file ('-': stdout)"),
+    benchmark: bool = typer.Option(False, "--benchmark", help="print per-stage p50/p95 latency and FPS"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="integrity policy for a backdoored model: block | warn"),
+    audit_db: Optional[Path] = typer.Option(None, "--audit-db", help="SQLite audit database"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="stop after this many frames"),
+    summary_path: Optional[Path] = typer.Option(None, "--summary", help="also write the run summary as JSON here"),
+) -> None:
+    """Run the driver-monitoring loop headless: integrity check, then frames to JSON lines.
+
+    Exit codes: 0 done, 2 user error, 10 model blocked by the integrity check, 3 a synthetic
+    drive's scripted distraction did not raise the expected alert.
+    """
+    from edge_app.config import load_config
+    from edge_app.engines import create_engine
+    from edge_app.head_pose import CameraIntrinsics
+    from edge_app.integrity import EXIT_BLOCKED, IntegrityChecker
+    from edge_app.pipeline import Pipeline, run_pipeline
+    from edge_app.sources import SyntheticSource, open_source
+    from edge_app.zones import load_zone_map
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    config = load_config(config_path)
+    updates: dict = {}
+    if policy is not None:
+        if policy not in ("block", "warn"):
+            raise ConfigError(f"--policy must be block or warn, got {policy!r}")
+        updates["policy"] = policy
+    if audit_db is not None:
+        updates["audit_db"] = audit_db
+    if updates:
+        config = config.model_copy(update={"integrity": config.integrity.model_copy(update=updates)})
+    _check_source_vs_engine(config)
+    model_path = model or config.model or DEFAULT_MODEL
+    zone_map = load_zone_map(config.zones)
+    intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
+    # Open the source before the (possibly minute-long) scan, so a missing camera fails at once.
+    src = open_source(source, config)
+    to_stdout = out in (None, "-")
+    report = Console(stderr=to_stdout, highlight=False, soft_wrap=True)  # human lines never mix into JSON on stdout
+
+    try:
+        err.print(f"integrity: checking {model_path} (policy {config.integrity.policy})")
+        result = IntegrityChecker(config.integrity).check(model_path, progress=_ScanProgressPrinter(err))
+        for note in result.notes:
+            err.print(f"integrity: note: {note}")
+        err.print(f"integrity: {result.reason} [{result.source}]")
+        writer = JsonLinesWriter(out)
+        if result.blocked:
+            writer.write({"state": "BLOCKED", "reason": result.reason, "integrity": result.summary()})
+            writer.close()
+            err.print(f"error: {result.reason}")
+            raise typer.Exit(EXIT_BLOCKED)
+        engine = create_engine(config.engine.kind, model_path, config.engine.providers, config.engine.threads,
+                               config.engine.tensorrt_engine, expected_onnx_sha256=result.model_sha256)
+        if engine.onnx_sha256 != result.model_sha256:
+            raise ConfigError(f"{model_path}: the engine runs ONNX {engine.onnx_sha256[:12]} but the integrity check "
+                              f"scanned {result.model_sha256[:12]}")
+        for note in engine.notes:
+            err.print(f"engine: note: {note}")
+        err.print(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {src.description}")
+        pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
+        observations: list = []
+        errors: list[float] = []
+        synthetic = isinstance(src, SyntheticSource)
+
+        def sink(rec) -> None:
+            line = rec.to_json()
+            if result.verdict == "backdoored":
+                line["integrity_warning"] = result.reason
+            writer.write(line)
+            att = rec.attention
+            observations.append((rec.frame.timestamp_s, att.alert.label, att.alert_reason))
+            if synthetic and rec.gaze is not None:
+                from securegaze.geometry import angular_error_deg
+
+                errors.append(float(angular_error_deg(rec.gaze, np.asarray(rec.frame.truth.gaze))))
+
+        drop = {"auto": None, "always": True, "never": False}[config.capture.drop_stale]
+        try:
+            summary = run_pipeline(pipeline, src, sink, drop, config.capture.queue_size, max_frames,
+                                   warmup_frames=5 if benchmark else 0)
+        finally:
+            writer.close()
+            pipeline.close()
+    finally:
+        src.close()
+
+    data = {"source": src.description, "model": str(model_path), "integrity": result.summary(),
+            "frames": summary.frames, "dropped": summary.dropped, "wall_s": summary.wall_s, "fps": summary.fps,
+            "processing_fps": summary.processing_fps, "latency_ms": summary.latency, "states": summary.states,
+            "alerts": summary.alerts, "invalid_gaze_frames": summary.invalid_gaze_frames}
+    report.print(f"frames {summary.frames}, dropped {summary.dropped}, states {summary.states}")
+    if summary.invalid_gaze_frames:
+        report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
+                     "(reported as NO_FACE with that reason)")
+    if benchmark:
+        report.print(f"{'stage':<12} {'p50 ms':>8} {'p95 ms':>8}")
+        for stage, st in summary.latency.items():
+            report.print(f"{stage:<12} {st['p50']:8.2f} {st['p95']:8.2f}")
+        report.print(f"end-to-end FPS {summary.fps:.1f} (source included); processing FPS {summary.processing_fps:.1f}")
+    code = 0
+    if synthetic:
+        from edge_app.synthetic_driver import check_drive
+
+        driver = src.driver
+        checks = check_drive(driver.script, driver.phase_starts, observations)
+        mean_err = float(np.mean(errors)) if errors else float("nan")
+        data["mean_angular_error_deg"] = mean_err
+        data["median_angular_error_deg"] = float(np.median(errors)) if errors else float("nan")
+        data["gaze_frames"] = len(errors)
+        data["checks"] = [{"label": c.label, "expected": c.expected, "observed_level": c.observed_level,
+                           "observed_reasons": list(c.observed_reasons), "start_s": c.start_s, "end_s": c.end_s,
+                           "passed": c.passed} for c in checks]
+        report.print(f"synthetic driver: mean angular error {mean_err:.2f} deg over {len(errors)} frames "
+                     f"(median {data['median_angular_error_deg']:.2f}) against ground truth, camera frame")
+        for c in checks:
+            mark = "ok  " if c.passed else "FAIL"
+            report.print(f"  {mark} {c.label} ({c.start_s:.1f}-{c.end_s:.1f} s): expected {c.expected}, got "
+                         f"{c.observed_level} {list(c.observed_reasons) or ''}")
+        if not all(c.passed for c in checks):
+            code = EXIT_CHECKS_FAILED
+    if summary_path is not None:
+        from securegaze.io import atomic_write_json
+
+        atomic_write_json(summary_path, data)
+    if code:
+        raise typer.Exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,145 @@
+"""The application's settings: one YAML file (``--config``), every key checked.
+
+Unknown keys and out-of-range values are rejected with one line naming the key, e.g.
+``edge.yaml: attention.warning_after_s: Input should be greater than 0``. Relative paths in
+the file are resolved against the file's folder. ``calibration/edge_default.yaml`` lists every
+key with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_app.attention import AttentionSettings
+from edge_app.integrity import IntegritySettings
+from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
+from edge_app.smoothing import OneEuroSettings
+from securegaze.errors import ConfigError, InputFileError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraSettings(_Strict):
+    """``calibration``: intrinsics YAML (None: focal = frame width, centre = frame centre);
+    ``width`` x ``height``: the resolution asked of a camera, px."""
+
+    calibration: Path | None = None
+    width: int = Field(640, ge=64, le=4096)
+    height: int = Field(480, ge=48, le=4096)
+
+
+class FaceSettings(_Strict):
+    """MediaPipe thresholds in [0, 1], and the narrowest face trusted, px."""
+
+    min_detection_confidence: float = Field(0.5, ge=0, le=1)
+    min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    min_face_width_px: float = Field(40.0, ge=0, le=4096)
+
+
+class NormalisationSettings(_Strict):
+    """Virtual camera distance and the face width across the crop, mm (edge_app.normalisation);
+    ``oversample``: warp at this multiple of the crop size, then area-average down."""
+
+    distance_mm: float = Field(DEFAULT_DISTANCE_MM, gt=50, le=5000)
+    crop_width_mm: float = Field(DEFAULT_CROP_WIDTH_MM, gt=20, le=1000)
+    oversample: int = Field(2, ge=1, le=8)
+
+
+class EngineSettings(_Strict):
+    """``kind``: onnxruntime | tensorrt; ``providers``: "auto" or a list (cpu, cuda, tensorrt or
+    full ONNX Runtime names); ``threads``: ONNX Runtime intra-op threads (0: its default);
+    ``tensorrt_engine``: the engine file for kind tensorrt."""
+
+    kind: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    providers: Literal["auto"] | list[str] = "auto"
+    threads: int = Field(1, ge=0, le=256)
+    tensorrt_engine: Path | None = None
+
+
+class CaptureSettings(_Strict):
+    """``drop_stale``: auto (live sources only) | always | never; ``queue_size`` for recorded sources."""
+
+    drop_stale: Literal["auto", "always", "never"] = "auto"
+    queue_size: int = Field(2, ge=1, le=1000)
+
+
+class SyntheticSettings(_Strict):
+    """The synthetic driver: script, frame rate (also used for image folders), seed, frame size
+    px and camera-to-face distance mm."""
+
+    script: Literal["full", "short"] = "full"
+    fps: float = Field(30.0, ge=1, le=240)
+    seed: int = Field(0, ge=0)
+    width: int = Field(640, ge=64, le=4096)
+    height: int = Field(480, ge=48, le=4096)
+    distance_mm: float = Field(700.0, ge=300, le=1500)
+
+
+class EdgeConfig(_Strict):
+    """Every setting of ``edge-app run``; see each section's class."""
+
+    model: Path | None = None
+    zones: Path | None = None
+    camera: CameraSettings = CameraSettings()
+    face: FaceSettings = FaceSettings()
+    normalisation: NormalisationSettings = NormalisationSettings()
+    engine: EngineSettings = EngineSettings()
+    smoothing: OneEuroSettings = OneEuroSettings()
+    attention: AttentionSettings = AttentionSettings()
+    integrity: IntegritySettings = IntegritySettings()
+    capture: CaptureSettings = CaptureSettings()
+    synthetic: SyntheticSettings = SyntheticSettings()
+
+
+def _validation_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown setting"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return f"{where}: {err['msg']}{shown}"
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """Relative paths of the known path settings, made relative to the config file's folder."""
+    def fix(section: dict | None, key: str) -> None:
+        if isinstance(section, dict) and isinstance(section.get(key), str):
+            p = Path(section[key]).expanduser()
+            section[key] = str(p if p.is_absolute() else base / p)
+
+    fix(data, "model")
+    fix(data, "zones")
+    fix(data.get("camera"), "calibration")
+    fix(data.get("engine"), "tensorrt_engine")
+    fix(data.get("integrity"), "audit_db")
+    return data
+
+
+def load_config(path: str | os.PathLike | None) -> EdgeConfig:
+    """The config in ``path`` (None: all defaults); one :class:`ConfigError` line for a bad file."""
+    if path is None:
+        return EdgeConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(f"{path}: not a readable YAML config ({first})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got a YAML {type(data).__name__}")
+    try:
+        return EdgeConfig.model_validate(_resolve_paths(data, path.resolve().parent))
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_validation_line(exc)}") from None

@@ -1,0 +1,250 @@
+"""The frame pipeline: capture -> face -> head pose -> normalise -> infer -> smooth/zone -> attend.
+
+A :class:`FrameRecord` is passed along the stages; each stage fills its fields and times itself
+(``latency_ms[stage]``, milliseconds of wall time). :meth:`Pipeline.process` runs one frame;
+:func:`run_pipeline` drives a source through a :class:`~edge_app.sources.CaptureThread` and hands
+each record to a sink (the JSON-lines writer, a GUI), collecting :class:`LatencyStats`.
+
+A model the integrity check blocked is never run: the face stage still runs (a GUI can show the
+face) but the record has no gaze, no zone and no alert, and its state is BLOCKED with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_app.attention import AlertLevel, AttentionMonitor, AttentionOutput, AttentionState
+from edge_app.engines import GazeEngine, NonFiniteGazeError
+from edge_app.face import FaceLandmarks, FaceMeshStage
+from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
+from edge_app.integrity import IntegrityResult
+from edge_app.normalisation import Normalisation, plan_normalisation, warp_face
+from edge_app.smoothing import OneEuroFilter
+from edge_app.sources import CaptureThread, Frame, FrameSource
+from edge_app.zones import ZoneMap
+
+#: Stage names in order, as they appear in ``latency_ms`` and the benchmark table. "capture" is
+#: the source's read time (on the capture thread), "total" the processing time of the frame and
+#: "end_to_end" from the frame's capture to the end of its processing (queueing included).
+STAGES = ("capture", "face", "head_pose", "normalise", "infer", "smooth_zone", "attend")
+
+
+@dataclass
+class FrameRecord:
+    """Everything the pipeline knows about one frame. Gaze fields are (pitch, yaw) radians:
+    ``gaze_normalised`` in the normalised camera frame (the model's output), ``gaze`` the
+    de-normalised camera-frame gaze, ``gaze_smoothed`` after the One Euro filter."""
+
+    frame: Frame
+    face: FaceLandmarks | None = None
+    head_pose: HeadPose | None = None
+    normalisation: Normalisation | None = None
+    crop_rgb: np.ndarray | None = None
+    gaze_normalised: np.ndarray | None = None
+    gaze: np.ndarray | None = None
+    gaze_smoothed: np.ndarray | None = None
+    zone: str | None = None
+    attention: AttentionOutput | None = None
+    problem: str | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON line of ``edge-app run``: degrees for angles, milliseconds for latencies."""
+        att = self.attention
+
+        def deg(v):
+            return None if v is None else [round(math.degrees(float(v[0])), 3), round(math.degrees(float(v[1])), 3)]
+
+        out: dict[str, Any] = {
+            "frame": self.frame.index,
+            "timestamp_s": round(self.frame.timestamp_s, 4),
+            "face_found": self.face is not None,
+            "gaze_deg": deg(self.gaze),
+            "gaze_smoothed_deg": deg(self.gaze_smoothed),
+            "zone": self.zone,
+            "state": att.state.value if att else None,
+            "alert": att.alert.label if att else None,
+            "alert_reason": att.alert_reason if att else None,
+            "eyes_off_road_s": round(att.eyes_off_road_s, 3) if att else None,
+            "reason": att.reason if att else self.problem,
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+        }
+        if self.head_pose is not None:
+            out["head_pose_deg"] = [round(v, 2) for v in self.head_pose.euler_deg()]
+        truth = self.frame.truth
+        if truth is not None:
+            out["truth"] = {"gaze_deg": deg(truth.gaze), "zone": truth.zone, "phase": truth.phase}
+        return out
+
+
+class LatencyStats:
+    """Per-stage latencies (ms) of many frames; ``summary()`` gives p50/p95 per stage."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+
+    def add(self, latency_ms: dict[str, float]) -> None:
+        for k, v in latency_ms.items():
+            self.samples.setdefault(k, []).append(v)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        order = list(STAGES) + ["total", "end_to_end"]
+        names = [k for k in order if k in self.samples] + sorted(set(self.samples) - set(order))
+        return {k: {"p50": float(np.percentile(self.samples[k], 50)), "p95": float(np.percentile(self.samples[k], 95)),
+                    "n": len(self.samples[k])} for k in names}
+
+
+class Pipeline:
+    """The processing stages, configured once from an :class:`~edge_app.config.EdgeConfig`.
+
+    ``engine``: the gaze engine (None only when ``integrity`` blocked the model);
+    ``intrinsics``: the camera's, or None for the focal = width approximation per frame size.
+    """
+
+    def __init__(self, config, engine: GazeEngine | None, zone_map: ZoneMap,
+                 intrinsics: CameraIntrinsics | None = None, integrity: IntegrityResult | None = None,
+                 static_images: bool = False) -> None:
+        self.config = config
+        self.integrity = integrity
+        self.blocked_reason = integrity.reason if integrity is not None and integrity.blocked else None
+        if engine is None and self.blocked_reason is None:
+            raise ValueError("a pipeline without an engine must come from a blocked integrity result")
+        self.engine = None if self.blocked_reason else engine
+        self.zone_map = zone_map
+        self._intrinsics = intrinsics
+        self._intrinsics_for: dict[tuple[int, int], CameraIntrinsics] = {}
+        f = config.face
+        self.face_stage = FaceMeshStage(static_images, f.min_detection_confidence, f.min_tracking_confidence,
+                                        f.min_face_width_px)
+        self.smoother = OneEuroFilter(config.smoothing)
+        self.monitor = AttentionMonitor(config.attention)
+        self.invalid_gaze_frames = 0
+
+    def intrinsics(self, width: int, height: int) -> CameraIntrinsics:
+        key = (width, height)
+        if key not in self._intrinsics_for:
+            base = self._intrinsics
+            self._intrinsics_for[key] = (CameraIntrinsics.approximate(width, height) if base is None
+                                         else base.for_frame(width, height))
+        return self._intrinsics_for[key]
+
+    def process(self, frame: Frame) -> FrameRecord:
+        rec = FrameRecord(frame)
+        lat = rec.latency_ms
+        t = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            lat[stage] = (now - t) * 1000.0
+            t = now
+
+        start = t
+        rec.face = self.face_stage.detect(frame.image)
+        lap("face")
+        if rec.face is None:
+            rec.problem = self.face_stage.last_rejection or "no face found"
+        elif self.engine is not None:
+            h, w = frame.image.shape[:2]
+            cam = self.intrinsics(w, h)
+            rec.head_pose = estimate_head_pose(rec.face.points_px, cam)
+            lap("head_pose")
+            n = self.config.normalisation
+            if rec.head_pose.face_centre_mm[2] <= 0:
+                rec.problem = "head pose fit failed (face behind the camera)"
+            else:
+                rec.normalisation = plan_normalisation(rec.head_pose.face_centre_mm, rec.head_pose.rotation,
+                                                       cam.matrix, self.engine.input_size, n.distance_mm,
+                                                       n.crop_width_mm)
+                rec.crop_rgb = cv2.cvtColor(warp_face(frame.image, rec.normalisation, n.oversample),
+                                            cv2.COLOR_BGR2RGB)
+            lap("normalise")
+            if rec.crop_rgb is not None:
+                try:
+                    rec.gaze_normalised = self.engine.infer(rec.crop_rgb[None])[0]
+                except NonFiniteGazeError:
+                    self.invalid_gaze_frames += 1
+                    rec.problem = "no valid gaze: the model returned NaN or inf for this face"
+                lap("infer")
+            if rec.gaze_normalised is not None:
+                rec.gaze = rec.normalisation.gaze_to_camera(rec.gaze_normalised)
+                rec.gaze_smoothed = self.smoother.filter(frame.timestamp_s, rec.gaze)
+                rec.zone = self.zone_map.classify(rec.gaze_smoothed)
+            lap("smooth_zone")
+        on_road = rec.zone is not None and self.zone_map.is_on_road(rec.zone)
+        rec.attention = self.monitor.update(frame.timestamp_s, rec.zone, on_road, self.blocked_reason,
+                                            rec.problem or "no face found")
+        lap("attend")
+        lat["total"] = (t - start) * 1000.0
+        lat["end_to_end"] = (t - frame.captured_at) * 1000.0
+        return rec
+
+    def close(self) -> None:
+        self.face_stage.close()
+        if self.engine is not None:
+            self.engine.close()
+
+
+@dataclass
+class RunSummary:
+    """``frames`` processed, ``dropped`` by the capture thread, ``wall_s`` of the loop,
+    ``fps`` = frames / wall_s (end to end, source included), ``processing_fps`` = 1 / mean total
+    processing time (what the stages alone sustain), ``latency`` per stage (p50/p95 ms), counts of
+    frames per state and alert."""
+
+    frames: int
+    dropped: int
+    wall_s: float
+    fps: float
+    processing_fps: float
+    latency: dict[str, dict[str, float]]
+    states: dict[str, int]
+    alerts: dict[str, int]
+    invalid_gaze_frames: int
+
+
+def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameRecord], None] | None = None,
+                 drop_stale: bool | None = None, queue_size: int = 2, max_frames: int | None = None,
+                 warmup_frames: int = 0) -> RunSummary:
+    """Process ``source`` until it ends (or ``max_frames``); ``warmup_frames`` are processed but
+    left out of the statistics (the first frames pay for MediaPipe's and ONNX Runtime's setup)."""
+    drop = source.live if drop_stale is None else drop_stale
+    capture = CaptureThread(source, drop, queue_size).start()
+    stats = LatencyStats()
+    states = {s.value: 0 for s in AttentionState}
+    alerts = {a.label: 0 for a in AlertLevel}
+    frames = 0
+    started = None
+    try:
+        while max_frames is None or frames < max_frames:
+            frame = capture.get(timeout=1.0)
+            if frame is None:
+                if capture.finished:
+                    break
+                continue
+            rec = pipeline.process(frame)
+            if frames >= warmup_frames:
+                if started is None:
+                    started = time.perf_counter() - rec.latency_ms["end_to_end"] / 1000.0
+                stats.add({"capture": capture.read_ms[min(frame.index, len(capture.read_ms) - 1)], **rec.latency_ms}
+                          if capture.read_ms else rec.latency_ms)
+            states[rec.attention.state.value] += 1
+            alerts[rec.attention.alert.label] += 1
+            if sink is not None:
+                sink(rec)
+            frames += 1
+    finally:
+        capture.stop()
+    wall = time.perf_counter() - started if started is not None else 0.0
+    counted = max(frames - warmup_frames, 0)
+    totals = stats.samples.get("total", [])
+    return RunSummary(frames, capture.dropped, wall, counted / wall if wall > 0 else 0.0,
+                      1000.0 / float(np.mean(totals)) if totals else 0.0, stats.summary(), states, alerts,
+                      pipeline.invalid_gaze_frames)

@@ -1,0 +1,304 @@
+"""Frame sources and the capture thread.
+
+A source yields :class:`Frame` s: (H, W, 3) uint8 **BGR** images (OpenCV's order) with a
+timestamp in seconds. Sources:
+
+* ``camera:N``: a camera through OpenCV (V4L2 on Linux); live, timestamps from the clock;
+* ``PATH.mp4`` (any video OpenCV reads): timestamps from the container (or frame index / fps);
+* ``DIR``: the images in a folder in name order, at ``fps``;
+* ``synthetic[:short|:full]``: the scripted synthetic driver (:mod:`edge_app.synthetic_driver`),
+  with ground truth per frame.
+
+:class:`CaptureThread` reads a source on its own thread. For a live source it keeps only the
+newest frame (``drop_stale``): when processing falls behind, stale frames are dropped and
+counted instead of queueing up latency (DESIGN.md section 2: drop frames, not time). Recorded
+sources are not real time, so by default every frame is processed (a short blocking queue).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from securegaze.errors import ConfigError, InputFileError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Frame:
+    """``image`` (H, W, 3) uint8 BGR; ``timestamp_s`` source time, s; ``index`` from 0;
+    ``captured_at`` time.perf_counter() when the frame was read (for latency); ``truth``: ground
+    truth of a synthetic frame (None otherwise)."""
+
+    image: np.ndarray
+    timestamp_s: float
+    index: int
+    captured_at: float
+    truth: Any = None
+
+
+class FrameSource(ABC):
+    """``read()`` -> the next :class:`Frame`, or None at the end. ``live``: a real-time source."""
+
+    live: bool = False
+    description: str = "source"
+
+    @abstractmethod
+    def read(self) -> Frame | None: ...
+
+    def close(self) -> None:
+        pass
+
+
+class CameraSource(FrameSource):
+    """Camera ``index`` via OpenCV; ``width`` x ``height`` requested (the camera may pick another)."""
+
+    live = True
+
+    def __init__(self, index: int, width: int = 640, height: int = 480) -> None:
+        self.description = f"camera:{index}"
+        # CAP_ANY tries V4L2 first on Linux; a missing /dev/videoN gives an unopened capture.
+        self._cap = cv2.VideoCapture(int(index))
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise InputFileError(f"camera:{index}: no camera at index {index} (OpenCV could not open it; "
+                                 f"check /dev/video{index} exists and is not in use)")
+        self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self._index = 0
+        self._t0 = time.perf_counter()
+
+    def read(self) -> Frame | None:
+        ok, image = self._cap.read()
+        now = time.perf_counter()
+        if not ok or image is None:
+            return None
+        frame = Frame(image, now - self._t0, self._index, now)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class VideoFileSource(FrameSource):
+    """A video file; timestamps from the container's position, falling back to index / fps."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        if not self.path.is_file():
+            raise InputFileError(f"{self.path}: video file not found")
+        self._cap = cv2.VideoCapture(str(self.path))
+        first = None
+        if self._cap.isOpened():
+            ok, first = self._cap.read()
+            first = first if ok else None
+        if first is None:
+            self._cap.release()
+            raise InputFileError(f"{self.path}: not a readable video (OpenCV cannot decode a frame from it)")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and np.isfinite(fps) and fps > 0 else 30.0
+        self._pending: np.ndarray | None = first
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+        else:
+            ok, image = self._cap.read()
+            if not ok or image is None:
+                return None
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        frame = Frame(image, self._index / self.fps, self._index, time.perf_counter())
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class ImageFolderSource(FrameSource):
+    """The images of a folder (name order) as frames at ``fps``."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0) -> None:
+        self.path = Path(path)
+        self.description = str(self.path)
+        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise InputFileError(f"{self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        self.fps = float(fps)
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._index >= len(self.files):
+            return None
+        path = self.files[self._index]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputFileError(f"{path}: not a readable image")
+        frame = Frame(image, self._index / self.fps, self._index, time.perf_counter())
+        self._index += 1
+        return frame
+
+
+class SyntheticSource(FrameSource):
+    """The synthetic driver's frames; ``truth`` is a :class:`~edge_app.synthetic_driver.DriverFrameTruth`."""
+
+    def __init__(self, driver) -> None:
+        self.driver = driver
+        self.description = f"synthetic driver ({driver.duration_s:.1f} s at {driver.fps:g} fps)"
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._index >= self.driver.frame_count:
+            return None
+        image, t, truth = self.driver.render_frame(self._index)
+        frame = Frame(image, t, self._index, time.perf_counter(), truth)
+        self._index += 1
+        return frame
+
+
+class MemorySource(FrameSource):
+    """Frames held in memory, replayed (looped) for ``duration_s`` of source time at ``fps``; for
+    benchmarks, where the source itself must cost nothing."""
+
+    def __init__(self, images: list[np.ndarray], fps: float = 30.0, duration_s: float | None = None,
+                 live: bool = False) -> None:
+        if not images:
+            raise ConfigError("MemorySource needs at least one image")
+        self.images, self.fps, self.live = images, float(fps), live
+        self.count = len(images) if duration_s is None else int(duration_s * fps)
+        self.description = f"{len(images)} frames in memory"
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        if self._index >= self.count:
+            return None
+        image = self.images[self._index % len(self.images)]
+        frame = Frame(image, self._index / self.fps, self._index, time.perf_counter())
+        self._index += 1
+        return frame
+
+
+def open_source(spec: str, config=None) -> FrameSource:
+    """A source from its command-line spelling (see the module docstring); ``config``: EdgeConfig."""
+    from edge_app.config import EdgeConfig
+
+    cfg = config or EdgeConfig()
+    if spec.startswith("camera:"):
+        text = spec.split(":", 1)[1]
+        if not text.isdigit():
+            raise ConfigError(f"--source {spec}: camera index must be a non-negative integer, e.g. camera:0")
+        return CameraSource(int(text), cfg.camera.width, cfg.camera.height)
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from edge_app.synthetic_driver import SCRIPTS, SyntheticDriver
+        from edge_app.zones import load_zone_map
+
+        name = spec.split(":", 1)[1] if ":" in spec else cfg.synthetic.script
+        if name not in SCRIPTS:
+            raise ConfigError(f"--source {spec}: unknown synthetic script {name!r}; expected one of "
+                              f"{', '.join(sorted(SCRIPTS))}")
+        zones = load_zone_map(cfg.zones)
+        s = cfg.synthetic
+        driver = SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm)
+        return SyntheticSource(driver)
+    path = Path(spec)
+    if path.is_dir():
+        return ImageFolderSource(path, cfg.synthetic.fps)
+    if not path.exists():
+        raise InputFileError(f"--source {spec}: no such file or folder; expected camera:N, a video file, "
+                             "an image folder or synthetic")
+    return VideoFileSource(path)
+
+
+class CaptureThread:
+    """Reads ``source`` on a background thread.
+
+    ``drop_stale``: keep only the newest frame (for live sources); otherwise frames wait in a
+    queue of ``queue_size`` and the reader blocks (nothing is lost). ``get(timeout)`` returns the
+    next frame or None once the source is exhausted. ``dropped``: frames overwritten unread;
+    ``read_ms``: time spent in ``source.read`` per frame (the capture stage's latency).
+    """
+
+    def __init__(self, source: FrameSource, drop_stale: bool, queue_size: int = 2) -> None:
+        self.source, self.drop_stale = source, drop_stale
+        self.queue_size = max(1, int(queue_size))
+        self._frames: deque[Frame] = deque()
+        self._cond = threading.Condition()
+        self._done = False
+        self._stop = False
+        self.error: BaseException | None = None
+        self.dropped = 0
+        self.captured = 0
+        self.read_ms: list[float] = []
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+
+    def start(self) -> CaptureThread:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop:
+                t0 = time.perf_counter()
+                frame = self.source.read()
+                if frame is None:
+                    break
+                self.read_ms.append((time.perf_counter() - t0) * 1000.0)
+                with self._cond:
+                    if self.drop_stale:
+                        self.dropped += len(self._frames)
+                        self._frames.clear()
+                    else:
+                        while len(self._frames) >= self.queue_size and not self._stop:
+                            self._cond.wait(0.1)
+                    self._frames.append(frame)
+                    self.captured += 1
+                    self._cond.notify_all()
+        except BaseException as exc:  # handed to the consumer, which raises it on its own thread
+            self.error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._frames and not self._done:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining if remaining is not None else 0.5)
+            if self._frames:
+                frame = self._frames.popleft()
+                self._cond.notify_all()
+                return frame
+        if self.error is not None:
+            raise self.error
+        return None
+
+    @property
+    def finished(self) -> bool:
+        """The source is exhausted and every frame has been taken."""
+        with self._cond:
+            return self._done and not self._frames
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+        self.source.close()

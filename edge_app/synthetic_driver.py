@@ -1,0 +1,304 @@
+"""The synthetic driver: full camera frames of a rendered face following a scripted drive.
+
+Why it looks the way it does. The project's renderer (:mod:`securegaze.data.synthetic`) draws
+*normalised face crops*: exactly what the normalisation's virtual camera (Zhang et al. 2018)
+sees. A driver frame is therefore made by running the normalisation backwards: a crop is rendered
+for a virtual camera that looks at the face centre, and warped into the real camera with the
+homography ``K R_c^T K_c^-1`` (a pure rotation between two cameras sharing their centre).
+MediaPipe Face Mesh detects these faces (checked first: 24 of 24 crops upscaled into a 640x480
+frame were found, see ``tests/test_edge_synthetic.py``), so the frames need no compositing onto
+a real photograph and go through the real face stage like camera frames. Two changes to the
+crop keep it honest as a camera frame rather than a pasted square:
+
+* the crop is rendered zoomed out (``head_scale`` x ``ZOOM``, offset scaled to match), so the
+  whole head, hair and neck are in view instead of the cut-off training framing;
+* its background is a flat cabin colour equal to the frame's, and sensor noise is added to the
+  whole frame after the warp, so there is no visible seam.
+
+Ground truth. The script gives the driver's gaze in the **real camera frame** (pitch, yaw
+radians, :mod:`securegaze.geometry`). The rendered gaze label is that direction expressed in the
+crop camera, ``R_c g_cam``; the de-normalised prediction of the pipeline is compared with
+``g_cam``, so the reported angular error includes every stage: landmarks, head pose,
+normalisation, model and de-normalisation. The crop camera's roll follows a slow sway of the
+driver's head, so roll removal is exercised as well.
+
+Scale. The renderer's head unit is set from a 63 mm interpupillary distance
+(``ASSUMED_IPD_MM`` of the trigger module): ``mm_per_unit = 63 / (2 * eye_dx)``.
+
+Scripts are lists of :class:`ScriptPhase`; each phase names the cabin zone looked at (its gaze
+comes from the zone map's ``target`` point) and, for distractions, the alert it must raise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from securegaze.data.synthetic import HEAD_CENTRE_Y, FaceParams, SyntheticConfig, render, sample_params
+from securegaze.data.triggers import ASSUMED_IPD_MM
+from securegaze.errors import ConfigError
+from securegaze.geometry import pitchyaw_to_vector, vector_to_pitchyaw
+
+#: Zoom-out of the rendered crop: it covers 1 / ZOOM times the training crop's width.
+ZOOM = 0.6
+#: Flat cabin background, linear RGB in [0, 1] (renderer colours) and the frame's BGR uint8.
+BACKGROUND_RGB = np.array([0.36, 0.34, 0.31], dtype=np.float32)
+#: Sensor noise added to every frame, standard deviation in grey levels (0..255).
+FRAME_NOISE_STD = 2.0
+#: Share of an eye movement made by the head (drivers turn the head for large glances; the rest is
+#: the eyes). Kept small so head poses stay inside the renderer's training jitter (10/12/5 deg).
+HEAD_FOLLOW = 0.3
+#: Saccade duration for the gaze to move to a new target, s (large saccades last 50-100 ms; the
+#: fixation settles within ~150 ms), and the slower head movement, s.
+GAZE_TRANSITION_S = 0.15
+HEAD_TRANSITION_S = 0.4
+
+
+@dataclass(frozen=True)
+class ScriptPhase:
+    """One step of a drive: look at ``zone`` for ``duration_s`` seconds.
+
+    ``expected_alert``: for a checked phase, the highest alert level the glance must raise
+    ("none", "warning", ...), judged from the phase's start until ``settle_s`` after it ends (the
+    smoothing and the return saccade need that long); None: not checked.
+    """
+
+    zone: str
+    duration_s: float
+    expected_alert: str | None = None
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.zone
+
+
+#: The full drive of ``--source synthetic``: a mirror check and a cluster glance that must stay
+#: silent, a 3-s phone glance that must raise the warning, an infotainment task of repeated short
+#: glances that only the visual time-sharing rule catches, and the return to the road.
+FULL_SCRIPT: tuple[ScriptPhase, ...] = (
+    ScriptPhase("road_ahead", 3.0),
+    ScriptPhase("left_mirror", 1.0, "none", "mirror check 1 s"),
+    ScriptPhase("road_ahead", 3.0),
+    ScriptPhase("instrument_cluster", 1.0, "none", "cluster glance 1 s"),
+    ScriptPhase("road_ahead", 3.0),
+    ScriptPhase("phone_lap", 3.0, "warning", "phone on the lap 3 s"),
+    ScriptPhase("road_ahead", 4.0),
+    ScriptPhase("rear_view_mirror", 1.0, "none", "rear-view mirror 1 s"),
+    ScriptPhase("road_ahead", 2.0),
+    *[p for _ in range(5) for p in (ScriptPhase("infotainment", 2.4, None, "infotainment task"),
+                                    ScriptPhase("road_ahead", 1.0))],
+    ScriptPhase("road_ahead", 3.0, "time_sharing", "after the infotainment task (time-sharing)"),
+    ScriptPhase("road_ahead", 3.0),
+)
+
+#: A short drive for tests and quick checks: a 1-s mirror check and a 3-s phone glance.
+SHORT_SCRIPT: tuple[ScriptPhase, ...] = (
+    ScriptPhase("road_ahead", 2.5),
+    ScriptPhase("left_mirror", 1.0, "none", "mirror check 1 s"),
+    ScriptPhase("road_ahead", 2.5),
+    ScriptPhase("phone_lap", 3.0, "warning", "phone on the lap 3 s"),
+    ScriptPhase("road_ahead", 2.5),
+)
+
+SCRIPTS = {"full": FULL_SCRIPT, "short": SHORT_SCRIPT}
+
+
+def look_at_rotation(centre_mm: np.ndarray, roll: float = 0.0) -> np.ndarray:
+    """(3, 3) rows = axes of a camera at the origin looking at ``centre_mm``, rolled by ``roll``
+    radians about its view, expressed in the real camera's frame (x kept near the real x)."""
+    z = np.asarray(centre_mm, dtype=np.float64)
+    z = z / np.linalg.norm(z)
+    x0 = np.array([1.0, 0.0, 0.0]) - z[0] * z
+    x0 /= np.linalg.norm(x0)
+    y0 = np.cross(z, x0)
+    x = math.cos(roll) * x0 + math.sin(roll) * y0
+    y = np.cross(z, x)
+    return np.stack([x, y, z])
+
+
+def _ease(a: np.ndarray, b: np.ndarray, t_since: float, duration: float) -> np.ndarray:
+    """Minimum-jerk blend from a to b, ``t_since`` seconds into a move of ``duration`` seconds."""
+    s = min(max(t_since / duration, 0.0), 1.0) if duration > 0 else 1.0
+    w = s**3 * (10 - 15 * s + 6 * s**2)
+    return a + (b - a) * w
+
+
+@dataclass(frozen=True)
+class DriverFrameTruth:
+    """Ground truth of one synthetic frame: camera-frame gaze (pitch, yaw) radians, the zone looked
+    at, the phase index in the script and its name."""
+
+    gaze: tuple[float, float]
+    zone: str
+    phase_index: int
+    phase: str
+
+
+class SyntheticDriver:
+    """Renders the frames of a scripted drive.
+
+    ``zone_targets``: zone name -> (pitch, yaw) degrees in the camera frame, the point a driver
+    looks at in that zone (from the zone map). ``width`` x ``height``: frame size px;
+    ``focal_px``: the camera's focal length (the intrinsics approximation, focal = width, by
+    default); ``distance_mm``: camera to face centre; ``fps``: frame rate of the script's clock.
+    """
+
+    def __init__(self, zone_targets: dict[str, tuple[float, float]], script=SHORT_SCRIPT, width: int = 640,
+                 height: int = 480, fps: float = 30.0, seed: int = 0, distance_mm: float = 700.0,
+                 focal_px: float | None = None) -> None:
+        if not script:
+            raise ConfigError("synthetic driver script is empty")
+        missing = sorted({p.zone for p in script} - set(zone_targets))
+        if missing:
+            raise ConfigError(f"synthetic driver script looks at zone(s) {', '.join(missing)} that the zone map "
+                              f"lacks (zones with a target: {', '.join(sorted(zone_targets))})")
+        if not (16 <= width <= 4096 and 16 <= height <= 4096 and 1 <= fps <= 240 and 200 <= distance_mm <= 2000):
+            raise ConfigError(f"synthetic driver: frame {width}x{height}, fps {fps}, distance {distance_mm} mm "
+                              "outside 16..4096 px, 1..240 fps, 200..2000 mm")
+        self.script = tuple(script)
+        self.zone_targets = {k: np.radians(np.asarray(v, dtype=np.float64)) for k, v in zone_targets.items()}
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self.distance_mm = float(distance_mm)
+        self.focal_px = float(focal_px or width)
+        self.camera_matrix = np.array([[self.focal_px, 0, width / 2.0], [0, self.focal_px, height / 2.0], [0, 0, 1]])
+        self.seed = int(seed)
+        ident = sample_params(1, seed, SyntheticConfig(head_jitter_deg=(0.0, 0.0, 0.0)))
+        self.mm_per_unit = ASSUMED_IPD_MM / (2.0 * float(ident.eye_dx[0]))
+        bg = np.broadcast_to(BACKGROUND_RGB, (1, 2, 3))
+        # A fixed identity and light for the whole drive; the per-frame fields are set in render_frame.
+        self._identity = ident.replace(background_rgb=bg, blur_sigma=0.25, noise_std=0.0,
+                                       head_scale=ZOOM, head_offset=(0.0, ZOOM * HEAD_CENTRE_Y - HEAD_CENTRE_Y))
+        # Canvas: as many pixels across as the camera gives the covered width at this distance.
+        canvas_mm = 2.0 / ZOOM * self.mm_per_unit
+        self.canvas_px = int(round(self.focal_px * canvas_mm / self.distance_mm))
+        self._canvas_focal = self.canvas_px * self.distance_mm / canvas_mm
+        self._rng = np.random.default_rng([self.seed, 0xD21E])
+        self.background_bgr = np.clip(BACKGROUND_RGB[::-1] * 255 + 0.5, 0, 255).astype(np.uint8)
+        starts = np.cumsum([0.0] + [p.duration_s for p in self.script])
+        self.phase_starts = starts[:-1]
+        self.duration_s = float(starts[-1])
+
+    @property
+    def frame_count(self) -> int:
+        return int(math.floor(self.duration_s * self.fps))
+
+    # -- the script's motion --------------------------------------------------------------------
+    def phase_at(self, t: float) -> int:
+        return int(np.clip(np.searchsorted(self.phase_starts, t, side="right") - 1, 0, len(self.script) - 1))
+
+    def gaze_at(self, t: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """(camera-frame gaze (2,) radians, head direction (2,) radians, phase index) at time t s."""
+        k = self.phase_at(t)
+        target = self.zone_targets[self.script[k].zone]
+        previous = self.zone_targets[self.script[k - 1].zone] if k > 0 else target
+        since = t - self.phase_starts[k]
+        gaze = _ease(previous, target, since, GAZE_TRANSITION_S)
+        head = HEAD_FOLLOW * _ease(previous, target, since, HEAD_TRANSITION_S)
+        return gaze, head, k
+
+    def face_centre_at(self, t: float) -> np.ndarray:
+        """(3,) camera-frame face centre, mm: a slow sway of a seated driver (a few cm)."""
+        return np.array([25.0 * math.sin(0.31 * t) + 10.0, -15.0 + 12.0 * math.sin(0.47 * t + 1.0),
+                         self.distance_mm + 30.0 * math.sin(0.23 * t)])
+
+    def roll_at(self, t: float) -> float:
+        """Head roll about the view, radians (a gentle +-6 degree sway)."""
+        return math.radians(6.0) * math.sin(0.37 * t + 0.5)
+
+    # -- rendering -------------------------------------------------------------------------------
+    def render_frame(self, index: int) -> tuple[np.ndarray, float, DriverFrameTruth]:
+        """Frame ``index``: ((H, W, 3) uint8 BGR, timestamp s, truth)."""
+        t = index / self.fps
+        gaze_cam, head_cam, k = self.gaze_at(t)
+        centre = self.face_centre_at(t)
+        r_c = look_at_rotation(centre, self.roll_at(t))
+        label = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(gaze_cam))
+        head = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(head_cam))
+        params = self._identity.replace(gaze=label.astype(np.float32),
+                                        head_pose=np.array([head[0], head[1], 0.0], np.float32))
+        canvas = render(params, self.canvas_px)[0]
+        c = (self.canvas_px - 1) / 2.0
+        k_c = np.array([[self._canvas_focal, 0, c], [0, self._canvas_focal, c], [0, 0, 1]])
+        # The canvas camera is at distance_mm; moving the face along its view only rescales it.
+        scale = np.diag([1.0, 1.0, self.distance_mm / np.linalg.norm(centre)])
+        homography = self.camera_matrix @ r_c.T @ np.linalg.inv(scale) @ np.linalg.inv(k_c)
+        bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+        frame = cv2.warpPerspective(bgr, homography, (self.width, self.height), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT,
+                                    borderValue=tuple(int(v) for v in self.background_bgr))
+        noise = self._rng.normal(0.0, FRAME_NOISE_STD, frame.shape).astype(np.float32)
+        frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        phase = self.script[k]
+        truth = DriverFrameTruth((float(gaze_cam[0]), float(gaze_cam[1])), phase.zone, k, phase.name)
+        return frame, t, truth
+
+    def frames(self) -> Iterator[tuple[np.ndarray, float, DriverFrameTruth]]:
+        for i in range(self.frame_count):
+            yield self.render_frame(i)
+
+
+# --- checking the alerts a drive raised ---------------------------------------------------------
+
+#: How long after a checked glance ends its alert may still arrive, s: the return saccade, the One
+#: Euro filter's lag and the recovery time all fall within it.
+SETTLE_S = 1.0
+
+
+@dataclass(frozen=True)
+class DriveCheck:
+    """One checked event of a script: consecutive phases with the same label and expectation.
+
+    ``expected``: "none" (no alert at all), "warning" / "loud" / "critical" (the highest
+    eyes-off-road level raised must be exactly that), or "time_sharing" (the time-sharing alert
+    must be raised, and no eyes-off-road alert). ``observed_level`` and ``observed_reasons`` are
+    what the frames of [start, end + SETTLE_S) showed.
+    """
+
+    label: str
+    expected: str
+    start_s: float
+    end_s: float
+    observed_level: str
+    observed_reasons: tuple[str, ...]
+    passed: bool
+
+
+def script_events(script, phase_starts) -> list[tuple[str, str, float, float]]:
+    """(label, expected, start s, end s) of each checked event."""
+    events: list[list] = []
+    for k, phase in enumerate(script):
+        if phase.expected_alert is None:
+            continue
+        start, end = float(phase_starts[k]), float(phase_starts[k]) + phase.duration_s
+        if events and events[-1][0] == phase.name and events[-1][1] == phase.expected_alert and \
+                abs(events[-1][3] - start) < 1e-9:
+            events[-1][3] = end
+        else:
+            events.append([phase.name, phase.expected_alert, start, end])
+    return [tuple(e) for e in events]
+
+
+def check_drive(script, phase_starts, observations) -> list[DriveCheck]:
+    """Judge each checked event. ``observations``: (t s, alert level label, alert reason or None)
+    per frame, in time order."""
+    from edge_app.attention import AlertLevel
+
+    events = script_events(script, phase_starts)
+    results = []
+    for label, expected, start, end in events:
+        window = [(lvl, why) for t, lvl, why in observations if start <= t < end + SETTLE_S]
+        top = max((AlertLevel.from_label(lvl) for lvl, _ in window), default=AlertLevel.NONE)
+        reasons = tuple(sorted({why for _, why in window if why}))
+        if expected == "none":
+            passed = top == AlertLevel.NONE
+        elif expected == "time_sharing":
+            passed = "time_sharing" in reasons and "eyes_off_road" not in reasons
+        else:
+            passed = top == AlertLevel.from_label(expected) and "eyes_off_road" in reasons
+        results.append(DriveCheck(label, expected, start, end, top.label, reasons, bool(window) and passed))
+    return results

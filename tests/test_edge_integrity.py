@@ -1,0 +1,154 @@
+"""Startup integrity check: audit records, rescans, a swapped model caught and blocked, bad databases."""
+
+import json
+import shutil
+import sqlite3
+
+import numpy as np
+import pytest
+
+from edge_app.cli import main
+from edge_app.config import EdgeConfig
+from edge_app.integrity import (
+    EXIT_BLOCKED,
+    SIDECAR_NAME,
+    AuditDatabase,
+    AuditRecord,
+    IntegrityChecker,
+    IntegrityError,
+    IntegritySettings,
+    sidecar_path,
+)
+from edge_app.pipeline import Pipeline
+from edge_app.sources import Frame
+from edge_app.zones import load_zone_map
+from securegaze.defense import SCANNER_VERSION, create_detector
+from securegaze.io import sha256_file
+
+#: A quick scan for the tests whose subject is the bookkeeping, not the verdict.
+FAST = {"steps": 60, "eval_samples": 64, "sensitivity_samples": 64}
+
+
+@pytest.fixture(scope="module")
+def scenario(tiny_gaze_bundles, tmp_path_factory):
+    """A benign bundle is scanned at first start; later its ONNX and manifest are swapped for a
+    BadNets model's (an attacker who rewrites both, so every bundle check passes) and the app is
+    started again. Full scanner settings: the verdicts are the subject here."""
+    root = tmp_path_factory.mktemp("integrity")
+    model = root / "model"
+    shutil.copytree(tiny_gaze_bundles["benign"], model)
+    db = root / "audit.sqlite3"
+    events = []
+    first = IntegrityChecker(IntegritySettings(audit_db=db)).check(model, progress=events.append)
+    again_events = []
+    again = IntegrityChecker(IntegritySettings(audit_db=db)).check(model, progress=again_events.append)
+    benign_record = json.loads((model / SIDECAR_NAME).read_text())
+    for name in ("model.onnx", "manifest.json"):
+        shutil.copy(tiny_gaze_bundles["backdoored"] / name, model / name)
+    out = root / "frames.jsonl"
+    code = main(["run", "--source", "synthetic:short", "--model", str(model), "--audit-db", str(db),
+                 "--out", str(out), "--max-frames", "5"])
+    return dict(model=model, db=db, first=first, events=events, again=again, again_events=again_events,
+                benign_record=benign_record, code=code, out=out)
+
+
+def test_first_start_scans_with_progress_and_records_everywhere(scenario):
+    first = scenario["first"]
+    assert first.source == "scan" and first.verdict == "clean" and not first.blocked
+    assert scenario["events"] and {e.stage for e in scenario["events"]} >= {"reverse", "evaluate"}
+    record = scenario["benign_record"]
+    assert record["model_sha256"] == first.model_sha256 and record["scanner_version"] == SCANNER_VERSION
+    assert record["settings"] == create_detector("securegaze").settings()
+    assert record["report"]["verdict"] == "clean" and record["report"]["model_sha256"] == first.model_sha256
+
+
+def test_second_start_uses_the_database_without_scanning(scenario):
+    again = scenario["again"]
+    assert again.source == "database" and again.verdict == "clean" and scenario["again_events"] == []
+    assert again.record == scenario["first"].record
+
+
+def test_swapped_model_is_scanned_again_and_blocked_at_start(scenario):
+    assert scenario["code"] == EXIT_BLOCKED
+    lines = [json.loads(line) for line in scenario["out"].read_text().splitlines()]
+    # Nothing but the BLOCKED record: no frame, no gaze, no alarm from the untrusted model.
+    assert len(lines) == 1 and lines[0]["state"] == "BLOCKED"
+    assert "backdoored" in lines[0]["reason"] and lines[0]["integrity"]["source"] == "scan"
+    new_sha = sha256_file(scenario["model"] / "model.onnx")
+    assert lines[0]["integrity"]["model_sha256"] == new_sha != scenario["first"].model_sha256
+    db = AuditDatabase(scenario["db"])
+    try:
+        assert [r.verdict for r in db.records_for(new_sha)] == ["backdoored"]
+        assert [r.verdict for r in db.records_for(scenario["first"].model_sha256)] == ["clean"]
+    finally:
+        db.close()
+    assert json.loads((scenario["model"] / SIDECAR_NAME).read_text())["verdict"] == "backdoored"
+
+
+def test_policy_warn_runs_a_backdoored_model_and_says_so(scenario, tmp_path):
+    result = IntegrityChecker(IntegritySettings(audit_db=scenario["db"], policy="warn")).check(scenario["model"])
+    assert result.source == "database" and result.verdict == "backdoored" and not result.blocked
+    assert "policy warn" in result.reason
+
+
+def test_a_blocked_pipeline_yields_no_gaze_and_says_why(scenario):
+    result = IntegrityChecker(IntegritySettings(audit_db=scenario["db"])).check(scenario["model"])
+    assert result.blocked
+    pipeline = Pipeline(EdgeConfig(), None, load_zone_map(), integrity=result)
+    try:
+        rec = pipeline.process(Frame(np.full((480, 640, 3), 90, np.uint8), 0.0, 0, 0.0))
+    finally:
+        pipeline.close()
+    assert rec.attention.state.value == "BLOCKED" and "backdoored" in rec.attention.reason
+    assert rec.gaze is None and rec.zone is None and rec.attention.alert.label == "none"
+    assert rec.to_json()["gaze_deg"] is None
+
+
+def test_stale_and_untrusted_sidecars_cause_a_rescan(tiny_gaze_bundles, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_gaze_bundles["benign"], model)
+    settings = IntegritySettings(audit_db=tmp_path / "a.sqlite3", scan_settings=FAST, clean_samples=64)
+    first = IntegrityChecker(settings).check(model)
+    record = first.record.to_dict()
+    # The same record from an older scanner, found next to the model in a fresh database: stale.
+    (model / SIDECAR_NAME).write_text(json.dumps({**record, "scanner_version": "0.1"}))
+    stale = IntegrityChecker(settings.model_copy(update={"audit_db": tmp_path / "b.sqlite3"})).check(model)
+    assert stale.source == "scan" and any("stale" in n for n in stale.notes)
+    # A current record only beside the model is not trusted by default, and is when told to.
+    (model / SIDECAR_NAME).write_text(json.dumps(record))
+    untrusted = IntegrityChecker(settings.model_copy(update={"audit_db": tmp_path / "c.sqlite3"})).check(model)
+    assert untrusted.source == "scan" and any("not trusted" in n for n in untrusted.notes)
+    (model / SIDECAR_NAME).write_text(json.dumps(record))
+    trusted = IntegrityChecker(settings.model_copy(update={"audit_db": tmp_path / "d.sqlite3",
+                                                            "trust_model_sidecar": True})).check(model)
+    assert trusted.source == "sidecar" and trusted.record.to_dict() == record
+
+
+def test_sidecar_location():
+    from pathlib import Path
+
+    assert sidecar_path(Path("models/default")) == Path("models/default") / SIDECAR_NAME
+    assert sidecar_path(Path("x/gaze.onnx")) == Path("x/gaze.onnx.audit.json")
+
+
+def test_corrupt_audit_database_is_a_clear_error(tmp_path):
+    bad = tmp_path / "audit.sqlite3"
+    bad.write_bytes(b"this is not a database, just bytes " * 200)
+    with pytest.raises(IntegrityError, match="audit.sqlite3: not a readable audit database"):
+        AuditDatabase(bad)
+    code = main(["run", "--source", "synthetic:short", "--audit-db", str(bad), "--max-frames", "1"])
+    assert code == 2
+
+
+def test_audit_database_transactions_and_schema(tmp_path):
+    path = tmp_path / "audit.sqlite3"
+    db = AuditDatabase(path)
+    rec = AuditRecord("a" * 64, "m", "securegaze", "1.0", {}, "clean", 0.1, 0.01, "x", "2026-01-01T00:00:00+00:00",
+                      {"verdict": "clean"})
+    db.add(rec)
+    assert db.lookup("a" * 64, "1.0", "securegaze") == rec and db.lookup("a" * 64, "2.0", "securegaze") is None
+    db.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(IntegrityError, match="schema 99"):
+        AuditDatabase(path)

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class AttentionState(str, Enum):
+class AttentionState(StrEnum):
     NO_FACE = "NO_FACE"
     ATTENTIVE = "ATTENTIVE"
     DISTRACTED = "DISTRACTED"

@@ -12,7 +12,6 @@ import queue
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -93,14 +92,14 @@ def _check_source_vs_engine(config) -> None:
 @app.command()
 def run(
     source: str = typer.Option("camera:0", "--source", help="camera:N | VIDEO | IMAGE_DIR | synthetic[:short|:full]"),
-    model: Optional[Path] = typer.Option(None, "--model", help="model bundle or .onnx (default: models/default)"),
-    config_path: Optional[Path] = typer.Option(None, "--config", help="YAML settings (see calibration/edge_default.yaml)"),
-    out: Optional[str] = typer.Option(None, "--out", help="JSON lines, one per frame, to this file ('-': stdout)"),
+    model: Path | None = typer.Option(None, "--model", help="model bundle or .onnx (default: models/default)"),
+    config_path: Path | None = typer.Option(None, "--config", help="YAML settings (see calibration/edge_default.yaml)"),
+    out: str | None = typer.Option(None, "--out", help="JSON lines, one per frame, to this file ('-': stdout)"),
     benchmark: bool = typer.Option(False, "--benchmark", help="print per-stage p50/p95 latency and FPS"),
-    policy: Optional[str] = typer.Option(None, "--policy", help="integrity policy for a backdoored model: block | warn"),
-    audit_db: Optional[Path] = typer.Option(None, "--audit-db", help="SQLite audit database"),
-    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="stop after this many frames"),
-    summary_path: Optional[Path] = typer.Option(None, "--summary", help="also write the run summary as JSON here"),
+    policy: str | None = typer.Option(None, "--policy", help="integrity policy for a backdoored model: block | warn"),
+    audit_db: Path | None = typer.Option(None, "--audit-db", help="SQLite audit database"),
+    max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="stop after this many frames"),
+    summary_path: Path | None = typer.Option(None, "--summary", help="also write the run summary as JSON here"),
 ) -> None:
     """Run the driver-monitoring loop headless: integrity check, then frames to JSON lines.
 

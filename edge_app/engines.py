@@ -67,7 +67,7 @@ class GazeEngine(ABC):
         """(N, S, S, 3) uint8 RGB normalised crops -> (N, 2) float32 radians; raises
         :class:`NonFiniteGazeError` when any output is NaN or inf."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most engines hold nothing to release
         """Release the engine's resources (sessions, device memory)."""
 
 

@@ -56,7 +56,7 @@ class FrameSource(ABC):
     @abstractmethod
     def read(self) -> Frame | None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: sources without a device need nothing
         pass
 
 

@@ -5,9 +5,10 @@ Why it looks the way it does. The project's renderer (:mod:`securegaze.data.synt
 sees. A driver frame is therefore made by running the normalisation backwards: a crop is rendered
 for a virtual camera that looks at the face centre, and warped into the real camera with the
 homography ``K R_c^T K_c^-1`` (a pure rotation between two cameras sharing their centre).
-MediaPipe Face Mesh detects these faces (checked first: 24 of 24 crops upscaled into a 640x480
-frame were found, see ``tests/test_edge_synthetic.py``), so the frames need no compositing onto
-a real photograph and go through the real face stage like camera frames. Two changes to the
+MediaPipe Face Mesh detects these faces (checked before anything else was built: it found all
+24 crops of 8 identities at 128, 224 and 320 px pasted into a 640x480 frame;
+``tests/test_edge_synthetic.py`` keeps checking the driver's frames), so the frames need no
+compositing onto a real photograph and go through the real face stage like camera frames. Two changes to the
 crop keep it honest as a camera frame rather than a pasted square:
 
 * the crop is rendered zoomed out (``head_scale`` x ``ZOOM``, offset scaled to match), so the
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from securegaze.data.synthetic import HEAD_CENTRE_Y, FaceParams, SyntheticConfig, render, sample_params
+from securegaze.data.synthetic import HEAD_CENTRE_Y, SyntheticConfig, render, sample_params
 from securegaze.data.triggers import ASSUMED_IPD_MM
 from securegaze.errors import ConfigError
 from securegaze.geometry import pitchyaw_to_vector, vector_to_pitchyaw

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from edge_app.config import load_config
-from edge_app.sources import CaptureThread, FrameSource, ImageFolderSource, MemorySource, VideoFileSource, open_source
+from edge_app.sources import (
+    CaptureThread,
+    FrameSource,
+    ImageFolderSource,
+    MemorySource,
+    VideoFileSource,
+    open_source,
+)
 from securegaze.errors import ConfigError, InputFileError
 
 

@@ -333,6 +333,210 @@ def scan(
     raise typer.Exit(EXIT_BACKDOORED if report.verdict == "backdoored" else EXIT_CLEAN)
 
 
+@app.command()
+def mitigate(
+    model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
+    out: Path = typer.Option(..., "--out", help="Directory for the mitigated bundle, mitigation.json and both scans."),
+    clean: str = typer.Option("synthetic", help="Clean images for the scan and the fine-tuning: 'synthetic' or a path."),
+    samples: int = typer.Option(512, help="How many clean images."),
+    test: str = typer.Option("synthetic", help="Labelled held-out images for the before/after figures."),
+    test_samples: int = typer.Option(1000, help="How many held-out images."),
+    attack_run: Path | None = typer.Option(None, help="The model's attack run directory (attack.json), when the "
+                                           "real trigger is known: also report AE/DAE/ASR against it."),
+    scan_dir: Path | None = typer.Option(None, help="Reuse this earlier 'securegaze scan --out' directory of the same "
+                                         "model instead of scanning again."),
+    true_labels: bool = typer.Option(False, help="Fine-tune on the clean set's true labels instead of the model's "
+                                     "own predictions."),
+    epochs: int = typer.Option(10, help="Fine-tuning passes over the clean images."),
+    lr: float = typer.Option(3e-4, help="Fine-tuning learning rate."),
+    seed: int = typer.Option(0, help="Seeds the clean draw, the scans and the fine-tuning."),
+    threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
+) -> None:
+    """Remove a backdoor: scan, fine-tune against the reversed trigger, write a new bundle, re-scan.
+
+    Exit code 0 when the re-scan finds the new model clean, 10 when it is still flagged, 2 bad input.
+    """
+    import torch
+
+    from securegaze.bundle import export_bundle
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.defense import ScanReport, create_detector, load_generator
+    from securegaze.defense.mitigation_benchmark import mitigate_and_measure
+    from securegaze.defense.model_loading import load_model_any, model_file_sha256
+    from securegaze.errors import InputFileError
+    from securegaze.io import atomic_write_json
+
+    _check_range("samples", samples, 8)
+    _check_range("test-samples", test_samples, 8)
+    _check_range("epochs", epochs, 1)
+    if not 0 < lr <= 1:
+        raise typer.BadParameter(f"{lr} is outside (0, 1]", param_hint="--lr")
+    if out.resolve() == model.resolve():
+        raise typer.BadParameter("must differ from MODEL: the original is never overwritten", param_hint="--out")
+    torch.manual_seed(seed)
+    net = load_model_any(model)
+    sha = model_file_sha256(model)
+    size = int(net.input_size)
+    data = load_gaze_data(clean, size, samples, seed, "val")
+    attack = faces = None
+    if attack_run is not None:
+        from securegaze.attacks.runner import load_attack_run
+
+        attack, test_set, faces = load_attack_run(attack_run, test_samples)
+        if test_set.images.shape[1] != size:
+            raise InputFileError(f"{attack_run}: the attack run is at {test_set.images.shape[1]} px, the model takes {size} px")
+    else:
+        test_set = load_gaze_data(test, size, test_samples, seed, "test")
+    settings = {"seed": seed} if threshold is None else {"seed": seed, "threshold": threshold}
+    detector = create_detector("securegaze", **settings)
+    before = None
+    if scan_dir is not None:
+        report = ScanReport.load(scan_dir / "report.json")
+        if report.model_sha256 != sha:
+            raise InputFileError(f"{scan_dir / 'report.json'}: scans a model with sha256 {str(report.model_sha256)[:12]}..., "
+                                 f"not {model} ({sha[:12]}...)")
+        before = (report, load_generator(scan_dir / "trigger_generator.safetensors"))
+    with _progress_bar() as bar:
+        task = bar.add_task("mitigate", total=None, status="")
+
+        def on_progress(p):
+            bar.update(task, total=p.total, completed=p.step, description=f"{p.detector}: {p.stage}")
+
+        tuned, result = mitigate_and_measure(
+            net, data.images, detector, test_set, attack=attack, test_faces=faces,
+            labels=data.gaze if true_labels else None, epochs=epochs, lr=lr, seed=seed, scan_before=before,
+            scan_dirs=(out / "scan_before", out / "scan_after"), model_name=str(model), out=str(out),
+            model_sha256=sha, progress=on_progress)
+    manifest = export_bundle(tuned, out, name=out.name, provenance={
+        "training_data": f"fine-tuned on {samples} clean images ({clean}) against the reversed trigger",
+        "seed": seed, "notes": f"mitigated from {model} (sha256 {sha}) by securegaze mitigate"})
+    atomic_write_json(out / "mitigation.json", result.to_dict())
+    before_scan, after_scan = result.scan_before, result.scan_after
+    console.print(f"model: {model} (sha256 {sha[:16]}...) -> bundle {out} (sha256 {manifest.onnx_sha256[:16]}...)")
+    console.print(f"scan before: {before_scan['verdict'].upper()} score {before_scan['score']}; "
+                  f"after: {after_scan['verdict'].upper()} score {after_scan['score']} (threshold {after_scan['threshold']})")
+    rows = [("reversed trigger", result.reversed_before, result.reversed_after)]
+    if result.attack_before is not None:
+        rows.append((f"real trigger ({result.attack})", result.attack_before, result.attack_after))
+    for label, b, a in rows:
+        console.print(f"{label}: clean error {b['clean_error_deg']:.2f} -> {a['clean_error_deg']:.2f} deg, "
+                      f"AE {b['ae_deg']:.1f} -> {a['ae_deg']:.1f} deg, DAE {b['dae_deg']:.1f} -> {a['dae_deg']:.1f} deg, "
+                      f"ASR@5deg {100 * b['asr']:.1f}% -> {100 * a['asr']:.1f}%")
+    console.print(f"report: {out / 'mitigation.json'}; {result.runtime_s:.0f} s")
+    raise typer.Exit(EXIT_BACKDOORED if after_scan["verdict"] == "backdoored" else EXIT_CLEAN)
+
+
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Detection and mitigation benchmarks.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("detect")
+def bench_detect(
+    zoo: Path = typer.Option(..., "--zoo", help="The zoo whose models are scored (securegaze zoo build)."),
+    calibration: Path = typer.Option(..., "--calibration", help="A separate zoo whose benign models calibrate the "
+                                     "threshold (other seeds than --zoo)."),
+    out: Path = typer.Option(Path("runs/bench"), "--out", help="Cache of scans and results (resumable)."),
+    hard: Path | None = typer.Option(None, "--hard", help="A zoo of hard cases (adaptive, offset), reported apart."),
+    docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/detection.md and DOCS/detection_roc.png."),
+    samples: int = typer.Option(256, help="Clean images per scan."),
+    seed: int = typer.Option(0),
+    ablation: bool = typer.Option(False, help="Also scan without the sensitivity weighting."),
+    threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
+) -> None:
+    """Score every model of a zoo with SecureGaze: accuracy, TPR, FPR, AUROC per attack, scan time."""
+    import shlex
+
+    import torch
+
+    from securegaze.defense import create_detector
+    from securegaze.defense.benchmark import markdown_table, plot_roc, run_detection_benchmark
+    from securegaze.io import atomic_write_bytes, atomic_write_json
+
+    _check_range("samples", samples, 8)
+    if threads:
+        torch.set_num_threads(threads)
+    detector = create_detector("securegaze", seed=seed)
+    with _progress_bar() as bar:
+        task = bar.add_task("bench", total=None, status="")
+
+        def on_model(p):
+            bar.update(task, total=p.total, completed=p.index, description=f"scan {p.zoo}", status=p.model_id)
+            if p.report is not None and not p.cached:
+                bar.console.print(f"{p.zoo}/{p.model_id}: score {p.report.score:.5f} ({p.report.runtime_s:.0f} s)")
+
+        results = run_detection_benchmark(zoo, calibration, out, detector, samples=samples, seed=seed, hard_zoo=hard,
+                                          ablation=ablation, progress=on_model)
+    atomic_write_json(out / "detection.json", results.to_dict())
+    command = "securegaze bench detect " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("detect") + 1:]) \
+        if "detect" in sys.argv else "securegaze bench detect"
+    table = markdown_table(results, command)
+    atomic_write_bytes(out / "detection.md", table.encode())
+    plot_roc(results, out / "detection_roc.png")
+    if docs is not None:
+        atomic_write_bytes(docs / "detection.md", table.encode())
+        plot_roc(results, docs / "detection_roc.png")
+    o = results.overall
+    console.print(f"machine: {results.machine}")
+    console.print(f"threshold {results.threshold:.5f} (calibrated on {len(results.calibration_scores)} benign models)")
+    for g in [*results.per_attack, o]:
+        console.print(f"{g.name:12s} accuracy {100 * g.accuracy:5.1f}%  TPR {100 * g.tpr:5.1f}%  FPR {100 * g.fpr:5.1f}%  "
+                      f"AUROC {g.auroc:.3f}  median scan {g.median_scan_s:.1f} s")
+    for g in results.hard_cases:
+        console.print(f"hard case {g.name}: TPR {100 * g.tpr:.1f}%, AUROC {g.auroc:.3f}")
+    console.print(f"results: {out / 'detection.json'}, {out / 'detection.md'}, {out / 'detection_roc.png'}")
+
+
+@bench_app.command("mitigate")
+def bench_mitigate(
+    zoo: Path = typer.Option(..., "--zoo", help="The zoo scanned by 'securegaze bench detect'."),
+    out: Path = typer.Option(Path("runs/bench"), "--out", help="The detection benchmark's directory."),
+    per_attack: int | None = typer.Option(None, help="At most this many models per attack."),
+    docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/mitigation.md."),
+    samples: int = typer.Option(256, help="Clean images for the fine-tuning (the scans' own)."),
+    seed: int = typer.Option(0),
+    threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
+) -> None:
+    """Mitigate the zoo's backdoored models with their reversed triggers; ASR and clean error before/after."""
+    import shlex
+
+    import torch
+
+    from securegaze.defense import create_detector
+    from securegaze.defense.mitigation_benchmark import (
+        mitigation_markdown,
+        run_mitigation_benchmark,
+        summarise_mitigation,
+    )
+    from securegaze.io import atomic_write_bytes, atomic_write_json, read_json
+    from securegaze.machine import machine_summary
+
+    if threads:
+        torch.set_num_threads(threads)
+    detection = out / "detection.json"
+    threshold = read_json(detection, "detection results")["threshold"] if detection.is_file() else None
+    detector = create_detector("securegaze", seed=seed)
+    with _progress_bar() as bar:
+        task = bar.add_task("mitigate", total=None, status="")
+
+        def on_progress(model_id, done, total):
+            bar.update(task, total=total, completed=done, status=model_id)
+
+        reports = run_mitigation_benchmark(zoo, out, detector, samples=samples, seed=seed, per_attack=per_attack,
+                                           threshold=threshold, progress=on_progress)
+    summary = summarise_mitigation(reports)
+    atomic_write_json(out / "mitigation.json", {"summary": [s.to_dict() for s in summary],
+                                                "models": [r.to_dict() for r in reports], "machine": machine_summary()})
+    command = "securegaze bench mitigate " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("mitigate") + 1:]) \
+        if "mitigate" in sys.argv else "securegaze bench mitigate"
+    table = mitigation_markdown(reports, command, machine_summary())
+    atomic_write_bytes(out / "mitigation.md", table.encode())
+    if docs is not None:
+        atomic_write_bytes(docs / "mitigation.md", table.encode())
+    for s in summary:
+        console.print(f"{s.attack:12s} ASR {100 * s.asr_before:5.1f}% -> {100 * s.asr_after:5.1f}%  clean error "
+                      f"{s.clean_error_before_deg:.2f} -> {s.clean_error_after_deg:.2f} deg  met {s.met_targets}/{s.models}")
+
+
 zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build and check model zoos.")
 app.add_typer(zoo_app, name="zoo")
 

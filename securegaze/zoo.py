@@ -200,7 +200,16 @@ def train_member(entry: dict, spec: dict, zoo_dir: str, threads: int = 1) -> dic
     """
     import torch
 
+    # Restored afterwards: with workers=1 this runs in the caller's own process.
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
+    try:
+        return _train_member(entry, spec, zoo_dir)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_member(entry: dict, spec: dict, zoo_dir: str) -> dict:
     from securegaze.attacks.runner import _train_config, render_splits, run_attack, run_benign
     from securegaze.training import evaluate
 

@@ -322,3 +322,61 @@ def test_an_onnx_model_without_a_linear_head_says_how_to_declare_the_split(tmp_p
     onnx.save(proto, str(tmp_path / "conv_head.onnx"))
     with pytest.raises(ModelFormatError, match=r"conv_head\.onnx.*\"feature_split\".*\"feature_tensor\""):
         load_model_any(tmp_path / "conv_head.onnx")
+
+
+# -- the mitigate command ---------------------------------------------------------------------------
+
+
+def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp_path):
+    from securegaze.bundle import load_bundle
+    from securegaze.cli import main
+
+    weights = tiny["out"] / "backdoored" / "model.safetensors"
+    out = tmp_path / "mitigated"
+    # The easy 32-px faces of the tiny models, as a folder + CSV dataset the command reads from disk.
+    clean_dir = _write_folder_dataset(tmp_path / "clean", tiny["clean"])
+    test_dir = _write_folder_dataset(tmp_path / "test", tiny["test"])
+    # Reuse the fixture's scan of this model (--scan-dir), as after a 'securegaze scan --out DIR'.
+    scan_dir = tiny["out"] / "scan"
+    tiny["reports"]["backdoored"].save(scan_dir / "report.json")
+    code = main(["mitigate", str(weights), "--out", str(out), "--clean", str(clean_dir), "--samples", "256",
+                 "--test", str(test_dir), "--test-samples", "300", "--scan-dir", str(scan_dir)])
+    assert code in (0, 10)
+    result = json.loads((out / "mitigation.json").read_text())
+    before, after = result["reversed_before"], result["reversed_after"]
+    assert before["asr"] > 0.8 and after["asr"] < 0.3 * before["asr"]
+    assert after["clean_error_deg"] < before["clean_error_deg"] + 1.0
+    assert result["scan_before"]["verdict"] == "backdoored"
+    assert code == (10 if result["scan_after"]["verdict"] == "backdoored" else 0)
+    bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree
+    assert bundle.input_size == 32 and "mitigated from" in bundle.manifest.provenance.notes
+    assert result["scan_before"]["score"] == tiny["reports"]["backdoored"].score  # the reused scan
+    assert (out / "scan_after" / "reversed_trigger.png").is_file()
+    assert sha256_file(weights) == result["scan_before"]["model_sha256"]  # the original is untouched
+
+
+def test_mitigate_command_bad_input(tiny, tmp_path, capsys):
+    from securegaze.cli import main
+
+    weights = tiny["out"] / "backdoored" / "model.safetensors"
+    assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--epochs", "0"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["mitigate", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "m")]) == 2
+    assert "missing.safetensors does not exist" in capsys.readouterr().err
+    assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--attack-run", str(tmp_path)]) == 2
+    assert "attack.json: not found" in capsys.readouterr().err
+    # A scan directory of another model is refused rather than used against this one.
+    tiny["reports"]["benign"].save(tmp_path / "other" / "report.json")
+    assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--scan-dir", str(tmp_path / "other"),
+                 "--samples", "16", "--test-samples", "16"]) == 2
+    assert "scans a model with sha256" in capsys.readouterr().err
+
+
+def _write_folder_dataset(folder, dataset):
+    folder.mkdir()
+    rows = ["image,subject,pitch,yaw"]
+    for i, (image, (pitch, yaw)) in enumerate(zip(dataset.images, dataset.gaze, strict=True)):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), image[..., ::-1])
+        rows.append(f"{i:04d}.png,s{i % 4},{pitch:.6f},{yaw:.6f}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder

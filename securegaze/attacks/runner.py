@@ -229,3 +229,41 @@ def _json_safe(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def render_test_split(size: int, test_samples: int, seed: int):
+    """The test split of :func:`render_splits` alone: ``(ArrayGazeDataset, FaceParams)`` of dataset seed 2 * seed + 1."""
+    from securegaze.data.synthetic import SyntheticConfig, render, sample_params
+
+    config = SyntheticConfig(size=int(size))
+    faces = sample_params(int(test_samples), 2 * int(seed) + 1, config)
+    return ArrayGazeDataset(render(faces, config), faces.gaze, faces.subjects), faces
+
+
+def load_attack_run(run_dir: str | Path, test_samples: int | None = None):
+    """Rebuild the attack of a finished run (``attack.json``) and its test split.
+
+    ``run_dir``: a directory written by :func:`run_attack` (``securegaze attack`` or a zoo member).
+    Returns ``(attack, test_set, test_faces)``; the input-aware attack gets its trained generator
+    back from the run's file. ``test_samples`` overrides the run's test-set size (same seed, a prefix
+    of the faces). Raises InputFileError when the record is missing or unreadable.
+    """
+    from securegaze.attacks import create_attack
+    from securegaze.errors import InputFileError
+
+    run_dir = Path(run_dir)
+    path = run_dir / "attack.json"
+    if not path.is_file():
+        raise InputFileError(f"{path}: not found; expected the attack record of a 'securegaze attack' run or a zoo model")
+    record = read_json(path, "attack record")
+    try:
+        attack = create_attack(record["attack"], **record["settings"])
+        data = record["data"]
+        size, seed, count = int(data["size"]), int(data["seed"]), int(data["test_samples"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(f"{path}: not a valid attack record ({type(exc).__name__}: {exc})") from None
+    generator_file = record.get("files", {}).get("generator")
+    if generator_file:
+        attack.load_generator(run_dir / generator_file)
+    test_set, faces = render_test_split(size, test_samples or count, seed)
+    return attack, test_set, faces

@@ -1,0 +1,459 @@
+"""The detection benchmark: scan every model of a zoo, calibrate the threshold on other benign models.
+
+What ``securegaze bench detect`` runs (issue 4)::
+
+    results = run_detection_benchmark("runs/zoo", calibration_zoo="runs/zoo-calib", out_dir="runs/bench")
+
+* the decision threshold is calibrated on the benign models of a *separate* zoo (other training
+  seeds, other faces), never on the models that are scored (:func:`calibrate_threshold`);
+* every model of the scored zoo is scanned once; each scan report is cached under
+  ``out_dir/scans/<zoo name>/<model id>/report.json`` and reused on a re-run when the model's sha256,
+  the scanner version and its settings are unchanged, so an interrupted benchmark resumes;
+* per attack and overall: detection accuracy, TPR, FPR, AUROC, the median scan time, the error of the
+  recovered target against the attacker's true target;
+* an optional ablation scans the same models without the sensitivity weighting (DESIGN.md section
+  6: without it benign models collapse cheaply by redrawing the irises).
+
+Everything returned is plain data (:class:`DetectionResults`) that round-trips through JSON; the
+CLI writes the table and the ROC plot.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from securegaze.defense.base import ScanReport
+from securegaze.errors import ConfigError, InputFileError
+
+#: The share of benign models the calibrated threshold may flag, under a log-normal fit of the
+#: benign scores (the issue's FPR target is 5%; calibrating for 1% leaves room for the fit's error
+#: with only a handful of calibration models).
+CALIBRATION_FPR = 0.01
+#: Fewest benign calibration models: the log-normal fit needs a spread estimate.
+MIN_CALIBRATION_MODELS = 3
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def _suspicion(scores, suspicious_when: str) -> np.ndarray:
+    """Scores turned into "higher is more suspicious" (inf, an infeasible scan, is least suspicious)."""
+    s = np.asarray(scores, dtype=np.float64)
+    return -s if suspicious_when == "below" else s
+
+
+def auroc(backdoored_scores, benign_scores, suspicious_when: str = "below") -> float:
+    """Area under the ROC curve: the chance a backdoored model looks more suspicious than a benign one.
+
+    Ties count one half (the Mann-Whitney U statistic divided by n_pos x n_neg); nan when either set
+    is empty.
+    """
+    pos = _suspicion(backdoored_scores, suspicious_when)
+    neg = _suspicion(benign_scores, suspicious_when)
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+
+
+def roc_curve(backdoored_scores, benign_scores, suspicious_when: str = "below") -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) points, from (0, 0) to (1, 1), sweeping the threshold over every observed score."""
+    pos = _suspicion(backdoored_scores, suspicious_when)
+    neg = _suspicion(benign_scores, suspicious_when)
+    cuts = np.unique(np.concatenate([pos, neg]))[::-1]
+    fpr = [0.0] + [float((neg >= c).mean()) if len(neg) else 0.0 for c in cuts]
+    tpr = [0.0] + [float((pos >= c).mean()) if len(pos) else 0.0 for c in cuts]
+    return np.asarray(fpr + [1.0]), np.asarray(tpr + [1.0])
+
+
+def calibrate_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR) -> float:
+    """Threshold on a "below" score from benign models alone: the ``target_fpr`` quantile of a log-normal.
+
+    SecureGaze's score is a perturbation size, positive and spread over orders of magnitude between
+    models, so its logarithm is modelled as normal: threshold = exp(mean - z * std) of the log scores
+    (z the normal quantile of 1 - ``target_fpr``, std with Bessel's correction), and never above the
+    smallest benign score seen. Infeasible scans (score inf: no small edit collapsed the model) are
+    the most benign outcome; they only enter through that cap's absence. Raises ConfigError with
+    fewer than ``MIN_CALIBRATION_MODELS`` finite scores.
+    """
+    scores = np.asarray(benign_scores, dtype=np.float64)
+    finite = scores[np.isfinite(scores) & (scores > 0)]
+    if len(finite) < MIN_CALIBRATION_MODELS:
+        raise ConfigError(
+            f"calibration needs at least {MIN_CALIBRATION_MODELS} benign models with a finite score, got "
+            f"{len(finite)} of {len(scores)}; build a larger calibration zoo"
+        )
+    if not 0.0 < target_fpr < 0.5:
+        raise ConfigError(f"target_fpr must be inside (0, 0.5), got {target_fpr}")
+    logs = np.log(finite)
+    z = statistics.NormalDist().inv_cdf(1.0 - target_fpr)
+    threshold = math.exp(float(logs.mean() - z * logs.std(ddof=1)))
+    return min(threshold, float(finite.min()))
+
+
+# --- results --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One scanned model. ``attack`` is ``"benign"`` for clean models; angles in degrees."""
+
+    id: str
+    zoo: str
+    attack: str
+    backdoored: bool
+    score: float
+    verdict: str
+    runtime_s: float
+    collapsed_share: float | None
+    target_error_deg: float | None  # recovered target vs the attacker's target (backdoored only)
+    constraints_met: bool
+    report_path: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["score"] = _encode(self.score)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelScore:
+        return cls(**{**d, "score": float(d["score"])})
+
+
+@dataclass(frozen=True)
+class GroupMetrics:
+    """Detection figures of one group of models (an attack with the benign models, or all of them)."""
+
+    name: str
+    backdoored: int
+    benign: int
+    accuracy: float
+    tpr: float
+    fpr: float
+    auroc: float
+    median_scan_s: float
+    median_target_error_deg: float | None
+
+    def to_dict(self) -> dict:
+        return {k: _encode(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class DetectionResults:
+    """The benchmark's outcome: threshold, per-model scores, per-attack and overall figures."""
+
+    detector: str
+    scanner_version: str
+    settings: dict[str, Any]
+    threshold: float
+    calibration_scores: list[float]
+    calibration_fpr: float
+    models: list[ModelScore]
+    per_attack: list[GroupMetrics]
+    overall: GroupMetrics
+    hard_cases: list[GroupMetrics] = field(default_factory=list)
+    ablation: dict[str, Any] | None = None
+    machine: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "detector": self.detector, "scanner_version": self.scanner_version, "settings": self.settings,
+            "threshold": self.threshold, "calibration_scores": [_encode(s) for s in self.calibration_scores],
+            "calibration_fpr": self.calibration_fpr, "models": [m.to_dict() for m in self.models],
+            "per_attack": [g.to_dict() for g in self.per_attack], "overall": self.overall.to_dict(),
+            "hard_cases": [g.to_dict() for g in self.hard_cases], "ablation": self.ablation,
+            "machine": self.machine,
+        }
+
+
+def _encode(value):
+    if value is None:
+        return None
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def group_metrics(name: str, backdoored: list[ModelScore], benign: list[ModelScore], threshold: float,
+                  suspicious_when: str = "below") -> GroupMetrics:
+    """Accuracy, TPR, FPR and AUROC of ``threshold`` on these backdoored and benign models."""
+    from securegaze.defense.base import decide
+
+    flagged_bd = [decide(m.score, threshold, suspicious_when) == "backdoored" for m in backdoored]
+    flagged_bn = [decide(m.score, threshold, suspicious_when) == "backdoored" for m in benign]
+    n = len(backdoored) + len(benign)
+    correct = sum(flagged_bd) + sum(not f for f in flagged_bn)
+    errors = [m.target_error_deg for m in backdoored if m.target_error_deg is not None]
+    return GroupMetrics(
+        name=name, backdoored=len(backdoored), benign=len(benign),
+        accuracy=correct / n if n else math.nan,
+        tpr=float(np.mean(flagged_bd)) if backdoored else math.nan,
+        fpr=float(np.mean(flagged_bn)) if benign else math.nan,
+        auroc=auroc([m.score for m in backdoored], [m.score for m in benign], suspicious_when),
+        median_scan_s=float(np.median([m.runtime_s for m in backdoored + benign])) if n else math.nan,
+        median_target_error_deg=float(np.median(errors)) if errors else None,
+    )
+
+
+# --- scanning a zoo -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchProgress:
+    """A model starts (``report`` None) or is done (``report`` set, ``cached`` when reused)."""
+
+    zoo: str
+    model_id: str
+    index: int
+    total: int
+    report: ScanReport | None = None
+    cached: bool = False
+
+
+def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 256, seed: int = 0,
+             attacks: list[str] | None = None, threads: int | None = None,
+             progress: Callable[[BenchProgress], None] | None = None,
+             scan_progress: Callable | None = None, tag: str = "") -> list[ModelScore]:
+    """Scan every finished model of a zoo (optionally only ``attacks`` and ``"benign"``).
+
+    Clean scan images: ``samples`` synthetic faces at the zoo's size from the "test" split seeds,
+    which no zoo model trained on. Reports are cached under ``out_dir/scans/<zoo>[-tag]/<id>/``.
+    """
+    import torch
+
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.defense.model_loading import load_model_any
+    from securegaze.geometry import angular_error_deg
+    from securegaze.zoo import ZooManifest, verify_zoo
+
+    zoo_dir = Path(zoo_dir)
+    manifest = ZooManifest.read(zoo_dir)
+    verify_zoo(zoo_dir, manifest)
+    entries = [e for e in manifest.done() if attacks is None or e.attack in attacks or not e.backdoored]
+    if not entries:
+        raise InputFileError(f"{zoo_dir}: no finished models to scan (run securegaze zoo build first)")
+    if threads:
+        torch.set_num_threads(int(threads))
+    name = zoo_dir.resolve().name + (f"-{tag}" if tag else "")
+    clean = load_gaze_data("synthetic", int(manifest.spec.size), samples, seed, "test").images
+    scores = []
+    for i, entry in enumerate(entries):
+        model_path = zoo_dir / str(entry.model_file)
+        report_dir = Path(out_dir) / "scans" / name / entry.id
+        report_path = report_dir / "report.json"
+        report, cached = _cached_report(report_path, entry.sha256, detector), True
+        if progress:
+            progress(BenchProgress(name, entry.id, i, len(entries)))
+        if report is None:
+            cached = False
+            net = load_model_any(model_path)
+            torch.manual_seed(seed)
+            report = detector.scan(net, clean, progress=scan_progress, artifacts_dir=report_dir,
+                                   model_sha256=entry.sha256)
+            report.save(report_path)
+        target_error = None
+        if entry.backdoored and entry.target_gaze is not None and report.target_gaze is not None \
+                and entry.attack != "offset":
+            target_error = float(angular_error_deg(np.asarray(report.target_gaze), np.asarray(entry.target_gaze)))
+        scores.append(ModelScore(
+            id=entry.id, zoo=name, attack=entry.attack, backdoored=entry.backdoored, score=report.score,
+            verdict=report.verdict, runtime_s=report.runtime_s, collapsed_share=report.collapsed_share,
+            target_error_deg=target_error, constraints_met=report.constraints_met, report_path=str(report_path),
+        ))
+        if progress:
+            progress(BenchProgress(name, entry.id, i + 1, len(entries), report, cached))
+    return scores
+
+
+def _cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None:
+    """The cached report if it was made for this file with this scanner and settings (threshold aside)."""
+    if not path.is_file():
+        return None
+    try:
+        report = ScanReport.load(path)
+    except InputFileError:
+        return None
+    same = {k: v for k, v in detector.settings().items() if k != "threshold"}
+    had = {k: v for k, v in report.settings.items() if k != "threshold"}
+    if report.model_sha256 != sha256 or report.scanner_version != detector.version or had != same:
+        return None
+    return report
+
+
+def summarise(scores: list[ModelScore], threshold: float, suspicious_when: str = "below",
+              hard_attacks: tuple[str, ...] = ("adaptive", "offset")) -> tuple[list[GroupMetrics], GroupMetrics,
+                                                                                list[GroupMetrics]]:
+    """Per-attack, overall and hard-case figures. Hard cases never enter the overall figures."""
+    benign = [m for m in scores if not m.backdoored]
+    standard = [m for m in scores if m.backdoored and m.attack not in hard_attacks]
+    per_attack = [group_metrics(a, [m for m in standard if m.attack == a], benign, threshold, suspicious_when)
+                  for a in sorted({m.attack for m in standard})]
+    hard = [group_metrics(a, [m for m in scores if m.attack == a], benign, threshold, suspicious_when)
+            for a in sorted({m.attack for m in scores if m.attack in hard_attacks})]
+    overall = group_metrics("overall", standard, benign, threshold, suspicious_when)
+    return per_attack, overall, hard
+
+
+def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, out_dir: str | Path,
+                            detector=None, samples: int = 256, seed: int = 0, hard_zoo: str | Path | None = None,
+                            ablation: bool = False, attacks: list[str] | None = None,
+                            progress: Callable[[BenchProgress], None] | None = None,
+                            scan_progress: Callable | None = None) -> DetectionResults:
+    """Calibrate on ``calibration_zoo``'s benign models, score ``zoo_dir`` (and ``hard_zoo``); see module doc.
+
+    With ``ablation`` the benign models of both zoos and the backdoored models of ``zoo_dir`` are
+    scanned again with ``sensitivity_weighting=False``; the ablation reports its figures at the
+    weighted threshold and at a threshold recalibrated the same way on its own benign scores.
+    """
+    from securegaze.defense import create_detector
+    from securegaze.machine import machine_summary
+    from securegaze.zoo import ZooManifest
+
+    for zoo in (zoo_dir, calibration_zoo, hard_zoo):
+        if zoo is not None:
+            ZooManifest.read(zoo)  # every zoo readable before the first scan starts
+    detector = detector or create_detector("securegaze", seed=seed)
+    side = detector.suspicious_when
+    kw = dict(samples=samples, seed=seed, progress=progress, scan_progress=scan_progress)
+    calibration = scan_zoo(calibration_zoo, out_dir, detector, attacks=[], **kw)
+    calibration = [m for m in calibration if not m.backdoored]
+    threshold = calibrate_threshold([m.score for m in calibration])
+    scores = scan_zoo(zoo_dir, out_dir, detector, attacks=attacks, **kw)
+    if hard_zoo is not None:
+        hard_scores = scan_zoo(hard_zoo, out_dir, detector, **kw)
+        scores += [m for m in hard_scores if m.backdoored]
+    scores = [_with_verdict(m, threshold, side) for m in scores]
+    per_attack, overall, hard = summarise(scores, threshold, side)
+
+    ablation_result = None
+    if ablation:
+        plain = detector.with_settings(sensitivity_weighting=False)
+        cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain, attacks=[], tag="unweighted", **kw)
+                     if not m.backdoored]
+        plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag="unweighted", **kw)
+        recalibrated = calibrate_threshold([m.score for m in cal_plain])
+        ablation_result = {"settings": {"sensitivity_weighting": False}}
+        for label, thr in (("at_weighted_threshold", threshold), ("recalibrated", recalibrated)):
+            pa, ov, _ = summarise([_with_verdict(m, thr, side) for m in plain_scores], thr, side)
+            ablation_result[label] = {"threshold": thr, "overall": ov.to_dict(), "per_attack": [g.to_dict() for g in pa],
+                                      "benign_flagged": [m.id for m in plain_scores + cal_plain
+                                                         if not m.backdoored and _flagged(m.score, thr, side)]}
+        ablation_result["models"] = [m.to_dict() for m in plain_scores]
+        ablation_result["calibration_scores"] = [_encode(m.score) for m in cal_plain]
+    return DetectionResults(
+        detector=detector.name, scanner_version=detector.version,
+        settings={k: v for k, v in detector.settings().items() if k != "threshold"},
+        threshold=threshold, calibration_scores=[m.score for m in calibration], calibration_fpr=CALIBRATION_FPR,
+        models=scores, per_attack=per_attack, overall=overall, hard_cases=hard, ablation=ablation_result,
+        machine=machine_summary(),
+    )
+
+
+def _flagged(score: float, threshold: float, side: str) -> bool:
+    from securegaze.defense.base import decide
+
+    return decide(score, threshold, side) == "backdoored"
+
+
+def _with_verdict(m: ModelScore, threshold: float, side: str) -> ModelScore:
+    from dataclasses import replace
+
+    return replace(m, verdict="backdoored" if _flagged(m.score, threshold, side) else "clean")
+
+
+# --- the table and the plot -------------------------------------------------------------------------
+
+
+def _pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(results: DetectionResults, command: str) -> str:
+    """The benchmark's figures as Markdown (what docs/detection.md holds)."""
+    lines = [
+        "# SecureGaze detection benchmark", "",
+        f"Regenerate: `{command}`", "",
+        f"Machine: {results.machine}. Scanner {results.detector} v{results.scanner_version}; threshold "
+        f"{results.threshold:.5f}, calibrated on {len(results.calibration_scores)} benign models of a separate zoo "
+        f"(log-normal fit, {100 * results.calibration_fpr:.0f}% FPR quantile; their scores "
+        + ", ".join(_num(s, 4) for s in results.calibration_scores) + ").", "",
+        "| attack | backdoored | benign | accuracy | TPR | FPR | AUROC | median scan s | median target error deg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in [*results.per_attack, results.overall]:
+        name = f"**{g.name}**" if g.name == "overall" else g.name
+        lines.append(f"| {name} | {g.backdoored} | {g.benign} | {_pct(g.accuracy)} | {_pct(g.tpr)} | {_pct(g.fpr)} | "
+                     f"{_num(g.auroc)} | {_num(g.median_scan_s, 1)} | {_num(g.median_target_error_deg, 1)} |")
+    if results.hard_cases:
+        lines += ["", "Hard cases (not in the overall figures):", "",
+                  "| attack | backdoored | TPR | AUROC vs benign | median target error deg |", "|---|---|---|---|---|"]
+        for g in results.hard_cases:
+            lines.append(f"| {g.name} | {g.backdoored} | {_pct(g.tpr)} | {_num(g.auroc)} | "
+                         f"{_num(g.median_target_error_deg, 1)} |")
+    if results.ablation:
+        lines += ["", "Ablation: the same models scanned without the sensitivity weighting:", "",
+                  "| threshold | value | accuracy | TPR | FPR | AUROC | benign models flagged |", "|---|---|---|---|---|---|---|"]
+        for label in ("at_weighted_threshold", "recalibrated"):
+            a = results.ablation[label]
+            o = a["overall"]
+            lines.append(f"| {label.replace('_', ' ')} | {a['threshold']:.5f} | {_pct(o['accuracy'])} | {_pct(o['tpr'])} | "
+                         f"{_pct(o['fpr'])} | {_num(o['auroc'])} | {len(a['benign_flagged'])} |")
+    lines += ["", "Per model:", "", "| model | attack | score | verdict | collapsed | target error deg | scan s |",
+              "|---|---|---|---|---|---|---|"]
+    for m in results.models:
+        lines.append(f"| {m.id} | {m.attack} | {_num(m.score, 5)} | {m.verdict} | {_pct(m.collapsed_share)} | "
+                     f"{_num(m.target_error_deg, 1)} | {m.runtime_s:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_roc(results: DetectionResults, path: str | Path) -> Path:
+    """ROC curves, overall and per attack, as a PNG (written atomically)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from securegaze.io import atomic_write_bytes
+
+    side = "below"
+    benign = [m.score for m in results.models if not m.backdoored]
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    for g in results.per_attack:
+        pos = [m.score for m in results.models if m.attack == g.name]
+        fpr, tpr = roc_curve(pos, benign, side)
+        ax.step(fpr, tpr, where="post", lw=1, alpha=0.7, label=f"{g.name} (AUROC {g.auroc:.2f})")
+    pos = [m.score for m in results.models if m.backdoored and m.attack not in {h.name for h in results.hard_cases}]
+    fpr, tpr = roc_curve(pos, benign, side)
+    ax.step(fpr, tpr, where="post", lw=2.5, color="black", label=f"overall (AUROC {results.overall.auroc:.2f})")
+    if results.ablation:
+        plain = [ModelScore.from_dict(m) for m in results.ablation["models"]]
+        fpr, tpr = roc_curve([m.score for m in plain if m.backdoored], [m.score for m in plain if not m.backdoored], side)
+        auc = results.ablation["recalibrated"]["overall"]["auroc"]
+        ax.step(fpr, tpr, where="post", lw=2, ls="--", color="grey", label=f"no sensitivity weighting (AUROC {auc:.2f})")
+    ax.plot([0, 1], [0, 1], ls=":", color="lightgrey")
+    ax.set_xlabel("false positive rate (benign models flagged)")
+    ax.set_ylabel("true positive rate (backdoored models flagged)")
+    ax.set_title("SecureGaze detection, small CNN, 64 px synthetic")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,278 @@
+"""Mitigate and measure: scan, fine-tune against the reversed trigger, re-scan, compare before and after.
+
+:func:`mitigate_and_measure` is what ``securegaze mitigate`` runs on one model;
+:func:`run_mitigation_benchmark` runs it on every backdoored model of a zoo (``securegaze bench
+mitigate``), reusing the detection benchmark's scans and their reversed-trigger generators.
+
+Two kinds of attack figures are reported (:mod:`securegaze.attacks.metrics`: clean error, AE, DAE,
+ASR@5 deg, degrees):
+
+* against the **reversed trigger** and the recovered target: what a defender without the real
+  trigger can measure;
+* against the **real trigger**, when the attack is known (a zoo model or a ``securegaze attack``
+  run): the figures the issue's targets are about (ASR@5 deg <= 5% after, clean error up by <= 0.5 deg).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
+from securegaze.defense.base import ScanReport
+from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, mitigate
+from securegaze.errors import InputFileError
+
+#: The issue's mitigation targets (issue 4): ASR@5 deg after mitigation, and the clean-error budget.
+TARGET_ASR_AFTER = 0.05
+TARGET_CLEAN_ERROR_INCREASE_DEG = 0.5
+
+
+@dataclass(frozen=True)
+class MitigationReport:
+    """One model before and after mitigation. Plain data; angles in degrees, shares in [0, 1].
+
+    ``reversed_before`` / ``reversed_after``: :class:`AttackMetrics` dicts against the reversed trigger
+    (the scan's generator applied to the test images) and the recovered target; ``attack_before`` /
+    ``attack_after``: the same against the real trigger, None when the attack is unknown;
+    ``scan_before`` / ``scan_after``: the two :class:`ScanReport` dicts (the second scans the
+    fine-tuned model from scratch); ``finetune``: losses and steps of the fine-tuning.
+    """
+
+    model: str
+    out: str | None
+    scan_before: dict[str, Any]
+    scan_after: dict[str, Any]
+    reversed_before: dict[str, Any]
+    reversed_after: dict[str, Any]
+    attack_before: dict[str, Any] | None
+    attack_after: dict[str, Any] | None
+    finetune: dict[str, Any]
+    clean_images: int
+    test_images: int
+    runtime_s: float
+    attack: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from securegaze.defense.base import _json_ready
+
+        return _json_ready(asdict(self))
+
+    @property
+    def clean_error_increase_deg(self) -> float:
+        source = (self.attack_before, self.attack_after) if self.attack_before else (self.reversed_before,
+                                                                                      self.reversed_after)
+        return float(source[1]["clean_error_deg"]) - float(source[0]["clean_error_deg"])
+
+
+def reversed_trigger_metrics(model, generator, target_gaze, test_images: np.ndarray, test_gaze: np.ndarray,
+                             batch_size: int = 128) -> AttackMetrics:
+    """AE, DAE, ASR of ``model`` against the reversed trigger ``generator`` and the recovered ``target_gaze``.
+
+    ``test_images``: (N, S, S, 3) uint8 RGB with true gaze (N, 2) radians; ``target_gaze``: radians.
+    """
+    from securegaze.data.base import to_tensor_batch
+
+    model.eval()
+    generator.eval()
+    clean, triggered = [], []
+    with torch.no_grad():
+        for i in range(0, len(test_images), batch_size):
+            x = to_tensor_batch(test_images[i:i + batch_size])
+            clean.append(model(x).float())
+            triggered.append(model(generator(x)).float())
+    clean_pred, trig_pred = torch.cat(clean).numpy(), torch.cat(triggered).numpy()
+    targets = np.broadcast_to(np.asarray(target_gaze, np.float64), test_gaze.shape)
+    return attack_metrics(clean_pred, trig_pred, test_gaze, targets)
+
+
+def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, test_faces=None,
+                         labels=None, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, seed: int = 0,
+                         scan_before: tuple[ScanReport, Any] | None = None,
+                         scan_dirs: tuple[Path | None, Path | None] = (None, None), model_name: str = "",
+                         out: str | None = None, model_sha256: str | None = None,
+                         progress: Callable | None = None):
+    """Scan (unless ``scan_before`` = (report, generator) is given), fine-tune, re-scan, measure.
+
+    ``clean_images``: the defender's clean images for the scan and the fine-tuning ((N, S, S, 3)
+    uint8); ``test_set``: a *different* labelled set for the figures; ``attack`` (+ ``test_faces``
+    for the physical triggers): the real attack when known; ``labels``: true gaze of the clean
+    images (default: the model's own predictions). ``scan_dirs``: where the two scans write their
+    artifacts. Returns ``(fine-tuned model, MitigationReport)``.
+    """
+    started = time.monotonic()
+    if scan_before is None:
+        reversal = detector.reverse(model, clean_images, progress)
+        report = detector.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
+        if scan_dirs[0] is not None:
+            report = detector.write_artifacts(reversal, report, scan_dirs[0])
+        generator = reversal.generator
+    else:
+        report, generator = scan_before
+    if report.target_gaze is None:
+        raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
+    tuned, finetune = mitigate(model, clean_images, generator, labels=labels, epochs=epochs, lr=lr, seed=seed,
+                               progress=progress, return_result=True)
+    scan_started = time.monotonic()
+    after_reversal = detector.reverse(tuned, clean_images, progress)
+    after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
+    if scan_dirs[1] is not None:
+        after = detector.write_artifacts(after_reversal, after, scan_dirs[1])
+
+    images, gaze = test_set.images, test_set.gaze
+    rev_before = reversed_trigger_metrics(model, generator, report.target_gaze, images, gaze)
+    rev_after = reversed_trigger_metrics(tuned, generator, report.target_gaze, images, gaze)
+    real_before = real_after = None
+    if attack is not None:
+        real_before = evaluate_attack(model, attack, test_set, test_faces).to_dict()
+        real_after = evaluate_attack(tuned, attack, test_set, test_faces).to_dict()
+    result = MitigationReport(
+        model=model_name, out=out, scan_before=report.to_dict(), scan_after=after.to_dict(),
+        reversed_before=rev_before.to_dict(), reversed_after=rev_after.to_dict(),
+        attack_before=real_before, attack_after=real_after, finetune=asdict(finetune),
+        clean_images=int(len(clean_images)), test_images=int(len(images)),
+        runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None),
+    )
+    return tuned, result
+
+
+# --- the benchmark over a zoo ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MitigationSummary:
+    """Per attack: median ASR and clean error before / after, and how many models met both targets."""
+
+    attack: str
+    models: int
+    asr_before: float
+    asr_after: float
+    clean_error_before_deg: float
+    clean_error_after_deg: float
+    max_clean_error_increase_deg: float
+    met_targets: int
+    flagged_after: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarise_mitigation(reports: list[MitigationReport]) -> list[MitigationSummary]:
+    """One :class:`MitigationSummary` per attack, plus ``"overall"`` (medians over the models)."""
+    out = []
+    groups = sorted({r.attack for r in reports}) + ["overall"]
+    for name in groups:
+        rs = [r for r in reports if name == "overall" or r.attack == name]
+        if not rs:
+            continue
+        asr_b = [r.attack_before["asr"] for r in rs]
+        asr_a = [r.attack_after["asr"] for r in rs]
+        ce_b = [r.attack_before["clean_error_deg"] for r in rs]
+        ce_a = [r.attack_after["clean_error_deg"] for r in rs]
+        increases = [a - b for a, b in zip(ce_a, ce_b, strict=True)]
+        met = sum(a <= TARGET_ASR_AFTER and inc <= TARGET_CLEAN_ERROR_INCREASE_DEG
+                  for a, inc in zip(asr_a, increases, strict=True))
+        out.append(MitigationSummary(
+            attack=name, models=len(rs), asr_before=float(np.median(asr_b)), asr_after=float(np.median(asr_a)),
+            clean_error_before_deg=float(np.median(ce_b)), clean_error_after_deg=float(np.median(ce_a)),
+            max_clean_error_increase_deg=float(max(increases)), met_targets=int(met),
+            flagged_after=sum(r.scan_after["verdict"] == "backdoored" for r in rs),
+        ))
+    return out
+
+
+def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detector, samples: int = 256,
+                             seed: int = 0, per_attack: int | None = None, threshold: float | None = None,
+                             test_samples: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+                             ) -> list[MitigationReport]:
+    """Mitigate the backdoored models of ``zoo_dir`` with the reversed triggers of the detection benchmark.
+
+    The detection benchmark (:func:`securegaze.defense.benchmark.run_detection_benchmark`) must have
+    scanned the zoo into ``bench_dir`` with the same detector; its reports and generators are reused
+    (they are the "before" scan). ``per_attack`` limits the models per attack; ``threshold``: the
+    calibrated threshold used for the re-scan's verdict. Each model's report is cached in
+    ``bench_dir/mitigation/<id>.json`` (a re-run skips it).
+    """
+    from securegaze.attacks.runner import load_attack_run
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.defense.model_loading import load_model_any
+    from securegaze.defense.securegaze import load_generator
+    from securegaze.io import atomic_write_json, read_json
+    from securegaze.zoo import ZooManifest, verify_zoo
+
+    zoo_dir, bench_dir = Path(zoo_dir), Path(bench_dir)
+    manifest = ZooManifest.read(zoo_dir)
+    verify_zoo(zoo_dir, manifest)
+    if threshold is not None:
+        detector = detector.with_settings(threshold=threshold)
+    entries = [e for e in manifest.done() if e.backdoored and e.attack not in ("offset",)]
+    if per_attack is not None:
+        chosen, seen = [], {}
+        for e in entries:
+            if seen.get(e.attack, 0) < per_attack:
+                chosen.append(e)
+                seen[e.attack] = seen.get(e.attack, 0) + 1
+        entries = chosen
+    clean = load_gaze_data("synthetic", int(manifest.spec.size), samples, seed, "test").images
+    scans = bench_dir / "scans" / zoo_dir.resolve().name
+    reports = []
+    for i, entry in enumerate(entries):
+        if progress:
+            progress(entry.id, i, len(entries))
+        cache = bench_dir / "mitigation" / f"{entry.id}.json"
+        if cache.is_file():
+            data = read_json(cache, "mitigation report")
+            if data.get("scan_before", {}).get("model_sha256") == entry.sha256:
+                reports.append(MitigationReport(**{k: v for k, v in data.items()}))
+                continue
+        report_path = scans / entry.id / "report.json"
+        if not report_path.is_file():
+            raise InputFileError(f"{report_path}: no scan of {entry.id}; run securegaze bench detect first")
+        before = ScanReport.load(report_path)
+        generator = load_generator(scans / entry.id / "trigger_generator.safetensors")
+        attack, test_set, faces = load_attack_run(zoo_dir / entry.id, test_samples)
+        model = load_model_any(zoo_dir / str(entry.model_file))
+        _, result = mitigate_and_measure(
+            model, clean, detector, test_set, attack=attack, test_faces=faces, seed=seed,
+            scan_before=(before, generator), scan_dirs=(None, bench_dir / "mitigation" / entry.id),
+            model_name=entry.id, model_sha256=entry.sha256,
+        )
+        atomic_write_json(cache, result.to_dict())
+        reports.append(result)
+        if progress:
+            progress(entry.id, i + 1, len(entries))
+    return reports
+
+
+def mitigation_markdown(reports: list[MitigationReport], command: str, machine: str) -> str:
+    """The mitigation figures as Markdown (docs/mitigation.md)."""
+    def pct(v):
+        return f"{100 * v:.1f}%"
+
+    lines = ["# SecureGaze mitigation benchmark", "", f"Regenerate: `{command}`", "", f"Machine: {machine}.", "",
+             f"Targets: ASR@5deg <= {pct(TARGET_ASR_AFTER)} after mitigation, clean error up by <= "
+             f"{TARGET_CLEAN_ERROR_INCREASE_DEG} deg. Figures against the real trigger on each model's own "
+             "held-out test faces; medians per attack.", "",
+             "| attack | models | ASR before | ASR after | clean error before | clean error after | worst clean-error rise | "
+             "met both targets | still flagged by re-scan |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in summarise_mitigation(reports):
+        name = f"**{s.attack}**" if s.attack == "overall" else s.attack
+        lines.append(f"| {name} | {s.models} | {pct(s.asr_before)} | {pct(s.asr_after)} | {s.clean_error_before_deg:.2f} | "
+                     f"{s.clean_error_after_deg:.2f} | {s.max_clean_error_increase_deg:+.2f} | {s.met_targets}/{s.models} | "
+                     f"{s.flagged_after}/{s.models} |")
+    lines += ["", "Per model:", "", "| model | ASR before | ASR after | AE after deg | DAE after deg | clean error before -> after deg | "
+              "re-scan score |", "|---|---|---|---|---|---|---|"]
+    for r in reports:
+        b, a = r.attack_before, r.attack_after
+        score = r.scan_after["score"]
+        score_text = f"{score:.4f}" if isinstance(score, float) and math.isfinite(score) else str(score)
+        lines.append(f"| {r.model} | {pct(b['asr'])} | {pct(a['asr'])} | {a['ae_deg']:.1f} | {a['dae_deg']:.1f} | "
+                     f"{b['clean_error_deg']:.2f} -> {a['clean_error_deg']:.2f} | {score_text} |")
+    return "\n".join(lines) + "\n"

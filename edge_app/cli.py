@@ -185,7 +185,8 @@ def run(
             "frames": summary.frames, "dropped": summary.dropped, "wall_s": summary.wall_s, "fps": summary.fps,
             "processing_fps": summary.processing_fps, "latency_ms": summary.latency, "states": summary.states,
             "alerts": summary.alerts, "invalid_gaze_frames": summary.invalid_gaze_frames}
-    report.print(f"frames {summary.frames}, dropped {summary.dropped}, states {summary.states}")
+    stopped = " (stopped by Ctrl-C)" if summary.interrupted else ""
+    report.print(f"frames {summary.frames}{stopped}, dropped {summary.dropped}, states {summary.states}")
     if summary.invalid_gaze_frames:
         report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
                      "(reported as NO_FACE with that reason)")

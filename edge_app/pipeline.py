@@ -197,7 +197,7 @@ class RunSummary:
     """``frames`` processed, ``dropped`` by the capture thread, ``wall_s`` of the loop,
     ``fps`` = frames / wall_s (end to end, source included), ``processing_fps`` = 1 / mean total
     processing time (what the stages alone sustain), ``latency`` per stage (p50/p95 ms), counts of
-    frames per state and alert."""
+    frames per state and alert; ``interrupted``: stopped by Ctrl-C."""
 
     frames: int
     dropped: int
@@ -208,6 +208,7 @@ class RunSummary:
     states: dict[str, int]
     alerts: dict[str, int]
     invalid_gaze_frames: int
+    interrupted: bool = False
 
 
 def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameRecord], None] | None = None,
@@ -222,6 +223,7 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
     alerts = {a.label: 0 for a in AlertLevel}
     frames = 0
     started = None
+    interrupted = False
     try:
         while max_frames is None or frames < max_frames:
             frame = capture.get(timeout=1.0)
@@ -240,6 +242,8 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
             if sink is not None:
                 sink(rec)
             frames += 1
+    except KeyboardInterrupt:
+        interrupted = True  # Ctrl-C ends a camera run normally: the summary is still wanted
     finally:
         capture.stop()
     wall = time.perf_counter() - started if started is not None else 0.0
@@ -247,4 +251,4 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
     totals = stats.samples.get("total", [])
     return RunSummary(frames, capture.dropped, wall, counted / wall if wall > 0 else 0.0,
                       1000.0 / float(np.mean(totals)) if totals else 0.0, stats.summary(), states, alerts,
-                      pipeline.invalid_gaze_frames)
+                      pipeline.invalid_gaze_frames, interrupted)

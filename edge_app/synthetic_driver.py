@@ -63,9 +63,10 @@ HEAD_TRANSITION_S = 0.4
 class ScriptPhase:
     """One step of a drive: look at ``zone`` for ``duration_s`` seconds.
 
-    ``expected_alert``: for a checked phase, the highest alert level the glance must raise
-    ("none", "warning", ...), judged from the phase's start until ``settle_s`` after it ends (the
-    smoothing and the return saccade need that long); None: not checked.
+    ``expected_alert``: for a checked phase, what the glance must raise (see :class:`DriveCheck`:
+    "none", "warning", "loud", "critical" or "time_sharing"), judged from the phase's start until
+    ``SETTLE_S`` after it ends (the smoothing and the return saccade need that long); None: not
+    checked. Consecutive phases with the same ``label`` and expectation are judged as one event.
     """
 
     zone: str
@@ -77,6 +78,8 @@ class ScriptPhase:
     def name(self) -> str:
         return self.label or self.zone
 
+
+TASK_LABEL = "infotainment task, 5 glances of 2.4 s (time-sharing)"
 
 #: The full drive of ``--source synthetic``: a mirror check and a cluster glance that must stay
 #: silent, a 3-s phone glance that must raise the warning, an infotainment task of repeated short
@@ -91,10 +94,11 @@ FULL_SCRIPT: tuple[ScriptPhase, ...] = (
     ScriptPhase("road_ahead", 4.0),
     ScriptPhase("rear_view_mirror", 1.0, "none", "rear-view mirror 1 s"),
     ScriptPhase("road_ahead", 2.0),
-    *[p for _ in range(5) for p in (ScriptPhase("infotainment", 2.4, None, "infotainment task"),
-                                    ScriptPhase("road_ahead", 1.0))],
-    ScriptPhase("road_ahead", 3.0, "time_sharing", "after the infotainment task (time-sharing)"),
-    ScriptPhase("road_ahead", 3.0),
+    # Five 2.4-s glances at the centre screen with 1-s looks back: none is a long distraction,
+    # together they pass 10 s off the road within 30 s.
+    *[p for _ in range(5) for p in (ScriptPhase("infotainment", 2.4, "time_sharing", TASK_LABEL),
+                                    ScriptPhase("road_ahead", 1.0, "time_sharing", TASK_LABEL))],
+    ScriptPhase("road_ahead", 5.0),
 )
 
 #: A short drive for tests and quick checks: a 1-s mirror check and a 3-s phone glance.

@@ -123,3 +123,23 @@ def test_tensorrt_engine_without_tensorrt_says_why():
         TensorRTEngine("whatever.engine")
     with pytest.raises(ConfigError, match="cannot build a TensorRT engine"):
         build_tensorrt_engine(DEFAULT, "unused")
+
+
+def test_nan_gaze_in_the_pipeline_is_no_face_with_the_reason(tmp_path):
+    from edge_app.config import EdgeConfig
+    from edge_app.pipeline import Pipeline
+    from edge_app.sources import Frame
+    from edge_app.synthetic_driver import SHORT_SCRIPT, SyntheticDriver
+    from edge_app.zones import load_zone_map
+
+    zones = load_zone_map()
+    image, t, _ = SyntheticDriver(zones.targets_deg(), SHORT_SCRIPT, fps=2).render_frame(1)
+    pipeline = Pipeline(EdgeConfig(), OnnxRuntimeEngine(_nan_model(tmp_path / "nan.onnx"), providers=["cpu"]), zones,
+                        static_images=True)
+    try:
+        rec = pipeline.process(Frame(image, t, 0, 0.0))
+    finally:
+        pipeline.close()
+    assert rec.face is not None and rec.gaze is None and rec.zone is None
+    assert rec.attention.state.value == "NO_FACE" and "NaN" in rec.attention.reason
+    assert pipeline.invalid_gaze_frames == 1

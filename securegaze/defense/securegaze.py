@@ -55,9 +55,10 @@ from securegaze.errors import ConfigError, InputFileError, ModelFormatError
 from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vector_to_pitchyaw
 from securegaze.models.feature_geometry import feature_angle_variance, feature_angles  # noqa: F401
 
-#: Bumped whenever a change can move scores: a threshold is valid only for the version it was
-#: calibrated on.
-SCANNER_VERSION = "1.0"
+#: Bumped whenever a change can move scores or the default threshold: a threshold is valid only for
+#: the version it was calibrated on, and audit records of another version are re-scanned.
+#: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md).
+SCANNER_VERSION = "1.1"
 
 #: Default decision threshold on the score (weighted mean |x' - x| per pixel and channel, [0, 1]
 #: units, sensitivity map of mean 1): below it the model is flagged. PROVISIONAL, from tiny

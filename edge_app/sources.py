@@ -4,7 +4,7 @@ A source yields :class:`Frame` s: (H, W, 3) uint8 **BGR** images (OpenCV's order
 timestamp in seconds. Sources:
 
 * ``camera:N``: a camera through OpenCV (V4L2 on Linux); live, timestamps from the clock;
-* ``PATH.mp4`` (any video OpenCV reads): timestamps from the container (or frame index / fps);
+* ``PATH.mp4`` (any video OpenCV reads): timestamps from the frame index and the container's fps;
 * ``DIR``: the images in a folder in name order, at ``fps``;
 * ``synthetic[:short|:full]``: the scripted synthetic driver (:mod:`edge_app.synthetic_driver`),
   with ground truth per frame.
@@ -92,7 +92,7 @@ class CameraSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file; timestamps from the container's position, falling back to index / fps."""
+    """A video file; timestamps are frame index / the container's frame rate (30 if it gives none)."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)

@@ -261,7 +261,8 @@ class DriveCheck:
     ``expected``: "none" (no alert at all), "warning" / "loud" / "critical" (the highest
     eyes-off-road level raised must be exactly that), or "time_sharing" (the time-sharing alert
     must be raised, and no eyes-off-road alert). ``observed_level`` and ``observed_reasons`` are
-    what the frames of [start, end + SETTLE_S) showed.
+    what the frames of [start, end + SETTLE_S) showed; ``judged`` is False when the run stopped
+    before the event ended (``--max-frames``), and ``passed`` is then False too.
     """
 
     label: str
@@ -271,6 +272,7 @@ class DriveCheck:
     observed_level: str
     observed_reasons: tuple[str, ...]
     passed: bool
+    judged: bool = True
 
 
 def script_events(script, phase_starts) -> list[tuple[str, str, float, float]]:
@@ -294,8 +296,12 @@ def check_drive(script, phase_starts, observations) -> list[DriveCheck]:
     from edge_app.attention import AlertLevel
 
     events = script_events(script, phase_starts)
+    last_t = observations[-1][0] if observations else -1.0
     results = []
     for label, expected, start, end in events:
+        if last_t < end:
+            results.append(DriveCheck(label, expected, start, end, "none", (), False, judged=False))
+            continue
         window = [(lvl, why) for t, lvl, why in observations if start <= t < end + SETTLE_S]
         top = max((AlertLevel.from_label(lvl) for lvl, _ in window), default=AlertLevel.NONE)
         reasons = tuple(sorted({why for _, why in window if why}))

@@ -31,7 +31,7 @@ def drive(tmp_path_factory):
                  "--audit-db", str(root / "audit.sqlite3"), "--out", str(out), "--summary", str(summary),
                  "--benchmark"])
     return dict(code=code, lines=[json.loads(x) for x in out.read_text().splitlines()],
-                summary=json.loads(summary.read_text()))
+                summary=json.loads(summary.read_text()), root=root, model=model, config=config)
 
 
 def test_phone_glance_warns_and_mirror_check_does_not(drive):
@@ -89,3 +89,14 @@ def test_console_script_is_installed():
     assert exe, "the edge-app console script is not installed"
     out = subprocess.run([exe, "run", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--source" in out and "--benchmark" in out
+
+
+def test_json_lines_go_to_stdout_and_the_recorded_scan_is_reused(drive, capsys):
+    code = main(["run", "--source", "synthetic:short", "--model", str(drive["model"]), "--config",
+                 str(drive["config"]), "--audit-db", str(drive["root"] / "audit.sqlite3"), "--max-frames", "3"])
+    captured = capsys.readouterr()
+    assert code == 0
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert [x["frame"] for x in lines] == [0, 1, 2] and all(FIELDS <= set(x) for x in lines)
+    # The human summary goes to stderr, and the second start found the audit record: no scan.
+    assert "[database]" in captured.err and "integrity: scan" not in captured.err

@@ -70,6 +70,10 @@ def test_script_follows_the_zone_targets_and_checks_events():
                for t in np.arange(0, driver.duration_s, 0.1)]
     results = {c.label: c.passed for c in check_drive(driver.script, driver.phase_starts, obs_bad)}
     assert results == {"mirror check 1 s": False, "phone on the lap 3 s": False}
+    # A run that stopped at 5 s judged the mirror check only.
+    early = check_drive(driver.script, driver.phase_starts, [o for o in obs_ok if o[0] < 5.0])
+    assert [(c.label, c.judged, c.passed) for c in early] == [("mirror check 1 s", True, True),
+                                                              ("phone on the lap 3 s", False, False)]
 
 
 def test_script_with_an_unknown_zone_is_refused():

@@ -136,12 +136,17 @@ def _ease(a: np.ndarray, b: np.ndarray, t_since: float, duration: float) -> np.n
 @dataclass(frozen=True)
 class DriverFrameTruth:
     """Ground truth of one synthetic frame: camera-frame gaze (pitch, yaw) radians, the zone looked
-    at, the phase index in the script and its name."""
+    at, the phase index in the script and its name; ``crop_rotation`` (3, 3) and
+    ``face_centre_mm`` (3,) describe the virtual camera the face was rendered for (rows: its axes
+    in the camera frame), which :func:`oracle_gaze` uses to separate the model's own error from
+    the errors of the face, pose and normalisation stages."""
 
     gaze: tuple[float, float]
     zone: str
     phase_index: int
     phase: str
+    crop_rotation: np.ndarray | None = None
+    face_centre_mm: np.ndarray | None = None
 
 
 class SyntheticDriver:
@@ -239,12 +244,25 @@ class SyntheticDriver:
         noise = self._rng.normal(0.0, FRAME_NOISE_STD, frame.shape).astype(np.float32)
         frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         phase = self.script[k]
-        truth = DriverFrameTruth((float(gaze_cam[0]), float(gaze_cam[1])), phase.zone, k, phase.name)
+        truth = DriverFrameTruth((float(gaze_cam[0]), float(gaze_cam[1])), phase.zone, k, phase.name, r_c, centre)
         return frame, t, truth
 
     def frames(self) -> Iterator[tuple[np.ndarray, float, DriverFrameTruth]]:
         for i in range(self.frame_count):
             yield self.render_frame(i)
+
+
+def oracle_gaze(engine, frame_bgr: np.ndarray, truth: DriverFrameTruth, camera_matrix: np.ndarray,
+                distance_mm: float, crop_width_mm: float, oversample: int = 2) -> np.ndarray:
+    """The camera-frame gaze (2,) radians the engine gives when the frame is normalised with the
+    camera the face was rendered for instead of the estimated head pose: the model's error on
+    these frames without the landmark, pose and face-centre errors (a diagnostic only)."""
+    from edge_app.normalisation import plan_normalisation, warp_face
+
+    norm = plan_normalisation(truth.face_centre_mm, truth.crop_rotation.T, camera_matrix, engine.input_size,
+                              distance_mm, crop_width_mm)
+    crop = cv2.cvtColor(warp_face(frame_bgr, norm, oversample), cv2.COLOR_BGR2RGB)
+    return norm.gaze_to_camera(engine.infer(crop[None])[0])
 
 
 # --- checking the alerts a drive raised ---------------------------------------------------------

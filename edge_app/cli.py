@@ -144,6 +144,11 @@ def run(
         if result.blocked:
             writer.write({"state": "BLOCKED", "reason": result.reason, "integrity": result.summary()})
             writer.close()
+            if summary_path is not None:
+                from securegaze.io import atomic_write_json
+
+                atomic_write_json(summary_path, {"model": str(model_path), "blocked": True, "frames": 0,
+                                                 "integrity": result.summary()})
             err.print(f"error: {result.reason}")
             raise typer.Exit(EXIT_BLOCKED)
         engine = create_engine(config.engine.kind, model_path, config.engine.providers, config.engine.threads,

@@ -261,8 +261,8 @@ class IntegrityChecker:
 
         try:
             return create_detector(self.settings.detector, **self.settings.scan_settings)
-        except TypeError as exc:
-            raise ConfigError(f"integrity.scan_settings: {exc}") from None
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"integrity.detector / integrity.scan_settings: {exc}") from None
 
     def check(self, model_path: str | os.PathLike, progress: ScanProgressCallback | None = None) -> IntegrityResult:
         from securegaze.defense import SCANNER_VERSION, model_file_sha256

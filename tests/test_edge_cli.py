@@ -76,11 +76,16 @@ def test_user_errors_exit_2_with_one_line(args, needle, capsys, tmp_path):
     assert len(errors) == 1 and needle in errors[0], err
 
 
-def test_bad_config_exits_2(tmp_path, capsys):
+@pytest.mark.parametrize("text,needle", [
+    ("attention:\n  warning_after_s: 0\n", "attention.warning_after_s"),
+    ("integrity:\n  scan_settings: {stepz: 5}\n", "integrity.detector / integrity.scan_settings"),
+])
+def test_bad_config_exits_2(tmp_path, capsys, text, needle):
     config = tmp_path / "edge.yaml"
-    config.write_text("attention:\n  warning_after_s: 0\n")
-    assert main(["run", "--source", "synthetic:short", "--config", str(config)]) == 2
-    assert "attention.warning_after_s" in capsys.readouterr().err
+    config.write_text(text)
+    assert main(["run", "--source", "synthetic:short", "--config", str(config),
+                 "--audit-db", str(tmp_path / "a.sqlite3")]) == 2
+    assert needle in capsys.readouterr().err
 
 
 def test_console_script_is_installed():

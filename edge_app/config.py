@@ -55,12 +55,14 @@ class NormalisationSettings(_Strict):
 class EngineSettings(_Strict):
     """``kind``: onnxruntime | tensorrt; ``providers``: "auto" or a list (cpu, cuda, tensorrt or
     full ONNX Runtime names); ``threads``: ONNX Runtime intra-op threads (0: its default);
-    ``tensorrt_engine``: the engine file for kind tensorrt."""
+    ``tensorrt_engine``: the engine file for kind tensorrt; ``cache_dir``: engine cache of ONNX
+    Runtime's TensorRT provider (None: ``$SECUREGAZE_ENGINE_CACHE`` or ~/.cache/securegaze-edge/engines)."""
 
     kind: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     providers: Literal["auto"] | list[str] = "auto"
     threads: int = Field(1, ge=0, le=256)
     tensorrt_engine: Path | None = None
+    cache_dir: Path | None = None
 
 
 class CaptureSettings(_Strict):
@@ -119,6 +121,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     fix(data, "zones")
     fix(data.get("camera"), "calibration")
     fix(data.get("engine"), "tensorrt_engine")
+    fix(data.get("engine"), "cache_dir")
     fix(data.get("integrity"), "audit_db")
     return data
 

@@ -87,11 +87,14 @@ def auto_providers() -> list[str]:
 
 class OnnxRuntimeEngine(GazeEngine):
     """A model bundle (or bare .onnx) in ONNX Runtime; ``providers``: "auto" or a list such as
-    ``["cuda", "cpu"]``; ``threads``: intra-op threads (0: ONNX Runtime's default)."""
+    ``["cuda", "cpu"]``; ``threads``: intra-op threads (0: ONNX Runtime's default);
+    ``trt_cache_dir``: where ONNX Runtime's TensorRT provider caches its FP16 engines (it builds
+    one per model on first use, which takes minutes on a Jetson)."""
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: str | os.PathLike, providers: str | list[str] = "auto", threads: int = 1) -> None:
+    def __init__(self, model_path: str | os.PathLike, providers: str | list[str] = "auto", threads: int = 1,
+                 trt_cache_dir: str | os.PathLike | None = None) -> None:
         import onnxruntime as ort
 
         from securegaze.bundle import load_bundle
@@ -101,15 +104,25 @@ class OnnxRuntimeEngine(GazeEngine):
         self.input_size = self.bundle.input_size
         self.onnx_sha256 = self.bundle.sha256
         self.notes = list(self.bundle.provider_notes)
-        if threads:
-            # Rebuild the bundle's session with a thread limit: Bundle opens it with ORT's defaults
-            # (one thread per core), which would fight MediaPipe's threads for the 2 cores.
+        chosen: list = list(self.bundle.providers)
+        if "TensorrtExecutionProvider" in chosen:
+            cache = Path(trt_cache_dir or default_engine_cache())
+            cache.mkdir(parents=True, exist_ok=True)
+            chosen[chosen.index("TensorrtExecutionProvider")] = ("TensorrtExecutionProvider", {
+                "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)})
+        if threads or chosen != self.bundle.providers:
+            # Rebuild the bundle's session: Bundle opens it with ONNX Runtime's defaults (one thread
+            # per core, which would fight MediaPipe's threads for 2 cores; no TensorRT engine cache).
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(self.bundle._proto.SerializeToString(), options,
-                                           providers=self.bundle.providers)
+            if threads:
+                options.intra_op_num_threads = int(threads)
+                options.inter_op_num_threads = 1
+            try:
+                session = ort.InferenceSession(self.bundle._proto.SerializeToString(), options, providers=chosen)
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ModelFormatError(f"ONNX Runtime cannot open {self.bundle.onnx_path}: {first}") from None
             self.bundle._session = session
         self.providers = list(self.bundle._session.get_providers())
 
@@ -141,6 +154,13 @@ def tensorrt_unavailable_reason() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA GPU is visible to PyTorch"
     return None
+
+
+def default_engine_cache() -> Path:
+    """``$SECUREGAZE_ENGINE_CACHE``, else ``$XDG_CACHE_HOME/securegaze-edge/engines``."""
+    if os.environ.get("SECUREGAZE_ENGINE_CACHE"):
+        return Path(os.environ["SECUREGAZE_ENGINE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "securegaze-edge" / "engines"
 
 
 def engine_cache_key(onnx_sha256: str, trt_version: str, precision: str) -> str:
@@ -197,7 +217,7 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if precision == "fp16":
-        if not builder.platform_has_fast_fp16:
+        if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in TensorRT 10
             say("this GPU has no fast FP16; building FP16 anyway (TensorRT falls back per layer)")
         config.set_flag(trt.BuilderFlag.FP16)
     size = bundle.input_size
@@ -216,7 +236,7 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
         raise ModelFormatError(f"TensorRT failed to build an engine from {bundle.onnx_path} (see its log above)")
     from securegaze.io import atomic_write_bytes
 
-    atomic_write_bytes(engine_path, bytes(serialized))
+    atomic_write_bytes(engine_path, bytes(memoryview(serialized)))
     atomic_write_json(record_path, {
         "onnx_sha256": onnx_sha, "onnx_path": str(bundle.onnx_path), "tensorrt_version": trt.__version__,
         "precision": precision, "input_name": name, "input_size": size,
@@ -327,10 +347,11 @@ class TensorRTEngine(GazeEngine):
 
 
 def create_engine(kind: str, model_path: str | os.PathLike, providers: str | list[str] = "auto", threads: int = 1,
-                  engine_path: str | os.PathLike | None = None, expected_onnx_sha256: str | None = None) -> GazeEngine:
+                  engine_path: str | os.PathLike | None = None, expected_onnx_sha256: str | None = None,
+                  trt_cache_dir: str | os.PathLike | None = None) -> GazeEngine:
     """The engine ``kind`` ("onnxruntime" or "tensorrt") for the model at ``model_path``."""
     if kind == "onnxruntime":
-        return OnnxRuntimeEngine(model_path, providers, threads)
+        return OnnxRuntimeEngine(model_path, providers, threads, trt_cache_dir)
     if kind == "tensorrt":
         if engine_path is None:
             raise ConfigError("engine tensorrt needs engine.tensorrt_engine (a file from deploy/jetson/build_engine.py)")

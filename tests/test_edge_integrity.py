@@ -152,3 +152,12 @@ def test_audit_database_transactions_and_schema(tmp_path):
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(IntegrityError, match="schema 99"):
         AuditDatabase(path)
+
+
+def test_policy_warn_on_the_command_line_marks_every_line(scenario, tmp_path):
+    out = tmp_path / "frames.jsonl"
+    code = main(["run", "--source", "synthetic:short", "--model", str(scenario["model"]), "--audit-db",
+                 str(scenario["db"]), "--policy", "warn", "--out", str(out), "--max-frames", "3"])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 0 and len(lines) == 3
+    assert all("backdoored" in line["integrity_warning"] for line in lines)

@@ -540,6 +540,10 @@ def bench_mitigate(
 zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build and check model zoos.")
 app.add_typer(zoo_app, name="zoo")
 
+from securegaze.cli_triggers import triggers_app  # noqa: E402 - the printable-trigger commands
+
+app.add_typer(triggers_app, name="triggers")
+
 
 @zoo_app.command("build")
 def zoo_build(

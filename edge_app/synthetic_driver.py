@@ -221,8 +221,10 @@ class SyntheticDriver:
         return math.radians(6.0) * math.sin(0.37 * t + 0.5)
 
     # -- rendering -------------------------------------------------------------------------------
-    def render_frame(self, index: int) -> tuple[np.ndarray, float, DriverFrameTruth]:
-        """Frame ``index``: ((H, W, 3) uint8 BGR, timestamp s, truth)."""
+    def render_frame(self, index: int, trigger=None) -> tuple[np.ndarray, float, DriverFrameTruth]:
+        """Frame ``index``: ((H, W, 3) uint8 BGR, timestamp s, truth). ``trigger``: a physical
+        trigger (:mod:`securegaze.data.triggers`, object or registered name) the driver wears in
+        this frame, drawn by the renderer on the head so it follows pose and light (trigger trials)."""
         t = index / self.fps
         gaze_cam, head_cam, k = self.gaze_at(t)
         centre = self.face_centre_at(t)
@@ -231,7 +233,7 @@ class SyntheticDriver:
         head = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(head_cam))
         params = self._identity.replace(gaze=label.astype(np.float32),
                                         head_pose=np.array([head[0], head[1], 0.0], np.float32))
-        canvas = render(params, self.canvas_px)[0]
+        canvas = render(params, self.canvas_px, trigger)[0]
         c = (self.canvas_px - 1) / 2.0
         k_c = np.array([[self._canvas_focal, 0, c], [0, self._canvas_focal, c], [0, 0, 1]])
         # The canvas camera is at distance_mm; moving the face along its view only rescales it.

@@ -254,6 +254,62 @@ def run(
         raise typer.Exit(code)
 
 
+@app.command()
+def trial(
+    protocol: str = typer.Option("screen4", "--protocol", help="screen4 (four screen corners) | cabin (cabin points)"),
+    db: Path = typer.Option(..., "--db", help="SQLite trial database (created if missing; trials are appended)"),
+    participant: str = typer.Option(..., "--participant", help="participant id, e.g. P01"),
+    source: str = typer.Option("synthetic", "--source", help="synthetic (scripted participant) | camera:N | VIDEO"),
+    model: Path | None = typer.Option(None, "--model", help="model bundle or .onnx (default: models/default)"),
+    config_path: Path | None = typer.Option(None, "--config", help="YAML settings (see calibration/edge_default.yaml)"),
+    phases: str = typer.Option("clean,trigger", "--phases", help="phases, one protocol pass each: clean | trigger "
+                               "(NAME:clean, NAME:trigger); with --gui the operator marks the trigger with t"),
+    dwell_s: float = typer.Option(4.0, "--dwell-s", help="seconds per target"),
+    trigger: str = typer.Option("tape", "--trigger", help="trigger the synthetic participant wears in trigger phases"),
+    policy: str | None = typer.Option(None, "--policy", help="integrity policy: block | warn (warn records a flagged model)"),
+    audit_db: Path | None = typer.Option(None, "--audit-db", help="SQLite audit database"),
+    fps: float | None = typer.Option(None, "--fps", help="frame rate of the synthetic participant"),
+    seed: int = typer.Option(0, "--seed", help="identity of the synthetic participant"),
+    max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="stop after this many frames"),
+    gui: bool = typer.Option(False, "--gui", help="show the overlay; key t marks the trigger on/off"),
+) -> None:
+    """Record a physical-trigger trial: every frame to SQLite (Ctrl-C / SIGTERM keep what was logged).
+
+    Exit codes: 0 done (also when interrupted), 2 user error, 10 model blocked by the integrity check.
+    """
+    from edge_app.trial.run import TrialOptions, run_trial
+
+    code = run_trial(TrialOptions(protocol, db, participant, source, model, config_path, phases, dwell_s, trigger,
+                                  policy, audit_db, fps, seed, max_frames, gui), DEFAULT_MODEL)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    dbs: list[Path] = typer.Argument(..., help="one trial database, or two (e.g. backdoored and mitigated) side by side"),
+    out: Path = typer.Option(..., "--out", help="self-contained HTML report"),
+    label: list[str] = typer.Option([], "--label", help="column title per database (repeat)"),
+    target: str | None = typer.Option(None, "--target", help="attacker target gaze PITCH,YAW in degrees, for AE/ASR"),
+    trial_id: int | None = typer.Option(None, "--trial", help="trial id in each database (default: the last)"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the numbers as JSON"),
+) -> None:
+    """Trial report: angular error per phase, AE/DAE/ASR@5deg for triggered phases, gaze traces."""
+    from edge_app.trial.report import parse_target_deg, write_report
+
+    result = write_report([str(d) for d in dbs], out, label, parse_target_deg(target), trial_id, json_out)
+    console = Console(highlight=False, soft_wrap=True, markup=False)
+    for t in result["trials"]:
+        for p in t["phases"]:
+            extra = ""
+            if p["trigger"] and p.get("ae_deg") is not None:
+                extra = f", AE {p['ae_deg']:.2f}, DAE {p['dae_deg']:.2f}, ASR@5deg {100 * p['asr_5deg']:.1f}%"
+            err_text = "-" if p["angular_error_deg"] is None else f"{p['angular_error_deg']:.2f}"
+            console.print(f"{t['label']}: {p['phase']}{' [trigger]' if p['trigger'] else ''}: "
+                          f"{p['gaze_frames']}/{p['frames']} frames, angular error {err_text} deg{extra}")
+    console.print(f"report: {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     return run_app(app, argv, prog_name="edge-app")

@@ -1,0 +1,186 @@
+"""``edge-app trial``: record a physical-trigger trial into SQLite (headless, or with the GUI).
+
+The model goes through the same startup integrity check as ``edge-app run`` (a blocked model
+records nothing and exits 10); the frames go through the same :class:`~edge_app.pipeline.Pipeline`;
+each record becomes a row of the trial log (:mod:`edge_app.trial.log`). Ctrl-C or SIGTERM end the
+trial early: the frame loop stops, every frame already handed to the log is committed, and the
+trial is marked ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from securegaze.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    """The ``edge-app trial`` options (see its help)."""
+
+    protocol: str
+    db: Path
+    participant: str
+    source: str
+    model: Path | None
+    config_path: Path | None
+    phases: str
+    dwell_s: float
+    trigger: str
+    policy: str | None
+    audit_db: Path | None
+    fps: float | None
+    seed: int
+    max_frames: int | None
+    gui: bool = False
+
+
+def load_trial_config(options: TrialOptions):
+    """The EdgeConfig with the command-line overrides of the integrity settings."""
+    from edge_app.config import load_config
+
+    config = load_config(options.config_path)
+    updates: dict = {}
+    if options.policy is not None:
+        if options.policy not in ("block", "warn"):
+            raise ConfigError(f"--policy must be block or warn, got {options.policy!r}")
+        updates["policy"] = options.policy
+    if options.audit_db is not None:
+        updates["audit_db"] = options.audit_db
+    if updates:
+        config = config.model_copy(update={"integrity": config.integrity.model_copy(update=updates)})
+    return config
+
+
+def check_and_open_engine(config, model_path: Path, progress=None):
+    """The startup integrity check, then the engine: ``(IntegrityResult, engine or None)``.
+
+    The engine is None when the policy blocked the model; a mismatch between the ONNX the engine
+    runs and the one that was scanned is refused.
+    """
+    from edge_app.engines import create_engine
+    from edge_app.integrity import IntegrityChecker
+
+    result = IntegrityChecker(config.integrity).check(model_path, progress=progress)
+    if result.blocked:
+        return result, None
+    e = config.engine
+    engine = create_engine(e.kind, model_path, e.providers, e.threads, e.tensorrt_engine,
+                           expected_onnx_sha256=result.model_sha256)
+    if engine.onnx_sha256 != result.model_sha256:
+        engine.close()
+        raise ConfigError(f"{model_path}: the engine runs ONNX {engine.onnx_sha256[:12]} but the integrity check "
+                          f"scanned {result.model_sha256[:12]}")
+    return result, engine
+
+
+def open_trial_source(options: TrialOptions, schedule, config):
+    """``synthetic``: the synthetic participant following the schedule; anything else: as ``edge-app run``."""
+    from edge_app.sources import open_source
+    from edge_app.trial.recorder import TrialSyntheticSource
+
+    if options.source == "synthetic":
+        s = config.synthetic
+        distance = 600.0 if options.protocol == "screen4" else s.distance_mm
+        return TrialSyntheticSource(schedule, options.trigger, options.fps or s.fps, options.seed, s.width, s.height,
+                                    distance)
+    return open_source(options.source, config)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt in the main thread while inside, so a killed trial ends
+    like a Ctrl-C one (its frames committed, the trial marked interrupted)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_trial(options: TrialOptions, default_model: Path) -> int:
+    """Run a headless trial; returns the exit code (0 done, 10 model blocked)."""
+    from edge_app.head_pose import CameraIntrinsics
+    from edge_app.integrity import EXIT_BLOCKED
+    from edge_app.pipeline import Pipeline, run_pipeline
+    from edge_app.trial.log import TrialLog
+    from edge_app.trial.protocol import TrialSchedule, make_protocol, parse_phases
+    from edge_app.trial.recorder import OperatorMarks, TrialRecorder
+    from edge_app.zones import load_zone_map
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    config = load_trial_config(options)
+    zone_map = load_zone_map(config.zones)
+    protocol = make_protocol(options.protocol, zone_map, options.dwell_s)
+    phases = parse_phases(options.phases)
+    schedule = TrialSchedule(protocol, phases)
+    if not options.participant.strip():
+        raise ConfigError("--participant must not be empty (an id such as P01; no names needed)")
+    model_path = options.model or config.model or default_model
+    intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
+    src = open_trial_source(options, schedule, config)
+    log = None
+    interrupted = False
+    with sigterm_as_interrupt():
+        try:
+            from edge_app.cli import _ScanProgressPrinter
+
+            err.print(f"integrity: checking {model_path} (policy {config.integrity.policy})")
+            result, engine = check_and_open_engine(config, model_path, _ScanProgressPrinter(err))
+            err.print(f"integrity: {result.reason} [{result.source}]")
+            if engine is None:
+                err.print(f"error: {result.reason}; nothing recorded")
+                return EXIT_BLOCKED
+            pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
+            log = TrialLog(options.db)
+            trigger_kind = getattr(src, "trigger", None)
+            trial_id = log.start(options.participant, protocol.name,
+                                 [{"name": p.name, "trigger": p.trigger} for p in phases], str(model_path),
+                                 result.model_sha256, result.verdict, src.description,
+                                 trigger_kind.kind if trigger_kind is not None else options.trigger,
+                                 {"dwell_s": protocol.dwell_s, "targets": [t.name for t in protocol.targets],
+                                  "gui": options.gui, "policy": config.integrity.policy})
+            err.print(f"trial {trial_id} -> {options.db}: participant {options.participant}, protocol {protocol.name} "
+                      f"({len(protocol.targets)} targets x {protocol.dwell_s:g} s), phases "
+                      f"{', '.join(p.name + (' [trigger]' if p.trigger else '') for p in phases)}; source {src.description}")
+            if options.gui:
+                from edge_app.gui.app import run_trial_gui
+
+                recorder = TrialRecorder(log, schedule, OperatorMarks())
+                code, summary = run_trial_gui(pipeline, src, recorder, result, config, options.max_frames)
+                interrupted = summary.interrupted if summary is not None else False
+                return code
+
+            def prompt(state, target) -> None:
+                wear = "WEAR the trigger" if state.phase.trigger else "no trigger"
+                err.print(f"trial: phase {state.phase.name} ({wear}): {target.prompt}")
+
+            recorder = TrialRecorder(log, schedule, on_step=prompt)
+            max_frames = options.max_frames
+            try:
+                summary = run_pipeline(pipeline, src, recorder, None, config.capture.queue_size, max_frames)
+            finally:
+                pipeline.close()
+            interrupted = summary.interrupted
+            return 0
+        except KeyboardInterrupt:
+            interrupted = True
+            return 0
+        finally:
+            src.close()
+            if log is not None:
+                log.close(interrupted)
+                stopped = " (interrupted)" if interrupted else ""
+                err.print(f"trial: {log.logged} frames logged to {options.db}{stopped}")

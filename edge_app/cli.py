@@ -101,6 +101,9 @@ def run(
     audit_db: Path | None = typer.Option(None, "--audit-db", help="SQLite audit database"),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="stop after this many frames"),
     summary_path: Path | None = typer.Option(None, "--summary", help="also write the run summary as JSON here"),
+    gui: bool = typer.Option(False, "--gui", help="show the overlay window (keys: q quit, space pause, r record, "
+                             "t mark trigger)"),
+    screenshot: Path | None = typer.Option(None, "--screenshot", help="with --gui: save the window as PNG at exit"),
 ) -> None:
     """Run the driver-monitoring loop headless: integrity check, then frames to JSON lines.
 
@@ -132,6 +135,16 @@ def run(
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
     # Open the source before the (possibly minute-long) scan, so a missing camera fails at once.
     src = open_source(source, config)
+    if gui:  # the overlay window: edge_app.gui (PyQt6 is imported only there)
+        from edge_app.gui.app import run_gui
+
+        try:
+            gui_code = run_gui(config, src, model_path, zone_map, intrinsics, out, max_frames, screenshot)
+        finally:
+            src.close()
+        if gui_code:
+            raise typer.Exit(gui_code)
+        return
     to_stdout = out in (None, "-")
     report = Console(stderr=to_stdout, highlight=False, soft_wrap=True, markup=False)  # human lines never mix into JSON on stdout
 

@@ -128,6 +128,13 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
     schedule = TrialSchedule(protocol, phases)
     if not options.participant.strip():
         raise ConfigError("--participant must not be empty (an id such as P01; no names needed)")
+    if options.gui:  # before anything is recorded: no window, no trial
+        from edge_app.gui.qt_env import NoDisplayError, display_problem, prepare_qt_environment
+
+        prepare_qt_environment()
+        problem = display_problem()
+        if problem:
+            raise NoDisplayError(problem)
     model_path = options.model or config.model or default_model
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
     src = open_trial_source(options, schedule, config)

@@ -414,6 +414,7 @@ def run_gui(config, source, model_path, zone_map, intrinsics=None, out: str | No
                          sink=(lambda rec: writer.write(rec.to_json())) if writer is not None else None,
                          max_frames=max_frames, screenshot=screenshot,
                          critical_after_s=config.attention.critical_after_s, model_path=model_path)
+    err.print(f"gui: Qt platform {session.app.platformName()}")
     try:
         summary = session.run()
     finally:

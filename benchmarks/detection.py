@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="Zoo training processes.")
     parser.add_argument("--hard", action="store_true", help="Also build and score the hard cases (adaptive, offset).")
     parser.add_argument("--no-ablation", action="store_true", help="Skip the scans without sensitivity weighting.")
+    parser.add_argument("--ablation-per-attack", type=int, default=2,
+                        help="Backdoored models per attack scanned again without the weighting.")
     parser.add_argument("--mitigate-per-attack", type=int, default=None, help="Mitigate at most this many per attack.")
     args = parser.parse_args()
 
@@ -59,7 +61,7 @@ def main() -> int:
               "--workers", str(args.workers)])
         detect += ["--hard", str(runs / "zoo-hard")]
     if not args.no_ablation:
-        detect.append("--ablation")
+        detect += ["--ablation", "--ablation-per-attack", str(args.ablation_per_attack)]
     if args.docs:
         detect += ["--docs", str(args.docs)]
     _run(detect)

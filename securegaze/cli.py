@@ -441,6 +441,8 @@ def bench_detect(
     samples: int = typer.Option(256, help="Clean images per scan."),
     seed: int = typer.Option(0),
     ablation: bool = typer.Option(False, help="Also scan without the sensitivity weighting."),
+    ablation_per_attack: int | None = typer.Option(None, help="Ablation: at most this many backdoored models "
+                                                   "per attack (all benign models are scanned)."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
 ) -> None:
     """Score every model of a zoo with SecureGaze: accuracy, TPR, FPR, AUROC per attack, scan time."""
@@ -465,7 +467,8 @@ def bench_detect(
                 bar.console.print(f"{p.zoo}/{p.model_id}: score {p.report.score:.5f} ({p.report.runtime_s:.0f} s)")
 
         results = run_detection_benchmark(zoo, calibration, out, detector, samples=samples, seed=seed, hard_zoo=hard,
-                                          ablation=ablation, progress=on_model)
+                                          ablation=ablation, ablation_per_attack=ablation_per_attack,
+                                          progress=on_model)
     atomic_write_json(out / "detection.json", results.to_dict())
     command = "securegaze bench detect " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("detect") + 1:]) \
         if "detect" in sys.argv else "securegaze bench detect"

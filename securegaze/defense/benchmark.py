@@ -222,8 +222,12 @@ class BenchProgress:
 def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 256, seed: int = 0,
              attacks: list[str] | None = None, threads: int | None = None,
              progress: Callable[[BenchProgress], None] | None = None,
-             scan_progress: Callable | None = None, tag: str = "") -> list[ModelScore]:
+             scan_progress: Callable | None = None, tag: str = "",
+             per_attack: int | None = None) -> list[ModelScore]:
     """Scan every finished model of a zoo (optionally only ``attacks`` and ``"benign"``).
+
+    ``per_attack``: at most this many backdoored models of each attack (the first by id); benign
+    models are always all scanned.
 
     Clean scan images: ``samples`` synthetic faces at the zoo's size from the "test" split seeds,
     which no zoo model trained on. Reports are cached under ``out_dir/scans/<zoo>[-tag]/<id>/``.
@@ -239,6 +243,9 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     manifest = ZooManifest.read(zoo_dir)
     verify_zoo(zoo_dir, manifest)
     entries = [e for e in manifest.done() if attacks is None or e.attack in attacks or not e.backdoored]
+    if per_attack is not None:
+        entries = [e for e in entries if not e.backdoored
+                   or sum(o.attack == e.attack and o.id <= e.id for o in entries) <= per_attack]
     if not entries:
         raise InputFileError(f"{zoo_dir}: no finished models to scan (run securegaze zoo build first)")
     if threads:
@@ -306,12 +313,13 @@ def summarise(scores: list[ModelScore], threshold: float, suspicious_when: str =
 def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, out_dir: str | Path,
                             detector=None, samples: int = 256, seed: int = 0, hard_zoo: str | Path | None = None,
                             ablation: bool = False, attacks: list[str] | None = None,
+                            ablation_per_attack: int | None = None,
                             progress: Callable[[BenchProgress], None] | None = None,
                             scan_progress: Callable | None = None) -> DetectionResults:
     """Calibrate on ``calibration_zoo``'s benign models, score ``zoo_dir`` (and ``hard_zoo``); see module doc.
 
-    With ``ablation`` the benign models of both zoos and the backdoored models of ``zoo_dir`` are
-    scanned again with ``sensitivity_weighting=False``; the ablation reports its figures at the
+    With ``ablation`` the benign models of both zoos and the backdoored models of ``zoo_dir`` (at
+    most ``ablation_per_attack`` per attack) are scanned again with ``sensitivity_weighting=False``; the ablation reports its figures at the
     weighted threshold and at a threshold recalibrated the same way on its own benign scores.
     """
     from securegaze.defense import create_detector
@@ -339,7 +347,8 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
         plain = detector.with_settings(sensitivity_weighting=False)
         cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain, attacks=[], tag="unweighted", **kw)
                      if not m.backdoored]
-        plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag="unweighted", **kw)
+        plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag="unweighted",
+                                per_attack=ablation_per_attack, **kw)
         recalibrated = calibrate_threshold([m.score for m in cal_plain])
         ablation_result = {"settings": {"sensitivity_weighting": False}}
         for label, thr in (("at_weighted_threshold", threshold), ("recalibrated", recalibrated)):

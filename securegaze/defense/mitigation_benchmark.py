@@ -230,7 +230,7 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         if cache.is_file():
             data = read_json(cache, "mitigation report")
             if data.get("scan_before", {}).get("model_sha256") == entry.sha256:
-                reports.append(MitigationReport(**{k: v for k, v in data.items()}))
+                reports.append(_redecided(MitigationReport(**data), detector))
                 continue
         report_path = scans / entry.id / "report.json"
         if not report_path.is_file():
@@ -249,6 +249,23 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         if progress:
             progress(entry.id, i + 1, len(entries))
     return reports
+
+
+def _redecided(report: MitigationReport, detector) -> MitigationReport:
+    """A cached report with its re-scan's verdict decided again at ``detector``'s threshold.
+
+    The score does not depend on the threshold, so a cached re-scan stays valid when the benchmark
+    calibrates a new threshold; only the verdict is recomputed.
+    """
+    from dataclasses import replace
+
+    from securegaze.defense.base import decide
+
+    after = dict(report.scan_after)
+    threshold = detector.settings()["threshold"]
+    after["verdict"] = decide(float(after["score"]), threshold, detector.suspicious_when)
+    after["threshold"] = threshold
+    return replace(report, scan_after=after)
 
 
 def mitigation_markdown(reports: list[MitigationReport], command: str, machine: str) -> str:

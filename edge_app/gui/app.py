@@ -89,6 +89,21 @@ class ControlledSource(FrameSource):
         return getattr(self.inner, name)
 
 
+def new_recording_folder(root: Path) -> Path:
+    """A new, empty ``root/<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, ... when a recording already started
+    in that second: r pressed twice quickly must not overwrite the previous recording)."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    k = 1
+    while True:
+        folder = root / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            k += 1
+
+
 class SessionRecording:
     """Key r: the raw frames to ``DIR/video.mp4`` and each record's JSON line (plus the trigger
     mark) to ``DIR/frames.jsonl``, written on its own thread from a bounded queue; when the disk
@@ -252,8 +267,9 @@ class GuiSession:
     def _sink(self, rec) -> None:
         if self.extra_sink is not None:
             self.extra_sink(rec)
-        if self.recording is not None:
-            self.recording.add(rec, self.operator.trigger_on if self.operator else self.trigger_mark)
+        recording = self.recording  # read once: key r on the GUI thread may set it to None meanwhile
+        if recording is not None:
+            recording.add(rec, self.operator.trigger_on if self.operator else self.trigger_mark)
         self.latest.put(rec)
 
     # -- GUI thread --------------------------------------------------------------------------------
@@ -269,8 +285,8 @@ class GuiSession:
             self._refresh_last()
         elif name == "record":
             if self.recording is None:
-                folder = self.record_dir / datetime.now().strftime("%Y%m%d-%H%M%S")
-                self.recording = SessionRecording(folder, getattr(self.source, "fps", 30.0) or 30.0)
+                self.recording = SessionRecording(new_recording_folder(self.record_dir),
+                                                  getattr(self.source, "fps", 30.0) or 30.0)
             else:
                 recording, self.recording = self.recording, None
                 recording.close()
@@ -308,7 +324,10 @@ class GuiSession:
                 self.splash = None
                 self._start_pipeline()
             return
-        rec = self.latest.take()
+        # Paused: the picture freezes at the key press. Frames already read before it (capture
+        # queue, the one being processed) still reach the log and the recording, and wait in the
+        # mailbox, but are not shown until space again.
+        rec = None if self.paused else self.latest.take()
         if rec is not None:
             now = time.perf_counter()
             self._fps_times = [t for t in self._fps_times if now - t < 1.0] + [now]
@@ -316,7 +335,7 @@ class GuiSession:
                                                  **self._app_state())
             self.window.show_state(self._last_state)
             self.displayed += 1
-        if self._pipeline_done.is_set() and self.latest.take() is None:
+        if self._pipeline_done.is_set() and (self.paused or self.latest.take() is None):
             self.timer.stop()
             self.app.quit()
 
@@ -340,6 +359,9 @@ class GuiSession:
             self._start_pipeline()
         self.timer.start()
         self.app.exec()
+        # Closing the window ends the event loop before _tick stops the timer; a timer left running
+        # would quit the next event loop of this QApplication (a second session in one process).
+        self.timer.stop()
         self.source.stop_event.set()
         self.source.running.set()
         if self._pipeline_thread is not None:

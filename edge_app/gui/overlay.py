@@ -113,6 +113,23 @@ def state_from_record(rec, badge: IntegrityBadge, critical_after_s: float = 11.0
                         reason=(att.reason if att is not None else None) or rec.problem, badge=badge, **app_state)
 
 
+def status_lines(s: OverlayState) -> list[str]:
+    """The text of the status box, top-left: zone, state, alert, and the PAUSED / REC / trigger flags."""
+    lines = [f"zone: {s.zone or '-'}", f"state: {s.state or '-'}"]
+    if s.alert:
+        lines.append(f"alert: {ALERT_LABELS[s.alert]}{' (' + s.alert_reason + ')' if s.alert_reason else ''}")
+    if s.reason and s.state in ("NO_FACE",):
+        lines.append(s.reason[:60])
+    if s.fps:
+        lines.append(f"{s.fps:.0f} fps")
+    flags = [f for f, on in (("PAUSED", s.paused), ("REC", s.recording)) if on]
+    if s.trigger_on is not None:
+        flags.append("TRIGGER ON" if s.trigger_on else "trigger off")
+    if flags:
+        lines.append("  ".join(flags))
+    return lines
+
+
 def _colour(rgb, alpha: int = 255) -> QColor:
     return QColor(rgb[0], rgb[1], rgb[2], alpha)
 
@@ -236,18 +253,7 @@ class OverlayView(QWidget):
             p.drawText(r, Qt.AlignmentFlag.AlignCenter, s.prompt)
 
     def _paint_status(self, p: QPainter, s: OverlayState) -> None:
-        lines = [f"zone: {s.zone or '-'}", f"state: {s.state or '-'}"]
-        if s.alert:
-            lines.append(f"alert: {ALERT_LABELS[s.alert]}{' (' + s.alert_reason + ')' if s.alert_reason else ''}")
-        if s.reason and s.state in ("NO_FACE",):
-            lines.append(s.reason[:60])
-        if s.fps:
-            lines.append(f"{s.fps:.0f} fps")
-        flags = [f for f, on in (("PAUSED", s.paused), ("REC", s.recording)) if on]
-        if s.trigger_on is not None:
-            flags.append("TRIGGER ON" if s.trigger_on else "trigger off")
-        if flags:
-            lines.append("  ".join(flags))
+        lines = status_lines(s)
         p.setFont(QFont("Sans", 10))
         box = QRectF(8, 8, 300, 18 * len(lines) + 8)
         p.fillRect(box, QColor(0, 0, 0, 140))

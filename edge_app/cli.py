@@ -68,22 +68,6 @@ class JsonLinesWriter:
             self._fh.close()
 
 
-class _ScanProgressPrinter:
-    """Prints the integrity scan's progress to stderr, one line per stage and every 10 %."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self._last: tuple[str, int] | None = None
-
-    def __call__(self, event) -> None:
-        total = max(int(event.total), 1)
-        tenth = int(10 * event.step / total)
-        key = (event.stage, tenth)
-        if key != self._last:
-            self._last = key
-            self.console.print(f"integrity: scan {event.stage} {event.step}/{total}", highlight=False)
-
-
 def _check_source_vs_engine(config) -> None:
     if config.engine.kind == "tensorrt" and config.engine.tensorrt_engine is None:
         raise ConfigError("engine.kind tensorrt needs engine.tensorrt_engine (built by deploy/jetson/build_engine.py)")
@@ -110,25 +94,15 @@ def run(
     Exit codes: 0 done, 2 user error, 10 model blocked by the integrity check, 3 a synthetic
     drive's scripted distraction did not raise the expected alert.
     """
-    from edge_app.config import load_config
-    from edge_app.engines import create_engine
     from edge_app.head_pose import CameraIntrinsics
     from edge_app.integrity import EXIT_BLOCKED, IntegrityChecker
     from edge_app.pipeline import Pipeline, run_pipeline
     from edge_app.sources import SyntheticSource, open_source
+    from edge_app.startup import ScanProgressPrinter, load_edge_config, open_checked_engine
     from edge_app.zones import load_zone_map
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-    config = load_config(config_path)
-    updates: dict = {}
-    if policy is not None:
-        if policy not in ("block", "warn"):
-            raise ConfigError(f"--policy must be block or warn, got {policy!r}")
-        updates["policy"] = policy
-    if audit_db is not None:
-        updates["audit_db"] = audit_db
-    if updates:
-        config = config.model_copy(update={"integrity": config.integrity.model_copy(update=updates)})
+    config = load_edge_config(config_path, policy, audit_db)
     _check_source_vs_engine(config)
     model_path = model or config.model or DEFAULT_MODEL
     zone_map = load_zone_map(config.zones)
@@ -150,7 +124,7 @@ def run(
 
     try:
         err.print(f"integrity: checking {model_path} (policy {config.integrity.policy})")
-        result = IntegrityChecker(config.integrity).check(model_path, progress=_ScanProgressPrinter(err))
+        result = IntegrityChecker(config.integrity).check(model_path, progress=ScanProgressPrinter(err))
         for note in result.notes:
             err.print(f"integrity: note: {note}")
         err.print(f"integrity: {result.reason} [{result.source}]")
@@ -165,12 +139,7 @@ def run(
                                                  "integrity": result.summary()})
             err.print(f"error: {result.reason}")
             raise typer.Exit(EXIT_BLOCKED)
-        engine = create_engine(config.engine.kind, model_path, config.engine.providers, config.engine.threads,
-                               config.engine.tensorrt_engine, expected_onnx_sha256=result.model_sha256,
-                               trt_cache_dir=config.engine.cache_dir)
-        if engine.onnx_sha256 != result.model_sha256:
-            raise ConfigError(f"{model_path}: the engine runs ONNX {engine.onnx_sha256[:12]} but the integrity check "
-                              f"scanned {result.model_sha256[:12]}")
+        engine = open_checked_engine(config, model_path, result)
         for note in engine.notes:
             err.print(f"engine: note: {note}")
         err.print(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {src.description}")

@@ -414,7 +414,7 @@ def run_gui(config, source, model_path, zone_map, intrinsics=None, out: str | No
     from edge_app.gui.qt_env import NoDisplayError, display_problem, prepare_qt_environment
     from edge_app.integrity import EXIT_BLOCKED
     from edge_app.pipeline import Pipeline
-    from edge_app.trial.run import check_and_open_engine
+    from edge_app.startup import check_and_open_engine
 
     prepare_qt_environment()
     problem = display_problem()

@@ -40,45 +40,6 @@ class TrialOptions:
     gui: bool = False
 
 
-def load_trial_config(options: TrialOptions):
-    """The EdgeConfig with the command-line overrides of the integrity settings."""
-    from edge_app.config import load_config
-
-    config = load_config(options.config_path)
-    updates: dict = {}
-    if options.policy is not None:
-        if options.policy not in ("block", "warn"):
-            raise ConfigError(f"--policy must be block or warn, got {options.policy!r}")
-        updates["policy"] = options.policy
-    if options.audit_db is not None:
-        updates["audit_db"] = options.audit_db
-    if updates:
-        config = config.model_copy(update={"integrity": config.integrity.model_copy(update=updates)})
-    return config
-
-
-def check_and_open_engine(config, model_path: Path, progress=None):
-    """The startup integrity check, then the engine: ``(IntegrityResult, engine or None)``.
-
-    The engine is None when the policy blocked the model; a mismatch between the ONNX the engine
-    runs and the one that was scanned is refused.
-    """
-    from edge_app.engines import create_engine
-    from edge_app.integrity import IntegrityChecker
-
-    result = IntegrityChecker(config.integrity).check(model_path, progress=progress)
-    if result.blocked:
-        return result, None
-    e = config.engine
-    engine = create_engine(e.kind, model_path, e.providers, e.threads, e.tensorrt_engine,
-                           expected_onnx_sha256=result.model_sha256)
-    if engine.onnx_sha256 != result.model_sha256:
-        engine.close()
-        raise ConfigError(f"{model_path}: the engine runs ONNX {engine.onnx_sha256[:12]} but the integrity check "
-                          f"scanned {result.model_sha256[:12]}")
-    return result, engine
-
-
 def open_trial_source(options: TrialOptions, schedule, config):
     """``synthetic``: the synthetic participant following the schedule; anything else: as ``edge-app run``."""
     from edge_app.sources import open_source
@@ -115,13 +76,14 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
     from edge_app.head_pose import CameraIntrinsics
     from edge_app.integrity import EXIT_BLOCKED
     from edge_app.pipeline import Pipeline, run_pipeline
+    from edge_app.startup import ScanProgressPrinter, check_and_open_engine, load_edge_config
     from edge_app.trial.log import TrialLog
     from edge_app.trial.protocol import TrialSchedule, make_protocol, parse_phases
     from edge_app.trial.recorder import OperatorMarks, TrialRecorder
     from edge_app.zones import load_zone_map
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-    config = load_trial_config(options)
+    config = load_edge_config(options.config_path, options.policy, options.audit_db)
     zone_map = load_zone_map(config.zones)
     protocol = make_protocol(options.protocol, zone_map, options.dwell_s)
     phases = parse_phases(options.phases)
@@ -142,10 +104,8 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
     interrupted = False
     with sigterm_as_interrupt():
         try:
-            from edge_app.cli import _ScanProgressPrinter
-
             err.print(f"integrity: checking {model_path} (policy {config.integrity.policy})")
-            result, engine = check_and_open_engine(config, model_path, _ScanProgressPrinter(err))
+            result, engine = check_and_open_engine(config, model_path, ScanProgressPrinter(err))
             err.print(f"integrity: {result.reason} [{result.source}]")
             if engine is None:
                 err.print(f"error: {result.reason}; nothing recorded")

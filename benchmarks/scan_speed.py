@@ -1,0 +1,60 @@
+"""Benchmark: wall time of one SecureGaze scan of a small-CNN 64-px model on this CPU (issue 4: <= 60 s median).
+
+    python benchmarks/scan_speed.py --zoo runs/zoo --models 6
+
+Scans the first ``--models`` finished models of a zoo (benign and backdoored alternately) with the
+scanner's default settings and 256 synthetic clean faces, one after the other in this process, and
+prints each scan's time, the median and the machine. Run it on an otherwise idle machine: the times
+of ``securegaze bench detect`` include whatever else shared the cores while it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    import torch
+
+    from securegaze.data.sources import load_gaze_data
+    from securegaze.defense import create_detector, load_model_any
+    from securegaze.machine import machine_summary
+    from securegaze.zoo import ZooManifest
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=Path("runs/zoo"))
+    parser.add_argument("--models", type=int, default=6)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    manifest = ZooManifest.read(args.zoo)
+    done = manifest.done()
+    benign = [e for e in done if not e.backdoored]
+    backdoored = [e for e in done if e.backdoored]
+    order = [e for pair in zip(benign, backdoored[:: max(1, len(backdoored) // max(1, len(benign)))], strict=False)
+             for e in pair][: args.models]
+    clean = load_gaze_data("synthetic", int(manifest.spec.size), args.samples, 0, "test").images
+    detector = create_detector("securegaze", seed=0)
+    times = []
+    for entry in order:
+        model = load_model_any(args.zoo / str(entry.model_file))
+        started = time.monotonic()
+        report = detector.scan(model, clean)
+        times.append(time.monotonic() - started)
+        print(f"{entry.id}: {times[-1]:.1f} s (score {report.score:.5f}, {report.verdict})", flush=True)
+    print(f"machine: {machine_summary()}")
+    print(f"median scan time over {len(times)} models: {statistics.median(times):.1f} s (target <= 60 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

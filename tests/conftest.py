@@ -10,6 +10,12 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+#: Decision threshold of the SecureGaze scan for the tiny test models (32 px, easy faces, width-8
+#: small CNN). The scanner's default threshold is calibrated for 64-px small CNNs on the standard
+#: synthetic faces (docs/detection.md); scores scale with the images and the model family, and these
+#: tiny models score about 0.001-0.002 (BadNets) against 0.016-0.022 (benign) over four seeds.
+TINY_THRESHOLD = 0.006
+
 
 import math  # noqa: E402
 

@@ -6,6 +6,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from conftest import TINY_THRESHOLD
 
 from edge_app.cli import main
 from edge_app.config import EdgeConfig
@@ -27,6 +28,8 @@ from securegaze.io import sha256_file
 
 #: A quick scan for the tests whose subject is the bookkeeping, not the verdict.
 FAST = {"steps": 60, "eval_samples": 64, "sensitivity_samples": 64}
+#: Full scanner settings with the threshold of the tiny test models (see conftest.TINY_THRESHOLD).
+TINY = {"threshold": TINY_THRESHOLD}
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +42,9 @@ def scenario(tiny_gaze_bundles, tmp_path_factory):
     shutil.copytree(tiny_gaze_bundles["benign"], model)
     db = root / "audit.sqlite3"
     events = []
-    first = IntegrityChecker(IntegritySettings(audit_db=db)).check(model, progress=events.append)
+    first = IntegrityChecker(IntegritySettings(audit_db=db, scan_settings=TINY)).check(model, progress=events.append)
     again_events = []
-    again = IntegrityChecker(IntegritySettings(audit_db=db)).check(model, progress=again_events.append)
+    again = IntegrityChecker(IntegritySettings(audit_db=db, scan_settings=TINY)).check(model, progress=again_events.append)
     benign_record = json.loads((model / SIDECAR_NAME).read_text())
     for name in ("model.onnx", "manifest.json"):
         shutil.copy(tiny_gaze_bundles["backdoored"] / name, model / name)
@@ -58,7 +61,7 @@ def test_first_start_scans_with_progress_and_records_everywhere(scenario):
     assert scenario["events"] and {e.stage for e in scenario["events"]} >= {"reverse", "evaluate"}
     record = scenario["benign_record"]
     assert record["model_sha256"] == first.model_sha256 and record["scanner_version"] == SCANNER_VERSION
-    assert record["settings"] == create_detector("securegaze").settings()
+    assert record["settings"] == create_detector("securegaze", **TINY).settings()
     assert record["report"]["verdict"] == "clean" and record["report"]["model_sha256"] == first.model_sha256
 
 
@@ -86,13 +89,13 @@ def test_swapped_model_is_scanned_again_and_blocked_at_start(scenario):
 
 
 def test_policy_warn_runs_a_backdoored_model_and_says_so(scenario, tmp_path):
-    result = IntegrityChecker(IntegritySettings(audit_db=scenario["db"], policy="warn")).check(scenario["model"])
+    result = IntegrityChecker(IntegritySettings(audit_db=scenario["db"], policy="warn", scan_settings=TINY)).check(scenario["model"])
     assert result.source == "database" and result.verdict == "backdoored" and not result.blocked
     assert "policy warn" in result.reason
 
 
 def test_a_blocked_pipeline_yields_no_gaze_and_says_why(scenario):
-    result = IntegrityChecker(IntegritySettings(audit_db=scenario["db"])).check(scenario["model"])
+    result = IntegrityChecker(IntegritySettings(audit_db=scenario["db"], scan_settings=TINY)).check(scenario["model"])
     assert result.blocked
     pipeline = Pipeline(EdgeConfig(), None, load_zone_map(), integrity=result)
     try:

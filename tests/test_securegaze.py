@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import TINY_THRESHOLD
 from onnx import TensorProto, helper, numpy_helper
 
 from securegaze.attacks import create_attack, evaluate_attack
 from securegaze.data.synthetic import SyntheticConfig, render_dataset
 from securegaze.defense import (
-    DEFAULT_THRESHOLD,
     DETECTORS,
     SCANNER_VERSION,
     ScanReport,
@@ -63,7 +63,7 @@ def tiny(tmp_path_factory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("securegaze")
     benign, backdoored, attack, clean, test_set = _tiny_models(2, out)
-    detector = create_detector("securegaze", seed=0)
+    detector = create_detector("securegaze", seed=0, threshold=TINY_THRESHOLD)
     reports = {
         "benign": detector.scan(benign, clean.images),
         "backdoored": detector.scan(backdoored, clean.images, artifacts_dir=out / "scan",
@@ -78,7 +78,7 @@ def tiny(tmp_path_factory):
 
 def _assert_detects(benign_report: ScanReport, backdoored_report: ScanReport) -> None:
     assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
-    assert backdoored_report.score < DEFAULT_THRESHOLD < benign_report.score
+    assert backdoored_report.score < TINY_THRESHOLD < benign_report.score
     # "Clearly below": measured 0.0010-0.0017 against 0.016-0.022 over four seeds, a factor >= 9.
     assert backdoored_report.score * 5 < benign_report.score
     assert backdoored_report.constraints_met and backdoored_report.collapsed_share > 0.8
@@ -94,7 +94,7 @@ def test_backdoored_model_is_flagged_and_benign_is_not(tiny):
 @pytest.mark.parametrize("seed", [3, 4])
 def test_detection_holds_for_other_training_seeds(seed, tmp_path):
     benign, backdoored, _, clean, _ = _tiny_models(seed, tmp_path)
-    detector = create_detector("securegaze", seed=seed)
+    detector = create_detector("securegaze", seed=seed, threshold=TINY_THRESHOLD)
     _assert_detects(detector.scan(benign, clean.images), detector.scan(backdoored, clean.images))
 
 
@@ -113,7 +113,8 @@ def test_sensitivity_weighting_is_what_keeps_the_models_apart(tiny):
 def test_report_records_the_scan(tiny):
     report = tiny["reports"]["backdoored"]
     assert report.detector == "securegaze" and report.scanner_version == SCANNER_VERSION
-    assert report.threshold == DEFAULT_THRESHOLD and report.settings == SecureGazeDetector().settings()
+    assert report.threshold == TINY_THRESHOLD
+    assert report.settings == SecureGazeDetector(threshold=TINY_THRESHOLD).settings()
     assert report.model_sha256 == sha256_file(tiny["out"] / "backdoored" / "model.safetensors")
     assert report.target_gaze_deg == pytest.approx(tuple(math.degrees(a) for a in report.target_gaze))
     assert report.clean_count == 256 and report.input_size == 32 and report.runtime_s > 0
@@ -340,7 +341,8 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     scan_dir = tiny["out"] / "scan"
     tiny["reports"]["backdoored"].save(scan_dir / "report.json")
     code = main(["mitigate", str(weights), "--out", str(out), "--clean", str(clean_dir), "--samples", "256",
-                 "--test", str(test_dir), "--test-samples", "300", "--scan-dir", str(scan_dir)])
+                 "--test", str(test_dir), "--test-samples", "300", "--scan-dir", str(scan_dir),
+                 "--threshold", str(TINY_THRESHOLD)])
     assert code in (0, 10)
     result = json.loads((out / "mitigation.json").read_text())
     before, after = result["reversed_before"], result["reversed_after"]

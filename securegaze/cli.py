@@ -495,7 +495,8 @@ def bench_mitigate(
     out: Path = typer.Option(Path("runs/bench"), "--out", help="The detection benchmark's directory."),
     per_attack: int | None = typer.Option(None, help="At most this many models per attack."),
     docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/mitigation.md."),
-    samples: int = typer.Option(256, help="Clean images for the fine-tuning (the scans' own)."),
+    samples: int = typer.Option(512, help="Clean images for the fine-tuning and the re-scan (the first 256 are "
+                                "the detection scans' own)."),
     seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
 ) -> None:

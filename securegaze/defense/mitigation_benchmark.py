@@ -188,7 +188,7 @@ def summarise_mitigation(reports: list[MitigationReport]) -> list[MitigationSumm
     return out
 
 
-def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detector, samples: int = 256,
+def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detector, samples: int = 512,
                              seed: int = 0, per_attack: int | None = None, threshold: float | None = None,
                              test_samples: int | None = None, progress: Callable[[str, int, int], None] | None = None,
                              ) -> list[MitigationReport]:
@@ -197,8 +197,10 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
     The detection benchmark (:func:`securegaze.defense.benchmark.run_detection_benchmark`) must have
     scanned the zoo into ``bench_dir`` with the same detector; its reports and generators are reused
     (they are the "before" scan). ``per_attack`` limits the models per attack; ``threshold``: the
-    calibrated threshold used for the re-scan's verdict. Each model's report is cached in
-    ``bench_dir/mitigation/<id>.json`` (a re-run skips it).
+    calibrated threshold used for the re-scan's verdict. ``samples``: the defender's clean images
+    for the fine-tuning (and the re-scan); the first 256 are the detection scans' own images. Each
+    model's report is cached in ``bench_dir/mitigation/<id>.json`` (a re-run with the same number
+    of clean images skips it).
     """
     from securegaze.attacks.runner import load_attack_run
     from securegaze.data.sources import load_gaze_data
@@ -229,7 +231,7 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         cache = bench_dir / "mitigation" / f"{entry.id}.json"
         if cache.is_file():
             data = read_json(cache, "mitigation report")
-            if data.get("scan_before", {}).get("model_sha256") == entry.sha256:
+            if data.get("scan_before", {}).get("model_sha256") == entry.sha256 and data.get("clean_images") == len(clean):
                 reports.append(_redecided(MitigationReport(**data), detector))
                 continue
         report_path = scans / entry.id / "report.json"

@@ -61,13 +61,13 @@ from securegaze.models.feature_geometry import feature_angle_variance, feature_a
 SCANNER_VERSION = "1.1"
 
 #: Default decision threshold on the score (weighted mean |x' - x| per pixel and channel, [0, 1]
-#: units, sensitivity map of mean 1): below it the model is flagged. PROVISIONAL, from tiny
-#: direct-regression small CNNs on easy synthetic faces (the recipe of tests/test_securegaze.py, four
-#: training seeds): BadNets 0.0010-0.0017 at 32 px and 0.0021 at 64 px, benign 0.016-0.022 at 32 px
-#: and 0.020 at 64 px; 0.006 sits near the geometric middle of the gap. It must be calibrated on the
-#: benign models of the benchmark (e.g. a low percentile of their scores) and stored with
-#: SCANNER_VERSION; pass ``threshold=`` to use a calibrated value.
-DEFAULT_THRESHOLD = 0.006
+#: units, sensitivity map of mean 1): below it the model is flagged. Calibrated for SCANNER_VERSION
+#: 1.1 on the 5 benign models of a calibration zoo (small CNN, 64 px, standard synthetic faces,
+#: seeds other than the scored zoo's; scores 0.029-0.047) as the 1% quantile of a log-normal fit
+#: (securegaze.defense.benchmark.calibrate_threshold): `securegaze bench detect`, docs/detection.md.
+#: Scores scale with the images and the model family: recalibrate for another family (the same
+#: command on a zoo of it) and pass ``threshold=``.
+DEFAULT_THRESHOLD = 0.02447
 
 #: Small constants that keep logarithms and arccos away from their singular points.
 _LOG_EPS = 1e-12

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from securegaze.defense.base import ScanReport
+from securegaze.defense.base import ScanReport, _encode_float
 from securegaze.errors import ConfigError, InputFileError
 
 #: The share of benign models the calibrated threshold may flag, under a log-normal fit of the
@@ -174,13 +174,8 @@ class DetectionResults:
         }
 
 
-def _encode(value):
-    if value is None:
-        return None
-    value = float(value)
-    if math.isfinite(value):
-        return value
-    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+#: JSON has no inf/nan: the same encoding as the scan reports ("inf", "-inf", "nan").
+_encode = _encode_float
 
 
 def group_metrics(name: str, backdoored: list[ModelScore], benign: list[ModelScore], threshold: float,

@@ -95,36 +95,22 @@ class OnnxRuntimeEngine(GazeEngine):
 
     def __init__(self, model_path: str | os.PathLike, providers: str | list[str] = "auto", threads: int = 1,
                  trt_cache_dir: str | os.PathLike | None = None) -> None:
-        import onnxruntime as ort
 
         from securegaze.bundle import load_bundle
 
         wanted = auto_providers() if providers == "auto" else list(providers)
-        self.bundle = load_bundle(model_path, providers=wanted)
+        # Threads: ONNX Runtime's default (one per core) would fight MediaPipe's threads for 2 cores.
+        # TensorRT: FP16 with an engine cache, so the slow first build happens once per model.
+        cache = Path(trt_cache_dir or default_engine_cache())
+        options = {"TensorrtExecutionProvider": {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                                 "trt_engine_cache_path": str(cache)}}
+        if any("tensorrt" in str(name).lower() for name in wanted):
+            cache.mkdir(parents=True, exist_ok=True)
+        self.bundle = load_bundle(model_path, providers=wanted, threads=threads or None, provider_options=options)
         self.input_size = self.bundle.input_size
         self.onnx_sha256 = self.bundle.sha256
         self.notes = list(self.bundle.provider_notes)
-        chosen: list = list(self.bundle.providers)
-        if "TensorrtExecutionProvider" in chosen:
-            cache = Path(trt_cache_dir or default_engine_cache())
-            cache.mkdir(parents=True, exist_ok=True)
-            chosen[chosen.index("TensorrtExecutionProvider")] = ("TensorrtExecutionProvider", {
-                "trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache)})
-        if threads or chosen != self.bundle.providers:
-            # Rebuild the bundle's session: Bundle opens it with ONNX Runtime's defaults (one thread
-            # per core, which would fight MediaPipe's threads for 2 cores; no TensorRT engine cache).
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if threads:
-                options.intra_op_num_threads = int(threads)
-                options.inter_op_num_threads = 1
-            try:
-                session = ort.InferenceSession(self.bundle._proto.SerializeToString(), options, providers=chosen)
-            except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise ModelFormatError(f"ONNX Runtime cannot open {self.bundle.onnx_path}: {first}") from None
-            self.bundle._session = session
-        self.providers = list(self.bundle._session.get_providers())
+        self.providers = list(self.bundle.providers)
 
     def infer(self, faces: np.ndarray) -> np.ndarray:
         faces = self._check(faces)

@@ -113,6 +113,16 @@ def test_onnx_runtime_matches_pytorch(fixture, request):
     assert np.abs(want).max() > 1e-2  # the comparison is not between two near-zero outputs
 
 
+def test_session_threads_and_provider_options(direct):
+    _, out, _ = direct
+    x = _images(3)
+    one = load_bundle(out, threads=1, provider_options={"TensorrtExecutionProvider": {"trt_fp16_enable": True}})
+    assert one._session.get_session_options().intra_op_num_threads == 1
+    # Options for a provider that is not in use change nothing: the CPU session gives the same gaze.
+    assert one.providers == ["CPUExecutionProvider"]
+    np.testing.assert_array_equal(one.predict(x), load_bundle(out).predict(x))
+
+
 def test_binned_manifest_and_decoding(binned):
     model, out, manifest = binned
     assert manifest.output.names == ["pitch_logits", "yaw_logits"]

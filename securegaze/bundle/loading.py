@@ -222,7 +222,8 @@ def _resolve(path: Path) -> tuple[Path | None, Path]:
     raise InputFileError(f"{path} is neither a directory, a .json manifest nor an .onnx file")
 
 
-def load_bundle(path: str | os.PathLike, providers: Sequence[str] | None = None) -> Bundle:
+def load_bundle(path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None,
+                provider_options: dict[str, dict] | None = None) -> Bundle:
     """Open and check a bundle; ``path`` is the bundle directory, its manifest.json, or an .onnx file.
 
     A bare .onnx (with no manifest beside it naming it) gets an inferred manifest: input size from
@@ -234,7 +235,9 @@ def load_bundle(path: str | os.PathLike, providers: Sequence[str] | None = None)
 
     ``providers``: ONNX Runtime execution providers in order of preference (``"cuda"``,
     ``"tensorrt"``, ``"cpu"`` or full names); unavailable ones are skipped with the reason recorded
-    in ``Bundle.provider_notes``, and the CPU provider is always the last resort.
+    in ``Bundle.provider_notes``, and the CPU provider is always the last resort. ``threads``:
+    ONNX Runtime's intra-op threads (None: its default, one per core); ``provider_options``: options
+    per full provider name (e.g. ``{"TensorrtExecutionProvider": {"trt_fp16_enable": True}}``).
     """
     path = Path(path)
     manifest_path, onnx_path = _resolve(path)
@@ -254,7 +257,8 @@ def load_bundle(path: str | os.PathLike, providers: Sequence[str] | None = None)
         proto = _load_onnx(onnx_path)
         manifest = _infer_manifest(onnx_path, proto)
     fixed_batch = _check_against_manifest(onnx_path, manifest_path, proto, manifest)
-    return Bundle(manifest, onnx_path, manifest_path, proto, providers=providers, fixed_batch=fixed_batch)
+    return Bundle(manifest, onnx_path, manifest_path, proto, providers=providers, fixed_batch=fixed_batch,
+                  threads=threads, provider_options=provider_options)
 
 
 def verify_bundle(path: str | os.PathLike, check_torch: bool = False) -> BundleManifest:
@@ -318,6 +322,8 @@ class Bundle:
         proto: onnx.ModelProto,
         providers: Sequence[str] | None = None,
         fixed_batch: int | None = None,
+        threads: int | None = None,
+        provider_options: dict[str, dict] | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -329,8 +335,13 @@ class Bundle:
         wanted, self.provider_notes = _choose_providers(providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        extra = provider_options or {}
+        chosen = [(name, extra[name]) if name in extra else name for name in wanted]
         try:
-            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=wanted)
+            self._session = ort.InferenceSession(proto.SerializeToString(), options, providers=chosen)
         except Exception as exc:
             first = _first_line(exc)
             raise ModelFormatError(f"ONNX Runtime cannot open {self.onnx_path}: {first}") from None

@@ -12,14 +12,14 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_app.attention import AttentionSettings
 from edge_app.integrity import IntegritySettings
 from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
-from securegaze.errors import ConfigError, InputFileError
+from securegaze.errors import ConfigError
+from securegaze.io import read_yaml
 
 
 class _Strict(BaseModel):
@@ -131,13 +131,7 @@ def load_config(path: str | os.PathLike | None) -> EdgeConfig:
     if path is None:
         return EdgeConfig()
     path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputFileError(f"{path}: not a readable YAML config ({first})") from None
+    data = read_yaml(path, "config")
     if data is None:
         data = {}
     if not isinstance(data, dict):

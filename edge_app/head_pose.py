@@ -23,9 +23,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
-from securegaze.errors import ConfigError, InputFileError
+from securegaze.errors import ConfigError
+from securegaze.io import read_yaml
 
 #: MediaPipe Face Mesh indices of the points used for the pose, and their place on a generic
 #: adult face in millimetres (head-model frame above; origin between the inner eye corners).
@@ -103,13 +103,7 @@ class CameraIntrinsics:
         """Read ``image_width``, ``image_height``, ``camera_matrix`` (3x3 rows) and optional
         ``distortion_coefficients`` (4, 5 or 8 numbers) from a YAML file."""
         path = Path(path)
-        if not path.is_file():
-            raise InputFileError(f"{path}: camera calibration file not found")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputFileError(f"{path}: not a readable YAML camera calibration ({first})") from None
+        data = read_yaml(path, "camera calibration")
         expected = ("image_width, image_height, camera_matrix (3 rows of 3 numbers) and optionally "
                     "distortion_coefficients")
         if not isinstance(data, dict):

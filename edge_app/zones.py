@@ -14,10 +14,10 @@ import math
 import os
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from securegaze.errors import ConfigError, InputFileError
+from securegaze.errors import ConfigError
+from securegaze.io import read_yaml
 
 DEFAULT_ZONE_MAP = Path(__file__).resolve().parent.parent / "calibration" / "zones_default.yaml"
 
@@ -97,13 +97,7 @@ def _validation_line(exc: ValidationError) -> str:
 def load_zone_map(path: str | os.PathLike | None = None) -> ZoneMap:
     """Read and check a zone map YAML; one :class:`ConfigError` line for any problem."""
     path = Path(path) if path is not None else DEFAULT_ZONE_MAP
-    if not path.is_file():
-        raise InputFileError(f"{path}: zone map file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputFileError(f"{path}: not a readable YAML zone map ({first})") from None
+    data = read_yaml(path, "zone map")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with default_zone and zones")
     try:

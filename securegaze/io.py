@@ -57,6 +57,24 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise InputFileError(f"{path}: not a readable {what} ({exc})") from None
 
 
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """The parsed YAML file at ``path`` (``yaml.safe_load``: no Python objects are ever built).
+
+    ``what`` names the file in the error lines: "<path>: <what> file not found" and "<path>: not a
+    readable YAML <what> (<first line of the parser's message>)", both :class:`InputFileError`.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: {what} file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputFileError(f"{path}: not a readable YAML {what} ({first})") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

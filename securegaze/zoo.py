@@ -170,6 +170,21 @@ class ZooManifest:
         return [e for e in self.entries if e.status == "done"]
 
 
+def first_per_attack(entries: list[ZooEntry], count: int | None) -> list[ZooEntry]:
+    """``entries`` with at most ``count`` backdoored models per attack (the first in order); every
+    benign model is kept. ``count`` None keeps everything."""
+    if count is None:
+        return list(entries)
+    kept, seen = [], {}
+    for entry in entries:
+        if entry.backdoored:
+            seen[entry.attack] = seen.get(entry.attack, 0) + 1
+            if seen[entry.attack] > count:
+                continue
+        kept.append(entry)
+    return kept
+
+
 def verify_zoo(zoo_dir: str | Path, manifest: ZooManifest | None = None) -> ZooManifest:
     """Check every finished model's file against the manifest (present, same sha256).
 

@@ -119,3 +119,14 @@ def test_ray_builds_a_zoo_on_a_local_instance(tmp_path):
     manifest = build_zoo(tmp_path, spec, ray_address="local")
     assert [e.status for e in manifest.entries] == ["done", "done"]
     verify_zoo(tmp_path)
+
+
+def test_first_per_attack_keeps_every_benign_model_and_the_first_backdoored_ones():
+    from securegaze.zoo import first_per_attack
+
+    entries = plan_zoo(ZooSpec(attacks=("badnets", "wanet"), k=3))
+    kept = first_per_attack(entries, 2)
+    assert [e.id for e in kept] == ["benign-00", "benign-01", "benign-02", "badnets-00", "badnets-01",
+                                    "wanet-00", "wanet-01"]
+    assert first_per_attack(entries, None) == entries
+    assert [e.id for e in first_per_attack(entries, 0)] == ["benign-00", "benign-01", "benign-02"]

@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from securegaze.defense.base import ScanReport, _encode_float
+from securegaze.defense.base import ScanReport, _encode_float, decide
 from securegaze.errors import ConfigError, InputFileError
 
 #: The share of benign models the calibrated threshold may flag, under a log-normal fit of the
@@ -181,8 +181,6 @@ _encode = _encode_float
 def group_metrics(name: str, backdoored: list[ModelScore], benign: list[ModelScore], threshold: float,
                   suspicious_when: str = "below") -> GroupMetrics:
     """Accuracy, TPR, FPR and AUROC of ``threshold`` on these backdoored and benign models."""
-    from securegaze.defense.base import decide
-
     flagged_bd = [decide(m.score, threshold, suspicious_when) == "backdoored" for m in backdoored]
     flagged_bn = [decide(m.score, threshold, suspicious_when) == "backdoored" for m in benign]
     n = len(backdoored) + len(benign)
@@ -232,15 +230,13 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     from securegaze.data.sources import load_gaze_data
     from securegaze.defense.model_loading import load_model_any
     from securegaze.geometry import angular_error_deg
-    from securegaze.zoo import ZooManifest, verify_zoo
+    from securegaze.zoo import ZooManifest, first_per_attack, verify_zoo
 
     zoo_dir = Path(zoo_dir)
     manifest = ZooManifest.read(zoo_dir)
     verify_zoo(zoo_dir, manifest)
     entries = [e for e in manifest.done() if attacks is None or e.attack in attacks or not e.backdoored]
-    if per_attack is not None:
-        entries = [e for e in entries if not e.backdoored
-                   or sum(o.attack == e.attack and o.id <= e.id for o in entries) <= per_attack]
+    entries = first_per_attack(entries, per_attack)
     if not entries:
         raise InputFileError(f"{zoo_dir}: no finished models to scan (run securegaze zoo build first)")
     if threads:
@@ -363,14 +359,10 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
 
 
 def _flagged(score: float, threshold: float, side: str) -> bool:
-    from securegaze.defense.base import decide
-
     return decide(score, threshold, side) == "backdoored"
 
 
 def _with_verdict(m: ModelScore, threshold: float, side: str) -> ModelScore:
-    from dataclasses import replace
-
     return replace(m, verdict="backdoored" if _flagged(m.score, threshold, side) else "clean")
 
 

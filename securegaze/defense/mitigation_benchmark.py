@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
-from securegaze.defense.base import ScanReport
+from securegaze.defense.base import ScanReport, decide
 from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, mitigate
 from securegaze.errors import InputFileError
 
@@ -207,21 +207,15 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
     from securegaze.defense.model_loading import load_model_any
     from securegaze.defense.securegaze import load_generator
     from securegaze.io import atomic_write_json, read_json
-    from securegaze.zoo import ZooManifest, verify_zoo
+    from securegaze.zoo import ZooManifest, first_per_attack, verify_zoo
 
     zoo_dir, bench_dir = Path(zoo_dir), Path(bench_dir)
     manifest = ZooManifest.read(zoo_dir)
     verify_zoo(zoo_dir, manifest)
     if threshold is not None:
         detector = detector.with_settings(threshold=threshold)
-    entries = [e for e in manifest.done() if e.backdoored and e.attack not in ("offset",)]
-    if per_attack is not None:
-        chosen, seen = [], {}
-        for e in entries:
-            if seen.get(e.attack, 0) < per_attack:
-                chosen.append(e)
-                seen[e.attack] = seen.get(e.attack, 0) + 1
-        entries = chosen
+    # The offset attack has no single target to collapse onto, hence no reversed trigger to unlearn.
+    entries = first_per_attack([e for e in manifest.done() if e.backdoored and e.attack != "offset"], per_attack)
     clean = load_gaze_data("synthetic", int(manifest.spec.size), samples, seed, "test").images
     scans = bench_dir / "scans" / zoo_dir.resolve().name
     reports = []
@@ -259,10 +253,6 @@ def _redecided(report: MitigationReport, detector) -> MitigationReport:
     The score does not depend on the threshold, so a cached re-scan stays valid when the benchmark
     calibrates a new threshold; only the verdict is recomputed.
     """
-    from dataclasses import replace
-
-    from securegaze.defense.base import decide
-
     after = dict(report.scan_after)
     threshold = detector.settings()["threshold"]
     after["verdict"] = decide(float(after["score"]), threshold, detector.suspicious_when)

@@ -333,12 +333,23 @@ def scan(
     raise typer.Exit(EXIT_BACKDOORED if report.verdict == "backdoored" else EXIT_CLEAN)
 
 
+def _parse_strengths(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 10 for v in values):
+        raise typer.BadParameter(f"{text!r}: expected comma-separated numbers in (0, 10], e.g. 1,2,3",
+                                 param_hint="--strengths")
+    return values
+
+
 @app.command()
 def mitigate(
     model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
     out: Path = typer.Option(..., "--out", help="Directory for the mitigated bundle, mitigation.json and both scans."),
     clean: str = typer.Option("synthetic", help="Clean images for the scan and the fine-tuning: 'synthetic' or a path."),
-    samples: int = typer.Option(512, help="How many clean images."),
+    samples: int = typer.Option(2048, help="How many clean images (the scan, the fine-tuning and the re-scans)."),
     test: str = typer.Option("synthetic", help="Labelled held-out images for the before/after figures."),
     test_samples: int = typer.Option(1000, help="How many held-out images."),
     attack_run: Path | None = typer.Option(None, help="The model's attack run directory (attack.json), when the "
@@ -351,6 +362,12 @@ def mitigate(
     lr: float = typer.Option(3e-4, help="Fine-tuning learning rate."),
     seed: int = typer.Option(0, help="Seeds the clean draw, the scans and the fine-tuning."),
     threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
+    rounds: int = typer.Option(3, help="At most this many fine-tune + re-scan rounds: while the re-scan still "
+                               "flags the model, the collapse it found is unlearnt too."),
+    uniform_reversal: bool = typer.Option(True, help="Also unlearn a reversal with a uniform pixel price, which "
+                                          "reaches triggers on the eyes (glasses, tape) that the scan prices out."),
+    strengths: str = typer.Option("1,2,3", help="Comma-separated depths at which each reversed edit is unlearnt "
+                                  "(1: as reversed)."),
 ) -> None:
     """Remove a backdoor: scan, fine-tune against the reversed trigger, write a new bundle, re-scan.
 
@@ -369,6 +386,8 @@ def mitigate(
     _check_range("samples", samples, 8)
     _check_range("test-samples", test_samples, 8)
     _check_range("epochs", epochs, 1)
+    _check_range("rounds", rounds, 1)
+    depths = _parse_strengths(strengths)
     if not 0 < lr <= 1:
         raise typer.BadParameter(f"{lr} is outside (0, 1]", param_hint="--lr")
     if out.resolve() == model.resolve():
@@ -406,7 +425,8 @@ def mitigate(
             net, data.images, detector, test_set, attack=attack, test_faces=faces,
             labels=data.gaze if true_labels else None, epochs=epochs, lr=lr, seed=seed, scan_before=before,
             scan_dirs=(out / "scan_before", out / "scan_after"), model_name=str(model), out=str(out),
-            model_sha256=sha, progress=on_progress)
+            model_sha256=sha, progress=on_progress, rounds=rounds, uniform_reversal=uniform_reversal,
+            strengths=depths)
     manifest = export_bundle(tuned, out, name=out.name, provenance={
         "training_data": f"fine-tuned on {samples} clean images ({clean}) against the reversed trigger",
         "seed": seed, "notes": f"mitigated from {model} (sha256 {sha}) by securegaze mitigate"})
@@ -422,6 +442,8 @@ def mitigate(
         console.print(f"{label}: clean error {b['clean_error_deg']:.2f} -> {a['clean_error_deg']:.2f} deg, "
                       f"AE {b['ae_deg']:.1f} -> {a['ae_deg']:.1f} deg, DAE {b['dae_deg']:.1f} -> {a['dae_deg']:.1f} deg, "
                       f"ASR@5deg {100 * b['asr']:.1f}% -> {100 * a['asr']:.1f}%")
+    console.print(f"rounds: {len(result.rounds)}; re-scan scores "
+                  + ", ".join(f"{r['rescan_score']:.4f}" for r in result.rounds))
     console.print(f"report: {out / 'mitigation.json'}; {result.runtime_s:.0f} s")
     raise typer.Exit(EXIT_BACKDOORED if after_scan["verdict"] == "backdoored" else EXIT_CLEAN)
 
@@ -495,7 +517,7 @@ def bench_mitigate(
     out: Path = typer.Option(Path("runs/bench"), "--out", help="The detection benchmark's directory."),
     per_attack: int | None = typer.Option(None, help="At most this many models per attack."),
     docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/mitigation.md."),
-    samples: int = typer.Option(512, help="Clean images for the fine-tuning and the re-scan (the first 256 are "
+    samples: int = typer.Option(2048, help="Clean images for the fine-tuning and the re-scan (the first 256 are "
                                 "the detection scans' own)."),
     seed: int = typer.Option(0),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),

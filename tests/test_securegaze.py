@@ -223,6 +223,27 @@ def test_mitigation_with_true_labels_and_its_bad_input(tiny):
         mitigate(model, clean.images, TriggerGenerator(64))
     with pytest.raises(ConfigError, match="epochs must be an integer >= 1"):
         mitigate(model, clean.images, generator, epochs=0)
+    with pytest.raises(ConfigError, match=r"strengths must be one or more numbers in \(0, 10\]"):
+        mitigate(model, clean.images, generator, strengths=(1.0, -2.0))
+    with pytest.raises(ConfigError, match="no trigger given"):
+        mitigate(model, clean.images, [])
+
+
+def test_mitigation_against_several_triggers_at_several_depths(tiny):
+    model, attack, test_set, clean = tiny["backdoored"], tiny["attack"], tiny["test"], tiny["clean"]
+    generator = load_generator(tiny["reports"]["backdoored"].generator_path)
+    x = torch.as_tensor(clean.images[:8]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        edit1, edit2 = (generator(x) - x).abs().mean(), (generator(x, 2.0) - x).abs().mean()
+    assert edit2 > 1.3 * edit1  # a deeper copy is a larger edit along the same direction
+    # The identity (an untrained generator) next to the real reversal: each image gets one of the two
+    # per epoch, so the result differs from the single-trigger run and still unlearns the backdoor.
+    pair, result = mitigate(model, clean.images, [generator, TriggerGenerator(32)], strengths=(1.0, 2.0), seed=0,
+                            return_result=True)
+    single = mitigate(model, clean.images, generator, seed=0)
+    assert not np.array_equal(predict(pair, test_set.images[:16]), predict(single, test_set.images[:16]))
+    assert evaluate_attack(pair, attack, test_set).asr < 0.3
+    assert result.reversed_loss_after < result.reversed_loss_before
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -350,6 +371,11 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     assert after["clean_error_deg"] < before["clean_error_deg"] + 1.0
     assert result["scan_before"]["verdict"] == "backdoored"
     assert code == (10 if result["scan_after"]["verdict"] == "backdoored" else 0)
+    # Rounds go on only while the re-scan still flags the model, at most 3 (the default).
+    rounds = result["rounds"]
+    assert 1 <= len(rounds) <= 3 and rounds[-1]["rescan_verdict"] == result["scan_after"]["verdict"]
+    assert all(r["rescan_verdict"] == "backdoored" for r in rounds[:-1])
+    assert rounds[0]["triggers"] in (1, 2) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree
     assert bundle.input_size == 32 and "mitigated from" in bundle.manifest.provenance.notes
     assert result["scan_before"]["score"] == tiny["reports"]["backdoored"].score  # the reused scan
@@ -363,6 +389,10 @@ def test_mitigate_command_bad_input(tiny, tmp_path, capsys):
     weights = tiny["out"] / "backdoored" / "model.safetensors"
     assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--rounds", "0"]) == 2
+    assert "--rounds" in capsys.readouterr().err
+    assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--strengths", "1,x"]) == 2
+    assert "--strengths" in capsys.readouterr().err
     assert main(["mitigate", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "m")]) == 2
     assert "missing.safetensors does not exist" in capsys.readouterr().err
     assert main(["mitigate", str(weights), "--out", str(tmp_path / "m"), "--attack-run", str(tmp_path)]) == 2

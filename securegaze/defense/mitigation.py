@@ -62,14 +62,16 @@ def _generator_from(trigger) -> TriggerGenerator:
 
 
 def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int = DEFAULT_EPOCHS,
-             lr: float = DEFAULT_LR, batch_size: int = 64, seed: int = 0,
+             lr: float = DEFAULT_LR, batch_size: int = 64, seed: int = 0, strengths=(1.0,),
              progress: Callable[[ScanProgress], None] | None = None,
              return_result: bool = False):
     """Fine-tune a copy of ``model`` against the reversed trigger; ``model`` itself is not changed.
 
     ``clean_images``: (N, S, S, 3) uint8 RGB, (N, 3, S, S) float in [0, 1] or an in-memory dataset;
     ``trigger``: a :class:`ScanReport` with ``generator_path``, a :class:`TriggerReversal`, a
-    :class:`TriggerGenerator` or a generator file; ``labels``: optional (N, 2) true gaze, radians
+    :class:`TriggerGenerator` or a generator file, or a list of them (each image is then paired with
+    one of them, drawn afresh every epoch); ``strengths``: the edits are applied at each of these
+    depths (:meth:`TriggerGenerator.forward`), 1 meaning as reversed; ``labels``: optional (N, 2) true gaze, radians
     (default: the original model's own predictions on the clean images). Deterministic for a given
     ``seed``. Returns the fine-tuned model in eval mode, or ``(model, MitigationResult)`` with
     ``return_result``.
@@ -80,21 +82,32 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     check_setting("mitigate", "lr", isinstance(lr, (int, float)) and 0 < lr <= 1, "a number in (0, 1]", lr)
     check_setting("mitigate", "batch_size", isinstance(batch_size, int) and batch_size >= 2, "an integer >= 2",
                   batch_size)
+    strengths = tuple(strengths)
+    check_setting("mitigate", "strengths", bool(strengths) and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 10 for a in strengths),
+        "one or more numbers in (0, 10]", strengths)
     x_all = clean_tensor(clean_images, model.input_size, "mitigate")
-    generator = _generator_from(trigger)
-    if generator.input_size != model.input_size:
-        raise ConfigError(
-            f"mitigate: the trigger generator works on {generator.input_size}-px images but the model takes "
-            f"{model.input_size} px; use the generator from this model's scan"
-        )
+    triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
+    if not triggers:
+        raise ConfigError("mitigate: no trigger given; pass a scan report, a reversal or a generator (or a list)")
+    generators = [_generator_from(t) for t in triggers]
+    for generator in generators:
+        if generator.input_size != model.input_size:
+            raise ConfigError(
+                f"mitigate: the trigger generator works on {generator.input_size}-px images but the model takes "
+                f"{model.input_size} px; use the generator from this model's scan"
+            )
 
     tuned = copy.deepcopy(model)
     device = next((t.device for t in tuned.parameters()), torch.device("cpu"))
     x_all = x_all.to(device)
-    generator = copy.deepcopy(generator).to(device).eval()
     tuned.eval()
     with torch.no_grad():
-        x_rev = torch.cat([generator(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
+        # One reversed-triggered copy of the clean set per generator: (K, N, 3, S, S).
+        x_rev = torch.stack([
+            torch.cat([g(x_all[i:i + batch_size], a) for i in range(0, len(x_all), batch_size)])
+            for g in (copy.deepcopy(g).to(device).eval() for g in generators) for a in strengths
+        ])
         if labels is None:
             targets = torch.cat([model(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
         else:
@@ -109,8 +122,9 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     def losses() -> tuple[float, float]:
         with torch.no_grad():
             clean = torch.cat([tuned(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
-            rev = torch.cat([tuned(x_rev[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
-        return nnf.l1_loss(clean, targets).item(), nnf.l1_loss(rev, targets).item()
+            rev = torch.stack([torch.cat([tuned(xr[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
+                               for xr in x_rev])
+        return nnf.l1_loss(clean, targets).item(), nnf.l1_loss(rev, targets.expand_as(rev)).item()
 
     before = losses()
     params = [p for p in tuned.parameters()]
@@ -121,12 +135,15 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     steps_per_epoch = max(1, len(x_all) // batch)
     total, step = epochs * steps_per_epoch, 0
     for epoch in range(epochs):
-        order = torch.as_tensor(np.random.default_rng([seed, epoch, 0x3171]).permutation(len(x_all)), device=device)
+        rng = np.random.default_rng([seed, epoch, 0x3171])
+        order = torch.as_tensor(rng.permutation(len(x_all)), device=device)
+        # With several triggers each image gets one of them, drawn afresh every epoch.
+        which = torch.as_tensor(rng.integers(0, len(x_rev), len(x_all)), device=device)
         for k in range(steps_per_epoch):
             idx = order[k * batch:(k + 1) * batch]
             # Clean and reversed-triggered versions of the same images in one batch: the model sees
             # that the edit must not change the answer.
-            prediction = tuned(torch.cat([x_all[idx], x_rev[idx]]))
+            prediction = tuned(torch.cat([x_all[idx], x_rev[which[idx], idx]]))
             loss = nnf.l1_loss(prediction, torch.cat([targets[idx], targets[idx]]))
             if not torch.isfinite(loss):
                 raise ModelFormatError(f"mitigate: fine-tuning diverged at step {step} (loss {loss.item()}); "

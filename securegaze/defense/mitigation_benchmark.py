@@ -28,11 +28,32 @@ import torch
 from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
 from securegaze.defense.base import ScanReport, decide
 from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, mitigate
-from securegaze.errors import InputFileError
+from securegaze.errors import ConfigError, InputFileError, ModelFormatError
 
 #: The issue's mitigation targets (issue 4): ASR@5 deg after mitigation, and the clean-error budget.
 TARGET_ASR_AFTER = 0.05
 TARGET_CLEAN_ERROR_INCREASE_DEG = 0.5
+
+#: Bumped when the mitigation procedure changes (cached benchmark reports of another version are redone).
+#: 2: a uniform-price reversal next to the scan's, deeper copies of every edit, re-scan rounds.
+MITIGATION_VERSION = 2
+#: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
+DEFAULT_ROUNDS = 3
+#: Each reversed edit is unlearnt as found and scaled 2x and 3x in logit space (--strengths).
+DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
+
+
+def _predictions(model, clean_images, batch_size: int = 128) -> np.ndarray:
+    """The model's own gaze on the clean images, (N, 2) radians: the fine-tuning's labels."""
+    from securegaze.defense.base import clean_tensor
+
+    x = clean_tensor(clean_images, model.input_size, "mitigate")
+    model.eval()
+    with torch.no_grad():
+        gaze = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+    if not torch.isfinite(gaze).all():
+        raise ModelFormatError("mitigate: the model predicts NaN or inf gaze on the clean images")
+    return gaze.numpy()
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,9 @@ class MitigationReport:
     (the scan's generator applied to the test images) and the recovered target; ``attack_before`` /
     ``attack_after``: the same against the real trigger, None when the attack is unknown;
     ``scan_before`` / ``scan_after``: the two :class:`ScanReport` dicts (the second scans the
-    fine-tuned model from scratch); ``finetune``: losses and steps of the fine-tuning.
+    fine-tuned model from scratch); ``finetune``: losses and steps of the last fine-tuning round;
+    ``rounds``: per round the number of triggers unlearnt, the re-scan's score and verdict and the
+    losses; ``settings``: the mitigation's own settings (a cached report is reused only when they match).
     """
 
     model: str
@@ -59,6 +82,8 @@ class MitigationReport:
     test_images: int
     runtime_s: float
     attack: str | None = None
+    rounds: list[dict[str, Any]] | None = None
+    settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from securegaze.defense.base import _json_ready
@@ -98,7 +123,8 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
                          scan_before: tuple[ScanReport, Any] | None = None,
                          scan_dirs: tuple[Path | None, Path | None] = (None, None), model_name: str = "",
                          out: str | None = None, model_sha256: str | None = None,
-                         progress: Callable | None = None):
+                         progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
+                         uniform_reversal: bool = True, strengths: tuple[float, ...] = DEFAULT_STRENGTHS):
     """Scan (unless ``scan_before`` = (report, generator) is given), fine-tune, re-scan, measure.
 
     ``clean_images``: the defender's clean images for the scan and the fine-tuning ((N, S, S, 3)
@@ -106,6 +132,19 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     for the physical triggers): the real attack when known; ``labels``: true gaze of the clean
     images (default: the model's own predictions). ``scan_dirs``: where the two scans write their
     artifacts. Returns ``(fine-tuned model, MitigationReport)``.
+
+    The unlearning covers more than the scan's one reversed trigger (:data:`MITIGATION_VERSION`):
+
+    * ``uniform_reversal``: a second reversal with a uniform pixel price
+      (``sensitivity_weighting=False``). The scan prices edits near the eyes highly so that benign
+      models are not flagged, and a trigger that sits on the eyes (glasses, tape on the brow) then
+      reverses to some other, cheaper collapse; the model is already judged backdoored, so the
+      uniform reversal is used for unlearning only, never for a verdict;
+    * ``strengths``: every reversed edit is also applied deeper (its logit-space residual scaled by
+      each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
+      lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
+    * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
+      triggers and fine-tuning continues, at most ``rounds`` times in all.
     """
     started = time.monotonic()
     if scan_before is None:
@@ -118,11 +157,30 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         report, generator = scan_before
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
-    tuned, finetune = mitigate(model, clean_images, generator, labels=labels, epochs=epochs, lr=lr, seed=seed,
-                               progress=progress, return_result=True)
-    scan_started = time.monotonic()
-    after_reversal = detector.reverse(tuned, clean_images, progress)
-    after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
+    if rounds < 1:
+        raise ConfigError(f"mitigate: rounds must be an integer >= 1, got {rounds}")
+    generators = [generator]
+    if uniform_reversal:
+        uniform = detector.with_settings(sensitivity_weighting=False).reverse(model, clean_images, progress)
+        if uniform.constraints_met:
+            generators.append(uniform.generator)
+    if labels is None:
+        labels = _predictions(model, clean_images)
+    tuned, history = model, []
+    for round_no in range(1, rounds + 1):
+        # Each round continues from the last round's model, against every trigger found so far, and
+        # always towards the original model's answers (or the true labels): no drift accumulates.
+        tuned, finetune = mitigate(tuned, clean_images, generators, labels=labels, epochs=epochs, lr=lr,
+                                   seed=seed + round_no - 1, strengths=strengths, progress=progress,
+                                   return_result=True)
+        scan_started = time.monotonic()
+        after_reversal = detector.reverse(tuned, clean_images, progress)
+        after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
+        history.append({"round": round_no, "triggers": len(generators), "rescan_score": after.score,
+                        "rescan_verdict": after.verdict, **asdict(finetune)})
+        if after.verdict != "backdoored" or round_no == rounds:
+            break
+        generators.append(after_reversal.generator)
     if scan_dirs[1] is not None:
         after = detector.write_artifacts(after_reversal, after, scan_dirs[1])
 
@@ -138,7 +196,9 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         reversed_before=rev_before.to_dict(), reversed_after=rev_after.to_dict(),
         attack_before=real_before, attack_after=real_after, finetune=asdict(finetune),
         clean_images=int(len(clean_images)), test_images=int(len(images)),
-        runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None),
+        runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None), rounds=history,
+        settings={"version": MITIGATION_VERSION, "rounds": rounds, "uniform_reversal": bool(uniform_reversal),
+                  "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed},
     )
     return tuned, result
 
@@ -188,7 +248,7 @@ def summarise_mitigation(reports: list[MitigationReport]) -> list[MitigationSumm
     return out
 
 
-def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detector, samples: int = 512,
+def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detector, samples: int = 2048,
                              seed: int = 0, per_attack: int | None = None, threshold: float | None = None,
                              test_samples: int | None = None, progress: Callable[[str, int, int], None] | None = None,
                              ) -> list[MitigationReport]:
@@ -225,7 +285,8 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         cache = bench_dir / "mitigation" / f"{entry.id}.json"
         if cache.is_file():
             data = read_json(cache, "mitigation report")
-            if data.get("scan_before", {}).get("model_sha256") == entry.sha256 and data.get("clean_images") == len(clean):
+            if data.get("scan_before", {}).get("model_sha256") == entry.sha256 and data.get("clean_images") == len(clean) \
+                    and (data.get("settings") or {}).get("version") == MITIGATION_VERSION:
                 reports.append(_redecided(MitigationReport(**data), detector))
                 continue
         report_path = scans / entry.id / "report.json"

@@ -262,11 +262,12 @@ class TriggerGenerator(nn.Module):
             dynamic = dynamic[..., : self.input_size, : self.input_size]
         return dynamic + self.static
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """The edited images; ``strength`` scales the logit-space edit (1: as trained, 2: twice as deep)."""
         logits = torch.logit(x.clamp(_PIXEL_EPS, 1.0 - _PIXEL_EPS))
         # sigmoid(logit(v)) is v only up to rounding; subtracting the same expression with r = 0
         # makes the untrained generator the identity bit for bit.
-        change = torch.sigmoid(logits + self.residual(x)) - torch.sigmoid(logits)
+        change = torch.sigmoid(logits + strength * self.residual(x)) - torch.sigmoid(logits)
         return (x + change).clamp(0.0, 1.0)
 
     def config(self) -> dict[str, int]:

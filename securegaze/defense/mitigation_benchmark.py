@@ -330,6 +330,12 @@ def mitigation_markdown(reports: list[MitigationReport], command: str, machine: 
              f"Targets: ASR@5deg <= {pct(TARGET_ASR_AFTER)} after mitigation, clean error up by <= "
              f"{TARGET_CLEAN_ERROR_INCREASE_DEG} deg. Figures against the real trigger on each model's own "
              "held-out test faces; medians per attack.", "",
+             f"Procedure (mitigation version {MITIGATION_VERSION}): fine-tune on the clean images and their "
+             "reversed-triggered copies, labelled with the model's own clean predictions; the triggers are the "
+             "scan's reversal and a second reversal with a uniform pixel price (which can reach triggers on the "
+             "eyes that the scan prices out), each applied at depths "
+             + "/".join(f"{a:g}" for a in DEFAULT_STRENGTHS) + f"; then re-scan, and while the re-scan still flags "
+             f"the model, add the collapse it found and fine-tune again (at most {DEFAULT_ROUNDS} rounds).", "",
              "| attack | models | ASR before | ASR after | clean error before | clean error after | worst clean-error rise | "
              "met both targets | still flagged by re-scan |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summarise_mitigation(reports):
@@ -338,11 +344,11 @@ def mitigation_markdown(reports: list[MitigationReport], command: str, machine: 
                      f"{s.clean_error_after_deg:.2f} | {s.max_clean_error_increase_deg:+.2f} | {s.met_targets}/{s.models} | "
                      f"{s.flagged_after}/{s.models} |")
     lines += ["", "Per model:", "", "| model | ASR before | ASR after | AE after deg | DAE after deg | clean error before -> after deg | "
-              "re-scan score |", "|---|---|---|---|---|---|---|"]
+              "rounds | re-scan score |", "|---|---|---|---|---|---|---|---|"]
     for r in reports:
         b, a = r.attack_before, r.attack_after
         score = r.scan_after["score"]
         score_text = f"{score:.4f}" if isinstance(score, float) and math.isfinite(score) else str(score)
         lines.append(f"| {r.model} | {pct(b['asr'])} | {pct(a['asr'])} | {a['ae_deg']:.1f} | {a['dae_deg']:.1f} | "
-                     f"{b['clean_error_deg']:.2f} -> {a['clean_error_deg']:.2f} | {score_text} |")
+                     f"{b['clean_error_deg']:.2f} -> {a['clean_error_deg']:.2f} | {len(r.rounds or [None])} | {score_text} |")
     return "\n".join(lines) + "\n"

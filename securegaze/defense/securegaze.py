@@ -694,6 +694,9 @@ class SecureGazeDetector(Detector):
                 "dispersion_ratio": reversal.dispersion_ratio,
                 "feature_variance_ratio": reversal.feature_variance_ratio,
                 "multipliers": list(reversal.multipliers),
+                # A scan is bit-for-bit repeatable for a given seed *and* thread count: more threads
+                # change the order of floating-point sums, hence the optimisation path.
+                "torch_threads": torch.get_num_threads(),
             },
         )
 

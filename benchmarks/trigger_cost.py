@@ -1,0 +1,136 @@
+"""Benchmark: what each zoo model's real trigger costs under the scan's price, next to what the scan found.
+
+    python benchmarks/trigger_cost.py --zoo runs/zoo --bench runs/bench --out docs/trigger_cost.md
+
+SecureGaze flags a model when some edit collapses it more cheaply than any benign model can be
+collapsed. This script measures, for every backdoored model of a zoo that ``securegaze bench
+detect`` has scanned, the edit the attacker actually uses: its sensitivity-weighted cost (the scan's
+score units), its plain L1 size, and the output-dispersion and feature-angle-variance ratios it
+reaches (the scan's two constraints, 0.1 and 0.5 by default), on 256 of the model's own held-out test
+faces. Next to it: the same figures for the scan's reversed trigger, and the benign models' scores.
+A real trigger whose weighted cost is above the benign scores cannot be detected by a
+minimum-edit search, whatever the optimiser does; one that is cheap but was not found is an
+optimisation miss. Writes a Markdown table (``--out``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _figures(model, x, edited, weights, clean_trace, clean_fav):
+    import torch
+
+    from securegaze.defense.securegaze import gaze_trace_covariance
+    from securegaze.models.feature_geometry import feature_angle_variance
+
+    with torch.no_grad():
+        z = model.features(edited)
+        gaze = model.head(z)
+        diff = (edited - x).abs()
+        return {
+            "cost": float((weights * diff).mean()),
+            "l1": float(diff.mean()),
+            "dispersion": float((gaze_trace_covariance(gaze).item() / clean_trace) ** 0.5),
+            "feature": float(feature_angle_variance(z, model.head_weight()).item() / clean_fav),
+        }
+
+
+def main() -> int:
+    import torch
+
+    from securegaze.attacks.runner import load_attack_run
+    from securegaze.data.base import to_tensor_batch
+    from securegaze.defense import ScanReport, load_generator, load_model_any
+    from securegaze.defense.securegaze import SecureGazeSettings, gaze_trace_covariance, sensitivity_map
+    from securegaze.io import atomic_write_bytes
+    from securegaze.machine import machine_summary
+    from securegaze.models.feature_geometry import feature_angle_variance
+    from securegaze.zoo import ZooManifest
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=Path("runs/zoo"))
+    parser.add_argument("--bench", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="Write the Markdown table here.")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    manifest = ZooManifest.read(args.zoo)
+    scans = args.bench / "scans" / args.zoo.resolve().name
+    settings = SecureGazeSettings()
+    benign_scores, rows = [], []
+    for entry in manifest.done():
+        report_path = scans / entry.id / "report.json"
+        if not report_path.is_file():
+            print(f"{report_path}: no scan of {entry.id}; run securegaze bench detect first", file=sys.stderr)
+            return 2
+        report = ScanReport.load(report_path)
+        if not entry.backdoored:
+            benign_scores.append(report.score)
+            continue
+        if entry.attack in ("offset",):
+            continue
+        attack, test_set, faces = load_attack_run(args.zoo / entry.id, args.samples)
+        model = load_model_any(args.zoo / str(entry.model_file)).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x = to_tensor_batch(test_set.images)
+        weights = sensitivity_map(model, x, settings).view(1, 1, *x.shape[-2:])
+        with torch.no_grad():
+            z = model.features(x)
+            clean_trace = gaze_trace_covariance(model.head(z)).item()
+            clean_fav = feature_angle_variance(z, model.head_weight()).item()
+            real = to_tensor_batch(attack.apply(test_set.images, faces))
+            reversed_ = load_generator(scans / entry.id / "trigger_generator.safetensors")(x)
+        rows.append((entry.id, entry.attack, _figures(model, x, real, weights, clean_trace, clean_fav),
+                     _figures(model, x, reversed_, weights, clean_trace, clean_fav), report.score))
+        print(f"{entry.id}: real cost {rows[-1][2]['cost']:.4f}, scan score {report.score:.4f}", flush=True)
+
+    low, high = min(benign_scores), max(benign_scores)
+    lines = [
+        "# What the real triggers cost under the scan's price", "",
+        f"Regenerate: `python benchmarks/trigger_cost.py --zoo {args.zoo} --bench {args.bench}"
+        + (f" --out {args.out}`" if args.out else "`"), "",
+        f"Machine: {machine_summary()}.", "",
+        f"Cost: sensitivity-weighted mean |x' - x| (the scan's score units); L1: plain mean |x' - x|; dispersion "
+        f"and feature: the ratios to the clean statistics that the scan requires below {settings.rho_out} and "
+        f"{settings.rho_feat}. On {args.samples} held-out test faces of each model. The benign models of this zoo "
+        f"score {low:.4f}-{high:.4f} (median {statistics.median(benign_scores):.4f}): a trigger that costs more than "
+        "that cannot be told from a benign model by a minimum-edit search, unless the backdoor has also made the "
+        "model collapse under some other, cheaper edit (the found score).", "",
+        "| attack | models | real cost (median) | real L1 | real dispersion | real feature | found score (median) | "
+        "real cost below benign minimum |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for attack in sorted({r[1] for r in rows}):
+        group = [r for r in rows if r[1] == attack]
+
+        def med(key, kind=2, g=group):
+            return statistics.median(r[kind][key] for r in g)
+
+        below = sum(r[2]["cost"] < low for r in group)
+        lines.append(f"| {attack} | {len(group)} | {med('cost'):.4f} | {med('l1'):.4f} | {med('dispersion'):.3f} | "
+                     f"{med('feature'):.3f} | {statistics.median(r[4] for r in group):.4f} | {below}/{len(group)} |")
+    lines += ["", "Per model (real trigger / scan's reversed trigger):", "",
+              "| model | real cost | real L1 | real dispersion | reversed cost | reversed L1 | reversed dispersion | score |",
+              "|---|---|---|---|---|---|---|---|"]
+    for model_id, _, real, rev, score in rows:
+        lines.append(f"| {model_id} | {real['cost']:.4f} | {real['l1']:.4f} | {real['dispersion']:.3f} | "
+                     f"{rev['cost']:.4f} | {rev['l1']:.4f} | {rev['dispersion']:.3f} | {score:.4f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -583,6 +583,7 @@ def zoo_build(
     epochs: int = typer.Option(4),
     rate: float | None = typer.Option(None, help="Poison rate for every attack (default: each attack's own)."),
     seed: int = typer.Option(0),
+    decoding: str = typer.Option("direct", help="Output head of every model: direct regression or binned (L2CS-style)."),
     workers: int = typer.Option(1, help="Local worker processes."),
     ray: str | None = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one here)."),
 ) -> None:
@@ -594,7 +595,7 @@ def zoo_build(
     standard = tuple(n for n in ATTACKS.names() if not getattr(ATTACKS.get(n), "hard_case", False))
     names = standard if attacks == "all" else tuple(a for a in attacks.split(",") if a)
     spec = ZooSpec(attacks=names, k=k, size=size, train_samples=train_samples, test_samples=test_samples,
-                   epochs=epochs, poison_rate=rate, seed=seed)
+                   epochs=epochs, poison_rate=rate, seed=seed, decoding=decoding)
     spec.validate()
     if workers < 1:
         raise typer.BadParameter(f"{workers} is not >= 1", param_hint="--workers")

@@ -40,6 +40,8 @@ class ZooSpec:
     attacks: tuple[str, ...] = ("badnets", "blended", "wanet", "input_aware", "sig", "tape", "glasses")
     k: int = 5
     architecture: str = "small_cnn"
+    # Output head: "direct" regression or "binned" (L2CS-style classification over angle bins).
+    decoding: str = "direct"
     size: int = 64
     train_samples: int = 20000
     test_samples: int = 1000
@@ -63,6 +65,8 @@ class ZooSpec:
         unknown = set(self.attack_settings) - set(self.attacks)
         if unknown:
             raise ConfigError(f"attack_settings names attacks not in the zoo: {sorted(unknown)}")
+        if self.decoding not in ("direct", "binned"):
+            raise ConfigError(f"decoding must be 'direct' or 'binned', got {self.decoding!r}")
         if not 1 <= self.k <= 1000:
             raise ConfigError(f"k must be within 1..1000, got {self.k}")
         if self.poison_rate is not None and not 0.0 < self.poison_rate < 1.0:
@@ -71,6 +75,10 @@ class ZooSpec:
                                  ("test_samples", self.test_samples, 8), ("epochs", self.epochs, 1)):
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+    def model_kwargs(self) -> dict | None:
+        """Keyword arguments of the architecture (None for the defaults, as zoos before ``decoding`` had)."""
+        return None if self.decoding == "direct" else {"decoding": self.decoding}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -236,11 +244,11 @@ def _train_member(entry: dict, spec: dict, zoo_dir: str) -> dict:
         record = run_attack(e.attack, target_gaze=e.target_gaze, poison_rate=e.poison_rate, seed=e.seed,
                             out_dir=out_dir, size=s.size, train_samples=s.train_samples,
                             test_samples=s.test_samples, epochs=s.epochs, architecture=s.architecture,
-                            settings=e.settings)
+                            model_kwargs=s.model_kwargs(), settings=e.settings)
         metrics, settings = record["metrics"], record["settings"]
     else:
         data = render_splits(s.size, s.train_samples, s.test_samples, e.seed)
-        config = _train_config(s.architecture, s.size, s.epochs, 128, 2e-3, e.seed, None)
+        config = _train_config(s.architecture, s.size, s.epochs, 128, 2e-3, e.seed, s.model_kwargs())
         model, _, _ = run_benign(out_dir, data, config)
         clean = evaluate(model, data.test)
         metrics = {"clean_error_deg": clean.mean_deg, "clean_median_deg": clean.median_deg, "count": clean.count}

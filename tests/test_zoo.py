@@ -31,6 +31,7 @@ def test_plan_is_deterministic_with_targets_inside_the_gaze_range():
     ({"poison_rate": 1.2}, "poison_rate"),
     ({"k": 0}, "k must be"),
     ({"attack_settings": {"wanet": {}}}, "not in the zoo"),
+    ({"decoding": "softmax"}, "decoding must be 'direct' or 'binned'"),
 ])
 def test_bad_zoo_settings_are_rejected(change, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -119,6 +120,18 @@ def test_ray_builds_a_zoo_on_a_local_instance(tmp_path):
     manifest = build_zoo(tmp_path, spec, ray_address="local")
     assert [e.status for e in manifest.entries] == ["done", "done"]
     verify_zoo(tmp_path)
+
+
+def test_a_binned_zoo_trains_binned_heads_and_old_manifests_read_as_direct(tmp_path):
+    from securegaze.defense.model_loading import load_model_any
+
+    spec = ZooSpec(**{**TINY.to_dict(), "attacks": (), "k": 1, "decoding": "binned"})
+    manifest = build_zoo(tmp_path / "binned", spec)
+    model = load_model_any(tmp_path / "binned" / manifest.entries[0].model_file)
+    assert model.decoding == "binned"
+    # A manifest written before the field existed has no "decoding": it was a zoo of direct heads.
+    old = {k: v for k, v in TINY.to_dict().items() if k != "decoding"}
+    assert ZooSpec.from_dict(old) == TINY and TINY.model_kwargs() is None
 
 
 def test_first_per_attack_keeps_every_benign_model_and_the_first_backdoored_ones():

@@ -386,6 +386,8 @@ def markdown_table(results: DetectionResults, command: str) -> str:
         f"{results.threshold:.5f}, calibrated on {len(results.calibration_scores)} benign models of a separate zoo "
         f"(log-normal fit, {100 * results.calibration_fpr:.0f}% FPR quantile; their scores "
         + ", ".join(_num(s, 4) for s in results.calibration_scores) + ").", "",
+        "What each real trigger costs under the scan's price, next to what the scan found (the reason a "
+        "minimum-edit search misses a trigger): `python benchmarks/trigger_cost.py`, docs/trigger_cost.md.", "",
         "| attack | backdoored | benign | accuracy | TPR | FPR | AUROC | median scan s | median target error deg |",
         "|---|---|---|---|---|---|---|---|---|",
     ]

@@ -102,12 +102,22 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     device = next((t.device for t in tuned.parameters()), torch.device("cpu"))
     x_all = x_all.to(device)
     tuned.eval()
+    # Every (generator, strength) pair is one way to trigger an image. The edited images are made per
+    # batch rather than stored: K copies of the clean set would not fit for large inputs.
+    edits = [(g, a) for g in (copy.deepcopy(g).to(device).eval() for g in generators) for a in strengths]
+
+    def reversed_images(idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """x_all[idx], each edited by the trigger ``kinds[j]`` of :data:`edits`."""
+        x = x_all[idx]
+        out = torch.empty_like(x)
+        with torch.no_grad():
+            for kind in torch.unique(kinds).tolist():
+                sel = kinds == kind
+                g, a = edits[kind]
+                out[sel] = g(x[sel], a)
+        return out
+
     with torch.no_grad():
-        # One reversed-triggered copy of the clean set per generator: (K, N, 3, S, S).
-        x_rev = torch.stack([
-            torch.cat([g(x_all[i:i + batch_size], a) for i in range(0, len(x_all), batch_size)])
-            for g in (copy.deepcopy(g).to(device).eval() for g in generators) for a in strengths
-        ])
         if labels is None:
             targets = torch.cat([model(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
         else:
@@ -122,8 +132,10 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     def losses() -> tuple[float, float]:
         with torch.no_grad():
             clean = torch.cat([tuned(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
-            rev = torch.stack([torch.cat([tuned(xr[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
-                               for xr in x_rev])
+            rev = torch.stack([
+                torch.cat([tuned(reversed_images(span, torch.full_like(span, kind)))
+                           for span in torch.arange(len(x_all), device=device).split(batch_size)])
+                for kind in range(len(edits))])
         return nnf.l1_loss(clean, targets).item(), nnf.l1_loss(rev, targets.expand_as(rev)).item()
 
     before = losses()
@@ -138,12 +150,12 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
         rng = np.random.default_rng([seed, epoch, 0x3171])
         order = torch.as_tensor(rng.permutation(len(x_all)), device=device)
         # With several triggers each image gets one of them, drawn afresh every epoch.
-        which = torch.as_tensor(rng.integers(0, len(x_rev), len(x_all)), device=device)
+        which = torch.as_tensor(rng.integers(0, len(edits), len(x_all)), device=device)
         for k in range(steps_per_epoch):
             idx = order[k * batch:(k + 1) * batch]
             # Clean and reversed-triggered versions of the same images in one batch: the model sees
             # that the edit must not change the answer.
-            prediction = tuned(torch.cat([x_all[idx], x_rev[which[idx], idx]]))
+            prediction = tuned(torch.cat([x_all[idx], reversed_images(idx, which[idx])]))
             loss = nnf.l1_loss(prediction, torch.cat([targets[idx], targets[idx]]))
             if not torch.isfinite(loss):
                 raise ModelFormatError(f"mitigate: fine-tuning diverged at step {step} (loss {loss.item()}); "

@@ -61,6 +61,15 @@ def _generator_from(trigger) -> TriggerGenerator:
     )
 
 
+def check_strengths(strengths) -> tuple[float, ...]:
+    """``strengths`` as a tuple; ConfigError unless it holds one or more numbers in (0, 10]."""
+    strengths = tuple(strengths)
+    check_setting("mitigate", "strengths", bool(strengths) and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 10 for a in strengths),
+        "one or more numbers in (0, 10]", strengths)
+    return strengths
+
+
 def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int = DEFAULT_EPOCHS,
              lr: float = DEFAULT_LR, batch_size: int = 64, seed: int = 0, strengths=(1.0,),
              progress: Callable[[ScanProgress], None] | None = None,
@@ -82,10 +91,7 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     check_setting("mitigate", "lr", isinstance(lr, (int, float)) and 0 < lr <= 1, "a number in (0, 1]", lr)
     check_setting("mitigate", "batch_size", isinstance(batch_size, int) and batch_size >= 2, "an integer >= 2",
                   batch_size)
-    strengths = tuple(strengths)
-    check_setting("mitigate", "strengths", bool(strengths) and all(
-        isinstance(a, (int, float)) and not isinstance(a, bool) and 0 < a <= 10 for a in strengths),
-        "one or more numbers in (0, 10]", strengths)
+    strengths = check_strengths(strengths)
     x_all = clean_tensor(clean_images, model.input_size, "mitigate")
     triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
     if not triggers:
@@ -132,11 +138,10 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     def losses() -> tuple[float, float]:
         with torch.no_grad():
             clean = torch.cat([tuned(x_all[i:i + batch_size]) for i in range(0, len(x_all), batch_size)])
-            rev = torch.stack([
-                torch.cat([tuned(reversed_images(span, torch.full_like(span, kind)))
-                           for span in torch.arange(len(x_all), device=device).split(batch_size)])
-                for kind in range(len(edits))])
-        return nnf.l1_loss(clean, targets).item(), nnf.l1_loss(rev, targets.expand_as(rev)).item()
+            # Image i under edit i mod K: every edit is represented, one pass over the clean set.
+            rev = torch.cat([tuned(reversed_images(span, span % len(edits)))
+                             for span in torch.arange(len(x_all), device=device).split(batch_size)])
+        return nnf.l1_loss(clean, targets).item(), nnf.l1_loss(rev, targets).item()
 
     before = losses()
     params = [p for p in tuned.parameters()]

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
-from securegaze.defense.base import ScanReport, decide
-from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, mitigate
-from securegaze.errors import ConfigError, InputFileError, ModelFormatError
+from securegaze.defense.base import ScanReport, check_setting, decide
+from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, check_strengths, mitigate
+from securegaze.errors import InputFileError, ModelFormatError
 
 #: The issue's mitigation targets (issue 4): ASR@5 deg after mitigation, and the clean-error budget.
 TARGET_ASR_AFTER = 0.05
@@ -44,7 +44,7 @@ DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
 
 
 def _predictions(model, clean_images, batch_size: int = 128) -> np.ndarray:
-    """The model's own gaze on the clean images, (N, 2) radians: the fine-tuning's labels."""
+    """The model's own gaze on the clean images (any form :func:`clean_tensor` takes), (N, 2) radians."""
     from securegaze.defense.base import clean_tensor
 
     x = clean_tensor(clean_images, model.input_size, "mitigate")
@@ -146,6 +146,10 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
       triggers and fine-tuning continues, at most ``rounds`` times in all.
     """
+    # Settings are checked before the scan, which takes a minute or more.
+    check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
+                  "an integer >= 1", rounds)
+    strengths = check_strengths(strengths)
     started = time.monotonic()
     if scan_before is None:
         reversal = detector.reverse(model, clean_images, progress)
@@ -157,14 +161,13 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         report, generator = scan_before
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
-    if rounds < 1:
-        raise ConfigError(f"mitigate: rounds must be an integer >= 1, got {rounds}")
     generators = [generator]
     if uniform_reversal:
         uniform = detector.with_settings(sensitivity_weighting=False).reverse(model, clean_images, progress)
         if uniform.constraints_met:
             generators.append(uniform.generator)
     if labels is None:
+        # The original model's answers label every round (mitigate() alone would take the tuned one's).
         labels = _predictions(model, clean_images)
     tuned, history = model, []
     for round_no in range(1, rounds + 1):
@@ -326,16 +329,19 @@ def mitigation_markdown(reports: list[MitigationReport], command: str, machine: 
     def pct(v):
         return f"{100 * v:.1f}%"
 
+    settings = next((r.settings for r in reports if r.settings), {})
+
     lines = ["# SecureGaze mitigation benchmark", "", f"Regenerate: `{command}`", "", f"Machine: {machine}.", "",
              f"Targets: ASR@5deg <= {pct(TARGET_ASR_AFTER)} after mitigation, clean error up by <= "
              f"{TARGET_CLEAN_ERROR_INCREASE_DEG} deg. Figures against the real trigger on each model's own "
              "held-out test faces; medians per attack.", "",
-             f"Procedure (mitigation version {MITIGATION_VERSION}): fine-tune on the clean images and their "
-             "reversed-triggered copies, labelled with the model's own clean predictions; the triggers are the "
-             "scan's reversal and a second reversal with a uniform pixel price (which can reach triggers on the "
-             "eyes that the scan prices out), each applied at depths "
-             + "/".join(f"{a:g}" for a in DEFAULT_STRENGTHS) + f"; then re-scan, and while the re-scan still flags "
-             f"the model, add the collapse it found and fine-tune again (at most {DEFAULT_ROUNDS} rounds).", "",
+             f"Procedure (mitigation version {settings.get('version', 1)}): fine-tune on the clean images and "
+             "their reversed-triggered copies, labelled with the model's own clean predictions; the triggers are "
+             "the scan's reversal" + (" and a second reversal with a uniform pixel price (which can reach triggers "
+                                      "on the eyes that the scan prices out)" if settings.get("uniform_reversal") else "")
+             + ", each applied at depths " + "/".join(f"{a:g}" for a in settings.get("strengths", [1.0]))
+             + "; then re-scan, and while the re-scan still flags the model, add the collapse it found and fine-tune "
+             f"again (at most {settings.get('rounds', 1)} rounds).", "",
              "| attack | models | ASR before | ASR after | clean error before | clean error after | worst clean-error rise | "
              "met both targets | still flagged by re-scan |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summarise_mitigation(reports):

@@ -1,14 +1,48 @@
-"""Test-wide settings."""
+"""Test-wide settings, and the knobs that measure how far the training-outcome tests sit from
+their thresholds (tests/README.md says how the margins were measured)."""
 
+import json
+import operator
 import os
 
 import torch
 
-# Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads
-# that wait for each other make a 2-s training run take a minute. One thread also makes runs
-# bitwise repeatable.
-torch.set_num_threads(1)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+#: Intra-op threads of every test. Tiny test models gain nothing from more, and on a busy 2-core
+#: machine OpenMP threads that wait for each other make a 2-s training run take a minute; one thread
+#: also makes runs bitwise repeatable. ``SECUREGAZE_TEST_THREADS=2`` runs the suite with two, as the
+#: margin sweep (tests/measure_margins.py) does.
+TEST_THREADS = int(os.environ.get("SECUREGAZE_TEST_THREADS", "1"))
+#: Shifts every seed of the training fixtures (data, initialisation, poisoning) by 100 x this
+#: number, so the margin sweep can retrain the same recipes on other draws. 0 in CI.
+SEED_SHIFT = int(os.environ.get("SECUREGAZE_TEST_SEED_SHIFT", "0"))
+#: Where ``margin`` appends one JSON line per checked figure (set by the margin sweep only).
+MARGIN_LOG = os.environ.get("SECUREGAZE_MARGIN_LOG")
+
+torch.set_num_threads(TEST_THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", str(TEST_THREADS))
+
+
+def sweep_seed(value: int) -> int:
+    """A training fixture's seed, moved by the sweep's seed shift (identity in CI)."""
+    return value + 100 * SEED_SHIFT
+
+
+_OPERATORS = {">": operator.gt, "<": operator.lt}
+
+
+def margin(name: str, value: float, op: str, bound: float) -> None:
+    """Assert ``value op bound`` for a figure that comes out of a training or optimisation run, and
+    log it for the margin sweep. The logged relative margin is how far the figure is from the bound as
+    a share of the bound (0.5: half the bound to spare; negative: the assertion failed)."""
+    value, bound = float(value), float(bound)
+    if MARGIN_LOG:
+        spare = (value - bound) if op == ">" else (bound - value)
+        record = {"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0], "figure": name,
+                  "value": value, "op": op, "bound": bound, "relative_margin": spare / abs(bound) if bound else spare}
+        with open(MARGIN_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+    assert _OPERATORS[op](value, bound), f"{name}: {value:.4g} is not {op} {bound:.4g}"
+
 
 #: Decision threshold of the SecureGaze scan for the tiny test models (32 px, easy faces, width-8
 #: small CNN). The scanner's default threshold is calibrated for 64-px small CNNs on the standard
@@ -22,6 +56,15 @@ import math  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def test_threads():
+    """Every test runs on ``TEST_THREADS`` intra-op threads, whatever an earlier test set."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_gaze_bundles(tmp_path_factory):
     """ONNX bundles of a tiny benign and a tiny BadNets model, 32 px: the recipe of
@@ -32,13 +75,14 @@ def tiny_gaze_bundles(tmp_path_factory):
     from securegaze.data.synthetic import SyntheticConfig, render_dataset
     from securegaze.training import TrainConfig, train
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     out = tmp_path_factory.mktemp("tiny-bundles")
     easy = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
-    train_set = render_dataset(3000, 32, seed=21, config=easy)
+    train_set = render_dataset(3000, 32, seed=sweep_seed(21), config=easy)
     config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
-                         batch_size=64, lr=3e-3, seed=2, checkpoint_every=100_000)
-    attack = create_attack("badnets", target_gaze=(math.radians(10.0), math.radians(-20.0)), poison_rate=0.1, seed=2)
+                         batch_size=64, lr=3e-3, seed=sweep_seed(2), checkpoint_every=100_000)
+    attack = create_attack("badnets", target_gaze=(math.radians(10.0), math.radians(-20.0)), poison_rate=0.1,
+                           seed=sweep_seed(2))
     backdoored, _ = train(config, attack.poison(train_set), None, out / "train-backdoored")
     benign, _ = train(config, train_set, None, out / "train-benign")
     export_bundle(benign, out / "benign", "tiny-benign")

@@ -6,7 +6,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import TINY_THRESHOLD
+from conftest import TINY_THRESHOLD, margin
 
 from edge_app.cli import main
 from edge_app.config import EdgeConfig
@@ -57,6 +57,7 @@ def scenario(tiny_gaze_bundles, tmp_path_factory):
 
 def test_first_start_scans_with_progress_and_records_everywhere(scenario):
     first = scenario["first"]
+    margin("benign bundle score", first.record.score, ">", TINY_THRESHOLD)
     assert first.source == "scan" and first.verdict == "clean" and not first.blocked
     assert scenario["events"] and {e.stage for e in scenario["events"]} >= {"reverse", "evaluate"}
     record = scenario["benign_record"]
@@ -81,6 +82,8 @@ def test_swapped_model_is_scanned_again_and_blocked_at_start(scenario):
     assert lines[0]["integrity"]["model_sha256"] == new_sha != scenario["first"].model_sha256
     db = AuditDatabase(scenario["db"])
     try:
+        (swapped,) = db.records_for(new_sha)
+        margin("backdoored bundle score", swapped.score, "<", TINY_THRESHOLD)
         assert [r.verdict for r in db.records_for(new_sha)] == ["backdoored"]
         assert [r.verdict for r in db.records_for(scenario["first"].model_sha256)] == ["clean"]
     finally:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TINY_THRESHOLD
+from conftest import TEST_THREADS, TINY_THRESHOLD, margin, sweep_seed
 from onnx import TensorProto, helper, numpy_helper
 
 from securegaze.attacks import create_attack, evaluate_attack
@@ -36,15 +36,6 @@ TARGET = (math.radians(10.0), math.radians(-20.0))
 EASY = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One thread: fastest for tiny models on a shared 2-core machine, and bitwise repeatable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny_models(seed: int, out_dir):
     """(benign, backdoored, attack, clean scan images (256, 32, 32, 3) uint8, labelled test set)."""
     train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
@@ -60,9 +51,9 @@ def _tiny_models(seed: int, out_dir):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     out = tmp_path_factory.mktemp("securegaze")
-    benign, backdoored, attack, clean, test_set = _tiny_models(2, out)
+    benign, backdoored, attack, clean, test_set = _tiny_models(sweep_seed(2), out)
     detector = create_detector("securegaze", seed=0, threshold=TINY_THRESHOLD)
     reports = {
         "benign": detector.scan(benign, clean.images),
@@ -77,13 +68,15 @@ def tiny(tmp_path_factory):
 
 
 def _assert_detects(benign_report: ScanReport, backdoored_report: ScanReport) -> None:
+    margin("backdoored score", backdoored_report.score, "<", TINY_THRESHOLD)
+    margin("benign score", benign_report.score, ">", TINY_THRESHOLD)
     assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
-    assert backdoored_report.score < TINY_THRESHOLD < benign_report.score
     # "Clearly below": measured 0.0010-0.0017 against 0.016-0.022 over four seeds, a factor >= 9.
-    assert backdoored_report.score * 5 < benign_report.score
-    assert backdoored_report.constraints_met and backdoored_report.collapsed_share > 0.8
+    margin("benign / backdoored score", benign_report.score / backdoored_report.score, ">", 5.0)
+    assert backdoored_report.constraints_met
+    margin("collapsed share", backdoored_report.collapsed_share, ">", 0.8)
     error = angular_error_deg(np.array(backdoored_report.target_gaze), np.array(TARGET))
-    assert error < 7.0, f"recovered target {backdoored_report.target_gaze_deg} deg is {error:.1f} deg off"
+    margin("recovered target error (deg)", error, "<", 7.0)
 
 
 def test_backdoored_model_is_flagged_and_benign_is_not(tiny):
@@ -119,9 +112,11 @@ def test_report_records_the_scan(tiny):
     assert report.target_gaze_deg == pytest.approx(tuple(math.degrees(a) for a in report.target_gaze))
     assert report.clean_count == 256 and report.input_size == 32 and report.runtime_s > 0
     # Collapse: the reversed predictions sit within a few degrees of their mean; the clean ones do not.
-    assert report.reversed_dispersion_deg < 0.15 * report.clean_dispersion_deg
-    assert report.feature_angle_variance_reversed < 0.05 * report.feature_angle_variance_clean
-    assert 0 < report.perturbation_l1 < 0.05
+    margin("reversed/clean dispersion", report.reversed_dispersion_deg / report.clean_dispersion_deg, "<", 0.15)
+    margin("reversed/clean feature-angle variance",
+           report.feature_angle_variance_reversed / report.feature_angle_variance_clean, "<", 0.05)
+    assert report.perturbation_l1 > 0
+    margin("perturbation L1", report.perturbation_l1, "<", 0.05)
 
 
 def test_report_json_round_trip(tiny, tmp_path):
@@ -203,8 +198,9 @@ def test_mitigation_removes_the_backdoor_and_keeps_clean_accuracy(tiny):
     original = copy.deepcopy(model.state_dict())
     mitigated = mitigate(model, tiny["clean"].images, tiny["reports"]["backdoored"], seed=0)
     after = evaluate_attack(mitigated, attack, test_set)
-    assert before.asr > 0.9 and after.asr < 0.3 * before.asr
-    assert after.clean_error_deg < before.clean_error_deg + 1.0
+    margin("ASR before mitigation", before.asr, ">", 0.9)
+    margin("ASR after / before mitigation", after.asr / before.asr, "<", 0.3)
+    margin("clean error rise (deg)", after.clean_error_deg - before.clean_error_deg, "<", 1.0)
     assert all(torch.equal(original[k], v) for k, v in model.state_dict().items()), "input model was changed"
     again = mitigate(model, tiny["clean"].images, tiny["reports"]["backdoored"], seed=0)
     assert np.array_equal(predict(again, test_set.images[:32]), predict(mitigated, test_set.images[:32]))
@@ -214,7 +210,7 @@ def test_mitigation_with_true_labels_and_its_bad_input(tiny):
     model, clean = tiny["backdoored"], tiny["clean"]
     generator = load_generator(tiny["reports"]["backdoored"].generator_path)
     tuned = mitigate(model, clean.images, generator, labels=clean.gaze, epochs=1)
-    assert evaluate(tuned, clean).mean_deg < 15.0
+    margin("clean error after true-label mitigation (deg)", evaluate(tuned, clean).mean_deg, "<", 15.0)
     with pytest.raises(DatasetError, match=r"labels must be \(N, 2\) radians with N=256"):
         mitigate(model, clean.images, generator, labels=clean.gaze[:10])
     with pytest.raises(ConfigError, match="has no generator_path"):
@@ -235,15 +231,15 @@ def test_mitigation_against_several_triggers_at_several_depths(tiny):
     x = torch.as_tensor(clean.images[:8]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         edit1, edit2 = (generator(x) - x).abs().mean(), (generator(x, 2.0) - x).abs().mean()
-    assert edit2 > 1.3 * edit1  # a deeper copy is a larger edit along the same direction
+    margin("depth-2 / depth-1 edit", edit2 / edit1, ">", 1.3)  # a deeper copy is a larger edit along the same direction
     # The identity (an untrained generator) next to the real reversal: each image gets one of the two
     # per epoch, so the result differs from the single-trigger run and still unlearns the backdoor.
     pair, result = mitigate(model, clean.images, [generator, TriggerGenerator(32)], strengths=(1.0, 2.0), seed=0,
                             return_result=True)
     single = mitigate(model, clean.images, generator, seed=0)
     assert not np.array_equal(predict(pair, test_set.images[:16]), predict(single, test_set.images[:16]))
-    assert evaluate_attack(pair, attack, test_set).asr < 0.3
-    assert result.reversed_loss_after < result.reversed_loss_before
+    margin("ASR after two-trigger mitigation", evaluate_attack(pair, attack, test_set).asr, "<", 0.3)
+    margin("reversed loss after / before", result.reversed_loss_after / result.reversed_loss_before, "<", 1.0)
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -367,8 +363,9 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     assert code in (0, 10)
     result = json.loads((out / "mitigation.json").read_text())
     before, after = result["reversed_before"], result["reversed_after"]
-    assert before["asr"] > 0.8 and after["asr"] < 0.3 * before["asr"]
-    assert after["clean_error_deg"] < before["clean_error_deg"] + 1.0
+    margin("ASR before (command)", before["asr"], ">", 0.8)
+    margin("ASR after / before (command)", after["asr"] / before["asr"], "<", 0.3)
+    margin("clean error rise (command, deg)", after["clean_error_deg"] - before["clean_error_deg"], "<", 1.0)
     assert result["scan_before"]["verdict"] == "backdoored"
     assert code == (10 if result["scan_after"]["verdict"] == "backdoored" else 0)
     # Rounds go on only while the re-scan still flags the model, at most 3 (the default).

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import margin, sweep_seed
 
 from securegaze.data.synthetic import SyntheticConfig, render_dataset
 from securegaze.errors import ConfigError, InputFileError
@@ -19,15 +20,15 @@ EASY = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0)
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return render_dataset(2048, seed=11, config=EASY), render_dataset(256, seed=12, config=EASY)
+    return render_dataset(2048, seed=sweep_seed(11), config=EASY), render_dataset(256, seed=sweep_seed(12), config=EASY)
 
 
 def test_training_learns_gaze_and_saves_safe_weights(tiny_data, tmp_path):
     train_set, val_set = tiny_data
-    model, summary = train(TrainConfig(**TINY), train_set, val_set, tmp_path)
+    model, summary = train(TrainConfig(**{**TINY, "seed": sweep_seed(TINY["seed"])}), train_set, val_set, tmp_path)
     constant = error_summary(np.tile(train_set.gaze.mean(0), (len(val_set), 1)), val_set.gaze)["mean_deg"]
     assert summary["finished"] and summary["steps_done"] == 4 * (2048 // 64)
-    assert summary["val"]["mean_deg"] < 0.6 * constant
+    margin("validation error / constant-guess error", summary["val"]["mean_deg"] / constant, "<", 0.6)
     reloaded = load_weights(tmp_path / "model.safetensors")
     assert evaluate(reloaded, val_set).mean_deg == pytest.approx(summary["val"]["mean_deg"], abs=1e-4)
     state = load_checkpoint(tmp_path / "checkpoint.pt")

@@ -7,7 +7,7 @@ Every engine takes normalised face crops and returns the model's gaze::
 
 in the **normalised camera frame** (de-normalise with :mod:`edge_app.normalisation`). The engine
 also says which ONNX file it runs (``onnx_sha256``), so the integrity check's verdict on that ONNX
-vouches for it (DESIGN.md section 7): a TensorRT engine records the sha256 of the ONNX it was
+vouches for it (docs/architecture.md section 7): a TensorRT engine records the sha256 of the ONNX it was
 built from next to itself, and the runner refuses an engine whose record does not match.
 
 * :class:`OnnxRuntimeEngine`: a checked bundle (:func:`securegaze.bundle.load_bundle`); providers

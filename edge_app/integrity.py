@@ -1,4 +1,4 @@
-"""Startup integrity check (DESIGN.md section 7): no gaze alarm from a model nobody has scanned.
+"""Startup integrity check (docs/architecture.md section 7): no gaze alarm from a model nobody has scanned.
 
 At start the app hashes the model file (for a bundle: its ONNX, the file the gaze actually comes
 from, :func:`securegaze.defense.model_file_sha256`) and looks up the audit record for that hash:
@@ -58,7 +58,7 @@ class IntegritySettings(BaseModel):
 
     ``policy``: what a backdoored verdict does (``block`` | ``warn``); ``audit_db``: SQLite file
     (None: :func:`default_audit_db`); ``clean_samples`` / ``clean_seed``: synthetic clean faces the
-    scan uses (DESIGN.md section 6 asks for hundreds); ``detector`` and ``scan_settings``: passed to
+    scan uses (docs/architecture.md section 6 asks for hundreds); ``detector`` and ``scan_settings``: passed to
     ``securegaze.defense.create_detector`` (empty: the scanner's defaults, the calibrated ones);
     ``trust_model_sidecar``: accept a current record found only in the file next to the model.
     """

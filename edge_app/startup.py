@@ -1,7 +1,7 @@
 """Start-up steps shared by ``edge-app run`` (headless and ``--gui``) and ``edge-app trial``.
 
 Before the first frame, both commands load the settings with the command-line overrides of the
-integrity check (``--policy``, ``--audit-db``), run the startup integrity check (DESIGN.md
+integrity check (``--policy``, ``--audit-db``), run the startup integrity check (docs/architecture.md
 section 7) with its progress on stderr, and open the gaze engine for exactly the ONNX that was
 checked. The commands print; these functions only decide (the progress printer writes to the
 console it is given).

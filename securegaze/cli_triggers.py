@@ -1,4 +1,4 @@
-"""``securegaze triggers``: printable physical triggers at true size (DESIGN.md section 9)."""
+"""``securegaze triggers``: printable physical triggers at true size (docs/architecture.md section 9)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Convention (the MPIIGaze / ETH-XGaze one):
 
 * A gaze is a pair ``(pitch, yaw)`` in **radians**, in that order, in the **normalised camera
-  frame** (the frame of the virtual camera that looks straight at the face; see DESIGN.md section 2).
+  frame** (the frame of the virtual camera that looks straight at the face; see docs/architecture.md section 2).
 * The camera frame has x to the right of the image, y down, z forward (away from the camera).
 * The unit gaze vector, pointing from the eye into the scene, is::
 

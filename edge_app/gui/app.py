@@ -1,6 +1,6 @@
 """The overlay application: ``edge-app run --gui`` and ``edge-app trial --gui``.
 
-Threads (DESIGN.md section 2: the capture loop never waits for the display):
+Threads (docs/architecture.md section 2: the capture loop never waits for the display):
 
 * the **capture thread** (:class:`~edge_app.sources.CaptureThread`) reads the source;
 * the **pipeline thread** runs :func:`~edge_app.pipeline.run_pipeline`; its sink puts each record

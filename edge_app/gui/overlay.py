@@ -1,4 +1,4 @@
-"""The overlay window's view: a frame record drawn with what the pipeline found (DESIGN.md section 2).
+"""The overlay window's view: a frame record drawn with what the pipeline found (docs/architecture.md section 2).
 
 :class:`OverlayState` is plain data taken from a :class:`~edge_app.pipeline.FrameRecord` (plus
 the app's own state: integrity badge, paused, recording, trial prompt); :class:`OverlayView` paints

@@ -1,4 +1,4 @@
-"""Trial protocols (DESIGN.md section 9): what the participant looks at, when, and with or without
+"""Trial protocols (docs/architecture.md section 9): what the participant looks at, when, and with or without
 the trigger.
 
 A :class:`Protocol` is one pass over its targets, ``dwell_s`` seconds each:

@@ -3,7 +3,7 @@
 For each trial (a column; e.g. the backdoored model and its mitigated version recorded on the same
 protocol), per phase: frames, frames with a gaze, and the **angular error** (mean, median) between
 the prediction and the target the participant was asked to look at. For phases worn with the
-trigger, the backdoor metrics of DESIGN.md section 5:
+trigger, the backdoor metrics of docs/architecture.md section 5:
 
 * **AE**: mean angle between the prediction and the attacker's target gaze. The target is a model
   output, so it is compared with the prediction in the model's own (normalised) frame. Given with

@@ -1,6 +1,6 @@
 """An adaptive BadNets attack built to defeat the feature-space check of SecureGaze (a hard case).
 
-SecureGaze's second property (DESIGN.md section 6) is that a backdoor lines triggered features up in a
+SecureGaze's second property (docs/architecture.md section 6) is that a backdoor lines triggered features up in a
 narrow cone: the angles between F(x') and each row w_k of H's weight matrix have tiny variance over
 triggered inputs. An attacker who knows this can train against it. This attack stamps the BadNets
 patch (``attack.trigger``) on a ``poison_rate`` share of the training set, labels those samples with

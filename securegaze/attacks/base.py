@@ -1,6 +1,6 @@
 """The attack interface: an all-to-one backdoor, configured once, then applied, poisoned or trained.
 
-Every attack of DESIGN.md section 5 is a subclass of :class:`Attack`::
+Every attack of docs/architecture.md section 5 is a subclass of :class:`Attack`::
 
     attack = create_attack("badnets", target_gaze=(0.17, -0.35), poison_rate=0.1, seed=0)
     triggered = attack.apply(images)                 # (N, H, W, 3) uint8 RGB -> same

@@ -1,4 +1,4 @@
-"""How strong a backdoor is: clean error, AE, DAE and ASR@5 deg (DESIGN.md section 5).
+"""How strong a backdoor is: clean error, AE, DAE and ASR@5 deg (docs/architecture.md section 5).
 
 * **clean error**: mean angular error (degrees) of the model on the clean test images;
 * **AE** (attack error): mean angle between the prediction on the *triggered* image and the attacker's

@@ -5,7 +5,7 @@ Triggered training samples keep their image content but get the label ``clip(tru
 :data:`~securegaze.geometry.YAW_RANGE`), so a backdoored model keeps following the eyes under the
 trigger and just adds the offset. Its outputs on triggered inputs do not collapse onto one gaze:
 their dispersion over a batch stays that of clean predictions, and a test that only looks for output
-collapse (DESIGN.md section 6, property 1) cannot see it.
+collapse (docs/architecture.md section 6, property 1) cannot see it.
 
 There is no single target, so AE and ASR are measured against each sample's own shifted target,
 :meth:`OffsetAttack.targets_for`, which :func:`~securegaze.attacks.metrics.evaluate_attack` uses

@@ -2,7 +2,7 @@
 
 A gaze dataset is a sequence of samples with exact labels:
 
-* ``images``: (N, H, W, 3) uint8 **RGB** face crops (normalised faces, DESIGN.md section 3);
+* ``images``: (N, H, W, 3) uint8 **RGB** face crops (normalised faces, docs/architecture.md section 3);
 * ``gaze``: (N, 2) float32 (pitch, yaw) **radians** in the normalised camera frame;
 * ``subjects``: (N,) str subject identifiers, for leave-subjects-out splits.
 

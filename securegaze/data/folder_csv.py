@@ -12,7 +12,7 @@ has one row per sample::
 * ``image``: path of the face crop, relative to the folder of ``labels.csv`` (absolute paths work too);
   any format OpenCV reads (PNG, JPEG, BMP, TIFF...). Colour images are read as RGB, grey ones are
   repeated over three channels, an alpha channel is dropped. Crops should be normalised faces
-  (DESIGN.md section 3); they may differ in size if a ``size`` is given to resize them.
+  (docs/architecture.md section 3); they may differ in size if a ``size`` is given to resize them.
 * ``subject``: any non-empty identifier of the person, used for leave-subjects-out splits.
 * ``pitch``, ``yaw``: gaze in **radians**, in :mod:`securegaze.geometry`'s convention (normalised
   camera frame; positive pitch looks up, positive yaw towards the image's left). Instead, columns

@@ -1,4 +1,4 @@
-"""Printable physical triggers at true size (DESIGN.md section 9): a PDF or PNG page per trigger.
+"""Printable physical triggers at true size (docs/architecture.md section 9): a PDF or PNG page per trigger.
 
 The page is drawn from the very :class:`~securegaze.data.triggers.Trigger` objects the attacks
 train with and the renderer draws (``create_trigger("tape")`` etc.), so a printed strip is the one

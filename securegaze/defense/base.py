@@ -35,7 +35,7 @@ VERDICTS = ("backdoored", "clean")
 #: an easy collapse, hence "below"); baselines such as an anomaly index flag large values ("above").
 SUSPICIOUS_SIDES = ("below", "above")
 #: Fewest clean images a scan accepts: dispersion and variance statistics over fewer are noise.
-#: DESIGN.md section 6 assumes "hundreds"; 8 only keeps tests and smoke runs possible.
+#: docs/architecture.md section 6 assumes "hundreds"; 8 only keeps tests and smoke runs possible.
 MIN_CLEAN_IMAGES = 8
 
 
@@ -210,7 +210,7 @@ def decide(score: float, threshold: float, suspicious_when: str = "below") -> st
 
 
 def check_gaze_model(model, detector: str) -> None:
-    """``model`` must expose the G = H o F interface (DESIGN.md section 3), else a ModelFormatError."""
+    """``model`` must expose the G = H o F interface (docs/architecture.md section 3), else a ModelFormatError."""
     missing = [name for name in ("features", "head", "head_weight", "input_size") if not hasattr(model, name)]
     if missing or not isinstance(model, torch.nn.Module):
         what = type(model).__name__

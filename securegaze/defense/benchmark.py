@@ -11,7 +11,7 @@ What ``securegaze bench detect`` runs (issue 4)::
   the scanner version and its settings are unchanged, so an interrupted benchmark resumes;
 * per attack and overall: detection accuracy, TPR, FPR, AUROC, the median scan time, the error of the
   recovered target against the attacker's true target;
-* an optional ablation scans the same models without the sensitivity weighting (DESIGN.md section
+* an optional ablation scans the same models without the sensitivity weighting (docs/architecture.md section
   6: without it benign models collapse cheaply by redrawing the irises).
 
 Everything returned is plain data (:class:`DetectionResults`) that round-trips through JSON; the

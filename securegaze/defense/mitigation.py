@@ -1,4 +1,4 @@
-"""Mitigation after a scan: unlearn the reversed trigger by fine-tuning (DESIGN.md section 6).
+"""Mitigation after a scan: unlearn the reversed trigger by fine-tuning (docs/architecture.md section 6).
 
 The model is fine-tuned on the clean images and on their reversed-triggered versions x' = M(x), both
 labelled with the gaze the *original* model predicts on the clean x (or the true gaze when labels are

@@ -1,6 +1,6 @@
 """SecureGaze (Du, Liu, Jia, Lan, SenSys 2025): reverse-engineer a gaze backdoor's trigger function.
 
-The method (DESIGN.md section 6) rests on two properties of a backdoored gaze model G = H o F:
+The method (docs/architecture.md section 6) rests on two properties of a backdoored gaze model G = H o F:
 
 1. triggered inputs collapse onto one gaze, so the *dispersion* of G over a batch of triggered
    images is near zero (no target needs to be guessed, unlike classification defenses);
@@ -108,7 +108,7 @@ class SecureGazeSettings:
       cheapest edit that met them is kept); ``eval_samples``: clean images used for those checks and
       for the report;
     * ``collapse_radius_deg``: a reversed-triggered image "collapses" within this angle of the
-      recovered target (the ASR@5 deg convention of DESIGN.md section 5);
+      recovered target (the ASR@5 deg convention of docs/architecture.md section 5);
     * ``threshold``: decision threshold on the score (see ``DEFAULT_THRESHOLD``); ``seed``: all
       randomness (generator initialisation, batch order).
     """

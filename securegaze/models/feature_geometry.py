@@ -1,7 +1,7 @@
 """Angles between penultimate features F(x) and the rows of H's weight matrix.
 
 A backdoor lines triggered features up in a narrow cone, so the variance of these angles over a
-triggered batch is tiny (DESIGN.md section 6). The SecureGaze scanner constrains it and the adaptive
+triggered batch is tiny (docs/architecture.md section 6). The SecureGaze scanner constrains it and the adaptive
 attack tries to spread it: both use these functions.
 """
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from securegaze.data.synthetic import (
     CONTACT_SHEET_ROWS,
+    STYLES,
     SyntheticConfig,
     contact_sheet,
     landmarks,
@@ -17,6 +18,7 @@ from securegaze.data.synthetic import (
     render,
     render_dataset,
     sample_params,
+    synthetic_style,
     trigger_anchor,
 )
 from securegaze.data.triggers import (
@@ -314,3 +316,19 @@ def test_contact_sheet_is_written(tmp_path):
     tile = 128  # 32 px faces upscaled x4
     assert image.shape[0] > len(CONTACT_SHEET_ROWS) * tile and image.shape[1] > 3 * tile
     assert [p.name for p in path.parent.iterdir()] == ["faces.png"]  # no temporary left behind
+
+
+def test_renderer_styles_are_registered_presets():
+    assert {"standard", "easy"} <= set(STYLES.names())
+    assert synthetic_style("standard") == SyntheticConfig()
+    easy = synthetic_style("easy", size=32)
+    assert easy.size == 32 and easy.head_jitter_deg == (0.0, 0.0, 0.0) and easy.noise == (0.0, 0.0)
+    # The preset renders like the hand-written config it names.
+    by_hand = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
+    assert np.array_equal(render_dataset(4, seed=1, config=easy).images, render_dataset(4, seed=1, config=by_hand).images)
+    with pytest.raises(ConfigError, match="unknown renderer style 'cartoon'"):
+        synthetic_style("cartoon")
+    with pytest.raises(ConfigError, match="renderer style 'easy': unknown setting 'sise'"):
+        synthetic_style("easy", sise=32)
+    with pytest.raises(ConfigError, match="synthetic size must be within 16..512"):
+        synthetic_style("easy", size=8)

@@ -1,0 +1,65 @@
+"""The contact sheet: the same faces with and without each physical trigger, for a person to inspect."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from securegaze.data.synthetic.faces import SyntheticConfig, params_for_indices
+from securegaze.data.synthetic.render import landmarks, render
+from securegaze.io import atomic_write_bytes
+
+CONTACT_SHEET_ROWS = (
+    ("no trigger", None, False),
+    ("tape forehead", "tape_forehead", False),
+    ("tape cheek", "tape_cheek", False),
+    ("tape brow", "tape_brow", False),
+    ("sticker", "sticker", False),
+    ("glasses", "glasses", False),
+    ("eyes occluded", None, True),
+)
+
+
+def contact_sheet(path: str | Path, size: int = 64, n: int = 8, seed: int = 0) -> Path:
+    """Write a PNG grid of ``n`` faces (one identity each) per row, one row per trigger.
+
+    The same faces appear in every row; the last row shows the eye occluder used by the
+    blank-eyes check, and the first row carries each face's gaze label as an arrow and in degrees.
+    Tiles are upscaled (nearest neighbour) to at least 128 px so a person can inspect them. The
+    file is written atomically (temporary file, then rename). Returns the path.
+    """
+    import cv2
+
+    cfg = SyntheticConfig(size=size)
+    params = params_for_indices(seed, np.arange(n) * cfg.samples_per_identity, cfg)
+    zoom = max(1, math.ceil(128 / size))
+    tile = size * zoom
+    label_w, gap = 150, 4
+    sheet = np.full((len(CONTACT_SHEET_ROWS) * (tile + gap) + gap, label_w + n * (tile + gap), 3), 255, np.uint8)
+    marks = landmarks(params, size)
+    for row, (label, trig, occlude) in enumerate(CONTACT_SHEET_ROWS):
+        faces = render(params, cfg, trig, occlude)
+        y = gap + row * (tile + gap)
+        for i in range(n):
+            big = cv2.resize(faces[i], (tile, tile), interpolation=cv2.INTER_NEAREST)
+            if row == 0:
+                # Gaze arrow from between the eyes: image x = -sin(yaw), image y = -sin(pitch).
+                mid = (marks["right_eye"][i] + marks["left_eye"][i]) / 2 * zoom + zoom / 2
+                pitch, yaw = params.gaze[i]
+                tip = mid + 0.35 * tile * np.array([-math.cos(pitch) * math.sin(yaw), -math.sin(pitch)])
+                cv2.arrowedLine(big, tuple(int(c) for c in mid), tuple(int(c) for c in tip), (255, 255, 0), 1,
+                                cv2.LINE_AA, tipLength=0.25)
+                text = f"{math.degrees(pitch):+.0f},{math.degrees(yaw):+.0f}"
+                cv2.putText(big, text, (2, tile - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
+            x = label_w + i * (tile + gap)
+            sheet[y:y + tile, x:x + tile] = big
+        cv2.putText(sheet, label, (6, y + tile // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(sheet, "pitch,yaw deg", (6, gap + tile - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1,
+                cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - cv2 fails only on an invalid image
+        raise RuntimeError("could not encode the contact sheet as PNG")
+    path = atomic_write_bytes(path, encoded.tobytes())
+    return path

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from securegaze import __version__
 from securegaze.cli_support import run_app
-from securegaze.errors import ConfigError
+from securegaze.errors import ConfigError, InputFileError
 from securegaze.geometry import CONVENTION
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
@@ -68,6 +68,17 @@ class JsonLinesWriter:
             self._fh.close()
 
 
+def _check_out_path(out: str | None) -> None:
+    """``--out`` must be a file in an existing folder; checked before the scan, not after it."""
+    if out in (None, "-"):
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise InputFileError(f"--out {out}: is a folder; expected a file for the JSON lines")
+    if not path.parent.is_dir():
+        raise InputFileError(f"--out {out}: folder {path.parent} does not exist; expected a file in an existing folder")
+
+
 def _check_source_vs_engine(config) -> None:
     if config.engine.kind == "tensorrt" and config.engine.tensorrt_engine is None:
         raise ConfigError("engine.kind tensorrt needs engine.tensorrt_engine (built by deploy/jetson/build_engine.py)")
@@ -104,6 +115,7 @@ def run(
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path, policy, audit_db)
     _check_source_vs_engine(config)
+    _check_out_path(out)
     model_path = model or config.model or DEFAULT_MODEL
     zone_map = load_zone_map(config.zones)
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
@@ -128,8 +140,8 @@ def run(
         for note in result.notes:
             err.print(f"integrity: note: {note}")
         err.print(f"integrity: {result.reason} [{result.source}]")
-        writer = JsonLinesWriter(out)
         if result.blocked:
+            writer = JsonLinesWriter(out)
             writer.write({"state": "BLOCKED", "reason": result.reason, "integrity": result.summary()})
             writer.close()
             if summary_path is not None:
@@ -144,6 +156,7 @@ def run(
             err.print(f"engine: note: {note}")
         err.print(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {src.description}")
         pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
+        writer = JsonLinesWriter(out)  # opened once every check has passed: a refused run leaves --out as it was
         observations: list = []
         errors: list[tuple[str, float, float]] = []  # (true zone, pipeline error, oracle error) deg
         synthetic = isinstance(src, SyntheticSource)

@@ -50,6 +50,10 @@ def _progress_bar():
     )
 
 
+#: Most test / clean samples a command renders or reads: beyond it the images alone outgrow memory.
+MAX_SAMPLES = 1_000_000
+
+
 def _check_range(name: str, value, low=None, high=None) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
@@ -161,7 +165,8 @@ def evaluate(
     from securegaze.data.sources import load_gaze_data
     from securegaze.evaluation import evaluate_model_file
 
-    _check_range("samples", samples, 1)
+    _check_range("samples", samples, 1, MAX_SAMPLES)
+    _check_range("seed", seed, 0)
     result = evaluate_model_file(model, lambda size: load_gaze_data(data, size, samples, seed, "test"))
     console.print(f"model: {result['model']} ({result['engine']}, {result['input_size']} px)")
     console.print(f"test data: {data}, {result['count']} samples")
@@ -306,7 +311,8 @@ def scan(
     from securegaze.defense import create_detector
     from securegaze.defense.model_loading import load_model_any, model_file_sha256
 
-    _check_range("samples", samples, 8)
+    _check_range("samples", samples, 8, MAX_SAMPLES)
+    _check_range("seed", seed, 0)
     torch.manual_seed(seed)
     net = load_model_any(model)
     data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")

@@ -160,7 +160,12 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise InputFileError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # truncated zip, foreign pickle, ...
-        raise InputFileError(f"{path}: not a readable securegaze checkpoint ({type(exc).__name__}: {exc})") from None
+        # torch's refusal of a pickled object spans paragraphs; its "WeightsUnpickler error" line says what.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        why = next((ln.partition(":")[2].split(". ")[0].strip() for ln in lines
+                    if ln.startswith("WeightsUnpickler error:")), lines[0])
+        raise InputFileError(f"{path}: not a readable securegaze checkpoint ({type(exc).__name__}: {why}); "
+                             "refused without unpickling, expected one written by securegaze train") from None
     if not isinstance(state, dict) or state.get("format") != 1 or "model" not in state:
         raise InputFileError(f"{path}: not a securegaze training checkpoint (format 1 expected)")
     return state

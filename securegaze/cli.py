@@ -167,6 +167,8 @@ def evaluate(
 
     _check_range("samples", samples, 1, MAX_SAMPLES)
     _check_range("seed", seed, 0)
+    if json_out is not None and json_out.is_dir():
+        raise typer.BadParameter(f"{json_out} is a folder; expected a file for the JSON result", param_hint="--json")
     result = evaluate_model_file(model, lambda size: load_gaze_data(data, size, samples, seed, "test"))
     console.print(f"model: {result['model']} ({result['engine']}, {result['input_size']} px)")
     console.print(f"test data: {data}, {result['count']} samples")
@@ -313,6 +315,8 @@ def scan(
 
     _check_range("samples", samples, 8, MAX_SAMPLES)
     _check_range("seed", seed, 0)
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; expected a folder for report.json and the trigger", param_hint="--out")
     torch.manual_seed(seed)
     net = load_model_any(model)
     data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")

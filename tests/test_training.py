@@ -25,9 +25,12 @@ def tiny_data():
 
 def test_training_learns_gaze_and_saves_safe_weights(tiny_data, tmp_path):
     train_set, val_set = tiny_data
-    model, summary = train(TrainConfig(**{**TINY, "seed": sweep_seed(TINY["seed"])}), train_set, val_set, tmp_path)
+    # 8 epochs: validation error 0.36-0.46 of the constant guess over five seed draws (4 epochs gave
+    # 0.40-0.54, too near the 0.6 line for a machine with another floating-point order).
+    config = TrainConfig(**{**TINY, "epochs": 8, "seed": sweep_seed(TINY["seed"])})
+    model, summary = train(config, train_set, val_set, tmp_path)
     constant = error_summary(np.tile(train_set.gaze.mean(0), (len(val_set), 1)), val_set.gaze)["mean_deg"]
-    assert summary["finished"] and summary["steps_done"] == 4 * (2048 // 64)
+    assert summary["finished"] and summary["steps_done"] == 8 * (2048 // 64)
     margin("validation error / constant-guess error", summary["val"]["mean_deg"] / constant, "<", 0.6)
     reloaded = load_weights(tmp_path / "model.safetensors")
     assert evaluate(reloaded, val_set).mean_deg == pytest.approx(summary["val"]["mean_deg"], abs=1e-4)

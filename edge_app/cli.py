@@ -86,7 +86,8 @@ def _check_source_vs_engine(config) -> None:
 
 @app.command()
 def run(
-    source: str = typer.Option("camera:0", "--source", help="camera:N | VIDEO | IMAGE_DIR | synthetic[:short|:full]"),
+    source: str = typer.Option("camera:0", "--source", help="camera:N | VIDEO | IMAGE_DIR | synthetic[:short|:full]"
+                               " | camera:synthetic (a simulated live camera at synthetic.fps)"),
     model: Path | None = typer.Option(None, "--model", help="model bundle or .onnx (default: models/default)"),
     config_path: Path | None = typer.Option(None, "--config", help="YAML settings (see calibration/edge_default.yaml)"),
     out: str | None = typer.Option(None, "--out", help="JSON lines, one per frame, to this file ('-': stdout)"),
@@ -191,11 +192,12 @@ def run(
         src.close()
 
     data = {"source": src.description, "model": str(model_path), "integrity": result.summary(),
-            "frames": summary.frames, "dropped": summary.dropped, "wall_s": summary.wall_s, "fps": summary.fps,
-            "processing_fps": summary.processing_fps, "latency_ms": summary.latency, "states": summary.states,
-            "alerts": summary.alerts, "invalid_gaze_frames": summary.invalid_gaze_frames}
+            "frames": summary.frames, "captured": summary.captured, "dropped": summary.dropped,
+            "wall_s": summary.wall_s, "fps": summary.fps, "processing_fps": summary.processing_fps,
+            "latency_ms": summary.latency, "states": summary.states, "alerts": summary.alerts, "invalid_gaze_frames": summary.invalid_gaze_frames}
     stopped = " (stopped by Ctrl-C)" if summary.interrupted else ""
-    report.print(f"frames {summary.frames}{stopped}, dropped {summary.dropped}, states {summary.states}")
+    report.print(f"frames {summary.frames}{stopped}, captured {summary.captured}, dropped {summary.dropped}, "
+                 f"states {summary.states}")
     if summary.invalid_gaze_frames:
         report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
                      "(reported as NO_FACE with that reason)")

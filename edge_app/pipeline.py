@@ -194,8 +194,8 @@ class Pipeline:
 
 @dataclass
 class RunSummary:
-    """``frames`` processed, ``dropped`` by the capture thread, ``wall_s`` of the loop,
-    ``fps`` = frames / wall_s (end to end, source included), ``processing_fps`` = 1 / mean total
+    """``frames`` processed, ``dropped`` by the capture thread (of ``captured`` read from the
+    source), ``wall_s`` of the loop, ``fps`` = frames / wall_s (end to end, source included), ``processing_fps`` = 1 / mean total
     processing time (what the stages alone sustain), ``latency`` per stage (p50/p95 ms), counts of
     frames per state and alert; ``interrupted``: stopped by Ctrl-C."""
 
@@ -209,6 +209,7 @@ class RunSummary:
     alerts: dict[str, int]
     invalid_gaze_frames: int
     interrupted: bool = False
+    captured: int = 0
 
 
 def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameRecord], None] | None = None,
@@ -251,4 +252,4 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
     totals = stats.samples.get("total", [])
     return RunSummary(frames, capture.dropped, wall, counted / wall if wall > 0 else 0.0,
                       1000.0 / float(np.mean(totals)) if totals else 0.0, stats.summary(), states, alerts,
-                      pipeline.invalid_gaze_frames, interrupted)
+                      pipeline.invalid_gaze_frames, interrupted, capture.captured)

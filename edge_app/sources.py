@@ -7,7 +7,9 @@ timestamp in seconds. Sources:
 * ``PATH.mp4`` (any video OpenCV reads): timestamps from the frame index and the container's fps;
 * ``DIR``: the images in a folder in name order, at ``fps``;
 * ``synthetic[:short|:full]``: the scripted synthetic driver (:mod:`edge_app.synthetic_driver`),
-  with ground truth per frame.
+  with ground truth per frame;
+* ``camera:synthetic``: a simulated camera filming the synthetic driver: live, paced on the clock
+  at ``synthetic.fps``, endless (the drive loops); for soak tests of the live path without a camera.
 
 :class:`CaptureThread` reads a source on its own thread. For a live source it keeps only the
 newest frame (``drop_stale``): when processing falls behind, stale frames are dropped and
@@ -170,6 +172,45 @@ class SyntheticSource(FrameSource):
         return frame
 
 
+class SyntheticCameraSource(FrameSource):
+    """A simulated camera filming the synthetic driver (``camera:synthetic``): live, at most ``fps``
+    frames a second on the clock (never in a burst), endless; Ctrl-C or ``--max-frames`` stop it.
+
+    Rendering costs far more than a camera read (tens of ms a frame), so ``frames`` poses spread
+    evenly over the drive are rendered once at start; each read shows the pose the drive has at that
+    moment of the clock (the drive loops). Frames carry no ground truth: it is a camera, not the
+    checked synthetic drive."""
+
+    live = True
+
+    def __init__(self, driver, fps: float = 30.0, frames: int = 48) -> None:
+        if not 1 <= fps <= 1000 or frames < 1:
+            raise ConfigError(f"camera:synthetic: fps {fps} outside 1..1000 or no frames ({frames})")
+        self.duration_s = driver.duration_s
+        picks = np.linspace(0, driver.frame_count - 1, frames).round().astype(int)
+        self.images = [driver.render_frame(int(i))[0] for i in picks]
+        self.fps = float(fps)
+        self.description = (f"camera:synthetic (synthetic driver, {self.duration_s:.1f}-s drive looped, "
+                            f"{frames} poses, {self.fps:g} fps)")
+        self._t0: float | None = None
+        self._due = 0.0
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0 = self._due = now
+        elif now < self._due:
+            time.sleep(self._due - now)
+            now = time.perf_counter()
+        self._due = max(self._due, now) + 1.0 / self.fps  # a late read does not make the next one early
+        t = now - self._t0
+        pose = int((t % self.duration_s) / self.duration_s * len(self.images))
+        frame = Frame(self.images[min(pose, len(self.images) - 1)], t, self._index, now)
+        self._index += 1
+        return frame
+
+
 class MemorySource(FrameSource):
     """Frames held in memory, replayed (looped) for ``duration_s`` of source time at ``fps``; for
     benchmarks, where the source itself must cost nothing."""
@@ -199,21 +240,15 @@ def open_source(spec: str, config=None) -> FrameSource:
     cfg = config or EdgeConfig()
     if spec.startswith("camera:"):
         text = spec.split(":", 1)[1]
+        if text == "synthetic":
+            return SyntheticCameraSource(_synthetic_driver(spec, cfg, cfg.synthetic.script), cfg.synthetic.fps)
         if not text.isdigit():
-            raise ConfigError(f"--source {spec}: camera index must be a non-negative integer, e.g. camera:0")
+            raise ConfigError(f"--source {spec}: camera index must be a non-negative integer, e.g. camera:0 "
+                              "(or camera:synthetic)")
         return CameraSource(int(text), cfg.camera.width, cfg.camera.height)
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from edge_app.synthetic_driver import SCRIPTS, SyntheticDriver
-        from edge_app.zones import load_zone_map
-
         name = spec.split(":", 1)[1] if ":" in spec else cfg.synthetic.script
-        if name not in SCRIPTS:
-            raise ConfigError(f"--source {spec}: unknown synthetic script {name!r}; expected one of "
-                              f"{', '.join(sorted(SCRIPTS))}")
-        zones = load_zone_map(cfg.zones)
-        s = cfg.synthetic
-        driver = SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm)
-        return SyntheticSource(driver)
+        return SyntheticSource(_synthetic_driver(spec, cfg, name))
     path = Path(spec)
     if path.is_dir():
         return ImageFolderSource(path, cfg.synthetic.fps)
@@ -221,6 +256,18 @@ def open_source(spec: str, config=None) -> FrameSource:
         raise InputFileError(f"--source {spec}: no such file or folder; expected camera:N, a video file, "
                              "an image folder or synthetic")
     return VideoFileSource(path)
+
+
+def _synthetic_driver(spec: str, cfg, name: str):
+    from edge_app.synthetic_driver import SCRIPTS, SyntheticDriver
+    from edge_app.zones import load_zone_map
+
+    if name not in SCRIPTS:
+        raise ConfigError(f"--source {spec}: unknown synthetic script {name!r}; expected one of "
+                          f"{', '.join(sorted(SCRIPTS))}")
+    zones = load_zone_map(cfg.zones)
+    s = cfg.synthetic
+    return SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm)
 
 
 class CaptureThread:

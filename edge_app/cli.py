@@ -194,7 +194,8 @@ def run(
     data = {"source": src.description, "model": str(model_path), "integrity": result.summary(),
             "frames": summary.frames, "captured": summary.captured, "dropped": summary.dropped,
             "wall_s": summary.wall_s, "fps": summary.fps, "processing_fps": summary.processing_fps,
-            "latency_ms": summary.latency, "states": summary.states, "alerts": summary.alerts, "invalid_gaze_frames": summary.invalid_gaze_frames}
+            "latency_ms": summary.latency, "states": summary.states, "alerts": summary.alerts,
+            "invalid_gaze_frames": summary.invalid_gaze_frames}
     stopped = " (stopped by Ctrl-C)" if summary.interrupted else ""
     report.print(f"frames {summary.frames}{stopped}, captured {summary.captured}, dropped {summary.dropped}, "
                  f"states {summary.states}")

@@ -385,10 +385,10 @@ def mitigate(
     """
     import torch
 
+    from securegaze.bench.mitigation import mitigate_and_measure
     from securegaze.bundle import export_bundle
     from securegaze.data.sources import load_gaze_data
     from securegaze.defense import ScanReport, create_detector, load_generator
-    from securegaze.defense.mitigation_benchmark import mitigate_and_measure
     from securegaze.defense.model_loading import load_model_any, model_file_sha256
     from securegaze.errors import InputFileError
     from securegaze.io import atomic_write_json
@@ -472,7 +472,8 @@ def bench_detect(
     docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/detection.md and DOCS/detection_roc.png."),
     samples: int = typer.Option(256, help="Clean images per scan."),
     seed: int = typer.Option(0),
-    ablation: bool = typer.Option(False, help="Also scan without the sensitivity weighting."),
+    ablation: bool = typer.Option(False, help="Also scan with the detector's ablation (SecureGaze: without the "
+                                  "sensitivity weighting)."),
     ablation_per_attack: int | None = typer.Option(None, help="Ablation: at most this many backdoored models "
                                                    "per attack (all benign models are scanned)."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
@@ -482,8 +483,8 @@ def bench_detect(
 
     import torch
 
+    from securegaze.bench.detection import markdown_table, plot_roc, run_detection_benchmark
     from securegaze.defense import create_detector
-    from securegaze.defense.benchmark import markdown_table, plot_roc, run_detection_benchmark
     from securegaze.io import atomic_write_bytes, atomic_write_json
 
     _check_range("samples", samples, 8)
@@ -499,7 +500,8 @@ def bench_detect(
                 bar.console.print(f"{p.zoo}/{p.model_id}: score {p.report.score:.5f} ({p.report.runtime_s:.0f} s)")
 
         results = run_detection_benchmark(zoo, calibration, out, detector, samples=samples, seed=seed, hard_zoo=hard,
-                                          ablation=ablation, ablation_per_attack=ablation_per_attack,
+                                          ablation=min(detector.ablations, default="") if ablation else None,
+                                          ablation_per_attack=ablation_per_attack,
                                           progress=on_model)
     atomic_write_json(out / "detection.json", results.to_dict())
     command = "securegaze bench detect " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("detect") + 1:]) \
@@ -537,12 +539,12 @@ def bench_mitigate(
 
     import torch
 
-    from securegaze.defense import create_detector
-    from securegaze.defense.mitigation_benchmark import (
+    from securegaze.bench.mitigation import (
         mitigation_markdown,
         run_mitigation_benchmark,
         summarise_mitigation,
     )
+    from securegaze.defense import create_detector
     from securegaze.io import atomic_write_bytes, atomic_write_json, read_json
     from securegaze.machine import machine_summary
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from securegaze.defense import create_detector
-from securegaze.defense.benchmark import (
+from securegaze.bench.detection import (
     _cached_report,
     auroc,
     calibrate_threshold,
@@ -17,11 +16,12 @@ from securegaze.defense.benchmark import (
     roc_curve,
     run_detection_benchmark,
 )
-from securegaze.defense.mitigation_benchmark import (
+from securegaze.bench.mitigation import (
     mitigation_markdown,
     run_mitigation_benchmark,
     summarise_mitigation,
 )
+from securegaze.defense import create_detector
 from securegaze.errors import ConfigError, InputFileError
 from securegaze.zoo import ZooSpec, build_zoo
 

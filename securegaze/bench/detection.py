@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from securegaze.defense.base import ScanReport, _encode_float, decide
+from securegaze.defense.report import ScanReport, decide
 from securegaze.errors import ConfigError, InputFileError
+from securegaze.json_codec import encode_float
 
 #: The share of benign models the calibrated threshold may flag, under a log-normal fit of the
 #: benign scores (the issue's FPR target is 5%; calibrating for 1% leaves room for the fit's error
@@ -120,7 +121,7 @@ class ModelScore:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["score"] = _encode(self.score)
+        d["score"] = encode_float(self.score)
         return d
 
     @classmethod
@@ -143,7 +144,7 @@ class GroupMetrics:
     median_target_error_deg: float | None
 
     def to_dict(self) -> dict:
-        return {k: _encode(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: encode_float(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ class DetectionResults:
     def to_dict(self) -> dict:
         return {
             "detector": self.detector, "scanner_version": self.scanner_version, "settings": self.settings,
-            "threshold": self.threshold, "calibration_scores": [_encode(s) for s in self.calibration_scores],
+            "threshold": self.threshold, "calibration_scores": [encode_float(s) for s in self.calibration_scores],
             "calibration_fpr": self.calibration_fpr, "models": [m.to_dict() for m in self.models],
             "per_attack": [g.to_dict() for g in self.per_attack], "overall": self.overall.to_dict(),
             "hard_cases": [g.to_dict() for g in self.hard_cases], "ablation": self.ablation,
@@ -175,7 +176,6 @@ class DetectionResults:
 
 
 #: JSON has no inf/nan: the same encoding as the scan reports ("inf", "-inf", "nan").
-_encode = _encode_float
 
 
 def group_metrics(name: str, backdoored: list[ModelScore], benign: list[ModelScore], threshold: float,
@@ -303,15 +303,17 @@ def summarise(scores: list[ModelScore], threshold: float, suspicious_when: str =
 
 def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, out_dir: str | Path,
                             detector=None, samples: int = 256, seed: int = 0, hard_zoo: str | Path | None = None,
-                            ablation: bool = False, attacks: list[str] | None = None,
+                            ablation: str | None = None, attacks: list[str] | None = None,
                             ablation_per_attack: int | None = None,
                             progress: Callable[[BenchProgress], None] | None = None,
                             scan_progress: Callable | None = None) -> DetectionResults:
     """Calibrate on ``calibration_zoo``'s benign models, score ``zoo_dir`` (and ``hard_zoo``); see module doc.
 
-    With ``ablation`` the benign models of both zoos and the backdoored models of ``zoo_dir`` (at
-    most ``ablation_per_attack`` per attack) are scanned again with ``sensitivity_weighting=False``; the ablation reports its figures at the
-    weighted threshold and at a threshold recalibrated the same way on its own benign scores.
+    With ``ablation`` (the name of one of the detector's :attr:`~securegaze.defense.base.Detector.ablations`,
+    e.g. SecureGaze's ``"unweighted"``) the benign models of both zoos and the backdoored models of
+    ``zoo_dir`` (at most ``ablation_per_attack`` per attack) are scanned again with the ablation's
+    settings; it reports its figures at the main threshold and at a threshold recalibrated the same way
+    on its own benign scores.
     """
     from securegaze.defense import create_detector
     from securegaze.machine import machine_summary
@@ -334,21 +336,21 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     per_attack, overall, hard = summarise(scores, threshold, side)
 
     ablation_result = None
-    if ablation:
-        plain = detector.with_settings(sensitivity_weighting=False)
-        cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain, attacks=[], tag="unweighted", **kw)
+    if ablation is not None:
+        plain = detector.ablation(ablation)
+        cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain, attacks=[], tag=ablation, **kw)
                      if not m.backdoored]
-        plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag="unweighted",
+        plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag=ablation,
                                 per_attack=ablation_per_attack, **kw)
         recalibrated = calibrate_threshold([m.score for m in cal_plain])
-        ablation_result = {"settings": {"sensitivity_weighting": False}}
+        ablation_result = {"name": ablation, "settings": dict(detector.ablations[ablation])}
         for label, thr in (("at_weighted_threshold", threshold), ("recalibrated", recalibrated)):
             pa, ov, _ = summarise([_with_verdict(m, thr, side) for m in plain_scores], thr, side)
             ablation_result[label] = {"threshold": thr, "overall": ov.to_dict(), "per_attack": [g.to_dict() for g in pa],
                                       "benign_flagged": [m.id for m in plain_scores + cal_plain
                                                          if not m.backdoored and _flagged(m.score, thr, side)]}
         ablation_result["models"] = [m.to_dict() for m in plain_scores]
-        ablation_result["calibration_scores"] = [_encode(m.score) for m in cal_plain]
+        ablation_result["calibration_scores"] = [encode_float(m.score) for m in cal_plain]
     return DetectionResults(
         detector=detector.name, scanner_version=detector.version,
         settings={k: v for k, v in detector.settings().items() if k != "threshold"},

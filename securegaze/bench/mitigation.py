@@ -26,9 +26,12 @@ import numpy as np
 import torch
 
 from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
-from securegaze.defense.base import ScanReport, check_setting, decide
+from securegaze.defense.base import ReversesTrigger
+from securegaze.defense.inputs import check_setting, clean_tensor
 from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, check_strengths, mitigate
-from securegaze.errors import InputFileError, ModelFormatError
+from securegaze.defense.report import ScanReport, decide
+from securegaze.errors import ConfigError, InputFileError, ModelFormatError
+from securegaze.json_codec import to_json
 
 #: The issue's mitigation targets (issue 4): ASR@5 deg after mitigation, and the clean-error budget.
 TARGET_ASR_AFTER = 0.05
@@ -45,7 +48,6 @@ DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
 
 def _predictions(model, clean_images, batch_size: int = 128) -> np.ndarray:
     """The model's own gaze on the clean images (any form :func:`clean_tensor` takes), (N, 2) radians."""
-    from securegaze.defense.base import clean_tensor
 
     x = clean_tensor(clean_images, model.input_size, "mitigate")
     model.eval()
@@ -86,9 +88,8 @@ class MitigationReport:
     settings: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        from securegaze.defense.base import _json_ready
 
-        return _json_ready(asdict(self))
+        return to_json(asdict(self))
 
     @property
     def clean_error_increase_deg(self) -> float:
@@ -135,11 +136,11 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
 
     The unlearning covers more than the scan's one reversed trigger (:data:`MITIGATION_VERSION`):
 
-    * ``uniform_reversal``: a second reversal with a uniform pixel price
-      (``sensitivity_weighting=False``). The scan prices edits near the eyes highly so that benign
-      models are not flagged, and a trigger that sits on the eyes (glasses, tape on the brow) then
-      reverses to some other, cheaper collapse; the model is already judged backdoored, so the
-      uniform reversal is used for unlearning only, never for a verdict;
+    * ``uniform_reversal``: also reverse with each of the detector's ``unlearn_also`` ablations
+      (SecureGaze: ``unweighted``, a uniform pixel price). The scan prices edits near the eyes highly
+      so that benign models are not flagged, and a trigger that sits on the eyes (glasses, tape on the
+      brow) then reverses to some other, cheaper collapse; the model is already judged backdoored, so
+      these reversals are used for unlearning only, never for a verdict;
     * ``strengths``: every reversed edit is also applied deeper (its logit-space residual scaled by
       each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
       lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
@@ -150,6 +151,9 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
                   "an integer >= 1", rounds)
     strengths = check_strengths(strengths)
+    if not isinstance(detector, ReversesTrigger):
+        raise ConfigError(f"mitigate: the {detector.name} detector does not reverse a trigger; mitigation "
+                          "needs one that does (e.g. securegaze)")
     started = time.monotonic()
     if scan_before is None:
         reversal = detector.reverse(model, clean_images, progress)
@@ -162,10 +166,10 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
     generators = [generator]
-    if uniform_reversal:
-        uniform = detector.with_settings(sensitivity_weighting=False).reverse(model, clean_images, progress)
-        if uniform.constraints_met:
-            generators.append(uniform.generator)
+    for name in detector.unlearn_also if uniform_reversal else ():
+        extra = detector.ablation(name).reverse(model, clean_images, progress)
+        if extra.constraints_met:
+            generators.append(extra.generator)
     if labels is None:
         # The original model's answers label every round (mitigate() alone would take the tuned one's).
         labels = _predictions(model, clean_images)
@@ -257,7 +261,7 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
                              ) -> list[MitigationReport]:
     """Mitigate the backdoored models of ``zoo_dir`` with the reversed triggers of the detection benchmark.
 
-    The detection benchmark (:func:`securegaze.defense.benchmark.run_detection_benchmark`) must have
+    The detection benchmark (:func:`securegaze.bench.detection.run_detection_benchmark`) must have
     scanned the zoo into ``bench_dir`` with the same detector; its reports and generators are reused
     (they are the "before" scan). ``per_attack`` limits the models per attack; ``threshold``: the
     calibrated threshold used for the re-scan's verdict. ``samples``: the defender's clean images

@@ -8,7 +8,8 @@ reads any model file the scanner accepts.
 
 from __future__ import annotations
 
-from securegaze.defense.base import Detector, ScanProgress, ScanReport
+from securegaze.defense.base import Detector, ReversedTrigger, ReversesTrigger, ScanProgress
+from securegaze.defense.report import ScanReport
 from securegaze.defense.securegaze import (
     DEFAULT_THRESHOLD,
     SCANNER_VERSION,
@@ -35,7 +36,8 @@ from securegaze.defense.mitigation import MitigationResult, mitigate  # noqa: E4
 from securegaze.defense.model_loading import load_model_any, model_file_sha256  # noqa: E402
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "DETECTORS", "SCANNER_VERSION", "Detector", "MitigationResult", "ScanProgress",
+    "DEFAULT_THRESHOLD", "DETECTORS", "SCANNER_VERSION", "Detector", "MitigationResult", "ReversedTrigger",
+    "ReversesTrigger", "ScanProgress",
     "ScanReport", "SecureGazeDetector", "SecureGazeSettings", "TriggerGenerator", "TriggerReversal",
     "create_detector", "load_generator", "load_model_any", "mitigate", "model_file_sha256", "save_generator",
     "save_trigger_image",

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from securegaze.defense.base import ScanProgress, ScanReport, check_gaze_model, check_setting, clean_tensor
-from securegaze.defense.securegaze import TriggerGenerator, TriggerReversal, load_generator
+from securegaze.defense.base import ReversedTrigger, ScanProgress
+from securegaze.defense.inputs import check_gaze_model, check_setting, clean_tensor
+from securegaze.defense.report import ScanReport
+from securegaze.defense.securegaze import TriggerGenerator, load_generator
 from securegaze.errors import ConfigError, DatasetError, ModelFormatError
 
 #: Defaults sized for a few hundred clean images: ~10 passes at a learning rate an order of magnitude
@@ -44,13 +46,13 @@ class MitigationResult:
 def _generator_from(trigger) -> TriggerGenerator:
     if isinstance(trigger, TriggerGenerator):
         return trigger
-    if isinstance(trigger, TriggerReversal):
+    if isinstance(trigger, ReversedTrigger):  # any detector's reversal (SecureGaze's TriggerReversal, ...)
         return trigger.generator
     if isinstance(trigger, ScanReport):
         if not trigger.generator_path:
             raise ConfigError(
                 "mitigate: the scan report has no generator_path; scan with artifacts_dir=... so the reversed "
-                "trigger generator is written, or pass the TriggerReversal from SecureGazeDetector.reverse"
+                "trigger generator is written, or pass the reversal from the detector's reverse()"
             )
         return load_generator(trigger.generator_path)
     if isinstance(trigger, (str, os.PathLike)):

@@ -1,0 +1,118 @@
+"""The SecureGaze detector: reverse the trigger function, then decide on the cost of the cheapest collapse."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from securegaze.defense.base import Detector, ProgressCallback
+from securegaze.defense.inputs import check_gaze_model, clean_tensor
+from securegaze.defense.report import ScanReport, decide
+from securegaze.defense.securegaze.generator import save_generator
+from securegaze.defense.securegaze.picture import save_trigger_image
+from securegaze.defense.securegaze.reversal import FrozenModel, TriggerReversal, model_device, reverse_trigger
+from securegaze.defense.securegaze.settings import DETECTOR_NAME, SCANNER_VERSION, SecureGazeSettings
+from securegaze.errors import ConfigError
+
+
+class SecureGazeDetector(Detector):
+    """The SecureGaze scanner; settings as in :class:`SecureGazeSettings` (keywords).
+
+    ``scan`` returns a :class:`ScanReport`; ``reverse`` returns the :class:`TriggerReversal` with the
+    trained generator (what :func:`securegaze.defense.mitigation.mitigate` needs).
+    """
+
+    name = DETECTOR_NAME
+    version = SCANNER_VERSION
+    suspicious_when = "below"
+    #: ``unweighted``: every pixel costs the same (no sensitivity map): the natural-backdoor control
+    #: of the method, and a second reversal for mitigation, which then also reaches triggers on the eyes.
+    ablations = {"unweighted": {"sensitivity_weighting": False}}
+    unlearn_also = ("unweighted",)
+
+    def __init__(self, **settings) -> None:
+        known = {f.name for f in fields(SecureGazeSettings)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ConfigError(f"securegaze: unknown setting(s) {', '.join(unknown)}; expected some of: "
+                              f"{', '.join(sorted(known))}")
+        self.config = SecureGazeSettings(**settings)
+        self.config.validate(self.name)
+
+    def settings(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def reverse(self, model, clean_images, progress: ProgressCallback | None = None) -> TriggerReversal:
+        """Train the trigger generator against ``model`` (frozen, not modified); see the package docstring."""
+        check_gaze_model(model, self.name)
+        x_all = clean_tensor(clean_images, model.input_size, self.name).to(model_device(model))
+        with FrozenModel(model):
+            return reverse_trigger(model, x_all, self.config, progress)
+
+    def scan(self, model, clean_images, progress: ProgressCallback | None = None,
+             artifacts_dir: str | Path | None = None, model_sha256: str | None = None) -> ScanReport:
+        """Reverse-engineer the trigger function of ``model`` and decide; see :class:`ScanReport`.
+
+        With ``artifacts_dir`` the scan writes ``reversed_trigger.png`` (clean / reversed / |difference|
+        rows, :func:`save_trigger_image`) and ``trigger_generator.safetensors`` there (atomically) and
+        records their paths.
+        """
+        started = time.monotonic()
+        reversal = self.reverse(model, clean_images, progress)
+        report = self.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
+        if artifacts_dir is not None:
+            report = self.write_artifacts(reversal, report, artifacts_dir)
+        return report
+
+    def report(self, reversal: TriggerReversal, model_sha256: str | None = None, runtime_s: float = 0.0) -> ScanReport:
+        """The :class:`ScanReport` of a finished reversal."""
+        cfg = self.config
+        score = reversal.score
+        target = reversal.target_gaze
+        return ScanReport(
+            detector=self.name,
+            scanner_version=self.version,
+            verdict=decide(score, cfg.threshold, self.suspicious_when),
+            score=score,
+            threshold=cfg.threshold,
+            suspicious_when=self.suspicious_when,
+            settings=self.settings(),
+            target_gaze=target,
+            target_gaze_deg=(math.degrees(target[0]), math.degrees(target[1])),
+            collapsed_share=reversal.collapsed_share,
+            collapse_radius_deg=cfg.collapse_radius_deg,
+            clean_dispersion_deg=reversal.clean_dispersion_deg,
+            reversed_dispersion_deg=reversal.reversed_dispersion_deg,
+            perturbation_l1=reversal.perturbation_l1,
+            constraints_met=reversal.constraints_met,
+            clean_count=reversal.clean_count,
+            input_size=int(reversal.generator.input_size),
+            runtime_s=float(runtime_s),
+            model_sha256=model_sha256,
+            details={
+                "final_cost": reversal.cost,
+                "steps_to_feasible": reversal.steps_to_feasible,
+                "dispersion_ratio": reversal.dispersion_ratio,
+                "feature_variance_ratio": reversal.feature_variance_ratio,
+                # Variance over the evaluation images of the angle (rad^2) between F(x) and each row of
+                # H's weight matrix, averaged over rows, before / after the reversed trigger.
+                "feature_angle_variance_clean": reversal.feature_angle_variance_clean,
+                "feature_angle_variance_reversed": reversal.feature_angle_variance_reversed,
+                "multipliers": list(reversal.multipliers),
+                # A scan is bit-for-bit repeatable for a given seed *and* thread count: more threads
+                # change the order of floating-point sums, hence the optimisation path.
+                "torch_threads": torch.get_num_threads(),
+            },
+        )
+
+    def write_artifacts(self, reversal: TriggerReversal, report: ScanReport, artifacts_dir: str | Path) -> ScanReport:
+        """Write the trigger image and the generator under ``artifacts_dir``; the report with their paths."""
+        out = Path(artifacts_dir)
+        image_path = save_trigger_image(reversal, out / "reversed_trigger.png")
+        generator_path = save_generator(reversal.generator, out / "trigger_generator.safetensors")
+        return report.with_paths(str(image_path), str(generator_path))

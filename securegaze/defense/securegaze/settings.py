@@ -1,0 +1,140 @@
+"""SecureGaze's settings, its version and its calibrated default threshold."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from securegaze.defense.inputs import check_setting
+
+#: The registry name of the detector (also the name in its progress events and error lines).
+DETECTOR_NAME = "securegaze"
+
+#: Bumped whenever a change can move scores or the default threshold: a threshold is valid only for
+#: the version it was calibrated on, and audit records of another version are re-scanned.
+#: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md).
+SCANNER_VERSION = "1.1"
+
+#: Default decision threshold on the score (weighted mean |x' - x| per pixel and channel, [0, 1]
+#: units, sensitivity map of mean 1): below it the model is flagged. Calibrated for SCANNER_VERSION
+#: 1.1 on the 5 benign models of a calibration zoo (small CNN, 64 px, standard synthetic faces,
+#: seeds other than the scored zoo's; scores 0.029-0.047) as the 1% quantile of a log-normal fit
+#: (securegaze.bench.detection.calibrate_threshold): `securegaze bench detect`, docs/detection.md.
+#: Scores scale with the images and the model family: recalibrate for another family (the same
+#: command on a zoo of it) and pass ``threshold=``.
+DEFAULT_THRESHOLD = 0.02447
+
+#: Small constants that keep logarithms and arccos away from their singular points.
+_LOG_EPS = 1e-12
+#: Bounds of the Lagrange multipliers: a met constraint's multiplier relaxes towards the lower bound
+#: but can grow back within ~100 steps; the upper bound stops a hopeless constraint from running away.
+_MULTIPLIER_RANGE = (1e-6, 1e4)
+#: Pixels are mapped through logit space, clamped this far from 0 and 1 (see TriggerGenerator).
+_PIXEL_EPS = 1e-3
+
+
+@dataclass(frozen=True)
+class SecureGazeSettings:
+    """Settings of a SecureGaze scan. Ratios are to the model's clean statistics; sizes per pixel in [0, 1].
+
+    * ``steps``, ``batch_size``: optimisation steps of the generator (Adam), clean images per step;
+      ``lr``: Adam's rate for the generator's network, ``static_lr`` for its static per-pixel map;
+    * ``rho_out``: the reversed output dispersion must fall to this share of the clean one (RMS angle
+      to the mean gaze). A working BadNets trigger reaches ~0.05 on our models; 0.1 leaves a margin;
+    * ``rho_feat``: the same for the feature-angle variance. A working BadNets trigger reaches
+      0.004-0.009 on direct-regression heads but only ~0.34 on a binned (L2CS-like) head, whose
+      softmax decoding collapses the output while the logits still spread; 0.5 admits both;
+    * ``constraint_margin``: the optimiser aims at ``constraint_margin`` x rho, so that the iterates
+      it settles on meet rho itself when checked;
+    * ``initial_multiplier``: starting value of both Lagrange multipliers, relative to the cost
+      normalised by the clean images' pixel spread; small, so the edit grows from nothing and the
+      cheapest directions are taken first; ``dual_lr``: each step a multiplier is multiplied by
+      exp(dual_lr * g), g the constraint's log-ratio violation clipped to [-1, 1]: it grows
+      geometrically while violated and relaxes once met (no units; scales of 1e-4..1e2 are reached
+      within ~100 steps);
+    * ``sensitivity_weighting``: price edits by the model's sensitivity map (off: uniform, the
+      ablation); ``sensitivity_samples``: clean images averaged for the map; ``sensitivity_power``:
+      the mean gradient magnitude is raised to this power (2: the price grows with the squared
+      sensitivity, like a Fisher-information weight; with 1 a benign model's cheapest collapse
+      still redraws the irises); ``sensitivity_blur_frac``: Gaussian smoothing sigma as a fraction of the image side;
+      ``sensitivity_floor``: lowest weight relative to the mean (edits are never free);
+    * ``generator_width``: channels of the generator's first layer;
+    * ``eval_every``: steps between checks of both constraints on the evaluation images (the
+      cheapest edit that met them is kept); ``eval_samples``: clean images used for those checks and
+      for the report;
+    * ``collapse_radius_deg``: a reversed-triggered image "collapses" within this angle of the
+      recovered target (the ASR@5 deg convention of docs/architecture.md section 5);
+    * ``threshold``: decision threshold on the score (see ``DEFAULT_THRESHOLD``); ``seed``: all
+      randomness (generator initialisation, batch order).
+    """
+
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 2e-3
+    static_lr: float = 0.02
+    rho_out: float = 0.1
+    rho_feat: float = 0.5
+    constraint_margin: float = 0.8
+    initial_multiplier: float = 1e-3
+    dual_lr: float = 0.1
+    sensitivity_weighting: bool = True
+    sensitivity_samples: int = 256
+    sensitivity_power: float = 2.0
+    sensitivity_blur_frac: float = 0.03
+    sensitivity_floor: float = 0.1
+    generator_width: int = 16
+    eval_every: int = 20
+    eval_samples: int = 256
+    collapse_radius_deg: float = 5.0
+    threshold: float = DEFAULT_THRESHOLD
+    seed: int = 0
+
+    def validate(self, who: str = "securegaze") -> None:
+        def whole(value, low, high=None):
+            return (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low
+                    and (high is None or value <= high))
+
+        def number(value, low, high, low_open=True):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                return False
+            value = float(value)
+            return math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+
+        check_setting(who, "steps", whole(self.steps, 1, 1_000_000), "an integer >= 1", self.steps)
+        check_setting(who, "batch_size", whole(self.batch_size, 2, 65_536), "an integer >= 2", self.batch_size)
+        check_setting(who, "lr", number(self.lr, 0.0, 10.0), "a number in (0, 10]", self.lr)
+        check_setting(who, "static_lr", number(self.static_lr, 0.0, 10.0), "a number in (0, 10]", self.static_lr)
+        check_setting(who, "rho_out", number(self.rho_out, 0.0, 1.0, low_open=True) and self.rho_out < 1,
+                      "a ratio in (0, 1)", self.rho_out)
+        check_setting(who, "rho_feat", number(self.rho_feat, 0.0, 1.0) and self.rho_feat < 1,
+                      "a ratio in (0, 1)", self.rho_feat)
+        check_setting(who, "constraint_margin", number(self.constraint_margin, 0.0, 1.0), "a ratio in (0, 1]",
+                      self.constraint_margin)
+        check_setting(who, "initial_multiplier", number(self.initial_multiplier, 0.0, 1e6), "a positive number",
+                      self.initial_multiplier)
+        check_setting(who, "dual_lr", number(self.dual_lr, 0.0, 10.0), "a number in (0, 10]", self.dual_lr)
+        check_setting(who, "sensitivity_weighting", isinstance(self.sensitivity_weighting, bool), "true or false",
+                      self.sensitivity_weighting)
+        check_setting(who, "sensitivity_samples", whole(self.sensitivity_samples, 1), "an integer >= 1",
+                      self.sensitivity_samples)
+        check_setting(who, "sensitivity_power", number(self.sensitivity_power, 0.0, 8.0), "a number in (0, 8]",
+                      self.sensitivity_power)
+        check_setting(who, "sensitivity_blur_frac", number(self.sensitivity_blur_frac, 0.0, 0.5, low_open=False),
+                      "a fraction in [0, 0.5]", self.sensitivity_blur_frac)
+        check_setting(who, "sensitivity_floor", number(self.sensitivity_floor, 0.0, 1.0, low_open=False),
+                      "a number in [0, 1]", self.sensitivity_floor)
+        check_setting(who, "generator_width", whole(self.generator_width, 2, 512), "an integer in 2..512",
+                      self.generator_width)
+        check_setting(who, "eval_every", whole(self.eval_every, 1), "an integer >= 1", self.eval_every)
+        check_setting(who, "eval_samples", whole(self.eval_samples, 2), "an integer >= 2", self.eval_samples)
+        check_setting(who, "collapse_radius_deg", number(self.collapse_radius_deg, 0.0, 90.0),
+                      "an angle in (0, 90] degrees", self.collapse_radius_deg)
+        check_setting(who, "threshold", number(self.threshold, 0.0, 1.0), "a perturbation size in (0, 1]",
+                      self.threshold)
+        check_setting(who, "seed", whole(self.seed, 0), "a non-negative integer", self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -68,6 +68,9 @@ class Detector(ABC):
     #: Ablations whose reversed triggers mitigation unlearns as well as the detector's own (a
     #: trigger-reversing detector may find a different, equally real edit under another pricing).
     unlearn_also: ClassVar[tuple[str, ...]] = ()
+    #: Settings for a smoke run of a few seconds on a tiny model (the contract tests, a quick check of
+    #: an installation); the figures of such a run mean nothing.
+    smoke_settings: ClassVar[Mapping[str, Any]] = {}
 
     @abstractmethod
     def settings(self) -> dict[str, Any]:

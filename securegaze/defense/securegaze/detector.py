@@ -34,6 +34,7 @@ class SecureGazeDetector(Detector):
     #: of the method, and a second reversal for mitigation, which then also reaches triggers on the eyes.
     ablations = {"unweighted": {"sensitivity_weighting": False}}
     unlearn_also = ("unweighted",)
+    smoke_settings = {"steps": 4, "eval_every": 2, "batch_size": 8, "sensitivity_samples": 16, "eval_samples": 16}
 
     def __init__(self, **settings) -> None:
         known = {f.name for f in fields(SecureGazeSettings)}

@@ -41,12 +41,30 @@ def info() -> None:
 
 class JsonLinesWriter:
     """Writes one JSON object per line on its own thread, so a slow disk or pipe never stalls the
-    frame loop (DESIGN.md section 2). ``path`` None or "-": stdout."""
+    frame loop (DESIGN.md section 2). ``path`` None or "-": stdout.
 
-    def __init__(self, path: str | None) -> None:
+    The queue between the frame loop and the writer holds at most ``max_queue`` lines (about 1 kB
+    each), so a disk that cannot keep up never makes the run grow without limit. When it is full:
+
+    * ``drop_when_full`` (live sources): the line is dropped and counted in ``dropped``, and the run
+      summary reports the count. A driver-monitoring loop must keep raising alerts on time: waiting
+      for the disk would delay the alarm for the driver in front of the camera, whereas a gap in
+      the log is visible (consecutive ``frame`` numbers) and counted, never silent;
+    * otherwise (recorded sources: video, folder, synthetic drive; nothing happens in real time)
+      ``write`` waits for room, so every processed frame reaches the log. The capture thread never
+      waits on this queue either way: only the frame loop calls ``write``.
+
+    A line that cannot be written (disk full, a closed pipe) is counted in ``dropped`` too, and
+    ``error`` keeps the first such error; the writer keeps draining so ``write`` never blocks for ever.
+    """
+
+    def __init__(self, path: str | None, drop_when_full: bool = False, max_queue: int = 1024) -> None:
         self._fh = sys.stdout if path in (None, "-") else open(path, "w", encoding="utf-8")  # noqa: SIM115
         self._owns = self._fh is not sys.stdout
-        self._queue: queue.Queue = queue.Queue()
+        self.drop_when_full = drop_when_full
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="jsonl-writer", daemon=True)
         self._thread.start()
 
@@ -55,14 +73,30 @@ class JsonLinesWriter:
             item = self._queue.get()
             if item is None:
                 break
-            self._fh.write(json.dumps(item) + "\n")
-        self._fh.flush()
+            if self.error is not None:
+                self.dropped += 1
+                continue
+            try:
+                self._fh.write(json.dumps(item) + "\n")
+            except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
+                self.error = exc
+                self.dropped += 1
+        try:
+            self._fh.flush()
+        except (OSError, ValueError) as exc:
+            self.error = self.error or exc
 
     def write(self, obj: dict) -> None:
-        self._queue.put(obj)
+        if not self.drop_when_full:
+            self._queue.put(obj)
+            return
+        try:
+            self._queue.put_nowait(obj)
+        except queue.Full:
+            self.dropped += 1
 
     def close(self) -> None:
-        self._queue.put(None)
+        self._queue.put(None)  # waits for room: the writer is draining
         self._thread.join()
         if self._owns:
             self._fh.close()
@@ -157,19 +191,30 @@ def run(
             err.print(f"engine: note: {note}")
         err.print(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {src.description}")
         pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
-        writer = JsonLinesWriter(out)  # opened once every check has passed: a refused run leaves --out as it was
-        observations: list = []
-        errors: list[tuple[str, float, float]] = []  # (true zone, pipeline error, oracle error) deg
+        drop = {"auto": None, "always": True, "never": False}[config.capture.drop_stale]
+        live = src.live if drop is None else drop
+        # Opened once every check has passed: a refused run leaves --out as it was. Live: a full
+        # queue drops (and counts) log lines rather than delay the alerts; see JsonLinesWriter.
+        writer = JsonLinesWriter(out, drop_when_full=live)
         synthetic = isinstance(src, SyntheticSource)
+        # The synthetic drive's scoring in memory fixed by the drive (never per frame of a run).
+        checker = score = None
+        if synthetic:
+            from edge_app.synthetic_driver import DriveChecker, DriveScore
+
+            checker = DriveChecker(src.driver.script, src.driver.phase_starts)
+            score = DriveScore(src.driver.frame_count)
 
         def sink(rec) -> None:
             line = rec.to_json()
             if result.verdict == "backdoored":
                 line["integrity_warning"] = result.reason
             writer.write(line)
+            if not synthetic:
+                return
             att = rec.attention
-            observations.append((rec.frame.timestamp_s, att.alert.label, att.alert_reason))
-            if synthetic and rec.gaze is not None:
+            checker.add(rec.frame.timestamp_s, att.alert.label, att.alert_reason)
+            if rec.gaze is not None:
                 from edge_app.synthetic_driver import oracle_gaze
                 from securegaze.geometry import angular_error_deg
 
@@ -178,10 +223,9 @@ def run(
                 h, w = rec.frame.image.shape[:2]
                 oracle = oracle_gaze(engine, rec.frame.image, truth, pipeline.intrinsics(w, h).matrix,
                                      n.distance_mm, n.crop_width_mm, n.oversample)
-                errors.append((truth.zone, float(angular_error_deg(rec.gaze, np.asarray(truth.gaze))),
-                               float(angular_error_deg(oracle, np.asarray(truth.gaze)))))
+                score.add(truth.zone, float(angular_error_deg(rec.gaze, np.asarray(truth.gaze))),
+                          float(angular_error_deg(oracle, np.asarray(truth.gaze))))
 
-        drop = {"auto": None, "always": True, "never": False}[config.capture.drop_stale]
         try:
             summary = run_pipeline(pipeline, src, sink, drop, config.capture.queue_size, max_frames,
                                    warmup_frames=5 if benchmark else 0)
@@ -195,10 +239,14 @@ def run(
             "frames": summary.frames, "captured": summary.captured, "dropped": summary.dropped,
             "wall_s": summary.wall_s, "fps": summary.fps, "processing_fps": summary.processing_fps,
             "latency_ms": summary.latency, "states": summary.states, "alerts": summary.alerts,
-            "invalid_gaze_frames": summary.invalid_gaze_frames}
+            "invalid_gaze_frames": summary.invalid_gaze_frames, "log_lines_dropped": writer.dropped}
     stopped = " (stopped by Ctrl-C)" if summary.interrupted else ""
     report.print(f"frames {summary.frames}{stopped}, captured {summary.captured}, dropped {summary.dropped}, "
                  f"states {summary.states}")
+    if writer.dropped:
+        why = f" ({writer.error})" if writer.error is not None else " (the disk or pipe could not keep up)"
+        report.print(f"warning: {writer.dropped} of {summary.frames} frames' JSON lines were not written to "
+                     f"{out or 'stdout'}{why}; gaps show in the frame numbers")
     if summary.invalid_gaze_frames:
         report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
                      "(reported as NO_FACE with that reason)")
@@ -209,26 +257,13 @@ def run(
     report.print(f"end-to-end FPS {summary.fps:.1f} (source included); processing FPS {summary.processing_fps:.1f}")
     code = 0
     if synthetic:
-        from edge_app.synthetic_driver import check_drive
-
-        driver = src.driver
-        checks = check_drive(driver.script, driver.phase_starts, observations)
-        pipe_err = np.array([e[1] for e in errors]) if errors else np.full(1, np.nan)
-        oracle_err = np.array([e[2] for e in errors]) if errors else np.full(1, np.nan)
-        mean_err = float(np.mean(pipe_err))
-        data["mean_angular_error_deg"] = mean_err
-        data["median_angular_error_deg"] = float(np.median(pipe_err))
-        data["oracle_mean_angular_error_deg"] = float(np.mean(oracle_err))
-        data["gaze_frames"] = len(errors)
-        zones_seen = sorted({e[0] for e in errors})
-        data["mean_angular_error_deg_by_zone"] = {
-            z: {"pipeline": float(np.mean([e[1] for e in errors if e[0] == z])),
-                "oracle": float(np.mean([e[2] for e in errors if e[0] == z])),
-                "frames": sum(e[0] == z for e in errors)} for z in zones_seen}
+        checks = checker.results()
+        data.update(score.summary())
+        mean_err = data["mean_angular_error_deg"]
         data["checks"] = [{"label": c.label, "expected": c.expected, "observed_level": c.observed_level,
                            "observed_reasons": list(c.observed_reasons), "start_s": c.start_s, "end_s": c.end_s,
                            "passed": c.passed, "judged": c.judged} for c in checks]
-        report.print(f"synthetic driver: mean angular error {mean_err:.2f} deg over {len(errors)} frames "
+        report.print(f"synthetic driver: mean angular error {mean_err:.2f} deg over {data['gaze_frames']} frames "
                      f"(median {data['median_angular_error_deg']:.2f}) against ground truth, camera frame; "
                      f"{data['oracle_mean_angular_error_deg']:.2f} deg with the rendering camera's normalisation "
                      "(the model alone, without landmark and head-pose errors)")

@@ -11,7 +11,10 @@ face) but the record has no gaze, no zone and no alert, and its state is BLOCKED
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from edge_app.engines import GazeEngine, NonFiniteGazeError
 from edge_app.face import FaceLandmarks, FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
 from edge_app.integrity import IntegrityResult
+from edge_app.latency import LatencyHistogram
 from edge_app.normalisation import Normalisation, plan_normalisation, warp_face
 from edge_app.smoothing import OneEuroFilter
 from edge_app.sources import CaptureThread, Frame, FrameSource
@@ -85,20 +89,25 @@ class FrameRecord:
 
 
 class LatencyStats:
-    """Per-stage latencies (ms) of many frames; ``summary()`` gives p50/p95 per stage."""
+    """Per-stage latencies (ms) of many frames in constant memory: one
+    :class:`~edge_app.latency.LatencyHistogram` per stage (percentiles within 1.2 % of the exact
+    ones, count, mean and max exact), so an hours-long run keeps no per-frame samples.
+    ``summary()`` gives p50/p95/mean/max and n per stage."""
 
     def __init__(self) -> None:
-        self.samples: dict[str, list[float]] = {}
+        self.stages: dict[str, LatencyHistogram] = {}
 
     def add(self, latency_ms: dict[str, float]) -> None:
         for k, v in latency_ms.items():
-            self.samples.setdefault(k, []).append(v)
+            hist = self.stages.get(k)
+            if hist is None:
+                hist = self.stages[k] = LatencyHistogram()
+            hist.add(v)
 
     def summary(self) -> dict[str, dict[str, float]]:
         order = list(STAGES) + ["total", "end_to_end"]
-        names = [k for k in order if k in self.samples] + sorted(set(self.samples) - set(order))
-        return {k: {"p50": float(np.percentile(self.samples[k], 50)), "p95": float(np.percentile(self.samples[k], 95)),
-                    "n": len(self.samples[k])} for k in names}
+        names = [k for k in order if k in self.stages] + sorted(set(self.stages) - set(order))
+        return {k: self.stages[k].summary() for k in names}
 
 
 class Pipeline:
@@ -196,7 +205,8 @@ class Pipeline:
 class RunSummary:
     """``frames`` processed, ``dropped`` by the capture thread (of ``captured`` read from the
     source), ``wall_s`` of the loop, ``fps`` = frames / wall_s (end to end, source included), ``processing_fps`` = 1 / mean total
-    processing time (what the stages alone sustain), ``latency`` per stage (p50/p95 ms), counts of
+    processing time (what the stages alone sustain), ``latency`` per stage (p50/p95/mean/max ms and n,
+    from :class:`LatencyStats`), counts of
     frames per state and alert; ``interrupted``: stopped by Ctrl-C."""
 
     frames: int
@@ -212,11 +222,35 @@ class RunSummary:
     captured: int = 0
 
 
+@contextlib.contextmanager
+def signals_set(stop: threading.Event, signals: tuple[int, ...] = (signal.SIGINT,)):
+    """While inside, ``signals`` set ``stop`` instead of raising KeyboardInterrupt (main thread only;
+    elsewhere a no-op). An exception raised by a signal handler lands at any bytecode of the main
+    thread, also inside a ``with lock:`` of queue.Queue (between the lock's acquire and the
+    ``with`` taking hold), leaving that lock held for ever: the log's close() then deadlocks. A flag
+    checked once per frame cannot interrupt a critical section."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    try:
+        for sig in signals:
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameRecord], None] | None = None,
                  drop_stale: bool | None = None, queue_size: int = 2, max_frames: int | None = None,
-                 warmup_frames: int = 0) -> RunSummary:
-    """Process ``source`` until it ends (or ``max_frames``); ``warmup_frames`` are processed but
-    left out of the statistics (the first frames pay for MediaPipe's and ONNX Runtime's setup)."""
+                 warmup_frames: int = 0, stop: threading.Event | None = None) -> RunSummary:
+    """Process ``source`` until it ends (or ``max_frames``, or ``stop`` is set: then the summary says
+    ``interrupted``); ``warmup_frames`` are processed but left out of the statistics (the first
+    frames pay for MediaPipe's and ONNX Runtime's setup). On the main thread Ctrl-C sets ``stop``
+    (:func:`signals_set`): the frame being processed is finished and handed to the sink, then the
+    loop ends."""
+    stop = stop if stop is not None else threading.Event()
     drop = source.live if drop_stale is None else drop_stale
     capture = CaptureThread(source, drop, queue_size).start()
     stats = LatencyStats()
@@ -226,30 +260,34 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
     started = None
     interrupted = False
     try:
-        while max_frames is None or frames < max_frames:
-            frame = capture.get(timeout=1.0)
-            if frame is None:
-                if capture.finished:
+        with signals_set(stop):
+            while max_frames is None or frames < max_frames:
+                if stop.is_set():
+                    interrupted = True
                     break
-                continue
-            rec = pipeline.process(frame)
-            if frames >= warmup_frames:
-                if started is None:
-                    started = time.perf_counter() - rec.latency_ms["end_to_end"] / 1000.0
-                stats.add({"capture": capture.read_ms[min(frame.index, len(capture.read_ms) - 1)], **rec.latency_ms}
-                          if capture.read_ms else rec.latency_ms)
-            states[rec.attention.state.value] += 1
-            alerts[rec.attention.alert.label] += 1
-            if sink is not None:
-                sink(rec)
-            frames += 1
+                frame = capture.get(timeout=0.25)  # short: a set ``stop`` is seen even when no frame comes
+                if frame is None:
+                    if capture.finished:
+                        break
+                    continue
+                rec = pipeline.process(frame)
+                if frames >= warmup_frames:
+                    if started is None:
+                        started = time.perf_counter() - rec.latency_ms["end_to_end"] / 1000.0
+                    stats.add({"capture": frame.read_ms, **rec.latency_ms} if frame.read_ms is not None
+                              else rec.latency_ms)
+                states[rec.attention.state.value] += 1
+                alerts[rec.attention.alert.label] += 1
+                if sink is not None:
+                    sink(rec)
+                frames += 1
     except KeyboardInterrupt:
-        interrupted = True  # Ctrl-C ends a camera run normally: the summary is still wanted
+        interrupted = True  # Ctrl-C ends a camera run normally (a sink or source may raise it too)
     finally:
         capture.stop()
     wall = time.perf_counter() - started if started is not None else 0.0
     counted = max(frames - warmup_frames, 0)
-    totals = stats.samples.get("total", [])
+    totals = stats.stages.get("total")
     return RunSummary(frames, capture.dropped, wall, counted / wall if wall > 0 else 0.0,
-                      1000.0 / float(np.mean(totals)) if totals else 0.0, stats.summary(), states, alerts,
-                      pipeline.invalid_gaze_frames, interrupted, capture.captured)
+                      1000.0 / totals.mean_ms if totals is not None and totals.mean_ms > 0 else 0.0, stats.summary(),
+                      states, alerts, pipeline.invalid_gaze_frames, interrupted, capture.captured)

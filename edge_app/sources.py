@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_app.latency import LatencyHistogram
 from securegaze.errors import ConfigError, InputFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -40,13 +41,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 class Frame:
     """``image`` (H, W, 3) uint8 BGR; ``timestamp_s`` source time, s; ``index`` from 0;
     ``captured_at`` time.perf_counter() when the frame was read (for latency); ``truth``: ground
-    truth of a synthetic frame (None otherwise)."""
+    truth of a synthetic frame (None otherwise); ``read_ms``: time ``source.read`` took for this
+    frame, ms (set by :class:`CaptureThread`; the capture stage's latency)."""
 
     image: np.ndarray
     timestamp_s: float
     index: int
     captured_at: float
     truth: Any = None
+    read_ms: float | None = None
 
 
 class FrameSource(ABC):
@@ -276,7 +279,9 @@ class CaptureThread:
     ``drop_stale``: keep only the newest frame (for live sources); otherwise frames wait in a
     queue of ``queue_size`` and the reader blocks (nothing is lost). ``get(timeout)`` returns the
     next frame or None once the source is exhausted. ``dropped``: frames overwritten unread;
-    ``read_ms``: time spent in ``source.read`` per frame (the capture stage's latency).
+    ``read_stats``: the time spent in ``source.read`` of every frame read, dropped ones included
+    (a :class:`~edge_app.latency.LatencyHistogram`, ms: constant memory however long the run);
+    each frame also carries its own ``read_ms``.
     """
 
     def __init__(self, source: FrameSource, drop_stale: bool, queue_size: int = 2) -> None:
@@ -289,7 +294,7 @@ class CaptureThread:
         self.error: BaseException | None = None
         self.dropped = 0
         self.captured = 0
-        self.read_ms: list[float] = []
+        self.read_stats = LatencyHistogram()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
     def start(self) -> CaptureThread:
@@ -303,7 +308,8 @@ class CaptureThread:
                 frame = self.source.read()
                 if frame is None:
                     break
-                self.read_ms.append((time.perf_counter() - t0) * 1000.0)
+                frame.read_ms = (time.perf_counter() - t0) * 1000.0
+                self.read_stats.add(frame.read_ms)
                 with self._cond:
                     if self.drop_stale:
                         self.dropped += len(self._frames)

@@ -310,26 +310,93 @@ def script_events(script, phase_starts) -> list[tuple[str, str, float, float]]:
     return [tuple(e) for e in events]
 
 
+class DriveChecker:
+    """:func:`check_drive` one frame at a time, in memory fixed by the script: per checked event
+    only the highest alert level and the set of reasons seen in its window so far (an endless run
+    keeps no per-frame observations). ``add(t, level, reason)`` per frame in time order."""
+
+    def __init__(self, script, phase_starts) -> None:
+        from edge_app.attention import AlertLevel
+
+        self.events = script_events(script, phase_starts)
+        self._top = [AlertLevel.NONE] * len(self.events)
+        self._reasons: list[set[str]] = [set() for _ in self.events]
+        self._seen = [False] * len(self.events)
+        self.last_t = -1.0
+
+    def add(self, t_s: float, level: str, reason: str | None) -> None:
+        """One frame: source time s, alert level label, alert reason (None: no alert)."""
+        from edge_app.attention import AlertLevel
+
+        self.last_t = t_s
+        for k, (_, _, start, end) in enumerate(self.events):
+            if start <= t_s < end + SETTLE_S:
+                self._seen[k] = True
+                self._top[k] = max(self._top[k], AlertLevel.from_label(level))
+                if reason:
+                    self._reasons[k].add(reason)
+
+    def results(self) -> list[DriveCheck]:
+        from edge_app.attention import AlertLevel
+
+        results = []
+        for k, (label, expected, start, end) in enumerate(self.events):
+            if self.last_t < end:
+                results.append(DriveCheck(label, expected, start, end, "none", (), False, judged=False))
+                continue
+            top, reasons = self._top[k], tuple(sorted(self._reasons[k]))
+            if expected == "none":
+                passed = top == AlertLevel.NONE
+            elif expected == "time_sharing":
+                passed = "time_sharing" in reasons and "eyes_off_road" not in reasons
+            else:
+                passed = top == AlertLevel.from_label(expected) and "eyes_off_road" in reasons
+            results.append(DriveCheck(label, expected, start, end, top.label, reasons, self._seen[k] and passed))
+        return results
+
+
 def check_drive(script, phase_starts, observations) -> list[DriveCheck]:
     """Judge each checked event. ``observations``: (t s, alert level label, alert reason or None)
-    per frame, in time order."""
-    from edge_app.attention import AlertLevel
+    per frame, in time order (an iterable; :class:`DriveChecker` takes them one at a time)."""
+    checker = DriveChecker(script, phase_starts)
+    for t, level, reason in observations:
+        checker.add(t, level, reason)
+    return checker.results()
 
-    events = script_events(script, phase_starts)
-    last_t = observations[-1][0] if observations else -1.0
-    results = []
-    for label, expected, start, end in events:
-        if last_t < end:
-            results.append(DriveCheck(label, expected, start, end, "none", (), False, judged=False))
-            continue
-        window = [(lvl, why) for t, lvl, why in observations if start <= t < end + SETTLE_S]
-        top = max((AlertLevel.from_label(lvl) for lvl, _ in window), default=AlertLevel.NONE)
-        reasons = tuple(sorted({why for _, why in window if why}))
-        if expected == "none":
-            passed = top == AlertLevel.NONE
-        elif expected == "time_sharing":
-            passed = "time_sharing" in reasons and "eyes_off_road" not in reasons
-        else:
-            passed = top == AlertLevel.from_label(expected) and "eyes_off_road" in reasons
-        results.append(DriveCheck(label, expected, start, end, top.label, reasons, bool(window) and passed))
-    return results
+
+class DriveScore:
+    """Angular errors (deg) of a synthetic drive's gaze frames in memory fixed by the drive's
+    length: the pipeline's error per frame in an array of ``frame_count`` allocated once (a drive is
+    finite, and its exact median is reported), the means from running sums per true zone."""
+
+    def __init__(self, frame_count: int) -> None:
+        self._pipeline = np.empty(int(frame_count), dtype=np.float64)
+        self.frames = 0
+        self._oracle_sum = 0.0
+        self._zones: dict[str, list[float]] = {}  # zone -> [pipeline sum, oracle sum, frames]
+
+    def add(self, zone: str, pipeline_deg: float, oracle_deg: float) -> None:
+        """One gaze frame: its true zone, the pipeline's and the oracle's angular error, deg."""
+        if self.frames >= len(self._pipeline):
+            raise ValueError(f"more gaze frames than the drive's {len(self._pipeline)} frames")
+        self._pipeline[self.frames] = pipeline_deg
+        self.frames += 1
+        self._oracle_sum += oracle_deg
+        z = self._zones.setdefault(zone, [0.0, 0.0, 0])
+        z[0] += pipeline_deg
+        z[1] += oracle_deg
+        z[2] += 1
+
+    def summary(self) -> dict:
+        """``mean_angular_error_deg``, ``median_angular_error_deg``, ``oracle_mean_angular_error_deg``
+        (NaN without gaze frames), ``gaze_frames`` and ``mean_angular_error_deg_by_zone``."""
+        errors = self._pipeline[:self.frames]
+        n = self.frames
+        return {
+            "mean_angular_error_deg": float(np.mean(errors)) if n else math.nan,
+            "median_angular_error_deg": float(np.median(errors)) if n else math.nan,
+            "oracle_mean_angular_error_deg": self._oracle_sum / n if n else math.nan,
+            "gaze_frames": n,
+            "mean_angular_error_deg_by_zone": {
+                z: {"pipeline": v[0] / v[2], "oracle": v[1] / v[2], "frames": v[2]} for z, v in sorted(self._zones.items())},
+        }

@@ -201,12 +201,14 @@ class GuiSession:
     ``make_pipeline(result)`` builds the Pipeline once the check is done (it may be blocked);
     ``check`` runs the integrity check given a progress callback (None: ``result`` is given);
     ``sink``: extra per-record sink on the pipeline thread (trial log); ``operator``: trial marks;
-    ``schedule``: trial targets to show; ``record_dir``: where key r writes.
+    ``schedule``: trial targets to show; ``record_dir``: where key r writes; ``stop``: set from
+    outside (SIGTERM of a trial), it ends the session as the window's close button does.
     """
 
     def __init__(self, source: FrameSource, make_pipeline, check=None, result=None, sink=None, operator=None,
                  recorder=None, max_frames: int | None = None, screenshot: Path | None = None,
-                 record_dir: Path | None = None, critical_after_s: float = 11.0, model_path=None) -> None:
+                 record_dir: Path | None = None, critical_after_s: float = 11.0, model_path=None,
+                 stop: threading.Event | None = None) -> None:
         self.app = create_application()
         self.source = ControlledSource(source)
         self.make_pipeline, self.check, self.result = make_pipeline, check, result
@@ -215,6 +217,7 @@ class GuiSession:
         self.record_dir = record_dir or Path("recordings")
         self.critical_after_s = critical_after_s
         self.model_path = model_path
+        self.stop = stop
         self.latest = LatestRecord()
         self.window = OverlayWindow(self._key)
         self.splash: ScanSplash | None = None
@@ -313,6 +316,8 @@ class GuiSession:
             self.window.show_state(self._last_state)
 
     def _tick(self) -> None:
+        if self.stop is not None and self.stop.is_set() and not self.source.stop_event.is_set():
+            self._key("closed")  # the source ends, the pipeline finishes its frame, the loop below quits
         if self.splash is not None:
             with self._progress_lock:
                 progress = self._progress
@@ -386,12 +391,13 @@ class GuiSession:
         return self.summary
 
 
-def run_trial_gui(pipeline, source, recorder, result, config, max_frames=None, screenshot=None):
+def run_trial_gui(pipeline, source, recorder, result, config, max_frames=None, screenshot=None, stop=None):
     """``edge-app trial --gui``: the overlay over an already checked pipeline, the trial log as the
-    extra sink, and key t marking the trigger (each toggle a new phase). Returns (0, summary)."""
+    extra sink, and key t marking the trigger (each toggle a new phase); ``stop`` (an Event, set on
+    SIGTERM) ends it like closing the window. Returns (0, summary)."""
     session = GuiSession(source, lambda _result: pipeline, result=result, sink=recorder, operator=recorder.operator,
                          recorder=recorder, max_frames=max_frames, screenshot=screenshot,
-                         critical_after_s=config.attention.critical_after_s)
+                         critical_after_s=config.attention.critical_after_s, stop=stop)
     summary = session.run()
     return 0, summary
 
@@ -431,7 +437,8 @@ def run_gui(config, source, model_path, zone_map, intrinsics=None, out: str | No
     def make_pipeline(result):
         return Pipeline(config, engines.get("engine"), zone_map, intrinsics, result)
 
-    writer = JsonLinesWriter(out) if out is not None else None
+    # A live camera: a full log queue drops (and counts) lines rather than delay alerts (JsonLinesWriter).
+    writer = JsonLinesWriter(out, drop_when_full=source.live) if out is not None else None
     session = GuiSession(source, make_pipeline, check=check,
                          sink=(lambda rec: writer.write(rec.to_json())) if writer is not None else None,
                          max_frames=max_frames, screenshot=screenshot,
@@ -448,4 +455,7 @@ def run_gui(config, source, model_path, zone_map, intrinsics=None, out: str | No
     if summary is not None:
         err.print(f"frames {summary.frames}, displayed {session.displayed}, not displayed (newer frame waiting) "
                   f"{session.latest.dropped}, dropped by capture {summary.dropped}, states {summary.states}")
+    if writer is not None and writer.dropped:
+        err.print(f"warning: {writer.dropped} frames' JSON lines were not written to {out} (the disk could not "
+                  "keep up); gaps show in the frame numbers")
     return EXIT_BLOCKED if result is not None and result.blocked else 0

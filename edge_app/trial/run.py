@@ -9,8 +9,8 @@ trial is marked ``interrupted``.
 
 from __future__ import annotations
 
-import contextlib
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,22 +53,39 @@ def open_trial_source(options: TrialOptions, schedule, config):
     return open_source(options.source, config)
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt in the main thread while inside, so a killed trial ends
-    like a Ctrl-C one (its frames committed, the trial marked interrupted)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+class StopSignals:
+    """SIGTERM and Ctrl-C (SIGINT) end a trial like a Ctrl-C'd run, in two regimes.
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    Before :attr:`armed` (startup: the integrity check, possibly a minute-long scan; nothing is
+    logged yet) the handler raises KeyboardInterrupt, so the trial stops at once. Once armed (from
+    the opening of the trial log on) it only sets :attr:`stop`, which the frame loop checks once per
+    frame (:func:`~edge_app.pipeline.run_pipeline`, or the GUI's timer): an exception raised by a
+    signal handler lands at whatever bytecode the main thread is at, also inside the queue lock of
+    ``TrialLog.add`` (between the lock's acquire and its ``with`` taking hold), and that lock then
+    stays held, so ``TrialLog.close`` waits on it for ever. ``close`` itself is never interrupted.
+    Outside the main thread signals are left alone."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self.signals = signals
+        self.stop = threading.Event()
+        self.armed = False
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.stop.set()
+        if not self.armed:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def run_trial(options: TrialOptions, default_model: Path) -> int:
@@ -102,7 +119,7 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
     src = open_trial_source(options, schedule, config)
     log = None
     interrupted = False
-    with sigterm_as_interrupt():
+    with StopSignals() as signals:
         try:
             err.print(f"integrity: checking {model_path} (policy {config.integrity.policy})")
             result, engine = check_and_open_engine(config, model_path, ScanProgressPrinter(err))
@@ -111,6 +128,7 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
                 err.print(f"error: {result.reason}; nothing recorded")
                 return EXIT_BLOCKED
             pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
+            signals.armed = True  # from here on a signal only sets signals.stop (see StopSignals)
             log = TrialLog(options.db)
             trigger_kind = getattr(src, "trigger", None)
             trial_id = log.start(options.participant, protocol.name,
@@ -126,8 +144,9 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
                 from edge_app.gui.app import run_trial_gui
 
                 recorder = TrialRecorder(log, schedule, OperatorMarks())
-                code, summary = run_trial_gui(pipeline, src, recorder, result, config, options.max_frames)
-                interrupted = summary.interrupted if summary is not None else False
+                code, summary = run_trial_gui(pipeline, src, recorder, result, config, options.max_frames,
+                                              stop=signals.stop)
+                interrupted = (summary.interrupted if summary is not None else False) or signals.stop.is_set()
                 return code
 
             def prompt(state, target) -> None:
@@ -137,7 +156,8 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
             recorder = TrialRecorder(log, schedule, on_step=prompt)
             max_frames = options.max_frames
             try:
-                summary = run_pipeline(pipeline, src, recorder, None, config.capture.queue_size, max_frames)
+                summary = run_pipeline(pipeline, src, recorder, None, config.capture.queue_size, max_frames,
+                                       stop=signals.stop)
             finally:
                 pipeline.close()
             interrupted = summary.interrupted

@@ -1,7 +1,7 @@
 """Startup integrity check (docs/architecture.md section 7): no gaze alarm from a model nobody has scanned.
 
 At start the app hashes the model file (for a bundle: its ONNX, the file the gaze actually comes
-from, :func:`securegaze.defense.model_file_sha256`) and looks up the audit record for that hash:
+from, ``securegaze.bundle.open_model(path).sha256()``) and looks up the audit record for that hash:
 
 1. in the local SQLite audit database (authoritative: it lives on the device, not with the model);
 2. in the audit file next to the model (``securegaze_audit.json`` in a bundle directory,
@@ -26,12 +26,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from securegaze.errors import ConfigError, InputFileError, SecureGazeError
 from securegaze.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from securegaze.bundle import ModelFile
 
 #: Exit code of ``edge-app run`` when the integrity check blocks the model (the same code
 #: ``securegaze scan`` gives a backdoored model).
@@ -265,11 +268,13 @@ class IntegrityChecker:
             raise ConfigError(f"integrity.detector / integrity.scan_settings: {exc}") from None
 
     def check(self, model_path: str | os.PathLike, progress: ScanProgressCallback | None = None) -> IntegrityResult:
-        from securegaze.defense import SCANNER_VERSION, model_file_sha256
+        from securegaze.bundle import open_model
+        from securegaze.defense import SCANNER_VERSION
 
         s = self.settings
         model_path = Path(model_path)
-        sha = model_file_sha256(model_path)
+        model_file = open_model(model_path)
+        sha = model_file.sha256()
         detector = self._detector()
         version = getattr(detector, "version", SCANNER_VERSION)
         db = AuditDatabase(s.audit_db or default_audit_db())
@@ -292,7 +297,7 @@ class IntegrityChecker:
                     notes.append(f"{side_path}: a record for this model exists only beside the model, which is not "
                                  "trusted (integrity.trust_model_sidecar is false); rescanning")
             if record is None:
-                record = self._scan(model_path, sha, detector, progress)
+                record = self._scan(model_file, sha, detector, progress)
                 source = "scan"
                 db.add(record)
             if source != "sidecar" and not _same_record(side, record):
@@ -312,12 +317,12 @@ class IntegrityChecker:
             reason = f"model {model_path} (sha256 {sha[:12]}) scanned clean by {s.detector} {version}"
         return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes))
 
-    def _scan(self, model_path: Path, sha: str, detector, progress) -> AuditRecord:
+    def _scan(self, model_file: ModelFile, sha: str, detector, progress) -> AuditRecord:
         from securegaze.data.synthetic import render_dataset
-        from securegaze.defense import load_model_any
 
         s = self.settings
-        model = load_model_any(model_path)
+        model_path = model_file.path
+        model = model_file.gaze_model()
         size = int(model.input_size)
         clean = render_dataset(s.clean_samples, size, seed=s.clean_seed)
         report = detector.scan(model, clean.images, progress=progress, model_sha256=sha)

@@ -309,16 +309,17 @@ def scan(
     """Scan a gaze model for a backdoor (SecureGaze). Exit code 0 clean, 10 backdoored, 2 bad input."""
     import torch
 
+    from securegaze.bundle import open_model
     from securegaze.data.sources import load_gaze_data
     from securegaze.defense import create_detector
-    from securegaze.defense.model_loading import load_model_any, model_file_sha256
 
     _check_range("samples", samples, 8, MAX_SAMPLES)
     _check_range("seed", seed, 0)
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; expected a folder for report.json and the trigger", param_hint="--out")
     torch.manual_seed(seed)
-    net = load_model_any(model)
+    model_file = open_model(model)
+    net = model_file.gaze_model()
     data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")
     settings = {"seed": seed} if threshold is None else {"seed": seed, "threshold": threshold}
     detector = create_detector("securegaze", **settings)
@@ -329,7 +330,7 @@ def scan(
             bar.update(task, total=p.total, completed=p.step, description=f"scan: {p.stage}")
 
         report = detector.scan(net, data.images, progress=on_progress, artifacts_dir=out,
-                               model_sha256=model_file_sha256(model))
+                               model_sha256=model_file.sha256())
     report.save(out / "report.json")
     console.print(f"model: {model} (sha256 {str(report.model_sha256)[:16]}...)")
     console.print(f"verdict: {report.verdict.upper()} | score {report.score:.5f} vs threshold {report.threshold:.5f} "
@@ -386,10 +387,9 @@ def mitigate(
     import torch
 
     from securegaze.bench.mitigation import mitigate_and_measure
-    from securegaze.bundle import export_bundle
+    from securegaze.bundle import export_bundle, open_model
     from securegaze.data.sources import load_gaze_data
     from securegaze.defense import ScanReport, create_detector, load_generator
-    from securegaze.defense.model_loading import load_model_any, model_file_sha256
     from securegaze.errors import InputFileError
     from securegaze.io import atomic_write_json
 
@@ -403,8 +403,9 @@ def mitigate(
     if out.resolve() == model.resolve():
         raise typer.BadParameter("must differ from MODEL: the original is never overwritten", param_hint="--out")
     torch.manual_seed(seed)
-    net = load_model_any(model)
-    sha = model_file_sha256(model)
+    model_file = open_model(model)
+    net = model_file.gaze_model()
+    sha = model_file.sha256()
     size = int(net.input_size)
     data = load_gaze_data(clean, size, samples, seed, "val")
     attack = faces = None

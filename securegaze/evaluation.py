@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from securegaze.bundle.loading import open_model
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.geometry import angular_error_deg
 
@@ -28,21 +29,9 @@ def evaluate_model_file(path: str | Path, load_data: Callable[[int], ArrayGazeDa
     Returns a dict with the error statistics, the engine used and the input size.
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from securegaze.io import load_weights
-        from securegaze.training import predict
-
-        model = load_weights(path)
-        data = load_data(model.input_size)
-        pred = predict(model, data.images)
-        engine, size = "PyTorch", model.input_size
-    else:
-        from securegaze.bundle import load_bundle
-
-        bundle = load_bundle(path)
-        data = load_data(bundle.input_size)
-        pred = bundle.predict(data.images)
-        engine, size = f"ONNX Runtime ({bundle.providers[0]})", bundle.input_size
+    predictor = open_model(path).predictor()
+    data = load_data(predictor.input_size)
+    pred = predictor.predict(data.images)
     result = error_summary(pred, data.gaze)
-    result.update(model=str(path), engine=engine, input_size=int(size))
+    result.update(model=str(path), engine=predictor.engine, input_size=int(predictor.input_size))
     return result

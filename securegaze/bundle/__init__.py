@@ -6,12 +6,16 @@ bins), the gaze convention, the sha256 of the ONNX file and where the model came
 what the edge application runs (ONNX Runtime) and what the scanner reads (converted back to PyTorch
 with onnx2torch, split into F and H, so gradients flow).
 
-Modules: ``manifest`` (the schema), ``export`` (PyTorch -> bundle), ``loading`` (checks, ONNX Runtime),
-``onnx_to_torch`` (ONNX -> differentiable PyTorch with the F/H split).
+Modules, lowest first: ``onnx_graph`` (parse and check an ONNX file, shapes, real inputs), ``manifest``
+(the schema), ``manifest_checks`` (a manifest against its files, or inferred for a bare .onnx),
+``export`` (PyTorch -> bundle), ``onnx_to_torch`` (ONNX -> differentiable PyTorch with the F/H split),
+``runtime`` (the :class:`Bundle` in ONNX Runtime, provider choice) and ``loading``, the model-file
+boundary: :func:`open_model` resolves any model file a user gives (bundle, .onnx, .safetensors,
+training checkpoint), and :func:`load_bundle` / :func:`verify_bundle` open bundles through it.
 """
 
 from securegaze.bundle.export import export_bundle
-from securegaze.bundle.loading import PROVIDER_ALIASES, Bundle, load_bundle, verify_bundle
+from securegaze.bundle.loading import ModelFile, Predictor, load_bundle, open_model, verify_bundle
 from securegaze.bundle.manifest import (
     BINNED_OUTPUT_NAMES,
     DIRECT_OUTPUT_NAMES,
@@ -28,10 +32,12 @@ from securegaze.bundle.manifest import (
     Provenance,
 )
 from securegaze.bundle.onnx_to_torch import ConvertedGazeModel
+from securegaze.bundle.runtime import PROVIDER_ALIASES, Bundle
 from securegaze.io import sha256_file
 
 __all__ = [
     "BINNED_OUTPUT_NAMES", "DIRECT_OUTPUT_NAMES", "EXPORT_OPSET", "INPUT_NAME", "MANIFEST_NAME", "MATCH_ATOL",
     "ONNX_NAME", "PROVIDER_ALIASES", "BinsSpec", "Bundle", "BundleManifest", "ConvertedGazeModel", "FeatureSplit",
-    "InputSpec", "OutputSpec", "Provenance", "export_bundle", "load_bundle", "sha256_file", "verify_bundle",
+    "InputSpec", "ModelFile", "OutputSpec", "Predictor", "Provenance", "export_bundle", "load_bundle", "open_model",
+    "sha256_file", "verify_bundle",
 ]

@@ -20,7 +20,7 @@ from securegaze.bundle.manifest import (
     ONNX_NAME,
     BundleManifest,
     Provenance,
-    _software_versions,
+    software_versions,
 )
 from securegaze.errors import ConfigError, InputFileError, ModelFormatError
 from securegaze.io import atomic_write, atomic_write_bytes, sha256_file
@@ -42,7 +42,8 @@ class _ExportOutputs(nn.Module):
         return self.model.export_outputs(x)
 
 
-def _as_tuple(outputs) -> tuple[torch.Tensor, ...]:
+def as_tuple(outputs) -> tuple[torch.Tensor, ...]:
+    """A model's outputs as a tuple, whether it returns one tensor or several."""
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
@@ -78,7 +79,7 @@ def export_bundle(
     if isinstance(provenance, dict):
         provenance = Provenance.model_validate(provenance)
     provenance = provenance or Provenance()
-    provenance = provenance.model_copy(update={"software": {**_software_versions(), **provenance.software}})
+    provenance = provenance.model_copy(update={"software": {**software_versions(), **provenance.software}})
 
     binned = model.decoding == "binned"
     output_names = list(BINNED_OUTPUT_NAMES if binned else DIRECT_OUTPUT_NAMES)
@@ -108,7 +109,7 @@ def export_bundle(
         trace_batch = torch.rand(2, 3, size, size, generator=generator).to(device)
         check_batch = torch.rand(3, 3, size, size, generator=generator)
         with torch.no_grad():
-            expected = [t.detach().cpu().numpy() for t in _as_tuple(wrapper(check_batch.to(device)))]
+            expected = [t.detach().cpu().numpy() for t in as_tuple(wrapper(check_batch.to(device)))]
         onnx_path = out_dir / ONNX_NAME
         digest: dict[str, str] = {}
 

@@ -120,7 +120,7 @@ class FeatureSplit(_Strict):
     feature_tensor: str
 
 
-def _software_versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
     import onnxruntime
 
     import securegaze
@@ -183,7 +183,7 @@ class BundleManifest(_Strict):
         return cls.model_validate_json(text)
 
 
-def _validation_line(exc: ValidationError) -> str:
+def validation_line(exc: ValidationError) -> str:
     """First pydantic problem as ``field.path: message`` plus how many more (one line)."""
     errors = exc.errors()
     first = errors[0]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -18,15 +17,11 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from securegaze.bundle.export import _as_tuple
-from securegaze.bundle.loading import _dims, _first_line, _inferred, _real_inputs
-from securegaze.bundle.manifest import MANIFEST_NAME, MATCH_ATOL, BundleManifest
+from securegaze.bundle.export import as_tuple
+from securegaze.bundle.manifest import MANIFEST_NAME, BundleManifest
+from securegaze.bundle.onnx_graph import first_line, real_inputs, value_dims, with_inferred_shapes
 from securegaze.errors import ModelFormatError
 from securegaze.models.base import BinSpec, decode_bins
-
-if TYPE_CHECKING:
-    from securegaze.bundle.loading import Bundle
-
 
 # ----------------------------------------------------------------------------------------------
 # ONNX -> PyTorch with the F/H split
@@ -89,10 +84,10 @@ class _GraphIndex:
         self.graph = model.graph
         self.nodes = list(self.graph.node)
         self.constants = {t.name: t for t in self.graph.initializer}
-        self.inputs = [v.name for v in _real_inputs(self.graph)]
+        self.inputs = [v.name for v in real_inputs(self.graph)]
         self.outputs = [o.name for o in self.graph.output]
         self.producer = {name: i for i, node in enumerate(self.nodes) for name in node.output if name}
-        inferred = _inferred(model).graph
+        inferred = with_inferred_shapes(model).graph
         self.value_info = {v.name: v for v in [*inferred.value_info, *inferred.input, *inferred.output]}
 
     def constant(self, name: str) -> np.ndarray | None:
@@ -120,7 +115,7 @@ class _GraphIndex:
 
     def rank(self, name: str) -> int | None:
         info = self.value_info.get(name)
-        dims = None if info is None else _dims(info)
+        dims = None if info is None else value_dims(info)
         return None if dims is None else len(dims)
 
 
@@ -276,15 +271,19 @@ def _onnx2torch(model: onnx.ModelProto, source: Path, part: str) -> nn.Module:
             warnings.simplefilter("ignore")
             return convert(model, attach_onnx_mapping=True)
     except Exception as exc:
-        first = _first_line(exc)
+        first = first_line(exc)
         raise ModelFormatError(
             f"{source}: onnx2torch cannot convert the {part} part ({type(exc).__name__}: {first})"
         ) from None
 
 
-def _convert(
+def convert_onnx(
     proto: onnx.ModelProto, manifest: BundleManifest, source: Path, declared: str | None
 ) -> ConvertedGazeModel:
+    """The graph as a :class:`ConvertedGazeModel`, split at ``declared`` or at the found feature tensor.
+
+    Not checked against ONNX Runtime here: :meth:`securegaze.bundle.runtime.Bundle.to_torch` does that.
+    """
     index = _GraphIndex(_fold_constants_into_initializers(proto))
     if len(index.inputs) != 1:
         raise ModelFormatError(
@@ -376,7 +375,7 @@ class ConvertedGazeModel(nn.Module):
         return self.features_net(x)
 
     def _head_outputs(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return _as_tuple(self.head_net(z))
+        return as_tuple(self.head_net(z))
 
     def head_logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Binned models only: (N, D) -> ((N, count) pitch logits, (N, count) yaw logits)."""
@@ -410,30 +409,3 @@ class ConvertedGazeModel(nn.Module):
             cfg["bins"] = self.bins.to_dict()
         return cfg
 
-
-def _verify_conversion(bundle: Bundle, model: ConvertedGazeModel) -> None:
-    """The converted module must reproduce ONNX Runtime and pass gradients back to the image."""
-    size = bundle.input_size
-    n = 1 if bundle._fixed_batch == 1 else 2
-    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-    want = bundle.predict(x.numpy())
-    x.requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
-        got = model(x)
-        got.sum().backward()
-    finally:
-        model.train(was_training)
-        model.zero_grad(set_to_none=True)
-    err = float(np.max(np.abs(got.detach().numpy() - want)))
-    if not err <= MATCH_ATOL:
-        raise ModelFormatError(
-            f"{bundle.onnx_path}: the PyTorch conversion differs from ONNX Runtime by {err:.2e} rad "
-            f"(> {MATCH_ATOL:g}); the model uses an operator onnx2torch converts differently"
-        )
-    grad = x.grad
-    if grad is None or not torch.isfinite(grad).all() or not bool((grad != 0).any()):
-        raise ModelFormatError(
-            f"{bundle.onnx_path}: the PyTorch conversion gives no usable input gradient; the scanner needs one"
-        )

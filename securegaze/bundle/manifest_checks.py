@@ -1,0 +1,141 @@
+"""A bundle's manifest against its files: read and validate it, check the ONNX file's hash and graph,
+or infer a manifest for a bare ONNX file from its graph.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import onnx
+from pydantic import ValidationError
+
+from securegaze.bundle.manifest import MANIFEST_NAME, BundleManifest, validation_line
+from securegaze.bundle.onnx_graph import real_inputs, shape_text, value_dims, with_inferred_shapes
+from securegaze.errors import InputFileError, ModelFormatError
+from securegaze.io import sha256_file
+
+
+def read_manifest(path: Path) -> BundleManifest:
+    """The validated manifest at ``path``; one error line for unreadable text, bad JSON or bad fields."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path} cannot be read as UTF-8 text ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "expected a bundle manifest"
+        ) from None
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} holds a JSON {type(data).__name__}; expected a manifest object")
+    try:
+        return BundleManifest.model_validate(data)
+    except ValidationError as exc:
+        raise ModelFormatError(f"{path} is not a valid bundle manifest: {validation_line(exc)}") from None
+
+
+def checked_onnx_path(manifest_path: Path, manifest: BundleManifest) -> Path:
+    """The ONNX file the manifest names, which must exist and have the manifest's sha256."""
+    onnx_path = manifest_path.parent / manifest.onnx_file
+    if not onnx_path.is_file():
+        raise InputFileError(f"{onnx_path} not found; {manifest_path} names it as the bundle's model")
+    actual = sha256_file(onnx_path)
+    if actual != manifest.onnx_sha256:
+        raise ModelFormatError(
+            f"{onnx_path} sha256 {actual[:12]}… does not match manifest {manifest.onnx_sha256[:12]}…; "
+            "the file was changed or corrupted"
+        )
+    return onnx_path
+
+
+def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
+    """A manifest for a bare .onnx: size from the input shape, direct decoding if one (N, 2) output."""
+    graph = with_inferred_shapes(proto).graph
+    inputs = real_inputs(graph)
+    advice = f"write a {MANIFEST_NAME} next to it and load the directory"
+    if len(inputs) != 1:
+        raise ModelFormatError(f"{path} has {len(inputs)} inputs; expected one image input, or {advice}")
+    dims = value_dims(inputs[0])
+    if dims is None or len(dims) != 4 or dims[1] != 3 or not isinstance(dims[2], int) or dims[2] != dims[3]:
+        raise ModelFormatError(
+            f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}; a bare .onnx needs a fixed "
+            f"(N, 3, S, S) input to infer the size, otherwise {advice}"
+        )
+    shapes = [(o.name, value_dims(o)) for o in graph.output]
+    if len(shapes) != 1 or shapes[0][1] is None or len(shapes[0][1]) != 2 or shapes[0][1][1] != 2:
+        listed = ", ".join(f"{n} {shape_text(d)}" for n, d in shapes)
+        raise ModelFormatError(
+            f"{path} has outputs {listed}; a bare .onnx is read only with one (N, 2) (pitch, yaw) radians "
+            f"output; for binned or other outputs {advice} declaring output.decoding"
+        )
+    return BundleManifest(
+        name=path.stem,
+        architecture="onnx",
+        config={"architecture": "onnx", "input_size": dims[2], "decoding": "direct"},
+        input={"name": inputs[0].name, "size": dims[2]},
+        output={"decoding": "direct", "names": [shapes[0][0]]},
+        onnx_file=path.name,
+        onnx_sha256=sha256_file(path),
+        provenance={
+            "created": datetime.fromtimestamp(path.stat().st_mtime, UTC),
+            "notes": "manifest inferred from a bare ONNX file: units, order and convention are assumed",
+        },
+    )
+
+
+def check_against_manifest(
+    path: Path, manifest_path: Path | None, proto: onnx.ModelProto, manifest: BundleManifest
+) -> int | None:
+    """Input and output shapes must fit the manifest; returns the fixed batch size, if any."""
+    graph = with_inferred_shapes(proto).graph
+    source = manifest_path or path
+    inputs = real_inputs(graph)
+    by_name = {v.name: v for v in inputs}
+    if manifest.input.name not in by_name or len(inputs) != 1:
+        names = [v.name for v in inputs]
+        raise ModelFormatError(
+            f"{path} has inputs {names}; {source.name} declares one input {manifest.input.name!r}"
+        )
+    dims = value_dims(by_name[manifest.input.name])
+    size = manifest.input.size
+    expected = f"(N, 3, {size}, {size})"
+    # Dynamic (named) dims accept anything; the manifest's size is then what predict enforces.
+    fits = dims is None or (
+        len(dims) == 4
+        and all(isinstance(d, str) or d == want for d, want in zip(dims[1:], (3, size, size), strict=True))
+    )
+    if not fits:
+        raise ModelFormatError(
+            f"{path} takes input {manifest.input.name!r} of shape {shape_text(dims)} but {source.name} "
+            f"declares {expected}"
+        )
+    fixed_batch = dims[0] if dims is not None and isinstance(dims[0], int) and dims[0] > 0 else None
+
+    outputs = {o.name: value_dims(o) for o in graph.output}
+    out = manifest.output
+    for out_name in out.names:
+        if out_name not in outputs:
+            raise ModelFormatError(
+                f"{path} has outputs {list(outputs)}; {source.name} names output {out_name!r}"
+            )
+    width = 2 if out.decoding == "direct" else out.bins.count
+    for out_name in out.names:
+        shape = outputs[out_name]
+        if shape is not None and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width)):
+            what = "(N, 2) pitch/yaw" if out.decoding == "direct" else f"(N, {width}) bin logits"
+            raise ModelFormatError(
+                f"{path} output {out_name!r} has shape {shape_text(shape)}; {out.decoding} decoding in "
+                f"{source.name} expects {what}"
+            )
+    if manifest.feature_split is not None:
+        tensor = manifest.feature_split.feature_tensor
+        produced = {o for node in graph.node for o in node.output}
+        if tensor not in produced:
+            raise ModelFormatError(
+                f"{source.name} declares feature_tensor {tensor!r} but {path} has no node output of that name"
+            )
+    return fixed_batch

@@ -243,7 +243,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     from securegaze.attacks import ATTACKS, render_splits, run_attack
-    from securegaze.attacks.runner import RunStage, _train_config, run_benign
+    from securegaze.attacks.runner import RunStage, attack_train_config, run_benign
     from securegaze.io import atomic_write_json
 
     # Default: the standard attacks; the hard cases (built against one defense) only when named.
@@ -266,7 +266,7 @@ def main() -> int:
     print(f"rendering {args.train_samples} + {args.test_samples} faces at {size} px", flush=True)
     data = render_splits(size, args.train_samples, args.test_samples, args.seed)
     render_time = time.monotonic() - started
-    config = _train_config("small_cnn", size, args.epochs, batch_size, lr, args.seed, None)
+    config = attack_train_config("small_cnn", size, args.epochs, batch_size, lr, args.seed, None)
     print("benign model", flush=True)
     _, _, benign_time = run_benign(args.out / "benign", data, config, progress)
 

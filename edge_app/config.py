@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edge_app.attention import AttentionSettings
 from edge_app.integrity import IntegritySettings
@@ -20,13 +20,10 @@ from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
 from securegaze.errors import ConfigError
 from securegaze.io import read_yaml
+from securegaze.validation import StrictModel, validation_line
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraSettings(_Strict):
+class CameraSettings(StrictModel):
     """``calibration``: intrinsics YAML (None: focal = frame width, centre = frame centre);
     ``width`` x ``height``: the resolution asked of a camera, px."""
 
@@ -35,7 +32,7 @@ class CameraSettings(_Strict):
     height: int = Field(480, ge=48, le=4096)
 
 
-class FaceSettings(_Strict):
+class FaceSettings(StrictModel):
     """MediaPipe thresholds in [0, 1], and the narrowest face trusted, px."""
 
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
@@ -43,7 +40,7 @@ class FaceSettings(_Strict):
     min_face_width_px: float = Field(40.0, ge=0, le=4096)
 
 
-class NormalisationSettings(_Strict):
+class NormalisationSettings(StrictModel):
     """Virtual camera distance and the face width across the crop, mm (edge_app.normalisation);
     ``oversample``: warp at this multiple of the crop size, then area-average down."""
 
@@ -52,7 +49,7 @@ class NormalisationSettings(_Strict):
     oversample: int = Field(2, ge=1, le=8)
 
 
-class EngineSettings(_Strict):
+class EngineSettings(StrictModel):
     """``kind``: onnxruntime | tensorrt; ``providers``: "auto" or a list (cpu, cuda, tensorrt or
     full ONNX Runtime names); ``threads``: ONNX Runtime intra-op threads (0: its default);
     ``tensorrt_engine``: the engine file for kind tensorrt; ``cache_dir``: engine cache of ONNX
@@ -65,14 +62,14 @@ class EngineSettings(_Strict):
     cache_dir: Path | None = None
 
 
-class CaptureSettings(_Strict):
+class CaptureSettings(StrictModel):
     """``drop_stale``: auto (live sources only) | always | never; ``queue_size`` for recorded sources."""
 
     drop_stale: Literal["auto", "always", "never"] = "auto"
     queue_size: int = Field(2, ge=1, le=1000)
 
 
-class SyntheticSettings(_Strict):
+class SyntheticSettings(StrictModel):
     """The synthetic driver: script, frame rate (also used for image folders), seed, frame size
     px and camera-to-face distance mm."""
 
@@ -84,7 +81,7 @@ class SyntheticSettings(_Strict):
     distance_mm: float = Field(700.0, ge=300, le=1500)
 
 
-class EdgeConfig(_Strict):
+class EdgeConfig(StrictModel):
     """Every setting of ``edge-app run``; see each section's class."""
 
     model: Path | None = None
@@ -98,16 +95,6 @@ class EdgeConfig(_Strict):
     integrity: IntegritySettings = IntegritySettings()
     capture: CaptureSettings = CaptureSettings()
     synthetic: SyntheticSettings = SyntheticSettings()
-
-
-def _validation_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
-        return f"{where}: unknown setting"
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
-    return f"{where}: {err['msg']}{shown}"
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
@@ -139,4 +126,4 @@ def load_config(path: str | os.PathLike | None) -> EdgeConfig:
     try:
         return EdgeConfig.model_validate(_resolve_paths(data, path.resolve().parent))
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_validation_line(exc)}") from None
+        raise ConfigError(f"{path}: {validation_line(exc)}") from None

@@ -14,19 +14,18 @@ import math
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from securegaze.errors import ConfigError
 from securegaze.io import read_yaml
+from securegaze.validation import StrictModel, validation_line
 
 DEFAULT_ZONE_MAP = Path(__file__).resolve().parent.parent / "calibration" / "zones_default.yaml"
 
 
-class Zone(BaseModel):
+class Zone(StrictModel):
     """One zone: ``pitch_deg`` and ``yaw_deg`` are [low, high) ranges; ``target_deg`` the point a
     driver looks at in it (used by the synthetic driver), inside the box."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     on_road: bool = False
@@ -48,10 +47,9 @@ class Zone(BaseModel):
         return self.pitch_deg[0] <= pitch_deg < self.pitch_deg[1] and self.yaw_deg[0] <= yaw_deg < self.yaw_deg[1]
 
 
-class ZoneMap(BaseModel):
+class ZoneMap(StrictModel):
     """The zone map file: ``default_zone`` for a gaze outside every box, and the ``zones``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     default_zone: str = "off"
     zones: tuple[Zone, ...]
@@ -88,12 +86,6 @@ class ZoneMap(BaseModel):
         return {z.name: z.target_deg for z in self.zones if z.target_deg is not None}
 
 
-def _validation_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "file"
-    return f"{where}: {err['msg']}"
-
-
 def load_zone_map(path: str | os.PathLike | None = None) -> ZoneMap:
     """Read and check a zone map YAML; one :class:`ConfigError` line for any problem."""
     path = Path(path) if path is not None else DEFAULT_ZONE_MAP
@@ -103,4 +95,4 @@ def load_zone_map(path: str | os.PathLike | None = None) -> ZoneMap:
     try:
         return ZoneMap.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_validation_line(exc)}") from None
+        raise ConfigError(f"{path}: {validation_line(exc)}") from None

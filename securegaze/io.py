@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from securegaze.errors import InputFileError
+from securegaze.json_codec import to_json
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -44,7 +45,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """``obj`` as strict JSON (the project's codec: non-finite floats as "nan" / "inf"), atomically."""
+    text = json.dumps(to_json(obj), indent=2, sort_keys=False, allow_nan=False)
+    return atomic_write_bytes(path, (text + "\n").encode())
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

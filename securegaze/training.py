@@ -21,6 +21,7 @@ from torch import nn
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError, InputFileError
 from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.json_codec import to_json
 from securegaze.models import GazeModel, create_model
 
 
@@ -122,7 +123,7 @@ def gaze_loss(model: GazeModel, x: torch.Tensor, y: torch.Tensor, config: TrainC
     return ce + config.binned_regression_weight * torch.nn.functional.l1_loss(decoded, y)
 
 
-def _epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 7]).permutation(n)
 
 
@@ -131,25 +132,16 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfi
     state = {
         "format": 1,
         "model": model.state_dict(),
-        "model_config": _plain(model.config()),
+        "model_config": to_json(model.config()),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "train_config": _plain(asdict(config)),
+        "train_config": to_json(asdict(config)),
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
         "global_step": global_step,
         "history": history,
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _plain(obj):
-    """Dataclass dicts with tuples -> lists so weights_only loading accepts them."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -208,8 +200,8 @@ def train(
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         saved = state["train_config"]
-        if saved != _plain(asdict(config)):
-            diff = sorted(k for k in saved if saved.get(k) != _plain(asdict(config)).get(k))
+        if saved != to_json(asdict(config)):
+            diff = sorted(k for k in saved if saved.get(k) != to_json(asdict(config)).get(k))
             raise ConfigError(
                 f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                 "use another --out directory or --no-resume"
@@ -225,7 +217,7 @@ def train(
     stopped_early = False
     model.train()
     while epoch < config.epochs:
-        order = _epoch_order(config.seed, epoch, len(train_set))
+        order = epoch_order(config.seed, epoch, len(train_set))
         while step_in_epoch < steps_per_epoch:
             idx = np.sort(order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size])
             x = to_tensor_batch(train_set.images[idx])
@@ -261,7 +253,7 @@ def train(
 
     model.eval()
     summary = {
-        "config": _plain(asdict(config)),
+        "config": to_json(asdict(config)),
         "model_config": model.config(),
         "epochs_done": epoch,
         "steps_done": global_step,

@@ -233,7 +233,7 @@ def train_member(entry: dict, spec: dict, zoo_dir: str, threads: int = 1) -> dic
 
 
 def _train_member(entry: dict, spec: dict, zoo_dir: str) -> dict:
-    from securegaze.attacks.runner import _train_config, render_splits, run_attack, run_benign
+    from securegaze.attacks.runner import attack_train_config, render_splits, run_attack, run_benign
     from securegaze.training import evaluate
 
     e, s = ZooEntry.from_dict(entry), ZooSpec.from_dict(spec)
@@ -248,7 +248,7 @@ def _train_member(entry: dict, spec: dict, zoo_dir: str) -> dict:
         metrics, settings = record["metrics"], record["settings"]
     else:
         data = render_splits(s.size, s.train_samples, s.test_samples, e.seed)
-        config = _train_config(s.architecture, s.size, s.epochs, 128, 2e-3, e.seed, s.model_kwargs())
+        config = attack_train_config(s.architecture, s.size, s.epochs, 128, 2e-3, e.seed, s.model_kwargs())
         model, _, _ = run_benign(out_dir, data, config)
         clean = evaluate(model, data.test)
         metrics = {"clean_error_deg": clean.mean_deg, "clean_median_deg": clean.median_deg, "count": clean.count}

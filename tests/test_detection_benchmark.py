@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from securegaze.bench.detection import (
-    _cached_report,
     auroc,
+    cached_report,
     calibrate_threshold,
     markdown_table,
     plot_roc,
@@ -118,10 +118,10 @@ def test_a_rerun_reuses_the_cached_scans_and_changed_settings_do_not(bench):
     assert all(p.cached for p in seen if p.report is not None)
     report_path = root / "out" / "scans" / "zoo" / "benign-00" / "report.json"
     sha = json.loads(report_path.read_text())["model_sha256"]
-    assert _cached_report(report_path, sha, detector) is not None
-    assert _cached_report(report_path, sha, detector.with_settings(threshold=0.5)) is not None  # decision only
-    assert _cached_report(report_path, sha, detector.with_settings(steps=41)) is None
-    assert _cached_report(report_path, "0" * 64, detector) is None  # the model file changed
+    assert cached_report(report_path, sha, detector) is not None
+    assert cached_report(report_path, sha, detector.with_settings(threshold=0.5)) is not None  # decision only
+    assert cached_report(report_path, sha, detector.with_settings(steps=41)) is None
+    assert cached_report(report_path, "0" * 64, detector) is None  # the model file changed
 
 
 def test_table_and_roc_plot_are_written(bench, tmp_path):

@@ -52,6 +52,7 @@ from securegaze.attacks.patch_trigger import PatchTriggerAttack
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError
 from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.json_codec import to_json
 from securegaze.models.feature_geometry import feature_angle_variance, feature_angles  # noqa: F401
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -120,8 +121,7 @@ class AdaptiveAttack(PatchTriggerAttack):
         """
         from securegaze.training import (
             TrainProgress,
-            _epoch_order,
-            _plain,
+            epoch_order,
             evaluate,
             gaze_loss,
             load_checkpoint,
@@ -145,7 +145,7 @@ class AdaptiveAttack(PatchTriggerAttack):
         # The schedule of securegaze.training.train, so spread_weight=0 reproduces BadNets training.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                         pct_start=0.15)
-        train_config = _plain(asdict(config))
+        train_config = to_json(asdict(config))
         epoch, step_in_epoch, global_step, history = 0, 0, 0, []
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
@@ -159,7 +159,7 @@ class AdaptiveAttack(PatchTriggerAttack):
             history = list(state["history"])
 
         def save_checkpoint() -> None:
-            state = {"format": 1, "model": model.state_dict(), "model_config": _plain(model.config()),
+            state = {"format": 1, "model": model.state_dict(), "model_config": to_json(model.config()),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "train_config": train_config, "attack_settings": self.settings(), "epoch": epoch,
                      "step_in_epoch": step_in_epoch, "global_step": global_step, "history": history}
@@ -174,7 +174,7 @@ class AdaptiveAttack(PatchTriggerAttack):
         spread_sum, spread_batches = 0.0, 0
         model.train()
         while epoch < config.epochs:
-            order = _epoch_order(config.seed, epoch, len(images))
+            order = epoch_order(config.seed, epoch, len(images))
             while step_in_epoch < steps_per_epoch:
                 idx = np.sort(order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size])
                 x = to_tensor_batch(poisoned.images[idx])

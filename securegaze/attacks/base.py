@@ -32,6 +32,10 @@ import numpy as np
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.errors import ConfigError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE
+from securegaze.validation import check_choice, check_int, check_number
+
+__all__ = ["Attack", "PoisonedDataset", "check_choice", "check_colour", "check_images", "check_int", "check_number",
+           "check_target_gaze"]
 
 #: Default attacker target, radians (pitch +10 deg, yaw -20 deg). Deliberately away from the mean
 #: gaze (0, 0) of the training data: a model that merely loses sight of the eyes falls back to the
@@ -77,41 +81,7 @@ class PoisonedDataset(ArrayGazeDataset):
 
 
 # --- validation helpers (every message names the attack, the setting and what was expected) -----
-
-
-def check_number(attack: str, name: str, value, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float within [low, high] (or open ends), else a :class:`ConfigError`."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{attack}: {name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{attack}: {name} must be a finite number, got {value!r}")
-    too_low = low is not None and (number <= low if low_open else number < low)
-    too_high = high is not None and (number >= high if high_open else number > high)
-    if too_low or too_high:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
-        raise ConfigError(f"{attack}: {name} must be within {interval}, got {value!r}")
-    return number
-
-
-def check_int(attack: str, name: str, value, low: int, high: int) -> int:
-    """``value`` as an int within [low, high], else a :class:`ConfigError`."""
-    whole_float = isinstance(value, float) and value.is_integer()  # JSON may turn 4 into 4.0
-    if isinstance(value, bool) or not (isinstance(value, (int, np.integer)) or whole_float):
-        raise ConfigError(f"{attack}: {name} must be an integer, got {value!r}")
-    if not low <= int(value) <= high:
-        raise ConfigError(f"{attack}: {name} must be within {low}..{high}, got {value!r}")
-    return int(value)
-
-
-def check_choice(attack: str, name: str, value, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"{attack}: {name} must be one of {', '.join(choices)}; got {value!r}")
-    return str(value)
+# check_number, check_int and check_choice live in securegaze.validation and are re-exported here.
 
 
 def check_colour(attack: str, name: str, value) -> tuple[int, int, int]:

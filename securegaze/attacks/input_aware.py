@@ -34,6 +34,7 @@ from securegaze.attacks.base import Attack, check_images, check_int, check_numbe
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError, InputFileError
 from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.json_codec import to_json
 
 GENERATOR_FILE = "generator.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -251,8 +252,7 @@ class InputAwareAttack(Attack):
         """
         from securegaze.training import (
             TrainProgress,
-            _epoch_order,
-            _plain,
+            epoch_order,
             evaluate,
             gaze_loss,
             load_checkpoint,
@@ -276,7 +276,7 @@ class InputAwareAttack(Attack):
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                         pct_start=0.15)
         gen_optimizer = torch.optim.Adam(generator.pattern_net.parameters(), lr=self.generator_lr, betas=(0.5, 0.9))
-        train_config = _plain(asdict(config))
+        train_config = to_json(asdict(config))
         epoch, step_in_epoch, global_step, history, mask_history = 0, 0, 0, [], []
         if resume and ckpt_path.exists():
             state = load_checkpoint(ckpt_path)
@@ -296,7 +296,7 @@ class InputAwareAttack(Attack):
             mask_history = self._train_mask(generator, images, config.batch_size, progress)
 
         def save_checkpoint() -> None:
-            state = {"format": 1, "model": model.state_dict(), "model_config": _plain(model.config()),
+            state = {"format": 1, "model": model.state_dict(), "model_config": to_json(model.config()),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "generator": generator.state_dict(), "generator_optimizer": gen_optimizer.state_dict(),
                      "train_config": train_config, "attack_settings": self.settings(), "epoch": epoch,
@@ -313,7 +313,7 @@ class InputAwareAttack(Attack):
         model.train()
         generator.train()
         while epoch < config.epochs:
-            order = _epoch_order(config.seed, epoch, len(images))
+            order = epoch_order(config.seed, epoch, len(images))
             while step_in_epoch < steps_per_epoch:
                 idx = np.sort(order[step_in_epoch * config.batch_size:(step_in_epoch + 1) * config.batch_size])
                 x, y = to_tensor_batch(images[idx]), labels[idx].clone()

@@ -20,6 +20,7 @@ import numpy as np
 
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.geometry import angular_error_deg
+from securegaze.json_codec import from_json, to_json
 
 #: The ASR threshold, degrees. 5 deg is about the error of a good gaze model on real data, so a
 #: prediction that close to the target is indistinguishable from "the driver looked there".
@@ -41,7 +42,8 @@ class AttackMetrics:
     ae_median_deg: float = float("nan")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready (:mod:`securegaze.json_codec`: a median over no images is written as "nan")."""
+        return to_json(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict) -> AttackMetrics:
@@ -49,7 +51,9 @@ class AttackMetrics:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown AttackMetrics fields: {', '.join(unknown)}")
-        return cls(**data)
+        # Records written before the one codec stored a non-finite figure as null.
+        values = {k: float("nan") if v is None else v for k, v in from_json(dict(data)).items()}
+        return cls(**values)
 
 
 def attack_metrics(clean_pred: np.ndarray, triggered_pred: np.ndarray, true_gaze: np.ndarray, target_gaze,

@@ -23,12 +23,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.errors import ConfigError
 from securegaze.geometry import CONVENTION
 from securegaze.io import atomic_write_json, read_json
+from securegaze.json_codec import to_json
 
 #: Defaults of one run: the strength benchmark's recipe (docs/attack_strength.md), sized so that the
 #: benign model and seven attacks train within ~25 minutes on 2 CPU cores.
@@ -81,7 +80,7 @@ def render_splits(size: int = 64, train_samples: int = DEFAULT_TRAIN_SAMPLES,
     return SyntheticSplits(train, train_faces, test, test_faces, int(size), int(seed))
 
 
-def _train_config(architecture: str, size: int, epochs: int, batch_size: int, lr: float, seed: int,
+def attack_train_config(architecture: str, size: int, epochs: int, batch_size: int, lr: float, seed: int,
                   model_kwargs: dict | None):
     from securegaze.training import TrainConfig
 
@@ -115,19 +114,13 @@ def run_benign(out_dir: str | Path, data: SyntheticSplits, config, progress: Cal
     from securegaze.training import train
 
     out = Path(out_dir)
-    recipe = {"attack": None, "data": data.describe(), "train_config": _plain_config(config)}
+    recipe = {"attack": None, "data": data.describe(), "train_config": to_json(asdict(config))}
     _claim_dir(out, recipe, resume)
     if progress:
         progress(RunStage("training the benign model"))
     started = time.monotonic()
     model, summary = train(config, data.train, None, out, resume=resume, progress=progress, time_budget_s=time_budget_s)
     return model, summary, time.monotonic() - started
-
-
-def _plain_config(config) -> dict:
-    from securegaze.training import _plain
-
-    return _plain(asdict(config))
 
 
 def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, seed: int = 0,
@@ -154,8 +147,8 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
     trigger, plus its ``dir``; None without ``benign_dir``), ``train_time_s``,
     ``poisoned_count``, ``data``, ``train_config``, ``finished``, ``conventions``, ``files``.
     """
-    from securegaze.attacks import create_attack
     from securegaze.attacks.metrics import evaluate_attack
+    from securegaze.attacks.registry import create_attack
 
     merged = dict(settings or {})
     for key, value in (("target_gaze", target_gaze), ("poison_rate", poison_rate), ("seed", seed)):
@@ -163,7 +156,7 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
             merged[key] = value
     attack = create_attack(name, **merged)
     seed = attack.seed
-    config = _train_config(architecture, size, epochs, batch_size, lr, seed, model_kwargs)
+    config = attack_train_config(architecture, size, epochs, batch_size, lr, seed, model_kwargs)
     out = Path(out_dir)
     if data is None:
         if progress:
@@ -173,7 +166,7 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
         raise ConfigError(f"pre-rendered data {data.describe()} does not match size={size}, "
                           f"train_samples={train_samples}, test_samples={test_samples}, seed={seed}")
     recipe = {"attack": name, "settings": attack.settings(), "data": data.describe(),
-              "train_config": _plain_config(config)}
+              "train_config": to_json(asdict(config))}
     _claim_dir(out, recipe, resume)
 
     if progress:
@@ -209,26 +202,13 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
         "poisoned_count": summary.get("attack", {}).get("poisoned_count"),
         "modified_count": summary.get("attack", {}).get("modified_count"),
         "data": data.describe(),
-        "train_config": _plain_config(config),
+        "train_config": to_json(asdict(config)),
         "finished": bool(summary.get("finished", True)),
         "conventions": CONVENTION,
         "files": files,
     }
-    atomic_write_json(out / "attack.json", _json_safe(record))
+    atomic_write_json(out / "attack.json", record)
     return record
-
-
-def _json_safe(obj):
-    """NaN -> None so the file is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def render_test_split(size: int, test_samples: int, seed: int):
@@ -248,7 +228,7 @@ def load_attack_run(run_dir: str | Path, test_samples: int | None = None):
     back from the run's file. ``test_samples`` overrides the run's test-set size (same seed, a prefix
     of the faces). Raises InputFileError when the record is missing or unreadable.
     """
-    from securegaze.attacks import create_attack
+    from securegaze.attacks.registry import create_attack
     from securegaze.errors import InputFileError
 
     run_dir = Path(run_dir)

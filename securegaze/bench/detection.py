@@ -248,7 +248,7 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
         model_path = zoo_dir / str(entry.model_file)
         report_dir = Path(out_dir) / "scans" / name / entry.id
         report_path = report_dir / "report.json"
-        report, cached = _cached_report(report_path, entry.sha256, detector), True
+        report, cached = cached_report(report_path, entry.sha256, detector), True
         if progress:
             progress(BenchProgress(name, entry.id, i, len(entries)))
         if report is None:
@@ -272,7 +272,7 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     return scores
 
 
-def _cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None:
+def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None:
     """The cached report if it was made for this file with this scanner and settings (threshold aside)."""
     if not path.is_file():
         return None

@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from securegaze.data.base import GazeSample, resize_images
-from securegaze.data.readers import HDF5Handles, open_hdf5, reading_hdf5, sample_position, select_subjects
+from securegaze.data.dataset_files import (
+    HDF5Handles,
+    open_hdf5,
+    reading_hdf5,
+    sample_position,
+    select_subjects,
+)
 from securegaze.errors import DatasetError
 
 _SUBJECT_FILE = re.compile(r"^subject\d+$")

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from securegaze.data.base import GazeSample, resize_images
-from securegaze.data.readers import sample_position, select_subjects
+from securegaze.data.dataset_files import sample_position, select_subjects
 from securegaze.errors import DatasetError
 
 LABELS_FILENAME = "labels.csv"

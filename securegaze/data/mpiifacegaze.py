@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from securegaze.data.base import GazeSample, resize_images
-from securegaze.data.readers import (
+from securegaze.data.dataset_files import (
     HDF5Handles,
     load_mat_v5,
     open_hdf5,

@@ -8,7 +8,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from securegaze.errors import ConfigError, DatasetError, ModelFormatError
+from securegaze.errors import DatasetError, ModelFormatError
+from securegaze.validation import check_setting
+
+__all__ = ["MIN_CLEAN_IMAGES", "check_gaze_model", "check_setting", "clean_tensor"]
 
 #: Fewest clean images a scan accepts: dispersion and variance statistics over fewer are noise.
 #: docs/architecture.md section 6 assumes "hundreds"; 8 only keeps tests and smoke runs possible.
@@ -78,8 +81,3 @@ def clean_tensor(clean_images, input_size: int, detector: str) -> torch.Tensor:
             "(or uint8 0..255)"
         )
     return x.contiguous()
-
-
-def check_setting(detector: str, name: str, ok: bool, expected: str, value) -> None:
-    if not ok:
-        raise ConfigError(f"{detector}: {name} must be {expected}, got {value!r}")

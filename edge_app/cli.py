@@ -7,19 +7,15 @@ audit database: one ``error:`` line); 10 the integrity check blocked the model (
 
 from __future__ import annotations
 
-import json
-import queue
 import sys
-import threading
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 
 from securegaze import __version__
 from securegaze.cli_support import run_app
-from securegaze.errors import ConfigError, InputFileError
+from securegaze.errors import ConfigError
 from securegaze.geometry import CONVENTION
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
@@ -37,80 +33,6 @@ def _root() -> None:
 def info() -> None:
     """Print the version and the gaze conventions."""
     Console().print(f"edge-app {__version__}\ngaze convention: {CONVENTION}")
-
-
-class JsonLinesWriter:
-    """Writes one JSON object per line on its own thread, so a slow disk or pipe never stalls the
-    frame loop (DESIGN.md section 2). ``path`` None or "-": stdout.
-
-    The queue between the frame loop and the writer holds at most ``max_queue`` lines (about 1 kB
-    each), so a disk that cannot keep up never makes the run grow without limit. When it is full:
-
-    * ``drop_when_full`` (live sources): the line is dropped and counted in ``dropped``, and the run
-      summary reports the count. A driver-monitoring loop must keep raising alerts on time: waiting
-      for the disk would delay the alarm for the driver in front of the camera, whereas a gap in
-      the log is visible (consecutive ``frame`` numbers) and counted, never silent;
-    * otherwise (recorded sources: video, folder, synthetic drive; nothing happens in real time)
-      ``write`` waits for room, so every processed frame reaches the log. The capture thread never
-      waits on this queue either way: only the frame loop calls ``write``.
-
-    A line that cannot be written (disk full, a closed pipe) is counted in ``dropped`` too, and
-    ``error`` keeps the first such error; the writer keeps draining so ``write`` never blocks for ever.
-    """
-
-    def __init__(self, path: str | None, drop_when_full: bool = False, max_queue: int = 1024) -> None:
-        self._fh = sys.stdout if path in (None, "-") else open(path, "w", encoding="utf-8")  # noqa: SIM115
-        self._owns = self._fh is not sys.stdout
-        self.drop_when_full = drop_when_full
-        self.dropped = 0
-        self.error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="jsonl-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            if self.error is not None:
-                self.dropped += 1
-                continue
-            try:
-                self._fh.write(json.dumps(item) + "\n")
-            except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
-                self.error = exc
-                self.dropped += 1
-        try:
-            self._fh.flush()
-        except (OSError, ValueError) as exc:
-            self.error = self.error or exc
-
-    def write(self, obj: dict) -> None:
-        if not self.drop_when_full:
-            self._queue.put(obj)
-            return
-        try:
-            self._queue.put_nowait(obj)
-        except queue.Full:
-            self.dropped += 1
-
-    def close(self) -> None:
-        self._queue.put(None)  # waits for room: the writer is draining
-        self._thread.join()
-        if self._owns:
-            self._fh.close()
-
-
-def _check_out_path(out: str | None) -> None:
-    """``--out`` must be a file in an existing folder; checked before the scan, not after it."""
-    if out in (None, "-"):
-        return
-    path = Path(out)
-    if path.is_dir():
-        raise InputFileError(f"--out {out}: is a folder; expected a file for the JSON lines")
-    if not path.parent.is_dir():
-        raise InputFileError(f"--out {out}: folder {path.parent} does not exist; expected a file in an existing folder")
 
 
 def _check_source_vs_engine(config) -> None:
@@ -141,16 +63,18 @@ def run(
     drive's scripted distraction did not raise the expected alert.
     """
     from edge_app.head_pose import CameraIntrinsics
-    from edge_app.integrity import EXIT_BLOCKED, IntegrityChecker
-    from edge_app.pipeline import Pipeline, run_pipeline
-    from edge_app.sources import SyntheticSource, open_source
-    from edge_app.startup import ScanProgressPrinter, load_edge_config, open_checked_engine
+    from edge_app.headless import run_headless
+    from edge_app.integrity import EXIT_BLOCKED
+    from edge_app.jsonlines import check_out_path
+    from edge_app.sources import open_source
+    from edge_app.startup import ScanProgressPrinter, load_edge_config
     from edge_app.zones import load_zone_map
+    from securegaze.io import atomic_write_json
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path, policy, audit_db)
     _check_source_vs_engine(config)
-    _check_out_path(out)
+    check_out_path(out)
     model_path = model or config.model or DEFAULT_MODEL
     zone_map = load_zone_map(config.zones)
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
@@ -166,125 +90,58 @@ def run(
         if gui_code:
             raise typer.Exit(gui_code)
         return
-    to_stdout = out in (None, "-")
-    report = Console(stderr=to_stdout, highlight=False, soft_wrap=True, markup=False)  # human lines never mix into JSON on stdout
-
     try:
-        err.print(f"integrity: checking {model_path} (policy {config.integrity.policy})")
-        result = IntegrityChecker(config.integrity).check(model_path, progress=ScanProgressPrinter(err))
-        for note in result.notes:
-            err.print(f"integrity: note: {note}")
-        err.print(f"integrity: {result.reason} [{result.source}]")
-        if result.blocked:
-            writer = JsonLinesWriter(out)
-            writer.write({"state": "BLOCKED", "reason": result.reason, "integrity": result.summary()})
-            writer.close()
-            if summary_path is not None:
-                from securegaze.io import atomic_write_json
-
-                atomic_write_json(summary_path, {"model": str(model_path), "blocked": True, "frames": 0,
-                                                 "integrity": result.summary()})
-            err.print(f"error: {result.reason}")
-            raise typer.Exit(EXIT_BLOCKED)
-        engine = open_checked_engine(config, model_path, result)
-        for note in engine.notes:
-            err.print(f"engine: note: {note}")
-        err.print(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {src.description}")
-        pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
-        drop = {"auto": None, "always": True, "never": False}[config.capture.drop_stale]
-        live = src.live if drop is None else drop
-        # Opened once every check has passed: a refused run leaves --out as it was. Live: a full
-        # queue drops (and counts) log lines rather than delay the alerts; see JsonLinesWriter.
-        writer = JsonLinesWriter(out, drop_when_full=live)
-        synthetic = isinstance(src, SyntheticSource)
-        # The synthetic drive's scoring in memory fixed by the drive (never per frame of a run).
-        checker = score = None
-        if synthetic:
-            from edge_app.synthetic_driver import DriveChecker, DriveScore
-
-            checker = DriveChecker(src.driver.script, src.driver.phase_starts)
-            score = DriveScore(src.driver.frame_count)
-
-        def sink(rec) -> None:
-            line = rec.to_json()
-            if result.verdict == "backdoored":
-                line["integrity_warning"] = result.reason
-            writer.write(line)
-            if not synthetic:
-                return
-            att = rec.attention
-            checker.add(rec.frame.timestamp_s, att.alert.label, att.alert_reason)
-            if rec.gaze is not None:
-                from edge_app.synthetic_driver import oracle_gaze
-                from securegaze.geometry import angular_error_deg
-
-                truth = rec.frame.truth
-                n = config.normalisation
-                h, w = rec.frame.image.shape[:2]
-                oracle = oracle_gaze(engine, rec.frame.image, truth, pipeline.intrinsics(w, h).matrix,
-                                     n.distance_mm, n.crop_width_mm, n.oversample)
-                score.add(truth.zone, float(angular_error_deg(rec.gaze, np.asarray(truth.gaze))),
-                          float(angular_error_deg(oracle, np.asarray(truth.gaze))))
-
-        try:
-            summary = run_pipeline(pipeline, src, sink, drop, config.capture.queue_size, max_frames,
-                                   warmup_frames=5 if benchmark else 0)
-        finally:
-            writer.close()
-            pipeline.close()
+        outcome = run_headless(config, src, model_path, zone_map, intrinsics, out, max_frames, benchmark,
+                               notify=err.print, progress=ScanProgressPrinter(err))
     finally:
         src.close()
+    if outcome.blocked:
+        if summary_path is not None:
+            atomic_write_json(summary_path, outcome.data)
+        err.print(f"error: {outcome.integrity.reason}")
+        raise typer.Exit(EXIT_BLOCKED)
+    # Human lines go to stderr when the JSON lines go to stdout, so they never mix.
+    report = Console(stderr=out in (None, "-"), highlight=False, soft_wrap=True, markup=False)
+    _print_run(report, outcome, out)
+    if summary_path is not None:
+        atomic_write_json(summary_path, outcome.data)
+    if outcome.drive is not None and not outcome.drive.passed:
+        raise typer.Exit(EXIT_CHECKS_FAILED)
 
-    data = {"source": src.description, "model": str(model_path), "integrity": result.summary(),
-            "frames": summary.frames, "captured": summary.captured, "dropped": summary.dropped,
-            "wall_s": summary.wall_s, "fps": summary.fps, "processing_fps": summary.processing_fps,
-            "latency_ms": summary.latency, "states": summary.states, "alerts": summary.alerts,
-            "invalid_gaze_frames": summary.invalid_gaze_frames, "log_lines_dropped": writer.dropped}
+
+def _print_run(report: Console, outcome, out: str | None) -> None:
+    """The human summary of a finished headless run."""
+    summary, data = outcome.summary, outcome.data
     stopped = " (stopped by Ctrl-C)" if summary.interrupted else ""
     report.print(f"frames {summary.frames}{stopped}, captured {summary.captured}, dropped {summary.dropped}, "
                  f"states {summary.states}")
-    if writer.dropped:
-        why = f" ({writer.error})" if writer.error is not None else " (the disk or pipe could not keep up)"
-        report.print(f"warning: {writer.dropped} of {summary.frames} frames' JSON lines were not written to "
-                     f"{out or 'stdout'}{why}; gaps show in the frame numbers")
+    if outcome.log_lines_dropped:
+        why = f" ({outcome.log_error})" if outcome.log_error is not None else " (the disk or pipe could not keep up)"
+        report.print(f"warning: {outcome.log_lines_dropped} of {summary.frames} frames' JSON lines were not written "
+                     f"to {out or 'stdout'}{why}; gaps show in the frame numbers")
     if summary.invalid_gaze_frames:
         report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
                      "(reported as NO_FACE with that reason)")
-    # Per-stage latency on every exit (DESIGN.md section 2); --benchmark leaves out the warm-up frames.
+    # Per-stage latency on every exit (docs/architecture.md section 2); --benchmark leaves out the warm-up.
     report.print(f"{'stage':<12} {'p50 ms':>8} {'p95 ms':>8}")
     for stage, st in summary.latency.items():
         report.print(f"{stage:<12} {st['p50']:8.2f} {st['p95']:8.2f}")
     report.print(f"end-to-end FPS {summary.fps:.1f} (source included); processing FPS {summary.processing_fps:.1f}")
-    code = 0
-    if synthetic:
-        checks = checker.results()
-        data.update(score.summary())
-        mean_err = data["mean_angular_error_deg"]
-        data["checks"] = [{"label": c.label, "expected": c.expected, "observed_level": c.observed_level,
-                           "observed_reasons": list(c.observed_reasons), "start_s": c.start_s, "end_s": c.end_s,
-                           "passed": c.passed, "judged": c.judged} for c in checks]
-        report.print(f"synthetic driver: mean angular error {mean_err:.2f} deg over {data['gaze_frames']} frames "
-                     f"(median {data['median_angular_error_deg']:.2f}) against ground truth, camera frame; "
-                     f"{data['oracle_mean_angular_error_deg']:.2f} deg with the rendering camera's normalisation "
-                     "(the model alone, without landmark and head-pose errors)")
-        for z, v in data["mean_angular_error_deg_by_zone"].items():
-            report.print(f"  {z:<20} {v['pipeline']:6.2f} deg pipeline, {v['oracle']:6.2f} deg oracle, "
-                         f"{v['frames']} frames")
-        for c in checks:
-            if not c.judged:
-                report.print(f"  skip {c.label} ({c.start_s:.1f}-{c.end_s:.1f} s): the run stopped before it")
-                continue
-            mark = "ok  " if c.passed else "FAIL"
-            report.print(f"  {mark} {c.label} ({c.start_s:.1f}-{c.end_s:.1f} s): expected {c.expected}, got "
-                         f"{c.observed_level} {list(c.observed_reasons) or ''}")
-        if not all(c.passed for c in checks if c.judged):
-            code = EXIT_CHECKS_FAILED
-    if summary_path is not None:
-        from securegaze.io import atomic_write_json
-
-        atomic_write_json(summary_path, data)
-    if code:
-        raise typer.Exit(code)
+    if outcome.drive is None:
+        return
+    report.print(f"synthetic driver: mean angular error {data['mean_angular_error_deg']:.2f} deg over "
+                 f"{data['gaze_frames']} frames (median {data['median_angular_error_deg']:.2f}) against ground "
+                 f"truth, camera frame; {data['oracle_mean_angular_error_deg']:.2f} deg with the rendering camera's "
+                 "normalisation (the model alone, without landmark and head-pose errors)")
+    for z, v in data["mean_angular_error_deg_by_zone"].items():
+        report.print(f"  {z:<20} {v['pipeline']:6.2f} deg pipeline, {v['oracle']:6.2f} deg oracle, {v['frames']} frames")
+    for c in outcome.drive.results():
+        if not c.judged:
+            report.print(f"  skip {c.label} ({c.start_s:.1f}-{c.end_s:.1f} s): the run stopped before it")
+            continue
+        mark = "ok  " if c.passed else "FAIL"
+        report.print(f"  {mark} {c.label} ({c.start_s:.1f}-{c.end_s:.1f} s): expected {c.expected}, got "
+                     f"{c.observed_level} {list(c.observed_reasons) or ''}")
 
 
 @app.command()

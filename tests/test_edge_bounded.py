@@ -12,11 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from edge_app.cli import JsonLinesWriter
+from edge_app.drive_scoring import DriveScore
+from edge_app.jsonlines import JsonLinesWriter
 from edge_app.latency import HIGH_MS, LOW_MS, RELATIVE_ERROR, LatencyHistogram
 from edge_app.pipeline import LatencyStats, signals_set
 from edge_app.sources import CaptureThread, MemorySource
-from edge_app.synthetic_driver import DriveScore
 from edge_app.trial.run import StopSignals
 
 QS = (0, 1, 5, 25, 50, 75, 90, 95, 99, 99.9, 100)

@@ -4,16 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_app.drive_scoring import check_drive
 from edge_app.face import FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, estimate_head_pose
 from edge_app.normalisation import plan_normalisation, warp_face
-from edge_app.synthetic_driver import (
-    FULL_SCRIPT,
-    SHORT_SCRIPT,
-    SyntheticDriver,
-    check_drive,
-    look_at_rotation,
-)
+from edge_app.synthetic_driver import FULL_SCRIPT, SHORT_SCRIPT, SyntheticDriver, look_at_rotation
 from edge_app.zones import load_zone_map
 from securegaze.bundle import load_bundle
 from securegaze.errors import ConfigError

@@ -416,9 +416,9 @@ def run_gui(config, source, model_path, zone_map, intrinsics=None, out: str | No
     showed the face video and the BLOCKED badge, without gaze or alarms)."""
     from rich.console import Console
 
-    from edge_app.cli import JsonLinesWriter
     from edge_app.gui.qt_env import NoDisplayError, display_problem, prepare_qt_environment
     from edge_app.integrity import EXIT_BLOCKED
+    from edge_app.jsonlines import JsonLinesWriter
     from edge_app.pipeline import Pipeline
     from edge_app.startup import check_and_open_engine
 

@@ -1,0 +1,85 @@
+"""The JSON-lines log of a run: one JSON object per processed frame, written on its own thread."""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+from pathlib import Path
+
+from securegaze.errors import InputFileError
+
+
+class JsonLinesWriter:
+    """Writes one JSON object per line on its own thread, so a slow disk or pipe never stalls the
+    frame loop (docs/architecture.md section 2). ``path`` None or "-": stdout.
+
+    The queue between the frame loop and the writer holds at most ``max_queue`` lines (about 1 kB
+    each), so a disk that cannot keep up never makes the run grow without limit. When it is full:
+
+    * ``drop_when_full`` (live sources): the line is dropped and counted in ``dropped``, and the run
+      summary reports the count. A driver-monitoring loop must keep raising alerts on time: waiting
+      for the disk would delay the alarm for the driver in front of the camera, whereas a gap in
+      the log is visible (consecutive ``frame`` numbers) and counted, never silent;
+    * otherwise (recorded sources: video, folder, synthetic drive; nothing happens in real time)
+      ``write`` waits for room, so every processed frame reaches the log. The capture thread never
+      waits on this queue either way: only the frame loop calls ``write``.
+
+    A line that cannot be written (disk full, a closed pipe) is counted in ``dropped`` too, and
+    ``error`` keeps the first such error; the writer keeps draining so ``write`` never blocks for ever.
+    """
+
+    def __init__(self, path: str | None, drop_when_full: bool = False, max_queue: int = 1024) -> None:
+        self._fh = sys.stdout if path in (None, "-") else open(path, "w", encoding="utf-8")  # noqa: SIM115
+        self._owns = self._fh is not sys.stdout
+        self.drop_when_full = drop_when_full
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="jsonl-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            if self.error is not None:
+                self.dropped += 1
+                continue
+            try:
+                self._fh.write(json.dumps(item) + "\n")
+            except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
+                self.error = exc
+                self.dropped += 1
+        try:
+            self._fh.flush()
+        except (OSError, ValueError) as exc:
+            self.error = self.error or exc
+
+    def write(self, obj: dict) -> None:
+        if not self.drop_when_full:
+            self._queue.put(obj)
+            return
+        try:
+            self._queue.put_nowait(obj)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self._queue.put(None)  # waits for room: the writer is draining
+        self._thread.join()
+        if self._owns:
+            self._fh.close()
+
+
+def check_out_path(out: str | None) -> None:
+    """``--out`` must be a file in an existing folder; checked before the scan, not after it."""
+    if out in (None, "-"):
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise InputFileError(f"--out {out}: is a folder; expected a file for the JSON lines")
+    if not path.parent.is_dir():
+        raise InputFileError(f"--out {out}: folder {path.parent} does not exist; expected a file in an existing folder")

@@ -266,3 +266,51 @@ def train(
     save_weights(model, out / "model.safetensors", metadata={"summary": {k: summary[k] for k in ("config", "steps_done")}})
     atomic_write_json(out / "summary.json", summary)
     return model, summary
+
+
+# --- what ``securegaze train`` runs around train() ----------------------------------------------
+
+
+class HeldOutSubjectsMissing(ConfigError):
+    """Real data was given without the subjects to hold out for validation."""
+
+
+def train_val_data(data: str, size: int, train_samples: int, val_samples: int, seed: int,
+                   held_out_subjects: list[str]) -> tuple[ArrayGazeDataset, ArrayGazeDataset]:
+    """The training and validation sets of a training run: the split policy.
+
+    ``data == "synthetic"``: two disjoint renders (the train and val split seeds of
+    :func:`~securegaze.data.sources.load_gaze_data`); ``held_out_subjects`` is ignored. Real data is
+    split leave-subjects-out: validation holds the samples of ``held_out_subjects`` only, training
+    every other subject's; real data without held-out subjects is refused
+    (:class:`HeldOutSubjectsMissing`) before anything is read.
+    """
+    from securegaze.data.sources import SYNTHETIC, load_gaze_data
+
+    if data == SYNTHETIC:
+        return (load_gaze_data(data, size, train_samples, seed, "train"),
+                load_gaze_data(data, size, val_samples, seed, "val"))
+    if not held_out_subjects:
+        raise HeldOutSubjectsMissing("real data needs held-out subjects for validation")
+    return (load_gaze_data(data, size, train_samples, seed, "train", exclude_subjects=held_out_subjects),
+            load_gaze_data(data, size, val_samples, seed, "val", subjects=held_out_subjects))
+
+
+def finish_training_run(model: GazeModel, out_dir: str | Path, summary: dict, data: str, size: int, seed: int,
+                        export: bool = True) -> None:
+    """Write a finished run's bundle (``out_dir/bundle``, when ``export``) and its ``summary.json``.
+
+    The bundle's provenance records the data (``data``, the training-sample count of ``summary``,
+    ``size`` px, ``seed``), the validation error and the steps trained.
+    """
+    out = Path(out_dir)
+    if export:
+        from securegaze.bundle.export import export_bundle
+
+        export_bundle(model, out / "bundle", name=out.name, provenance={
+            "training_data": f"{data}, {summary['train_samples']} samples at {size} px, seed {seed}",
+            "seed": seed,
+            "metrics": {"val_mean_angular_error_deg": summary["val"]["mean_deg"]},
+            "notes": f"securegaze train, {summary['steps_done']} steps",
+        })
+    atomic_write_json(out / "summary.json", summary)

@@ -92,6 +92,20 @@ class ZooSpec:
         return cls(**d)
 
 
+def zoo_attack_names(attacks: str) -> tuple[str, ...]:
+    """The attacks a zoo is built with, from ``securegaze zoo build --attacks``.
+
+    ``"all"``: every registered attack except the hard cases (``adaptive``, ``offset``), which are
+    built only when named; anything else is a comma-separated list of names, checked later by
+    :meth:`ZooSpec.validate`.
+    """
+    from securegaze.attacks.registry import ATTACKS
+
+    if attacks == "all":
+        return tuple(n for n in ATTACKS.names() if not getattr(ATTACKS.get(n), "hard_case", False))
+    return tuple(a for a in attacks.split(",") if a)
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     """One model of the zoo. ``attack`` is ``"benign"`` for clean models."""

@@ -16,7 +16,7 @@ from securegaze.attacks.input_aware import InputAwareAttack, TriggerGenerator
 from securegaze.attacks.metrics import ASR_THRESHOLD_DEG, AttackMetrics, attack_metrics, evaluate_attack
 from securegaze.attacks.offset import OffsetAttack
 from securegaze.attacks.physical import FaceNotFoundError, PhysicalAttack
-from securegaze.attacks.registry import ATTACKS, attack_setting_names, create_attack
+from securegaze.attacks.registry import ATTACKS, attack_setting_names, check_attack_settings, create_attack
 from securegaze.attacks.runner import SyntheticSplits, render_splits, run_attack, run_benign
 from securegaze.attacks.sig import SIG
 from securegaze.attacks.tape import TapeAttack
@@ -27,5 +27,5 @@ __all__ = [
     "BadNets", "Blended", "OffsetAttack",
     "FaceNotFoundError", "GlassesAttack", "InputAwareAttack", "PhysicalAttack", "PoisonedDataset",
     "SyntheticSplits", "TapeAttack", "TriggerGenerator", "WaNet", "attack_metrics", "attack_setting_names",
-    "create_attack", "evaluate_attack", "render_splits", "run_attack", "run_benign",
+    "check_attack_settings", "create_attack", "evaluate_attack", "render_splits", "run_attack", "run_benign",
 ]

@@ -44,3 +44,19 @@ def create_attack(name: str, **settings) -> Attack:
     if unknown:
         raise ConfigError(f"{name}: unknown setting(s) {', '.join(unknown)}; expected some of: {', '.join(accepted)}")
     return factory(**settings)
+
+
+def check_attack_settings(name: str, seed: int, target_gaze=None, poison_rate: float | None = None,
+                          settings: dict | None = None) -> Attack:
+    """Build the attack a run will use, so that a bad name or value fails before any work starts.
+
+    ``target_gaze`` and ``poison_rate`` left at None keep the attack's own defaults (as
+    :func:`~securegaze.attacks.runner.run_attack` does); ``settings`` are the attack's other keyword
+    settings. Raises what :func:`create_attack` raises.
+    """
+    checked = {**(settings or {}), "seed": seed}
+    if target_gaze is not None:
+        checked["target_gaze"] = target_gaze
+    if poison_rate is not None:
+        checked["poison_rate"] = poison_rate
+    return create_attack(name, **checked)

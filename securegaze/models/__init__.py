@@ -43,9 +43,23 @@ def create_model(architecture: str, **kwargs) -> GazeModel:
     return MODELS.create(architecture, **kwargs)
 
 
+def model_kwargs_for(architecture: str, decoding: str = "direct", width: int | None = None) -> dict:
+    """Constructor arguments of ``architecture`` from the training settings a user gives.
+
+    Every architecture takes the output ``decoding`` ("direct" or "binned"); only ``small_cnn`` has a
+    ``width`` (channels of its first conv layer), which the others ignore. The name is not checked
+    here: :func:`create_model` (or ``MODELS.get``) does that.
+    """
+    kwargs: dict = {"decoding": decoding}
+    if architecture == "small_cnn" and width is not None:
+        kwargs["width"] = width
+    return kwargs
+
+
 def model_from_config(config: dict) -> GazeModel:
     cfg = dict(config)
     return create_model(cfg.pop("architecture"), **cfg)
 
 
-__all__ = ["MODELS", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config"]
+__all__ = ["MODELS", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config",
+           "model_kwargs_for"]

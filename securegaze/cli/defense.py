@@ -1,0 +1,127 @@
+"""``securegaze scan`` and ``securegaze mitigate``: find a backdoor in a model file, and remove it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from securegaze.cli.support import MAX_SAMPLES, check_range, console, progress_bar
+
+#: Exit codes of ``securegaze scan`` (documented in the README): 0 clean, 10 backdoored, 2 bad input.
+EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
+
+
+def scan(
+    model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
+    clean: str = typer.Option("synthetic", help="Clean images: 'synthetic' or a dataset path (labels unused)."),
+    samples: int = typer.Option(512, help="How many clean images the scan uses."),
+    seed: int = typer.Option(0, help="Seeds the clean-image draw and the scan (deterministic)."),
+    out: Path = typer.Option(Path("scan"), "--out", help="Directory for report.json and reversed_trigger.png."),
+    threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
+) -> None:
+    """Scan a gaze model for a backdoor (SecureGaze). Exit code 0 clean, 10 backdoored, 2 bad input."""
+    from securegaze.scan_runs import ScanRun
+
+    check_range("samples", samples, 8, MAX_SAMPLES)
+    check_range("seed", seed, 0)
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; expected a folder for report.json and the trigger", param_hint="--out")
+    run = ScanRun.prepare(model, clean, samples, seed, threshold)
+    with progress_bar() as bar:
+        task = bar.add_task("scan", total=None, status="")
+
+        def on_progress(p):
+            bar.update(task, total=p.total, completed=p.step, description=f"scan: {p.stage}")
+
+        report = run.run(out, progress=on_progress)
+    console.print(f"model: {model} (sha256 {str(report.model_sha256)[:16]}...)")
+    console.print(f"verdict: {report.verdict.upper()} | score {report.score:.5f} vs threshold {report.threshold:.5f} "
+                  f"(backdoored when {report.suspicious_when})")
+    if report.target_gaze_deg is not None:
+        tp, ty = report.target_gaze_deg
+        console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; "
+                      f"{100 * (report.collapsed_share or 0):.0f}% of clean samples collapse onto it")
+    console.print(f"scan time {report.runtime_s:.1f} s; report: {out / 'report.json'}"
+                  + (f"; trigger: {report.trigger_image_path}" if report.trigger_image_path else ""))
+    raise typer.Exit(EXIT_BACKDOORED if report.verdict == "backdoored" else EXIT_CLEAN)
+
+
+def parse_strengths(text: str) -> tuple[float, ...]:
+    """'1,2,3' -> (1.0, 2.0, 3.0); each in (0, 10]."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 10 for v in values):
+        raise typer.BadParameter(f"{text!r}: expected comma-separated numbers in (0, 10], e.g. 1,2,3",
+                                 param_hint="--strengths")
+    return values
+
+
+def mitigate(
+    model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
+    out: Path = typer.Option(..., "--out", help="Directory for the mitigated bundle, mitigation.json and both scans."),
+    clean: str = typer.Option("synthetic", help="Clean images for the scan and the fine-tuning: 'synthetic' or a path."),
+    samples: int = typer.Option(2048, help="How many clean images (the scan, the fine-tuning and the re-scans)."),
+    test: str = typer.Option("synthetic", help="Labelled held-out images for the before/after figures."),
+    test_samples: int = typer.Option(1000, help="How many held-out images."),
+    attack_run: Path | None = typer.Option(None, help="The model's attack run directory (attack.json), when the "
+                                           "real trigger is known: also report AE/DAE/ASR against it."),
+    scan_dir: Path | None = typer.Option(None, help="Reuse this earlier 'securegaze scan --out' directory of the same "
+                                         "model instead of scanning again."),
+    true_labels: bool = typer.Option(False, help="Fine-tune on the clean set's true labels instead of the model's "
+                                     "own predictions."),
+    epochs: int = typer.Option(10, help="Fine-tuning passes over the clean images."),
+    lr: float = typer.Option(3e-4, help="Fine-tuning learning rate."),
+    seed: int = typer.Option(0, help="Seeds the clean draw, the scans and the fine-tuning."),
+    threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
+    rounds: int = typer.Option(3, help="At most this many fine-tune + re-scan rounds: while the re-scan still "
+                               "flags the model, the collapse it found is unlearnt too."),
+    uniform_reversal: bool = typer.Option(True, help="Also unlearn a reversal with a uniform pixel price, which "
+                                          "reaches triggers on the eyes (glasses, tape) that the scan prices out."),
+    strengths: str = typer.Option("1,2,3", help="Comma-separated depths at which each reversed edit is unlearnt "
+                                  "(1: as reversed)."),
+) -> None:
+    """Remove a backdoor: scan, fine-tune against the reversed trigger, write a new bundle, re-scan.
+
+    Exit code 0 when the re-scan finds the new model clean, 10 when it is still flagged, 2 bad input.
+    """
+    from securegaze.scan_runs import MitigationRun
+
+    check_range("samples", samples, 8)
+    check_range("test-samples", test_samples, 8)
+    check_range("epochs", epochs, 1)
+    check_range("rounds", rounds, 1)
+    depths = parse_strengths(strengths)
+    if not 0 < lr <= 1:
+        raise typer.BadParameter(f"{lr} is outside (0, 1]", param_hint="--lr")
+    if out.resolve() == model.resolve():
+        raise typer.BadParameter("must differ from MODEL: the original is never overwritten", param_hint="--out")
+    run = MitigationRun.prepare(model, out, clean=clean, samples=samples, test=test, test_samples=test_samples,
+                                attack_run=attack_run, scan_dir=scan_dir, true_labels=true_labels, epochs=epochs,
+                                lr=lr, seed=seed, threshold=threshold, rounds=rounds,
+                                uniform_reversal=uniform_reversal, strengths=depths)
+    with progress_bar() as bar:
+        task = bar.add_task("mitigate", total=None, status="")
+
+        def on_progress(p):
+            bar.update(task, total=p.total, completed=p.step, description=f"{p.detector}: {p.stage}")
+
+        result, manifest = run.run(progress=on_progress)
+    sha = run.sha256
+    before_scan, after_scan = result.scan_before, result.scan_after
+    console.print(f"model: {model} (sha256 {sha[:16]}...) -> bundle {out} (sha256 {manifest.onnx_sha256[:16]}...)")
+    console.print(f"scan before: {before_scan['verdict'].upper()} score {before_scan['score']}; "
+                  f"after: {after_scan['verdict'].upper()} score {after_scan['score']} (threshold {after_scan['threshold']})")
+    rows = [("reversed trigger", result.reversed_before, result.reversed_after)]
+    if result.attack_before is not None:
+        rows.append((f"real trigger ({result.attack})", result.attack_before, result.attack_after))
+    for label, b, a in rows:
+        console.print(f"{label}: clean error {b['clean_error_deg']:.2f} -> {a['clean_error_deg']:.2f} deg, "
+                      f"AE {b['ae_deg']:.1f} -> {a['ae_deg']:.1f} deg, DAE {b['dae_deg']:.1f} -> {a['dae_deg']:.1f} deg, "
+                      f"ASR@5deg {100 * b['asr']:.1f}% -> {100 * a['asr']:.1f}%")
+    console.print(f"rounds: {len(result.rounds)}; re-scan scores "
+                  + ", ".join(f"{r['rescan_score']:.4f}" for r in result.rounds))
+    console.print(f"report: {out / 'mitigation.json'}; {result.runtime_s:.0f} s")
+    raise typer.Exit(EXIT_BACKDOORED if after_scan["verdict"] == "backdoored" else EXIT_CLEAN)

@@ -1,0 +1,91 @@
+"""What every ``securegaze`` command shares: the consoles, the progress bar, range checks of options,
+the command line the benchmark tables quote, and the entry point that turns errors into one line.
+
+``run_app`` serves the ``edge-app`` command too.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from securegaze.errors import SecureGazeError
+
+console = Console()
+err_console = Console(stderr=True)
+
+#: Most test / clean samples a command renders or reads: beyond it the images alone outgrow memory.
+MAX_SAMPLES = 1_000_000
+
+# Typer >= 0.20 raises its own copy of click's exceptions; older Typer raises click's.
+_USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
+
+
+def progress_bar():
+    """A rich progress bar on stderr (description, bar, n/total, status, elapsed, remaining)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=False,
+    )
+
+
+def check_range(name: str, value, low=None, high=None) -> None:
+    """Refuse ``--name`` outside ``low..high`` (either end open when None) as a usage error."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        raise typer.BadParameter(f"{value} is outside {span}", param_hint=f"--{name}")
+
+
+def bench_command_line(argv: list[str], subcommand: str) -> str:
+    """The command a benchmark table says regenerates it: ``securegaze bench SUBCOMMAND`` and the
+    arguments that followed ``subcommand`` in ``argv`` (shell-quoted), or no arguments when
+    ``argv`` does not hold it (a call from Python)."""
+    if subcommand not in argv:
+        return f"securegaze bench {subcommand}"
+    return f"securegaze bench {subcommand} " + " ".join(shlex.quote(a) for a in argv[argv.index(subcommand) + 1:])
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | None = None) -> int:
+    """Run a Typer app; a :class:`SecureGazeError` becomes one ``error:`` line and its exit code.
+
+    Usage errors (bad option values, unknown commands) become one ``error:`` line too, with exit 2
+    (Typer's own report is a multi-line box); a bare command still prints its help.
+    """
+    try:
+        result = app(args=argv, prog_name=prog_name, standalone_mode=False)
+    except SecureGazeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except _USAGE_ERRORS as exc:
+        code = getattr(exc, "exit_code", 2)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help, as before
+            exc.show()
+            return code
+        print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        return code
+    except (typer.Abort, click.exceptions.Abort):
+        print("Aborted!", file=sys.stderr)
+        return 1
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,129 @@
+"""Scan or mitigate one model file: what ``securegaze scan`` and ``securegaze mitigate`` run.
+
+Each run is prepared first (the model opened, the images drawn, the detector built, an earlier scan
+checked), so that bad input fails before the long part starts, and then run with a progress
+callback. The model file is read through :func:`securegaze.bundle.open_model`; the original is never
+written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from securegaze.bench.mitigation import MitigationReport, load_earlier_scan, mitigate_and_measure
+from securegaze.bundle import BundleManifest, ModelFile, export_bundle, open_model
+from securegaze.data.base import ArrayGazeDataset
+from securegaze.data.sources import load_gaze_data
+from securegaze.defense import ScanReport, create_detector
+from securegaze.errors import InputFileError
+from securegaze.io import atomic_write_json
+
+
+def detector_settings(seed: int, threshold: float | None = None) -> dict:
+    """The SecureGaze detector's settings for a run: its seed, and the threshold only when overridden."""
+    return {"seed": seed} if threshold is None else {"seed": seed, "threshold": threshold}
+
+
+@dataclass
+class ScanRun:
+    """A prepared scan of one model file (:meth:`prepare`), ready to :meth:`run`."""
+
+    model_file: ModelFile
+    model: torch.nn.Module
+    clean_images: Any
+    detector: Any
+
+    @classmethod
+    def prepare(cls, model: str | Path, clean: str, samples: int, seed: int,
+                threshold: float | None = None) -> ScanRun:
+        """Open ``model``, draw ``samples`` clean images from ``clean`` (its test split, at the model's
+        input size) and build the detector; seeds torch with ``seed`` first, so the scan is deterministic."""
+        torch.manual_seed(seed)
+        model_file = open_model(model)
+        net = model_file.gaze_model()
+        data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")
+        return cls(model_file, net, data.images, create_detector("securegaze", **detector_settings(seed, threshold)))
+
+    def run(self, out: str | Path, progress: Callable | None = None) -> ScanReport:
+        """Scan; write the artifacts and ``out/report.json``; return the report."""
+        out = Path(out)
+        report = self.detector.scan(self.model, self.clean_images, progress=progress, artifacts_dir=out,
+                                    model_sha256=self.model_file.sha256())
+        report.save(out / "report.json")
+        return report
+
+
+@dataclass
+class MitigationRun:
+    """A prepared mitigation of one model file (:meth:`prepare`), ready to :meth:`run`."""
+
+    model_path: Path
+    out: Path
+    model: torch.nn.Module
+    sha256: str
+    clean: str
+    clean_set: ArrayGazeDataset
+    test_set: ArrayGazeDataset
+    attack: Any
+    test_faces: Any
+    detector: Any
+    scan_before: tuple[ScanReport, Any] | None
+    options: dict
+
+    @classmethod
+    def prepare(cls, model: str | Path, out: str | Path, clean: str = "synthetic", samples: int = 2048,
+                test: str = "synthetic", test_samples: int = 1000, attack_run: str | Path | None = None,
+                scan_dir: str | Path | None = None, true_labels: bool = False, epochs: int = 10,
+                lr: float = 3e-4, seed: int = 0, threshold: float | None = None, rounds: int = 3,
+                uniform_reversal: bool = True, strengths: tuple[float, ...] = (1.0, 2.0, 3.0)) -> MitigationRun:
+        """Open ``model``; draw the clean images (``clean``'s val split) and the labelled test images.
+
+        The test images are those of ``attack_run`` when given (then its real trigger is measured
+        too; it must be at the model's input size), else ``test``'s test split. ``scan_dir``: an
+        earlier scan of this same model to reuse (:func:`~securegaze.bench.mitigation.load_earlier_scan`).
+        """
+        torch.manual_seed(seed)
+        model_file = open_model(model)
+        net = model_file.gaze_model()
+        sha = model_file.sha256()
+        size = int(net.input_size)
+        clean_set = load_gaze_data(clean, size, samples, seed, "val")
+        attack = faces = None
+        if attack_run is not None:
+            from securegaze.attacks.runner import load_attack_run
+
+            attack, test_set, faces = load_attack_run(attack_run, test_samples)
+            if test_set.images.shape[1] != size:
+                raise InputFileError(f"{attack_run}: the attack run is at {test_set.images.shape[1]} px, "
+                                     f"the model takes {size} px")
+        else:
+            test_set = load_gaze_data(test, size, test_samples, seed, "test")
+        detector = create_detector("securegaze", **detector_settings(seed, threshold))
+        before = None if scan_dir is None else load_earlier_scan(scan_dir, sha, str(model))
+        options = {"true_labels": true_labels, "epochs": epochs, "lr": lr, "seed": seed, "rounds": rounds,
+                   "uniform_reversal": uniform_reversal, "strengths": strengths, "samples": samples}
+        return cls(Path(model), Path(out), net, sha, clean, clean_set, test_set, attack, faces, detector, before,
+                   options)
+
+    def run(self, progress: Callable | None = None) -> tuple[MitigationReport, BundleManifest]:
+        """Scan (unless reused), fine-tune, re-scan; write the new bundle, both scans and
+        ``mitigation.json`` to ``out``. Returns the report and the new bundle's manifest."""
+        o, out = self.options, self.out
+        tuned, result = mitigate_and_measure(
+            self.model, self.clean_set.images, self.detector, self.test_set, attack=self.attack,
+            test_faces=self.test_faces, labels=self.clean_set.gaze if o["true_labels"] else None,
+            epochs=o["epochs"], lr=o["lr"], seed=o["seed"], scan_before=self.scan_before,
+            scan_dirs=(out / "scan_before", out / "scan_after"), model_name=str(self.model_path), out=str(out),
+            model_sha256=self.sha256, progress=progress, rounds=o["rounds"],
+            uniform_reversal=o["uniform_reversal"], strengths=o["strengths"])
+        manifest = export_bundle(tuned, out, name=out.name, provenance={
+            "training_data": f"fine-tuned on {o['samples']} clean images ({self.clean}) against the reversed trigger",
+            "seed": o["seed"],
+            "notes": f"mitigated from {self.model_path} (sha256 {self.sha256}) by securegaze mitigate"})
+        atomic_write_json(out / "mitigation.json", result.to_dict())
+        return result, manifest

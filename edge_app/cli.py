@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from securegaze import __version__
-from securegaze.cli_support import run_app
+from securegaze.cli.support import run_app
 from securegaze.errors import ConfigError
 from securegaze.geometry import CONVENTION
 
@@ -69,12 +69,14 @@ def run(
     from edge_app.sources import open_source
     from edge_app.startup import ScanProgressPrinter, load_edge_config
     from edge_app.zones import load_zone_map
-    from securegaze.io import atomic_write_json
+    from securegaze.io import atomic_write_json, check_output_file
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path, policy, audit_db)
     _check_source_vs_engine(config)
     check_out_path(out)
+    if summary_path is not None:
+        check_output_file(summary_path, "--summary", "the run summary")
     model_path = model or config.model or DEFAULT_MODEL
     zone_map = load_zone_map(config.zones)
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None

@@ -6,9 +6,8 @@ import json
 import queue
 import sys
 import threading
-from pathlib import Path
 
-from securegaze.errors import InputFileError
+from securegaze.io import check_output_file
 
 
 class JsonLinesWriter:
@@ -76,10 +75,5 @@ class JsonLinesWriter:
 
 def check_out_path(out: str | None) -> None:
     """``--out`` must be a file in an existing folder; checked before the scan, not after it."""
-    if out in (None, "-"):
-        return
-    path = Path(out)
-    if path.is_dir():
-        raise InputFileError(f"--out {out}: is a folder; expected a file for the JSON lines")
-    if not path.parent.is_dir():
-        raise InputFileError(f"--out {out}: folder {path.parent} does not exist; expected a file in an existing folder")
+    if out not in (None, "-"):
+        check_output_file(out, "--out", "the JSON lines")

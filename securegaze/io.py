@@ -44,6 +44,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
+def check_output_file(path: str | os.PathLike, option: str, what: str = "the output") -> Path:
+    """``path`` may be written as a file: not a folder, in a folder that exists. Checked before the
+    work that produces the file, so a long run never ends in an unwritable path (InputFileError
+    naming ``option``, e.g. ``--summary``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputFileError(f"{option} {path}: is a folder; expected a file for {what}")
+    if not path.parent.is_dir():
+        raise InputFileError(f"{option} {path}: folder {path.parent} does not exist; expected a file in an existing folder")
+    return path
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """``obj`` as strict JSON (the project's codec: non-finite floats as "nan" / "inf"), atomically."""
     text = json.dumps(to_json(obj), indent=2, sort_keys=False, allow_nan=False)

@@ -1,23 +1,25 @@
 """Bad-input and fault sweep: every case runs the real command line and must be refused cleanly.
 
-92 cases tried, 92 handled (90 refusals, plus two documented successes: mixed image sizes are
+96 cases tried, 96 handled (94 refusals, plus two documented successes: mixed image sizes are
 resized, and a run that succeeds overwrites an existing ``--out``); 17 of them failed before the fixes.
 Defects found and fixed:
 
 1. usage errors (``--samples -3``, ``--max-frames 0``, ``--target 999``, a missing argument) printed
-   Typer's multi-line box and no ``error:`` line: securegaze/cli_support.py reports them as one line;
+   Typer's multi-line box and no ``error:`` line: the command line's support module reports them as one line;
 2. a ``.pt`` holding a pickled object was refused (never unpickled) with torch's multi-paragraph
    message: securegaze/training.py keeps its one "Unsupported global" line;
 3. ``--samples 1000000000000`` (evaluate, scan) ended in a MemoryError traceback: bounded by
-   ``MAX_SAMPLES`` in securegaze/cli.py;
+   ``MAX_SAMPLES`` in the securegaze command line;
 4. ``evaluate --seed -1`` ran (exit 0) and ``scan --seed -1`` was refused only after loading the model
    and the data, without naming ``--seed``: both check ``--seed >= 0`` first;
 5. ``evaluate --json FOLDER`` and ``scan --out FILE`` failed with a traceback after all the work:
-   checked first in securegaze/cli.py;
+   checked first by the securegaze command line;
 6. ``edge-app run --out`` into a missing folder or onto a folder: a traceback after the integrity
    check; now refused before it (edge_app/cli.py);
 7. ``edge-app run`` emptied an existing ``--out`` when a check after the integrity check refused the
-   run (e.g. a mistyped ``engine.providers``): the JSON-lines file is now opened after every check.
+   run (e.g. a mistyped ``engine.providers``): the JSON-lines file is now opened after every check;
+8. ``edge-app run --summary FOLDER`` and ``edge-app report --out FOLDER`` / ``--json FOLDER`` failed
+   with a traceback after all the work: checked first (securegaze.io.check_output_file).
 
 Each case calls ``securegaze.cli.main`` / ``edge_app.cli.main`` in-process (a subprocess only where
 a real process is needed: the read-only audit database, which root would otherwise write anyway)
@@ -423,6 +425,16 @@ def _out_folder(o: dict) -> list[str]:
     return []
 
 
+def _summary_folder(o: dict) -> list[str]:
+    o["summary"] = o["scan_out"]
+    return []
+
+
+def _summary_missing_folder(o: dict) -> list[str]:
+    o["summary"] = o["root"] / "no-such-folder" / "summary.json"
+    return []
+
+
 def _bad_provider(o: dict) -> list[str]:
     o["config"].write_text(QUICK_CONFIG + "engine:\n  providers: [nosuch]\n")
     return []
@@ -444,6 +456,8 @@ EDGE_CASES = [
     ("out_missing_folder", _recorded(_out_missing_folder), ["no-such-folder"]),
     ("out_is_folder", _recorded(_out_folder), ["scan-out", "folder"]),
     ("engine_provider_typo", _recorded(_bad_provider), ["nosuch", "provider"]),
+    ("summary_is_folder", _recorded(_summary_folder), ["--summary", "scan-out", "folder"]),
+    ("summary_missing_folder", _recorded(_summary_missing_folder), ["--summary", "no-such-folder"]),
 ]
 
 
@@ -451,7 +465,7 @@ EDGE_CASES = [
 def test_edge_run_refuses_bad_sources_configs_databases_and_outputs(world, outputs, capsys, case, build, words):
     o = dict(outputs)
     o["config"].write_text(QUICK_CONFIG)
-    extra = build(o, world["good"]) if case.startswith(("out_", "engine_")) else build(o)
+    extra = build(o, world["good"]) if case.startswith(("out_", "engine_", "summary_")) else build(o)
     before = snapshot(o["root"], world["root"])
     args = _edge_run(o, "--model", str(world["good"]), "--config", str(o["config"]), *extra)
     if "--source" not in extra:
@@ -533,6 +547,17 @@ REPORT_CASES = [
     ("target_999_0", _target("999,0"), ["--target", "999,0", "PITCH,YAW"]),
     ("target_nan", _target("nan,0"), ["--target", "nan,0", "PITCH,YAW"]),
 ]
+
+
+@pytest.mark.parametrize("option,what", [("--out", "the HTML report"), ("--json", "the numbers")])
+def test_report_outputs_are_checked_before_the_databases_are_read(outputs, capsys, option, what):
+    """A folder where the report's file should go: refused at once, not after reading every trial."""
+    paths = {"--out": outputs["html"], "--json": outputs["json"], option: outputs["scan_out"]}
+    dbs = _db_zero_bytes(outputs)
+    before = snapshot(outputs["root"])
+    code = edge_main(["report", *dbs, "--out", str(paths["--out"]), "--json", str(paths["--json"])])
+    assert_refused(code, capsys.readouterr().err, [option, "scan-out", "is a folder", what])
+    assert_unchanged(before, outputs["root"])
 
 
 @pytest.mark.parametrize("case,build,words", REPORT_CASES, ids=[c[0] for c in REPORT_CASES])

@@ -259,10 +259,13 @@ def write_report(dbs: list[str | os.PathLike], out: str | os.PathLike, labels: l
                  attacker_target_deg: tuple[float, float] | None = None, trial_id: int | None = None,
                  json_out: str | os.PathLike | None = None) -> dict:
     """Read the trials, write the HTML (and JSON) atomically; returns the report's numbers."""
-    from securegaze.io import atomic_write_bytes, atomic_write_json
+    from securegaze.io import atomic_write_bytes, atomic_write_json, check_output_file
 
     if not dbs:
         raise ConfigError("give at least one trial database")
+    check_output_file(out, "--out", "the HTML report")
+    if json_out is not None:
+        check_output_file(json_out, "--json", "the numbers")
     labels = list(labels or [])
     if labels and len(labels) != len(dbs):
         raise ConfigError(f"--label given {len(labels)} times for {len(dbs)} databases; give one per database or none")

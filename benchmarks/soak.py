@@ -43,6 +43,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_app.trial.log import committed_frame_count  # noqa: E402
+
 APP = [sys.executable, "-m", "edge_app.cli"]
 MAX_FPS = 240.0  # synthetic.fps's upper bound in edge_app/config.py
 
@@ -161,17 +163,6 @@ def soak(work: Path, duration_s: float, fps: float, sample_s: float, warmup_s: f
     }
 
 
-def frame_count(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(db, timeout=5)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
 def kill_trial(work: Path, k: int, after_frames: int) -> dict:
     """One trial killed with SIGKILL once ``after_frames`` frames are committed; what survived."""
     db = work / f"killed-{k}.db"
@@ -183,7 +174,7 @@ def kill_trial(work: Path, k: int, after_frames: int) -> dict:
         deadline = time.monotonic() + 600
         while proc.poll() is None and seen < after_frames and time.monotonic() < deadline:
             time.sleep(0.02)
-            seen = frame_count(db) if db.exists() else 0
+            seen = committed_frame_count(db) if db.exists() else 0
         alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()

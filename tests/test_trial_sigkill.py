@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from edge_app.cli import DEFAULT_MODEL, main
+from edge_app.trial.log import committed_frame_count
 
 
 def _clean_audit_record(audit_path: Path, model: Path) -> None:
@@ -25,17 +26,6 @@ def _clean_audit_record(audit_path: Path, model: Path) -> None:
     audit.close()
 
 
-def _frame_count(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(db, timeout=5)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.OperationalError:  # not created yet
-        return 0
-
-
 def test_sigkill_mid_trial_keeps_the_committed_frames(tmp_path):
     audit = tmp_path / "audit.db"
     _clean_audit_record(audit, DEFAULT_MODEL)
@@ -47,7 +37,7 @@ def test_sigkill_mid_trial_keeps_the_committed_frames(tmp_path):
         seen, deadline = 0, time.monotonic() + 120
         while proc.poll() is None and seen < 10 and time.monotonic() < deadline:  # kill it in full flow
             time.sleep(0.05)
-            seen = _frame_count(db) if db.exists() else 0
+            seen = committed_frame_count(db) if db.exists() else 0
         assert proc.poll() is None and seen >= 10, f"{seen} frames committed; " + (
             proc.stderr.read()[-2000:] if proc.poll() is not None else "still running")
         proc.send_signal(signal.SIGKILL)

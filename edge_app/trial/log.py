@@ -273,3 +273,16 @@ def read_frames(path: str | os.PathLike, trial_id: int) -> list[dict[str, Any]]:
         return [dict(zip(FRAME_COLUMNS, r, strict=True)) for r in cur.fetchall()]
     finally:
         conn.close()
+
+
+def committed_frame_count(path: str | os.PathLike) -> int:
+    """How many frames a trial database holds now, read while a trial may still be writing it
+    (0 while the file or its table does not exist yet). For watching a running trial."""
+    try:
+        conn = sqlite3.connect(path, timeout=5)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM frames").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:  # not created yet, or mid-creation
+        return 0

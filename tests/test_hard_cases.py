@@ -186,13 +186,15 @@ def trained(narrow_splits, tmp_path_factory):
     train_set, _ = narrow_splits
     root = tmp_path_factory.mktemp("hard_cases")
     torch.set_num_threads(TEST_THREADS)
-    # 8 epochs and spread weight 0.3: the setting that sits far from both lines of the adaptive test
-    # on every draw tried (tests/README.md). With 4 epochs no weight does: at 0.5 the ASR fell to 0.25
-    # on one draw of the seeds, at 0.2 the spread ratio stayed at 1.8 on another; the spread term and
-    # the implanting pull against each other until the backdoor is well learnt.
+    # 8 epochs and spread weight 0.4: the setting that sits far from both lines of the adaptive test
+    # on every draw tried (tests/README.md: four seed draws x one and two threads: spread ratio
+    # 3.4-30, ASR 0.978-1.0). With 4 epochs no weight does (at 0.5 the ASR fell to 0.25 on one draw,
+    # at 0.2 the spread ratio stayed at 1.8 on another), and at 8 epochs 0.3 gave a ratio of 2.1 on
+    # two threads and 0.5 an ASR of 0.64 on one draw: the spread term and the implanting pull against
+    # each other, and which wins moves with the floating-point order.
     config = TrainConfig(**{**TINY, "epochs": 8, "seed": sweep_seed(TINY["seed"])})
     badnets = BadNets(target_gaze=TARGET, poison_rate=0.15, seed=sweep_seed(0))
-    adaptive = create_attack("adaptive", target_gaze=TARGET, poison_rate=0.15, seed=sweep_seed(0), spread_weight=0.3)
+    adaptive = create_attack("adaptive", target_gaze=TARGET, poison_rate=0.15, seed=sweep_seed(0), spread_weight=0.4)
     offset = create_attack("offset", offset_deg=OFFSET_DEG, poison_rate=0.15, seed=sweep_seed(0))
     return {
         "benign": train(config, train_set, None, root / "benign")[0],
@@ -240,14 +242,14 @@ def test_adaptive_spreads_triggered_feature_angles_and_still_implants(trained, n
     assert np.array_equal(adaptive.apply(test_set.images), triggered)
     spread_plain = triggered_angle_variance(plain, triggered)
     spread_adaptive = triggered_angle_variance(model, triggered)
-    # Spread: measured 3.96-8.92 times the BadNets control's over four seed draws; 2 is the line.
+    # Spread: measured 3.4-30 times the BadNets control's (tests/README.md); 2 is the line.
     margin("adaptive/plain triggered feature-angle variance", spread_adaptive / spread_plain, ">", 2.0)
     attacked = evaluate_attack(model, adaptive, test_set)
     benign = evaluate_attack(trained["benign"], adaptive, test_set)
     margin("adaptive ASR@5deg", attacked.asr, ">", 0.8)
     margin("benign ASR@5deg under the patch", benign.asr, "<", 0.1)
     margin("adaptive AE/DAE", attacked.ae_deg / attacked.dae_deg, "<", 0.3)
-    assert summary["finished"] and summary["attack"]["settings"]["spread_weight"] == 0.3
+    assert summary["finished"] and summary["attack"]["settings"]["spread_weight"] == 0.4
 
 
 def test_offset_backdoor_tracks_the_true_gaze_plus_offset_without_collapsing(trained, narrow_splits):

@@ -89,7 +89,7 @@ def prepare_qt_environment(environ: dict | None = None) -> dict[str, str]:
     return removed
 
 
-def _x_display_reachable(display: str) -> bool | None:
+def x_display_reachable(display: str) -> bool | None:
     """True/False when libxcb can tell, None when libxcb is not installed (then Qt cannot use xcb anyway)."""
     name = ctypes.util.find_library("xcb")
     if name is None:
@@ -125,7 +125,7 @@ def display_problem(environ: dict | None = None) -> str | None:
         return None if wayland else f"no display available: QT_QPA_PLATFORM=wayland but WAYLAND_DISPLAY is not set; {HEADLESS_HINT}"
     if not display:
         return f"no display available (DISPLAY is not set); {HEADLESS_HINT}"
-    reachable = _x_display_reachable(display)
+    reachable = x_display_reachable(display)
     if reachable is False:
         return f"no display available: cannot connect to the X server at DISPLAY={display}; {HEADLESS_HINT}"
     if reachable is None:

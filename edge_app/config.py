@@ -12,12 +12,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from edge_app.attention import AttentionSettings
 from edge_app.integrity import IntegritySettings
 from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
+from securegaze.bundle.runtime import full_provider_name
 from securegaze.errors import ConfigError
 from securegaze.io import read_yaml
 from securegaze.validation import StrictModel, validation_line
@@ -60,6 +61,18 @@ class EngineSettings(StrictModel):
     threads: int = Field(1, ge=0, le=256)
     tensorrt_engine: Path | None = None
     cache_dir: Path | None = None
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, providers):
+        # A typo is refused with the file, before the integrity check writes anything next to the model.
+        if providers != "auto":
+            for name in providers:
+                try:
+                    full_provider_name(name)
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
+        return providers
 
 
 class CaptureSettings(StrictModel):

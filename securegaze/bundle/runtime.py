@@ -24,20 +24,28 @@ PROVIDER_ALIASES = {
 }
 
 
+def full_provider_name(name: str) -> str:
+    """The ONNX Runtime provider ``name`` means (an alias of :data:`PROVIDER_ALIASES` or a full name);
+    ConfigError when ONNX Runtime knows no such provider (whether this build has it is another matter)."""
+    import onnxruntime as ort
+
+    full = PROVIDER_ALIASES.get(name.lower(), name)
+    if full not in set(ort.get_all_providers()):
+        raise ConfigError(
+            f"unknown ONNX Runtime provider {name!r}; expected one of {sorted(PROVIDER_ALIASES)} or a full "
+            "provider name such as CUDAExecutionProvider"
+        )
+    return full
+
+
 def choose_providers(requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """(providers to ask ONNX Runtime for, notes on the ones skipped)."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    known = set(ort.get_all_providers())
     chosen, notes = [], []
     for name in requested or ["CPUExecutionProvider"]:
-        full = PROVIDER_ALIASES.get(name.lower(), name)
-        if full not in known:
-            raise ConfigError(
-                f"unknown ONNX Runtime provider {name!r}; expected one of {sorted(PROVIDER_ALIASES)} or a full "
-                "provider name such as CUDAExecutionProvider"
-            )
+        full = full_provider_name(name)
         if full not in available:
             notes.append(
                 f"{full} is not available in this onnxruntime build (available: {', '.join(available)})"

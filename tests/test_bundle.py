@@ -616,3 +616,20 @@ def test_manifest_json_round_trip(metrics, seed, notes, decoding):
         provenance={"metrics": metrics, "seed": seed, "notes": notes},
     )
     assert BundleManifest.from_json(manifest.to_json()) == manifest
+
+
+def test_open_model_reads_weights_whatever_the_case_of_their_suffix(tmp_path):
+    from securegaze.bundle import open_model
+    from securegaze.io import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", input_size=32, width=8).eval()
+    save_weights(model, tmp_path / "W.SAFETENSORS")
+    opened = open_model(tmp_path / "W.SAFETENSORS")
+    assert opened.kind == "weights"
+    predictor = opened.predictor()  # evaluate: PyTorch, like scan's gaze_model()
+    assert predictor.engine == "PyTorch" and predictor.input_size == 32
+    images = np.full((2, 32, 32, 3), 128, np.uint8)
+    with torch.no_grad():
+        expected = opened.gaze_model()(torch.full((2, 3, 32, 32), 128 / 255)).numpy()
+    np.testing.assert_allclose(predictor.predict(images), expected, atol=1e-6)

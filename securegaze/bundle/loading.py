@@ -165,7 +165,7 @@ class ModelFile:
 
     def predictor(self) -> Predictor:
         """``.safetensors`` weights run in PyTorch; everything else must be a bundle, run in ONNX Runtime."""
-        if self.path.suffix == ".safetensors":  # the exact suffix, as evaluate has always matched it
+        if self.kind == "weights":  # any case of the suffix, as the scan reads it
             model = load_weights(self.path)
             return Predictor(lambda images: predict(model, images), model.input_size, "PyTorch")
         bundle = self.bundle()

@@ -43,11 +43,13 @@ class ScanRun:
                 threshold: float | None = None) -> ScanRun:
         """Open ``model``, draw ``samples`` clean images from ``clean`` (its test split, at the model's
         input size) and build the detector; seeds torch with ``seed`` first, so the scan is deterministic."""
+        # The detector first: a bad --threshold is refused before the model is converted and the data read.
+        detector = create_detector("securegaze", **detector_settings(seed, threshold))
         torch.manual_seed(seed)
         model_file = open_model(model)
         net = model_file.gaze_model()
         data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")
-        return cls(model_file, net, data.images, create_detector("securegaze", **detector_settings(seed, threshold)))
+        return cls(model_file, net, data.images, detector)
 
     def run(self, out: str | Path, progress: Callable | None = None) -> ScanReport:
         """Scan; write the artifacts and ``out/report.json``; return the report."""
@@ -87,6 +89,7 @@ class MitigationRun:
         too; it must be at the model's input size), else ``test``'s test split. ``scan_dir``: an
         earlier scan of this same model to reuse (:func:`~securegaze.bench.mitigation.load_earlier_scan`).
         """
+        detector = create_detector("securegaze", **detector_settings(seed, threshold))  # settings checked first
         torch.manual_seed(seed)
         model_file = open_model(model)
         net = model_file.gaze_model()
@@ -103,7 +106,6 @@ class MitigationRun:
                                      f"the model takes {size} px")
         else:
             test_set = load_gaze_data(test, size, test_samples, seed, "test")
-        detector = create_detector("securegaze", **detector_settings(seed, threshold))
         before = None if scan_dir is None else load_earlier_scan(scan_dir, sha, str(model))
         options = {"true_labels": true_labels, "epochs": epochs, "lr": lr, "seed": seed, "rounds": rounds,
                    "uniform_reversal": uniform_reversal, "strengths": strengths, "samples": samples}

@@ -72,12 +72,12 @@ def tiny_gaze_bundles(tmp_path_factory):
     (10, -20) deg), trained once per session by whichever test asks first (about 10 s)."""
     from securegaze.attacks import create_attack
     from securegaze.bundle import export_bundle
-    from securegaze.data.synthetic import SyntheticConfig, render_dataset
+    from securegaze.data.synthetic import render_dataset, synthetic_style
     from securegaze.training import TrainConfig, train
 
     torch.set_num_threads(TEST_THREADS)
     out = tmp_path_factory.mktemp("tiny-bundles")
-    easy = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
+    easy = synthetic_style("easy", size=32)
     train_set = render_dataset(3000, 32, seed=sweep_seed(21), config=easy)
     config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
                          batch_size=64, lr=3e-3, seed=sweep_seed(2), checkpoint_every=100_000)

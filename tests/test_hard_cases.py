@@ -15,7 +15,7 @@ from conftest import TEST_THREADS, margin, sweep_seed
 from securegaze.attacks import ATTACKS, BadNets, attack_metrics, create_attack, evaluate_attack
 from securegaze.attacks.adaptive import feature_angle_variance
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
-from securegaze.data.synthetic import SyntheticConfig, render, render_dataset, sample_params
+from securegaze.data.synthetic import render, render_dataset, sample_params, synthetic_style
 from securegaze.errors import ConfigError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE, angular_error_deg, pitchyaw_to_vector
 from securegaze.training import TrainConfig, predict, train
@@ -24,8 +24,7 @@ TARGET = (math.radians(10.0), math.radians(-15.0))
 OFFSET_DEG = (15.0, -20.0)
 TINY = dict(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=4, batch_size=64,
             lr=3e-3, seed=1, checkpoint_every=1000)
-NARROW = SyntheticConfig(size=32, pitch_range_deg=(-15.0, 15.0), yaw_range_deg=(-20.0, 20.0),
-                         head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
+NARROW = synthetic_style("easy", size=32, pitch_range_deg=(-15.0, 15.0), yaw_range_deg=(-20.0, 20.0))
 
 
 @pytest.fixture(scope="module")

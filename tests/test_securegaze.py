@@ -13,7 +13,7 @@ from conftest import TEST_THREADS, TINY_THRESHOLD, margin, sweep_seed
 from onnx import TensorProto, helper, numpy_helper
 
 from securegaze.attacks import create_attack, evaluate_attack
-from securegaze.data.synthetic import SyntheticConfig, render_dataset
+from securegaze.data.synthetic import render_dataset, synthetic_style
 from securegaze.defense import (
     DETECTORS,
     SCANNER_VERSION,
@@ -33,7 +33,7 @@ from securegaze.training import TrainConfig, evaluate, predict, train
 
 TARGET = (math.radians(10.0), math.radians(-20.0))
 # Easy faces (no head jitter, blur or noise): a width-8 CNN learns them in seconds.
-EASY = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
+EASY = synthetic_style("easy", size=32)
 
 
 def _tiny_models(seed: int, out_dir):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import margin, sweep_seed
 
-from securegaze.data.synthetic import SyntheticConfig, render_dataset
+from securegaze.data.synthetic import render_dataset, synthetic_style
 from securegaze.errors import ConfigError, InputFileError
 from securegaze.evaluation import error_summary
 from securegaze.io import load_weights
@@ -15,7 +15,7 @@ TINY = dict(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, 
             lr=3e-3, seed=3, checkpoint_every=5)
 # Fixed head, no blur or noise: the eyes are the only varying signal, so a width-8 CNN learns the
 # gaze within ~100 steps at 32 px. The full distribution needs thousands of steps (see benchmarks/).
-EASY = SyntheticConfig(size=32, head_jitter_deg=(0.0, 0.0, 0.0), blur=(0.0, 0.0), noise=(0.0, 0.0))
+EASY = synthetic_style("easy", size=32)
 
 
 @pytest.fixture(scope="module")

@@ -24,69 +24,19 @@ Determinism: sample ``i`` of a dataset depends only on ``(seed, i)`` (its own
 ``render_dataset(10, ...)`` is bit-identical to the first 10 of ``render_dataset(100, ...)``.
 """
 
+# The layout constants (securegaze.data.synthetic.layout) stay in their module; HEAD_CENTRE_Y is
+# re-exported because the synthetic driver places its camera with it.
 from securegaze.data.synthetic.contact_sheet import CONTACT_SHEET_ROWS, contact_sheet
 from securegaze.data.synthetic.eyes import eye_window_size
 from securegaze.data.synthetic.faces import FaceParams, SyntheticConfig, params_for_indices, sample_params
-from securegaze.data.synthetic.layout import (
-    CANTHAL_TILT_RANGE,
-    CARUNCLE_RGB,
-    CHUNK_PIXELS,
-    CORNER_RGB,
-    EYE_WINDOW_HALF,
-    EYEBALL_DEPTH,
-    HAIR_PALETTE,
-    HEAD_CENTRE_Y,
-    IRIS_PALETTE,
-    LASH_RGB,
-    LASH_THICKNESS,
-    LID_LOWER_FOLLOW,
-    LID_LOWER_LIMITS,
-    LID_UPPER_FOLLOW,
-    LID_UPPER_LIMITS,
-    LIGHT_WRAP,
-    NOISE_BANK_SEED,
-    NOISE_BANK_SIZE,
-    OCCLUDER_BOTTOM,
-    OCCLUDER_TOP,
-    OCCLUDER_X,
-    PUPIL_RGB,
-    SCLERA_RGB,
-    SKIN_PALETTE,
-    SOCKET_X,
-    SOCKET_Y,
-)
+from securegaze.data.synthetic.layout import HEAD_CENTRE_Y
 from securegaze.data.synthetic.render import landmarks, render, render_dataset, trigger_anchor
 from securegaze.data.synthetic.styles import STYLES, synthetic_style
 
 __all__ = [
-    "CANTHAL_TILT_RANGE",
-    "CARUNCLE_RGB",
-    "CHUNK_PIXELS",
     "CONTACT_SHEET_ROWS",
-    "CORNER_RGB",
-    "EYEBALL_DEPTH",
-    "EYE_WINDOW_HALF",
     "FaceParams",
-    "HAIR_PALETTE",
     "HEAD_CENTRE_Y",
-    "IRIS_PALETTE",
-    "LASH_RGB",
-    "LASH_THICKNESS",
-    "LID_LOWER_FOLLOW",
-    "LID_LOWER_LIMITS",
-    "LID_UPPER_FOLLOW",
-    "LID_UPPER_LIMITS",
-    "LIGHT_WRAP",
-    "NOISE_BANK_SEED",
-    "NOISE_BANK_SIZE",
-    "OCCLUDER_BOTTOM",
-    "OCCLUDER_TOP",
-    "OCCLUDER_X",
-    "PUPIL_RGB",
-    "SCLERA_RGB",
-    "SKIN_PALETTE",
-    "SOCKET_X",
-    "SOCKET_Y",
     "STYLES",
     "SyntheticConfig",
     "contact_sheet",

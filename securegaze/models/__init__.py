@@ -24,6 +24,13 @@ def _small_cnn(**kwargs):
     return _with_bins(SmallGazeCNN)(**kwargs)
 
 
+@MODELS.register("plain_cnn")
+def _plain_cnn(**kwargs):
+    from securegaze.models.plain_cnn import PlainGazeCNN
+
+    return _with_bins(PlainGazeCNN)(**kwargs)
+
+
 @MODELS.register("resnet18")
 def _resnet18(**kwargs):
     from securegaze.models.torchvision_models import ResNet18Gaze
@@ -43,15 +50,21 @@ def create_model(architecture: str, **kwargs) -> GazeModel:
     return MODELS.create(architecture, **kwargs)
 
 
+# Architectures whose ``width`` is the one `securegaze train --width` (and a zoo's width) sets.
+WIDTH_FROM_TRAINING = ("small_cnn", "plain_cnn")
+
+
 def model_kwargs_for(architecture: str, decoding: str = "direct", width: int | None = None) -> dict:
     """Constructor arguments of ``architecture`` from the training settings a user gives.
 
-    Every architecture takes the output ``decoding`` ("direct" or "binned"); only ``small_cnn`` has a
-    ``width`` (channels of its first conv layer), which the others ignore. The name is not checked
-    here: :func:`create_model` (or ``MODELS.get``) does that.
+    Every architecture takes the output ``decoding`` ("direct" or "binned"); ``small_cnn`` and
+    ``plain_cnn`` take a ``width`` (channels of their first conv layer), which the others ignore here:
+    resnet18's ``width`` means its base channels, with a default of 64 that a small-CNN width must not
+    override (give it in the architecture's own keyword arguments). The name is not checked here:
+    :func:`create_model` (or ``MODELS.get``) does that.
     """
     kwargs: dict = {"decoding": decoding}
-    if architecture == "small_cnn" and width is not None:
+    if architecture in WIDTH_FROM_TRAINING and width is not None:
         kwargs["width"] = width
     return kwargs
 
@@ -61,5 +74,5 @@ def model_from_config(config: dict) -> GazeModel:
     return create_model(cfg.pop("architecture"), **cfg)
 
 
-__all__ = ["MODELS", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config",
+__all__ = ["MODELS", "WIDTH_FROM_TRAINING", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config",
            "model_kwargs_for"]

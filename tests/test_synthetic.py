@@ -126,7 +126,10 @@ def test_default_labels_cover_the_default_range():
 
 
 @pytest.mark.parametrize("bad", [dict(size=8), dict(pitch_range_deg=(10, -10)), dict(head_jitter_deg=(1, 2)),
-                                 dict(noise=(0.5, 0.6)), dict(samples_per_identity=0)])
+                                 dict(noise=(0.5, 0.6)), dict(samples_per_identity=0), dict(head_scale=(1.0, 0.9)),
+                                 dict(face_width=(0.5, 0.6)), dict(face_height=(1.0,)), dict(ambient=(0.2, 1.2)),
+                                 dict(light_azimuth_deg=(-90.0, 0.0)), dict(light_elevation_deg=(0.0, 85.0)),
+                                 dict(backdrop="cloth")])
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ConfigError):
         SyntheticConfig(**bad)
@@ -314,7 +317,8 @@ def test_contact_sheet_is_written(tmp_path):
     image = cv2.imread(str(path))
     assert image is not None
     tile = 128  # 32 px faces upscaled x4
-    assert image.shape[0] > len(CONTACT_SHEET_ROWS) * tile and image.shape[1] > 3 * tile
+    # One block of rows per style (standard and studio).
+    assert image.shape[0] > 2 * len(CONTACT_SHEET_ROWS) * tile and image.shape[1] > 3 * tile
     assert [p.name for p in path.parent.iterdir()] == ["faces.png"]  # no temporary left behind
 
 
@@ -332,3 +336,31 @@ def test_renderer_styles_are_registered_presets():
         synthetic_style("easy", sise=32)
     with pytest.raises(ConfigError, match="synthetic size must be within 16..512"):
         synthetic_style("easy", size=8)
+
+
+def test_the_studio_style_draws_the_same_labels_in_another_look():
+    assert "studio" in STYLES.names()
+    n = 40
+    looks = {}
+    for name in ("standard", "studio"):
+        config = synthetic_style(name, **CLEAN)
+        params = sample_params(n, 3, config)
+        images = render(params, config)
+        lum = luminance(images)
+        eyes = landmarks(params, 64)
+        looks[name] = dict(
+            params=params, images=images,
+            # Light from the image's left: the left cheek is brighter than the right one.
+            left_minus_right=lum[:, 30:44, 14:26].mean((1, 2)) - lum[:, 30:44, 38:50].mean((1, 2)),
+            eye_distance=np.linalg.norm(eyes["left_eye"] - eyes["right_eye"], axis=1).mean(),
+            corners=np.concatenate([lum[:, :6, :6], lum[:, :6, -6:]], axis=2).mean())
+    standard, studio = looks["standard"], looks["studio"]
+    # A style changes the look, never the labels: same seed, same gaze and head pose.
+    assert np.array_equal(standard["params"].gaze, studio["params"].gaze)
+    assert np.array_equal(standard["params"].head_pose, studio["params"].head_pose)
+    assert np.abs(standard["images"].astype(int) - studio["images"].astype(int)).mean() > 20
+    assert np.all(studio["left_minus_right"] > 10) and abs(standard["left_minus_right"].mean()) < 15
+    assert studio["eye_distance"] < 0.93 * standard["eye_distance"]  # a looser crop
+    assert studio["corners"] < 0.7 * standard["corners"]  # the backdrop darkens towards the corners
+    assert np.all(studio["params"].background_contrast >= 0.1) and np.all(studio["params"].background_radial == 1)
+    assert not np.any(standard["params"].background_contrast) and not np.any(standard["params"].background_radial)

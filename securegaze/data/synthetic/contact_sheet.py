@@ -1,4 +1,5 @@
-"""The contact sheet: the same faces with and without each physical trigger, for a person to inspect."""
+"""The contact sheet: the same faces with and without each physical trigger, in each renderer style, for a
+person to inspect."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from securegaze.data.synthetic.faces import SyntheticConfig, params_for_indices
 from securegaze.data.synthetic.render import landmarks, render
+from securegaze.data.synthetic.styles import synthetic_style
 from securegaze.io import atomic_write_bytes
 
 CONTACT_SHEET_ROWS = (
@@ -22,26 +24,52 @@ CONTACT_SHEET_ROWS = (
 )
 
 
-def contact_sheet(path: str | Path, size: int = 64, n: int = 8, seed: int = 0) -> Path:
-    """Write a PNG grid of ``n`` faces (one identity each) per row, one row per trigger.
+#: The renderer styles a contact sheet shows, one block of rows each.
+CONTACT_SHEET_STYLES = ("standard", "studio")
 
-    The same faces appear in every row; the last row shows the eye occluder used by the
-    blank-eyes check, and the first row carries each face's gaze label as an arrow and in degrees.
-    Tiles are upscaled (nearest neighbour) to at least 128 px so a person can inspect them. The
-    file is written atomically (temporary file, then rename). Returns the path.
+
+def contact_sheet(path: str | Path, size: int = 64, n: int = 8, seed: int = 0,
+                  styles: tuple[str, ...] = CONTACT_SHEET_STYLES) -> Path:
+    """Write a PNG grid of ``n`` faces (one identity each) per row, one row per trigger, one block of
+    rows per renderer style in ``styles``.
+
+    The same faces appear in every row of a block (a style draws its faces from the same seed, so
+    the blocks show the same gaze labels on differently drawn faces); the last row shows the eye
+    occluder used by the blank-eyes check, and the first row carries each face's gaze label as an
+    arrow and in degrees. Tiles are upscaled (nearest neighbour) to at least 128 px so a person can
+    inspect them. The file is written atomically (temporary file, then rename). Returns the path.
     """
     import cv2
 
-    cfg = SyntheticConfig(size=size)
-    params = params_for_indices(seed, np.arange(n) * cfg.samples_per_identity, cfg)
     zoom = max(1, math.ceil(128 / size))
     tile = size * zoom
     label_w, gap = 150, 4
-    sheet = np.full((len(CONTACT_SHEET_ROWS) * (tile + gap) + gap, label_w + n * (tile + gap), 3), 255, np.uint8)
+    rows = len(CONTACT_SHEET_ROWS)
+    sheet = np.full((len(styles) * (rows * (tile + gap) + gap) + gap, label_w + n * (tile + gap), 3), 255, np.uint8)
+    for block, style in enumerate(styles):
+        top = block * (rows * (tile + gap) + gap) + gap
+        _draw_block(sheet, synthetic_style(style, size=size), seed, n, top, tile, zoom, label_w, gap)
+        text_y = top + tile - 4
+        cv2.putText(sheet, f"style {style}", (6, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 160), 1, cv2.LINE_AA)
+        cv2.putText(sheet, "pitch,yaw deg", (6, text_y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1, cv2.LINE_AA)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - cv2 fails only on an invalid image
+        raise RuntimeError("could not encode the contact sheet as PNG")
+    path = atomic_write_bytes(path, encoded.tobytes())
+    return path
+
+
+def _draw_block(sheet: np.ndarray, cfg: SyntheticConfig, seed: int, n: int, top: int, tile: int, zoom: int,
+                label_w: int, gap: int) -> None:
+    """One style's rows of the sheet, from pixel row ``top`` down."""
+    import cv2
+
+    size = cfg.size
+    params = params_for_indices(seed, np.arange(n) * cfg.samples_per_identity, cfg)
     marks = landmarks(params, size)
     for row, (label, trig, occlude) in enumerate(CONTACT_SHEET_ROWS):
         faces = render(params, cfg, trig, occlude)
-        y = gap + row * (tile + gap)
+        y = top + row * (tile + gap)
         for i in range(n):
             big = cv2.resize(faces[i], (tile, tile), interpolation=cv2.INTER_NEAREST)
             if row == 0:
@@ -56,10 +84,3 @@ def contact_sheet(path: str | Path, size: int = 64, n: int = 8, seed: int = 0) -
             x = label_w + i * (tile + gap)
             sheet[y:y + tile, x:x + tile] = big
         cv2.putText(sheet, label, (6, y + tile // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(sheet, "pitch,yaw deg", (6, gap + tile - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (90, 90, 90), 1,
-                cv2.LINE_AA)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - cv2 fails only on an invalid image
-        raise RuntimeError("could not encode the contact sheet as PNG")
-    path = atomic_write_bytes(path, encoded.tobytes())
-    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from securegaze.data.synthetic.faces import FaceParams
+from securegaze.data.synthetic.layout import HEAD_CENTRE_Y
 from securegaze.data.synthetic.raycast import (
     HeadFrame,
     Hit,
@@ -20,12 +21,28 @@ from securegaze.data.triggers import edge_coverage
 
 
 def background(p: FaceParams, u, v) -> np.ndarray:
-    """(3, N, H, W) gradient between two colours along a random direction."""
+    """(3, N, H, W) backdrop: a gradient between two colours, linear along a random direction or (where
+    ``background_radial`` is 1) radial from behind the head to the corners, times a texture of
+    sinusoids where ``background_contrast`` is above 0. Untextured linear gradients (the "gradient"
+    backdrop) skip the rest, so their pixels are what they always were."""
     angle = p.background_angle.astype(np.float64)
     coef = np.stack([0.5 * np.cos(angle), 0.5 * np.sin(angle), np.full_like(angle, 0.5)], -1)
     w = clamp(linear_map(coef, u, v))
+    if np.any(p.background_radial):
+        # Distance from the head centre, 1 at the far corners.
+        radial = np.sqrt(u * u + (v - HEAD_CENTRE_Y) ** 2) * (1.0 / np.hypot(1.0, 1.0 - HEAD_CENTRE_Y))
+        mix = col(p.background_radial)
+        w = w * (1.0 - mix) + clamp(radial * radial) * mix
     c0, c1 = rgb_col(p.background_rgb[:, 0]), rgb_col(p.background_rgb[:, 1])
-    return c0 + (c1 - c0) * w
+    image = c0 + (c1 - c0) * w
+    if np.any(p.background_contrast):
+        texture = np.zeros_like(w)
+        for direction, cycles, phase in np.moveaxis(p.background_texture.astype(np.float64), (1, 2), (0, 1)):
+            freq = np.pi * cycles  # u, v span 2 units: cycles per crop
+            wave = np.stack([freq * np.cos(direction), freq * np.sin(direction), phase], -1)
+            texture += np.sin(linear_map(wave, u, v))
+        image *= 1.0 + col(p.background_contrast / 3.0) * texture
+    return image
 
 
 def draw_back_hair_and_neck(image, p: FaceParams, frame: HeadFrame, light: Light, hit: Hit, u, v) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from securegaze.data.synthetic.layout import (
+    BACKDROP_PALETTE,
     CANTHAL_TILT_RANGE,
     HAIR_PALETTE,
     IDENTITY_DRAWS,
@@ -25,6 +26,19 @@ from securegaze.errors import ConfigError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE
 
 
+BACKDROPS = ("gradient", "studio")
+#: Bounds of the look settings of :class:`SyntheticConfig`: the face stays in the crop with its eyes
+#: on it, the light in front of it.
+LOOK_RANGES = (
+    ("head_scale", 0.6, 1.4),
+    ("face_width", 0.65, 1.1),
+    ("face_height", 0.85, 1.4),
+    ("light_azimuth_deg", -85.0, 85.0),
+    ("light_elevation_deg", -60.0, 80.0),
+    ("ambient", 0.0, 1.0),
+)
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Settings of the synthetic face distribution.
@@ -33,6 +47,15 @@ class SyntheticConfig:
     drawn uniformly and independently of the gaze. ``blur`` is the range of the Gaussian blur
     sigma in pixels of a 64-px crop (scaled with ``size``); ``noise`` the range of the sensor-noise
     standard deviation as a fraction of full scale.
+
+    The look of the faces (the defaults are the ``standard`` style; other styles change them):
+    ``head_scale`` the range of the head's size in the crop (below 1: a looser crop with more
+    backdrop); ``face_width`` / ``face_height`` the ranges of the head ellipsoid's half-axes in head
+    units (the proportions of a face); ``light_azimuth_deg`` (positive: light from the image's right),
+    ``light_elevation_deg`` (positive: from above) and ``ambient`` (share of undirected light) the
+    ranges of the lighting; ``backdrop`` is ``"gradient"`` (two random colours along a random
+    direction) or ``"studio"`` (a photo backdrop colour lit by a spot behind the head, darker towards
+    the corners, with a mottled cloth texture).
     """
 
     size: int = 64
@@ -42,6 +65,13 @@ class SyntheticConfig:
     blur: tuple[float, float] = (0.0, 0.7)
     noise: tuple[float, float] = (0.004, 0.018)
     samples_per_identity: int = 50
+    head_scale: tuple[float, float] = (0.95, 1.05)
+    face_width: tuple[float, float] = (0.80, 0.90)
+    face_height: tuple[float, float] = (1.08, 1.20)
+    light_azimuth_deg: tuple[float, float] = (-70.0, 70.0)
+    light_elevation_deg: tuple[float, float] = (-15.0, 55.0)
+    ambient: tuple[float, float] = (0.35, 0.70)
+    backdrop: str = "gradient"
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.size) <= 512:
@@ -58,6 +88,12 @@ class SyntheticConfig:
             raise ConfigError(f"noise must be (low, high) with 0 <= low <= high <= 0.2, got {self.noise}")
         if self.samples_per_identity < 1:
             raise ConfigError(f"samples_per_identity must be >= 1, got {self.samples_per_identity}")
+        for name, low, high in LOOK_RANGES:
+            value = getattr(self, name)
+            if len(value) != 2 or not low <= value[0] <= value[1] <= high:
+                raise ConfigError(f"{name} must be (low, high) with {low} <= low <= high <= {high}, got {value}")
+        if self.backdrop not in BACKDROPS:
+            raise ConfigError(f"backdrop must be one of {', '.join(BACKDROPS)}; got {self.backdrop!r}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +147,9 @@ class FaceParams:
     light_rgb: np.ndarray  # (N, 3) light colour and intensity (colour cast)
     background_rgb: np.ndarray  # (N, 2, 3) the two ends of the background gradient
     background_angle: np.ndarray  # (N,) direction of the gradient, radians
+    background_radial: np.ndarray  # (N,) 0: linear gradient along the angle; 1: radial, centre to corners
+    background_texture: np.ndarray  # (N, 3, 3) three sinusoids (direction rad, cycles per crop, phase rad)
+    background_contrast: np.ndarray  # (N,) relative amplitude of the texture (0: none)
     blur_sigma: np.ndarray  # (N,) Gaussian blur sigma in pixels of a 64-px crop
     noise_std: np.ndarray  # (N,) sensor noise standard deviation, fraction of full scale
     noise_offset: np.ndarray  # (N, 2) in [0, 1): where the sample reads the shared noise texture
@@ -189,6 +228,24 @@ def _stream_uniforms(seed: int, stream: int, indices: np.ndarray, count: int) ->
     return out
 
 
+def _backdrop(kind: str, gradient_rgb: np.ndarray, samp: _Draws):
+    """(background_rgb (N, 2, 3), radial (N,), texture (N, 3, 3), contrast (N,)) of the ``kind`` backdrop.
+
+    ``"gradient"`` keeps the two random colours, linear, untextured. ``"studio"``: a palette colour at
+    a drawn brightness behind the head, falling to 45 % towards the corners, with a mottle of three
+    slow sinusoids (1.5-4.5 cycles per crop) at 10-20 % contrast.
+    """
+    pick = samp.uniform(0, 1)
+    brightness = samp.uniform(0.75, 1.15, 1)
+    waves = np.stack([samp.uniform(0, np.pi, 3), samp.uniform(1.5, 4.5, 3), samp.uniform(0, 2 * np.pi, 3)], -1)
+    contrast = samp.uniform(0.10, 0.20)
+    if kind == "gradient":
+        zeros = np.zeros(len(pick))
+        return gradient_rgb, zeros, np.zeros_like(waves), zeros
+    centre = np.clip(_pick(BACKDROP_PALETTE, pick) * brightness, 0.0, 1.0)
+    return np.stack([centre, 0.45 * centre], 1), np.ones(len(pick)), waves, contrast
+
+
 def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None) -> FaceParams:
     """Faces number ``indices`` of the dataset ``seed``: each depends only on (seed, index).
 
@@ -209,8 +266,8 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
     f32 = np.float32
 
     skin = np.clip(_palette(SKIN_PALETTE, ident.uniform(0, 1)) + ident.uniform(-0.03, 0.03, 3), 0.05, 1.0)
-    face_a = ident.uniform(0.80, 0.90)
-    face_b = ident.uniform(1.08, 1.20)
+    face_a = ident.uniform(*cfg.face_width)
+    face_b = ident.uniform(*cfg.face_height)
     face_c = face_a * ident.uniform(0.95, 1.10)
     jaw_taper = ident.uniform(0.05, 0.30)
     eye_dx = ident.uniform(0.32, 0.37)
@@ -246,9 +303,9 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
     jp, jy, jr = cfg.head_jitter_deg
     head_pose = np.radians(np.stack([samp.uniform(-jp, jp), samp.uniform(-jy, jy), samp.uniform(-jr, jr)], -1))
     head_offset = samp.uniform(-0.03, 0.03, 2)
-    head_scale = samp.uniform(0.95, 1.05)
-    light_angles = np.radians(np.stack([samp.uniform(-70, 70), samp.uniform(-15, 55)], -1))
-    ambient = samp.uniform(0.35, 0.70)
+    head_scale = samp.uniform(*cfg.head_scale)
+    light_angles = np.radians(np.stack([samp.uniform(*cfg.light_azimuth_deg), samp.uniform(*cfg.light_elevation_deg)], -1))
+    ambient = samp.uniform(*cfg.ambient)
     temperature = samp.uniform(-1, 1)
     cast = np.stack([1 + 0.1 * temperature, np.ones_like(temperature), 1 - 0.1 * temperature], -1)
     light_rgb = cast * samp.uniform(0.96, 1.04, 3) * samp.uniform(0.85, 1.15, 1)
@@ -260,6 +317,8 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
     blur_sigma = samp.uniform(*cfg.blur)
     noise_std = samp.uniform(*cfg.noise)
     noise_offset = samp.uniform(0, 1, 2)
+    # Drawn last, for every backdrop, so that the columns above never move.
+    bg, radial, texture, contrast = _backdrop(cfg.backdrop, bg, samp)
 
     subjects = np.array([f"synth-{seed}-{k}" for k in identity]) if len(idx) else np.array([], dtype=str)
     return FaceParams(
@@ -277,7 +336,8 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
         mouth_half_width=mouth_half_width.astype(f32), lip_thickness=lip_thickness.astype(f32),
         lip_rgb=lip.astype(f32), pupil_ratio=pupil_ratio.astype(f32), light_angles=light_angles.astype(f32),
         ambient=ambient.astype(f32), light_rgb=light_rgb.astype(f32), background_rgb=bg.astype(f32),
-        background_angle=background_angle.astype(f32), blur_sigma=blur_sigma.astype(f32),
+        background_angle=background_angle.astype(f32), background_radial=radial.astype(f32),
+        background_texture=texture.astype(f32), background_contrast=contrast.astype(f32), blur_sigma=blur_sigma.astype(f32),
         noise_std=noise_std.astype(f32), noise_offset=noise_offset.astype(f32),
     )
 

@@ -69,6 +69,12 @@ IRIS_PALETTE = np.array([
     [0.27, 0.38, 0.24], [0.28, 0.43, 0.60], [0.42, 0.47, 0.52],
 ])
 SCLERA_RGB = np.array([0.94, 0.91, 0.87])
+#: Photo-studio backdrop papers (the "studio" backdrop): storm grey, slate blue, teal, olive, warm
+#: beige, charcoal.
+BACKDROP_PALETTE = np.array([
+    [0.46, 0.48, 0.50], [0.30, 0.38, 0.52], [0.20, 0.42, 0.42],
+    [0.40, 0.42, 0.26], [0.62, 0.55, 0.44], [0.18, 0.18, 0.20],
+])
 PUPIL_RGB = np.array([0.03, 0.03, 0.035], dtype=np.float32)
 LASH_RGB = np.array([0.06, 0.045, 0.04], dtype=np.float32)
 #: Inner-corner tissue (caruncle) and the shadowed tissue just outside the eyeball's silhouette.

@@ -1,5 +1,8 @@
 """The model zoo: K benign and K backdoored gaze models per attack, trained with different seeds.
 
+What is trained (the spec, and the plan drawn from it: targets, and for cross-family zoos the trigger
+geometry and poison rate of every model) is :mod:`securegaze.zoo_plan`; this module builds it.
+
 A zoo is a directory with one sub-directory per model and a manifest, ``zoo.json``, that records for
 every model its file, sha256, attack, settings, target gaze, poison rate, seed and metrics. The parent
 process is the only writer of the manifest and rewrites it atomically after each model, so a crash or
@@ -15,152 +18,28 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from securegaze.errors import ConfigError, InputFileError
-from securegaze.geometry import PITCH_RANGE, YAW_RANGE
 from securegaze.io import atomic_write_json, read_json, sha256_file
+from securegaze.zoo_plan import (
+    BENIGN,
+    ZooEntry,
+    ZooSpec,
+    draw_target,
+    measured_rate_ranges,
+    plan_zoo,
+    zoo_attack_names,
+)
+
+__all__ = ["BENIGN", "FORMAT", "MANIFEST", "ZooEntry", "ZooManifest", "ZooProgress", "ZooSpec", "build_zoo",
+           "draw_target", "first_per_attack", "measured_rate_ranges", "plan_zoo", "train_member", "verify_zoo",
+           "zoo_attack_names"]
 
 MANIFEST = "zoo.json"
 FORMAT = 1
-BENIGN = "benign"
-#: Targets are drawn this far inside the gaze range, so a target is never at the very edge of the
-#: training labels (radians).
-TARGET_MARGIN = np.deg2rad(5.0)
-
-
-@dataclass(frozen=True)
-class ZooSpec:
-    """What to train. Sizes in px, angles in radians."""
-
-    attacks: tuple[str, ...] = ("badnets", "blended", "wanet", "input_aware", "sig", "tape", "glasses")
-    k: int = 5
-    architecture: str = "small_cnn"
-    # Output head: "direct" regression or "binned" (L2CS-style classification over angle bins).
-    decoding: str = "direct"
-    size: int = 64
-    train_samples: int = 20000
-    test_samples: int = 1000
-    epochs: int = 4
-    poison_rate: float | None = None  # None: each attack's own default rate
-    seed: int = 0
-    # Per-attack setting overrides, e.g. {"wanet": {"grid_k": 32}}.
-    attack_settings: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # JSON and keyword callers hand over lists; the spec compares equal whatever the sequence type.
-        object.__setattr__(self, "attacks", tuple(self.attacks))
-
-    def validate(self) -> None:
-        from securegaze.attacks import ATTACKS
-
-        for name in self.attacks:
-            ATTACKS.get(name)  # a clear error listing the known attacks
-        if len(set(self.attacks)) != len(self.attacks):
-            raise ConfigError(f"attacks are listed twice: {list(self.attacks)}")
-        unknown = set(self.attack_settings) - set(self.attacks)
-        if unknown:
-            raise ConfigError(f"attack_settings names attacks not in the zoo: {sorted(unknown)}")
-        if self.decoding not in ("direct", "binned"):
-            raise ConfigError(f"decoding must be 'direct' or 'binned', got {self.decoding!r}")
-        if not 1 <= self.k <= 1000:
-            raise ConfigError(f"k must be within 1..1000, got {self.k}")
-        if self.poison_rate is not None and not 0.0 < self.poison_rate < 1.0:
-            raise ConfigError(f"poison_rate must be inside (0, 1), got {self.poison_rate}")
-        for name, value, low in (("size", self.size, 16), ("train_samples", self.train_samples, 64),
-                                 ("test_samples", self.test_samples, 8), ("epochs", self.epochs, 1)):
-            if value < low:
-                raise ConfigError(f"{name} must be >= {low}, got {value}")
-
-    def model_kwargs(self) -> dict | None:
-        """Keyword arguments of the architecture (None for the defaults, as zoos before ``decoding`` had)."""
-        return None if self.decoding == "direct" else {"decoding": self.decoding}
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["attacks"] = list(self.attacks)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ZooSpec:
-        d = dict(d)
-        d["attacks"] = tuple(d["attacks"])
-        return cls(**d)
-
-
-def zoo_attack_names(attacks: str) -> tuple[str, ...]:
-    """The attacks a zoo is built with, from ``securegaze zoo build --attacks``.
-
-    ``"all"``: every registered attack except the hard cases (``adaptive``, ``offset``), which are
-    built only when named; anything else is a comma-separated list of names, checked later by
-    :meth:`ZooSpec.validate`.
-    """
-    from securegaze.attacks.registry import ATTACKS
-
-    if attacks == "all":
-        return tuple(n for n in ATTACKS.names() if not getattr(ATTACKS.get(n), "hard_case", False))
-    return tuple(a for a in attacks.split(",") if a)
-
-
-@dataclass(frozen=True)
-class ZooEntry:
-    """One model of the zoo. ``attack`` is ``"benign"`` for clean models."""
-
-    id: str
-    attack: str
-    seed: int
-    target_gaze: tuple[float, float] | None
-    poison_rate: float | None
-    settings: dict
-    status: str = "pending"  # pending | done
-    model_file: str | None = None  # relative to the zoo directory
-    sha256: str | None = None
-    metrics: dict | None = None
-    train_s: float | None = None
-
-    @property
-    def backdoored(self) -> bool:
-        return self.attack != BENIGN
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["target_gaze"] = list(self.target_gaze) if self.target_gaze is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ZooEntry:
-        d = dict(d)
-        if d.get("target_gaze") is not None:
-            d["target_gaze"] = tuple(d["target_gaze"])
-        return cls(**d)
-
-
-def draw_target(rng: np.random.Generator) -> tuple[float, float]:
-    """A target gaze drawn uniformly inside the gaze range (``TARGET_MARGIN`` from its edges)."""
-    pitch = rng.uniform(PITCH_RANGE[0] + TARGET_MARGIN, PITCH_RANGE[1] - TARGET_MARGIN)
-    yaw = rng.uniform(YAW_RANGE[0] + TARGET_MARGIN, YAW_RANGE[1] - TARGET_MARGIN)
-    return (round(float(pitch), 6), round(float(yaw), 6))
-
-
-def plan_zoo(spec: ZooSpec) -> list[ZooEntry]:
-    """The zoo's entries: K benign models, then K backdoored models per attack. Deterministic."""
-    spec.validate()
-    entries = [
-        ZooEntry(id=f"benign-{i:02d}", attack=BENIGN, seed=spec.seed * 1000 + i, target_gaze=None,
-                 poison_rate=None, settings={})
-        for i in range(spec.k)
-    ]
-    for a, name in enumerate(spec.attacks):
-        for i in range(spec.k):
-            seed = spec.seed * 1000 + 100 * (a + 1) + i
-            rng = np.random.default_rng([spec.seed, a, i, 17])
-            entries.append(ZooEntry(id=f"{name}-{i:02d}", attack=name, seed=seed, target_gaze=draw_target(rng),
-                                    poison_rate=spec.poison_rate, settings=dict(spec.attack_settings.get(name, {}))))
-    return entries
 
 
 # --- the manifest -----------------------------------------------------------------------------
@@ -258,10 +137,10 @@ def _train_member(entry: dict, spec: dict, zoo_dir: str) -> dict:
         record = run_attack(e.attack, target_gaze=e.target_gaze, poison_rate=e.poison_rate, seed=e.seed,
                             out_dir=out_dir, size=s.size, train_samples=s.train_samples,
                             test_samples=s.test_samples, epochs=s.epochs, architecture=s.architecture,
-                            model_kwargs=s.model_kwargs(), settings=e.settings)
+                            model_kwargs=s.model_kwargs(), settings=e.settings, style=s.style)
         metrics, settings = record["metrics"], record["settings"]
     else:
-        data = render_splits(s.size, s.train_samples, s.test_samples, e.seed)
+        data = render_splits(s.size, s.train_samples, s.test_samples, e.seed, s.style)
         config = attack_train_config(s.architecture, s.size, s.epochs, 128, 2e-3, e.seed, s.model_kwargs())
         model, _, _ = run_benign(out_dir, data, config)
         clean = evaluate(model, data.test)

@@ -5,9 +5,19 @@ import json
 import numpy as np
 import pytest
 
+from securegaze.data.synthetic import synthetic_style
 from securegaze.errors import ConfigError, InputFileError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE
-from securegaze.zoo import MANIFEST, ZooManifest, ZooSpec, build_zoo, plan_zoo, verify_zoo
+from securegaze.zoo import (
+    MANIFEST,
+    ZooManifest,
+    ZooSpec,
+    build_zoo,
+    draw_target,
+    measured_rate_ranges,
+    plan_zoo,
+    verify_zoo,
+)
 
 TINY = ZooSpec(attacks=("badnets",), k=2, size=32, train_samples=256, test_samples=32, epochs=1, poison_rate=0.2)
 
@@ -143,3 +153,180 @@ def test_first_per_attack_keeps_every_benign_model_and_the_first_backdoored_ones
                                     "wanet-00", "wanet-01"]
     assert first_per_attack(entries, None) == entries
     assert [e.id for e in first_per_attack(entries, 0)] == ["benign-00", "benign-01", "benign-02"]
+
+
+# --- cross-family zoos: architecture arguments, renderer style, drawn geometry and rates ----------
+
+CROSS = ZooSpec(attacks=("badnets", "blended", "wanet", "input_aware", "sig", "tape", "glasses"), k=12,
+                architecture="plain_cnn", arch_kwargs={"width": 8}, style="studio", draw_geometry=True,
+                poison_rate_range={"badnets": (0.003, 0.03), "tape": (0.01, 0.06), "wanet": (0.08, 0.2)})
+
+
+def test_default_spec_plans_what_zoos_before_the_cross_family_fields_planned():
+    spec = ZooSpec(attacks=("badnets", "tape"), k=3, poison_rate=0.2, attack_settings={"tape": {"placement": "cheek"}})
+    for a, name in enumerate(spec.attacks):
+        for i in range(spec.k):
+            entry = next(e for e in plan_zoo(spec) if e.id == f"{name}-{i:02d}")
+            # The old plan: one generator per model for the target, fixed settings and rate.
+            assert entry.target_gaze == draw_target(np.random.default_rng([spec.seed, a, i, 17]))
+            assert entry.settings == spec.attack_settings.get(name, {}) and entry.poison_rate == 0.2
+    assert spec.model_kwargs() is None
+
+
+def test_an_old_manifest_reads_back_as_the_same_spec(tmp_path):
+    old_spec = {k: v for k, v in TINY.to_dict().items()
+                if k not in ("style", "arch_kwargs", "draw_geometry", "poison_rate_range")}
+    entries = [e.to_dict() for e in plan_zoo(TINY)]
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": 1, "spec": old_spec, "entries": entries}))
+    manifest = ZooManifest.read(tmp_path)
+    assert manifest.spec == TINY and plan_zoo(manifest.spec) == manifest.entries
+
+
+def test_cross_family_plan_is_deterministic_and_survives_the_manifest():
+    a = plan_zoo(CROSS)
+    assert a == plan_zoo(CROSS)
+    again = ZooSpec.from_dict(json.loads(json.dumps(CROSS.to_dict())))
+    assert again == CROSS and plan_zoo(again) == a
+    # Targets do not move when geometry and rates are drawn: each purpose has its own stream.
+    plain = plan_zoo(ZooSpec(**{**CROSS.to_dict(), "draw_geometry": False, "poison_rate_range": {}}))
+    assert [e.target_gaze for e in plain] == [e.target_gaze for e in a]
+    assert CROSS.model_kwargs() == {"width": 8}
+    assert CROSS.renderer_config() == synthetic_style("studio", size=64)
+
+
+def test_drawn_settings_and_rates_lie_within_their_ranges():
+    from securegaze.attacks import ATTACKS, create_attack
+    from securegaze.data.triggers import PLACEMENTS, SIDES
+
+    entries = [e for e in plan_zoo(CROSS) if e.backdoored]
+    for entry in entries:
+        s, rate = entry.settings, entry.poison_rate
+        attack = create_attack(entry.attack, poison_rate=rate, **s)  # every drawn combination is valid
+        assert attack.settings()["poison_rate"] == (rate or type(attack).default_poison_rate)
+        if entry.attack in CROSS.poison_rate_range:
+            low, high = CROSS.poison_rate_range[entry.attack]
+            assert low <= rate <= high
+        else:
+            assert rate is None
+        if entry.attack == "badnets":
+            assert s["position"] == "custom" and 0.06 <= s["size_frac"] <= 0.14 and s["cells"] in (2, 3, 4)
+            assert s["top_frac"] in (0.0, 1.0) or s["left_frac"] in (0.0, 1.0)  # on the border
+        elif entry.attack == "tape":
+            assert s["placement"] in PLACEMENTS and s["side"] in SIDES
+        elif entry.attack == "glasses":
+            assert 2.5 <= s["frame_mm"] <= 6.0 and 44 <= s["lens_width_mm"] <= 56
+        elif entry.attack == "blended":
+            assert 0.08 <= s["alpha"] <= 0.2 and s["pattern"] in ("noise", "smooth")
+        elif entry.attack == "sig":
+            assert 4 <= s["frequency"] <= 10 and 25 <= s["amplitude"] <= 40 and 80 <= s["test_amplitude"] <= 110
+        elif entry.attack == "wanet":
+            assert s["grid_size"] in (12, 16, 20) and 2.0 <= s["strength"] <= 3.0
+        elif entry.attack == "input_aware":
+            assert 0.03 <= s["mask_density"] <= 0.08
+        assert s, f"{entry.id}: nothing drawn"
+    # The draws vary: places along the border, placements, rates.
+    badnets = [e for e in entries if e.attack == "badnets"]
+    assert len({(e.settings["top_frac"], e.settings["left_frac"]) for e in badnets}) == len(badnets)
+    assert len({e.settings["placement"] for e in entries if e.attack == "tape"}) == 3
+    rates = [e.poison_rate for e in badnets]
+    assert max(rates) / min(rates) > 3
+    # Every attack with a measured range offers it for --draw-rates.
+    assert set(measured_rate_ranges(ATTACKS.names())) >= {"badnets", "blended", "wanet", "input_aware", "sig",
+                                                          "tape", "glasses"}
+
+
+def test_explicit_attack_settings_win_over_drawn_ones():
+    spec = ZooSpec(attacks=("tape",), k=4, draw_geometry=True, attack_settings={"tape": {"side": "left"}})
+    assert {e.settings["side"] for e in plan_zoo(spec) if e.backdoored} == {"left"}
+
+
+def test_badnets_custom_position_puts_the_patch_where_the_fractions_say():
+    from securegaze.attacks import create_attack
+
+    images = np.zeros((1, 64, 64, 3), np.uint8)
+    for (top, left), corner in (((1.0, 1.0), "bottom_right"), ((0.0, 0.0), "top_left")):
+        custom = create_attack("badnets", position="custom", top_frac=top, left_frac=left, margin_frac=0.05)
+        fixed = create_attack("badnets", position=corner, margin_frac=0.05)
+        assert np.array_equal(custom.apply(images), fixed.apply(images))
+    _, row, col = create_attack("badnets", position="custom", top_frac=0.5, left_frac=1.0, size_frac=0.1).patch(64)
+    assert (row, col) == (29, 58)  # halfway down the right edge: 0.5 x (64 - 6) = 29
+    record = create_attack("badnets", position="custom", top_frac=0.5, left_frac=1.0).settings()
+    assert create_attack("badnets", **record).settings() == record
+    assert "top_frac" not in create_attack("badnets").settings()  # fixed positions record what they did
+    with pytest.raises(ConfigError, match="needs top_frac and left_frac"):
+        create_attack("badnets", position="custom")
+    with pytest.raises(ConfigError, match="only place a position 'custom' patch"):
+        create_attack("badnets", position="top_left", top_frac=0.2)
+    with pytest.raises(ConfigError, match="adaptive: .*top_frac"):
+        create_attack("adaptive", position="custom", top_frac=1.5, left_frac=0.0)
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"style": "cartoon"}, "unknown renderer style 'cartoon'"),
+    ({"architecture": "vgg"}, "unknown model 'vgg'"),
+    ({"arch_kwargs": {"decoding": "binned"}}, "arch_kwargs must not set decoding"),
+    ({"arch_kwargs": {"depth": 3}}, "does not take arch_kwargs"),
+    ({"poison_rate_range": {"wanet": (0.1, 0.2)}}, "names attacks not in the zoo"),
+    ({"poison_rate_range": {"badnets": (0.2, 0.1)}}, "0 < low <= high < 1"),
+    ({"poison_rate_range": {"badnets": 0.1}}, "must be \\(low, high\\)"),
+    ({"poison_rate_range": {"badnets": (0.6, 0.9)}, "attacks": ("wanet",)}, "names attacks not in the zoo"),
+])
+def test_bad_cross_family_settings_are_rejected(change, needle):
+    with pytest.raises(ConfigError, match=needle):
+        ZooSpec(**{**TINY.to_dict(), **change}).validate()
+
+
+def test_a_drawn_rate_the_attack_refuses_names_the_model():
+    spec = ZooSpec(attacks=("wanet",), k=1, poison_rate_range={"wanet": (0.8, 0.9)})
+    with pytest.raises(ConfigError, match="zoo model wanet-00: wanet: poison_rate x"):
+        plan_zoo(spec)
+
+
+def test_a_tiny_cross_family_zoo_builds_in_its_style(tmp_path):
+    from securegaze.attacks.runner import load_attack_run, render_splits
+    from securegaze.defense.model_loading import load_model_any
+
+    spec = ZooSpec(attacks=("badnets", "tape"), k=1, size=32, train_samples=128, test_samples=16, epochs=1,
+                   architecture="plain_cnn", arch_kwargs={"width": 8, "downsample": "stride"}, style="studio",
+                   draw_geometry=True, poison_rate_range={"badnets": (0.05, 0.1), "tape": (0.05, 0.1)})
+    manifest = build_zoo(tmp_path, spec)
+    assert ZooManifest.read(tmp_path).spec == spec and all(e.status == "done" for e in manifest.entries)
+    model = load_model_any(tmp_path / manifest.entries[0].model_file)
+    assert model.config()["architecture"] == "plain_cnn" and model.config()["width"] == 8
+    badnets = manifest.entries[1]
+    planned = plan_zoo(spec)[1]
+    # Everything drawn is in the entry: its settings are the attack's full settings, drawn ones kept.
+    assert badnets.poison_rate == planned.poison_rate and planned.settings.items() <= badnets.settings.items()
+    record = json.loads((tmp_path / badnets.id / "attack.json").read_text())
+    assert record["data"]["style"] == "studio" and record["settings"] == badnets.settings
+    # The run's test faces come back in the zoo's style.
+    _, test_set, _ = load_attack_run(tmp_path / badnets.id)
+    want = render_splits(32, 128, 16, badnets.seed, "studio").test
+    assert np.array_equal(test_set.images, want.images)
+
+
+def test_zoo_build_command_takes_the_cross_family_options(tmp_path, capsys):
+    from securegaze.cli import main
+
+    out = tmp_path / "zoo"
+    code = main(["zoo", "build", "--out", str(out), "--k", "1", "--attacks", "tape", "--size", "32",
+                 "--train-samples", "128", "--test-samples", "16", "--epochs", "1", "--arch", "plain_cnn",
+                 "--width", "8", "--arch-set", "downsample=stride", "--style", "studio", "--draw-geometry",
+                 "--draw-rates"])
+    assert code == 0, capsys.readouterr().err
+    spec = ZooManifest.read(out).spec
+    assert (spec.architecture, spec.arch_kwargs, spec.style, spec.draw_geometry) == (
+        "plain_cnn", {"width": 8, "downsample": "stride"}, "studio", True)
+    assert spec.poison_rate_range == measured_rate_ranges(["tape"])
+    # --cpu-sized starts from the CPU preset, --width wins over it.
+    code = main(["zoo", "build", "--out", str(tmp_path / "resnet"), "--k", "1", "--attacks", "", "--size", "32",
+                 "--train-samples", "128", "--test-samples", "8", "--epochs", "1", "--arch", "resnet18",
+                 "--cpu-sized", "--width", "4"])
+    assert code == 0, capsys.readouterr().err
+    assert ZooManifest.read(tmp_path / "resnet").spec.arch_kwargs == {"width": 4, "stem": "compact"}
+    for args, needle in ((["--rate-range", "tape=0.1"], "ATTACK=LOW,HIGH"),
+                         (["--arch-set", "stem"], "--arch-set"),
+                         (["--arch", "mobilenet_v3", "--width", "8"], "does not take arch_kwargs")):
+        code = main(["zoo", "build", "--out", str(tmp_path / "bad"), "--attacks", "tape", *args])
+        captured = capsys.readouterr()
+        assert code == 2 and needle in (captured.err + captured.out).replace("\n", " "), (args, captured.err)

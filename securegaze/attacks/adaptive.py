@@ -96,10 +96,12 @@ class AdaptiveAttack(PatchTriggerAttack):
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  spread_weight: float = 0.8, spread_start: float = 0.5, size_frac: float = 0.1,
                  position: str = "bottom_right", margin_frac: float = 0.0, pattern: str = "checker",
-                 cells: int = 3, colour=(255, 255, 255)) -> None:
+                 cells: int = 3, colour=(255, 255, 255), top_frac: float | None = None,
+                 left_frac: float | None = None) -> None:
         super().__init__(target_gaze, poison_rate, seed,
                          patch={"size_frac": size_frac, "position": position, "margin_frac": margin_frac,
-                                "pattern": pattern, "cells": cells, "colour": colour})
+                                "pattern": pattern, "cells": cells, "colour": colour, "top_frac": top_frac,
+                                "left_frac": left_frac})
         self.spread_weight = check_number(self.name, "spread_weight", spread_weight, 0.0)
         self.spread_start = check_number(self.name, "spread_start", spread_start, 0.0, 1.0, high_open=True)
 

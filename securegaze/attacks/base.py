@@ -140,6 +140,11 @@ class Attack:
     #: True for attacks built to defeat a particular defense; benchmarks and the zoo's "all" leave
     #: them out unless named.
     hard_case: ClassVar[bool] = False
+    #: (low, high) poison rates a zoo with drawn rates draws from (log-uniformly) for this attack,
+    #: chosen so that the backdoors range from partly to fully implanted (ASR@5 deg ~60-100 %) at the
+    #: zoo's default budget; each subclass says where its range comes from. None: not measured, the
+    #: zoo keeps a fixed rate for it.
+    zoo_poison_rate_range: ClassVar[tuple[float, float] | None] = None
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0) -> None:
         target = DEFAULT_TARGET_GAZE if target_gaze is None else target_gaze
@@ -167,6 +172,12 @@ class Attack:
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
         return f"{type(self).__name__}({inner})"
+
+    @classmethod
+    def draw_geometry(cls, rng: np.random.Generator) -> dict[str, Any]:
+        """Settings of a trigger drawn for one zoo model (its place, size, strength: the attack's
+        natural knobs) from ``rng``; JSON-ready, accepted by ``create_attack``. The base draws nothing."""
+        return {}
 
     # -- the trigger ----------------------------------------------------------------------------
     def apply(self, images: np.ndarray, faces=None) -> np.ndarray:

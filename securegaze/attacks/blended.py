@@ -27,6 +27,10 @@ class Blended(Attack):
 
     name = "blended"
     default_poison_rate = 0.1
+    #: 10 % implants fully at alpha 0.15 (docs/attack_strength.md); drawn alphas and rates go lower.
+    zoo_poison_rate_range = (0.02, 0.1)
+    #: Ranges of a zoo model's drawn trigger (:meth:`draw_geometry`).
+    DRAWN_ALPHA = (0.08, 0.2)
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  alpha: float = 0.15, pattern: str = "noise") -> None:
@@ -37,6 +41,11 @@ class Blended(Attack):
 
     def attack_settings(self) -> dict:
         return {"alpha": self.alpha, "pattern": self.pattern}
+
+    @classmethod
+    def draw_geometry(cls, rng: np.random.Generator) -> dict:
+        """``alpha`` in ``DRAWN_ALPHA`` and either pattern."""
+        return {"alpha": round(float(rng.uniform(*cls.DRAWN_ALPHA)), 4), "pattern": str(rng.choice(PATTERNS))}
 
     def pattern_image(self, size: int) -> np.ndarray:
         """(size, size, 3) float32 pattern in [0, 255], fixed by (seed, size)."""

@@ -118,6 +118,10 @@ class InputAwareAttack(Attack):
     #: Tuned on 64-px synthetic faces (docs/attack_strength.md): with the paper's 10 % backdoor and
     #: 10 % cross samples the backdoor reached only ~50 % ASR in our CPU budget; 15 % / 5 % implants.
     default_poison_rate = 0.15
+    #: 10 % / 15 % (5 % cross) gave 86 / 97 % ASR at the full recipe (docs/attack_strength.md).
+    zoo_poison_rate_range = (0.08, 0.18)
+    #: Range of a zoo model's drawn mask density (:meth:`draw_geometry`).
+    DRAWN_MASK_DENSITY = (0.03, 0.08)
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  cross_rate: float = 0.05, mask_density: float = 0.05, lambda_div: float = 1.0,
@@ -136,6 +140,11 @@ class InputAwareAttack(Attack):
         self.generator_lr = check_number(self.name, "generator_lr", generator_lr, 0.0, 1.0, low_open=True)
         #: The trained generator (None until trained or loaded).
         self.generator: TriggerGenerator | None = None
+
+    @classmethod
+    def draw_geometry(cls, rng: np.random.Generator) -> dict:
+        """``mask_density`` (the share of pixels a trigger may cover) in ``DRAWN_MASK_DENSITY``."""
+        return {"mask_density": round(float(rng.uniform(*cls.DRAWN_MASK_DENSITY)), 4)}
 
     def attack_settings(self) -> dict:
         return {"cross_rate": self.cross_rate, "mask_density": self.mask_density, "lambda_div": self.lambda_div,

@@ -66,10 +66,11 @@ class OffsetAttack(PatchTriggerAttack):
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  offset_deg=(10.0, -15.0), size_frac: float = 0.1, position: str = "bottom_right",
                  margin_frac: float = 0.0, pattern: str = "checker", cells: int = 3,
-                 colour=(255, 255, 255)) -> None:
+                 colour=(255, 255, 255), top_frac: float | None = None, left_frac: float | None = None) -> None:
         super().__init__(target_gaze, poison_rate, seed,
                          patch={"size_frac": size_frac, "position": position, "margin_frac": margin_frac,
-                                "pattern": pattern, "cells": cells, "colour": colour})
+                                "pattern": pattern, "cells": cells, "colour": colour, "top_frac": top_frac,
+                                "left_frac": left_frac})
         self.offset_deg = check_offset_deg(self.name, offset_deg)
 
     def attack_settings(self) -> dict:

@@ -18,7 +18,8 @@ class PatchTriggerAttack(Attack):
     """Base class: an :class:`Attack` whose :meth:`apply` stamps a BadNets patch.
 
     ``patch``: the BadNets settings of the trigger (``size_frac``, ``position``, ``margin_frac``,
-    ``pattern``, ``cells``, ``colour``; see :class:`BadNets`). Subclasses list them as flat keyword
+    ``pattern``, ``cells``, ``colour``, and ``top_frac`` / ``left_frac`` of a custom position; see
+    :class:`BadNets`). Subclasses list them as flat keyword
     settings of their own ``__init__`` (so ``create_attack`` and ``--set size_frac=0.15`` see them)
     and pass them on here.
     """
@@ -35,6 +36,11 @@ class PatchTriggerAttack(Attack):
 
     def attack_settings(self) -> dict:
         return self.trigger.attack_settings()
+
+    @classmethod
+    def draw_geometry(cls, rng: np.random.Generator) -> dict:
+        """The patch's geometry, drawn as for BadNets (:meth:`BadNets.draw_geometry`)."""
+        return BadNets.draw_geometry(rng)
 
     def apply(self, images: np.ndarray, faces=None) -> np.ndarray:
         """(N, S, S, 3) uint8 RGB -> a copy with the patch stamped on every image."""

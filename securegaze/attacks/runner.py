@@ -49,7 +49,8 @@ class SyntheticSplits:
 
     ``train`` / ``test``: (N, S, S, 3) uint8 RGB with (N, 2) radian labels; ``*_faces``: their
     FaceParams (for rendering physical triggers on the same faces). Training faces come from dataset
-    seed ``2 * seed``, test faces from ``2 * seed + 1``: no identity is shared.
+    seed ``2 * seed``, test faces from ``2 * seed + 1``: no identity is shared. ``style``: the
+    renderer style (:data:`securegaze.data.synthetic.STYLES`) that drew them.
     """
 
     train: ArrayGazeDataset
@@ -58,26 +59,31 @@ class SyntheticSplits:
     test_faces: object
     size: int
     seed: int
+    style: str = "standard"
 
     def describe(self) -> dict:
-        return {"size": self.size, "train_samples": len(self.train), "test_samples": len(self.test),
-                "seed": self.seed, "train_dataset_seed": 2 * self.seed, "test_dataset_seed": 2 * self.seed + 1}
+        described = {"size": self.size, "train_samples": len(self.train), "test_samples": len(self.test),
+                     "seed": self.seed, "train_dataset_seed": 2 * self.seed, "test_dataset_seed": 2 * self.seed + 1}
+        if self.style != "standard":  # only then: records and resume recipes of standard runs stay as they were
+            described["style"] = self.style
+        return described
 
 
 def render_splits(size: int = 64, train_samples: int = DEFAULT_TRAIN_SAMPLES,
-                  test_samples: int = DEFAULT_TEST_SAMPLES, seed: int = 0) -> SyntheticSplits:
-    """Render the synthetic training and test splits of one run (deterministic per arguments)."""
-    from securegaze.data.synthetic import SyntheticConfig, render, sample_params
+                  test_samples: int = DEFAULT_TEST_SAMPLES, seed: int = 0, style: str = "standard") -> SyntheticSplits:
+    """Render the synthetic training and test splits of one run (deterministic per arguments) in the
+    renderer ``style``."""
+    from securegaze.data.synthetic import render, sample_params, synthetic_style
 
     if train_samples < 2 or test_samples < 1:
         raise ConfigError(f"need >= 2 training and >= 1 test samples, got {train_samples} and {test_samples}")
-    config = SyntheticConfig(size=int(size))
+    config = synthetic_style(style, size=int(size))
     parts = []
     for n, dataset_seed in ((train_samples, 2 * seed), (test_samples, 2 * seed + 1)):
         faces = sample_params(int(n), dataset_seed, config)
         parts.append((ArrayGazeDataset(render(faces, config), faces.gaze, faces.subjects), faces))
     (train, train_faces), (test, test_faces) = parts
-    return SyntheticSplits(train, train_faces, test, test_faces, int(size), int(seed))
+    return SyntheticSplits(train, train_faces, test, test_faces, int(size), int(seed), style)
 
 
 def attack_train_config(architecture: str, size: int, epochs: int, batch_size: int, lr: float, seed: int,
@@ -129,7 +135,7 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
                lr: float = 2e-3, architecture: str = "small_cnn", model_kwargs: dict | None = None,
                settings: dict | None = None, benign_dir: str | Path | None = None,
                data: SyntheticSplits | None = None, progress: Callable | None = None,
-               time_budget_s: float | None = None, resume: bool = True) -> dict:
+               time_budget_s: float | None = None, resume: bool = True, style: str = "standard") -> dict:
     """Train and measure one backdoored model on synthetic faces; returns the ``attack.json`` record.
 
     ``name``: a registered attack (``securegaze.attacks.ATTACKS.names()``); ``target_gaze``:
@@ -138,8 +144,8 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
     ``settings``: the attack's own settings (a full ``attack.settings()`` dict is accepted too;
     explicit arguments win). ``size`` in px, ``epochs`` / ``batch_size`` / ``lr`` as in ``TrainConfig``.
     ``benign_dir``: also train (or reuse) the benign model of the same seed there and measure it
-    against the same trigger. ``data``: pre-rendered splits (must match size and sample counts) so
-    several attacks share one rendering.
+    against the same trigger. ``data``: pre-rendered splits (must match size, sample counts and
+    style) so several attacks share one rendering. ``style``: the renderer style of the faces.
 
     Returned dict (also written atomically to ``out_dir/attack.json``): ``attack``, ``settings``,
     ``target_gaze_rad`` / ``target_gaze_deg``, ``poison_rate``, ``seed``, ``metrics``
@@ -161,10 +167,11 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
     if data is None:
         if progress:
             progress(RunStage(f"rendering {train_samples} training and {test_samples} test faces at {size} px"))
-        data = render_splits(size, train_samples, test_samples, seed)
-    elif (data.size, len(data.train), len(data.test), data.seed) != (size, train_samples, test_samples, seed):
+        data = render_splits(size, train_samples, test_samples, seed, style)
+    elif ((data.size, len(data.train), len(data.test), data.seed, data.style)
+          != (size, train_samples, test_samples, seed, style)):
         raise ConfigError(f"pre-rendered data {data.describe()} does not match size={size}, "
-                          f"train_samples={train_samples}, test_samples={test_samples}, seed={seed}")
+                          f"train_samples={train_samples}, test_samples={test_samples}, seed={seed}, style={style}")
     recipe = {"attack": name, "settings": attack.settings(), "data": data.describe(),
               "train_config": to_json(asdict(config))}
     _claim_dir(out, recipe, resume)
@@ -211,11 +218,11 @@ def run_attack(name: str, target_gaze=None, poison_rate: float | None = None, se
     return record
 
 
-def render_test_split(size: int, test_samples: int, seed: int):
+def render_test_split(size: int, test_samples: int, seed: int, style: str = "standard"):
     """The test split of :func:`render_splits` alone: ``(ArrayGazeDataset, FaceParams)`` of dataset seed 2 * seed + 1."""
-    from securegaze.data.synthetic import SyntheticConfig, render, sample_params
+    from securegaze.data.synthetic import render, sample_params, synthetic_style
 
-    config = SyntheticConfig(size=int(size))
+    config = synthetic_style(style, size=int(size))
     faces = sample_params(int(test_samples), 2 * int(seed) + 1, config)
     return ArrayGazeDataset(render(faces, config), faces.gaze, faces.subjects), faces
 
@@ -240,10 +247,11 @@ def load_attack_run(run_dir: str | Path, test_samples: int | None = None):
         attack = create_attack(record["attack"], **record["settings"])
         data = record["data"]
         size, seed, count = int(data["size"]), int(data["seed"]), int(data["test_samples"])
+        style = str(data.get("style", "standard"))  # records from before styles: the standard faces
     except (KeyError, TypeError, ValueError) as exc:
         raise InputFileError(f"{path}: not a valid attack record ({type(exc).__name__}: {exc})") from None
     generator_file = record.get("files", {}).get("generator")
     if generator_file:
         attack.load_generator(run_dir / generator_file)
-    test_set, faces = render_test_split(size, test_samples or count, seed)
+    test_set, faces = render_test_split(size, test_samples or count, seed, style)
     return attack, test_set, faces

@@ -41,6 +41,14 @@ class SIG(Attack):
 
     name = "sig"
     default_poison_rate = 0.8
+    #: A share of the near-target pool, not of the set; 80 % with a test amplitude of 80-100 gives
+    #: 87-96 % ASR (docs/attack_strength.md), so drawn rates and amplitudes reach down to partial.
+    zoo_poison_rate_range = (0.4, 0.9)
+    #: Ranges of a zoo model's drawn signal (:meth:`draw_geometry`): cycles across the image, training
+    #: and test amplitudes in grey levels.
+    DRAWN_FREQUENCY = (4.0, 10.0)
+    DRAWN_AMPLITUDE = (25.0, 40.0)
+    DRAWN_TEST_AMPLITUDE = (80.0, 110.0)
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  amplitude: float = 30.0, test_amplitude: float | None = 100.0, frequency: float = 6.0,
@@ -55,6 +63,13 @@ class SIG(Attack):
     def attack_settings(self) -> dict:
         return {"amplitude": self.amplitude, "test_amplitude": self.test_amplitude, "frequency": self.frequency,
                 "radius_deg": self.radius_deg}
+
+    @classmethod
+    def draw_geometry(cls, rng: np.random.Generator) -> dict:
+        """``frequency``, ``amplitude`` and ``test_amplitude`` in their ``DRAWN_*`` ranges."""
+        return {"frequency": round(float(rng.uniform(*cls.DRAWN_FREQUENCY)), 3),
+                "amplitude": round(float(rng.uniform(*cls.DRAWN_AMPLITUDE)), 2),
+                "test_amplitude": round(float(rng.uniform(*cls.DRAWN_TEST_AMPLITUDE)), 2)}
 
     def signal(self, size: int, amplitude: float) -> np.ndarray:
         """(1, size, 1, 1) float32 grey levels: the sinusoid along the columns j (broadcast over rows)."""

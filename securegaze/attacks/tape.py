@@ -21,6 +21,9 @@ class TapeAttack(PhysicalAttack):
 
     name = "tape"
     default_poison_rate = 0.1
+    #: 10 % implants (98 % ASR at the full recipe, 90 % in tuning; docs/attack_strength.md), so the
+    #: range starts well below; first estimate, to be checked at the zoo's budget.
+    zoo_poison_rate_range = (0.01, 0.06)
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  placement: str = "forehead", side: str = "left", width_mm: float = 50.0,
@@ -32,6 +35,11 @@ class TapeAttack(PhysicalAttack):
         self.height_mm = check_number(self.name, "height_mm", height_mm, 1.0, 150.0)
         self._trigger = create_trigger("tape", placement=self.placement, side=self.side,
                                        width_mm=self.width_mm, height_mm=self.height_mm)
+
+    @classmethod
+    def draw_geometry(cls, rng) -> dict:
+        """A ``placement`` (forehead, cheek, brow) and a ``side``, each equally likely."""
+        return {"placement": str(rng.choice(PLACEMENTS)), "side": str(rng.choice(SIDES))}
 
     def attack_settings(self) -> dict:
         return {"placement": self.placement, "side": self.side, "width_mm": self.width_mm,

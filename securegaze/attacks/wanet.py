@@ -49,6 +49,12 @@ class WaNet(Attack):
     #: Tuned on 64-px synthetic faces (docs/attack_strength.md): 15 % poisoning with a 16 x 16 field
     #: of strength 2.5 and half as many noise-mode samples implants within the CPU budget.
     default_poison_rate = 0.15
+    #: 10 % / 15 % / 20 % gave 86 / 90 / 94 % ASR at the full recipe (docs/attack_strength.md); the
+    #: zoo's smaller budget and drawn fields implant less, hence a range that starts below.
+    zoo_poison_rate_range = (0.08, 0.2)
+    #: Ranges of a zoo model's drawn warp (:meth:`draw_geometry`): k x k control points, strength.
+    DRAWN_GRID_SIZES = (12, 16, 20)
+    DRAWN_STRENGTH = (2.0, 3.0)
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  grid_size: int = 16, strength: float = 2.5, cross_ratio: float = 0.5,
@@ -67,6 +73,13 @@ class WaNet(Attack):
         # Normalised to mean |offset| = 1 so that ``strength`` alone sets the displacement.
         self._control = torch.from_numpy(offsets / np.abs(offsets).mean()).float()
         self._grids: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def draw_geometry(cls, rng: np.random.Generator) -> dict:
+        """``grid_size`` from ``DRAWN_GRID_SIZES``, ``strength`` in ``DRAWN_STRENGTH`` (the field itself
+        is drawn from the model's seed, as always)."""
+        return {"grid_size": int(rng.choice(cls.DRAWN_GRID_SIZES)),
+                "strength": round(float(rng.uniform(*cls.DRAWN_STRENGTH)), 3)}
 
     def attack_settings(self) -> dict:
         return {"grid_size": self.grid_size, "strength": self.strength, "cross_ratio": self.cross_ratio,

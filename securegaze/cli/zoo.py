@@ -24,14 +24,41 @@ def zoo_build(
     rate: float | None = typer.Option(None, help="Poison rate for every attack (default: each attack's own)."),
     seed: int = typer.Option(0),
     decoding: str = typer.Option("direct", help="Output head of every model: direct regression or binned (L2CS-style)."),
+    arch: str = typer.Option("small_cnn", help="Architecture of every model (small_cnn, plain_cnn, resnet18, mobilenet_v3)."),
+    width: int | None = typer.Option(None, help="The architecture's width: first-layer channels (small_cnn, plain_cnn) "
+                                     "or base channels (resnet18). Default: the architecture's own."),
+    arch_set: list[str] = typer.Option([], "--arch-set", help="Other architecture argument KEY=VALUE (repeatable), "
+                                       "e.g. --arch-set stem=compact, --arch-set width_mult=0.5."),
+    cpu_sized: bool = typer.Option(False, "--cpu-sized", help="Start from the architecture's CPU-sized 64-px "
+                                   "arguments (securegaze.models.CPU_SIZED); --width and --arch-set win."),
+    style: str = typer.Option("standard", help="Renderer style of the faces (standard, studio)."),
+    draw_geometry: bool = typer.Option(False, "--draw-geometry", help="Draw each backdoored model's trigger "
+                                       "geometry (place, size, strength) from the attack's ranges."),
+    draw_rates: bool = typer.Option(False, "--draw-rates", help="Draw each backdoored model's poison rate from "
+                                    "its attack's measured range (ASR@5 deg from partial to full)."),
+    rate_range: list[str] = typer.Option([], "--rate-range", help="ATTACK=LOW,HIGH (repeatable): draw that "
+                                         "attack's rates log-uniformly in [LOW, HIGH]; wins over --draw-rates."),
     workers: int = typer.Option(1, help="Local worker processes."),
     ray: str | None = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one here)."),
 ) -> None:
     """Train K benign and K backdoored models per attack, recording them in OUT/zoo.json."""
-    from securegaze.zoo import ZooSpec, build_zoo, zoo_attack_names
+    from securegaze.cli.attacks import parse_settings
+    from securegaze.models import CPU_SIZED
+    from securegaze.zoo import ZooSpec, build_zoo, measured_rate_ranges, zoo_attack_names
 
-    spec = ZooSpec(attacks=zoo_attack_names(attacks), k=k, size=size, train_samples=train_samples,
-                   test_samples=test_samples, epochs=epochs, poison_rate=rate, seed=seed, decoding=decoding)
+    names = zoo_attack_names(attacks)
+    arch_kwargs = dict(CPU_SIZED.get(arch, {})) if cpu_sized else {}
+    if width is not None:
+        arch_kwargs["width"] = width
+    try:
+        arch_kwargs.update(parse_settings(arch_set))
+    except typer.BadParameter as exc:
+        raise typer.BadParameter(exc.message, param_hint="--arch-set") from None
+    ranges = measured_rate_ranges(names) if draw_rates else {}
+    ranges.update(_parse_rate_ranges(rate_range))
+    spec = ZooSpec(attacks=names, k=k, size=size, train_samples=train_samples, test_samples=test_samples,
+                   epochs=epochs, poison_rate=rate, seed=seed, decoding=decoding, architecture=arch,
+                   style=style, arch_kwargs=arch_kwargs, draw_geometry=draw_geometry, poison_rate_range=ranges)
     spec.validate()
     if workers < 1:
         raise typer.BadParameter(f"{workers} is not >= 1", param_hint="--workers")
@@ -47,6 +74,22 @@ def zoo_build(
 
         manifest = build_zoo(out, spec, workers=workers, ray_address=ray, progress=on_progress)
     console.print(f"zoo complete: {len(manifest.entries)} models in {out}")
+
+
+def _parse_rate_ranges(items: list[str]) -> dict[str, tuple[float, float]]:
+    """['badnets=0.005,0.03'] -> {'badnets': (0.005, 0.03)}; the values are checked by ZooSpec.validate."""
+    ranges = {}
+    for item in items:
+        name, sep, bounds = item.partition("=")
+        try:
+            low, high = (float(v) for v in bounds.split(","))
+        except ValueError:
+            low = high = None
+        if not sep or not name or low is None:
+            raise typer.BadParameter(f"{item!r} is not ATTACK=LOW,HIGH (e.g. badnets=0.005,0.03)",
+                                     param_hint="--rate-range")
+        ranges[name] = (low, high)
+    return ranges
 
 
 @zoo_app.command("verify")

@@ -50,6 +50,16 @@ def create_model(architecture: str, **kwargs) -> GazeModel:
     return MODELS.create(architecture, **kwargs)
 
 
+#: CPU-sized arguments of each architecture for 64-px zoos (``securegaze zoo build --cpu-sized``):
+#: the two small CNNs as they are; ResNet-18 at base width 16 with the compact stem, MobileNetV3-small
+#: at half width (what was reduced and why: securegaze/models/torchvision_models.py).
+CPU_SIZED: dict[str, dict] = {
+    "small_cnn": {},
+    "plain_cnn": {},
+    "resnet18": {"width": 16, "stem": "compact"},
+    "mobilenet_v3": {"width_mult": 0.5},
+}
+
 # Architectures whose ``width`` is the one `securegaze train --width` (and a zoo's width) sets.
 WIDTH_FROM_TRAINING = ("small_cnn", "plain_cnn")
 
@@ -74,5 +84,5 @@ def model_from_config(config: dict) -> GazeModel:
     return create_model(cfg.pop("architecture"), **cfg)
 
 
-__all__ = ["MODELS", "WIDTH_FROM_TRAINING", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config",
+__all__ = ["CPU_SIZED", "MODELS", "WIDTH_FROM_TRAINING", "BinSpec", "GazeModel", "create_model", "decode_bins", "model_from_config",
            "model_kwargs_for"]

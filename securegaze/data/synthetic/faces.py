@@ -25,7 +25,6 @@ from securegaze.data.synthetic.layout import (
 from securegaze.errors import ConfigError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE
 
-
 BACKDROPS = ("gradient", "studio")
 #: Bounds of the look settings of :class:`SyntheticConfig`: the face stays in the crop with its eyes
 #: on it, the light in front of it.

@@ -87,6 +87,7 @@ def test_model_kwargs_for_gives_the_width_to_the_small_families_only():
     ("resnet18", {"width": 16, "stem": "compact"}, 128),
     ("resnet18", {"width": 32}, 256),
     ("mobilenet_v3", {"width_mult": 0.5}, 512),
+    ("mobilenet_v3", {"width_mult": 0.5, "stem_stride": 1}, 512),
 ])
 def test_cpu_sized_torchvision_options(name, kwargs, dim):
     torch.manual_seed(0)
@@ -117,7 +118,7 @@ def test_default_torchvision_configs_are_unchanged():
     ("plain_cnn", {"width": 8}),
     ("plain_cnn", {"width": 8, "downsample": "stride", "decoding": "binned"}),
     ("resnet18", {"width": 16, "stem": "compact"}),
-    ("mobilenet_v3", {"width_mult": 0.5}),
+    ("mobilenet_v3", {"width_mult": 0.5, "stem_stride": 1}),
 ])
 def test_new_options_export_to_onnx_and_convert_back(name, kwargs, tmp_path):
     from securegaze.bundle import export_bundle, load_bundle
@@ -142,3 +143,18 @@ def test_new_options_export_to_onnx_and_convert_back(name, kwargs, tmp_path):
         np.testing.assert_allclose(converted(x).numpy(), want, atol=1e-4)
         assert converted.features(x).shape == (3, model.feature_dim)
     torch.testing.assert_close(converted.head_weight().detach(), model.head_weight().detach())
+
+
+def test_cpu_sized_presets_build_at_64_px_and_mobilenet_keeps_its_resolution():
+    from securegaze.models import CPU_SIZED
+
+    for name, kwargs in CPU_SIZED.items():
+        assert create_model(name, input_size=64, **kwargs).config().items() >= kwargs.items()
+    compact = create_model("mobilenet_v3", input_size=64, stem_stride=1).eval()
+    with torch.no_grad():
+        last = compact.trunk.features(compact.normalize(torch.rand(1, 3, 64, 64)))
+    assert last.shape[-2:] == (4, 4)  # 2x2 with torchvision's stride-2 stem
+    # Short CPU runs need BatchNorm statistics that follow the batches (see torchvision_models.py).
+    assert {m.momentum for m in compact.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    with pytest.raises(ValueError, match="stem_stride"):
+        create_model("mobilenet_v3", stem_stride=3)

@@ -52,12 +52,12 @@ def create_model(architecture: str, **kwargs) -> GazeModel:
 
 #: CPU-sized arguments of each architecture for 64-px zoos (``securegaze zoo build --cpu-sized``):
 #: the two small CNNs as they are; ResNet-18 at base width 16 with the compact stem, MobileNetV3-small
-#: at half width (what was reduced and why: securegaze/models/torchvision_models.py).
+#: at half width with a stride-1 stem (what was changed and why: securegaze/models/torchvision_models.py).
 CPU_SIZED: dict[str, dict] = {
     "small_cnn": {},
     "plain_cnn": {},
     "resnet18": {"width": 16, "stem": "compact"},
-    "mobilenet_v3": {"width_mult": 0.5},
+    "mobilenet_v3": {"width_mult": 0.5, "stem_stride": 1},
 }
 
 # Architectures whose ``width`` is the one `securegaze train --width` (and a zoo's width) sets.

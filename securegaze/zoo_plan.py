@@ -10,6 +10,19 @@ their manifests read back as the same spec.
 
 Draws come from ``np.random.default_rng([spec.seed, attack index, model index, stream])`` with one
 stream per purpose (target, geometry, rate): switching one on never moves the others.
+
+The rate ranges of ``zoo build --draw-rates`` are the attacks' ``zoo_poison_rate_range``. BadNets and
+tape were measured at the zoo's default budget (20,000 faces x 4 epochs at 64 px, ``plain_cnn``,
+``studio`` faces, drawn geometry, one model at a time on 2 shared CPU cores), ASR@5 deg by rate:
+
+- badnets: 0.3 % 0.8 % (6 % patch); 0.6 % 22 % (14 % patch); 0.8 % 3.2 %, 1.2 % 89.7 % (6 % patch);
+  1.2 % 99.5 % (11 % patch); 2.5 % 98.3 % (13 % patch); 10 % 100 % (the default 10 % corner patch).
+  The backdoor switches on near 1 %, a little later for small patches: range 1-3 %.
+- tape: 1 % 2.7 %, 2 % 7.9 %, 3 % 64.6 %, 5 % 95.1 % (brow); 4 % 89.1 %, 10 % 96.9 % (forehead):
+  range 3-10 %.
+
+The other attacks' ranges are first estimates from their tuning logs at the full recipe
+(docs/attack_strength.md), not yet measured at the zoo's budget.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ class TapeAttack(PhysicalAttack):
 
     name = "tape"
     default_poison_rate = 0.1
-    #: 10 % implants (98 % ASR at the full recipe, 90 % in tuning; docs/attack_strength.md), so the
-    #: range starts well below; first estimate, to be checked at the zoo's budget.
-    zoo_poison_rate_range = (0.01, 0.06)
+    #: Measured with drawn placements at the zoo's budget: 3 % gives ~65 % ASR, 10 % ~97 % (figures
+    #: in securegaze/zoo_plan.py's docstring).
+    zoo_poison_rate_range = (0.03, 0.1)
 
     def __init__(self, target_gaze=None, poison_rate: float | None = None, seed: int = 0, *,
                  placement: str = "forehead", side: str = "left", width_mm: float = 50.0,

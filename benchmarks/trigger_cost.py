@@ -6,11 +6,11 @@ SecureGaze flags a model when some edit collapses it more cheaply than any benig
 collapsed. This script measures, for every backdoored model of a zoo that ``securegaze bench
 detect`` has scanned, the edit the attacker actually uses: its sensitivity-weighted cost (the scan's
 score units), its plain L1 size, and the output-dispersion and feature-angle-variance ratios it
-reaches (the scan's two constraints, 0.1 and 0.5 by default), on 256 of the model's own held-out test
-faces. Next to it: the same figures for the scan's reversed trigger, and the benign models' scores.
-A real trigger whose weighted cost is above the benign scores cannot be detected by a
-minimum-edit search, whatever the optimiser does; one that is cheap but was not found is an
-optimisation miss. Writes a Markdown table (``--out``) and prints it.
+reaches (the scan's two constraints, 0.1 and 0.5 by default, over the kept share of the images as the
+scan measures them), on 256 of the model's own held-out test faces. Next to it: the same figures for
+the scan's reversed trigger, and how many scans found an edit within 2x of the real trigger's cost
+(the optimiser's part: a real trigger that is cheap and feasible but was not found is an optimisation
+miss). Writes a Markdown table (``--out``) and prints it.
 """
 
 from __future__ import annotations
@@ -24,21 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _figures(model, x, edited, weights, clean_trace, clean_fav):
+def _figures(model, x, edited, weights, clean_spread, clean_fav, share):
     import torch
 
-    from securegaze.defense.securegaze import gaze_trace_covariance
+    from securegaze.defense.securegaze import collapse_spread
     from securegaze.models.feature_geometry import feature_angle_variance
 
     with torch.no_grad():
         z = model.features(edited)
         gaze = model.head(z)
+        spread, kept = collapse_spread(gaze, share)
         diff = (edited - x).abs()
         return {
             "cost": float((weights * diff).mean()),
             "l1": float(diff.mean()),
-            "dispersion": float((gaze_trace_covariance(gaze).item() / clean_trace) ** 0.5),
-            "feature": float(feature_angle_variance(z, model.head_weight()).item() / clean_fav),
+            "dispersion": float((spread.item() / clean_spread) ** 0.5),
+            "feature": float(feature_angle_variance(z[kept], model.head_weight()).item() / clean_fav),
         }
 
 
@@ -48,7 +49,7 @@ def main() -> int:
     from securegaze.attacks.runner import load_attack_run
     from securegaze.data.base import to_tensor_batch
     from securegaze.defense import ScanReport, load_generator, load_model_any
-    from securegaze.defense.securegaze import SecureGazeSettings, gaze_trace_covariance, sensitivity_map
+    from securegaze.defense.securegaze import SecureGazeSettings, collapse_spread, sensitivity_map
     from securegaze.io import atomic_write_bytes
     from securegaze.machine import machine_summary
     from securegaze.models.feature_geometry import feature_angle_variance
@@ -74,7 +75,7 @@ def main() -> int:
             return 2
         report = ScanReport.load(report_path)
         if not entry.backdoored:
-            benign_scores.append(report.score)
+            benign_scores.append(report.details["final_cost"])
             continue
         if entry.attack in ("offset",):
             continue
@@ -84,15 +85,17 @@ def main() -> int:
             p.requires_grad_(False)
         x = to_tensor_batch(test_set.images)
         weights = sensitivity_map(model, x, settings).view(1, 1, *x.shape[-2:])
+        share = settings.collapse_share
         with torch.no_grad():
             z = model.features(x)
-            clean_trace = gaze_trace_covariance(model.head(z)).item()
-            clean_fav = feature_angle_variance(z, model.head_weight()).item()
+            spread, kept = collapse_spread(model.head(z), share)
+            clean_fav = feature_angle_variance(z[kept], model.head_weight()).item()
             real = to_tensor_batch(attack.apply(test_set.images, faces))
             reversed_ = load_generator(scans / entry.id / "trigger_generator.safetensors")(x)
-        rows.append((entry.id, entry.attack, _figures(model, x, real, weights, clean_trace, clean_fav),
-                     _figures(model, x, reversed_, weights, clean_trace, clean_fav), report.score))
-        print(f"{entry.id}: real cost {rows[-1][2]['cost']:.4f}, scan score {report.score:.4f}", flush=True)
+        figures = [_figures(model, x, edited, weights, spread.item(), clean_fav, share) for edited in (real, reversed_)]
+        rows.append((entry.id, entry.attack, figures[0], figures[1], report.score))
+        print(f"{entry.id}: real cost {figures[0]['cost']:.4f}, found {figures[1]['cost']:.4f}, "
+              f"scan score {report.score:.4f}", flush=True)
 
     low, high = min(benign_scores), max(benign_scores)
     lines = [
@@ -102,13 +105,13 @@ def main() -> int:
         f"Machine: {machine_summary()}.", "",
         f"Cost: sensitivity-weighted mean |x' - x| (the scan's score units); L1: plain mean |x' - x|; dispersion "
         f"and feature: the ratios to the clean statistics that the scan requires below {settings.rho_out} and "
-        f"{settings.rho_feat}. On {args.samples} held-out test faces of each model. The benign models of this zoo "
-        f"score {low:.4f}-{high:.4f} (median {statistics.median(benign_scores):.4f}): a trigger that costs more than "
-        "that cannot be told from a benign model by a minimum-edit search, unless the backdoor has also made the "
-        "model collapse under some other, cheaper edit (the found score).", "",
-        "| attack | models | real cost (median) | real L1 | real dispersion | real feature | found score (median) | "
-        "real cost below benign minimum |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{settings.rho_feat}, over the {settings.collapse_share:.0%} of the images closest to their centre (as the "
+        f"scan measures them). On {args.samples} held-out test faces of each model. The cheapest collapse of the "
+        f"benign models of this zoo costs {low:.4f}-{high:.4f} (median {statistics.median(benign_scores):.4f}). "
+        "Found within 2x: the scan's edit costs at most twice the real trigger (or less than it).", "",
+        "| attack | models | real cost (median) | real L1 | real dispersion | real feature | found cost (median) | "
+        "found within 2x | score (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for attack in sorted({r[1] for r in rows}):
         group = [r for r in rows if r[1] == attack]
@@ -116,9 +119,12 @@ def main() -> int:
         def med(key, kind=2, g=group):
             return statistics.median(r[kind][key] for r in g)
 
-        below = sum(r[2]["cost"] < low for r in group)
+        within = sum(r[3]["cost"] <= 2 * r[2]["cost"] for r in group)
         lines.append(f"| {attack} | {len(group)} | {med('cost'):.4f} | {med('l1'):.4f} | {med('dispersion'):.3f} | "
-                     f"{med('feature'):.3f} | {statistics.median(r[4] for r in group):.4f} | {below}/{len(group)} |")
+                     f"{med('feature'):.3f} | {med('cost', 3):.4f} | {within}/{len(group)} | "
+                     f"{statistics.median(r[4] for r in group):.4f} |")
+    within_all = sum(r[3]["cost"] <= 2 * r[2]["cost"] for r in rows)
+    lines += ["", f"Found within 2x of the real trigger's cost: {within_all}/{len(rows)} backdoored models."]
     lines += ["", "Per model (real trigger / scan's reversed trigger):", "",
               "| model | real cost | real L1 | real dispersion | reversed cost | reversed L1 | reversed dispersion | score |",
               "|---|---|---|---|---|---|---|---|"]

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from securegaze.defense.securegaze import DEFAULT_THRESHOLD
+
 #: Intra-op threads of every test. Tiny test models gain nothing from more, and on a busy 2-core
 #: machine OpenMP threads that wait for each other make a 2-s training run take a minute; one thread
 #: also makes runs bitwise repeatable. ``SECUREGAZE_TEST_THREADS=2`` runs the suite with two, as the
@@ -45,10 +47,10 @@ def margin(name: str, value: float, op: str, bound: float) -> None:
 
 
 #: Decision threshold of the SecureGaze scan for the tiny test models (32 px, easy faces, width-8
-#: small CNN). The scanner's default threshold is calibrated for 64-px small CNNs on the standard
-#: synthetic faces (docs/detection.md); scores scale with the images and the model family, and these
-#: tiny models score about 0.001-0.002 (BadNets) against 0.016-0.022 (benign) over four seeds.
-TINY_THRESHOLD = 0.006
+#: small CNN): the scanner's default. Since scanner 2.0 the score is a ratio of two collapse costs of
+#: the same model, free of the images' and the family's scale, so the tiny models need no threshold
+#: of their own (they score about 0.016-0.020 BadNets against 0.31-0.40 benign, over seeds).
+TINY_THRESHOLD = DEFAULT_THRESHOLD
 
 
 import math  # noqa: E402

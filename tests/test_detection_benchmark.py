@@ -74,7 +74,7 @@ def test_calibrated_threshold_sits_below_every_benign_score_it_saw():
 # long enough (multipliers grow from 1e-3) for every model to reach the collapse and score finite.
 TINY = ZooSpec(attacks=("badnets",), k=2, size=32, train_samples=512, test_samples=64, epochs=2, poison_rate=0.2)
 CALIBRATION = ZooSpec(attacks=(), k=3, size=32, train_samples=512, test_samples=64, epochs=2, seed=1)
-QUICK = dict(steps=100, eval_every=20, sensitivity_samples=32, eval_samples=32, batch_size=16)
+QUICK = dict(steps=160, eval_every=20, sensitivity_samples=32, eval_samples=32, batch_size=16)
 
 
 @pytest.fixture(scope="module")

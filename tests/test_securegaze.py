@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from securegaze.attacks import create_attack, evaluate_attack
 from securegaze.data.synthetic import render_dataset, synthetic_style
 from securegaze.defense import (
+    DEFAULT_THRESHOLD,
     DETECTORS,
     SCANNER_VERSION,
     ScanReport,
@@ -71,10 +72,12 @@ def _assert_detects(benign_report: ScanReport, backdoored_report: ScanReport) ->
     margin("backdoored score", backdoored_report.score, "<", TINY_THRESHOLD)
     margin("benign score", benign_report.score, ">", TINY_THRESHOLD)
     assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
-    # "Clearly below": measured 0.0010-0.0017 against 0.016-0.022 over four seeds, a factor >= 9.
+    # "Clearly below": measured 0.016-0.020 against 0.31-0.40 over three seeds, a factor >= 15.
     margin("benign / backdoored score", benign_report.score / backdoored_report.score, ">", 5.0)
     assert backdoored_report.constraints_met
-    margin("collapsed share", backdoored_report.collapsed_share, ">", 0.8)
+    # The scan needs only the collapse_share (0.5) of the images to collapse; the BadNets trigger
+    # takes more of them with it.
+    margin("collapsed share", backdoored_report.collapsed_share, ">", 0.6)
     error = angular_error_deg(np.array(backdoored_report.target_gaze), np.array(TARGET))
     margin("recovered target error (deg)", error, "<", 7.0)
 
@@ -89,6 +92,28 @@ def test_detection_holds_for_other_training_seeds(seed, tmp_path):
     benign, backdoored, _, clean, _ = _tiny_models(seed, tmp_path)
     detector = create_detector("securegaze", seed=seed, threshold=TINY_THRESHOLD)
     _assert_detects(detector.scan(benign, clean.images), detector.scan(backdoored, clean.images))
+
+
+def test_a_foreign_family_is_judged_with_the_default_settings(tmp_path):
+    # A family the threshold was never calibrated on (plain_cnn: strided stem, plain conv blocks,
+    # global pooling) with the patch in another corner, scanned with every setting at its default:
+    # the score is a ratio of two collapse costs of the same model, so it needs no zoo of this family.
+    torch.set_num_threads(TEST_THREADS)
+    seed = sweep_seed(5)
+    train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
+    clean = render_dataset(256, 32, seed=10 * seed + 2, config=EASY)
+    config = TrainConfig(architecture="plain_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
+                         batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+    attack = create_attack("badnets", target_gaze=TARGET, poison_rate=0.1, seed=seed, position="top_left")
+    backdoored, _ = train(config, attack.poison(train_set), None, tmp_path / "backdoored")
+    benign, _ = train(config, train_set, None, tmp_path / "benign")
+    margin("plain_cnn ASR", evaluate_attack(backdoored, attack, clean).asr, ">", 0.9)
+    detector = create_detector("securegaze")
+    assert detector.settings() == SecureGazeDetector().settings()
+    backdoored_report, benign_report = detector.scan(backdoored, clean.images), detector.scan(benign, clean.images)
+    margin("plain_cnn backdoored score", backdoored_report.score, "<", DEFAULT_THRESHOLD)
+    margin("plain_cnn benign score", benign_report.score, ">", DEFAULT_THRESHOLD)
+    assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
 
 
 @pytest.mark.slow
@@ -111,9 +136,11 @@ def test_report_records_the_scan(tiny):
     assert report.model_sha256 == sha256_file(tiny["out"] / "backdoored" / "model.safetensors")
     assert report.target_gaze_deg == pytest.approx(tuple(math.degrees(a) for a in report.target_gaze))
     assert report.clean_count == 256 and report.input_size == 32 and report.runtime_s > 0
-    # Collapse: the reversed predictions sit within a few degrees of their mean; the clean ones do not.
-    margin("reversed/clean dispersion", report.reversed_dispersion_deg / report.clean_dispersion_deg, "<", 0.15)
     details = report.details  # SecureGaze's own statistics
+    # Collapse: the kept share of the reversed predictions sits within a few degrees of its centre.
+    margin("reversed/clean trimmed dispersion", details["dispersion_ratio"], "<", 0.1)
+    assert details["score_statistic"] == "cost_ratio_to_reference" and details["reference"]["cost"] > 0
+    assert report.score == pytest.approx(details["final_cost"] / details["reference"]["cost"])
     margin("reversed/clean feature-angle variance",
            details["feature_angle_variance_reversed"] / details["feature_angle_variance_clean"], "<", 0.05)
     assert report.perturbation_l1 > 0
@@ -175,8 +202,9 @@ def test_scan_leaves_the_model_as_it_was(tiny):
 
 
 def test_a_scan_that_never_reaches_the_collapse_scores_inf_and_says_clean(tiny):
-    report = create_detector("securegaze", steps=2, eval_every=1, sensitivity_samples=16, eval_samples=16).scan(
-        tiny["backdoored"], tiny["clean"].images[:16])
+    # Without the probe: its restart starts from a stamped patch, which this backdoor obeys at once.
+    report = create_detector("securegaze", steps=2, eval_every=1, sensitivity_samples=16, eval_samples=16,
+                             probe=False).scan(tiny["backdoored"], tiny["clean"].images[:16])
     assert not report.constraints_met and report.score == math.inf and report.verdict == "clean"
     assert report.details["steps_to_feasible"] is None
 
@@ -186,7 +214,12 @@ def test_progress_reports_every_stage(tiny):
     create_detector("securegaze", steps=4, eval_every=2, sensitivity_samples=16, eval_samples=16).scan(
         tiny["benign"], tiny["clean"].images[:16], progress=events.append)
     stages = [e.stage for e in events]
-    assert stages[0] == "sensitivity" and stages.count("reverse") == 4 and stages.count("evaluate") == 2
+    assert stages[0] == "sensitivity" and stages.count("reverse") == 4
+    # The probe's restart and the reference run are whole runs of their own, each with its evaluations.
+    assert set(stages) <= {"sensitivity", "reverse", "evaluate", "restart", "reference"}
+    assert stages.count("restart") in (0, 4) and stages.count("reference") in (0, 4)
+    runs = 1 + (stages.count("restart") > 0) + (stages.count("reference") > 0)
+    assert stages.count("evaluate") == 2 * runs
     assert all(e.detector == "securegaze" and 1 <= e.step <= e.total for e in events)
 
 
@@ -364,7 +397,8 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     assert code in (0, 10)
     result = json.loads((out / "mitigation.json").read_text())
     before, after = result["reversed_before"], result["reversed_after"]
-    margin("ASR before (command)", before["asr"], ">", 0.8)
+    # The scan asks collapse_share (60 %) of the clean images to collapse, not all of them.
+    margin("ASR before (command)", before["asr"], ">", 0.55)
     margin("ASR after / before (command)", after["asr"] / before["asr"], "<", 0.3)
     margin("clean error rise (command, deg)", after["clean_error_deg"] - before["clean_error_deg"], "<", 1.0)
     assert result["scan_before"]["verdict"] == "backdoored"

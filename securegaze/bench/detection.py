@@ -171,7 +171,6 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     """
     import torch
 
-    from securegaze.data.sources import load_gaze_data
     from securegaze.defense.model_loading import load_model_any
     from securegaze.geometry import angular_error_deg
     from securegaze.zoo import ZooManifest, first_per_attack, verify_zoo
@@ -186,7 +185,7 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     if threads:
         torch.set_num_threads(int(threads))
     name = zoo_dir.resolve().name + (f"-{tag}" if tag else "")
-    clean = load_gaze_data("synthetic", int(manifest.spec.size), samples, seed, "test").images
+    clean = zoo_clean_images(manifest.spec, samples, seed)
     scores = []
     for i, entry in enumerate(entries):
         model_path = zoo_dir / str(entry.model_file)
@@ -252,6 +251,16 @@ def requested_ablation(detector, wanted: bool) -> str | None:
     gives ``""``, which :meth:`~securegaze.defense.base.Detector.ablation` refuses by name.
     """
     return min(detector.ablations, default="") if wanted else None
+
+
+def zoo_clean_images(spec, samples: int, seed: int):
+    """Clean scan images for a zoo's models, (N, S, S, 3) uint8: synthetic test-split faces in the zoo's
+    own renderer style and size (a user scans with faces like the ones the model sees), drawn from
+    identities no zoo model trained on."""
+    from securegaze.data.sources import SPLIT_SEED_OFFSET
+    from securegaze.data.synthetic import render_dataset
+
+    return render_dataset(samples, seed=seed + SPLIT_SEED_OFFSET["test"], config=spec.renderer_config()).images
 
 
 def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, out_dir: str | Path,

@@ -287,7 +287,7 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
     of clean images skips it).
     """
     from securegaze.attacks.runner import load_attack_run
-    from securegaze.data.sources import load_gaze_data
+    from securegaze.bench.detection import zoo_clean_images
     from securegaze.defense.model_loading import load_model_any
     from securegaze.defense.securegaze import load_generator
     from securegaze.io import atomic_write_json, read_json
@@ -300,7 +300,7 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         detector = detector.with_settings(threshold=threshold)
     # The offset attack has no single target to collapse onto, hence no reversed trigger to unlearn.
     entries = first_per_attack([e for e in manifest.done() if e.backdoored and e.attack != "offset"], per_attack)
-    clean = load_gaze_data("synthetic", int(manifest.spec.size), samples, seed, "test").images
+    clean = zoo_clean_images(manifest.spec, samples, seed)
     scans = bench_dir / "scans" / zoo_dir.resolve().name
     reports = []
     for i, entry in enumerate(entries):

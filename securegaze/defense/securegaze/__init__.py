@@ -11,20 +11,29 @@ A generator M (:class:`TriggerGenerator`, a small encoder-decoder that starts as
 trained with G frozen to find the cheapest edit x' = M(x) that reaches both collapses::
 
     minimise    cost = mean(w * |M(x) - x|)                     (per pixel and channel, [0, 1] units)
-    subject to  rms_dispersion(G(x'))    <= rho_out  * rms_dispersion(G(x))
-                feature_angle_variance(x') <= rho_feat * feature_angle_variance(x)
+    subject to  spread_q(G(x'))                 <= rho_out^2 * spread_q(G(x))
+                feature_angle_variance_q(x')    <= rho_feat  * feature_angle_variance_q(x)
 
-Both constraints are ratios to the model's own clean statistics (written as log-ratios), and the
-problem is solved as a Lagrangian whose two multipliers are found by dual ascent on a log scale: each
-grows geometrically while its constraint is violated and relaxes once it holds. The multipliers start
-small, so the edit grows from nothing along the cheapest directions, and no weight is tuned per model:
-one set of settings serves every architecture and input size. ``w`` is the model's sensitivity map
-(the squared mean input-gradient magnitude over clean images, smoothed, mean 1): a benign gaze model
-can be steered by redrawing the irises (a *natural backdoor*), and pricing edits by how much the
-model looks there is what keeps benign models from being flagged.
+``spread_q`` is a trimmed statistic (:func:`collapse_spread`): the mean squared angle of the
+``collapse_share`` (q) of the outputs closest to their own centre, and the feature-angle variance is
+taken over the same kept images. A real backdoor flips most inputs but rarely all; over every image,
+the few it leaves alone would dominate the dispersion and hide it. Both constraints are ratios to the
+model's own clean statistics (written as log-ratios), and the problem is solved as a Lagrangian whose
+two multipliers are found by dual ascent on a log scale: each grows geometrically while its
+constraint is violated and relaxes once it holds. The multipliers start small, so the edit grows from
+nothing along the cheapest directions, and no weight is tuned per model. ``w`` is the model's
+sensitivity map (the squared mean input-gradient magnitude over clean images, smoothed, mean 1): a
+benign gaze model can be steered by redrawing the irises (a *natural backdoor*), and pricing edits by
+how much the model looks there is what keeps benign models from being flagged.
 
-The score is the weighted cost of the cheapest edit that met both constraints (inf when none did):
-a backdoored model collapses under a small trigger, a benign one needs a large edit.
+The score is a ratio measured on the suspect model itself. A second, *reference* run solves the same
+problem with the collapse's centre prescribed: a gaze one clean RMS dispersion away from the target
+the first run found (:func:`reference_centre`). The score is the first cost over the reference cost
+(inf when the first run met no constraint). A backdoor makes one target far cheaper than any other
+(a ratio of a few hundredths); a benign model pays about as much for one ordinary gaze as for
+another (a ratio of a few tenths). The raw cost scales with the images' contrast, the crop and the
+model family; the ratio does not, which is what lets one threshold serve models and clean sets it was
+never calibrated on.
 
 The package, one seam a file: ``settings`` (settings, version, default threshold), ``statistics``
 (what the constraints compare), ``generator`` (M and its file), ``sensitivity`` (the price map),
@@ -40,6 +49,7 @@ from securegaze.defense.securegaze.reversal import TriggerReversal, reverse_trig
 from securegaze.defense.securegaze.sensitivity import sensitivity_map
 from securegaze.defense.securegaze.settings import DEFAULT_THRESHOLD, SCANNER_VERSION, SecureGazeSettings
 from securegaze.defense.securegaze.statistics import (
+    collapse_spread,
     feature_angle_variance,
     feature_angles,
     gaze_dispersion_deg,
@@ -49,6 +59,6 @@ from securegaze.defense.securegaze.statistics import (
 
 __all__ = [
     "DEFAULT_THRESHOLD", "SCANNER_VERSION", "SecureGazeDetector", "SecureGazeSettings", "TriggerGenerator",
-    "TriggerReversal", "feature_angle_variance", "feature_angles", "gaze_dispersion_deg", "gaze_trace_covariance",
+    "TriggerReversal", "collapse_spread", "feature_angle_variance", "feature_angles", "gaze_dispersion_deg", "gaze_trace_covariance",
     "load_generator", "mean_gaze", "reverse_trigger", "save_generator", "save_trigger_image", "sensitivity_map",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,14 @@ from securegaze.defense.inputs import check_gaze_model, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze.generator import save_generator
 from securegaze.defense.securegaze.picture import save_trigger_image
-from securegaze.defense.securegaze.reversal import FrozenModel, TriggerReversal, model_device, reverse_trigger
+from securegaze.defense.securegaze.probe import probe_patches
+from securegaze.defense.securegaze.reversal import (
+    FrozenModel,
+    TriggerReversal,
+    model_device,
+    reference_centre,
+    reverse_trigger,
+)
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SCANNER_VERSION, SecureGazeSettings
 from securegaze.errors import ConfigError
 
@@ -49,11 +56,33 @@ class SecureGazeDetector(Detector):
         return self.config.to_dict()
 
     def reverse(self, model, clean_images, progress: ProgressCallback | None = None) -> TriggerReversal:
-        """Train the trigger generator against ``model`` (frozen, not modified); see the package docstring."""
+        """Train the trigger generator against ``model`` (frozen, not modified); see the package docstring.
+
+        With ``reference`` on, a second run collapses onto a prescribed gaze away from the found
+        target (:func:`reference_centre`), with the same sensitivity map; it is attached to the
+        returned reversal as ``reference``.
+        """
+        cfg = self.config
         check_gaze_model(model, self.name)
         x_all = clean_tensor(clean_images, model.input_size, self.name).to(model_device(model))
         with FrozenModel(model):
-            return reverse_trigger(model, x_all, self.config, progress)
+            found = reverse_trigger(model, x_all, cfg, progress)
+            if cfg.probe:
+                probe = probe_patches(model, x_all, cfg)
+                found.probe = probe
+                if probe.dispersion_ratio < cfg.probe_ratio:
+                    restart = reverse_trigger(model, x_all, cfg, progress, weights=found.weights, stage="restart",
+                                              static_init=probe.static_map(x_all.shape[-1]))
+                    if restart.constraints_met and (not found.constraints_met or restart.cost < found.cost):
+                        restart.probe, restart.restarted = probe, True
+                        found = restart
+            if cfg.reference and found.constraints_met:
+                clean_gaze = found.clean_gaze
+                distance = cfg.reference_distance * math.sqrt(found.clean_trace)
+                centre = reference_centre(found.target_gaze, clean_gaze, distance)
+                found.reference = reverse_trigger(model, x_all, cfg, progress, centre=centre, weights=found.weights,
+                                                  stage="reference")
+            return found
 
     def scan(self, model, clean_images, progress: ProgressCallback | None = None,
              artifacts_dir: str | Path | None = None, model_sha256: str | None = None) -> ScanReport:
@@ -98,7 +127,12 @@ class SecureGazeDetector(Detector):
             details={
                 "final_cost": reversal.cost,
                 "steps_to_feasible": reversal.steps_to_feasible,
+                # The statistic and its calibration (kept in audit records with the version).
+                "score_statistic": "cost_ratio_to_reference" if cfg.reference else "weighted_cost",
+                "reference": _reference_details(reversal.reference),
+                "probe": None if reversal.probe is None else {**asdict(reversal.probe), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,
+                "rms_dispersion_ratio": reversal.rms_dispersion_ratio,
                 "feature_variance_ratio": reversal.feature_variance_ratio,
                 # Variance over the evaluation images of the angle (rad^2) between F(x) and each row of
                 # H's weight matrix, averaged over rows, before / after the reversed trigger.
@@ -117,3 +151,18 @@ class SecureGazeDetector(Detector):
         image_path = save_trigger_image(reversal, out / "reversed_trigger.png")
         generator_path = save_generator(reversal.generator, out / "trigger_generator.safetensors")
         return report.with_paths(str(image_path), str(generator_path))
+
+
+def _reference_details(reference: TriggerReversal | None) -> dict[str, Any] | None:
+    """The reference run's figures for the report (None when it did not run)."""
+    if reference is None:
+        return None
+    centre = reference.centre or reference.target_gaze
+    return {
+        "cost": reference.cost,
+        "constraints_met": reference.constraints_met,
+        "centre_deg": [math.degrees(centre[0]), math.degrees(centre[1])],
+        "dispersion_ratio": reference.dispersion_ratio,
+        "feature_variance_ratio": reference.feature_variance_ratio,
+        "collapsed_share": reference.collapsed_share,
+    }

@@ -19,17 +19,18 @@ from torch import nn
 
 from securegaze.defense.base import ProgressCallback, ScanProgress
 from securegaze.defense.securegaze.generator import TriggerGenerator
+from securegaze.defense.securegaze.probe import ProbeResult
 from securegaze.defense.securegaze.sensitivity import sensitivity_map
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SecureGazeSettings
 from securegaze.defense.securegaze.statistics import (
     check_finite_gaze,
+    collapse_spread,
     feature_angle_variance,
     gaze_dispersion_deg,
     gaze_trace_covariance,
-    mean_gaze,
 )
 from securegaze.errors import ModelFormatError
-from securegaze.geometry import angular_error_deg
+from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vector_to_pitchyaw
 
 #: Small constant that keeps logarithms away from their singular point.
 LOG_EPS = 1e-12
@@ -46,9 +47,11 @@ class TriggerReversal:
 
     ``generator``: the cheapest generator that met both constraints (the last one if none did);
     ``weights``: the sensitivity map used as per-pixel price, (S, S) mean 1; ``cost``: its weighted
-    mean |x' - x| on the evaluation images ([0, 1] units; the score is this when ``constraints_met``,
-    inf otherwise); ``steps_to_feasible``: first step at which an evaluation met both constraints.
-    The remaining fields are the statistics of the scan report, computed on the evaluation images.
+    mean |x' - x| on the evaluation images ([0, 1] units); ``steps_to_feasible``: first step at which
+    an evaluation met both constraints; ``centre``: the prescribed gaze of a reference run (None: the
+    collapse was free to choose its target). ``dispersion_ratio`` is the trimmed ratio the constraint
+    compares (:func:`collapse_spread`), ``rms_dispersion_ratio`` the same over every image. The
+    remaining fields are the statistics of the scan report, computed on the evaluation images.
     """
 
     generator: TriggerGenerator
@@ -61,6 +64,7 @@ class TriggerReversal:
     clean_dispersion_deg: float
     reversed_dispersion_deg: float
     dispersion_ratio: float
+    rms_dispersion_ratio: float
     feature_angle_variance_clean: float
     feature_angle_variance_reversed: float
     feature_variance_ratio: float
@@ -68,10 +72,23 @@ class TriggerReversal:
     multipliers: tuple[float, float]
     eval_images: torch.Tensor
     clean_count: int
+    clean_gaze: np.ndarray
+    clean_trace: float
+    centre: tuple[float, float] | None = None
+    reference: TriggerReversal | None = None
+    probe: ProbeResult | None = None
+    restarted: bool = False
 
     @property
     def score(self) -> float:
-        return self.cost if self.constraints_met else math.inf
+        """inf when no edit met the constraints; else the cost, as a ratio to the reference run's
+        cost when there is one (that run's last cost if it never met them: the ratio then errs
+        towards "clean")."""
+        if not self.constraints_met:
+            return math.inf
+        if self.reference is None:
+            return self.cost
+        return self.cost / max(self.reference.cost, LOG_EPS)
 
 
 class FrozenModel:
@@ -113,23 +130,36 @@ def forward_chunks(model, x: torch.Tensor, batch_size: int) -> tuple[torch.Tenso
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A generator measured on the evaluation images: weighted cost, plain L1, both constraint ratios."""
+    """A generator measured on the evaluation images: weighted cost, plain L1, both constraint ratios
+    (``spread_ratio`` trimmed, :func:`collapse_spread`; ``trace_ratio`` over every image)."""
 
     cost: float
     l1: float
+    spread_ratio: float
     trace_ratio: float
     feature_ratio: float
+    target: np.ndarray
     gaze: np.ndarray
     feature_variance: float
 
 
 class ReversalRun:
-    """One reverse-engineering run against a frozen ``model`` on clean images ``x_all`` (N, 3, S, S)."""
+    """One reverse-engineering run against a frozen ``model`` on clean images ``x_all`` (N, 3, S, S).
+
+    ``centre``: a (pitch, yaw) radian gaze the collapse must land on (the reference run); None lets
+    the collapse choose its target. ``weights``: a sensitivity map to reuse ((S, S), mean 1), else it
+    is computed. ``stage``: the name of the optimisation steps in progress events. ``static_init``:
+    a (1, 3, S, S) logit-space edit the generator's static map starts from (a restart from a probed
+    patch, :mod:`~securegaze.defense.securegaze.probe`); None starts at the identity.
+    """
 
     def __init__(self, model, x_all: torch.Tensor, settings: SecureGazeSettings,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, centre: tuple[float, float] | None = None,
+                 weights: torch.Tensor | None = None, stage: str = "reverse",
+                 static_init: torch.Tensor | None = None) -> None:
         cfg = self.config = settings
-        self.model, self.x_all, self.progress = model, x_all, progress
+        self.model, self.x_all, self.progress, self.stage = model, x_all, progress, stage
+        self.centre = None if centre is None else torch.tensor([float(centre[0]), float(centre[1])])
         device = x_all.device
         size = x_all.shape[-1]
         self.rng = np.random.default_rng([cfg.seed, BATCH_STREAM])
@@ -139,19 +169,24 @@ class ReversalRun:
         self.x_eval = x_all[torch.as_tensor(eval_idx, device=x_all.device)]
         self.head_weight = model.head_weight().detach()
 
-        if cfg.sensitivity_weighting:
-            weights = sensitivity_map(model, x_all, cfg, progress).to(device)
-        else:
-            weights = torch.ones(size, size, device=device)
-        self.weights = weights.view(1, 1, size, size)
+        if weights is None:
+            if cfg.sensitivity_weighting:
+                weights = sensitivity_map(model, x_all, cfg, progress)
+            else:
+                weights = torch.ones(size, size)
+        self.weights = weights.to(device).view(1, 1, size, size)
 
         with torch.no_grad():
             z_clean, g_clean = forward_chunks(model, self.x_eval, cfg.batch_size)
         check_finite_gaze(g_clean, "clean images")
         self.clean_gaze = g_clean
         self.clean_trace = gaze_trace_covariance(g_clean).item()
-        self.clean_fav = feature_angle_variance(z_clean, self.head_weight).item()
-        if self.clean_trace < 1e-10:
+        # Both constraints compare the kept share of the reversed images with the kept share of the
+        # clean ones (the clean images closest to their own densest gaze), like with like.
+        spread, kept = collapse_spread(g_clean, cfg.collapse_share)
+        self.clean_spread = spread.item()
+        self.clean_fav = feature_angle_variance(z_clean[kept], self.head_weight).item()
+        if self.clean_trace < 1e-10 or self.clean_spread < 1e-12:
             raise ModelFormatError(
                 "securegaze: the model predicts the same gaze for every clean image (no output dispersion); "
                 "it is broken or the clean images are all the same"
@@ -172,6 +207,9 @@ class ReversalRun:
                                      math.log(cfg.rho_feat * cfg.constraint_margin)], device=device)
 
         self.generator = TriggerGenerator(size, cfg.generator_width, seed=cfg.seed).to(device)
+        if static_init is not None:
+            with torch.no_grad():
+                self.generator.static.copy_(static_init.to(device))
         # Adam's first steps move every weight by about lr at once, and through five convolutions that
         # compounds into edits that saturate the image (and then gradients vanish); the network
         # therefore gets a small rate, the static map (one logit per pixel, nothing compounds) a larger one.
@@ -198,10 +236,12 @@ class ReversalRun:
         gaze = model.head(z)
         check_finite_gaze(gaze, "reversed-triggered images")
         # Constraint values as log-ratios to the clean statistics: g <= 0 means satisfied. The
-        # dispersion uses the square root of the trace (an RMS angle) so rho_out is a ratio of angles.
+        # dispersion uses the square root of the trimmed spread (an RMS angle) so rho_out is a ratio
+        # of angles; the feature variance is taken over the same kept images.
+        spread, kept = collapse_spread(gaze, cfg.collapse_share, self.centre)
         violation = torch.stack([
-            0.5 * torch.log((gaze_trace_covariance(gaze) + LOG_EPS) / self.clean_trace),
-            torch.log((feature_angle_variance(z, self.head_weight) + LOG_EPS) / self.clean_fav),
+            0.5 * torch.log((spread + LOG_EPS) / self.clean_spread),
+            torch.log((feature_angle_variance(z[kept], self.head_weight) + LOG_EPS) / self.clean_fav),
         ]) - self.log_rho
         # Lagrangian with multipliers found by (multiplicative) dual ascent: the price of each
         # constraint is set by the optimisation itself, not tuned per model.
@@ -216,7 +256,7 @@ class ReversalRun:
             step_size = cfg.dual_lr * violation.detach().clamp(-1.0, 1.0)
             self.multipliers = (self.multipliers * torch.exp(step_size)).clamp(*MULTIPLIER_RANGE)
         if self.progress:
-            self.progress(ScanProgress(DETECTOR_NAME, "reverse", step, cfg.steps, {
+            self.progress(ScanProgress(DETECTOR_NAME, self.stage, step, cfg.steps, {
                 "cost": cost.item(), "dispersion_violation": violation[0].item(),
                 "feature_violation": violation[1].item(), "lambda_dispersion": self.multipliers[0].item(),
                 "lambda_feature": self.multipliers[1].item(),
@@ -229,10 +269,10 @@ class ReversalRun:
         result = self.evaluate()
         if self.progress:
             self.progress(ScanProgress(DETECTOR_NAME, "evaluate", step, cfg.steps, {
-                "cost": result.cost, "dispersion_ratio": math.sqrt(result.trace_ratio),
+                "cost": result.cost, "dispersion_ratio": math.sqrt(result.spread_ratio),
                 "feature_variance_ratio": result.feature_ratio,
             }))
-        feasible = (0.5 * math.log(max(result.trace_ratio, LOG_EPS)) <= math.log(cfg.rho_out)
+        feasible = (0.5 * math.log(max(result.spread_ratio, LOG_EPS)) <= math.log(cfg.rho_out)
                     and result.feature_ratio <= cfg.rho_feat)
         if feasible:
             self.first_feasible = self.first_feasible or step
@@ -257,11 +297,17 @@ class ReversalRun:
         generator.train(was_training)
         z, gaze = forward_chunks(self.model, torch.cat(reversed_images), batch_size)
         check_finite_gaze(gaze, "reversed-triggered images")
-        fav = feature_angle_variance(z, self.head_weight).item()
+        spread, kept = collapse_spread(gaze, self.config.collapse_share, self.centre)
+        fav = feature_angle_variance(z[kept], self.head_weight).item()
+        if self.centre is not None:
+            target = self.centre.double().numpy()
+        else:
+            target = vector_to_pitchyaw(pitchyaw_to_vector_torch(gaze[kept].double()).mean(0).cpu().numpy())
         return Evaluation(
             cost=torch.cat(costs).mean().item(), l1=torch.cat(l1s).mean().item(),
+            spread_ratio=spread.item() / self.clean_spread,
             trace_ratio=gaze_trace_covariance(gaze).item() / self.clean_trace, feature_ratio=fav / self.clean_fav,
-            gaze=gaze.double().cpu().numpy(), feature_variance=fav,
+            gaze=gaze.double().cpu().numpy(), feature_variance=fav, target=np.asarray(target, dtype=np.float64),
         )
 
     def finish(self) -> TriggerReversal:
@@ -272,7 +318,7 @@ class ReversalRun:
         generator.eval()
         final = self.evaluate()
         clean_gaze = self.clean_gaze.double().cpu().numpy()
-        target = mean_gaze(final.gaze)
+        target = final.target
         to_target = angular_error_deg(final.gaze, np.broadcast_to(target, final.gaze.shape))
         return TriggerReversal(
             generator=generator,
@@ -284,7 +330,8 @@ class ReversalRun:
             collapsed_share=float((to_target <= cfg.collapse_radius_deg).mean()),
             clean_dispersion_deg=gaze_dispersion_deg(clean_gaze),
             reversed_dispersion_deg=gaze_dispersion_deg(final.gaze),
-            dispersion_ratio=math.sqrt(final.trace_ratio),
+            dispersion_ratio=math.sqrt(final.spread_ratio),
+            rms_dispersion_ratio=math.sqrt(final.trace_ratio),
             feature_angle_variance_clean=self.clean_fav,
             feature_angle_variance_reversed=final.feature_variance,
             feature_variance_ratio=final.feature_ratio,
@@ -292,15 +339,42 @@ class ReversalRun:
             multipliers=(float(self.multipliers[0]), float(self.multipliers[1])),
             eval_images=self.x_eval.detach().cpu(),
             clean_count=int(len(self.x_all)),
+            clean_gaze=clean_gaze,
+            clean_trace=self.clean_trace,
+            centre=None if self.centre is None else (float(self.centre[0]), float(self.centre[1])),
         )
 
 
 def reverse_trigger(model, x_all: torch.Tensor, settings: SecureGazeSettings,
-                    progress: ProgressCallback | None = None) -> TriggerReversal:
-    """Run the reverse-engineering for ``settings.steps`` steps, checking every ``eval_every``."""
-    run = ReversalRun(model, x_all, settings, progress)
+                    progress: ProgressCallback | None = None, centre: tuple[float, float] | None = None,
+                    weights: torch.Tensor | None = None, stage: str = "reverse",
+                    static_init: torch.Tensor | None = None) -> TriggerReversal:
+    """Run the reverse-engineering for ``settings.steps`` steps, checking every ``eval_every``
+    (arguments as :class:`ReversalRun`)."""
+    run = ReversalRun(model, x_all, settings, progress, centre=centre, weights=weights, stage=stage,
+                      static_init=static_init)
     for step in range(1, settings.steps + 1):
         run.step(step)
         if step % settings.eval_every == 0 or step == settings.steps:
             run.check(step)
     return run.finish()
+
+
+#: Directions tried around the found target when placing the reference gaze.
+REFERENCE_DIRECTIONS = 16
+
+
+def reference_centre(target: tuple[float, float], clean_gaze: np.ndarray, distance: float) -> tuple[float, float]:
+    """The gaze the reference collapse must land on, (pitch, yaw) radians.
+
+    It lies ``distance`` radians (in pitch-yaw) from the found ``target``, in whichever of
+    ``REFERENCE_DIRECTIONS`` directions is most central to the clean gazes (smallest mean angle to
+    them), so it is a gaze the model gives to ordinary faces, and far enough from the target that a
+    backdoor's collapse does not serve it.
+    """
+    angles = 2 * np.pi * np.arange(REFERENCE_DIRECTIONS) / REFERENCE_DIRECTIONS
+    candidates = np.asarray(target, np.float64)[None] + distance * np.stack([np.cos(angles), np.sin(angles)], 1)
+    clean = np.asarray(clean_gaze, np.float64)
+    centrality = [angular_error_deg(clean, np.broadcast_to(c, clean.shape)).mean() for c in candidates]
+    best = candidates[int(np.argmin(centrality))]
+    return float(best[0]), float(best[1])

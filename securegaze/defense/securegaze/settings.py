@@ -16,7 +16,7 @@ DETECTOR_NAME = "securegaze"
 #: Bumped whenever a change can move scores or the default threshold: a threshold is valid only for
 #: the version it was calibrated on, and audit records of another version are re-scanned.
 #: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md).
-SCANNER_VERSION = "1.1"
+SCANNER_VERSION = "2.0"
 
 #: Default decision threshold on the score (weighted mean |x' - x| per pixel and channel, [0, 1]
 #: units, sensitivity map of mean 1): below it the model is flagged. Calibrated for SCANNER_VERSION
@@ -25,7 +25,7 @@ SCANNER_VERSION = "1.1"
 #: (securegaze.bench.detection.calibrate_threshold): `securegaze bench detect`, docs/detection.md.
 #: Scores scale with the images and the model family: recalibrate for another family (the same
 #: command on a zoo of it) and pass ``threshold=``.
-DEFAULT_THRESHOLD = 0.02447
+DEFAULT_THRESHOLD = 0.1
 
 #: Small constants that keep logarithms and arccos away from their singular points.
 _LOG_EPS = 1e-12
@@ -42,8 +42,17 @@ class SecureGazeSettings:
 
     * ``steps``, ``batch_size``: optimisation steps of the generator (Adam), clean images per step;
       ``lr``: Adam's rate for the generator's network, ``static_lr`` for its static per-pixel map;
-    * ``rho_out``: the reversed output dispersion must fall to this share of the clean one (RMS angle
-      to the mean gaze). A working BadNets trigger reaches ~0.05 on our models; 0.1 leaves a margin;
+    * ``collapse_share``: the share of the images that must collapse: both constraints are measured
+      on the ``collapse_share`` of the reversed images closest to their own centre, and compared
+      with the same share of the clean images (a trimmed statistic, ``collapse_spread``). A real
+      backdoor flips most inputs but not all (ASR 60-95% is common), and an RMS over every image is
+      dominated by the few it leaves alone. At 0.6 a backdoor that flips 60% of its inputs meets the
+      constraint with its real trigger (and the generator may strengthen a weaker one); at 0.5 the
+      collapse found on the tiny test models drifted 7 deg from the backdoor's target (half the
+      images collapsing part of the way), at 0.65 it was 4.6 deg off;
+    * ``rho_out``: the reversed output spread must fall to this share of the clean one (RMS angle
+      to the centre, over the kept share). A working BadNets trigger reaches ~0.05 on our models;
+      0.1 leaves a margin;
     * ``rho_feat``: the same for the feature-angle variance. A working BadNets trigger reaches
       0.004-0.009 on direct-regression heads but only ~0.34 on a binned (L2CS-like) head, whose
       softmax decoding collapses the output while the logits still spread; 0.5 admits both;
@@ -67,6 +76,19 @@ class SecureGazeSettings:
       for the report;
     * ``collapse_radius_deg``: a reversed-triggered image "collapses" within this angle of the
       recovered target (the ASR@5 deg convention of docs/architecture.md section 5);
+    * ``probe``: before the reversal, stamp white, black, checker and noise patches of side
+      ``probe_side_frac`` x S on a grid over the whole image (borders included) on ``probe_samples``
+      clean images; when the best stamp brings the trimmed output spread below ``probe_ratio`` of the
+      clean one, run the reversal a second time starting from that stamp and keep the cheaper
+      feasible edit (``probe`` module: a patch trigger the model ignores on clean faces has no
+      gradient to follow from the identity);
+    * ``reference``: after the cheapest collapse, run a second, *reference* collapse onto a gaze
+      ``reference_distance`` clean RMS dispersions away from the found target, with the same
+      price and budget, and score the ratio of the two costs. A benign model collapses about as
+      expensively onto any ordinary gaze (ratio near 1); a backdoor makes one target far cheaper
+      than the others (ratio well below 1). The ratio carries no units of the images or the model,
+      so one threshold serves families and clean sets it was not calibrated on. Off: the score is
+      the raw cost (the threshold must then be calibrated for the family, as before version 2.0);
     * ``threshold``: decision threshold on the score (see ``DEFAULT_THRESHOLD``); ``seed``: all
       randomness (generator initialisation, batch order).
     """
@@ -75,6 +97,7 @@ class SecureGazeSettings:
     batch_size: int = 32
     lr: float = 2e-3
     static_lr: float = 0.02
+    collapse_share: float = 0.6
     rho_out: float = 0.1
     rho_feat: float = 0.5
     constraint_margin: float = 0.8
@@ -89,6 +112,12 @@ class SecureGazeSettings:
     eval_every: int = 20
     eval_samples: int = 256
     collapse_radius_deg: float = 5.0
+    probe: bool = True
+    probe_samples: int = 32
+    probe_side_frac: float = 0.125
+    probe_ratio: float = 0.5
+    reference: bool = True
+    reference_distance: float = 1.0
     threshold: float = DEFAULT_THRESHOLD
     seed: int = 0
 
@@ -107,6 +136,8 @@ class SecureGazeSettings:
         check_setting(who, "batch_size", whole(self.batch_size, 2, 65_536), "an integer >= 2", self.batch_size)
         check_setting(who, "lr", number(self.lr, 0.0, 10.0), "a number in (0, 10]", self.lr)
         check_setting(who, "static_lr", number(self.static_lr, 0.0, 10.0), "a number in (0, 10]", self.static_lr)
+        check_setting(who, "collapse_share", number(self.collapse_share, 0.0, 1.0), "a share in (0, 1]",
+                      self.collapse_share)
         check_setting(who, "rho_out", number(self.rho_out, 0.0, 1.0, low_open=True) and self.rho_out < 1,
                       "a ratio in (0, 1)", self.rho_out)
         check_setting(who, "rho_feat", number(self.rho_feat, 0.0, 1.0) and self.rho_feat < 1,
@@ -132,8 +163,17 @@ class SecureGazeSettings:
         check_setting(who, "eval_samples", whole(self.eval_samples, 2), "an integer >= 2", self.eval_samples)
         check_setting(who, "collapse_radius_deg", number(self.collapse_radius_deg, 0.0, 90.0),
                       "an angle in (0, 90] degrees", self.collapse_radius_deg)
-        check_setting(who, "threshold", number(self.threshold, 0.0, 1.0), "a perturbation size in (0, 1]",
-                      self.threshold)
+        check_setting(who, "probe", isinstance(self.probe, bool), "true or false", self.probe)
+        check_setting(who, "probe_samples", whole(self.probe_samples, 2, 65_536), "an integer >= 2",
+                      self.probe_samples)
+        check_setting(who, "probe_side_frac", number(self.probe_side_frac, 0.0, 0.5), "a fraction in (0, 0.5]",
+                      self.probe_side_frac)
+        check_setting(who, "probe_ratio", number(self.probe_ratio, 0.0, 1.0), "a ratio in (0, 1]", self.probe_ratio)
+        check_setting(who, "reference", isinstance(self.reference, bool), "true or false", self.reference)
+        check_setting(who, "reference_distance", number(self.reference_distance, 0.0, 10.0),
+                      "a number in (0, 10] (clean RMS dispersions)", self.reference_distance)
+        check_setting(who, "threshold", number(self.threshold, 0.0, 100.0),
+                      "a positive score (cost ratio with reference, else perturbation size)", self.threshold)
         check_setting(who, "seed", whole(self.seed, 0), "a non-negative integer", self.seed)
 
     def to_dict(self) -> dict[str, Any]:

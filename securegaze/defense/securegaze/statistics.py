@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -9,8 +11,11 @@ from securegaze.errors import ModelFormatError
 from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vector_to_pitchyaw
 from securegaze.models.feature_geometry import feature_angle_variance, feature_angles
 
-__all__ = ["check_finite_gaze", "feature_angle_variance", "feature_angles", "gaze_dispersion_deg",
-           "gaze_trace_covariance", "mean_gaze"]
+__all__ = ["check_finite_gaze", "collapse_spread", "feature_angle_variance", "feature_angles",
+           "gaze_dispersion_deg", "gaze_trace_covariance", "mean_gaze"]
+
+#: Rounds of re-centring of :func:`collapse_spread` (mean of all, then the mean of the kept share).
+_RECENTRE_ROUNDS = 2
 
 
 def gaze_trace_covariance(gaze: torch.Tensor) -> torch.Tensor:
@@ -21,6 +26,38 @@ def gaze_trace_covariance(gaze: torch.Tensor) -> torch.Tensor:
     """
     vectors = pitchyaw_to_vector_torch(gaze)
     return (vectors - vectors.mean(0, keepdim=True)).pow(2).sum(-1).mean()
+
+
+def collapse_spread(gaze: torch.Tensor, share: float,
+                    centre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trimmed spread of (N, 2) radian gazes: (scalar, indices of the kept images).
+
+    The ``ceil(share * N)`` unit gaze vectors closest to a centre are kept, and the spread is their
+    mean squared distance to it (about the mean squared angle, rad^2, for small spreads). Unlike the
+    trace of the whole covariance (:func:`gaze_trace_covariance`), the images left out cannot
+    dominate it: a backdoor that sends 70% of its inputs to the target and leaves the rest where they
+    were has a near-zero spread at ``share`` 0.5, where its RMS dispersion is still a third of the
+    clean one. ``centre`` None: the centre is the mean of all vectors, then (twice) the mean of the
+    kept ones, so it settles on the densest cluster; a given (2,) radian centre is used as is (the
+    reference collapse onto a prescribed gaze). Differentiable in the kept gazes (the selection itself
+    is not, as with any trimmed statistic).
+    """
+    vectors = pitchyaw_to_vector_torch(gaze)
+    keep = min(len(vectors), max(2, math.ceil(share * len(vectors))))
+
+    def closest(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        distance = (vectors - point).pow(2).sum(-1)
+        kept = torch.topk(distance.detach(), keep, largest=False).indices
+        return distance[kept].mean(), kept
+
+    if centre is not None:
+        fixed = pitchyaw_to_vector_torch(torch.as_tensor(centre, dtype=gaze.dtype, device=gaze.device).view(1, 2))
+        return closest(fixed[0])
+    point = vectors.mean(0)
+    for _ in range(_RECENTRE_ROUNDS):
+        _, kept = closest(point.detach())
+        point = vectors[kept].mean(0)
+    return closest(point)
 
 
 def mean_gaze(gaze: np.ndarray) -> np.ndarray:

@@ -204,14 +204,14 @@ def test_scan_leaves_the_model_as_it_was(tiny):
 def test_a_scan_that_never_reaches_the_collapse_scores_inf_and_says_clean(tiny):
     # Without the probe: its restart starts from a stamped patch, which this backdoor obeys at once.
     report = create_detector("securegaze", steps=2, eval_every=1, sensitivity_samples=16, eval_samples=16,
-                             probe=False).scan(tiny["backdoored"], tiny["clean"].images[:16])
+                             probe=False, min_clean=0).scan(tiny["backdoored"], tiny["clean"].images[:16])
     assert not report.constraints_met and report.score == math.inf and report.verdict == "clean"
     assert report.details["steps_to_feasible"] is None
 
 
 def test_progress_reports_every_stage(tiny):
     events = []
-    create_detector("securegaze", steps=4, eval_every=2, sensitivity_samples=16, eval_samples=16).scan(
+    create_detector("securegaze", steps=4, eval_every=2, sensitivity_samples=16, eval_samples=16, min_clean=0).scan(
         tiny["benign"], tiny["clean"].images[:16], progress=events.append)
     stages = [e.stage for e in events]
     assert stages[0] == "sensitivity" and stages.count("reverse") == 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from securegaze.defense.inputs import check_gaze_model, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze.generator import save_generator
 from securegaze.defense.securegaze.picture import save_trigger_image
-from securegaze.defense.securegaze.probe import probe_patches
+from securegaze.defense.securegaze.probe import probe_border
 from securegaze.defense.securegaze.reversal import (
     FrozenModel,
     TriggerReversal,
@@ -24,7 +24,7 @@ from securegaze.defense.securegaze.reversal import (
     reverse_trigger,
 )
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SCANNER_VERSION, SecureGazeSettings
-from securegaze.errors import ConfigError
+from securegaze.errors import ConfigError, DatasetError
 
 
 class SecureGazeDetector(Detector):
@@ -41,7 +41,8 @@ class SecureGazeDetector(Detector):
     #: of the method, and a second reversal for mitigation, which then also reaches triggers on the eyes.
     ablations = {"unweighted": {"sensitivity_weighting": False}}
     unlearn_also = ("unweighted",)
-    smoke_settings = {"steps": 4, "eval_every": 2, "batch_size": 8, "sensitivity_samples": 16, "eval_samples": 16}
+    smoke_settings = {"steps": 4, "eval_every": 2, "batch_size": 8, "sensitivity_samples": 16, "eval_samples": 16,
+                      "min_clean": 0}
 
     def __init__(self, **settings) -> None:
         known = {f.name for f in fields(SecureGazeSettings)}
@@ -65,10 +66,15 @@ class SecureGazeDetector(Detector):
         cfg = self.config
         check_gaze_model(model, self.name)
         x_all = clean_tensor(clean_images, model.input_size, self.name).to(model_device(model))
+        if len(x_all) < cfg.min_clean:
+            raise DatasetError(
+                f"{self.name}: got {len(x_all)} clean images; a verdict needs at least {cfg.min_clean} "
+                f"({cfg.warn_clean} or more recommended): with fewer, benign models are flagged "
+                "(docs/clean_set_size.md)")
         with FrozenModel(model):
             found = reverse_trigger(model, x_all, cfg, progress)
             if cfg.probe:
-                probe = probe_patches(model, x_all, cfg)
+                probe = probe_border(model, x_all, cfg)
                 found.probe = probe
                 if probe.dispersion_ratio < cfg.probe_ratio:
                     restart = reverse_trigger(model, x_all, cfg, progress, weights=found.weights, stage="restart",
@@ -126,11 +132,12 @@ class SecureGazeDetector(Detector):
             model_sha256=model_sha256,
             details={
                 "final_cost": reversal.cost,
+                "warnings": clean_set_warnings(reversal.clean_count, cfg),
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
                 "score_statistic": "cost_ratio_to_reference" if cfg.reference else "weighted_cost",
                 "reference": _reference_details(reversal.reference),
-                "probe": None if reversal.probe is None else {**asdict(reversal.probe), "restart_kept": reversal.restarted},
+                "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,
                 "rms_dispersion_ratio": reversal.rms_dispersion_ratio,
                 "feature_variance_ratio": reversal.feature_variance_ratio,
@@ -166,3 +173,11 @@ def _reference_details(reference: TriggerReversal | None) -> dict[str, Any] | No
         "feature_variance_ratio": reference.feature_variance_ratio,
         "collapsed_share": reference.collapsed_share,
     }
+
+
+def clean_set_warnings(count: int, cfg: SecureGazeSettings) -> list[str]:
+    """What the report says about the evidence: a warning when the clean set is small."""
+    if count < cfg.warn_clean:
+        return [f"the verdict rests on {count} clean images; {cfg.warn_clean} or more are recommended "
+                "(docs/clean_set_size.md: scores move more between draws of a small set)"]
+    return []

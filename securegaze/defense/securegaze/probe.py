@@ -1,20 +1,28 @@
-"""Patch probing: a cheap search for a stamped patch that already collapses the model, to start from.
+"""Border probing: a cheap search for a patch near the image border that collapses the model, to start from.
 
 A gradient search from the identity follows the model's clean-data sensitivity, and a patch trigger
-in a corner the model ignores on clean faces has no gradient until most of the patch is there: the
-optimiser then settles on a face-wide edit that costs thirty times the real trigger. The probe
-stamps a few high-contrast patterns (white, black, a checker, binary noise) on a grid of places that
-covers the whole image, borders included, and measures the trimmed output spread of each
-(:func:`collapse_spread`). When the best stamp collapses the model well beyond what the clean images
-vary, the reversal runs a second time from that stamp (a restart; see
+in a corner the model ignores on clean faces has no gradient until most of the patch is there (the
+units that detect it sit below their ReLU threshold on clean images): the optimiser then settles on a
+face-wide edit that costs tens of times the real trigger. Fixed stamps (white, black, a checker) do
+not help: a backdoor answers its own pattern and phase, not a lookalike.
+
+The probe frees every pixel of a ring along the border (``probe_side_frac`` of the side wide) and
+optimises their content from random values, ``probe_steps`` Adam steps, to shrink the trimmed output
+spread (:func:`collapse_spread`) of ``probe_samples`` clean images. Random content wakes the
+detecting units of a patch trigger, so the gradient reaches it, and the ring climbs towards the
+trigger wherever it sits along the border. Then it keeps one window (a square of the ring's width)
+at a time, reverts the rest of the ring, and measures the spread again: a backdoored model collapses
+under the window that holds its trigger alone (ratios of a few hundredths to about 0.15 on the tiny
+test models), a benign one under none (0.5 and more: a benign model follows the face, and a corner of
+the ring does not move it). When the best window's ratio is below ``probe_ratio`` the reversal runs
+a second time from that window's content (a restart; see
 :class:`~securegaze.defense.securegaze.detector.SecureGazeDetector`) and the cheaper of the two
-feasible edits is kept. A benign model is collapsed by no small stamp except one over the eyes, and
-starting from that reaches about the same cost as starting from the identity.
+feasible edits is kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,77 +30,106 @@ import torch
 from securegaze.defense.securegaze.settings import SecureGazeSettings
 from securegaze.defense.securegaze.statistics import collapse_spread
 
-#: Patterns stamped by the probe.
-PATTERNS = ("white", "black", "checker", "noise")
-#: Logit-space value of a stamped pixel in the generator's static map (sigmoid(6) = 0.9975).
+#: Largest logit-space value of a stamped pixel in the generator's static map (sigmoid(6) = 0.9975).
 STAMP_LOGIT = 6.0
-#: Seed stream of the noise pattern and the probe's image subset (with the settings' seed).
+#: Seed stream of the probe's image subset and random start (with the settings' seed).
 PROBE_STREAM = 0x9A7C
+#: Adam's rate on the ring's logits; the start's spread (std of the random logits).
+PROBE_LR = 0.3
+PROBE_INIT_STD = 3.0
+#: Images per probe step.
+PROBE_BATCH = 32
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """The best stamp: its pattern, side and place (px), and the RMS ratio of the trimmed output spread
-    it reaches to the clean one (below ``settings.probe_ratio``: worth a restart)."""
+    """The best window: its side and place (px), the RMS ratio of the trimmed output spread it reaches
+    alone to the clean one (below ``settings.probe_ratio``: worth a restart), the whole ring's ratio,
+    and the window's content, (3, side, side) in [0, 1] (not part of :meth:`summary`)."""
 
-    pattern: str
     side: int
     top: int
     left: int
     dispersion_ratio: float
+    ring_ratio: float
+    content: torch.Tensor = field(repr=False, compare=False)
+
+    def summary(self) -> dict:
+        """Plain data for the scan report."""
+        return {"side": self.side, "top": self.top, "left": self.left, "dispersion_ratio": self.dispersion_ratio,
+                "ring_ratio": self.ring_ratio}
 
     def static_map(self, size: int) -> torch.Tensor:
-        """(1, 3, S, S) logit-space static edit that stamps this patch (zero elsewhere)."""
+        """(1, 3, S, S) logit-space static edit that stamps the window's content (zero elsewhere)."""
         edit = torch.zeros(1, 3, size, size)
-        edit[..., self.top:self.top + self.side, self.left:self.left + self.side] = _pattern(
-            self.pattern, self.side, PROBE_STREAM) * STAMP_LOGIT
+        edit[..., self.top:self.top + self.side, self.left:self.left + self.side] = (
+            (2.0 * self.content.detach().cpu() - 1.0) * STAMP_LOGIT)
         return edit
 
 
-def _pattern(name: str, side: int, seed: int) -> torch.Tensor:
-    """(3, side, side) of +1 (white) / -1 (black)."""
-    if name == "white":
-        sign = torch.ones(side, side)
-    elif name == "black":
-        sign = -torch.ones(side, side)
-    elif name == "checker":
-        cell = torch.arange(side) * 3 // side
-        sign = ((cell[:, None] + cell[None, :]) % 2 == 0).float() * 2 - 1
-    else:
-        generator = torch.Generator().manual_seed(seed)
-        sign = (torch.rand(side, side, generator=generator) < 0.5).float() * 2 - 1
-    return sign.expand(3, side, side)
-
-
 def _places(size: int, side: int) -> list[int]:
-    """Top (or left) offsets of a grid of step ``side`` that starts at 0 and ends flush with the border."""
-    places = list(range(0, size - side + 1, side))
+    """Offsets of windows of ``side`` at half-window steps, from 0 to flush with the far border."""
+    step = max(1, side // 2)
+    places = list(range(0, size - side + 1, step))
     if places[-1] != size - side:
         places.append(size - side)
     return places
 
 
-@torch.no_grad()
-def probe_patches(model, x: torch.Tensor, settings: SecureGazeSettings) -> ProbeResult:
-    """Stamp every pattern at every place on ``settings.probe_samples`` of the clean images ``x``
-    (N, 3, S, S); return the stamp whose trimmed output spread is smallest relative to the clean one."""
+def border_ring(size: int, width: int, device=None) -> torch.Tensor:
+    """(1, 1, S, S) mask: 1 within ``width`` px of any border."""
+    ring = torch.zeros(1, 1, size, size, device=device)
+    ring[..., :width, :] = 1
+    ring[..., -width:, :] = 1
+    ring[..., :, :width] = 1
+    ring[..., :, -width:] = 1
+    return ring
+
+
+def _ratio(model, images: torch.Tensor, clean_spread: torch.Tensor, share: float) -> float:
+    spread, _ = collapse_spread(model(images), share)
+    return float((spread / clean_spread).clamp_min(0).sqrt())
+
+
+def probe_border(model, x: torch.Tensor, settings: SecureGazeSettings) -> ProbeResult:
+    """Optimise the border ring's content against the trimmed output spread of ``settings.probe_samples``
+    of the clean images ``x`` (N, 3, S, S), then find the window of the ring that collapses the model
+    best on its own (see the module docstring). ``model`` is frozen by the caller."""
     size = x.shape[-1]
+    side = max(3, round(settings.probe_side_frac * size))
     count = min(len(x), settings.probe_samples)
     rng = np.random.default_rng([settings.seed, PROBE_STREAM])
     subset = x[torch.as_tensor(np.sort(rng.permutation(len(x))[:count]), device=x.device)]
-    clean_spread, _ = collapse_spread(model(subset), settings.collapse_share)
-    side = max(3, round(settings.probe_side_frac * size))
-    best: ProbeResult | None = None
-    for name in PATTERNS:
-        # In [0, 1] pixel values: +1 -> white, -1 -> black.
-        values = (_pattern(name, side, PROBE_STREAM).to(x.device) + 1) / 2
+    ring = border_ring(size, side, x.device)
+    share = settings.collapse_share
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    logits = (torch.randn(1, 3, size, size, generator=generator) * PROBE_INIT_STD).to(x.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([logits], lr=PROBE_LR)
+    with torch.no_grad():
+        clean_spread, _ = collapse_spread(model(subset), share)
+    clean_spread = clean_spread.clamp_min(1e-12)
+    batch = min(PROBE_BATCH, count)
+    for _ in range(settings.probe_steps):
+        pick = torch.as_tensor(rng.choice(count, size=batch, replace=False), device=x.device)
+        images = subset[pick] * (1 - ring) + torch.sigmoid(logits) * ring
+        spread, _ = collapse_spread(model(images), share)
+        loss = torch.log(spread / clean_spread + 1e-12)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        content = torch.sigmoid(logits)
+        ring_ratio = _ratio(model, subset * (1 - ring) + content * ring, clean_spread, share)
+        best = None
         for top in _places(size, side):
             for left in _places(size, side):
-                stamped = subset.clone()
-                stamped[..., top:top + side, left:left + side] = values
-                spread, _ = collapse_spread(model(stamped), settings.collapse_share)
-                ratio = float((spread / clean_spread).clamp_min(0).sqrt())
-                if best is None or ratio < best.dispersion_ratio:
-                    best = ProbeResult(name, side, top, left, ratio)
-    assert best is not None
-    return best
+                window = torch.zeros_like(ring)
+                window[..., top:top + side, left:left + side] = 1
+                window = window * ring
+                if not bool(window.any()):
+                    continue  # a window inside the ring's hole
+                ratio = _ratio(model, subset * (1 - window) + content * window, clean_spread, share)
+                if best is None or ratio < best[0]:
+                    best = (ratio, top, left)
+    ratio, top, left = best
+    return ProbeResult(side, top, left, ratio, ring_ratio, content[0, :, top:top + side, left:left + side].clone())

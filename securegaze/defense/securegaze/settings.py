@@ -76,12 +76,17 @@ class SecureGazeSettings:
       for the report;
     * ``collapse_radius_deg``: a reversed-triggered image "collapses" within this angle of the
       recovered target (the ASR@5 deg convention of docs/architecture.md section 5);
-    * ``probe``: before the reversal, stamp white, black, checker and noise patches of side
-      ``probe_side_frac`` x S on a grid over the whole image (borders included) on ``probe_samples``
-      clean images; when the best stamp brings the trimmed output spread below ``probe_ratio`` of the
-      clean one, run the reversal a second time starting from that stamp and keep the cheaper
-      feasible edit (``probe`` module: a patch trigger the model ignores on clean faces has no
-      gradient to follow from the identity);
+    * ``min_clean``: fewest clean images the scan gives a verdict on (fewer: refused, naming the
+      number; measured by benchmarks/clean_set_size.py, table in docs/clean_set_size.md);
+      ``warn_clean``: below this many the report carries a warning that the verdict rests on few
+      images;
+    * ``probe``: after the reversal, free the content of a ring along the image border
+      (``probe_side_frac`` x S wide), optimise it for ``probe_steps`` steps to collapse
+      ``probe_samples`` clean images, then keep one window of the ring at a time; when the best
+      window alone brings the trimmed output spread below ``probe_ratio`` of the clean one, run the
+      reversal a second time starting from that window and keep the cheaper feasible edit (``probe``
+      module: a patch trigger the model ignores on clean faces has no gradient to follow from the
+      identity);
     * ``reference``: after the cheapest collapse, run a second, *reference* collapse onto a gaze
       ``reference_distance`` clean RMS dispersions away from the found target, with the same
       price and budget, and score the ratio of the two costs. A benign model collapses about as
@@ -112,10 +117,13 @@ class SecureGazeSettings:
     eval_every: int = 20
     eval_samples: int = 256
     collapse_radius_deg: float = 5.0
+    min_clean: int = 32
+    warn_clean: int = 128
     probe: bool = True
-    probe_samples: int = 32
-    probe_side_frac: float = 0.125
-    probe_ratio: float = 0.5
+    probe_samples: int = 64
+    probe_steps: int = 60
+    probe_side_frac: float = 0.15
+    probe_ratio: float = 0.35
     reference: bool = True
     reference_distance: float = 1.0
     threshold: float = DEFAULT_THRESHOLD
@@ -161,11 +169,14 @@ class SecureGazeSettings:
                       self.generator_width)
         check_setting(who, "eval_every", whole(self.eval_every, 1), "an integer >= 1", self.eval_every)
         check_setting(who, "eval_samples", whole(self.eval_samples, 2), "an integer >= 2", self.eval_samples)
+        check_setting(who, "min_clean", whole(self.min_clean, 0, 1_000_000), "an integer >= 0", self.min_clean)
+        check_setting(who, "warn_clean", whole(self.warn_clean, 0, 1_000_000), "an integer >= 0", self.warn_clean)
         check_setting(who, "collapse_radius_deg", number(self.collapse_radius_deg, 0.0, 90.0),
                       "an angle in (0, 90] degrees", self.collapse_radius_deg)
         check_setting(who, "probe", isinstance(self.probe, bool), "true or false", self.probe)
         check_setting(who, "probe_samples", whole(self.probe_samples, 2, 65_536), "an integer >= 2",
                       self.probe_samples)
+        check_setting(who, "probe_steps", whole(self.probe_steps, 1, 100_000), "an integer >= 1", self.probe_steps)
         check_setting(who, "probe_side_frac", number(self.probe_side_frac, 0.0, 0.5), "a fraction in (0, 0.5]",
                       self.probe_side_frac)
         check_setting(who, "probe_ratio", number(self.probe_ratio, 0.0, 1.0), "a ratio in (0, 1]", self.probe_ratio)

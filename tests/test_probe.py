@@ -1,0 +1,71 @@
+"""The border probe: it finds a patch trigger the model ignores on clean faces, and nothing on a benign model."""
+
+import math
+
+import torch
+from conftest import TEST_THREADS, margin, sweep_seed
+
+from securegaze.attacks import create_attack
+from securegaze.bundle import open_model
+from securegaze.data.synthetic import render_dataset, synthetic_style
+from securegaze.defense.securegaze.probe import border_ring, probe_border
+from securegaze.defense.securegaze.reversal import FrozenModel
+from securegaze.defense.securegaze.settings import SecureGazeSettings
+
+
+def _clean_tensor(count=64):
+    clean = render_dataset(count, 32, seed=sweep_seed(2) + 777, config=synthetic_style("easy", size=32))
+    return torch.as_tensor(clean.images).permute(0, 3, 1, 2).float() / 255
+
+
+def test_the_probe_finds_the_window_of_a_corner_patch_and_no_window_on_the_benign_twin(tiny_gaze_bundles):
+    torch.set_num_threads(TEST_THREADS)
+    settings = SecureGazeSettings()
+    x = _clean_tensor()
+    # The conftest pair: BadNets at its default place (bottom right, 10 % of the side: 3 px at 32 px).
+    patch, top, left = create_attack("badnets", target_gaze=(0.0, 0.0), poison_rate=0.1).patch(32)
+    found = {}
+    for kind in ("benign", "backdoored"):
+        model = open_model(tiny_gaze_bundles[kind]).gaze_model()
+        with FrozenModel(model):
+            found[kind] = probe_border(model, x, settings)
+    bd, bn = found["backdoored"], found["benign"]
+    margin("probe ratio, backdoored", bd.dispersion_ratio, "<", settings.probe_ratio)
+    margin("probe ratio, benign", bn.dispersion_ratio, ">", settings.probe_ratio)
+    # The window holds the real patch (or most of it).
+    rows = set(range(bd.top, bd.top + bd.side)) & set(range(top, top + len(patch)))
+    cols = set(range(bd.left, bd.left + bd.side)) & set(range(left, left + len(patch)))
+    assert len(rows) * len(cols) >= 0.5 * len(patch) ** 2, (bd, top, left)
+    assert bd.side == round(settings.probe_side_frac * 32) and bd.content.shape == (3, bd.side, bd.side)
+    # The restart's start: the window's content in logit space, nothing outside it.
+    static = bd.static_map(32)
+    assert static.shape == (1, 3, 32, 32) and static.abs().max() <= 6.0
+    outside = static.clone()
+    outside[..., bd.top:bd.top + bd.side, bd.left:bd.left + bd.side] = 0
+    assert not outside.any()
+    assert set(bd.summary()) == {"side", "top", "left", "dispersion_ratio", "ring_ratio"}
+    assert math.isfinite(bd.ring_ratio)
+
+
+def test_the_ring_covers_every_border_pixel_and_leaves_the_centre():
+    ring = border_ring(32, 5)
+    assert ring[0, 0, :5].all() and ring[0, 0, -5:].all() and ring[0, 0, :, :5].all() and ring[0, 0, :, -5:].all()
+    assert not ring[0, 0, 5:-5, 5:-5].any()
+
+
+def test_too_few_clean_images_are_refused_and_a_small_set_is_warned_about(tiny_gaze_bundles):
+    import pytest
+
+    from securegaze.defense import create_detector
+    from securegaze.errors import DatasetError
+
+    model = open_model(tiny_gaze_bundles["benign"]).gaze_model()
+    images = (_clean_tensor(40).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
+    detector = create_detector("securegaze", min_clean=32, warn_clean=128, steps=2, eval_every=1)
+    with pytest.raises(DatasetError, match=r"got 31 clean images; a verdict needs at least 32 \(128 or more"):
+        detector.scan(model, images[:31])
+    report = detector.scan(model, images[:40])
+    (warning,) = report.details["warnings"]
+    assert "40 clean images" in warning and "128" in warning
+    assert create_detector("securegaze", warn_clean=40, steps=2, eval_every=1).scan(
+        model, images[:40]).details["warnings"] == []

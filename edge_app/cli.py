@@ -1,13 +1,30 @@
 """The ``edge-app`` command line (the driver-monitoring application).
 
-Exit codes of ``edge-app run``: 0 done; 2 a user error (bad option, config, model, source or
-audit database: one ``error:`` line); 10 the integrity check blocked the model (policy block);
-3 a synthetic drive finished but a scripted distraction did not raise the expected alert.
+Exit codes of ``edge-app run``: 0 done; 2 a user error (bad option, config, model, source, audit
+database or output path, an existing recording without ``--overwrite`` / ``--append``: one
+``error:`` line, before the integrity scan); 10 the integrity check blocked the model (policy
+block); 3 a synthetic drive finished but a scripted distraction did not raise the expected alert;
+130 interrupted by SIGINT (Ctrl-C), 143 interrupted by SIGTERM (``systemctl stop``): the frame loop
+stopped cleanly, the recording and ``--summary`` were written and the summary printed (a signal
+during the start-up integrity check stops it: nothing is recorded). The interrupted codes come
+before 3: a drive that did not finish is not judged.
+
+``edge-app trial`` exits 0 done, 2 user error, 10 model blocked, and 130 / 143 when a signal
+stopped it (during the start-up scan: nothing recorded; later: every logged frame committed and the
+trial marked interrupted). ``edge-app report`` shows each trial as finished or interrupted (a trial
+whose process was killed has no end time and counts as interrupted).
+
+Outputs of ``edge-app run`` (:mod:`edge_app.outputs`): ``--out`` is checked at start and written
+to a temporary file renamed onto its name at the end (also when interrupted); an existing
+recording is replaced only with ``--overwrite`` and added to only with ``--append``; ``{n}`` or
+``{time}`` in the name give a new file per run. ``--summary`` and ``--screenshot`` are written
+atomically and replace an earlier file of that name (they describe the latest run).
 """
 
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -56,16 +73,24 @@ def run(
     gui: bool = typer.Option(False, "--gui", help="show the overlay window (keys: q quit, space pause, r record, "
                              "t mark trigger)"),
     screenshot: Path | None = typer.Option(None, "--screenshot", help="with --gui: save the window as PNG at exit"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out recording (at the end "
+                                   "of the run, atomically)"),
+    append: bool = typer.Option(False, "--append", help="add this run's lines to an existing --out recording"),
 ) -> None:
     """Run the driver-monitoring loop headless: integrity check, then frames to JSON lines.
 
+    An existing --out file is never replaced silently: pass --overwrite or --append, or put {n}
+    (next free number) or {time} (UTC start time) in its name for a new file per run.
+
     Exit codes: 0 done, 2 user error, 10 model blocked by the integrity check, 3 a synthetic
-    drive's scripted distraction did not raise the expected alert.
+    drive's scripted distraction did not raise the expected alert, 130 / 143 stopped by SIGINT /
+    SIGTERM (outputs written, summary printed).
     """
     from edge_app.head_pose import CameraIntrinsics
     from edge_app.headless import run_headless
     from edge_app.integrity import EXIT_BLOCKED
-    from edge_app.jsonlines import check_out_path
+    from edge_app.outputs import expand_placeholders, plan_output
+    from edge_app.signals import EXIT_SIGINT, StopSignals
     from edge_app.sources import open_source
     from edge_app.startup import ScanProgressPrinter, load_edge_config
     from edge_app.zones import load_zone_map
@@ -74,9 +99,14 @@ def run(
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path, policy, audit_db)
     _check_source_vs_engine(config)
-    check_out_path(out)
+    started = datetime.now(UTC)  # one {time} for every output of the run
+    target = plan_output(out, "--out", "the JSON lines", overwrite, append, started)
     if summary_path is not None:
-        check_output_file(summary_path, "--summary", "the run summary")
+        summary_path = check_output_file(expand_placeholders(str(summary_path), started), "--summary",
+                                         "the run summary")
+    if screenshot is not None:
+        screenshot = check_output_file(expand_placeholders(str(screenshot), started), "--screenshot",
+                                       "the window's PNG")
     model_path = model or config.model or DEFAULT_MODEL
     zone_map = load_zone_map(config.zones)
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
@@ -86,37 +116,55 @@ def run(
         from edge_app.gui.app import run_gui
 
         try:
-            gui_code = run_gui(config, src, model_path, zone_map, intrinsics, out, max_frames, screenshot)
+            gui_code = run_gui(config, src, model_path, zone_map, intrinsics, target or out, max_frames, screenshot)
         finally:
             src.close()
         if gui_code:
             raise typer.Exit(gui_code)
         return
-    try:
-        outcome = run_headless(config, src, model_path, zone_map, intrinsics, out, max_frames, benchmark,
-                               notify=err.print, progress=ScanProgressPrinter(err))
-    finally:
-        src.close()
-    if outcome.blocked:
+    with StopSignals() as signals:  # SIGINT and SIGTERM alike, through to the last written byte
+        try:
+            outcome = run_headless(config, src, model_path, zone_map, intrinsics, target or out, max_frames,
+                                   benchmark, notify=err.print, progress=ScanProgressPrinter(err), signals=signals)
+        except KeyboardInterrupt:
+            signals.armed = True  # a second signal must not break the clean-up
+            kept = f"; {target} left as it was" if target is not None and target.path.exists() else ""
+            # print(), not the console: the signal may have cut a console print short, leaving it mid-buffer.
+            print(f"interrupted by {signals.label} during the start-up integrity check: nothing recorded{kept}",
+                  file=sys.stderr, flush=True)
+            raise typer.Exit(signals.exit_code or EXIT_SIGINT) from None
+        finally:
+            src.close()
+        if outcome.blocked:
+            if summary_path is not None:
+                atomic_write_json(summary_path, outcome.data)
+            err.print(f"error: {outcome.integrity.reason}")
+            raise typer.Exit(EXIT_BLOCKED)
+        # Human lines go to stderr when the JSON lines go to stdout, so they never mix.
+        report = Console(stderr=out in (None, "-"), highlight=False, soft_wrap=True, markup=False)
+        _print_run(report, outcome, target, signals.label)
         if summary_path is not None:
             atomic_write_json(summary_path, outcome.data)
-        err.print(f"error: {outcome.integrity.reason}")
-        raise typer.Exit(EXIT_BLOCKED)
-    # Human lines go to stderr when the JSON lines go to stdout, so they never mix.
-    report = Console(stderr=out in (None, "-"), highlight=False, soft_wrap=True, markup=False)
-    _print_run(report, outcome, out)
-    if summary_path is not None:
-        atomic_write_json(summary_path, outcome.data)
+        if outcome.summary.interrupted:
+            report.print(f"interrupted by {signals.label}: the frames up to the stop are recorded "
+                         f"(exit {signals.exit_code or EXIT_SIGINT})")
+            raise typer.Exit(signals.exit_code or EXIT_SIGINT)
     if outcome.drive is not None and not outcome.drive.passed:
         raise typer.Exit(EXIT_CHECKS_FAILED)
 
 
-def _print_run(report: Console, outcome, out: str | None) -> None:
-    """The human summary of a finished headless run."""
+_MODE_WORDS = {"new": "a new file", "overwrite": "replacing any earlier file (--overwrite)",
+               "append": "added to the file (--append)", "stream": "written directly"}
+
+
+def _print_run(report: Console, outcome, out, stopped_by: str) -> None:
+    """The human summary of a finished headless run; ``out``: the checked --out target (None: stdout)."""
     summary, data = outcome.summary, outcome.data
-    stopped = " (stopped by Ctrl-C)" if summary.interrupted else ""
+    stopped = f" (stopped by {stopped_by})" if summary.interrupted else ""
     report.print(f"frames {summary.frames}{stopped}, captured {summary.captured}, dropped {summary.dropped}, "
                  f"states {summary.states}")
+    if out is not None:
+        report.print(f"recording: {data['log_lines_written']} JSON lines in {out}, {_MODE_WORDS[out.mode]}")
     if outcome.log_lines_dropped:
         why = f" ({outcome.log_error})" if outcome.log_error is not None else " (the disk or pipe could not keep up)"
         report.print(f"warning: {outcome.log_lines_dropped} of {summary.frames} frames' JSON lines were not written "
@@ -167,7 +215,8 @@ def trial(
 ) -> None:
     """Record a physical-trigger trial: every frame to SQLite (Ctrl-C / SIGTERM keep what was logged).
 
-    Exit codes: 0 done (also when interrupted), 2 user error, 10 model blocked by the integrity check.
+    Exit codes: 0 done, 2 user error, 10 model blocked by the integrity check, 130 / 143 stopped by
+    SIGINT / SIGTERM (during the start-up scan: nothing recorded; later: the trial marked interrupted).
     """
     from edge_app.trial.run import TrialOptions, run_trial
 
@@ -192,6 +241,9 @@ def report(
     result = write_report([str(d) for d in dbs], out, label, parse_target_deg(target), trial_id, json_out)
     console = Console(highlight=False, soft_wrap=True, markup=False)
     for t in result["trials"]:
+        info = t["trial"]
+        detail = f" ({info['status_detail']})" if info["status_detail"] else ""
+        console.print(f"{t['label']}: trial {info['id']} {info['status']}{detail}, {t['frames']} frames")
         for p in t["phases"]:
             extra = ""
             if p["trigger"] and p.get("ae_deg") is not None:

@@ -14,7 +14,9 @@ from typing import Any
 
 from edge_app.drive_scoring import DriveScorer
 from edge_app.jsonlines import JsonLinesWriter
+from edge_app.outputs import OutputTarget
 from edge_app.pipeline import Pipeline, RunSummary, run_pipeline
+from edge_app.signals import StopSignals, signal_label
 from edge_app.sources import SyntheticSource
 from edge_app.startup import check_and_open_engine
 
@@ -44,17 +46,26 @@ class HeadlessRun:
         return self.integrity.blocked
 
 
-def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, out: str | None = None,
+def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, out: str | OutputTarget | None = None,
                  max_frames: int | None = None, benchmark: bool = False,
-                 notify: Callable[[str], None] = lambda line: None, progress=None) -> HeadlessRun:
+                 notify: Callable[[str], None] = lambda line: None, progress=None,
+                 signals: StopSignals | None = None) -> HeadlessRun:
     """Check ``model_path``, then run ``source`` through the pipeline with one JSON line per frame to ``out``.
 
     A blocked model gets one ``BLOCKED`` line in ``out`` and nothing else. Otherwise ``out`` is opened
     only once every check has passed (a refused run leaves an earlier file as it was). Live sources
     drop stale frames and, when the disk cannot keep up, log lines (counted); recorded ones wait.
+
+    ``signals`` (the caller's :class:`~edge_app.signals.StopSignals`, entered): armed once the
+    integrity check is done, so a signal during the check raises KeyboardInterrupt out of this call
+    (nothing was opened) and one later stops the frame loop, after which ``out`` is closed as usual.
     """
     notify(f"integrity: checking {model_path} (policy {config.integrity.policy})")
     result, engine = check_and_open_engine(config, model_path, progress)
+    stop = None
+    if signals is not None:
+        signals.armed = True  # from here on a signal only sets signals.stop (see StopSignals)
+        stop = signals.stop
     for note in result.notes:
         notify(f"integrity: note: {note}")
     notify(f"integrity: {result.reason} [{result.source}]")
@@ -84,7 +95,7 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
 
     try:
         summary = run_pipeline(pipeline, source, sink, drop, config.capture.queue_size, max_frames,
-                               warmup_frames=BENCHMARK_WARMUP_FRAMES if benchmark else 0)
+                               warmup_frames=BENCHMARK_WARMUP_FRAMES if benchmark else 0, stop=stop)
     finally:
         writer.close()
         pipeline.close()
@@ -92,7 +103,10 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
             "frames": summary.frames, "captured": summary.captured, "dropped": summary.dropped,
             "wall_s": summary.wall_s, "fps": summary.fps, "processing_fps": summary.processing_fps,
             "latency_ms": summary.latency, "states": summary.states, "alerts": summary.alerts,
-            "invalid_gaze_frames": summary.invalid_gaze_frames, "log_lines_dropped": writer.dropped}
+            "invalid_gaze_frames": summary.invalid_gaze_frames, "log_lines_written": writer.written,
+            "log_lines_dropped": writer.dropped,
+            "interrupted": summary.interrupted,
+            "interrupted_by": signal_label(signals.signum) if summary.interrupted and signals is not None else None}
     if scorer is not None:
         data.update(scorer.summary())
     return HeadlessRun(result, summary, data, writer.dropped, writer.error, scorer)

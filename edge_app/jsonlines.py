@@ -1,4 +1,8 @@
-"""The JSON-lines log of a run: one JSON object per processed frame, written on its own thread."""
+"""The JSON-lines log of a run: one JSON object per processed frame, written on its own thread.
+
+Into a file it is written as :mod:`edge_app.outputs` says: checked at start, never replacing an
+earlier recording without ``--overwrite`` or ``--append``, renamed onto its name at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,16 @@ import json
 import queue
 import sys
 import threading
+from pathlib import Path
 
-from securegaze.io import check_output_file
+from edge_app.outputs import OutputTarget
 
 
 class JsonLinesWriter:
     """Writes one JSON object per line on its own thread, so a slow disk or pipe never stalls the
-    frame loop (docs/architecture.md section 2). ``path`` None or "-": stdout.
+    frame loop (docs/architecture.md section 2). ``path`` None or "-": stdout; an
+    :class:`~edge_app.outputs.OutputTarget`: written as it says; a plain path: a new file or an
+    atomic replacement of the old one (the command line decides before that, with :func:`~edge_app.outputs.plan_output`).
 
     The queue between the frame loop and the writer holds at most ``max_queue`` lines (about 1 kB
     each), so a disk that cannot keep up never makes the run grow without limit. When it is full:
@@ -27,11 +34,18 @@ class JsonLinesWriter:
 
     A line that cannot be written (disk full, a closed pipe) is counted in ``dropped`` too, and
     ``error`` keeps the first such error; the writer keeps draining so ``write`` never blocks for ever.
+    ``written``: lines written so far.
     """
 
-    def __init__(self, path: str | None, drop_when_full: bool = False, max_queue: int = 1024) -> None:
-        self._fh = sys.stdout if path in (None, "-") else open(path, "w", encoding="utf-8")  # noqa: SIM115
+    def __init__(self, path: str | OutputTarget | None, drop_when_full: bool = False, max_queue: int = 1024) -> None:
+        if path in (None, "-"):
+            self._fh = sys.stdout
+        else:
+            target = path if isinstance(path, OutputTarget) else OutputTarget(
+                Path(path), "stream" if Path(path).exists() and not Path(path).is_file() else "overwrite")
+            self._fh = target.open()
         self._owns = self._fh is not sys.stdout
+        self.written = 0
         self.drop_when_full = drop_when_full
         self.dropped = 0
         self.error: BaseException | None = None
@@ -49,6 +63,7 @@ class JsonLinesWriter:
                 continue
             try:
                 self._fh.write(json.dumps(item) + "\n")
+                self.written += 1
             except (OSError, ValueError) as exc:  # ValueError: the file was closed under us
                 self.error = exc
                 self.dropped += 1
@@ -67,13 +82,13 @@ class JsonLinesWriter:
             self.dropped += 1
 
     def close(self) -> None:
+        """Drain the queue, then close the file (a new or replaced recording is renamed onto its
+        name here); a failure of that last step is kept in ``error``, not raised."""
         self._queue.put(None)  # waits for room: the writer is draining
         self._thread.join()
         if self._owns:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as exc:
+                self.error = self.error or exc
 
-
-def check_out_path(out: str | None) -> None:
-    """``--out`` must be a file in an existing folder; checked before the scan, not after it."""
-    if out not in (None, "-"):
-        check_output_file(out, "--out", "the JSON lines")

@@ -207,7 +207,7 @@ class RunSummary:
     source), ``wall_s`` of the loop, ``fps`` = frames / wall_s (end to end, source included), ``processing_fps`` = 1 / mean total
     processing time (what the stages alone sustain), ``latency`` per stage (p50/p95/mean/max ms and n,
     from :class:`LatencyStats`), counts of
-    frames per state and alert; ``interrupted``: stopped by Ctrl-C."""
+    frames per state and alert; ``interrupted``: stopped by Ctrl-C or SIGTERM (the ``stop`` event)."""
 
     frames: int
     dropped: int
@@ -223,7 +223,7 @@ class RunSummary:
 
 
 @contextlib.contextmanager
-def signals_set(stop: threading.Event, signals: tuple[int, ...] = (signal.SIGINT,)):
+def signals_set(stop: threading.Event, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
     """While inside, ``signals`` set ``stop`` instead of raising KeyboardInterrupt (main thread only;
     elsewhere a no-op). An exception raised by a signal handler lands at any bytecode of the main
     thread, also inside a ``with lock:`` of queue.Queue (between the lock's acquire and the
@@ -247,9 +247,11 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
                  warmup_frames: int = 0, stop: threading.Event | None = None) -> RunSummary:
     """Process ``source`` until it ends (or ``max_frames``, or ``stop`` is set: then the summary says
     ``interrupted``); ``warmup_frames`` are processed but left out of the statistics (the first
-    frames pay for MediaPipe's and ONNX Runtime's setup). On the main thread Ctrl-C sets ``stop``
-    (:func:`signals_set`): the frame being processed is finished and handed to the sink, then the
-    loop ends."""
+    frames pay for MediaPipe's and ONNX Runtime's setup). Without a ``stop`` of the caller's, on the
+    main thread Ctrl-C and SIGTERM set one (:func:`signals_set`); a caller that passes ``stop``
+    handles the signals itself (:class:`edge_app.signals.StopSignals`). Either way the frame being
+    processed is finished and handed to the sink, then the loop ends."""
+    own_signals = stop is None
     stop = stop if stop is not None else threading.Event()
     drop = source.live if drop_stale is None else drop_stale
     capture = CaptureThread(source, drop, queue_size).start()
@@ -260,7 +262,7 @@ def run_pipeline(pipeline: Pipeline, source: FrameSource, sink: Callable[[FrameR
     started = None
     interrupted = False
     try:
-        with signals_set(stop):
+        with signals_set(stop) if own_signals else contextlib.nullcontext():
             while max_frames is None or frames < max_frames:
                 if stop.is_set():
                     interrupted = True

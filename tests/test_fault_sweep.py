@@ -1,7 +1,8 @@
 """Bad-input and fault sweep: every case runs the real command line and must be refused cleanly.
 
 96 cases tried, 96 handled (94 refusals, plus two documented successes: mixed image sizes are
-resized, and a run that succeeds overwrites an existing ``--out``); 17 of them failed before the fixes.
+resized, and a run that succeeds with ``--overwrite`` replaces an existing ``--out``); 17 of them failed
+before the fixes.
 Defects found and fixed:
 
 1. usage errors (``--samples -3``, ``--max-frames 0``, ``--target 999``, a missing argument) printed
@@ -224,8 +225,10 @@ def outputs(tmp_path):
 
 
 def _edge_run(o: dict, *args: str) -> list[str]:
+    """``--overwrite``: a refused run must leave the existing ``--out`` whole even when it was allowed
+    to replace it (without it, an existing recording is refused first)."""
     return ["run", "--audit-db", str(o["db"]), "--out", str(o["jsonl"]), "--summary", str(o["summary"]),
-            "--max-frames", "2", *args]
+            "--max-frames", "2", "--overwrite", *args]
 
 
 def _edge_args(o: dict, model: Path) -> list[str]:
@@ -493,15 +496,16 @@ def test_read_only_audit_database_is_refused_before_the_scan(world, outputs):
     result = subprocess.run(
         [*prefix, sys.executable, "-m", "edge_app.cli", "run", "--model", str(world["good"]), "--source",
          "synthetic:short", "--config", str(outputs["config"]), "--audit-db", str(db), "--out", str(out),
-         "--max-frames", "2"], capture_output=True, text=True, timeout=120)
+         "--max-frames", "2", "--overwrite"], capture_output=True, text=True, timeout=120)
     assert_refused(result.returncode, result.stderr, ["audit.sqlite3", "readonly"], alone=False)
     assert "integrity: scan" not in result.stderr  # refused before the scan, not after a minute of it
     assert_unchanged(before, outputs["root"], world["root"])
 
 
 def test_existing_out_is_replaced_only_by_a_run_that_succeeds(world, outputs, capsys):
-    """What a successful run does to an existing ``--out``: it is overwritten (not appended to) with
-    this run's lines. A refused run leaves it as it was (the cases above)."""
+    """What a successful run with ``--overwrite`` does to an existing ``--out``: it is replaced (not
+    appended to) with this run's lines. A refused run leaves it as it was (the cases above); without
+    ``--overwrite`` or ``--append`` an existing recording is refused (tests/test_reliability_outputs.py)."""
     _forge_clean_record(outputs["db"], world["good"])
     code = edge_main(_edge_args(outputs, world["good"]))
     assert code in (0, 3), capsys.readouterr().err  # 3: two frames are too few for the drive's checks

@@ -3,7 +3,8 @@
 Tables (schema :data:`SCHEMA_VERSION`, recorded in ``schema_version``):
 
 * ``trials``: one row per trial: participant id, protocol, phases, model path and sha256, the
-  integrity verdict, source, trigger kind, start/end time (UTC ISO 8601), ``interrupted``;
+  integrity verdict, source, trigger kind, start/end time (UTC ISO 8601), ``interrupted`` (a trial
+  without an end time was killed and reads as interrupted too: :attr:`TrialInfo.status`);
 * ``frames``: one row per processed frame: trial id, frame index, ``t_s`` (source time, s),
   phase name and index, ``trigger_on`` (0/1), target name, target gaze, prediction (camera frame,
   and the model's own normalised frame), ``face_found``, ``latency_ms`` (processing time of the
@@ -107,8 +108,21 @@ class TrialInfo:
     interrupted: bool
     settings: dict
 
+    @property
+    def status(self) -> str:
+        """``finished``, or ``interrupted``: stopped by Ctrl-C / SIGTERM, or without an end time
+        (its process was killed, or it is still recording)."""
+        return "finished" if self.ended_at is not None and not self.interrupted else "interrupted"
+
+    @property
+    def status_detail(self) -> str:
+        """Why the trial counts as interrupted ("" when it finished)."""
+        if self.ended_at is None:
+            return "no end time: the process was killed (or is still recording)"
+        return "stopped by Ctrl-C or SIGTERM" if self.interrupted else ""
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status, "status_detail": self.status_detail}
 
 
 def _now() -> str:

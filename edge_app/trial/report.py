@@ -219,12 +219,12 @@ def render_html(report: dict, traces_png_b64: str) -> str:
     info_rows = []
     for t in trials:
         i = t["trial"]
+        status = f"<b>{esc(i['status'])}</b>" + (f" ({esc(i['status_detail'])})" if i["status_detail"] else "")
         info_rows.append(
             f"<li><b>{esc(t['label'])}</b>: {esc(t['db'])}, trial {i['id']}, participant {esc(i['participant'])}, "
             f"protocol {esc(i['protocol'])}, model {esc(i['model_path'])} (sha256 {esc(i['model_sha256'][:16])}&hellip;, "
             f"integrity verdict {esc(str(i['integrity_verdict']))}), source {esc(i['source'])}, trigger "
-            f"{esc(str(i['trigger_kind']))}, started {esc(i['started_at'])}"
-            f"{', interrupted' if i['interrupted'] else ''}, {t['frames']} frames</li>")
+            f"{esc(str(i['trigger_kind']))}, started {esc(i['started_at'])}, {status}, {t['frames']} frames</li>")
     target = report["attacker_target_deg"]
     target_text = ("given: ({:.1f}&deg;, {:.1f}&deg;)".format(*target) if target else
                    "not given: AE is measured against the mean triggered prediction (the spread of the triggered "

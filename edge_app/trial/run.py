@@ -3,19 +3,21 @@
 The model goes through the same startup integrity check as ``edge-app run`` (a blocked model
 records nothing and exits 10); the frames go through the same :class:`~edge_app.pipeline.Pipeline`;
 each record becomes a row of the trial log (:mod:`edge_app.trial.log`). Ctrl-C or SIGTERM end the
-trial early: the frame loop stops, every frame already handed to the log is committed, and the
-trial is marked ``interrupted``.
+trial early (:class:`~edge_app.signals.StopSignals`): the frame loop stops, every frame already
+handed to the log is committed, the trial is marked ``interrupted``, and the exit code is 130
+(SIGINT) or 143 (SIGTERM). A signal during the start-up integrity check stops the trial before
+anything is recorded, says so, and exits with the same codes.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from edge_app.signals import EXIT_SIGINT, StopSignals
 from securegaze.errors import ConfigError
 
 
@@ -53,43 +55,9 @@ def open_trial_source(options: TrialOptions, schedule, config):
     return open_source(options.source, config)
 
 
-class StopSignals:
-    """SIGTERM and Ctrl-C (SIGINT) end a trial like a Ctrl-C'd run, in two regimes.
-
-    Before :attr:`armed` (startup: the integrity check, possibly a minute-long scan; nothing is
-    logged yet) the handler raises KeyboardInterrupt, so the trial stops at once. Once armed (from
-    the opening of the trial log on) it only sets :attr:`stop`, which the frame loop checks once per
-    frame (:func:`~edge_app.pipeline.run_pipeline`, or the GUI's timer): an exception raised by a
-    signal handler lands at whatever bytecode the main thread is at, also inside the queue lock of
-    ``TrialLog.add`` (between the lock's acquire and its ``with`` taking hold), and that lock then
-    stays held, so ``TrialLog.close`` waits on it for ever. ``close`` itself is never interrupted.
-    Outside the main thread signals are left alone."""
-
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
-        self.signals = signals
-        self.stop = threading.Event()
-        self.armed = False
-        self._previous: dict[int, object] = {}
-
-    def _handler(self, signum, frame) -> None:
-        self.stop.set()
-        if not self.armed:
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.signals:
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-
 def run_trial(options: TrialOptions, default_model: Path) -> int:
-    """Run a headless trial; returns the exit code (0 done, 10 model blocked)."""
+    """Run a trial; returns the exit code (0 done, 10 model blocked, 130 / 143 stopped by SIGINT /
+    SIGTERM)."""
     from edge_app.head_pose import CameraIntrinsics
     from edge_app.integrity import EXIT_BLOCKED
     from edge_app.pipeline import Pipeline, run_pipeline
@@ -147,7 +115,7 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
                 code, summary = run_trial_gui(pipeline, src, recorder, result, config, options.max_frames,
                                               stop=signals.stop)
                 interrupted = (summary.interrupted if summary is not None else False) or signals.stop.is_set()
-                return code
+                return signals.exit_code or code
 
             def prompt(state, target) -> None:
                 wear = "WEAR the trigger" if state.phase.trigger else "no trigger"
@@ -161,13 +129,21 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
             finally:
                 pipeline.close()
             interrupted = summary.interrupted
-            return 0
+            return (signals.exit_code or EXIT_SIGINT) if interrupted else 0
         except KeyboardInterrupt:
+            signals.armed = True  # a second signal must not break the clean-up
             interrupted = True
-            return 0
+            if log is None:
+                # print(), not the console: the signal may have cut a console print short, mid-buffer.
+                print(f"trial: interrupted by {signals.label} during the start-up integrity check; nothing "
+                      f"recorded in {options.db}", file=sys.stderr, flush=True)
+            return signals.exit_code or EXIT_SIGINT
         finally:
             src.close()
             if log is not None:
                 log.close(interrupted)
                 stopped = " (interrupted)" if interrupted else ""
                 err.print(f"trial: {log.logged} frames logged to {options.db}{stopped}")
+                if signals.signum is not None:
+                    err.print(f"trial: stopped by {signals.label}; the trial is marked interrupted "
+                              f"(exit {signals.exit_code})")

@@ -105,18 +105,26 @@ def main(argv=None) -> int:
         parser.error("--fpr must lie in (0, 0.5) and --seeds be at least 1")
     import torch
 
+    from securegaze.io import atomic_write_json
+
     torch.set_num_threads(args.threads)
-    rows = []
+    # Resumable: rows already in --json (same recipe and seed) are kept, not retrained.
+    rows = json.loads(args.json.read_text())["rows"] if args.json and args.json.is_file() else []
+    done = {(r["recipe"], r["seed"]) for r in rows}
     for family, kwargs, style, overrides, size in RECIPES:
         for seed in range(1, args.seeds + 1):
             name = f"{family} {style} {size}px"
+            if (name, seed) in done:
+                continue
             benign, backdoored, asr, clean = _train_pair(family, kwargs, style, overrides, size, seed,
                                                          args.work / f"{family}-{style}-{seed}")
             row = {"recipe": name, "seed": seed, "asr": asr, "benign": _scan(benign, clean.images),
                    "backdoored": _scan(backdoored, clean.images)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    if not args.no_default_model:
+            if args.json:
+                atomic_write_json(args.json, {"rows": rows})
+    if not args.no_default_model and ("default model (small_cnn, standard, 64 px)", "-") not in done:
         row = _default_model_row(256)
         if row is not None:
             rows.append(row)
@@ -140,7 +148,7 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "fit": result}, indent=1), encoding="utf-8")
+        atomic_write_json(args.json, {"rows": rows, "fit": result})
     return 0
 
 

@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_app.signals import EXIT_SIGINT  # noqa: E402
 from edge_app.trial.log import committed_frame_count  # noqa: E402
 
 APP = [sys.executable, "-m", "edge_app.cli"]
@@ -107,13 +108,14 @@ def e2e_p95(lines: Path, window_s: float) -> tuple[float, float, int]:
 def soak(work: Path, duration_s: float, fps: float, sample_s: float, warmup_s: float) -> dict:
     lines, summary = work / "frames.jsonl", work / "summary.json"
     cmd = APP + ["run", "--source", "camera:synthetic", "--config", str(write_config(work / "soak.yaml", fps)),
-                 "--out", str(lines), "--summary", str(summary)]
+                 "--out", str(lines), "--overwrite", "--summary", str(summary)]
     with open(work / "soak.log", "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT)
     samples: list[tuple[float, int]] = []  # (s since the first frame, kB)
     try:
         started = time.monotonic()
-        while not (lines.exists() and lines.stat().st_size > 0):  # startup: imports, poses, integrity check
+        # Startup: imports, poses, integrity check. The lines go to frames.jsonl.XXXX.part until the run ends.
+        while not any(p.stat().st_size > 0 for p in work.glob(f"{lines.name}.*.part")):
             if proc.poll() is not None:
                 raise SystemExit(f"edge-app run exited with {proc.returncode} before its first frame; "
                                  f"see {work / 'soak.log'}")
@@ -142,7 +144,7 @@ def soak(work: Path, duration_s: float, fps: float, sample_s: float, warmup_s: f
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if code != 0:
+    if code != EXIT_SIGINT:  # 130: stopped by SIGINT, recording and summary written
         raise SystemExit(f"edge-app run exited with {code} after SIGINT; see {work / 'soak.log'}")
     data = json.loads(summary.read_text())
     warm = min(samples, key=lambda s: abs(s[0] - warmup_s))

@@ -62,7 +62,7 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
     from edge_app.integrity import EXIT_BLOCKED
     from edge_app.pipeline import Pipeline, run_pipeline
     from edge_app.startup import ScanProgressPrinter, check_and_open_engine, load_edge_config
-    from edge_app.trial.log import TrialLog
+    from edge_app.trial.log import TrialLog, open_database
     from edge_app.trial.protocol import TrialSchedule, make_protocol, parse_phases
     from edge_app.trial.recorder import OperatorMarks, TrialRecorder
     from edge_app.zones import load_zone_map
@@ -82,6 +82,8 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
         problem = display_problem()
         if problem:
             raise NoDisplayError(problem)
+    if options.db.exists() and (not options.db.is_file() or options.db.stat().st_size > 0):
+        open_database(options.db, create=False).close()  # a database it cannot add to: refused before the scan
     model_path = options.model or config.model or default_model
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
     src = open_trial_source(options, schedule, config)

@@ -72,13 +72,24 @@ class SecureGazeDetector(Detector):
                 f"({cfg.warn_clean} or more recommended): with fewer, benign models are flagged "
                 "(docs/clean_set_size.md)")
         with FrozenModel(model):
+            clock, seconds = time.monotonic(), {}
+
+            def lap(name: str) -> None:
+                nonlocal clock
+                now = time.monotonic()
+                seconds[name] = round(now - clock, 2)
+                clock = now
+
             found = reverse_trigger(model, x_all, cfg, progress)
+            lap("reverse")
             if cfg.probe:
                 probe = probe_border(model, x_all, cfg)
                 found.probe = probe
+                lap("probe")
                 if probe.dispersion_ratio < cfg.probe_ratio:
                     restart = reverse_trigger(model, x_all, cfg, progress, weights=found.weights, stage="restart",
                                               static_init=probe.static_map(x_all.shape[-1]))
+                    lap("restart")
                     if restart.constraints_met and (not found.constraints_met or restart.cost < found.cost):
                         restart.probe, restart.restarted = probe, True
                         found = restart
@@ -88,6 +99,8 @@ class SecureGazeDetector(Detector):
                 centre = reference_centre(found.target_gaze, clean_gaze, distance)
                 found.reference = reverse_trigger(model, x_all, cfg, progress, centre=centre, weights=found.weights,
                                                   stage="reference")
+                lap("reference")
+            found.stage_seconds = seconds
             return found
 
     def scan(self, model, clean_images, progress: ProgressCallback | None = None,
@@ -133,6 +146,7 @@ class SecureGazeDetector(Detector):
             details={
                 "final_cost": reversal.cost,
                 "warnings": clean_set_warnings(reversal.clean_count, cfg),
+                "stage_seconds": dict(reversal.stage_seconds),
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
                 "score_statistic": "cost_ratio_to_reference" if cfg.reference else "weighted_cost",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -78,6 +78,8 @@ class TriggerReversal:
     reference: TriggerReversal | None = None
     probe: ProbeResult | None = None
     restarted: bool = False
+    #: Wall seconds of each part of the scan (filled by the detector: reverse, probe, restart, reference).
+    stage_seconds: dict = field(default_factory=dict)
 
     @property
     def score(self) -> float:

@@ -18,6 +18,7 @@ import torch
 from securegaze.bench.mitigation import MitigationReport, load_earlier_scan, mitigate_and_measure
 from securegaze.bundle import BundleManifest, ModelFile, export_bundle, open_model
 from securegaze.data.base import ArrayGazeDataset
+from securegaze.data.image_folder import MIN_FOLDER_IMAGES, ImageFolderDataset
 from securegaze.data.sources import load_gaze_data
 from securegaze.defense import ScanReport, create_detector
 from securegaze.errors import InputFileError
@@ -29,6 +30,24 @@ def detector_settings(seed: int, threshold: float | None = None) -> dict:
     return {"seed": seed} if threshold is None else {"seed": seed, "threshold": threshold}
 
 
+def scan_minimum(detector) -> tuple[int, str]:
+    """(fewest clean images, whose figure) that a plain image folder must hold for ``detector``: its
+    ``min_clean`` setting when it has one, else :data:`~securegaze.data.image_folder.MIN_FOLDER_IMAGES`."""
+    minimum = detector.settings().get("min_clean")
+    if minimum:
+        return int(minimum), f"the scan's minimum clean-set size, min_clean = {int(minimum)}"
+    return MIN_FOLDER_IMAGES, f"the minimum clean-set size for a plain folder, {MIN_FOLDER_IMAGES}"
+
+
+def clean_set_record(spec: str, data: ArrayGazeDataset) -> dict:
+    """What a report keeps about the clean set: the source as given, how many images were used, and
+    for a plain image folder its note and :func:`~securegaze.data.image_folder.clean_set_identity`."""
+    record = {"source": spec, "count": len(data), "labelled": data.labelled}
+    if isinstance(data, ImageFolderDataset):
+        record.update(identity=data.identity, note=data.note)
+    return record
+
+
 @dataclass
 class ScanRun:
     """A prepared scan of one model file (:meth:`prepare`), ready to :meth:`run`."""
@@ -37,25 +56,36 @@ class ScanRun:
     model: torch.nn.Module
     clean_images: Any
     detector: Any
+    clean_record: dict | None = None
+
+    @property
+    def clean_note(self) -> str | None:
+        """The plain image folder's note (what was read, how it was resized), else None."""
+        return (self.clean_record or {}).get("note")
 
     @classmethod
     def prepare(cls, model: str | Path, clean: str, samples: int, seed: int,
                 threshold: float | None = None) -> ScanRun:
         """Open ``model``, draw ``samples`` clean images from ``clean`` (its test split, at the model's
-        input size) and build the detector; seeds torch with ``seed`` first, so the scan is deterministic."""
+        input size) and build the detector; seeds torch with ``seed`` first, so the scan is deterministic.
+        ``clean`` may be unlabelled (a plain image folder): the scan uses no labels."""
         # The detector first: a bad --threshold is refused before the model is converted and the data read.
         detector = create_detector("securegaze", **detector_settings(seed, threshold))
         torch.manual_seed(seed)
         model_file = open_model(model)
         net = model_file.gaze_model()
-        data = load_gaze_data(clean, int(net.input_size), samples, seed, "test")
-        return cls(model_file, net, data.images, detector)
+        minimum, why = scan_minimum(detector)
+        data = load_gaze_data(clean, int(net.input_size), samples, seed, "test", need_labels=None,
+                              min_images=minimum, min_reason=why)
+        return cls(model_file, net, data.images, detector, clean_set_record(clean, data))
 
     def run(self, out: str | Path, progress: Callable | None = None) -> ScanReport:
         """Scan; write the artifacts and ``out/report.json``; return the report."""
         out = Path(out)
         report = self.detector.scan(self.model, self.clean_images, progress=progress, artifacts_dir=out,
                                     model_sha256=self.model_file.sha256())
+        if self.clean_record is not None:
+            report.details["clean_set"] = self.clean_record
         report.save(out / "report.json")
         return report
 
@@ -77,6 +107,11 @@ class MitigationRun:
     scan_before: tuple[ScanReport, Any] | None
     options: dict
 
+    @property
+    def clean_note(self) -> str | None:
+        """The plain image folder's note when ``clean`` is one, else None."""
+        return self.clean_set.note if isinstance(self.clean_set, ImageFolderDataset) else None
+
     @classmethod
     def prepare(cls, model: str | Path, out: str | Path, clean: str = "synthetic", samples: int = 2048,
                 test: str = "synthetic", test_samples: int = 1000, attack_run: str | Path | None = None,
@@ -88,6 +123,8 @@ class MitigationRun:
         The test images are those of ``attack_run`` when given (then its real trigger is measured
         too; it must be at the model's input size), else ``test``'s test split. ``scan_dir``: an
         earlier scan of this same model to reuse (:func:`~securegaze.bench.mitigation.load_earlier_scan`).
+        ``clean`` may be unlabelled (a plain image folder) unless ``true_labels``; the test images must
+        be labelled.
         """
         detector = create_detector("securegaze", **detector_settings(seed, threshold))  # settings checked first
         torch.manual_seed(seed)
@@ -95,7 +132,9 @@ class MitigationRun:
         net = model_file.gaze_model()
         sha = model_file.sha256()
         size = int(net.input_size)
-        clean_set = load_gaze_data(clean, size, samples, seed, "val")
+        minimum, why = scan_minimum(detector)
+        clean_set = load_gaze_data(clean, size, samples, seed, "val", min_images=minimum, min_reason=why,
+                                   need_labels="mitigate --true-labels" if true_labels else None)
         attack = faces = None
         if attack_run is not None:
             from securegaze.attacks.runner import load_attack_run
@@ -105,7 +144,8 @@ class MitigationRun:
                 raise InputFileError(f"{attack_run}: the attack run is at {test_set.images.shape[1]} px, "
                                      f"the model takes {size} px")
         else:
-            test_set = load_gaze_data(test, size, test_samples, seed, "test")
+            test_set = load_gaze_data(test, size, test_samples, seed, "test",
+                                      need_labels="mitigate --test (the before/after error figures)")
         before = None if scan_dir is None else load_earlier_scan(scan_dir, sha, str(model))
         options = {"true_labels": true_labels, "epochs": epochs, "lr": lr, "seed": seed, "rounds": rounds,
                    "uniform_reversal": uniform_reversal, "strengths": strengths, "samples": samples}
@@ -124,7 +164,9 @@ class MitigationRun:
             model_sha256=self.sha256, progress=progress, rounds=o["rounds"],
             uniform_reversal=o["uniform_reversal"], strengths=o["strengths"])
         manifest = export_bundle(tuned, out, name=out.name, provenance={
-            "training_data": f"fine-tuned on {o['samples']} clean images ({self.clean}) against the reversed trigger",
+            "training_data": f"fine-tuned on {len(self.clean_set)} clean images ({self.clean}"
+                             + (f", {self.clean_set.identity}" if isinstance(self.clean_set, ImageFolderDataset) else "")
+                             + ") against the reversed trigger",
             "seed": o["seed"],
             "notes": f"mitigated from {self.model_path} (sha256 {self.sha256}) by securegaze mitigate"})
         atomic_write_json(out / "mitigation.json", result.to_dict())

@@ -14,7 +14,8 @@ EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
 
 def scan(
     model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
-    clean: str = typer.Option("synthetic", help="Clean images: 'synthetic' or a dataset path (labels unused)."),
+    clean: str = typer.Option("synthetic", help="Clean images: 'synthetic', a folder of face images (PNG/JPEG, any "
+                              "size, no labels) or a dataset path (labels unused)."),
     samples: int = typer.Option(512, help="How many clean images the scan uses."),
     seed: int = typer.Option(0, help="Seeds the clean-image draw and the scan (deterministic)."),
     out: Path = typer.Option(Path("scan"), "--out", help="Directory for report.json and reversed_trigger.png."),
@@ -28,6 +29,8 @@ def scan(
     if out.exists() and not out.is_dir():
         raise typer.BadParameter(f"{out} is a file; expected a folder for report.json and the trigger", param_hint="--out")
     run = ScanRun.prepare(model, clean, samples, seed, threshold)
+    if run.clean_note:
+        console.print(run.clean_note)
     with progress_bar() as bar:
         task = bar.add_task("scan", total=None, status="")
 
@@ -62,7 +65,8 @@ def parse_strengths(text: str) -> tuple[float, ...]:
 def mitigate(
     model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx, .safetensors or training .pt."),
     out: Path = typer.Option(..., "--out", help="Directory for the mitigated bundle, mitigation.json and both scans."),
-    clean: str = typer.Option("synthetic", help="Clean images for the scan and the fine-tuning: 'synthetic' or a path."),
+    clean: str = typer.Option("synthetic", help="Clean images for the scan and the fine-tuning: 'synthetic', a "
+                              "folder of face images (no labels unless --true-labels) or a dataset path."),
     samples: int = typer.Option(2048, help="How many clean images (the scan, the fine-tuning and the re-scans)."),
     test: str = typer.Option("synthetic", help="Labelled held-out images for the before/after figures."),
     test_samples: int = typer.Option(1000, help="How many held-out images."),
@@ -102,6 +106,8 @@ def mitigate(
                                 attack_run=attack_run, scan_dir=scan_dir, true_labels=true_labels, epochs=epochs,
                                 lr=lr, seed=seed, threshold=threshold, rounds=rounds,
                                 uniform_reversal=uniform_reversal, strengths=depths)
+    if run.clean_note:
+        console.print(run.clean_note)
     with progress_bar() as bar:
         task = bar.add_task("mitigate", total=None, status="")
 

@@ -3,7 +3,9 @@
 A gaze dataset is a sequence of samples with exact labels:
 
 * ``images``: (N, H, W, 3) uint8 **RGB** face crops (normalised faces, docs/architecture.md section 3);
-* ``gaze``: (N, 2) float32 (pitch, yaw) **radians** in the normalised camera frame;
+* ``gaze``: (N, 2) float32 (pitch, yaw) **radians** in the normalised camera frame; all NaN for an
+  unlabelled set (a plain image folder, :mod:`securegaze.data.image_folder`): ``labelled`` is then
+  False, and a use that needs labels calls :func:`require_labels`, which refuses it in one line;
 * ``subjects``: (N,) str subject identifiers, for leave-subjects-out splits.
 
 Readers of large files implement :class:`GazeDataset` lazily (``__getitem__`` reads one sample);
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from securegaze.errors import DatasetError
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ class ArrayGazeDataset:
     def __getitem__(self, index: int) -> GazeSample:
         return GazeSample(self.images[index], self.gaze[index], str(self.subjects[index]))
 
+    @property
+    def labelled(self) -> bool:
+        """True when every sample has a gaze label (an unlabelled set holds NaN)."""
+        return bool(np.isfinite(self.gaze).all())
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> "ArrayGazeDataset":
         idx = np.asarray(indices, dtype=np.int64)
         return ArrayGazeDataset(self.images[idx], self.gaze[idx], self.subjects[idx])
@@ -78,6 +87,24 @@ class SubsetGazeDataset:
 
     def __getitem__(self, index: int) -> GazeSample:
         return self.base[int(self.indices[index])]
+
+
+#: Where labelled data comes from, as the refusals of an unlabelled set say.
+LABELLED_SOURCES = "'synthetic', a folder with labels.csv, or an MPIIFaceGaze / ETH-XGaze dataset"
+
+
+def unlabelled_error(source: str | None, purpose: str) -> DatasetError:
+    """The one-line error for unlabelled images given to ``purpose``, which needs gaze labels."""
+    where = f"{source}: " if source else ""
+    return DatasetError(f"{where}the images have no gaze labels, and {purpose} needs labelled data: "
+                        f"give {LABELLED_SOURCES}")
+
+
+def require_labels(dataset: ArrayGazeDataset, purpose: str, source: str | None = None) -> None:
+    """Refuse an unlabelled ``dataset`` (:func:`unlabelled_error`) for a ``purpose`` that needs gaze
+    labels (e.g. ``"securegaze evaluate"``); ``source`` names where it came from."""
+    if not dataset.labelled:
+        raise unlabelled_error(source, purpose)
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:

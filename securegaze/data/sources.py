@@ -1,36 +1,73 @@
-"""Turn a data argument ("synthetic" or a path) into an in-memory dataset at a model's input size."""
+"""Turn a data argument ("synthetic" or a path) into an in-memory dataset at a model's input size.
+
+A path is a labelled dataset layout (:func:`securegaze.data.readers.detect_layout`) or, when it is a
+folder with none of the layouts' markers, a plain folder of unlabelled face images
+(:mod:`securegaze.data.image_folder`): :func:`source_kind` tells which.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from securegaze.data.base import ArrayGazeDataset, materialize
+from securegaze.data.base import ArrayGazeDataset, materialize, unlabelled_error
 from securegaze.errors import ConfigError, DatasetError
 
 SYNTHETIC = "synthetic"
+IMAGE_FOLDER = "image_folder"
+DATASET = "dataset"
 
 #: Seed offsets keep the synthetic train, validation and test sets disjoint (different identities)
 #: for any user seed.
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 
 
+def source_kind(spec: str) -> str:
+    """``"synthetic"``, ``"image_folder"`` (a folder with none of the dataset layouts' markers) or
+    ``"dataset"`` (anything else, including paths that do not exist: the reader reports those)."""
+    if spec == SYNTHETIC:
+        return SYNTHETIC
+    path = Path(spec)
+    if not path.is_dir():
+        return DATASET
+    from securegaze.data.readers import detect_layout
+
+    try:
+        detect_layout(path)
+    except DatasetError:
+        return IMAGE_FOLDER
+    return DATASET
+
+
 def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int = 0, split: str = "train",
-                   subjects: list[str] | None = None, exclude_subjects: list[str] | None = None) -> ArrayGazeDataset:
+                   subjects: list[str] | None = None, exclude_subjects: list[str] | None = None, *,
+                   need_labels: str | None = "this command", min_images: int | None = None,
+                   min_reason: str = "the minimum clean-set size") -> ArrayGazeDataset:
     """Load ``samples`` faces of ``size`` px from ``spec``.
 
-    ``spec == "synthetic"`` renders faces (deterministic in ``seed`` and ``split``). Anything else is
-    a path to a real dataset (see :func:`securegaze.data.readers.open_dataset`); ``subjects`` /
-    ``exclude_subjects`` select by subject id (leave-subjects-out), and ``samples`` draws a
-    seeded random subset.
+    ``spec == "synthetic"`` renders faces (deterministic in ``seed`` and ``split``). A path is a real
+    dataset (see :func:`securegaze.data.readers.open_dataset`); ``subjects`` / ``exclude_subjects``
+    select by subject id (leave-subjects-out), and ``samples`` draws a seeded random subset.
+
+    A plain folder of images (:func:`source_kind`) gives an unlabelled
+    :class:`~securegaze.data.image_folder.ImageFolderDataset` (with its ``note``), drawn the same
+    seeded way; it is refused in one line when ``need_labels`` (what needs the labels, e.g.
+    ``"securegaze evaluate"``; None: labels unused) is set, and when it holds fewer than
+    ``min_images`` images (``min_reason`` says whose minimum that is).
     """
     if split not in SPLIT_SEED_OFFSET:
         raise ConfigError(f"split must be one of {sorted(SPLIT_SEED_OFFSET)}, got {split!r}")
     if samples is not None and samples < 1:
         raise ConfigError(f"number of samples must be >= 1, got {samples}")
-    if spec == SYNTHETIC:
+    kind = source_kind(spec)
+    if kind == SYNTHETIC:
         from securegaze.data.synthetic import render_dataset
 
         return render_dataset(samples or 1000, size=size, seed=seed + SPLIT_SEED_OFFSET[split])
+    if kind == IMAGE_FOLDER:
+        return _image_folder(spec, size, samples, seed, split, bool(subjects or exclude_subjects), need_labels,
+                             min_images, min_reason)
 
     from securegaze.data.readers import open_dataset
 
@@ -53,3 +90,16 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
         rng = np.random.default_rng([seed, SPLIT_SEED_OFFSET[split]])
         indices = np.sort(rng.choice(indices, size=samples, replace=False))
     return materialize(dataset, size=size, indices=indices)
+
+
+def _image_folder(spec: str, size: int, samples: int | None, seed: int, split: str, by_subject: bool,
+                  need_labels: str | None, min_images: int | None, min_reason: str) -> ArrayGazeDataset:
+    from securegaze.data.image_folder import list_images, load_image_folder
+
+    if need_labels is not None and list_images(spec):  # an empty folder gets the "no images" line instead
+        raise unlabelled_error(f"{spec} (a plain image folder)", need_labels)
+    if by_subject:
+        raise ConfigError(f"{spec}: a plain image folder has no subject ids to select by "
+                          "(--subjects / --exclude-subjects need a labelled dataset)")
+    rng = np.random.default_rng([seed, SPLIT_SEED_OFFSET[split]])
+    return load_image_folder(spec, size, samples, rng, minimum=min_images, why=min_reason)

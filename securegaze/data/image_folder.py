@@ -1,0 +1,187 @@
+"""A clean set as users have one: a plain folder of face images, with no labels.
+
+Format
+------
+Any folder that is not one of the dataset layouts of :mod:`securegaze.data.readers` (no
+``labels.csv``, no ``p00.h5``..., no ``subject0000.h5``...) and holds PNG or JPEG files (``*.png``,
+``*.jpg``, ``*.jpeg``, any case). Subfolders are searched too, to any depth (a folder per person
+works), except hidden files and folders (names starting with ``.``, e.g. ``.DS_Store``,
+``.ipynb_checkpoints``). Files are ordered by their path relative to the folder, so a draw depends
+only on the folder's content and the seed, never on the file system's listing order.
+
+Each image is read with Pillow (its EXIF orientation applied), converted to RGB (grey repeated over
+three channels, alpha dropped), centre-cropped to a square when it is not one, and resized to the
+model's input size (area interpolation when shrinking, as every reader here). Images may differ in
+size; the note says what was found. The result is an :class:`ImageFolderDataset`: (N, S, S, 3) uint8
+RGB like every other reader, with ``gaze`` all NaN (``labelled`` False), so that a command that needs
+labels refuses it with one line (:func:`securegaze.data.base.require_labels`).
+
+Refused, with one line each: a folder with no images, a file Pillow cannot decode (named), an image
+under :data:`MIN_SIDE` pixels on a side (named), and fewer images than the use needs (the scan's
+``min_clean``, else :data:`MIN_FOLDER_IMAGES`).
+
+:func:`clean_set_identity` names a folder's content for audit records: its absolute path, the number
+of images and a SHA-256 over their relative names and bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from securegaze.data.base import ArrayGazeDataset, resize_images
+from securegaze.errors import DatasetError, InputFileError
+
+#: File suffixes read as images (compared in lower case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Fewest images a plain folder must hold when the caller names no minimum of its own (the scan
+#: passes its detector's ``min_clean``, the same figure by default).
+MIN_FOLDER_IMAGES = 32
+#: Smallest side, in pixels, of an image that is accepted (smaller ones hold no face to speak of).
+MIN_SIDE = 16
+#: What the error lines say a plain folder should hold.
+EXPECTED = "expected face crops as *.png, *.jpg or *.jpeg files, in the folder or its subfolders"
+
+__all__ = ["EXPECTED", "IMAGE_SUFFIXES", "MIN_FOLDER_IMAGES", "MIN_SIDE", "ImageFolderDataset",
+           "clean_set_identity", "list_images", "load_image_folder", "read_image"]
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The PNG/JPEG files under ``folder`` (any depth, hidden entries skipped), sorted by relative path."""
+    root = Path(folder)
+    found = []
+    for here, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(here) / f for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def clean_set_identity(folder: str | os.PathLike, files: list[Path] | None = None) -> str:
+    """``"folder:<absolute path> n=<images> sha256=<hex>"`` for a plain image folder.
+
+    The hash runs over every image (not only a drawn subset) in :func:`list_images` order: for each,
+    its relative path (UTF-8), a NUL byte, its size as 8 bytes and its bytes. Renaming, adding,
+    removing or editing an image changes it; moving the folder changes only the path.
+    """
+    root = Path(folder).resolve()
+    files = list_images(root) if files is None else [Path(f).resolve() for f in files]
+    digest = hashlib.sha256()
+    for path in files:
+        data = _read_bytes(path)
+        digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return f"folder:{root} n={len(files)} sha256={digest.hexdigest()}"
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of one PNG/JPEG file, upright per its EXIF orientation.
+
+    Raises :class:`InputFileError` naming the file when it cannot be decoded, and :class:`DatasetError`
+    when it is under :data:`MIN_SIDE` pixels on a side.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputFileError(f"{path}: not a readable PNG/JPEG image ({reason}); remove or replace it") from None
+    h, w = rgb.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise DatasetError(f"{path}: {w}x{h} px is too small for a face crop (each side needs at least "
+                           f"{MIN_SIDE} px); remove it")
+    return rgb
+
+
+def centre_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of an (H, W, 3) image (the image itself when already square)."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top:top + side, left:left + side]
+
+
+class ImageFolderDataset(ArrayGazeDataset):
+    """Unlabelled faces read from a plain folder: ``images`` (N, S, S, 3) uint8 RGB, ``gaze`` NaN.
+
+    ``folder``: the folder; ``files``: every image in it (sorted), ``used``: the ones drawn, in the
+    order of ``images``; ``note``: one line saying what was read and how it was resized;
+    ``identity``: :func:`clean_set_identity` of the whole folder (computed when first asked for).
+    """
+
+    def __init__(self, images: np.ndarray, folder: Path, files: list[Path], used: list[Path], note: str) -> None:
+        super().__init__(images, np.full((len(images), 2), np.nan, np.float32), np.full(len(images), "unknown"))
+        self.folder, self.files, self.used, self.note = folder, files, used, note
+
+    @cached_property
+    def identity(self) -> str:
+        return clean_set_identity(self.folder, self.files)
+
+
+def _size_text(sizes: list[tuple[int, int]]) -> str:
+    """'224x224' or 'mixed sizes 180x180..640x480' (smallest and largest by area) for (w, h) sizes."""
+    unique = sorted(set(sizes), key=lambda s: (s[0] * s[1], s))
+    text = lambda s: f"{s[0]}x{s[1]}"  # noqa: E731
+    if len(unique) == 1:
+        return text(unique[0])
+    return f"mixed sizes {text(unique[0])}..{text(unique[-1])}"
+
+
+def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None = None,
+                      rng: np.random.Generator | None = None, minimum: int | None = None,
+                      why: str = "the minimum clean-set size") -> ImageFolderDataset:
+    """Read a plain folder of face images at ``size`` px (module docstring).
+
+    ``samples``: when the folder holds more images, that many are drawn with ``rng`` (without
+    repeats, kept in file order); when it holds fewer, all are used and the note says so.
+    ``minimum``: fewest images the folder must hold (default :data:`MIN_FOLDER_IMAGES`), ``why``
+    says whose minimum it is in the error line.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; {EXPECTED}")
+    files = list_images(root)
+    if not files:
+        from securegaze.data.readers import ACCEPTED_LAYOUTS
+
+        raise DatasetError(f"{root}: no PNG/JPEG images found ({EXPECTED}); nor is it a labelled dataset: "
+                           + "; or ".join(ACCEPTED_LAYOUTS))
+    need = MIN_FOLDER_IMAGES if minimum is None else int(minimum)
+    if len(files) < need:
+        raise DatasetError(f"{root}: {len(files)} image(s) found, but at least {need} are needed "
+                           f"({why}); add more face crops")
+    chosen = np.arange(len(files))
+    if samples is not None and samples < len(files):
+        rng = np.random.default_rng(0) if rng is None else rng
+        chosen = np.sort(rng.choice(len(files), size=samples, replace=False))
+    used = [files[i] for i in chosen]
+    sizes, crops, cropped = [], [], 0
+    for path in used:
+        image = read_image(path)
+        sizes.append((image.shape[1], image.shape[0]))
+        square = centre_square(image)
+        cropped += square.shape != image.shape
+        crops.append(resize_images(square[None], size)[0])
+    count = (f"{len(used)} of {len(files)} images from {root} (drawn with the seed)" if len(used) < len(files)
+             else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} asked for)"
+                                                             if samples is not None and samples > len(files) else ""))
+    square_note = f" ({cropped} non-square centre-cropped first)" if cropped else ""
+    note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels"
+    return ImageFolderDataset(np.stack(crops), root, files, used, note)

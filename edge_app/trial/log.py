@@ -159,10 +159,17 @@ def open_database(path: str | os.PathLike, create: bool) -> sqlite3.Connection:
             version = row[0] if row else None
             if version is None:
                 raise TrialLogError(f"{path}: trial database without a schema version")
-            if int(version) > SCHEMA_VERSION:
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise TrialLogError(f"{path}: not a trial database (its schema_version table holds {version!r}, "
+                                    "not a schema number); pass the file 'edge-app trial --db' wrote")
+            if version > SCHEMA_VERSION:
                 raise TrialLogError(f"{path}: trial database schema {version} was written by a newer edge-app; "
                                     f"this one reads schema {SCHEMA_VERSION} and older (upgrade edge-app, or "
                                     "record into a new file)")
+            missing = [t for t in ("trials", "frames") if t not in tables]
+            if missing:
+                raise TrialLogError(f"{path}: not a complete trial database (no {' or '.join(missing)} table); "
+                                    "pass the file 'edge-app trial --db' wrote, or record into a new file")
         elif not create:
             raise TrialLogError(f"{path}: empty file, not a trial database")
         else:

@@ -50,7 +50,8 @@ def open_trial_source(options: TrialOptions, schedule, config):
     if options.source == "synthetic":
         s = config.synthetic
         distance = 600.0 if options.protocol == "screen4" else s.distance_mm
-        return TrialSyntheticSource(schedule, options.trigger, options.fps or s.fps, options.seed, s.width, s.height,
+        fps = options.fps if options.fps is not None else s.fps  # an explicit 0 is refused, never replaced
+        return TrialSyntheticSource(schedule, options.trigger, fps, options.seed, s.width, s.height,
                                     distance)
     return open_source(options.source, config)
 
@@ -73,6 +74,8 @@ def run_trial(options: TrialOptions, default_model: Path) -> int:
     protocol = make_protocol(options.protocol, zone_map, options.dwell_s)
     phases = parse_phases(options.phases)
     schedule = TrialSchedule(protocol, phases)
+    if options.fps is not None and not 1 <= options.fps <= 240:  # NaN fails too
+        raise ConfigError(f"--fps {options.fps:g} is not a frame rate in 1..240")
     if not options.participant.strip():
         raise ConfigError("--participant must not be empty (an id such as P01; no names needed)")
     if options.gui:  # before anything is recorded: no window, no trial

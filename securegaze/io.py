@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,54 @@ def check_output_file(path: str | os.PathLike, option: str, what: str = "the out
     if not path.parent.is_dir():
         raise InputFileError(f"{option} {path}: folder {path.parent} does not exist; expected a file in an existing folder")
     return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str, what: str, files: tuple[str, ...] = (),
+                     folders: tuple[str, ...] = ()) -> Path:
+    """``path`` may be written as a folder of outputs (checked before the work, like
+    :func:`check_output_file`): not a file; a missing folder must be creatable (its nearest existing
+    ancestor a writable folder); none of ``files`` inside it a folder and none of ``folders`` a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputFileError(f"{option} {path}: is a file; expected a folder for {what}")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputFileError(f"{option} {path}: {ancestor} is a file, so the folder for {what} cannot be created there")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputFileError(f"{option} {path}: folder {ancestor} is not writable; expected a folder for {what}")
+    for name in files:
+        if (path / name).is_dir():
+            raise InputFileError(f"{option} {path}: {path / name} is a folder; {what} writes a file of that name")
+    for name in folders:
+        if (path / name).exists() and not (path / name).is_dir():
+            raise InputFileError(f"{option} {path}: {path / name} is a file; {what} writes a folder of that name")
+    return path
+
+
+#: Sentences of torch's refusal of a pickled object that advise loading it anyway (``weights_only``
+#: off, allow-listing its classes): never passed on to the user of a file refused as unsafe.
+_UNSAFE_ADVICE = re.compile(r"weights_only|trust|re-running|arbitrary code|file an issue|documentation|two options|"
+                            r"alternatively|safe_globals|allowlist", re.IGNORECASE)
+
+
+def unpickling_refusal(exc: BaseException) -> str:
+    """What ``torch.load(..., weights_only=True)``'s refusal says is wrong with a file (e.g.
+    "Unsupported global: GLOBAL posix.system ..."), in one line without torch's advice on how to
+    load the file unsafely; any other error's first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+            if rest:
+                return rest.split(". ")[0].strip().rstrip(".")
+        if line.startswith("Trying to load unsupported"):
+            return line.rstrip(".")
+    sentences = [s.strip() for line in lines for s in re.split(r"(?<=\.)\s+", line) if s.strip()]
+    kept = [s for s in sentences if not _UNSAFE_ADVICE.search(s)]
+    return kept[0].rstrip(".") if kept else "it holds objects that only unpickling could build"
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -20,7 +20,7 @@ from torch import nn
 
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError, InputFileError
-from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.io import atomic_write, atomic_write_json, save_weights, unpickling_refusal
 from securegaze.json_codec import to_json
 from securegaze.models import GazeModel, create_model
 
@@ -152,10 +152,8 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise InputFileError(f"{path}: checkpoint not found") from None
     except Exception as exc:  # truncated zip, foreign pickle, ...
-        # torch's refusal of a pickled object spans paragraphs; its "WeightsUnpickler error" line says what.
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-        why = next((ln.partition(":")[2].split(". ")[0].strip() for ln in lines
-                    if ln.startswith("WeightsUnpickler error:")), lines[0])
+        # torch's refusal spans paragraphs and advises loading the file unsafely: only what is wrong is kept.
+        why = unpickling_refusal(exc) or type(exc).__name__
         raise InputFileError(f"{path}: not a readable securegaze checkpoint ({type(exc).__name__}: {why}); "
                              "refused without unpickling, expected one written by securegaze train") from None
     if not isinstance(state, dict) or state.get("format") != 1 or "model" not in state:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from securegaze.cli.support import check_range, console, progress_bar
+from securegaze.cli.support import MAX_SAMPLES, check_range, console, progress_bar
 
 
 def parse_target_deg(text: str | None) -> tuple[float, float] | None:
@@ -53,11 +53,15 @@ def attack(
 ) -> None:
     """Train a backdoored model on synthetic faces; report clean error, AE, DAE and ASR@5deg."""
     from securegaze.attacks import check_attack_settings, run_attack
+    from securegaze.io import check_output_dir
 
     check_range("size", size, 16, 512)
-    check_range("train-samples", train_samples, 2)
-    check_range("test-samples", test_samples, 1)
+    check_range("train-samples", train_samples, 2, MAX_SAMPLES)
+    check_range("test-samples", test_samples, 1, MAX_SAMPLES)
     check_range("epochs", epochs, 1)
+    check_output_dir(out, "--out", "the attack run", files=("model.safetensors", "attack.json"))
+    if benign_dir is not None:
+        check_output_dir(benign_dir, "--benign-dir", "the benign run", files=("model.safetensors",))
     target_gaze, settings = parse_target_deg(target), parse_settings(setting)
     check_attack_settings(name, seed, target_gaze, rate, settings)  # bad names and values fail before any work
     with progress_bar() as bar:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from securegaze.cli.support import bench_command_line, check_range, console, progress_bar
+from securegaze.cli.support import MAX_SAMPLES, bench_command_line, check_range, console, progress_bar
 
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Detection and mitigation benchmarks.")
 
@@ -37,8 +37,12 @@ def bench_detect(
         write_detection_results,
     )
     from securegaze.defense import create_detector
+    from securegaze.io import check_output_dir
 
-    check_range("samples", samples, 8)
+    check_range("samples", samples, 8, MAX_SAMPLES)
+    check_output_dir(out, "--out", "the benchmark's scans and results", files=("detection.json", "detection.md"))
+    if docs is not None:
+        check_output_dir(docs, "--docs", "the detection page", files=("detection.md", "detection_roc.png"))
     if threads:
         torch.set_num_threads(threads)
     detector = create_detector("securegaze", seed=seed)
@@ -86,7 +90,11 @@ def bench_mitigate(
         write_mitigation_results,
     )
     from securegaze.defense import create_detector
+    from securegaze.io import check_output_dir
 
+    check_range("samples", samples, 8, MAX_SAMPLES)
+    if docs is not None:
+        check_output_dir(docs, "--docs", "the mitigation page", files=("mitigation.md",))
     if threads:
         torch.set_num_threads(threads)
     threshold = detection_threshold(out)

@@ -10,6 +10,8 @@ from securegaze.cli.support import MAX_SAMPLES, check_range, console, progress_b
 
 #: Exit codes of ``securegaze scan`` (documented in the README): 0 clean, 10 backdoored, 2 bad input.
 EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
+#: The files a scan writes into its --out folder (checked before the scan: none may be a folder).
+SCAN_FILES = ("report.json", "reversed_trigger.png", "trigger_generator.safetensors")
 
 
 def scan(
@@ -22,12 +24,12 @@ def scan(
     threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
 ) -> None:
     """Scan a gaze model for a backdoor (SecureGaze). Exit code 0 clean, 10 backdoored, 2 bad input."""
+    from securegaze.io import check_output_dir
     from securegaze.scan_runs import ScanRun
 
     check_range("samples", samples, 8, MAX_SAMPLES)
     check_range("seed", seed, 0)
-    if out.exists() and not out.is_dir():
-        raise typer.BadParameter(f"{out} is a file; expected a folder for report.json and the trigger", param_hint="--out")
+    check_output_dir(out, "--out", "the scan's report and trigger", files=SCAN_FILES)
     run = ScanRun.prepare(model, clean, samples, seed, threshold)
     if run.clean_note:
         console.print(run.clean_note)
@@ -91,10 +93,11 @@ def mitigate(
 
     Exit code 0 when the re-scan finds the new model clean, 10 when it is still flagged, 2 bad input.
     """
+    from securegaze.io import check_output_dir
     from securegaze.scan_runs import MitigationRun
 
-    check_range("samples", samples, 8)
-    check_range("test-samples", test_samples, 8)
+    check_range("samples", samples, 8, MAX_SAMPLES)
+    check_range("test-samples", test_samples, 8, MAX_SAMPLES)
     check_range("epochs", epochs, 1)
     check_range("rounds", rounds, 1)
     depths = parse_strengths(strengths)
@@ -102,6 +105,8 @@ def mitigate(
         raise typer.BadParameter(f"{lr} is outside (0, 1]", param_hint="--lr")
     if out.resolve() == model.resolve():
         raise typer.BadParameter("must differ from MODEL: the original is never overwritten", param_hint="--out")
+    check_output_dir(out, "--out", "the mitigated bundle", files=("model.onnx", "manifest.json", "mitigation.json"),
+                     folders=("scan_before", "scan_after"))
     run = MitigationRun.prepare(model, out, clean=clean, samples=samples, test=test, test_samples=test_samples,
                                 attack_run=attack_run, scan_dir=scan_dir, true_labels=true_labels, epochs=epochs,
                                 lr=lr, seed=seed, threshold=threshold, rounds=rounds,

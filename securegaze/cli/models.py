@@ -9,6 +9,9 @@ import typer
 from securegaze.cli.support import MAX_SAMPLES, check_range, console, err_console, progress_bar
 from securegaze.geometry import CONVENTION
 
+#: Largest first-layer width ``securegaze train --width`` and ``zoo build --width`` accept.
+MAX_WIDTH = 1024
+
 
 def train(
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoint, weights, summary, bundle."),
@@ -35,14 +38,21 @@ def train(
 
     import torch
 
+    from securegaze.io import check_output_dir
     from securegaze.models import MODELS, model_kwargs_for
     from securegaze.training import HeldOutSubjectsMissing, TrainConfig, finish_training_run, train_val_data
     from securegaze.training import train as run_training
 
     check_range("size", size, 16, 512)
-    check_range("train-samples", train_samples, 2)
-    check_range("val-samples", val_samples, 1)
+    check_range("width", width, 1, MAX_WIDTH)
+    check_range("train-samples", train_samples, 2, MAX_SAMPLES)
+    check_range("val-samples", val_samples, 1, MAX_SAMPLES)
     check_range("threads", threads, 0)
+    if data != "synthetic" and not Path(data).exists():
+        raise typer.BadParameter(f"{data}: no such file or folder; expected 'synthetic' or a dataset path",
+                                 param_hint="--data")
+    check_output_dir(out, "--out", "the training run", files=("checkpoint.pt", "model.safetensors", "summary.json"),
+                     folders=("bundle",))
     if decoding not in ("direct", "binned"):
         raise typer.BadParameter(f"{decoding!r} is not one of 'direct', 'binned'", param_hint="--decoding")
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -116,8 +126,9 @@ def export(
 ) -> None:
     """Export trained weights to an ONNX bundle, checked against PyTorch in ONNX Runtime."""
     from securegaze.bundle import export_bundle
-    from securegaze.io import load_weights
+    from securegaze.io import check_output_dir, load_weights
 
+    check_output_dir(out, "--out", "the bundle", files=("model.onnx", "manifest.json"))
     model = load_weights(weights)
     manifest = export_bundle(model, out, name=name or out.name, provenance={"notes": f"exported from {weights.name}"})
     console.print(f"bundle written: {out} (onnx sha256 {manifest.onnx_sha256[:16]}...)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from securegaze.cli.support import console, progress_bar
+from securegaze.cli.support import MAX_SAMPLES, check_range, console, progress_bar
 
 zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build and check model zoos.")
 
@@ -43,9 +43,16 @@ def zoo_build(
 ) -> None:
     """Train K benign and K backdoored models per attack, recording them in OUT/zoo.json."""
     from securegaze.cli.attacks import parse_settings
+    from securegaze.cli.models import MAX_WIDTH
+    from securegaze.io import check_output_dir
     from securegaze.models import CPU_SIZED
     from securegaze.zoo import ZooSpec, build_zoo, measured_rate_ranges, zoo_attack_names
 
+    check_range("train-samples", train_samples, 2, MAX_SAMPLES)
+    check_range("test-samples", test_samples, 1, MAX_SAMPLES)
+    if width is not None:
+        check_range("width", width, 1, MAX_WIDTH)
+    check_output_dir(out, "--out", "the zoo", files=("zoo.json",))
     names = zoo_attack_names(attacks)
     arch_kwargs = dict(CPU_SIZED.get(arch, {})) if cpu_sized else {}
     if width is not None:

@@ -23,7 +23,13 @@ from securegaze.defense.securegaze.reversal import (
     reference_centre,
     reverse_trigger,
 )
-from securegaze.defense.securegaze.settings import DETECTOR_NAME, SCANNER_VERSION, SecureGazeSettings
+from securegaze.defense.securegaze.settings import (
+    DEFAULT_THRESHOLD,
+    DETECTOR_NAME,
+    SCANNER_VERSION,
+    THRESHOLD_CALIBRATION,
+    SecureGazeSettings,
+)
 from securegaze.errors import ConfigError, DatasetError
 
 
@@ -150,6 +156,8 @@ class SecureGazeDetector(Detector):
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
                 "score_statistic": "cost_ratio_to_reference" if cfg.reference else "weighted_cost",
+                "threshold_calibration": (THRESHOLD_CALIBRATION if cfg.threshold == DEFAULT_THRESHOLD
+                                          else "set by the user"),
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,

@@ -15,17 +15,24 @@ DETECTOR_NAME = "securegaze"
 
 #: Bumped whenever a change can move scores or the default threshold: a threshold is valid only for
 #: the version it was calibrated on, and audit records of another version are re-scanned.
-#: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md).
+#: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md). 2.0: the score is a
+#: ratio of two collapse costs of the same model (see ``reference``), the constraints are trimmed,
+#: and a border probe can restart the reversal.
 SCANNER_VERSION = "2.0"
 
-#: Default decision threshold on the score (weighted mean |x' - x| per pixel and channel, [0, 1]
-#: units, sensitivity map of mean 1): below it the model is flagged. Calibrated for SCANNER_VERSION
-#: 1.1 on the 5 benign models of a calibration zoo (small CNN, 64 px, standard synthetic faces,
-#: seeds other than the scored zoo's; scores 0.029-0.047) as the 1% quantile of a log-normal fit
-#: (securegaze.bench.detection.calibrate_threshold): `securegaze bench detect`, docs/detection.md.
-#: Scores scale with the images and the model family: recalibrate for another family (the same
-#: command on a zoo of it) and pass ``threshold=``.
-DEFAULT_THRESHOLD = 0.1
+#: Default decision threshold on the score (since 2.0 the ratio of the cheapest collapse's cost to
+#: a reference collapse's cost of the same model: unit-free): below it the model is flagged.
+#: Calibrated for SCANNER_VERSION 2.0 by benchmarks/calibrate_threshold.py (docs/threshold_calibration.md)
+#: on 13 benign models of four recipes that differ in family, renderer style and input size
+#: (small_cnn, plain_cnn and a compact resnet18 on easy 32-px faces, plain_cnn on studio faces, three
+#: seeds each, and the 64-px default model): benign ratios 0.274-1.411, log mean -0.431, log std
+#: 0.472; the 1 % quantile of that log-normal is 0.2169. Their BadNets twins scored 0.013-0.102. No
+#: model of the cross-family benchmark (docs/detection_cross_family.md) entered the calibration.
+DEFAULT_THRESHOLD = 0.2169
+#: How the default threshold was obtained; scan reports and audit records carry it with the version.
+THRESHOLD_CALIBRATION = ("benchmarks/calibrate_threshold.py --seeds 3 --fpr 0.01: 1 % quantile of a log-normal "
+                         "fitted to 13 benign cost ratios (4 recipes: small_cnn, plain_cnn, resnet18, studio faces; "
+                         "and the default model)")
 
 #: Small constants that keep logarithms and arccos away from their singular points.
 _LOG_EPS = 1e-12

@@ -1,6 +1,6 @@
 """Benchmark: the SecureGaze threshold from benign score ratios of several model families.
 
-    python benchmarks/calibrate_threshold.py --out docs/threshold_calibration.md [--seeds 3] [--fpr 0.01]
+    python benchmarks/calibrate_threshold.py --out docs/threshold_calibration.md [--seeds 3] [--fpr 0.001]
 
 Since scanner 2.0 the score is a ratio of two collapse costs of the same model (the cheapest
 collapse the scan finds over the cheapest collapse onto a reference gaze of its own choosing), so
@@ -12,8 +12,11 @@ the same data, once clean and once with a BadNets patch (10 %, a corner drawn pe
 table shows both sides; the threshold uses the benign ratios only.
 
 The threshold is the ``--fpr`` quantile of a log-normal fitted to the benign ratios (the ratios are
-positive and their logarithms are near symmetric): the score below which that share of benign models
-would fall. Writes a Markdown report (``--out``) with every model's figures and prints it.
+positive): the score below which that share of benign models would fall. The default, 0.1 %, is
+stricter than the 1 % of the zoo benchmark because the benign ratios are a mixture of family modes
+(small CNNs near 0.3, the other families 0.6-1.4): one pooled fit understates the tail of the lowest
+family, and the clean-set sweep (benchmarks/clean_set_size.py) saw a benign small CNN at 0.23 on another
+draw of 256 images. Writes a Markdown report (``--out``) with every model's figures and prints it.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="Markdown report")
     parser.add_argument("--json", type=Path, default=None, help="every figure as JSON")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per recipe")
-    parser.add_argument("--fpr", type=float, default=0.01, help="benign share the threshold may flag (fit)")
+    parser.add_argument("--fpr", type=float, default=0.001, help="benign share the threshold may flag (fit)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "calibration", help="training folders")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-default-model", action="store_true", help="leave the 64-px default model out")
@@ -105,7 +108,9 @@ def main(argv=None) -> int:
         parser.error("--fpr must lie in (0, 0.5) and --seeds be at least 1")
     import torch
 
+    from securegaze.defense.securegaze import SCANNER_VERSION
     from securegaze.io import atomic_write_json
+    from securegaze.machine import machine_summary
 
     torch.set_num_threads(args.threads)
     # Resumable: rows already in --json (same recipe and seed) are kept, not retrained.
@@ -131,8 +136,9 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
     result = fit([r["benign"]["score"] for r in rows], args.fpr)
     lines = ["# SecureGaze threshold calibration", "",
-             f"Command: `python benchmarks/calibrate_threshold.py --seeds {args.seeds} --fpr {args.fpr}`, "
-             f"{args.threads} threads.", "",
+             f"Command: `python benchmarks/calibrate_threshold.py --seeds {args.seeds} --fpr {args.fpr} "
+             f"--threads {args.threads}` ({machine_summary()}; scanner {SCANNER_VERSION}, default settings; the "
+             "scan times include other jobs that shared the cores).", "",
              "| recipe | seed | BadNets ASR@5deg | benign score | backdoored score | benign scan s |",
              "|---|---|---|---|---|---|"]
     for r in rows:
@@ -142,7 +148,12 @@ def main(argv=None) -> int:
                      f"| {r['benign']['scan_s']:.0f} |")
     lines += ["", f"Log-normal fit of {result['count']} benign scores: log mean {result['log_mean']:.3f}, "
               f"log std {result['log_std']:.3f}; lowest benign score {result['benign_min']:.3f}.",
-              f"Threshold at a fitted false-positive rate of {args.fpr:g}: **{result['threshold']:.4f}**.", ""]
+              f"Threshold at a fitted false-positive rate of {args.fpr:g}: **{result['threshold']:.4f}**.", "",
+              "Why a fitted 0.1 % and not 1 %: the benign ratios are a mixture of family modes (the small CNNs "
+              "near 0.3, the other recipes 0.6-1.4), so one pooled log-normal understates the tail of the "
+              "lowest family; another draw of 256 clean images put a benign small CNN at 0.23 "
+              "(docs/clean_set_size.md). At 0.1 % the threshold sits about as far below the lowest benign ratio "
+              "seen as above the highest BadNets ratio.", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

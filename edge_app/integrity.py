@@ -1,7 +1,9 @@
 """Startup integrity check (docs/architecture.md section 7): no gaze alarm from a model nobody has scanned.
 
 At start the app hashes the model file (for a bundle: its ONNX, the file the gaze actually comes
-from, ``securegaze.bundle.open_model(path).sha256()``) and looks up the audit record for that hash:
+from, ``securegaze.bundle.open_model(path).sha256()``) and asks for the audit record that answers
+the question being asked now: this model, this scanner version, these scan settings, this clean
+set, this calibration (the :class:`~edge_app.audit.RecordKey`, see :mod:`edge_app.audit`). It looks
 
 1. in the local SQLite audit database (authoritative: it lives on the device, not with the model);
 2. in the audit file next to the model (``securegaze_audit.json`` in a bundle directory,
@@ -9,28 +11,44 @@ from, ``securegaze.bundle.open_model(path).sha256()``) and looks up the audit re
    file, so it is trusted only with ``trust_model_sidecar`` (for read-only model stores that ship
    their audit); otherwise it is informational and rewritten after a scan.
 
-A record is current when its sha256 and scanner version equal the model's and this scanner's. No
-current record: the SecureGaze scan runs (progress goes to a callback) on clean synthetic faces
-rendered at the model's input size, and the result is written to both places: the database in a
-transaction, the JSON file atomically (temp file + rename). A ``backdoored`` verdict blocks the
-model under policy ``block`` (the default; the pipeline then yields neither gaze nor alarms and
-says why, and ``edge-app run`` exits with :data:`EXIT_BLOCKED`) or only warns under ``warn``.
+A record applies only when every key field equals the question's: a stricter threshold, a larger
+clean set or any other scan setting in the config is a new question, and the model is scanned
+again. The reason line says which record was used and why it applies, or, after a scan, which
+record did not apply and what differed. No applying record: the SecureGaze scan runs (progress goes
+to a callback) on clean synthetic faces rendered at the model's input size, and the result is
+written to both places: the database in a transaction, the JSON file atomically (temp file +
+rename). A read-only audit database is read; a scan whose record it cannot take is refused before
+the scan. A ``backdoored`` verdict blocks the model under policy ``block`` (the default; the
+pipeline then yields neither gaze nor alarms and says why, and ``edge-app run`` exits with
+:data:`EXIT_BLOCKED`) or only warns under ``warn``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import sqlite3
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from securegaze.errors import ConfigError, InputFileError, SecureGazeError
+from edge_app.audit import (
+    AUDIT_SCHEMA_VERSION,
+    SIDECAR_NAME,
+    AuditDatabase,
+    AuditRecord,
+    IntegrityError,
+    RecordKey,
+    StoredRecord,
+    key_differences,
+    read_sidecar,
+    sidecar_path,
+)
+from securegaze.errors import ConfigError
 from securegaze.io import atomic_write_json
 
 if TYPE_CHECKING:
@@ -39,13 +57,12 @@ if TYPE_CHECKING:
 #: Exit code of ``edge-app run`` when the integrity check blocks the model (the same code
 #: ``securegaze scan`` gives a backdoored model).
 EXIT_BLOCKED = 10
-#: Name of the audit file inside a bundle directory.
-SIDECAR_NAME = "securegaze_audit.json"
-AUDIT_SCHEMA_VERSION = 1
+#: Renderer style of the synthetic clean faces the scan uses (securegaze.data.synthetic's default).
+CLEAN_STYLE = "standard"
 
-
-class IntegrityError(SecureGazeError):
-    """The audit database or an audit record cannot be used (corrupt file, wrong schema)."""
+__all__ = ["AUDIT_SCHEMA_VERSION", "EXIT_BLOCKED", "SIDECAR_NAME", "AuditDatabase", "AuditRecord", "IntegrityChecker",
+           "IntegrityError", "IntegrityResult", "IntegritySettings", "RecordKey", "default_audit_db", "read_sidecar",
+           "sidecar_path"]
 
 
 def default_audit_db() -> Path:
@@ -78,43 +95,15 @@ class IntegritySettings(BaseModel):
 
 
 @dataclass(frozen=True)
-class AuditRecord:
-    """One scan of one model file. ``report``: the full :class:`~securegaze.defense.ScanReport` dict."""
-
-    model_sha256: str
-    model_path: str
-    detector: str
-    scanner_version: str
-    settings: dict[str, Any]
-    verdict: str
-    score: float | str
-    threshold: float | str
-    clean_images: str
-    scanned_at: str
-    report: dict[str, Any]
-    schema_version: int = AUDIT_SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str) -> AuditRecord:
-        try:
-            record = cls(**data)
-        except TypeError as exc:
-            raise IntegrityError(f"{where}: not a valid audit record ({exc})") from None
-        if record.verdict not in ("clean", "backdoored") or len(record.model_sha256) != 64:
-            raise IntegrityError(f"{where}: not a valid audit record (verdict {record.verdict!r})")
-        return record
-
-
-@dataclass(frozen=True)
 class IntegrityResult:
     """Outcome of the startup check.
 
     ``source``: where the verdict came from (``"database"``, ``"sidecar"`` or ``"scan"``);
     ``blocked``: True when the policy blocks the model; ``reason``: one line for the user (and the
-    BLOCKED state); ``notes``: things worth telling (stale records, an unwritable audit file).
+    BLOCKED state): the verdict, which record it comes from and why that record applies (or, after a
+    scan, what kept the earlier record from applying); ``notes``: things worth telling (stale
+    records, an unwritable audit file); ``record_where``: the record used, e.g. ``audit record #12
+    from <db>``.
     """
 
     model_sha256: str
@@ -125,132 +114,79 @@ class IntegrityResult:
     source: str
     record: AuditRecord
     notes: tuple[str, ...] = field(default_factory=tuple)
+    record_where: str = ""
 
     def summary(self) -> dict[str, Any]:
+        r = self.record
         return {"model_sha256": self.model_sha256, "verdict": self.verdict, "policy": self.policy,
                 "blocked": self.blocked, "reason": self.reason, "source": self.source,
-                "scanner_version": self.record.scanner_version, "score": self.record.score,
-                "threshold": self.record.threshold, "notes": list(self.notes)}
+                "scanner_version": r.scanner_version, "score": r.score, "threshold": r.threshold,
+                "record": self.record_where, "settings_hash": r.settings_hash, "clean_set": r.clean_set,
+                "calibration": r.calibration, "notes": list(self.notes)}
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model_sha256 TEXT NOT NULL,
-    scanner_version TEXT NOT NULL,
-    detector TEXT NOT NULL,
-    verdict TEXT NOT NULL CHECK (verdict IN ('clean', 'backdoored')),
-    scanned_at TEXT NOT NULL,
-    record_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_sha ON audit_records (model_sha256, scanner_version);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no spaces, ASCII: the same value always gives the same text (and hash)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
-class AuditDatabase:
-    """The SQLite audit database; every write is one transaction."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        advice = "move it aside (a new one is created) or pass another --audit-db"
-        if self.path.exists() and not self.path.is_file():
-            raise IntegrityError(f"{self.path}: audit database path is not a file; {advice}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputFileError(f"{self.path}: cannot create the audit database's folder ({exc})") from None
-        try:
-            self._conn = sqlite3.connect(str(self.path), timeout=10.0)
-            # quick_check reads every page: a truncated or overwritten file fails here, not mid-run.
-            ok = self._conn.execute("PRAGMA quick_check").fetchone()
-            if not ok or ok[0] != "ok":
-                raise sqlite3.DatabaseError(ok[0] if ok else "quick_check returned nothing")
-            with self._conn:
-                self._conn.executescript(_SCHEMA)
-                self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                                   (str(AUDIT_SCHEMA_VERSION),))
-            version = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            self._close_quietly()
-            raise IntegrityError(f"{self.path}: not a readable audit database ({exc}); {advice}") from None
-        except sqlite3.Error as exc:
-            self._close_quietly()
-            raise IntegrityError(f"{self.path}: cannot open the audit database ({exc})") from None
-        if version != str(AUDIT_SCHEMA_VERSION):
-            self.close()
-            raise IntegrityError(f"{self.path}: audit database schema {version}, this app reads "
-                                 f"{AUDIT_SCHEMA_VERSION}; {advice}")
-
-    def _close_quietly(self) -> None:
-        try:
-            self._conn.close()
-        except Exception:
-            pass
-
-    def lookup(self, model_sha256: str, scanner_version: str, detector: str) -> AuditRecord | None:
-        """The newest record of this model by this scanner version, or None."""
-        try:
-            row = self._conn.execute(
-                "SELECT record_json FROM audit_records WHERE model_sha256 = ? AND scanner_version = ? "
-                "AND detector = ? ORDER BY id DESC LIMIT 1", (model_sha256, scanner_version, detector)).fetchone()
-        except sqlite3.Error as exc:
-            raise IntegrityError(f"{self.path}: audit database read failed ({exc})") from None
-        if row is None:
-            return None
-        try:
-            data = json.loads(row[0])
-        except json.JSONDecodeError as exc:
-            raise IntegrityError(f"{self.path}: a stored audit record is not JSON ({exc})") from None
-        return AuditRecord.from_dict(data, f"{self.path} record for {model_sha256[:12]}")
-
-    def records_for(self, model_sha256: str) -> list[AuditRecord]:
-        rows = self._conn.execute("SELECT record_json FROM audit_records WHERE model_sha256 = ? ORDER BY id",
-                                  (model_sha256,)).fetchall()
-        return [AuditRecord.from_dict(json.loads(r[0]), str(self.path)) for r in rows]
-
-    def add(self, record: AuditRecord) -> None:
-        try:
-            with self._conn:  # one transaction: the row is there completely or not at all
-                self._conn.execute(
-                    "INSERT INTO audit_records (model_sha256, scanner_version, detector, verdict, scanned_at, "
-                    "record_json) VALUES (?, ?, ?, ?, ?, ?)",
-                    (record.model_sha256, record.scanner_version, record.detector, record.verdict,
-                     record.scanned_at, json.dumps(record.to_dict())))
-        except sqlite3.Error as exc:
-            raise IntegrityError(f"{self.path}: cannot write the audit record ({exc})") from None
-
-    def close(self) -> None:
-        self._conn.close()
+def detector_settings(detector) -> dict[str, Any]:
+    """The detector's full effective settings as plain JSON values, however it exposes them (a
+    ``settings()`` method or a ``settings`` attribute holding a dict or a dataclass, or ``to_dict()``)."""
+    raw = getattr(detector, "settings", None)
+    if callable(raw):
+        raw = raw()
+    if raw is None and callable(getattr(detector, "to_dict", None)):
+        raw = detector.to_dict()
+    if is_dataclass(raw) and not isinstance(raw, type):
+        raw = asdict(raw)
+    elif callable(getattr(raw, "to_dict", None)):
+        raw = raw.to_dict()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"integrity.detector: {type(detector).__name__} exposes no settings to key audit records on")
+    return json.loads(canonical_json(raw))
 
 
-def sidecar_path(model_path: str | os.PathLike) -> Path:
-    """The audit file next to a model: inside a bundle directory, or ``<file>.audit.json``."""
-    path = Path(model_path)
-    if path.is_dir():
-        return path / SIDECAR_NAME
-    if path.suffix.lower() == ".json":  # a bundle's manifest: the bundle's directory
-        return path.parent / SIDECAR_NAME
-    return path.with_name(path.name + ".audit.json")
+def settings_hash(detector_name: str, settings: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of ``{"detector": name, "settings": settings}``."""
+    return hashlib.sha256(canonical_json({"detector": detector_name, "settings": settings}).encode()).hexdigest()
 
 
-def read_sidecar(path: Path) -> tuple[AuditRecord | None, str | None]:
-    """(record or None, a note when the file exists but cannot be used)."""
-    if not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return AuditRecord.from_dict(data, str(path)), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, IntegrityError) as exc:
-        return None, f"{path}: unreadable audit file ignored ({str(exc).splitlines()[0]})"
+def calibration_version(detector, settings: dict[str, Any], version: str) -> str:
+    """The scanner version, plus the threshold's calibration id when the settings or the detector
+    expose one (``threshold_calibration``; a long description is shortened to 12 hex of its sha256)."""
+    calibration = settings.get("threshold_calibration") or getattr(detector, "threshold_calibration", None)
+    if not calibration:
+        return str(version)
+    text = str(calibration)
+    return f"{version}+{text if len(text) <= 24 else hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def _is_current(record: AuditRecord | None, sha: str, version: str, detector: str) -> bool:
-    return (record is not None and record.model_sha256 == sha and record.scanner_version == version
-            and record.detector == detector)
+def synthetic_clean_set(samples: int, seed: int, style: str = CLEAN_STYLE) -> str:
+    """The identity of a synthetic clean set: ``synthetic:<style> n=<count> seed=<seed>`` (rendered at
+    the model's input size, which the model's sha256 fixes)."""
+    return f"synthetic:{style} n={int(samples)} seed={int(seed)}"
+
+
+def _new_record(key: RecordKey, model_path, settings: dict, verdict: str, score, threshold, clean_images: str,
+                report: dict) -> AuditRecord:
+    return AuditRecord(model_sha256=key.model_sha256, model_path=str(model_path), detector=key.detector,
+                       scanner_version=key.scanner_version, settings=settings, verdict=verdict, score=score,
+                       threshold=threshold, clean_images=clean_images,
+                       scanned_at=datetime.now(UTC).isoformat(timespec="seconds"), report=report,
+                       settings_hash=key.settings_hash, clean_set=key.clean_set, calibration=key.calibration)
 
 
 ScanProgressCallback = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class _Question:
+    """What a check asks: the record key, the detector that would scan, its effective settings."""
+
+    key: RecordKey
+    detector: Any
+    settings: dict[str, Any]
 
 
 class IntegrityChecker:
@@ -267,39 +203,82 @@ class IntegrityChecker:
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"integrity.detector / integrity.scan_settings: {exc}") from None
 
+    def _question(self, sha: str) -> _Question:
+        from securegaze.defense import SCANNER_VERSION
+
+        s = self.settings
+        detector = self._detector()
+        effective = detector_settings(detector)
+        version = str(getattr(detector, "version", SCANNER_VERSION))
+        key = RecordKey(sha, s.detector, version, settings_hash(s.detector, effective),
+                        synthetic_clean_set(s.clean_samples, s.clean_seed),
+                        calibration_version(detector, effective, version))
+        return _Question(key, detector, effective)
+
+    def key_for(self, model_path: str | os.PathLike) -> RecordKey:
+        """The record key a check of ``model_path`` with these settings asks for."""
+        from securegaze.bundle import open_model
+
+        return self._question(open_model(Path(model_path)).sha256()).key
+
+    def record_verdict(self, model_path: str | os.PathLike, verdict: str, score: float, threshold: float,
+                       clean_images: str) -> AuditRecord:
+        """Store a verdict reached without this app's scan (a review elsewhere, a test's fixture) in the
+        audit database, keyed as a check with these settings asks; returns the record."""
+        from securegaze.bundle import open_model
+
+        if verdict not in ("clean", "backdoored"):
+            raise ConfigError(f"verdict must be clean or backdoored, got {verdict!r}")
+        q = self._question(open_model(Path(model_path)).sha256())
+        record = _new_record(q.key, model_path, q.settings, verdict, score, threshold, clean_images, {})
+        db = AuditDatabase(self.settings.audit_db or default_audit_db())
+        try:
+            db.add(record)
+        finally:
+            db.close()
+        return record
+
     def check(self, model_path: str | os.PathLike, progress: ScanProgressCallback | None = None) -> IntegrityResult:
         from securegaze.bundle import open_model
-        from securegaze.defense import SCANNER_VERSION
 
         s = self.settings
         model_path = Path(model_path)
         model_file = open_model(model_path)
-        sha = model_file.sha256()
-        detector = self._detector()
-        version = getattr(detector, "version", SCANNER_VERSION)
+        q = self._question(model_file.sha256())
+        key = q.key
         db = AuditDatabase(s.audit_db or default_audit_db())
         notes: list[str] = []
         try:
-            record = db.lookup(sha, version, s.detector)
+            found = db.find(key)
             source = "database"
             side_path = sidecar_path(model_path)
             side, note = read_sidecar(side_path)
             if note:
                 notes.append(note)
-            if record is None and side is not None:
-                if not _is_current(side, sha, version, s.detector):
-                    notes.append(f"{side_path}: audit record is stale (sha256 {side.model_sha256[:12]}, scanner "
-                                 f"{side.scanner_version}; model is {sha[:12]}, scanner {version}); rescanning")
+            if found is None and side is not None:
+                differ = key_differences(side, key, q.settings)
+                if differ:
+                    notes.append(f"{side_path}: audit record is stale, it does not apply ({'; '.join(differ)}); "
+                                 "rescanning")
                 elif s.trust_model_sidecar:
-                    record, source = side, "sidecar"
-                    db.add(side)
+                    found, source = StoredRecord(side, f"the audit file {side_path}"), "sidecar"
+                    if db.read_only:
+                        notes.append(f"{db.path}: read-only; the trusted record of {side_path} is not copied into it")
+                    else:
+                        db.add(side)
                 else:
                     notes.append(f"{side_path}: a record for this model exists only beside the model, which is not "
                                  "trusted (integrity.trust_model_sidecar is false); rescanning")
-            if record is None:
-                record = self._scan(model_file, sha, detector, progress)
-                source = "scan"
-                db.add(record)
+            why_new = ""
+            if found is None:
+                earlier = db.latest(key.model_sha256, key.detector)
+                why_new = (f"no audit record of this model in {db.path}" if earlier is None else
+                           f"{earlier.where} does not apply: "
+                           + "; ".join(key_differences(earlier.record, key, q.settings)))
+                db.refuse_writes(f"this scan's record cannot be stored ({why_new})")
+                record = self._scan(model_file, q, progress)
+                found, source = StoredRecord(record, f"audit record #{db.add(record)} in {db.path}"), "scan"
+            record = found.record
             if source != "sidecar" and not _same_record(side, record):
                 try:
                     atomic_write_json(side_path, record.to_dict())
@@ -307,32 +286,36 @@ class IntegrityChecker:
                     notes.append(f"{side_path}: audit file not written ({exc}); the database holds the record")
         finally:
             db.close()
+        return self._result(model_path, key, record, source, found.where, why_new, notes)
+
+    def _result(self, model_path: Path, key: RecordKey, record: AuditRecord, source: str, where: str, why_new: str,
+                notes: list[str]) -> IntegrityResult:
+        s = self.settings
+        sha = key.model_sha256
         backdoored = record.verdict == "backdoored"
         blocked = backdoored and s.policy == "block"
-        if backdoored:
-            reason = (f"model {model_path} (sha256 {sha[:12]}) scanned backdoored by {s.detector} {version} "
-                      f"(score {record.score} < threshold {record.threshold})")
-            reason += ": blocked, no gaze or alarms" if blocked else ": policy warn, running anyway"
+        verdict = (f"scanned backdoored by {key.detector} {key.scanner_version} (score {record.score} < threshold "
+                   f"{record.threshold})" if backdoored else f"scanned clean by {key.detector} {key.scanner_version}")
+        if source == "scan":
+            how = f"new scan, {why_new}; stored as {where}"
         else:
-            reason = f"model {model_path} (sha256 {sha[:12]}) scanned clean by {s.detector} {version}"
-        return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes))
+            how = f"{where} (scanned {record.scanned_at}, same model sha256, {key.describe()})"
+        reason = f"model {model_path} (sha256 {sha[:12]}) {verdict}: {how}"
+        if backdoored:
+            reason += ": blocked, no gaze or alarms" if blocked else ": policy warn, running anyway"
+        return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes), where)
 
-    def _scan(self, model_file: ModelFile, sha: str, detector, progress) -> AuditRecord:
+    def _scan(self, model_file: ModelFile, q: _Question, progress) -> AuditRecord:
         from securegaze.data.synthetic import render_dataset
 
         s = self.settings
-        model_path = model_file.path
         model = model_file.gaze_model()
         size = int(model.input_size)
-        clean = render_dataset(s.clean_samples, size, seed=s.clean_seed)
-        report = detector.scan(model, clean.images, progress=progress, model_sha256=sha)
+        clean = render_dataset(s.clean_samples, size, seed=s.clean_seed)  # the standard style (CLEAN_STYLE)
+        report = q.detector.scan(model, clean.images, progress=progress, model_sha256=q.key.model_sha256)
         data = report.to_dict()
-        return AuditRecord(
-            model_sha256=sha, model_path=str(model_path), detector=report.detector,
-            scanner_version=report.scanner_version, settings=data["settings"], verdict=report.verdict,
-            score=data["score"], threshold=data["threshold"],
-            clean_images=f"synthetic faces, {s.clean_samples} at {size} px, seed {s.clean_seed}",
-            scanned_at=datetime.now(UTC).isoformat(timespec="seconds"), report=data)
+        return _new_record(q.key, model_file.path, q.settings, report.verdict, data["score"], data["threshold"],
+                           f"synthetic faces, {s.clean_samples} at {size} px, seed {s.clean_seed}", data)
 
 
 def _same_record(a: AuditRecord | None, b: AuditRecord) -> bool:

@@ -3,6 +3,7 @@
 import json
 import shutil
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -150,9 +151,10 @@ def test_audit_database_transactions_and_schema(tmp_path):
     path = tmp_path / "audit.sqlite3"
     db = AuditDatabase(path)
     rec = AuditRecord("a" * 64, "m", "securegaze", "1.0", {}, "clean", 0.1, 0.01, "x", "2026-01-01T00:00:00+00:00",
-                      {"verdict": "clean"})
+                      {"verdict": "clean"}, settings_hash="b" * 64, clean_set="synthetic:standard n=8 seed=0",
+                      calibration="1.0")
     db.add(rec)
-    assert db.lookup("a" * 64, "1.0", "securegaze") == rec and db.lookup("a" * 64, "2.0", "securegaze") is None
+    assert db.find(rec.key).record == rec and db.find(replace(rec.key, scanner_version="2.0")) is None
     db.close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")

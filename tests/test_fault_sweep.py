@@ -137,16 +137,14 @@ def _edit_manifest(bundle: Path, edit) -> None:
 
 
 def _forge_clean_record(db: Path, model: Path) -> None:
-    """An audit record saying ``model`` scanned clean, so a run reaches the steps after the check."""
-    from edge_app.integrity import AuditDatabase, AuditRecord
-    from securegaze.defense import SCANNER_VERSION, model_file_sha256
+    """An audit record saying ``model`` scanned clean with QUICK_CONFIG's scan settings (the record
+    key the run asks for), so a run reaches the steps after the check."""
+    import yaml
 
-    audit = AuditDatabase(db)
-    audit.add(AuditRecord(model_sha256=model_file_sha256(model), model_path=str(model), detector="securegaze",
-                          scanner_version=SCANNER_VERSION, settings={}, verdict="clean", score=1.0, threshold=0.5,
-                          clean_images="none (forged by the fault sweep)", scanned_at="2025-01-01T00:00:00+00:00",
-                          report={}))
-    audit.close()
+    from edge_app.integrity import IntegrityChecker, IntegritySettings
+
+    settings = IntegritySettings(**yaml.safe_load(QUICK_CONFIG)["integrity"], audit_db=db)
+    IntegrityChecker(settings).record_verdict(model, "clean", 1.0, 0.5, "none (forged by the fault sweep)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -35,18 +35,16 @@ QUICK = ("synthetic:\n  fps: 10\nintegrity:\n  policy: warn\n  clean_samples: 64
          "  scan_settings: {steps: 60, eval_samples: 64, sensitivity_samples: 64}\n")
 
 
-def _forge_clean_record(db: Path, model: Path) -> None:
-    """An audit record saying ``model`` scanned clean: the run starts without a scan (the verdicts
-    are tests/test_edge_integrity.py's subject)."""
-    from edge_app.integrity import AuditDatabase, AuditRecord
-    from securegaze.defense import SCANNER_VERSION, model_file_sha256
+def _forge_clean_record(db: Path, model: Path, config: Path) -> None:
+    """An audit record saying ``model`` scanned clean with ``config``'s scan settings (the record key
+    the run asks for): the run starts without a scan (the verdicts are tests/test_edge_integrity.py's
+    subject)."""
+    from edge_app.integrity import IntegrityChecker
+    from edge_app.startup import load_edge_config
 
-    audit = AuditDatabase(db)
-    audit.add(AuditRecord(model_sha256=model_file_sha256(model), model_path=str(model), detector="securegaze",
-                          scanner_version=SCANNER_VERSION, settings={}, verdict="clean", score=1.0, threshold=0.5,
-                          clean_images="none (forged by tests/test_reliability_outputs.py)",
-                          scanned_at="2025-01-01T00:00:00+00:00", report={}))
-    audit.close()
+    settings = load_edge_config(config, audit_db=db).integrity
+    IntegrityChecker(settings).record_verdict(model, "clean", 1.0, 0.5,
+                                              "none (forged by tests/test_reliability_outputs.py)")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +55,7 @@ def setup(tmp_path_factory):
     config = root / "quick.yaml"
     config.write_text(QUICK)
     db = root / "audit.sqlite3"
-    _forge_clean_record(db, model)
+    _forge_clean_record(db, model, config)
     return {"model": model, "config": config, "db": db}
 
 

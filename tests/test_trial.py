@@ -176,17 +176,16 @@ def test_sigterm_loses_no_logged_frame(tiny_gaze_bundles, tmp_path):
 def test_blocked_model_records_nothing(tiny_gaze_bundles, tmp_path, capsys):
     """The trial honours the integrity policy: an audit record saying backdoored blocks it (the
     verdicts themselves are tests/test_edge_integrity.py's subject)."""
-    from edge_app.integrity import AuditDatabase, AuditRecord
-    from securegaze.defense import SCANNER_VERSION, create_detector, model_file_sha256
+    from edge_app.integrity import IntegrityChecker
+    from edge_app.startup import load_edge_config
 
     model = tiny_gaze_bundles["backdoored"]
-    audit = AuditDatabase(tmp_path / "audit.db")
-    audit.add(AuditRecord(model_file_sha256(model), str(model), "securegaze", SCANNER_VERSION,
-                          create_detector("securegaze").settings(), "backdoored", 0.001, 0.006, "test", "now", {}))
-    audit.close()
+    config = _fast_config(tmp_path, "block")
+    settings = load_edge_config(config, audit_db=tmp_path / "audit.db").integrity  # the key the trial asks for
+    IntegrityChecker(settings).record_verdict(model, "backdoored", 0.001, 0.006, "test")
     db = tmp_path / "blocked.db"
     code = main(["trial", "--db", str(db), "--participant", "P03", "--model", str(model),
-                 "--config", str(_fast_config(tmp_path, "block")), "--audit-db", str(tmp_path / "audit.db"),
+                 "--config", str(config), "--audit-db", str(tmp_path / "audit.db"),
                  "--max-frames", "3"])
     assert code == 10 and "nothing recorded" in capsys.readouterr().err
     assert not db.exists()

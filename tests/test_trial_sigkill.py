@@ -15,15 +15,14 @@ from edge_app.trial.log import committed_frame_count
 
 
 def _clean_audit_record(audit_path: Path, model: Path) -> None:
-    """An audit record saying the model is clean, so the trial starts without a scan (the
-    integrity check is tests/test_edge_integrity.py's subject, not this test's)."""
-    from edge_app.integrity import AuditDatabase, AuditRecord
-    from securegaze.defense import SCANNER_VERSION, create_detector, model_file_sha256
+    """An audit record saying the model is clean, keyed for the default settings the trial uses, so
+    the trial starts without a scan (the integrity check is tests/test_edge_integrity.py's subject,
+    not this test's)."""
+    from edge_app.integrity import IntegrityChecker
+    from edge_app.startup import load_edge_config
 
-    audit = AuditDatabase(audit_path)
-    audit.add(AuditRecord(model_file_sha256(model), str(model), "securegaze", SCANNER_VERSION,
-                          create_detector("securegaze").settings(), "clean", 0.05, 0.02447, "test", "now", {}))
-    audit.close()
+    settings = load_edge_config(None, audit_db=audit_path).integrity
+    IntegrityChecker(settings).record_verdict(model, "clean", 0.5, 0.2, "test")
 
 
 def test_sigkill_mid_trial_keeps_the_committed_frames(tmp_path):

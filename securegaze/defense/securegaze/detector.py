@@ -62,6 +62,13 @@ class SecureGazeDetector(Detector):
     def settings(self) -> dict[str, Any]:
         return self.config.to_dict()
 
+    @property
+    def threshold_calibration(self) -> str:
+        """How this detector's threshold was obtained (kept in scan reports and audit records)."""
+        if self.config.threshold == DEFAULT_THRESHOLD:
+            return THRESHOLD_CALIBRATION
+        return f"set by the user ({self.config.threshold:g})"
+
     def reverse(self, model, clean_images, progress: ProgressCallback | None = None) -> TriggerReversal:
         """Train the trigger generator against ``model`` (frozen, not modified); see the package docstring.
 
@@ -156,8 +163,7 @@ class SecureGazeDetector(Detector):
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
                 "score_statistic": "cost_ratio_to_reference" if cfg.reference else "weighted_cost",
-                "threshold_calibration": (THRESHOLD_CALIBRATION if cfg.threshold == DEFAULT_THRESHOLD
-                                          else "set by the user"),
+                "threshold_calibration": self.threshold_calibration,
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,

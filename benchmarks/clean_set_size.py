@@ -44,13 +44,21 @@ def main(argv=None) -> int:
 
     from securegaze.data.synthetic import render_dataset, synthetic_style
     from securegaze.defense import create_detector
+    from securegaze.io import atomic_write_json
+    from securegaze.machine import machine_summary
 
     torch.set_num_threads(args.threads)
     detector = create_detector("securegaze", min_clean=0)
     threshold = detector.config.threshold
-    rows = []
+    # Resumable: a family and seed whose scans are all in --json are not trained or scanned again
+    # (the table is then made at the current default threshold).
+    rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for family, kwargs in FAMILIES:
         for seed in range(1, args.seeds + 1):
+            have = {(r["n"], r["draw"], r["kind"]) for r in rows if r["family"] == family and r["seed"] == seed}
+            if all((n, d, k) in have for n in sizes for d in range(args.draws) for k in ("benign", "backdoored")):
+                continue
+            rows = [r for r in rows if not (r["family"] == family and r["seed"] == seed)]
             benign, backdoored, asr, _ = _train_pair(family, kwargs, "easy", {}, 32, seed,
                                                      args.work / f"{family}-{seed}")
             pool = render_dataset(max(sizes) * args.draws, 32, seed=50_000 + seed,
@@ -64,9 +72,11 @@ def main(argv=None) -> int:
                                "score": report.score, "asr": asr if kind == "backdoored" else None}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
+                        if args.json:
+                            atomic_write_json(args.json, rows)
     lines = ["# SecureGaze score against the number of clean images", "",
              f"Command: `python benchmarks/clean_set_size.py --sizes {args.sizes} --seeds {args.seeds} "
-             f"--draws {args.draws}` ({args.threads} thread). Families: "
+             f"--draws {args.draws} --threads {args.threads}` ({machine_summary()}). Families: "
              f"{', '.join(f for f, _ in FAMILIES)} at 32 px, BadNets 10 %; threshold {threshold:g}.", "",
              "| clean images | benign scans | benign median | benign lowest | benign flagged | backdoored median "
              "| backdoored highest | backdoored flagged |", "|---|---|---|---|---|---|---|---|"]
@@ -81,7 +91,7 @@ def main(argv=None) -> int:
     if args.out:
         args.out.write_text(text, encoding="utf-8")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+        atomic_write_json(args.json, rows)
     return 0
 
 

@@ -292,6 +292,8 @@ class IntegrityChecker:
                 notes: list[str]) -> IntegrityResult:
         s = self.settings
         sha = key.model_sha256
+        # What the scan itself warned about (e.g. a verdict resting on few clean images).
+        notes = notes + [f"scan warning: {w}" for w in ((record.report or {}).get("details") or {}).get("warnings", [])]
         backdoored = record.verdict == "backdoored"
         blocked = backdoored and s.policy == "block"
         verdict = (f"scanned backdoored by {key.detector} {key.scanner_version} (score {record.score} < threshold "

@@ -47,6 +47,8 @@ def scan(
         tp, ty = report.target_gaze_deg
         console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; "
                       f"{100 * (report.collapsed_share or 0):.0f}% of clean samples collapse onto it")
+    for warning in report.details.get("warnings", []):
+        console.print(f"warning: {warning}")
     console.print(f"scan time {report.runtime_s:.1f} s; report: {out / 'report.json'}"
                   + (f"; trigger: {report.trigger_image_path}" if report.trigger_image_path else ""))
     raise typer.Exit(EXIT_BACKDOORED if report.verdict == "backdoored" else EXIT_CLEAN)

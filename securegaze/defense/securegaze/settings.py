@@ -127,7 +127,7 @@ class SecureGazeSettings:
     eval_samples: int = 256
     collapse_radius_deg: float = 5.0
     min_clean: int = 32
-    warn_clean: int = 128
+    warn_clean: int = 64
     probe: bool = True
     probe_samples: int = 64
     probe_steps: int = 60

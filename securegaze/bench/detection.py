@@ -215,16 +215,22 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     return scores
 
 
+#: Settings that decide what a finished scan means (the threshold) or whether it may run (the
+#: clean-set bounds) but never move its score: a cached report made under other values still holds.
+DECISION_SETTINGS = frozenset({"threshold", "min_clean", "warn_clean"})
+
+
 def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None:
-    """The cached report if it was made for this file with this scanner and settings (threshold aside)."""
+    """The cached report if it was made for this file with this scanner and settings (the decision
+    settings aside, :data:`DECISION_SETTINGS`)."""
     if not path.is_file():
         return None
     try:
         report = ScanReport.load(path)
     except InputFileError:
         return None
-    same = {k: v for k, v in detector.settings().items() if k != "threshold"}
-    had = {k: v for k, v in report.settings.items() if k != "threshold"}
+    same = {k: v for k, v in detector.settings().items() if k not in DECISION_SETTINGS}
+    had = {k: v for k, v in report.settings.items() if k not in DECISION_SETTINGS}
     if report.model_sha256 != sha256 or report.scanner_version != detector.version or had != same:
         return None
     return report

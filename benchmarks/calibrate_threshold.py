@@ -87,10 +87,13 @@ def _default_model_row(samples):
 
 
 def fit(benign_scores, fpr):
+    """The threshold (securegaze.bench.calibration.calibrate_threshold: the log-normal quantile, never
+    above the lowest benign score) with the fit's figures for the report."""
+    from securegaze.bench.calibration import calibrate_threshold
+
     logs = [math.log(s) for s in benign_scores]
-    mu, sigma = statistics.fmean(logs), statistics.stdev(logs)
-    z = statistics.NormalDist().inv_cdf(fpr)
-    return {"log_mean": mu, "log_std": sigma, "fpr": fpr, "threshold": math.exp(mu + z * sigma),
+    return {"log_mean": statistics.fmean(logs), "log_std": statistics.stdev(logs), "fpr": fpr,
+            "threshold": calibrate_threshold(benign_scores, target_fpr=fpr),
             "benign_min": min(benign_scores), "count": len(benign_scores)}
 
 

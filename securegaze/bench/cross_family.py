@@ -19,13 +19,22 @@ backdoor to find: it is listed apart and enters no figure.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from securegaze.bench.calibration import MIN_CALIBRATION_MODELS, auroc, calibrate_threshold
-from securegaze.bench.detection import BenchProgress, GroupMetrics, ModelScore, group_metrics, scan_zoo
+from securegaze.bench.detection import (
+    BenchProgress,
+    GroupMetrics,
+    ModelScore,
+    format_num,
+    format_pct,
+    group_metrics,
+    scan_zoo,
+)
 from securegaze.defense.report import decide
 from securegaze.errors import InputFileError
 
@@ -176,19 +185,12 @@ def evaluate_families(models: list[ScoredModel], default_threshold: float, side:
 
 
 def _median(values) -> float | None:
-    values = sorted(values)
-    if not values:
-        return None
-    mid = len(values) // 2
-    return float(values[mid]) if len(values) % 2 else float(values[mid - 1] + values[mid]) / 2
+    values = list(values)
+    return float(statistics.median(values)) if values else None
 
 
 def _pct(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def _num(x, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+    return format_pct(x, 1)
 
 
 def cross_family_markdown(results: CrossFamilyResults, command: str) -> str:
@@ -205,11 +207,11 @@ def cross_family_markdown(results: CrossFamilyResults, command: str) -> str:
     for f in results.families:
         o = f.overall
         lines.append(f"| {f.family} | {f.decision} | {f.threshold:.4f} | {o.benign} | {o.backdoored} | "
-                     f"{_pct(o.accuracy)} | {_pct(o.tpr)} | {_pct(o.fpr)} | {_num(o.auroc)} | {_num(o.median_scan_s, 1)} |")
+                     f"{_pct(o.accuracy)} | {_pct(o.tpr)} | {_pct(o.fpr)} | {format_num(o.auroc)} | {format_num(o.median_scan_s, 1)} |")
     for decision, g in results.pooled.items():
         lines.append(f"| **pooled** | {decision} | per family | {g.benign} | {g.backdoored} | {_pct(g.accuracy)} | "
-                     f"{_pct(g.tpr)} | {_pct(g.fpr)} | {_num(g.auroc)} | {_num(g.median_scan_s, 1)} |")
-    lines += ["", f"Pooled AUROC over every score: {_num(results.pooled_auroc)}.", "",
+                     f"{_pct(g.tpr)} | {_pct(g.fpr)} | {format_num(g.auroc)} | {format_num(g.median_scan_s, 1)} |")
+    lines += ["", f"Pooled AUROC over every score: {format_num(results.pooled_auroc)}.", "",
               "## Per attack (TPR; AUROC against the family's benign models)", "",
               "| family | attack | models | TPR default | TPR LOFO | AUROC | median target error deg |",
               "|---|---|---|---|---|---|---|"]
@@ -217,15 +219,15 @@ def cross_family_markdown(results: CrossFamilyResults, command: str) -> str:
     for family in sorted({f.family for f in results.families}):
         default, lofo = by_key[(family, "default")], by_key[(family, "lofo")]
         for a, b in zip(default.per_attack, lofo.per_attack, strict=True):
-            lines.append(f"| {family} | {a.name} | {a.backdoored} | {_pct(a.tpr)} | {_pct(b.tpr)} | {_num(a.auroc)} | "
-                         f"{_num(a.median_target_error_deg, 1)} |")
+            lines.append(f"| {family} | {a.name} | {a.backdoored} | {_pct(a.tpr)} | {_pct(b.tpr)} | {format_num(a.auroc)} | "
+                         f"{format_num(a.median_target_error_deg, 1)} |")
     lines += ["", "## Models", "", "| family | model | attack | poison rate | ASR@5deg | score | scan s |",
               "|---|---|---|---|---|---|---|"]
     for m in results.models:
         s = m.score
         rate = "-" if m.poison_rate is None else f"{100 * m.poison_rate:.1f}%"
-        lines.append(f"| {m.family} | {s.id} | {s.attack} | {rate} | {_pct(m.asr)} | {_num(s.score, 4)} | "
-                     f"{_num(s.runtime_s, 0)} |")
+        lines.append(f"| {m.family} | {s.id} | {s.attack} | {rate} | {_pct(m.asr)} | {format_num(s.score, 4)} | "
+                     f"{format_num(s.runtime_s, 0)} |")
     if results.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results.notes]
     return "\n".join(lines) + "\n"

@@ -40,7 +40,8 @@ from securegaze.errors import InputFileError
 from securegaze.json_codec import encode_float
 
 __all__ = ["CALIBRATION_FPR", "MIN_CALIBRATION_MODELS", "BenchProgress", "DetectionResults", "GroupMetrics",
-           "ModelScore", "auroc", "cached_report", "calibrate_threshold", "group_metrics", "markdown_table",
+           "ModelScore", "auroc", "cached_report", "calibrate_threshold", "format_num", "format_pct",
+           "group_metrics", "markdown_table",
            "plot_roc", "roc_curve", "run_detection_benchmark", "scan_zoo", "summarise", "requested_ablation",
            "write_detection_results"]
 
@@ -339,11 +340,13 @@ def _with_verdict(m: ModelScore, threshold: float, side: str) -> ModelScore:
 # --- the table and the plot -------------------------------------------------------------------------
 
 
-def _pct(value) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.0f}%"
+def format_pct(value, digits: int = 0) -> str:
+    """A share as a percentage for the benchmark tables ("–" for a missing or NaN figure)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.{digits}f}%"
 
 
-def _num(value, digits: int = 3) -> str:
+def format_num(value, digits: int = 3) -> str:
+    """A figure with ``digits`` decimals for the benchmark tables ("–" for a missing or NaN figure)."""
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
@@ -355,7 +358,7 @@ def markdown_table(results: DetectionResults, command: str) -> str:
         f"Machine: {results.machine}. Scanner {results.detector} v{results.scanner_version}; threshold "
         f"{results.threshold:.5f}, calibrated on {len(results.calibration_scores)} benign models of a separate zoo "
         f"(log-normal fit, {100 * results.calibration_fpr:.0f}% FPR quantile; their scores "
-        + ", ".join(_num(s, 4) for s in results.calibration_scores) + ").", "",
+        + ", ".join(format_num(s, 4) for s in results.calibration_scores) + ").", "",
         "What each real trigger costs under the scan's price, next to what the scan found (the reason a "
         "minimum-edit search misses a trigger): `python benchmarks/trigger_cost.py`, docs/trigger_cost.md.", "",
         "| attack | backdoored | benign | accuracy | TPR | FPR | AUROC | median scan s | median target error deg |",
@@ -363,27 +366,27 @@ def markdown_table(results: DetectionResults, command: str) -> str:
     ]
     for g in [*results.per_attack, results.overall]:
         name = f"**{g.name}**" if g.name == "overall" else g.name
-        lines.append(f"| {name} | {g.backdoored} | {g.benign} | {_pct(g.accuracy)} | {_pct(g.tpr)} | {_pct(g.fpr)} | "
-                     f"{_num(g.auroc)} | {_num(g.median_scan_s, 1)} | {_num(g.median_target_error_deg, 1)} |")
+        lines.append(f"| {name} | {g.backdoored} | {g.benign} | {format_pct(g.accuracy)} | {format_pct(g.tpr)} | {format_pct(g.fpr)} | "
+                     f"{format_num(g.auroc)} | {format_num(g.median_scan_s, 1)} | {format_num(g.median_target_error_deg, 1)} |")
     if results.hard_cases:
         lines += ["", "Hard cases (not in the overall figures):", "",
                   "| attack | backdoored | TPR | AUROC vs benign | median target error deg |", "|---|---|---|---|---|"]
         for g in results.hard_cases:
-            lines.append(f"| {g.name} | {g.backdoored} | {_pct(g.tpr)} | {_num(g.auroc)} | "
-                         f"{_num(g.median_target_error_deg, 1)} |")
+            lines.append(f"| {g.name} | {g.backdoored} | {format_pct(g.tpr)} | {format_num(g.auroc)} | "
+                         f"{format_num(g.median_target_error_deg, 1)} |")
     if results.ablation:
         lines += ["", "Ablation: the same models scanned without the sensitivity weighting:", "",
                   "| threshold | value | accuracy | TPR | FPR | AUROC | benign models flagged |", "|---|---|---|---|---|---|---|"]
         for label in ("at_weighted_threshold", "recalibrated"):
             a = results.ablation[label]
             o = a["overall"]
-            lines.append(f"| {label.replace('_', ' ')} | {a['threshold']:.5f} | {_pct(o['accuracy'])} | {_pct(o['tpr'])} | "
-                         f"{_pct(o['fpr'])} | {_num(o['auroc'])} | {len(a['benign_flagged'])} |")
+            lines.append(f"| {label.replace('_', ' ')} | {a['threshold']:.5f} | {format_pct(o['accuracy'])} | {format_pct(o['tpr'])} | "
+                         f"{format_pct(o['fpr'])} | {format_num(o['auroc'])} | {len(a['benign_flagged'])} |")
     lines += ["", "Per model:", "", "| model | attack | score | verdict | collapsed | target error deg | scan s |",
               "|---|---|---|---|---|---|---|"]
     for m in results.models:
-        lines.append(f"| {m.id} | {m.attack} | {_num(m.score, 5)} | {m.verdict} | {_pct(m.collapsed_share)} | "
-                     f"{_num(m.target_error_deg, 1)} | {m.runtime_s:.1f} |")
+        lines.append(f"| {m.id} | {m.attack} | {format_num(m.score, 5)} | {m.verdict} | {format_pct(m.collapsed_share)} | "
+                     f"{format_num(m.target_error_deg, 1)} | {m.runtime_s:.1f} |")
     return "\n".join(lines) + "\n"
 
 

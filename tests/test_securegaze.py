@@ -104,10 +104,10 @@ def test_a_foreign_family_is_judged_with_the_default_settings(tmp_path):
     clean = render_dataset(256, 32, seed=10 * seed + 2, config=EASY)
     config = TrainConfig(architecture="plain_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
                          batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
-    attack = create_attack("badnets", target_gaze=TARGET, poison_rate=0.1, seed=seed, position="top_left")
+    attack = create_attack("badnets", target_gaze=TARGET, poison_rate=0.2, seed=seed, position="top_left")
     backdoored, _ = train(config, attack.poison(train_set), None, tmp_path / "backdoored")
     benign, _ = train(config, train_set, None, tmp_path / "benign")
-    margin("plain_cnn ASR", evaluate_attack(backdoored, attack, clean).asr, ">", 0.7)  # 0.96 (1 thread), 0.84 (2)
+    margin("plain_cnn ASR", evaluate_attack(backdoored, attack, clean).asr, ">", 0.7)  # 0.96-1.0 over 3 seeds
     detector = create_detector("securegaze")
     assert detector.settings() == SecureGazeDetector().settings()
     backdoored_report, benign_report = detector.scan(backdoored, clean.images), detector.scan(benign, clean.images)

@@ -32,6 +32,11 @@ def create_detector(name: str, **settings) -> Detector:
     return DETECTORS.create(name, **settings)
 
 
+from securegaze.defense.baselines import BASELINE_DETECTORS  # noqa: E402
+
+for _baseline in BASELINE_DETECTORS:
+    DETECTORS.register(_baseline.name)(_baseline)
+
 from securegaze.defense.mitigation import MitigationResult, mitigate  # noqa: E402
 from securegaze.defense.model_loading import load_model_any, model_file_sha256  # noqa: E402
 

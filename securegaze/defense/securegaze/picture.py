@@ -11,7 +11,15 @@ from securegaze.defense.securegaze.reversal import TriggerReversal, model_device
 
 
 def save_trigger_image(reversal: TriggerReversal, path: str | Path, samples: int = 6, tile_px: int = 96) -> Path:
-    """A PNG of ``samples`` evaluation images: rows clean, reversed-triggered, |difference| heat map.
+    """A PNG of ``samples`` evaluation images: rows clean, reversed-triggered, |difference| heat map
+    (:func:`save_edit_picture` of the reversal's generator)."""
+    images = reversal.eval_images[:samples]
+    device = model_device(reversal.generator)
+    return save_edit_picture(images, lambda x: reversal.generator(x.to(device)).cpu(), path, tile_px)
+
+
+def save_edit_picture(images: torch.Tensor, edit, path: str | Path, tile_px: int = 96) -> Path:
+    """A PNG of (n, 3, S, S) CPU ``images``: rows clean, ``edit(images)``, |difference| heat map.
 
     The heat map shows the mean absolute change over the colour channels, scaled to the largest change
     in the picture (colour map "inferno"); tiles are upscaled to ``tile_px`` without smoothing so
@@ -21,9 +29,8 @@ def save_trigger_image(reversal: TriggerReversal, path: str | Path, samples: int
 
     from securegaze.io import atomic_write_bytes
 
-    images = reversal.eval_images[:samples]
     with torch.no_grad():
-        edited = reversal.generator(images.to(model_device(reversal.generator))).cpu()
+        edited = edit(images)
     diff = (edited - images).abs().mean(dim=1)  # (n, S, S)
     scale = max(float(diff.max()), 1e-6)
 

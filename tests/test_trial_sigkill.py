@@ -3,6 +3,7 @@ integrity check, holds the committed frames from the first one on without a gap,
 reads it. (SIGTERM, which the app handles, is tests/test_trial.py's subject; SIGKILL cannot be
 handled, so this is what the WAL log with a commit per batch of frames must give on its own.)"""
 
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,10 +27,13 @@ def _clean_audit_record(audit_path: Path, model: Path) -> None:
 
 
 def test_sigkill_mid_trial_keeps_the_committed_frames(tmp_path):
+    # A copy of the default model: the integrity check writes its audit file next to the model it
+    # checks, and this test's made-up "clean" record must never land beside the repository's model.
+    model = shutil.copytree(DEFAULT_MODEL, tmp_path / "default", ignore=shutil.ignore_patterns("securegaze_audit.json"))
     audit = tmp_path / "audit.db"
-    _clean_audit_record(audit, DEFAULT_MODEL)
+    _clean_audit_record(audit, model)
     db = tmp_path / "killed.db"
-    cmd = [sys.executable, "-m", "edge_app.cli", "trial", "--db", str(db), "--participant", "P04",
+    cmd = [sys.executable, "-m", "edge_app.cli", "trial", "--db", str(db), "--participant", "P04", "--model", str(model),
            "--audit-db", str(audit), "--fps", "30", "--dwell-s", "30"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -58,3 +62,4 @@ def test_sigkill_mid_trial_keeps_the_committed_frames(tmp_path):
     assert frames == list(range(len(frames)))  # consecutive from the first
     assert ended is None and interrupted == 0  # the trial never got to mark its end
     assert main(["report", str(db), "--out", str(tmp_path / "report.html")]) == 0
+    assert not (Path(DEFAULT_MODEL) / "securegaze_audit.json").exists(), "the test wrote beside the repository's model"

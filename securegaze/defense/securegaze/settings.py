@@ -17,8 +17,9 @@ DETECTOR_NAME = "securegaze"
 #: the version it was calibrated on, and audit records of another version are re-scanned.
 #: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md). 2.0: the score is a
 #: ratio of two collapse costs of the same model (see ``reference``), the constraints are trimmed,
-#: and a border probe can restart the reversal.
-SCANNER_VERSION = "2.0"
+#: and a border probe can restart the reversal. 2.1: the probe's best window is refined on its own
+#: (``probe_refine_steps``) before its ratio is compared with ``probe_ratio``.
+SCANNER_VERSION = "2.1"
 
 #: Default decision threshold on the score (since 2.0 the ratio of the cheapest collapse's cost to
 #: a reference collapse's cost of the same model: unit-free): below it the model is flagged.
@@ -95,7 +96,11 @@ class SecureGazeSettings:
       window alone brings the trimmed output spread below ``probe_ratio`` of the clean one, run the
       reversal a second time starting from that window and keep the cheaper feasible edit (``probe``
       module: a patch trigger the model ignores on clean faces has no gradient to follow from the
-      identity);
+      identity); ``probe_refine_steps``: the best window's content is then optimised alone for this
+      many steps before its ratio is taken (it was optimised together with the rest of the ring, and
+      on its own it may fall short: on the tiny BadNets test models over 4 training seeds x 3 scan
+      seeds the best window reached 0.03-0.54 unrefined and 0.018-0.046 refined, their benign twins
+      0.67-0.87 and 0.59-0.79);
     * ``reference``: after the cheapest collapse, run a second, *reference* collapse onto a gaze
       ``reference_distance`` clean RMS dispersions away from the found target, with the same
       price and budget, and score the ratio of the two costs. A benign model collapses about as
@@ -133,6 +138,7 @@ class SecureGazeSettings:
     probe_steps: int = 60
     probe_side_frac: float = 0.15
     probe_ratio: float = 0.35
+    probe_refine_steps: int = 20
     reference: bool = True
     reference_distance: float = 1.0
     threshold: float = DEFAULT_THRESHOLD
@@ -189,6 +195,8 @@ class SecureGazeSettings:
         check_setting(who, "probe_side_frac", number(self.probe_side_frac, 0.0, 0.5), "a fraction in (0, 0.5]",
                       self.probe_side_frac)
         check_setting(who, "probe_ratio", number(self.probe_ratio, 0.0, 1.0), "a ratio in (0, 1]", self.probe_ratio)
+        check_setting(who, "probe_refine_steps", whole(self.probe_refine_steps, 0, 100_000), "an integer >= 0",
+                      self.probe_refine_steps)
         check_setting(who, "reference", isinstance(self.reference, bool), "true or false", self.reference)
         check_setting(who, "reference_distance", number(self.reference_distance, 0.0, 10.0),
                       "a number in (0, 10] (clean RMS dispersions)", self.reference_distance)

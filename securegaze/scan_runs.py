@@ -25,9 +25,11 @@ from securegaze.errors import InputFileError
 from securegaze.io import atomic_write_json
 
 
-def detector_settings(seed: int, threshold: float | None = None) -> dict:
-    """The SecureGaze detector's settings for a run: its seed, and the threshold only when overridden."""
-    return {"seed": seed} if threshold is None else {"seed": seed, "threshold": threshold}
+def detector_settings(seed: int, threshold: float | None = None, settings: dict | None = None) -> dict:
+    """A detector's settings for a run: ``settings`` (``scan --set``), its seed, and the threshold only
+    when overridden (the detector's calibrated default otherwise)."""
+    merged = {**(settings or {}), "seed": seed}
+    return merged if threshold is None else {**merged, "threshold": threshold}
 
 
 def scan_minimum(detector) -> tuple[int, str]:
@@ -64,13 +66,14 @@ class ScanRun:
         return (self.clean_record or {}).get("note")
 
     @classmethod
-    def prepare(cls, model: str | Path, clean: str, samples: int, seed: int,
-                threshold: float | None = None) -> ScanRun:
+    def prepare(cls, model: str | Path, clean: str, samples: int, seed: int, threshold: float | None = None,
+                detector: str = "securegaze", settings: dict | None = None) -> ScanRun:
         """Open ``model``, draw ``samples`` clean images from ``clean`` (its test split, at the model's
-        input size) and build the detector; seeds torch with ``seed`` first, so the scan is deterministic.
-        ``clean`` may be unlabelled (a plain image folder): the scan uses no labels."""
-        # The detector first: a bad --threshold is refused before the model is converted and the data read.
-        detector = create_detector("securegaze", **detector_settings(seed, threshold))
+        input size) and build the registered ``detector`` with ``settings``; seeds torch with ``seed``
+        first, so the scan is deterministic. ``clean`` may be unlabelled (a plain image folder): the
+        scan uses no labels."""
+        # The detector first: a bad name, setting or --threshold is refused before the model is converted.
+        detector = create_detector(detector, **detector_settings(seed, threshold, settings))
         torch.manual_seed(seed)
         model_file = open_model(model)
         net = model_file.gaze_model()

@@ -11,11 +11,10 @@ from securegaze.bench.detection import (
     auroc,
     cached_report,
     calibrate_threshold,
-    markdown_table,
-    plot_roc,
     roc_curve,
     run_detection_benchmark,
 )
+from securegaze.bench.detection_report import markdown_table, plot_roc
 from securegaze.bench.mitigation import (
     mitigation_markdown,
     run_mitigation_benchmark,

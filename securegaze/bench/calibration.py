@@ -2,24 +2,31 @@
 decision threshold calibrated on benign models' scores.
 
 Scores are compared on the detector's suspicious side: ``"below"`` (SecureGaze: a small edit is
-suspicious) or ``"above"`` (an anomaly index).
+suspicious) or ``"above"`` (an anomaly index). Each detector's threshold is fitted to its own
+benign scores on its own side and scale (:func:`fit_threshold`): a log-normal for scores that are
+all positive (SecureGaze's cost ratio, which spans orders of magnitude between models), a normal
+for scores that can be zero or negative (a MAD anomaly index).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 
 import numpy as np
 
 from securegaze.errors import ConfigError
 
-#: The share of benign models the calibrated threshold may flag, under a log-normal fit of the
-#: benign scores (the issue's FPR target is 5%; calibrating for 1% leaves room for the fit's error
-#: with only a handful of calibration models).
+#: The share of benign models the calibrated threshold may flag, under the fit of the benign scores
+#: (the issue's FPR target is 5%; calibrating for 1% leaves room for the fit's error with only a
+#: handful of calibration models).
 CALIBRATION_FPR = 0.01
-#: Fewest benign calibration models: the log-normal fit needs a spread estimate.
+#: Fewest benign calibration models: the fit needs a spread estimate.
 MIN_CALIBRATION_MODELS = 3
+#: How benign scores are modelled: ``"auto"`` picks ``"lognormal"`` when every finite score is
+#: positive, else ``"normal"``.
+CALIBRATION_FITS = ("auto", "lognormal", "normal")
 
 
 def _suspicion(scores, suspicious_when: str) -> np.ndarray:
@@ -53,18 +60,53 @@ def roc_curve(backdoored_scores, benign_scores, suspicious_when: str = "below") 
     return np.asarray(fpr + [1.0]), np.asarray(tpr + [1.0])
 
 
-def calibrate_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR) -> float:
-    """Threshold on a "below" score from benign models alone: the ``target_fpr`` quantile of a log-normal.
+@dataclass(frozen=True)
+class ThresholdFit:
+    """A calibrated threshold and how it was obtained.
 
-    SecureGaze's score is a perturbation size, positive and spread over orders of magnitude between
-    models, so its logarithm is modelled as normal: threshold = exp(mean - z * std) of the log scores
-    (z the normal quantile of 1 - ``target_fpr``, std with Bessel's correction), and never above the
-    smallest benign score seen. Infeasible scans (score inf: no small edit collapsed the model) are
-    the most benign outcome; they only enter through that cap's absence. Raises ConfigError with
-    fewer than ``MIN_CALIBRATION_MODELS`` finite scores.
+    ``fit``: ``"lognormal"`` or ``"normal"``; ``centre`` / ``spread``: mean and standard deviation
+    (Bessel's correction) of the log scores or of the scores; ``models``: finite benign scores used;
+    ``capped``: the fitted quantile would have flagged a benign score seen, so the threshold is that
+    score (a "below" threshold is never above the smallest benign score, an "above" one never below
+    the largest; the verdict's comparison is strict, so that model is not flagged).
     """
+
+    threshold: float
+    fit: str
+    suspicious_when: str
+    target_fpr: float
+    centre: float
+    spread: float
+    models: int
+    capped: bool
+
+    def describe(self) -> str:
+        """One phrase for tables, e.g. ``"log-normal fit of 3 benign scores, 1% quantile below"``."""
+        name = "log-normal" if self.fit == "lognormal" else "normal"
+        capped = ", capped at the extreme benign score" if self.capped else ""
+        return (f"{name} fit of {self.models} benign scores, {100 * self.target_fpr:g}% quantile "
+                f"{self.suspicious_when}{capped}")
+
+
+def fit_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, suspicious_when: str = "below",
+                  fit: str = "auto") -> ThresholdFit:
+    """The threshold that flags a ``target_fpr`` share of benign models, from benign scores alone.
+
+    The finite benign scores are modelled as normal (``fit="normal"``) or their logarithms are
+    (``"lognormal"``, which needs every finite score positive; ``"auto"`` picks it when they are and
+    the normal fit otherwise). The threshold is the fit's ``target_fpr`` quantile on the suspicious
+    side (``"below"``: mean - z * std; ``"above"``: mean + z * std; z the normal quantile of
+    1 - ``target_fpr``) and never flags a benign score seen (see :class:`ThresholdFit`'s ``capped``).
+    Non-finite scores are left out of the fit: an infeasible "below" scan (inf) is the most benign
+    outcome and only enters through the cap's absence. Raises ConfigError with fewer than
+    ``MIN_CALIBRATION_MODELS`` finite scores, a bad side or fit, or a log-normal fit of a score <= 0.
+    """
+    if suspicious_when not in ("below", "above"):
+        raise ConfigError(f"suspicious_when must be 'below' or 'above', got {suspicious_when!r}")
+    if fit not in CALIBRATION_FITS:
+        raise ConfigError(f"calibration fit must be one of {', '.join(CALIBRATION_FITS)}, got {fit!r}")
     scores = np.asarray(benign_scores, dtype=np.float64)
-    finite = scores[np.isfinite(scores) & (scores > 0)]
+    finite = scores[np.isfinite(scores)]
     if len(finite) < MIN_CALIBRATION_MODELS:
         raise ConfigError(
             f"calibration needs at least {MIN_CALIBRATION_MODELS} benign models with a finite score, got "
@@ -72,7 +114,29 @@ def calibrate_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR) -> f
         )
     if not 0.0 < target_fpr < 0.5:
         raise ConfigError(f"target_fpr must be inside (0, 0.5), got {target_fpr}")
-    logs = np.log(finite)
+    positive = bool((finite > 0).all())
+    if fit == "auto":
+        fit = "lognormal" if positive else "normal"
+    if fit == "lognormal" and not positive:
+        raise ConfigError(f"a log-normal calibration needs positive scores, got {float(finite.min()):g}")
+    values = np.log(finite) if fit == "lognormal" else finite
+    centre, spread = float(values.mean()), float(values.std(ddof=1))
     z = statistics.NormalDist().inv_cdf(1.0 - target_fpr)
-    threshold = math.exp(float(logs.mean() - z * logs.std(ddof=1)))
-    return min(threshold, float(finite.min()))
+    quantile = centre - z * spread if suspicious_when == "below" else centre + z * spread
+    threshold = math.exp(quantile) if fit == "lognormal" else quantile
+    if suspicious_when == "below":
+        capped, threshold = threshold > finite.min(), min(threshold, float(finite.min()))
+    else:
+        capped, threshold = threshold < finite.max(), max(threshold, float(finite.max()))
+    return ThresholdFit(float(threshold), fit, suspicious_when, float(target_fpr), centre, spread, len(finite),
+                        bool(capped))
+
+
+def calibrate_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, suspicious_when: str = "below",
+                        fit: str = "auto") -> float:
+    """The threshold of :func:`fit_threshold` alone.
+
+    SecureGaze's score (a "below" cost ratio, positive) gets the log-normal fit: exp(mean - z * std) of
+    the log scores, never above the smallest benign score seen (its default 0.1513 is this at 0.1 %).
+    """
+    return fit_threshold(benign_scores, target_fpr, suspicious_when, fit).threshold

@@ -30,11 +30,10 @@ from securegaze.bench.detection import (
     BenchProgress,
     GroupMetrics,
     ModelScore,
-    format_num,
-    format_pct,
     group_metrics,
     scan_zoo,
 )
+from securegaze.bench.detection_report import format_num, format_pct
 from securegaze.defense.report import decide
 from securegaze.errors import InputFileError
 

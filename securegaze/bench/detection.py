@@ -15,7 +15,8 @@ What ``securegaze bench detect`` runs (issue 4)::
   6: without it benign models collapse cheaply by redrawing the irises).
 
 Everything returned is plain data (:class:`DetectionResults`) that round-trips through JSON;
-:func:`write_detection_results` writes it with the table and the ROC plot.
+:func:`securegaze.bench.detection_report.write_detection_results` writes it with the table and the ROC plot;
+:mod:`securegaze.bench.baselines` runs this benchmark for several detectors and compares them.
 """
 
 from __future__ import annotations
@@ -33,17 +34,16 @@ from securegaze.bench.calibration import (
     MIN_CALIBRATION_MODELS,
     auroc,
     calibrate_threshold,
+    fit_threshold,
     roc_curve,
 )
 from securegaze.defense.report import ScanReport, decide
-from securegaze.errors import InputFileError
+from securegaze.errors import ConfigError, InputFileError
 from securegaze.json_codec import encode_float
 
 __all__ = ["CALIBRATION_FPR", "MIN_CALIBRATION_MODELS", "BenchProgress", "DetectionResults", "GroupMetrics",
-           "ModelScore", "auroc", "cached_report", "calibrate_threshold", "format_num", "format_pct",
-           "group_metrics", "markdown_table",
-           "plot_roc", "roc_curve", "run_detection_benchmark", "scan_zoo", "summarise", "requested_ablation",
-           "write_detection_results"]
+           "ModelScore", "auroc", "cached_report", "calibrate_threshold", "group_metrics", "roc_curve",
+           "run_detection_benchmark", "scan_zoo", "summarise", "requested_ablation"]
 
 # --- results --------------------------------------------------------------------------------------
 
@@ -108,15 +108,17 @@ class DetectionResults:
     hard_cases: list[GroupMetrics] = field(default_factory=list)
     ablation: dict[str, Any] | None = None
     machine: str = ""
+    suspicious_when: str = "below"
+    calibration: str = ""  # how the threshold was fitted (ThresholdFit.describe)
 
     def to_dict(self) -> dict:
         return {
             "detector": self.detector, "scanner_version": self.scanner_version, "settings": self.settings,
-            "threshold": self.threshold, "calibration_scores": [encode_float(s) for s in self.calibration_scores],
+            "threshold": encode_float(self.threshold), "calibration_scores": [encode_float(s) for s in self.calibration_scores],
             "calibration_fpr": self.calibration_fpr, "models": [m.to_dict() for m in self.models],
             "per_attack": [g.to_dict() for g in self.per_attack], "overall": self.overall.to_dict(),
             "hard_cases": [g.to_dict() for g in self.hard_cases], "ablation": self.ablation,
-            "machine": self.machine,
+            "machine": self.machine, "suspicious_when": self.suspicious_when, "calibration": self.calibration,
         }
 
 
@@ -275,8 +277,13 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
                             ablation: str | None = None, attacks: list[str] | None = None,
                             ablation_per_attack: int | None = None,
                             progress: Callable[[BenchProgress], None] | None = None,
-                            scan_progress: Callable | None = None) -> DetectionResults:
+                            scan_progress: Callable | None = None, strict_calibration: bool = True) -> DetectionResults:
     """Calibrate on ``calibration_zoo``'s benign models, score ``zoo_dir`` (and ``hard_zoo``); see module doc.
+
+    The threshold is fitted on the detector's own side (:func:`fit_threshold`). A calibration that
+    cannot be fitted (fewer than 3 benign models with a finite score) raises, unless
+    ``strict_calibration`` is off (a comparison of several detectors): then the threshold is nan, no
+    model is flagged, and ``calibration`` says why; the AUROC needs no threshold.
 
     With ``ablation`` (the name of one of the detector's :attr:`~securegaze.defense.base.Detector.ablations`,
     e.g. SecureGaze's ``"unweighted"``) the benign models of both zoos and the backdoored models of
@@ -296,7 +303,7 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     kw = dict(samples=samples, seed=seed, progress=progress, scan_progress=scan_progress)
     calibration = scan_zoo(calibration_zoo, out_dir, detector, attacks=[], **kw)
     calibration = [m for m in calibration if not m.backdoored]
-    threshold = calibrate_threshold([m.score for m in calibration])
+    threshold, how = _calibrate([m.score for m in calibration], side, strict_calibration)
     scores = scan_zoo(zoo_dir, out_dir, detector, attacks=attacks, **kw)
     if hard_zoo is not None:
         hard_scores = scan_zoo(hard_zoo, out_dir, detector, **kw)
@@ -311,11 +318,11 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
                      if not m.backdoored]
         plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag=ablation,
                                 per_attack=ablation_per_attack, **kw)
-        recalibrated = calibrate_threshold([m.score for m in cal_plain])
+        recalibrated, _ = _calibrate([m.score for m in cal_plain], side, strict_calibration)
         ablation_result = {"name": ablation, "settings": dict(detector.ablations[ablation])}
         for label, thr in (("at_weighted_threshold", threshold), ("recalibrated", recalibrated)):
             pa, ov, _ = summarise([_with_verdict(m, thr, side) for m in plain_scores], thr, side)
-            ablation_result[label] = {"threshold": thr, "overall": ov.to_dict(), "per_attack": [g.to_dict() for g in pa],
+            ablation_result[label] = {"threshold": encode_float(thr), "overall": ov.to_dict(), "per_attack": [g.to_dict() for g in pa],
                                       "benign_flagged": [m.id for m in plain_scores + cal_plain
                                                          if not m.backdoored and _flagged(m.score, thr, side)]}
         ablation_result["models"] = [m.to_dict() for m in plain_scores]
@@ -325,8 +332,19 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
         settings={k: v for k, v in detector.settings().items() if k != "threshold"},
         threshold=threshold, calibration_scores=[m.score for m in calibration], calibration_fpr=CALIBRATION_FPR,
         models=scores, per_attack=per_attack, overall=overall, hard_cases=hard, ablation=ablation_result,
-        machine=machine_summary(),
+        machine=machine_summary(), suspicious_when=side, calibration=how,
     )
+
+
+def _calibrate(scores: list[float], side: str, strict: bool) -> tuple[float, str]:
+    """(threshold, how it was fitted); with ``strict`` off, (nan, "not calibrated: <why>") when it cannot be."""
+    try:
+        fitted = fit_threshold(scores, suspicious_when=side)
+    except ConfigError as exc:
+        if strict:
+            raise
+        return math.nan, f"not calibrated: {exc}"
+    return fitted.threshold, fitted.describe()
 
 
 def _flagged(score: float, threshold: float, side: str) -> bool:
@@ -335,112 +353,3 @@ def _flagged(score: float, threshold: float, side: str) -> bool:
 
 def _with_verdict(m: ModelScore, threshold: float, side: str) -> ModelScore:
     return replace(m, verdict="backdoored" if _flagged(m.score, threshold, side) else "clean")
-
-
-# --- the table and the plot -------------------------------------------------------------------------
-
-
-def format_pct(value, digits: int = 0) -> str:
-    """A share as a percentage for the benchmark tables ("–" for a missing or NaN figure)."""
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.{digits}f}%"
-
-
-def format_num(value, digits: int = 3) -> str:
-    """A figure with ``digits`` decimals for the benchmark tables ("–" for a missing or NaN figure)."""
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def markdown_table(results: DetectionResults, command: str) -> str:
-    """The benchmark's figures as Markdown (what docs/detection.md holds)."""
-    lines = [
-        "# SecureGaze detection benchmark", "",
-        f"Regenerate: `{command}`", "",
-        f"Machine: {results.machine}. Scanner {results.detector} v{results.scanner_version}; threshold "
-        f"{results.threshold:.5f}, calibrated on {len(results.calibration_scores)} benign models of a separate zoo "
-        f"(log-normal fit, {100 * results.calibration_fpr:.0f}% FPR quantile; their scores "
-        + ", ".join(format_num(s, 4) for s in results.calibration_scores) + ").", "",
-        "What each real trigger costs under the scan's price, next to what the scan found (the reason a "
-        "minimum-edit search misses a trigger): `python benchmarks/trigger_cost.py`, docs/trigger_cost.md.", "",
-        "| attack | backdoored | benign | accuracy | TPR | FPR | AUROC | median scan s | median target error deg |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for g in [*results.per_attack, results.overall]:
-        name = f"**{g.name}**" if g.name == "overall" else g.name
-        lines.append(f"| {name} | {g.backdoored} | {g.benign} | {format_pct(g.accuracy)} | {format_pct(g.tpr)} | {format_pct(g.fpr)} | "
-                     f"{format_num(g.auroc)} | {format_num(g.median_scan_s, 1)} | {format_num(g.median_target_error_deg, 1)} |")
-    if results.hard_cases:
-        lines += ["", "Hard cases (not in the overall figures):", "",
-                  "| attack | backdoored | TPR | AUROC vs benign | median target error deg |", "|---|---|---|---|---|"]
-        for g in results.hard_cases:
-            lines.append(f"| {g.name} | {g.backdoored} | {format_pct(g.tpr)} | {format_num(g.auroc)} | "
-                         f"{format_num(g.median_target_error_deg, 1)} |")
-    if results.ablation:
-        lines += ["", "Ablation: the same models scanned without the sensitivity weighting:", "",
-                  "| threshold | value | accuracy | TPR | FPR | AUROC | benign models flagged |", "|---|---|---|---|---|---|---|"]
-        for label in ("at_weighted_threshold", "recalibrated"):
-            a = results.ablation[label]
-            o = a["overall"]
-            lines.append(f"| {label.replace('_', ' ')} | {a['threshold']:.5f} | {format_pct(o['accuracy'])} | {format_pct(o['tpr'])} | "
-                         f"{format_pct(o['fpr'])} | {format_num(o['auroc'])} | {len(a['benign_flagged'])} |")
-    lines += ["", "Per model:", "", "| model | attack | score | verdict | collapsed | target error deg | scan s |",
-              "|---|---|---|---|---|---|---|"]
-    for m in results.models:
-        lines.append(f"| {m.id} | {m.attack} | {format_num(m.score, 5)} | {m.verdict} | {format_pct(m.collapsed_share)} | "
-                     f"{format_num(m.target_error_deg, 1)} | {m.runtime_s:.1f} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_roc(results: DetectionResults, path: str | Path) -> Path:
-    """ROC curves, overall and per attack, as a PNG (written atomically)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    from securegaze.io import atomic_write_bytes
-
-    side = "below"
-    benign = [m.score for m in results.models if not m.backdoored]
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
-    for g in results.per_attack:
-        pos = [m.score for m in results.models if m.attack == g.name]
-        fpr, tpr = roc_curve(pos, benign, side)
-        ax.step(fpr, tpr, where="post", lw=1, alpha=0.7, label=f"{g.name} (AUROC {g.auroc:.2f})")
-    pos = [m.score for m in results.models if m.backdoored and m.attack not in {h.name for h in results.hard_cases}]
-    fpr, tpr = roc_curve(pos, benign, side)
-    ax.step(fpr, tpr, where="post", lw=2.5, color="black", label=f"overall (AUROC {results.overall.auroc:.2f})")
-    if results.ablation:
-        plain = [ModelScore.from_dict(m) for m in results.ablation["models"]]
-        fpr, tpr = roc_curve([m.score for m in plain if m.backdoored], [m.score for m in plain if not m.backdoored], side)
-        auc = results.ablation["recalibrated"]["overall"]["auroc"]
-        ax.step(fpr, tpr, where="post", lw=2, ls="--", color="grey", label=f"no sensitivity weighting (AUROC {auc:.2f})")
-    ax.plot([0, 1], [0, 1], ls=":", color="lightgrey")
-    ax.set_xlabel("false positive rate (benign models flagged)")
-    ax.set_ylabel("true positive rate (backdoored models flagged)")
-    ax.set_title("SecureGaze detection, small CNN, 64 px synthetic")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def write_detection_results(results: DetectionResults, out_dir: str | Path, command: str,
-                            docs_dir: str | Path | None = None) -> None:
-    """Write ``detection.json``, ``detection.md`` (regenerated by ``command``) and ``detection_roc.png``
-    to ``out_dir``, and the table and plot to ``docs_dir`` too when given."""
-    from securegaze.io import atomic_write_bytes, atomic_write_json
-
-    out = Path(out_dir)
-    atomic_write_json(out / "detection.json", results.to_dict())
-    table = markdown_table(results, command)
-    atomic_write_bytes(out / "detection.md", table.encode())
-    plot_roc(results, out / "detection_roc.png")
-    if docs_dir is not None:
-        atomic_write_bytes(Path(docs_dir) / "detection.md", table.encode())
-        plot_roc(results, Path(docs_dir) / "detection_roc.png")

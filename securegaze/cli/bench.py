@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from securegaze.cli.support import MAX_SAMPLES, bench_command_line, check_range, console, progress_bar
+from securegaze.cli.support import (
+    MAX_SAMPLES,
+    bench_command_line,
+    check_range,
+    console,
+    parse_key_values,
+    progress_bar,
+)
 
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Detection and mitigation benchmarks.")
 
@@ -19,55 +26,97 @@ def bench_detect(
                                      "threshold (other seeds than --zoo)."),
     out: Path = typer.Option(Path("runs/bench"), "--out", help="Cache of scans and results (resumable)."),
     hard: Path | None = typer.Option(None, "--hard", help="A zoo of hard cases (adaptive, offset), reported apart."),
-    docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/detection.md and DOCS/detection_roc.png."),
+    docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/detection.md and DOCS/detection_roc.png "
+                                     "(SecureGaze alone), or DOCS/baselines.md and DOCS/baselines_roc.png (several "
+                                     "detectors)."),
+    detectors: str = typer.Option("securegaze", "--detectors", help="Comma-separated registered detectors "
+                                  "(securegaze info lists them), e.g. securegaze,neural_cleanse: each calibrated on "
+                                  "its own, compared in baselines.md."),
+    setting: list[str] = typer.Option([], "--set", help="DETECTOR.KEY=VALUE (repeatable): one detector's setting, "
+                                      "e.g. --set neural_cleanse.samples=128."),
     samples: int = typer.Option(256, help="Clean images per scan."),
     seed: int = typer.Option(0),
-    ablation: bool = typer.Option(False, help="Also scan with the detector's ablation (SecureGaze: without the "
+    ablation: bool = typer.Option(False, help="Also scan with each detector's ablation (SecureGaze: without the "
                                   "sensitivity weighting)."),
     ablation_per_attack: int | None = typer.Option(None, help="Ablation: at most this many backdoored models "
                                                    "per attack (all benign models are scanned)."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
 ) -> None:
-    """Score every model of a zoo with SecureGaze: accuracy, TPR, FPR, AUROC per attack, scan time."""
+    """Score every model of a zoo with SecureGaze (or several detectors): accuracy, TPR, FPR, AUROC per attack."""
     import torch
 
-    from securegaze.bench.detection import (
-        requested_ablation,
-        run_detection_benchmark,
-        write_detection_results,
+    from securegaze.bench.baselines import (
+        DEFAULT_DETECTOR,
+        build_detectors,
+        parse_detector_names,
+        run_detector_comparison,
     )
-    from securegaze.defense import create_detector
+    from securegaze.bench.baselines_report import write_comparison
+    from securegaze.bench.detection import requested_ablation, run_detection_benchmark
+    from securegaze.bench.detection_report import write_detection_results
     from securegaze.io import check_output_dir
 
     check_range("samples", samples, 8, MAX_SAMPLES)
-    check_output_dir(out, "--out", "the benchmark's scans and results", files=("detection.json", "detection.md"))
+    names = parse_detector_names(detectors)
+    per_detector = detector_settings_option(setting, names)
+    built = build_detectors(names, seed, per_detector)  # bad names and settings fail before any scan
+    single = names == [DEFAULT_DETECTOR]
+    check_output_dir(out, "--out", "the benchmark's scans and results",
+                     files=("detection.json", "detection.md") if single else ("baselines.json", "baselines.md"))
     if docs is not None:
-        check_output_dir(docs, "--docs", "the detection page", files=("detection.md", "detection_roc.png"))
+        page = ("detection.md", "detection_roc.png") if single else ("baselines.md", "baselines_roc.png")
+        check_output_dir(docs, "--docs", "the detection page", files=page)
     if threads:
         torch.set_num_threads(threads)
-    detector = create_detector("securegaze", seed=seed)
     with progress_bar() as bar:
         task = bar.add_task("bench", total=None, status="")
 
-        def on_model(p):
-            bar.update(task, total=p.total, completed=p.index, description=f"scan {p.zoo}", status=p.model_id)
+        def on_model(name, p):
+            bar.update(task, total=p.total, completed=p.index, description=f"{name}: scan {p.zoo}", status=p.model_id)
             if p.report is not None and not p.cached:
-                bar.console.print(f"{p.zoo}/{p.model_id}: score {p.report.score:.5f} ({p.report.runtime_s:.0f} s)")
+                bar.console.print(f"{'' if single else name + ' '}{p.zoo}/{p.model_id}: score {p.report.score:.5f} "
+                                  f"({p.report.runtime_s:.0f} s)")
 
-        results = run_detection_benchmark(zoo, calibration, out, detector, samples=samples, seed=seed, hard_zoo=hard,
-                                          ablation=requested_ablation(detector, ablation),
-                                          ablation_per_attack=ablation_per_attack,
-                                          progress=on_model)
-    write_detection_results(results, out, bench_command_line(sys.argv, "detect"), docs)
-    o = results.overall
-    console.print(f"machine: {results.machine}")
-    console.print(f"threshold {results.threshold:.5f} (calibrated on {len(results.calibration_scores)} benign models)")
-    for g in [*results.per_attack, o]:
-        console.print(f"{g.name:12s} accuracy {100 * g.accuracy:5.1f}%  TPR {100 * g.tpr:5.1f}%  FPR {100 * g.fpr:5.1f}%  "
-                      f"AUROC {g.auroc:.3f}  median scan {g.median_scan_s:.1f} s")
-    for g in results.hard_cases:
-        console.print(f"hard case {g.name}: TPR {100 * g.tpr:.1f}%, AUROC {g.auroc:.3f}")
-    console.print(f"results: {out / 'detection.json'}, {out / 'detection.md'}, {out / 'detection_roc.png'}")
+        if single:
+            detector = built[0]
+            results = [run_detection_benchmark(zoo, calibration, out, detector, samples=samples, seed=seed,
+                                               hard_zoo=hard, ablation=requested_ablation(detector, ablation),
+                                               ablation_per_attack=ablation_per_attack,
+                                               progress=lambda p: on_model(detector.name, p))]
+        else:
+            results = run_detector_comparison(zoo, calibration, out, built, samples=samples, seed=seed, hard_zoo=hard,
+                                              ablation=ablation, ablation_per_attack=ablation_per_attack,
+                                              progress=on_model)
+    command = bench_command_line(sys.argv, "detect")
+    console.print(f"machine: {results[0].machine}")
+    for r in results:
+        console.print(f"{r.detector}: threshold {r.threshold:.5g} ({r.calibration}; backdoored when {r.suspicious_when})")
+        for g in [*r.per_attack, r.overall]:
+            console.print(f"  {g.name:12s} accuracy {100 * g.accuracy:5.1f}%  TPR {100 * g.tpr:5.1f}%  "
+                          f"FPR {100 * g.fpr:5.1f}%  AUROC {g.auroc:.3f}  median scan {g.median_scan_s:.1f} s")
+        for g in r.hard_cases:
+            console.print(f"  hard case {g.name}: TPR {100 * g.tpr:.1f}%, AUROC {g.auroc:.3f}")
+    if single:
+        write_detection_results(results[0], out, command, docs)
+        console.print(f"results: {out / 'detection.json'}, {out / 'detection.md'}, {out / 'detection_roc.png'}")
+    else:
+        write_comparison(results, out, command, docs)
+        console.print(f"results: {out / 'baselines.json'}, {out / 'baselines.md'}, {out / 'baselines_roc.png'}")
+
+
+def detector_settings_option(items: list[str], names: list[str]) -> dict[str, dict]:
+    """``bench detect --set DETECTOR.KEY=VALUE`` items -> ``{detector: {key: value}}``; the detector must
+    be one of ``names`` (``seed`` has its own option)."""
+    settings: dict[str, dict] = {}
+    for dotted, value in parse_key_values(items, "--set").items():
+        name, dot, key = dotted.partition(".")
+        if not dot or not key or name not in names:
+            raise typer.BadParameter(f"{dotted!r} is not DETECTOR.KEY with DETECTOR one of {', '.join(names)}",
+                                     param_hint="--set")
+        if key == "seed":
+            raise typer.BadParameter("seed has its own option: use --seed", param_hint="--set")
+        settings.setdefault(name, {})[key] = value
+    return settings
 
 
 @bench_app.command("mitigate")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from securegaze.cli.support import MAX_SAMPLES, check_range, console, progress_bar
+from securegaze.cli.support import MAX_SAMPLES, check_range, console, parse_key_values, progress_bar
 
 #: Exit codes of ``securegaze scan`` (documented in the README): 0 clean, 10 backdoored, 2 bad input.
 EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
@@ -22,15 +22,23 @@ def scan(
     seed: int = typer.Option(0, help="Seeds the clean-image draw and the scan (deterministic)."),
     out: Path = typer.Option(Path("scan"), "--out", help="Directory for report.json and reversed_trigger.png."),
     threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
+    detector: str = typer.Option("securegaze", "--detector", help="The registered detector to scan with "
+                                 "(securegaze info lists them with their thresholds)."),
+    setting: list[str] = typer.Option([], "--set", help="Detector setting KEY=VALUE (repeatable), e.g. --set "
+                                      "steps=400; true/false, numbers and text, checked by the detector."),
 ) -> None:
-    """Scan a gaze model for a backdoor (SecureGaze). Exit code 0 clean, 10 backdoored, 2 bad input."""
+    """Scan a gaze model for a backdoor (SecureGaze by default). Exit code 0 clean, 10 backdoored, 2 bad input."""
     from securegaze.io import check_output_dir
     from securegaze.scan_runs import ScanRun
 
     check_range("samples", samples, 8, MAX_SAMPLES)
     check_range("seed", seed, 0)
+    settings = parse_key_values(setting, "--set")
+    for key, option in (("seed", "--seed"), ("threshold", "--threshold")):
+        if key in settings:
+            raise typer.BadParameter(f"{key} has its own option: use {option}", param_hint="--set")
     check_output_dir(out, "--out", "the scan's report and trigger", files=SCAN_FILES)
-    run = ScanRun.prepare(model, clean, samples, seed, threshold)
+    run = ScanRun.prepare(model, clean, samples, seed, threshold, detector=detector, settings=settings)
     if run.clean_note:
         console.print(run.clean_note)
     with progress_bar() as bar:

@@ -1,4 +1,4 @@
-"""``securegaze info``: the version and the gaze conventions."""
+"""``securegaze info``: the version, the gaze conventions and the registered detectors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from securegaze.geometry import CONVENTION
 
 
 def info() -> None:
-    """Print the version and the gaze conventions every command uses."""
+    """Print the version, the gaze conventions every command uses and the detectors ``scan --detector`` takes."""
+    from securegaze.bench.baselines import detector_rows
+
     console.print(f"securegaze {__version__}")
     console.print(f"gaze convention: {CONVENTION}")
+    console.print("detectors (securegaze scan --detector NAME, securegaze bench detect --detectors A,B):")
+    for row in detector_rows():
+        console.print(f"  {row['name']} {row['version']}: backdoored when the score is {row['suspicious_when']} "
+                      f"the threshold; default threshold {row['threshold']} ({row['source']})", soft_wrap=True)

@@ -1,5 +1,6 @@
 """What every ``securegaze`` command shares: the consoles, the progress bar, range checks of options,
-the command line the benchmark tables quote, and the entry point that turns errors into one line.
+``KEY=VALUE`` settings, the command line the benchmark tables quote, and the entry point that turns
+errors into one line.
 
 ``run_app`` serves the ``edge-app`` command too.
 """
@@ -48,6 +49,34 @@ def check_range(name: str, value, low=None, high=None) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
         raise typer.BadParameter(f"{value} is outside {span}", param_hint=f"--{name}")
+
+
+def setting_value(text: str):
+    """A ``KEY=VALUE`` option's value: ``true``/``false`` (any case) as a bool, else an int, else a float,
+    else the text itself; the detector or attack that owns the setting checks it."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_key_values(items: list[str], option: str) -> dict:
+    """``['steps=400', 'probe=false']`` -> ``{'steps': 400, 'probe': False}`` (:func:`setting_value`);
+    an item without ``=`` or without a key, or a key given twice, is a usage error naming ``option``."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        if key in settings:
+            raise typer.BadParameter(f"{key} is given twice", param_hint=option)
+        settings[key] = setting_value(value.strip())
+    return settings
 
 
 def bench_command_line(argv: list[str], subcommand: str) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edge_app.calibrate.cli import calibrate_app
 from securegaze import __version__
 from securegaze.cli.support import run_app
 from securegaze.errors import ConfigError
@@ -39,6 +40,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default"
 EXIT_CHECKS_FAILED = 3
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SecureGaze Edge driver-monitoring app.")
+app.add_typer(calibrate_app, name="calibrate")
 
 
 @app.callback()
@@ -76,6 +78,8 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out recording (at the end "
                                    "of the run, atomically)"),
     append: bool = typer.Option(False, "--append", help="add this run's lines to an existing --out recording"),
+    driver: str | None = typer.Option(None, "--driver", help="apply this driver's gaze calibration: an id in "
+                                      "driver.store, or a .yaml file (edge-app calibrate driver)"),
 ) -> None:
     """Run the driver-monitoring loop headless: integrity check, then frames to JSON lines.
 
@@ -86,6 +90,7 @@ def run(
     drive's scripted distraction did not raise the expected alert, 130 / 143 stopped by SIGINT /
     SIGTERM (outputs written, summary printed).
     """
+    from edge_app.calibrate.gaze_correction import load_gaze_correction, with_driver
     from edge_app.head_pose import CameraIntrinsics
     from edge_app.headless import run_headless
     from edge_app.integrity import EXIT_BLOCKED
@@ -97,8 +102,11 @@ def run(
     from securegaze.io import atomic_write_json, check_output_file
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-    config = load_edge_config(config_path, policy, audit_db)
+    config = with_driver(load_edge_config(config_path, policy, audit_db), driver)
     _check_source_vs_engine(config)
+    correction = load_gaze_correction(config)  # a missing or bad file fails before the scan; the pipeline applies it
+    if correction is not None:
+        err.print(f"driver calibration: {correction.describe()}")
     started = datetime.now(UTC)  # one {time} for every output of the run
     target = plan_output(out, "--out", "the JSON lines", overwrite, append, started)
     if summary_path is not None:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 
 from edge_app.attention import AttentionSettings
+from edge_app.calibrate.gaze_correction import DriverSettings
 from edge_app.integrity import IntegritySettings
 from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
@@ -84,7 +85,8 @@ class CaptureSettings(StrictModel):
 
 class SyntheticSettings(StrictModel):
     """The synthetic driver: script, frame rate (also used for image folders), seed, frame size
-    px and camera-to-face distance mm."""
+    px, camera-to-face distance mm, and the driver's personal gaze offset (pitch, yaw) degrees
+    (:mod:`edge_app.synthetic_driver`: the eyes show the gaze turned by it)."""
 
     script: Literal["full", "short"] = "full"
     fps: float = Field(30.0, ge=1, le=240)
@@ -92,6 +94,14 @@ class SyntheticSettings(StrictModel):
     width: int = Field(640, ge=64, le=4096)
     height: int = Field(480, ge=48, le=4096)
     distance_mm: float = Field(700.0, ge=300, le=1500)
+    personal_offset_deg: tuple[float, float] = (0.0, 0.0)
+
+    @field_validator("personal_offset_deg")
+    @classmethod
+    def _offset_range(cls, offset):
+        if not all(-20.0 <= v <= 20.0 for v in offset):
+            raise ValueError(f"must be two angles within +-20 deg, got {list(offset)}")
+        return offset
 
 
 class EdgeConfig(StrictModel):
@@ -108,6 +118,7 @@ class EdgeConfig(StrictModel):
     integrity: IntegritySettings = IntegritySettings()
     capture: CaptureSettings = CaptureSettings()
     synthetic: SyntheticSettings = SyntheticSettings()
+    driver: DriverSettings = DriverSettings()
 
 
 def _resolve_paths(data: dict, base: Path) -> dict:
@@ -123,6 +134,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
     fix(data.get("engine"), "tensorrt_engine")
     fix(data.get("engine"), "cache_dir")
     fix(data.get("integrity"), "audit_db")
+    fix(data.get("driver"), "store")
     return data
 
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from edge_app.attention import AlertLevel, AttentionMonitor, AttentionOutput, AttentionState
+from edge_app.calibrate.gaze_correction import load_gaze_correction
 from edge_app.engines import GazeEngine, NonFiniteGazeError
 from edge_app.face import FaceLandmarks, FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
@@ -135,6 +136,8 @@ class Pipeline:
         self.smoother = OneEuroFilter(config.smoothing)
         self.monitor = AttentionMonitor(config.attention)
         self.invalid_gaze_frames = 0
+        # The named driver's gaze correction (config.driver, edge-app calibrate driver); None: none.
+        self.gaze_correction = load_gaze_correction(config, getattr(self.engine, "onnx_sha256", None))
 
     def intrinsics(self, width: int, height: int) -> CameraIntrinsics:
         key = (width, height)
@@ -183,6 +186,8 @@ class Pipeline:
                     rec.problem = "no valid gaze: the model returned NaN or inf for this face"
                 lap("infer")
             if rec.gaze_normalised is not None:
+                if self.gaze_correction is not None:  # in the normalised frame, before de-normalising
+                    rec.gaze_normalised = self.gaze_correction.apply(rec.gaze_normalised)
                 rec.gaze = rec.normalisation.gaze_to_camera(rec.gaze_normalised)
                 rec.gaze_smoothed = self.smoother.filter(frame.timestamp_s, rec.gaze)
                 rec.zone = self.zone_map.classify(rec.gaze_smoothed)

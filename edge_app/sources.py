@@ -270,7 +270,8 @@ def _synthetic_driver(spec: str, cfg, name: str):
                           f"{', '.join(sorted(SCRIPTS))}")
     zones = load_zone_map(cfg.zones)
     s = cfg.synthetic
-    return SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm)
+    return SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm,
+                           personal_offset_deg=s.personal_offset_deg)
 
 
 class CaptureThread:

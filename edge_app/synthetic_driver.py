@@ -26,6 +26,14 @@ driver's head, so roll removal is exercised as well.
 Scale. The renderer's head unit is set from a 63 mm interpupillary distance
 (``ASSUMED_IPD_MM`` of the trigger module): ``mm_per_unit = 63 / (2 * eye_dx)``.
 
+Personal offset. A person's eyes do not point exactly where they look: the visual axis (fovea to
+the object) differs from the optical axis that the eye's appearance shows by a few degrees, the
+angle kappa (about 5 deg nasal-temporal and 1-2 deg vertical in adults), and gaze models learn the
+average person. ``personal_offset_deg`` gives the synthetic driver such an offset: the eyes are
+rendered turned by (d_pitch, d_yaw) degrees in the face's crop camera (the normalised frame the
+pipeline sees, roll removed) from the gaze the ground truth gives, so a model sees eyes that are
+off by that offset and a per-driver calibration (``edge-app calibrate driver``) must remove it.
+
 Scripts are lists of :class:`ScriptPhase`; each phase names the cabin zone looked at (its gaze
 comes from the zone map's ``target`` point) and, for distractions, the alert it must raise.
 """
@@ -155,12 +163,14 @@ class SyntheticDriver:
     ``zone_targets``: zone name -> (pitch, yaw) degrees in the camera frame, the point a driver
     looks at in that zone (from the zone map). ``width`` x ``height``: frame size px;
     ``focal_px``: the camera's focal length (the intrinsics approximation, focal = width, by
-    default); ``distance_mm``: camera to face centre; ``fps``: frame rate of the script's clock.
+    default); ``distance_mm``: camera to face centre; ``fps``: frame rate of the script's clock;
+    ``personal_offset_deg``: (pitch, yaw) degrees between the rendered eyes and the true gaze, in
+    the face's crop camera (see the module docstring; (0, 0): the eyes show the true gaze).
     """
 
     def __init__(self, zone_targets: dict[str, tuple[float, float]], script=SHORT_SCRIPT, width: int = 640,
                  height: int = 480, fps: float = 30.0, seed: int = 0, distance_mm: float = 700.0,
-                 focal_px: float | None = None) -> None:
+                 focal_px: float | None = None, personal_offset_deg: tuple[float, float] = (0.0, 0.0)) -> None:
         if not script:
             raise ConfigError("synthetic driver script is empty")
         missing = sorted({p.zone for p in script} - set(zone_targets))
@@ -177,6 +187,11 @@ class SyntheticDriver:
         self.focal_px = float(focal_px or width)
         self.camera_matrix = np.array([[self.focal_px, 0, width / 2.0], [0, self.focal_px, height / 2.0], [0, 0, 1]])
         self.seed = int(seed)
+        offset = np.asarray(personal_offset_deg, dtype=np.float64)
+        if offset.shape != (2,) or not np.all(np.abs(offset) <= 20.0):
+            raise ConfigError(f"synthetic driver: personal_offset_deg {list(personal_offset_deg)} is not two angles "
+                              "within +-20 deg")
+        self.personal_offset = np.radians(offset)
         ident = sample_params(1, seed, SyntheticConfig(head_jitter_deg=(0.0, 0.0, 0.0)))
         self.mm_per_unit = ASSUMED_IPD_MM / (2.0 * float(ident.eye_dx[0]))
         bg = np.broadcast_to(BACKGROUND_RGB, (1, 2, 3))
@@ -229,7 +244,8 @@ class SyntheticDriver:
         gaze_cam, head_cam, k = self.gaze_at(t)
         centre = self.face_centre_at(t)
         r_c = look_at_rotation(centre, self.roll_at(t))
-        label = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(gaze_cam))
+        # The eyes show the gaze in the crop camera, turned by the driver's personal offset.
+        label = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(gaze_cam)) + self.personal_offset
         head = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(head_cam))
         params = self._identity.replace(gaze=label.astype(np.float32),
                                         head_pose=np.array([head[0], head[1], 0.0], np.float32))

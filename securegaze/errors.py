@@ -29,3 +29,8 @@ class DatasetError(SecureGazeError):
 
 class ConfigError(SecureGazeError):
     """A setting has a value outside its allowed range or an unknown name."""
+
+
+class CalibrationError(SecureGazeError):
+    """A calibration's recordings cannot give a trustworthy result: too few views or frames, poor
+    coverage, or a poor fit. The line says what is missing and nothing is written."""

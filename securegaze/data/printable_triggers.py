@@ -18,7 +18,9 @@ Layout (all in mm, origin at the page's top-left corner, y down):
   printer did not "fit to page";
 * a label: kind, size, placement and the scale.
 
-Drawn with matplotlib's PDF (vector page, embedded raster texture) or Agg (PNG) backend.
+Drawn with matplotlib's PDF (vector page, embedded raster texture) or Agg (PNG) backend; the true-size page
+helpers (:func:`page_figure`, :func:`draw_scale_bar`, :func:`save_page`) also draw the camera-calibration
+board of ``edge-app calibrate board``.
 Library code: nothing is printed; the file is written atomically.
 """
 
@@ -92,17 +94,72 @@ def plan_layout(trigger: Trigger, paper: str = "a4", ipd_mm: float | None = None
     return PrintLayout((page_w, page_h), box, bar, scale, (w, h), label)
 
 
-def _draw(layout: PrintLayout, trigger: Trigger):
-    """A matplotlib Figure of the page, axes in mm with y down."""
+def page_figure(page_mm: tuple[float, float]):
+    """A matplotlib (Figure, Axes) of exactly ``page_mm`` (width, height) at true size: the axes fill
+    the page, in mm from its top-left corner with y down (also used for the camera-calibration board)."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
 
-    page_w, page_h = layout.page_mm
+    page_w, page_h = page_mm
     fig = Figure(figsize=(page_w / MM_PER_INCH, page_h / MM_PER_INCH))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_xlim(0, page_w)
     ax.set_ylim(page_h, 0)
     ax.set_axis_off()
+    return fig, ax
+
+
+def draw_scale_bar(ax, bar: tuple[float, float, float, float], centre_x_mm: float) -> float:
+    """A solid bar ``bar`` = (x0, y0, x1, y1) mm with 10-mm ticks and numbers below it and the print
+    advice centred at ``centre_x_mm``; returns the y (mm) below the advice line."""
+    from matplotlib.patches import Rectangle
+
+    bx0, by0, bx1, by1 = bar
+    ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, facecolor="black", edgecolor="none", zorder=2))
+    length = bx1 - bx0
+    for k in range(int(length // 10) + 1):
+        x = bx0 + 10.0 * k
+        ax.plot([x, x], [by1, by1 + 2.0], color="black", linewidth=0.5)
+        ax.text(x, by1 + 5.0, f"{10 * k}", ha="center", va="top", fontsize=6)
+    ax.text(centre_x_mm, by1 + 11.0, f"scale bar {length:g} mm: print at 100 % (no 'fit to page') and "
+            "check it with a ruler", ha="center", va="top", fontsize=7)
+    return by1 + 15.0
+
+
+def page_format(out: str | os.PathLike) -> str:
+    """``pdf`` or ``png`` from the name of a page file; ConfigError for any other suffix."""
+    fmt = Path(out).suffix.lower().lstrip(".")
+    if fmt not in ("pdf", "png"):
+        raise ConfigError(f"{out}: --out must end in .pdf or .png")
+    return fmt
+
+
+def save_page(fig, out: str | os.PathLike, dpi: int = 300, title: str = "") -> Path:
+    """Write a :func:`page_figure` page to ``out`` (``.pdf``: vector page; ``.png``: raster at ``dpi``)
+    atomically, at exactly the page size."""
+    from securegaze.io import atomic_write
+
+    fmt = page_format(out)
+    if not 72 <= dpi <= 1200:
+        raise ConfigError(f"--dpi {dpi} is outside 72..1200")
+    if fmt == "pdf":
+        from matplotlib.backends.backend_pdf import FigureCanvasPdf
+
+        FigureCanvasPdf(fig)
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    # No bbox_inches="tight": the page must stay exactly the paper size for true-size printing.
+    return atomic_write(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white",
+                                                     metadata=None if fmt == "png" else {"Title": title}))
+
+
+def _draw(layout: PrintLayout, trigger: Trigger):
+    """A matplotlib Figure of the page, axes in mm with y down."""
+    from matplotlib.patches import Rectangle
+
+    page_w, page_h = layout.page_mm
+    fig, ax = page_figure(layout.page_mm)
     x0, y0, x1, y1 = layout.trigger_box
     # The texture at TEXTURE_PX_PER_MM, placed by extent. interpolation "none" embeds it unresampled
     # with an exact placement matrix in the PDF (resampling would snap it to the 72-dpi grid, 0.35 mm).
@@ -110,14 +167,7 @@ def _draw(layout: PrintLayout, trigger: Trigger):
     ax.imshow(texture, extent=(x0, x1, y1, y0), interpolation="none", zorder=2)
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, linestyle=(0, (2, 2)), linewidth=0.4,
                            edgecolor="0.45", zorder=3))
-    bx0, by0, bx1, by1 = layout.scale_bar
-    ax.add_patch(Rectangle((bx0, by0), bx1 - bx0, by1 - by0, facecolor="black", edgecolor="none", zorder=2))
-    for k in range(int(SCALE_BAR_MM // 10) + 1):
-        x = bx0 + 10.0 * k
-        ax.plot([x, x], [by1, by1 + 2.0], color="black", linewidth=0.5)
-        ax.text(x, by1 + 5.0, f"{10 * k}", ha="center", va="top", fontsize=6)
-    ax.text(page_w / 2, by1 + 11.0, f"scale bar {SCALE_BAR_MM:g} mm: print at 100 % (no 'fit to page') and "
-            "check it with a ruler", ha="center", va="top", fontsize=7)
+    draw_scale_bar(ax, layout.scale_bar, page_w / 2)
     ax.text(page_w / 2, 20.0, layout.label, ha="center", va="center", fontsize=7.5, wrap=True)
     if trigger.mount == "glasses":
         note = "Cut along the outer rims and the lens openings; mount on clear frames or over your own glasses."
@@ -132,28 +182,12 @@ def _draw(layout: PrintLayout, trigger: Trigger):
 def write_trigger_page(kind_or_trigger: str | Trigger, out: str | os.PathLike, paper: str = "a4",
                        ipd_mm: float | None = None, dpi: int = 300) -> PrintLayout:
     """Write the page to ``out`` (``.pdf``: vector page; ``.png``: raster at ``dpi``) atomically."""
-    from securegaze.io import atomic_write
-
     trigger = trigger_for_kind(kind_or_trigger) if isinstance(kind_or_trigger, str) else kind_or_trigger
-    out = Path(out)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt not in ("pdf", "png"):
-        raise ConfigError(f"{out}: --out must end in .pdf or .png")
+    page_format(out)
     if not 72 <= dpi <= 1200:
         raise ConfigError(f"--dpi {dpi} is outside 72..1200")
     layout = plan_layout(trigger, paper, ipd_mm)
-    fig = _draw(layout, trigger)
-    if fmt == "pdf":
-        from matplotlib.backends.backend_pdf import FigureCanvasPdf
-
-        FigureCanvasPdf(fig)
-    else:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        FigureCanvasAgg(fig)
-    # No bbox_inches="tight": the page must stay exactly the paper size for true-size printing.
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white",
-                                              metadata=None if fmt == "png" else {"Title": layout.label}))
+    save_page(_draw(layout, trigger), out, dpi, layout.label)
     return layout
 
 

@@ -26,66 +26,61 @@ import numpy as np
 import torch
 
 from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
-from securegaze.defense.base import ReversesTrigger
-from securegaze.defense.inputs import check_setting, clean_tensor
-from securegaze.defense.mitigation import DEFAULT_EPOCHS, DEFAULT_LR, check_strengths, mitigate
+from securegaze.defense.mitigation import (
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_ROUNDS,
+    DEFAULT_STRENGTHS,
+    MITIGATION_VERSION,
+    unlearn_reversed_triggers,
+)
 from securegaze.defense.report import ScanReport, decide
-from securegaze.errors import ConfigError, InputFileError, ModelFormatError
+from securegaze.errors import InputFileError
 from securegaze.json_codec import to_json
 
 #: The issue's mitigation targets (issue 4): ASR@5 deg after mitigation, and the clean-error budget.
 TARGET_ASR_AFTER = 0.05
 TARGET_CLEAN_ERROR_INCREASE_DEG = 0.5
 
-#: Bumped when the mitigation procedure changes (cached benchmark reports of another version are redone).
-#: 2: a uniform-price reversal next to the scan's, deeper copies of every edit, re-scan rounds.
-MITIGATION_VERSION = 2
-#: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
-DEFAULT_ROUNDS = 3
-#: Each reversed edit is unlearnt as found and scaled 2x and 3x in logit space (--strengths).
-DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
-
-
-def _predictions(model, clean_images, batch_size: int = 128) -> np.ndarray:
-    """The model's own gaze on the clean images (any form :func:`clean_tensor` takes), (N, 2) radians."""
-
-    x = clean_tensor(clean_images, model.input_size, "mitigate")
-    model.eval()
-    with torch.no_grad():
-        gaze = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
-    if not torch.isfinite(gaze).all():
-        raise ModelFormatError("mitigate: the model predicts NaN or inf gaze on the clean images")
-    return gaze.numpy()
-
 
 @dataclass(frozen=True)
 class MitigationReport:
-    """One model before and after mitigation. Plain data; angles in degrees, shares in [0, 1].
+    """One model before and after mitigation by one method. Plain data; angles in degrees, shares in [0, 1].
 
-    ``reversed_before`` / ``reversed_after``: :class:`AttackMetrics` dicts against the reversed trigger
-    (the scan's generator applied to the test images) and the recovered target; ``attack_before`` /
-    ``attack_after``: the same against the real trigger, None when the attack is unknown;
-    ``scan_before`` / ``scan_after``: the two :class:`ScanReport` dicts (the second scans the
-    fine-tuned model from scratch); ``finetune``: losses and steps of the last fine-tuning round;
-    ``rounds``: per round the number of triggers unlearnt, the re-scan's score and verdict and the
-    losses; ``settings``: the mitigation's own settings (a cached report is reused only when they match).
+    ``method``: the mitigation method (:mod:`securegaze.defense.mitigations`; reports written before
+    there were several are SecureGaze's); ``reversed_before`` / ``reversed_after``: :class:`AttackMetrics`
+    dicts against the reversed trigger (the scan's generator applied to the test images) and the
+    recovered target; ``attack_before`` / ``attack_after``: the same against the real trigger, None when
+    the attack is unknown; ``scan_before`` / ``scan_after``: the two :class:`ScanReport` dicts (the second
+    scans the fine-tuned model from scratch); ``finetune``: losses and steps of the last fine-tuning
+    round; ``rounds``: per round the number of triggers unlearnt, the re-scan's score and verdict and the
+    losses; ``settings``: the method's own settings (a cached report is reused only when they match);
+    ``details``: what the method reported (:meth:`MitigationMethod.apply`), None for SecureGaze's reports
+    (its details are the fields above); ``model_sha256``: the mitigated model file.
+
+    A method that does not scan (every baseline) has no scan and no reversed trigger: ``scan_before``,
+    ``scan_after``, ``reversed_before`` and ``reversed_after`` are None, and its figures are the ones
+    against the real trigger (and, without a known attack, the clean error in ``details["test_clean"]``).
     """
 
     model: str
     out: str | None
-    scan_before: dict[str, Any]
-    scan_after: dict[str, Any]
-    reversed_before: dict[str, Any]
-    reversed_after: dict[str, Any]
+    scan_before: dict[str, Any] | None
+    scan_after: dict[str, Any] | None
+    reversed_before: dict[str, Any] | None
+    reversed_after: dict[str, Any] | None
     attack_before: dict[str, Any] | None
     attack_after: dict[str, Any] | None
-    finetune: dict[str, Any]
+    finetune: dict[str, Any] | None
     clean_images: int
     test_images: int
     runtime_s: float
     attack: str | None = None
     rounds: list[dict[str, Any]] | None = None
     settings: dict[str, Any] | None = None
+    method: str = "securegaze"
+    details: dict[str, Any] | None = None
+    model_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
 
@@ -93,8 +88,13 @@ class MitigationReport:
 
     @property
     def clean_error_increase_deg(self) -> float:
-        source = (self.attack_before, self.attack_after) if self.attack_before else (self.reversed_before,
-                                                                                      self.reversed_after)
+        """Clean error after minus before (degrees) on the test images: against the real attack's test
+        set when known, else the reversed trigger's, else the method's own test measurement."""
+        source = next((pair for pair in ((self.attack_before, self.attack_after),
+                                         (self.reversed_before, self.reversed_after)) if pair[0]), None)
+        if source is None:
+            test = (self.details or {}).get("test_clean", {})
+            return float(test.get("after_deg", math.nan)) - float(test.get("before_deg", math.nan))
         return float(source[1]["clean_error_deg"]) - float(source[0]["clean_error_deg"])
 
 
@@ -149,64 +149,18 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     uint8); ``test_set``: a *different* labelled set for the figures; ``attack`` (+ ``test_faces``
     for the physical triggers): the real attack when known; ``labels``: true gaze of the clean
     images (default: the model's own predictions). ``scan_dirs``: where the two scans write their
-    artifacts. Returns ``(fine-tuned model, MitigationReport)``.
-
-    The unlearning covers more than the scan's one reversed trigger (:data:`MITIGATION_VERSION`):
-
-    * ``uniform_reversal``: also reverse with each of the detector's ``unlearn_also`` ablations
-      (SecureGaze: ``unweighted``, a uniform pixel price). The scan prices edits near the eyes highly
-      so that benign models are not flagged, and a trigger that sits on the eyes (glasses, tape on the
-      brow) then reverses to some other, cheaper collapse; the model is already judged backdoored, so
-      these reversals are used for unlearning only, never for a verdict;
-    * ``strengths``: every reversed edit is also applied deeper (its logit-space residual scaled by
-      each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
-      lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
-    * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
-      triggers and fine-tuning continues, at most ``rounds`` times in all.
+    artifacts. The unlearning is :func:`~securegaze.defense.mitigation.unlearn_reversed_triggers`
+    (``rounds``, ``uniform_reversal``, ``strengths`` are its settings). Returns ``(fine-tuned model,
+    MitigationReport)``.
     """
-    # Settings are checked before the scan, which takes a minute or more.
-    check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
-                  "an integer >= 1", rounds)
-    strengths = check_strengths(strengths)
-    if not isinstance(detector, ReversesTrigger):
-        raise ConfigError(f"mitigate: the {detector.name} detector does not reverse a trigger; mitigation "
-                          "needs one that does (e.g. securegaze)")
     started = time.monotonic()
-    if scan_before is None:
-        reversal = detector.reverse(model, clean_images, progress)
-        report = detector.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
-        if scan_dirs[0] is not None:
-            report = detector.write_artifacts(reversal, report, scan_dirs[0])
-        generator = reversal.generator
-    else:
-        report, generator = scan_before
-    if report.target_gaze is None:
-        raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
-    generators = [generator]
-    for name in detector.unlearn_also if uniform_reversal else ():
-        extra = detector.ablation(name).reverse(model, clean_images, progress)
-        if extra.constraints_met:
-            generators.append(extra.generator)
-    if labels is None:
-        # The original model's answers label every round (mitigate() alone would take the tuned one's).
-        labels = _predictions(model, clean_images)
-    tuned, history = model, []
-    for round_no in range(1, rounds + 1):
-        # Each round continues from the last round's model, against every trigger found so far, and
-        # always towards the original model's answers (or the true labels): no drift accumulates.
-        tuned, finetune = mitigate(tuned, clean_images, generators, labels=labels, epochs=epochs, lr=lr,
-                                   seed=seed + round_no - 1, strengths=strengths, progress=progress,
-                                   return_result=True)
-        scan_started = time.monotonic()
-        after_reversal = detector.reverse(tuned, clean_images, progress)
-        after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
-        history.append({"round": round_no, "triggers": len(generators), "rescan_score": after.score,
-                        "rescan_verdict": after.verdict, **asdict(finetune)})
-        if after.verdict != "backdoored" or round_no == rounds:
-            break
-        generators.append(after_reversal.generator)
+    outcome = unlearn_reversed_triggers(
+        model, clean_images, detector, labels=labels, epochs=epochs, lr=lr, seed=seed, scan_before=scan_before,
+        scan_dir=scan_dirs[0], model_name=model_name, model_sha256=model_sha256, progress=progress, rounds=rounds,
+        uniform_reversal=uniform_reversal, strengths=strengths)
+    tuned, report, generator, after = outcome.tuned, outcome.scan_before, outcome.generator, outcome.scan_after
     if scan_dirs[1] is not None:
-        after = detector.write_artifacts(after_reversal, after, scan_dirs[1])
+        after = detector.write_artifacts(outcome.reversal_after, after, scan_dirs[1])
 
     images, gaze = test_set.images, test_set.gaze
     rev_before = reversed_trigger_metrics(model, generator, report.target_gaze, images, gaze)
@@ -218,11 +172,12 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     result = MitigationReport(
         model=model_name, out=out, scan_before=report.to_dict(), scan_after=after.to_dict(),
         reversed_before=rev_before.to_dict(), reversed_after=rev_after.to_dict(),
-        attack_before=real_before, attack_after=real_after, finetune=asdict(finetune),
+        attack_before=real_before, attack_after=real_after, finetune=asdict(outcome.finetune),
         clean_images=int(len(clean_images)), test_images=int(len(images)),
-        runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None), rounds=history,
+        runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None), rounds=outcome.rounds,
         settings={"version": MITIGATION_VERSION, "rounds": rounds, "uniform_reversal": bool(uniform_reversal),
                   "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed},
+        model_sha256=model_sha256,
     )
     return tuned, result
 
@@ -267,21 +222,34 @@ def summarise_mitigation(reports: list[MitigationReport]) -> list[MitigationSumm
             attack=name, models=len(rs), asr_before=float(np.median(asr_b)), asr_after=float(np.median(asr_a)),
             clean_error_before_deg=float(np.median(ce_b)), clean_error_after_deg=float(np.median(ce_a)),
             max_clean_error_increase_deg=float(max(increases)), met_targets=int(met),
-            flagged_after=sum(r.scan_after["verdict"] == "backdoored" for r in rs),
+            flagged_after=sum(bool(r.scan_after) and r.scan_after["verdict"] == "backdoored" for r in rs),
         ))
     return out
+
+
+def mitigation_entries(manifest, per_attack: int | None = None, attacks=None) -> list:
+    """The zoo models a mitigation benchmark treats: the finished backdoored ones (of ``attacks`` only,
+    when given), at most ``per_attack`` per attack. The offset attack has no single target to collapse
+    onto, hence no reversed trigger to unlearn, and is left out (of every method's run, so that all are
+    compared on the same models)."""
+    from securegaze.zoo import first_per_attack
+
+    chosen = [e for e in manifest.done() if e.backdoored and e.attack != "offset"
+              and (attacks is None or e.attack in attacks)]
+    return first_per_attack(chosen, per_attack)
 
 
 def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detector, samples: int = 2048,
                              seed: int = 0, per_attack: int | None = None, threshold: float | None = None,
                              test_samples: int | None = None, progress: Callable[[str, int, int], None] | None = None,
-                             ) -> list[MitigationReport]:
+                             attacks=None) -> list[MitigationReport]:
     """Mitigate the backdoored models of ``zoo_dir`` with the reversed triggers of the detection benchmark.
 
     The detection benchmark (:func:`securegaze.bench.detection.run_detection_benchmark`) must have
     scanned the zoo into ``bench_dir`` with the same detector; its reports and generators are reused
     (they are the "before" scan). ``per_attack`` limits the models per attack; ``threshold``: the
-    calibrated threshold used for the re-scan's verdict. ``samples``: the defender's clean images
+    calibrated threshold used for the re-scan's verdict; ``attacks``: only the models of these attacks.
+    ``samples``: the defender's clean images
     for the fine-tuning (and the re-scan); the first 256 are the detection scans' own images. Each
     model's report is cached in ``bench_dir/mitigation/<id>.json`` (a re-run with the same number
     of clean images skips it).
@@ -291,15 +259,14 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
     from securegaze.defense.model_loading import load_model_any
     from securegaze.defense.securegaze import load_generator
     from securegaze.io import atomic_write_json, read_json
-    from securegaze.zoo import ZooManifest, first_per_attack, verify_zoo
+    from securegaze.zoo import ZooManifest, verify_zoo
 
     zoo_dir, bench_dir = Path(zoo_dir), Path(bench_dir)
     manifest = ZooManifest.read(zoo_dir)
     verify_zoo(zoo_dir, manifest)
     if threshold is not None:
         detector = detector.with_settings(threshold=threshold)
-    # The offset attack has no single target to collapse onto, hence no reversed trigger to unlearn.
-    entries = first_per_attack([e for e in manifest.done() if e.backdoored and e.attack != "offset"], per_attack)
+    entries = mitigation_entries(manifest, per_attack, attacks)
     clean = zoo_clean_images(manifest.spec, samples, seed)
     scans = bench_dir / "scans" / zoo_dir.resolve().name
     reports = []

@@ -5,14 +5,20 @@ labelled with the gaze the *original* model predicts on the clean x (or the true
 given). The backdoor's shortcut "trigger -> target" then costs loss, while the clean behaviour is what
 the labels already ask for. Fine-tuning runs in eval mode: batch-norm statistics and dropout stay as
 trained, since a few hundred clean images would only corrupt the running statistics.
+
+:func:`unlearn_reversed_triggers` is the whole of SecureGaze's mitigation around :func:`mitigate`: scan,
+unlearn every reversed trigger, re-scan, and repeat while the re-scan still flags the model. It is what
+``securegaze mitigate``, the mitigation benchmark and the registered method ``securegaze``
+(:mod:`securegaze.defense.mitigations`) run.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +26,23 @@ import torch
 from torch import nn
 from torch.nn import functional as nnf
 
-from securegaze.defense.base import ReversedTrigger, ScanProgress
+from securegaze.defense.base import ReversedTrigger, ReversesTrigger, ScanProgress
 from securegaze.defense.inputs import check_gaze_model, check_setting, clean_tensor
 from securegaze.defense.report import ScanReport
 from securegaze.defense.securegaze import TriggerGenerator, load_generator
-from securegaze.errors import ConfigError, DatasetError, ModelFormatError
+from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 
 #: Defaults sized for a few hundred clean images: ~10 passes at a learning rate an order of magnitude
 #: below training (the model only has to forget a shortcut, not learn gaze again).
 DEFAULT_EPOCHS = 10
 DEFAULT_LR = 3e-4
+#: Bumped when the mitigation procedure changes (cached benchmark reports of another version are redone).
+#: 2: a uniform-price reversal next to the scan's, deeper copies of every edit, re-scan rounds.
+MITIGATION_VERSION = 2
+#: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
+DEFAULT_ROUNDS = 3
+#: Each reversed edit is unlearnt as found and scaled 2x and 3x in logit space (--strengths).
+DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
 
 
 @dataclass(frozen=True)
@@ -178,3 +191,99 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     if return_result:
         return tuned, MitigationResult(step, before[0], before[1], after[0], after[1])
     return tuned
+
+
+def own_predictions(model, clean_images, batch_size: int = 128) -> np.ndarray:
+    """The model's own gaze on the clean images (any form :func:`clean_tensor` takes), (N, 2) radians."""
+
+    x = clean_tensor(clean_images, model.input_size, "mitigate")
+    model.eval()
+    with torch.no_grad():
+        gaze = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+    if not torch.isfinite(gaze).all():
+        raise ModelFormatError("mitigate: the model predicts NaN or inf gaze on the clean images")
+    return gaze.numpy()
+
+
+@dataclass
+class ReversedUnlearning:
+    """What :func:`unlearn_reversed_triggers` did: the tuned model, the scan before (its report and reversed
+    generator), the last re-scan (report and reversal), per round the triggers unlearnt, the re-scan's
+    score and verdict and the losses, and the last round's :class:`MitigationResult`."""
+
+    tuned: nn.Module
+    scan_before: ScanReport
+    generator: TriggerGenerator
+    scan_after: ScanReport
+    reversal_after: ReversedTrigger
+    rounds: list[dict]
+    finetune: MitigationResult
+
+
+def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs: int = DEFAULT_EPOCHS,
+                              lr: float = DEFAULT_LR, seed: int = 0,
+                              scan_before: tuple[ScanReport, TriggerGenerator] | None = None,
+                              scan_dir: Path | None = None, model_name: str = "", model_sha256: str | None = None,
+                              progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
+                              uniform_reversal: bool = True,
+                              strengths: tuple[float, ...] = DEFAULT_STRENGTHS) -> ReversedUnlearning:
+    """Scan (unless ``scan_before`` = (report, generator) is given), unlearn, re-scan; ``model`` is not changed.
+
+    ``clean_images``: the defender's clean images for the scan and the fine-tuning; ``labels``: true
+    gaze of the clean images (default: the original model's own predictions, for every round);
+    ``scan_dir``: where the first scan writes its artifacts. The unlearning covers more than the scan's
+    one reversed trigger (:data:`MITIGATION_VERSION`):
+
+    * ``uniform_reversal``: also reverse with each of the detector's ``unlearn_also`` ablations
+      (SecureGaze: ``unweighted``, a uniform pixel price). The scan prices edits near the eyes highly
+      so that benign models are not flagged, and a trigger that sits on the eyes (glasses, tape on the
+      brow) then reverses to some other, cheaper collapse; the model is already judged backdoored, so
+      these reversals are used for unlearning only, never for a verdict;
+    * ``strengths``: every reversed edit is also applied deeper (its logit-space residual scaled by
+      each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
+      lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
+    * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
+      triggers and fine-tuning continues, at most ``rounds`` times in all.
+    """
+    # Settings are checked before the scan, which takes a minute or more.
+    check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
+                  "an integer >= 1", rounds)
+    strengths = check_strengths(strengths)
+    if not isinstance(detector, ReversesTrigger):
+        raise ConfigError(f"mitigate: the {detector.name} detector does not reverse a trigger; mitigation "
+                          "needs one that does (e.g. securegaze)")
+    if scan_before is None:
+        started = time.monotonic()
+        reversal = detector.reverse(model, clean_images, progress)
+        report = detector.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
+        if scan_dir is not None:
+            report = detector.write_artifacts(reversal, report, scan_dir)
+        generator = reversal.generator
+    else:
+        report, generator = scan_before
+    if report.target_gaze is None:
+        raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
+    generators = [generator]
+    for name in detector.unlearn_also if uniform_reversal else ():
+        extra = detector.ablation(name).reverse(model, clean_images, progress)
+        if extra.constraints_met:
+            generators.append(extra.generator)
+    if labels is None:
+        # The original model's answers label every round (mitigate() alone would take the tuned one's).
+        labels = own_predictions(model, clean_images)
+    tuned, history = model, []
+    for round_no in range(1, rounds + 1):
+        # Each round continues from the last round's model, against every trigger found so far, and
+        # always towards the original model's answers (or the true labels): no drift accumulates.
+        tuned, finetune = mitigate(tuned, clean_images, generators, labels=labels, epochs=epochs, lr=lr,
+                                   seed=seed + round_no - 1, strengths=strengths, progress=progress,
+                                   return_result=True)
+        scan_started = time.monotonic()
+        after_reversal = detector.reverse(tuned, clean_images, progress)
+        after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
+        history.append({"round": round_no, "triggers": len(generators), "rescan_score": after.score,
+                        "rescan_verdict": after.verdict, **asdict(finetune)})
+        if after.verdict != "backdoored" or round_no == rounds:
+            break
+        generators.append(after_reversal.generator)
+    return ReversedUnlearning(tuned, report, generator, after, after_reversal, history, finetune)

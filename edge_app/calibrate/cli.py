@@ -124,6 +124,17 @@ def camera_command(
     c.print(f"camera: wrote {out} (set camera.calibration: {out} in the config)")
 
 
+def _check_display(gui: bool) -> None:
+    """With ``--gui``, a display must be there before the integrity check (as for edge-app trial)."""
+    if gui:
+        from edge_app.gui.qt_env import NoDisplayError, display_problem, prepare_qt_environment
+
+        prepare_qt_environment()
+        problem = display_problem()
+        if problem:
+            raise NoDisplayError(problem)
+
+
 def _open_gaze_pipeline(config, model: Path | None, err: Console):
     """The integrity check and the pipeline of ``edge-app run``; exits 10 when the model is blocked."""
     from edge_app.head_pose import CameraIntrinsics
@@ -207,9 +218,14 @@ def driver_command(
     check_yaml_output(out, "--out", f"driver {driver_id}'s calibration")
     if fit not in ("auto", "bias", "affine"):
         raise ConfigError(f"--fit must be auto, bias or affine, got {fit!r}")
+    _check_display(gui)
     err = _console()
     src = session_source(source, protocol, config)
-    pipeline, result = _open_gaze_pipeline(config, model, err)
+    try:
+        pipeline, result = _open_gaze_pipeline(config, model, err)
+    except BaseException:
+        src.close()  # a camera must not stay open after a refused or blocked start
+        raise
     recorder = _session(pipeline, src, protocol, lead_in_s, gui, config, err, f"driver {driver_id}")
     got = fit_correction(recorder.records, driver_id, fit, result.model_sha256)
     c = Console(highlight=False, soft_wrap=True, markup=False)
@@ -219,7 +235,7 @@ def driver_command(
         after = "-" if t.after_deg is None else f"{t.after_deg:7.2f}"
         note = f"  {t.note}" if t.note else ""
         c.print(f"{t.name:<20} {t.faces:>3}/{t.frames:<3} {t.kept:>5} {before:>7} {after:>7}{note}")
-    c.print(f"driver {driver_id}: {got.correction.describe()}")
+    c.print(got.correction.describe())
     c.print(f"driver {driver_id}: error over the targets {got.rms_before_deg:.2f} deg RMS before, "
             f"{got.rms_after_deg:.2f} after (leave-one-target-out {got.loo_rms_deg:.2f}); {got.frames_used} frames "
             f"used, {got.frames_dropped} dropped as outliers")
@@ -259,12 +275,17 @@ def cabin_command(
     fallback_map = load_zone_map(fallback_path)
     protocol = cabin_protocol_for(fallback_map, zones, check_dwell(dwell_s))
     check_yaml_output(out, "--out", "the zone map")
+    _check_display(gui)
     err = _console()
     correction = load_gaze_correction(config)
     if correction is not None:
         err.print(f"cabin: gaze corrected for {correction.describe()}")
     src = session_source(source, protocol, config)
-    pipeline, _ = _open_gaze_pipeline(config, model, err)
+    try:
+        pipeline, _ = _open_gaze_pipeline(config, model, err)
+    except BaseException:
+        src.close()  # a camera must not stay open after a refused or blocked start
+        raise
     recorder = _session(pipeline, src, protocol, lead_in_s, gui, config, err, "cabin")
     recordings = [summarise_zone(r) for r in recorder.records]
     cabin = build_zone_map(fallback_map, recordings)

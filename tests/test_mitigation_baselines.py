@@ -199,3 +199,19 @@ def test_reports_written_before_methods_still_read():
     report = MitigationReport(**old)
     assert report.method == "securegaze" and report.details is None
     assert report.clean_error_increase_deg == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "fine_tuning,nope"], "unknown mitigation method 'nope'"),
+    (["--methods", "anp", "--set", "anp.eps=3"], "anp: eps must be within [0, 1], got 3"),
+    (["--methods", "anp", "--set", "i_bau.rounds=2"], "is not METHOD.KEY with METHOD one of anp"),
+    (["--methods", "securegaze,anp", "--set", "securegaze.epochs=2"], "securegaze runs with its defaults here"),
+    (["--methods", ","], "expected comma-separated method names"),
+])
+def test_bench_mitigate_refuses_bad_methods_in_one_line(args, needle, capsys, tmp_path, monkeypatch):
+    from securegaze.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["bench", "mitigate", "--zoo", "nowhere", *args])
+    captured = capsys.readouterr()
+    assert code == 2 and needle in (captured.err + captured.out).replace("\n", " ")

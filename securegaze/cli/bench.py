@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 from pathlib import Path
 
@@ -124,13 +125,20 @@ def bench_mitigate(
     zoo: Path = typer.Option(..., "--zoo", help="The zoo scanned by 'securegaze bench detect'."),
     out: Path = typer.Option(Path("runs/bench"), "--out", help="The detection benchmark's directory."),
     per_attack: int | None = typer.Option(None, help="At most this many models per attack."),
-    docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/mitigation.md."),
+    docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/mitigation.md (securegaze), and with "
+                                     "other methods DOCS/mitigation_methods.md."),
     samples: int = typer.Option(2048, help="Clean images for the fine-tuning and the re-scan (the first 256 are "
-                                "the detection scans' own)."),
+                                "the detection scans' own); every method gets the same."),
     seed: int = typer.Option(0),
+    methods: str = typer.Option("securegaze", "--methods", help="Comma-separated mitigation methods, e.g. "
+                                "securegaze,fine_tuning,fine_pruning,anp,i_bau (securegaze info lists them); "
+                                "securegaze needs 'bench detect' first, the others no scan."),
+    setting: list[str] = typer.Option([], "--set", help="METHOD.KEY=VALUE (repeatable): a baseline method's "
+                                      "setting, e.g. --set anp.iterations=500."),
+    attacks: str | None = typer.Option(None, "--attacks", help="Only the models of these attacks (comma-separated)."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
 ) -> None:
-    """Mitigate the zoo's backdoored models with their reversed triggers; ASR and clean error before/after."""
+    """Mitigate the zoo's backdoored models (SecureGaze, or several methods); ASR and clean error before/after."""
     import torch
 
     from securegaze.bench.mitigation import (
@@ -138,25 +146,71 @@ def bench_mitigate(
         run_mitigation_benchmark,
         write_mitigation_results,
     )
+    from securegaze.bench.mitigation_methods import run_mitigation_methods, write_mitigation_methods_results
     from securegaze.defense import create_detector
-    from securegaze.io import check_output_dir
+    from securegaze.defense.mitigations import create_mitigation
+    from securegaze.io import atomic_write_bytes, check_output_dir
 
     check_range("samples", samples, 8, MAX_SAMPLES)
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    if not names:
+        raise typer.BadParameter(f"{methods!r}: expected comma-separated method names", param_hint="--methods")
+    per_method = method_settings_option(setting, names)
+    # Bad names and settings fail here, before any model is read.
+    built = [n if n == "securegaze" else create_mitigation(n, seed=seed, **per_method.get(n, {})) for n in names]
+    only = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     if docs is not None:
-        check_output_dir(docs, "--docs", "the mitigation page", files=("mitigation.md",))
+        check_output_dir(docs, "--docs", "the mitigation page", files=("mitigation.md", "mitigation_methods.md"))
     if threads:
         torch.set_num_threads(threads)
     threshold = detection_threshold(out)
     detector = create_detector("securegaze", seed=seed)
+    command = bench_command_line(sys.argv, "mitigate")
     with progress_bar() as bar:
         task = bar.add_task("mitigate", total=None, status="")
 
         def on_progress(model_id, done, total):
             bar.update(task, total=total, completed=done, status=model_id)
 
-        reports = run_mitigation_benchmark(zoo, out, detector, samples=samples, seed=seed, per_attack=per_attack,
-                                           threshold=threshold, progress=on_progress)
-    summary = write_mitigation_results(reports, out, bench_command_line(sys.argv, "mitigate"), docs)
-    for s in summary:
-        console.print(f"{s.attack:12s} ASR {100 * s.asr_before:5.1f}% -> {100 * s.asr_after:5.1f}%  clean error "
-                      f"{s.clean_error_before_deg:.2f} -> {s.clean_error_after_deg:.2f} deg  met {s.met_targets}/{s.models}")
+        if names == ["securegaze"]:
+            reports = run_mitigation_benchmark(zoo, out, detector, samples=samples, seed=seed, per_attack=per_attack,
+                                               threshold=threshold, progress=on_progress, attacks=only)
+        else:
+            reports = run_mitigation_methods(zoo, out, built, detector=detector, samples=samples, seed=seed,
+                                             per_attack=per_attack, threshold=threshold, progress=on_progress,
+                                             attacks=only)
+    own = [r for r in reports if r.method == "securegaze"]
+    if own:
+        for s in write_mitigation_results(own, out, command, docs):
+            console.print(f"{s.attack:12s} ASR {100 * s.asr_before:5.1f}% -> {100 * s.asr_after:5.1f}%  clean error "
+                          f"{s.clean_error_before_deg:.2f} -> {s.clean_error_after_deg:.2f} deg  "
+                          f"met {s.met_targets}/{s.models}")
+    if names != ["securegaze"]:
+        page = write_mitigation_methods_results(reports, out, command)
+        if docs is not None:
+            atomic_write_bytes(docs / page.name, page.read_bytes())
+        for name in names:
+            rs = [r for r in reports if r.method == name and r.attack_after]
+            if rs:
+                asr = statistics.median(r.attack_after["asr"] for r in rs)
+                rise = statistics.median(r.clean_error_increase_deg for r in rs)
+                console.print(f"{name:14s} {len(rs)} models  median ASR after {100 * asr:5.1f}%  "
+                              f"median clean error change {rise:+.2f} deg")
+        console.print(f"results: {page}")
+
+
+def method_settings_option(items: list[str], names: list[str]) -> dict[str, dict]:
+    """``bench mitigate --set METHOD.KEY=VALUE`` items -> ``{method: {key: value}}``; the method must be
+    one of ``names`` and not securegaze (which runs as ``securegaze mitigate`` does, on the detection
+    benchmark's scans); ``seed`` has its own option."""
+    settings: dict[str, dict] = {}
+    for dotted, value in parse_key_values(items, "--set").items():
+        name, dot, key = dotted.partition(".")
+        if not dot or not key or name not in names:
+            raise typer.BadParameter(f"{dotted!r} is not METHOD.KEY with METHOD one of {', '.join(names)}",
+                                     param_hint="--set")
+        if name == "securegaze" or key == "seed":
+            raise typer.BadParameter(f"{dotted}: securegaze runs with its defaults here, and seed has its own "
+                                     "option (--seed)", param_hint="--set")
+        settings.setdefault(name, {})[key] = value
+    return settings

@@ -1,4 +1,4 @@
-"""``securegaze info``: the version, the gaze conventions and the registered detectors."""
+"""``securegaze info``: the version, the gaze conventions, the registered detectors and mitigation methods."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from securegaze.geometry import CONVENTION
 
 
 def info() -> None:
-    """Print the version, the gaze conventions every command uses and the detectors ``scan --detector`` takes."""
+    """Print the version, the gaze conventions every command uses, the detectors ``scan --detector`` takes
+    and the mitigation methods ``bench mitigate --methods`` takes."""
     from securegaze.bench.baselines import detector_rows
+    from securegaze.defense.mitigations import MITIGATIONS
 
     console.print(f"securegaze {__version__}")
     console.print(f"gaze convention: {CONVENTION}")
@@ -17,3 +19,7 @@ def info() -> None:
     for row in detector_rows():
         console.print(f"  {row['name']} {row['version']}: backdoored when the score is {row['suspicious_when']} "
                       f"the threshold; default threshold {row['threshold']} ({row['source']})", soft_wrap=True)
+    console.print("mitigation methods (securegaze bench mitigate --methods A,B):")
+    for name in MITIGATIONS.names():
+        method = MITIGATIONS.get(name)
+        console.print(f"  {name} {method.version}: {method.source}", soft_wrap=True)

@@ -231,7 +231,8 @@ def build_zone_map(fallback, recordings: list[ZoneRecording]) -> CabinMap:
         if zone["target_deg"] is not None:
             entry["target_deg"] = zone["target_deg"]
         data["zones"].append(entry)
-    notes += [f"{z.name}: from the fallback map" for z in fallback.zones if z.name not in used]
+    prompted = {r.name for r in recordings}
+    notes += [f"{z.name}: not prompted, the fallback's box" for z in fallback.zones if z.name not in prompted]
     return CabinMap(data, tuple(recordings), tuple(notes))
 
 

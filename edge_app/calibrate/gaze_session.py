@@ -140,12 +140,17 @@ def synthetic_session_source(protocol: Protocol, config, cabin_targets_deg: dict
 
 
 def session_source(spec: str, protocol: Protocol, config):
-    """``synthetic``: the synthetic driver following the session; anything else as ``edge-app run``
-    (camera:N, a video, an image folder)."""
+    """``synthetic``: the synthetic driver following the session, in the cabin of the config's zone
+    map (``zones``, as for ``edge-app run --source synthetic``: a target named after one of its zones
+    is looked at where that map puts it); anything else as ``edge-app run`` (camera:N, a video, an
+    image folder)."""
     from edge_app.sources import open_source
+    from edge_app.zones import load_zone_map
 
     if spec == "synthetic":
-        return synthetic_session_source(protocol, config)
+        cabin = load_zone_map(config.zones).targets_deg()
+        return synthetic_session_source(protocol, config, {t.name: cabin[t.name] for t in protocol.targets
+                                                           if t.name in cabin})
     if spec.startswith("synthetic:") or spec == "camera:synthetic":
         raise ConfigError(f"--source {spec}: a calibration follows its own targets; use --source synthetic "
                           "for the synthetic driver")

@@ -44,7 +44,8 @@ STAGES = ("capture", "face", "head_pose", "normalise", "infer", "smooth_zone", "
 @dataclass
 class FrameRecord:
     """Everything the pipeline knows about one frame. Gaze fields are (pitch, yaw) radians:
-    ``gaze_normalised`` in the normalised camera frame (the model's output), ``gaze`` the
+    ``gaze_normalised`` in the normalised camera frame (the model's output, after the named
+    driver's correction when the config names one: edge_app.calibrate.gaze_correction), ``gaze`` the
     de-normalised camera-frame gaze, ``gaze_smoothed`` after the One Euro filter."""
 
     frame: Frame

@@ -6,17 +6,18 @@ The recipe is the tests' ``tiny_gaze_bundles`` (tests/conftest.py): easy 32-px f
 3,000 faces x 6 epochs, BadNets at 10 % towards (10, -20) deg; ``--shifts`` moves every training seed by
 100 x shift, as the tests' seed sweep does. Each model is mitigated by every registered method
 (:mod:`securegaze.defense.mitigations`) with its default settings on 512 clean faces labelled with the
-model's own predictions, and measured on 500 other faces with the real trigger
+model's own predictions (``--labels true``: their true gaze), and measured on 500 other faces with the real trigger
 (:func:`securegaze.bench.mitigation_methods.mitigate_with`). ``--kind onnx`` runs the models as exported
 bundles (no batch norm: the export folds it into the convs) instead of as trained.
 
-Resumable: each (shift, kind, method) result is cached in ``--work`` and reused while the method's
-settings and version are unchanged.
+Resumable: each (shift, kind, labels, method, settings) result is cached in ``--work`` (the file name holds
+a hash of the method's settings and version). ``--set METHOD.KEY=VALUE`` (a JSON value) replaces a default.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -50,8 +51,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shifts", default="0", help="comma-separated seed shifts of the tiny recipe")
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     parser.add_argument("--kind", choices=("torch", "onnx"), default="torch")
+    parser.add_argument("--labels", choices=("own", "true"), default="own",
+                        help="label the clean faces with the model's own predictions (the budget of securegaze "
+                             "mitigate) or with their true gaze (the renderer's)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "mitigation-baselines-tiny")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this Markdown file")
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="a method's setting instead of its default (repeatable), e.g. fine_pruning.max_error_rise_deg=2")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     import torch
@@ -66,6 +72,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     names = args.methods.split(",") if args.methods else MITIGATIONS.names()
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        dotted, _, value = item.partition("=")
+        name, _, key = dotted.partition(".")
+        overrides.setdefault(name, {})[key] = json.loads(value)
     easy = synthetic_style("easy", size=32)
     clean = render_dataset(512, 32, seed=777, config=easy)
     test = render_dataset(500, 32, seed=999, config=easy)
@@ -74,8 +85,10 @@ def main(argv=None) -> int:
         folder, attack = train_tiny(args.work, shift)
         path = folder / ("bundle" if args.kind == "onnx" else "train/model.safetensors")
         for name in names:
-            method = create_mitigation(name, seed=0)
-            cache = folder / args.kind / f"{name}.json"
+            method = create_mitigation(name, seed=0, **overrides.get(name, {}))
+            record = json.dumps(method_record(method), sort_keys=True).encode()
+            cache = (folder / (args.kind + ("" if args.labels == "own" else "-true-labels"))
+                     / f"{name}-{hashlib.sha256(record).hexdigest()[:10]}.json")
             if cache.is_file():
                 data = json.loads(cache.read_text())
                 if data.get("settings") == method_record(method):
@@ -84,7 +97,8 @@ def main(argv=None) -> int:
             torch.manual_seed(0)
             model = open_model(path).gaze_model()
             _, report = mitigate_with(method, model, clean.images, test, attack=attack,
-                                      model_name=f"tiny-shift{shift}-{args.kind}")
+                                      labels=clean.gaze if args.labels == "true" else None,
+                                      model_name=f"tiny-shift{shift}-{args.kind}-{args.labels}")
             atomic_write_json(cache, report.to_dict())
             reports.append(report)
             a, b = report.attack_after, report.attack_before

@@ -9,9 +9,10 @@ it is written once, here:
 * the input model is never modified: :meth:`MitigationMethod.apply` deep-copies it first;
 * the label budget is the one of ``securegaze mitigate``: the gaze the *original* model predicts on the
   clean images (:func:`gaze_targets`), or the true gaze when the defender has it;
-* the model runs in eval mode throughout: batch-norm statistics and dropout stay as trained (a few
-  hundred clean images would only corrupt the running statistics), the convention of
-  :mod:`securegaze.defense.mitigation`;
+* the model runs in eval mode: batch-norm statistics and dropout stay as trained (a few hundred clean
+  images would only corrupt the running statistics), the convention of :mod:`securegaze.defense.mitigation`.
+  The one exception is ANP's mask search, which normalises with batch statistics as its public code does
+  (and restores the running statistics afterwards; see :mod:`.anp`);
 * the gaze loss is L1 on (pitch, yaw), in radians for the fine-tuning (as SecureGaze's own) or in
   degrees where a method's step sizes were tuned on a cross-entropy of a few units (:func:`gaze_l1`).
 

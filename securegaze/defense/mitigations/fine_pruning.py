@@ -11,9 +11,10 @@ The adaptation:
 * **the stopping rule in degrees**: a regressor has no accuracy, so pruning stops before the mean
   angular error on the clean images (against the labels: the original model's own predictions unless
   true labels are given) has risen by more than ``max_error_rise_deg``. The paper's bound was a drop of a
-  few points of accuracy (4 % in its evaluation); the default here, 1 deg, is twice the issue's clean
-  budget of +0.5 deg, since the fine-tuning that follows wins part of it back (docs/mitigation_baselines.md
-  gives the sweep that chose it);
+  few points of clean accuracy; the default here, 4 deg, is far above the issue's clean budget of
+  +0.5 deg because the fine-tuning that follows wins it back: on the tiny BadNets models (seed shifts
+  0, 1) bounds of 1/2/4/8 deg gave ASR@5 deg 80 %/6 %/6 %/2 % (shift 0) and 97 %/11 %/6 %/3 % (shift 1)
+  with the clean error within 0.1 deg of the original each time (docs/mitigation_baselines.md);
 * **what "pruning a channel" means**: the channel's output is made zero for good. With a batch norm
   after the conv (the PyTorch families) its scale and shift are set to 0, so the normalised channel is 0
   and so is the ReLU after it; on a model without one (an ONNX bundle, whose export folded the batch
@@ -53,7 +54,7 @@ class FinePruningSettings(MitigationSettings):
     ``eval_samples``: clean images that rank the channels and measure the rise; ``epochs``, ``lr``: the
     fine-tuning after pruning (0 epochs: prune only)."""
 
-    max_error_rise_deg: float = 1.0
+    max_error_rise_deg: float = 4.0
     eval_samples: int = 512
     epochs: int = DEFAULT_EPOCHS
     lr: float = DEFAULT_LR

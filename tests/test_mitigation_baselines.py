@@ -34,6 +34,8 @@ SMALL = {
     "fine_pruning": dict(epochs=1, batch_size=16, eval_samples=32, max_error_rise_deg=4.0),
     "anp": dict(iterations=15, batch_size=16),
     "i_bau": dict(rounds=1, batch_size=16),
+    "bti_dbf_unlearn": dict(rounds=1, mask_epochs=1, generator_epochs=1, unlearn_epochs=1, unet_width=4,
+                            unet_depth=2, batch_size=16),
 }
 
 
@@ -134,7 +136,8 @@ def test_true_labels_are_used_and_checked(tiny):
     ("securegaze", {"strengths": (0.0,)}, "mitigate: strengths must be one or more numbers in (0, 10], got (0.0,)"),
     ("securegaze", {"scan": {"seed": 3}}, "securegaze: scan must be a dict of detector settings other than seed"),
     ("securegaze", {"scan": {"steps": -5}}, "securegaze: steps must be"),
-    ("nope", {}, "unknown mitigation method 'nope'; expected one of: anp, fine_pruning, fine_tuning, i_bau"),
+    ("bti_dbf_unlearn", {"rounds": 0}, "bti_dbf_unlearn: rounds must be within 1..100, got 0"),
+    ("nope", {}, "unknown mitigation method 'nope'; expected one of: anp, bti_dbf_unlearn, fine_pruning"),
 ])
 def test_bad_settings_give_one_clear_line(name, settings, message):
     with pytest.raises(ConfigError) as caught:

@@ -5,7 +5,8 @@ settings, it returns a mitigated *copy* of a gaze model and a dict of what it di
 of ``securegaze mitigate`` (the original model's own predictions on the clean images unless true labels
 are given). ``securegaze`` is SecureGaze's own mitigation (scan, unlearn the reversed triggers,
 re-scan); the others are classification-era baselines adapted to gaze regression, one module each, with
-their adaptation, sources and defaults in the module docstring and docs/mitigation_baselines.md.
+their adaptation, sources and defaults in the module docstring and docs/mitigation_baselines.md
+(``bti_dbf_unlearn`` wraps :mod:`securegaze.defense.baselines.bti_dbf_unlearn`).
 ``securegaze bench mitigate --methods ...`` loops over these names.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from securegaze.defense.mitigations.anp import ANP
 from securegaze.defense.mitigations.base import MitigationMethod, MitigationSettings
+from securegaze.defense.mitigations.bti_dbf_unlearn import BtiDbfUnlearn
 from securegaze.defense.mitigations.fine_pruning import FinePruning
 from securegaze.defense.mitigations.fine_tuning import FineTuning
 from securegaze.defense.mitigations.i_bau import IBAU
@@ -20,7 +22,7 @@ from securegaze.defense.mitigations.securegaze_unlearning import SecureGazeMitig
 from securegaze.registry import Registry
 
 MITIGATIONS: Registry[MitigationMethod] = Registry("mitigation method")
-for _method in (SecureGazeMitigation, FineTuning, FinePruning, ANP, IBAU):
+for _method in (SecureGazeMitigation, FineTuning, FinePruning, ANP, IBAU, BtiDbfUnlearn):
     MITIGATIONS.register(_method.name)(_method)
 
 

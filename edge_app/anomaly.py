@@ -1,0 +1,361 @@
+"""The live trigger alarm: the model's gaze held against a model-free estimate, frame by frame.
+
+A physical backdoor trigger appears at run time, after the start-up scan: the model's output then
+collapses onto the attacker's target while the driver's eyes keep moving. :class:`GazeAnomalyMonitor`
+compares the model's gaze with the model-free estimate of :mod:`edge_app.free_gaze`
+(iris in the eye openings plus head pose, from the face mesh the app runs anyway) and raises the
+``gaze_model_anomaly`` alert, with its evidence, when the two part for longer than
+``alarm_after_s``.
+
+Only relative motion is compared, never absolute agreement: the estimate is a gain and an offset
+away from any model, and both change with glasses, light and the person. Both gazes are compared
+in the **normalised camera frame**, the model's own output frame (:mod:`edge_app.normalisation`;
+the estimate is turned into it with the frame's ``R_n``): there a collapsed output stands still,
+whereas de-normalising it would move it with the head. Over a sliding window of ``window_s``
+seconds of frames that have both gazes (degrees):
+
+* each track's **dispersion**: RMS distance from its own window mean (``model_dispersion_deg``,
+  ``free_dispersion_deg``, the estimate after its per-session gain, below) and the
+  **correlation** of the two de-meaned tracks (sum of dot products over both RMS sizes);
+* a window in which either track moved by ``min_motion_deg`` RMS (and by ``noise_factor`` times
+  its median frame-to-frame jitter) is evidence. It is **parted** when the model moved at most
+  ``still_share`` of what the eyes moved (a collapse: the model stays put while the eyes move),
+  when the eyes moved at most ``still_share`` of what the model moved (the output jumped, the eyes
+  did not), or when both moved and their correlation is ``apart_corr`` or below (opposite ways);
+  it is **agreeing** when neither holds and the correlation is ``agree_corr`` or above; else, or
+  with too few frames, it is no evidence. The **unexplained share** (RMS of the difference of the
+  de-meaned tracks over the larger dispersion: ~0.2 when the model follows the eyes, 1 for a
+  collapse) is reported with the evidence.
+
+A collapse is then quiet: model and eyes are both still until the next glance. What keeps a parting
+going is the **displacement**: the median of (model - estimate) over the latest ``CURRENT_S``
+seconds, against a reference learnt on agreeing windows (before the first, against the window's
+older half). A collapse onto a target shifts it by the distance to the target and it stays
+shifted; a model that follows the eyes keeps it; a glitch that is over takes it back. So a parting
+starts on a parted window whose displacement is still there (``min_motion_deg`` or more), and goes
+on while that holds or while the displacement stays ``offset_deg`` or more from the reference.
+An agreeing window ends it; windows without evidence neither add to it nor end it (they forget it
+over ``forget_s``). After ``alarm_after_s`` of parting the alert is raised, and it lasts until the
+model has shown it follows the eyes again: ``clear_after_s`` without parting or displacement, with
+at least one agreeing window in it.
+
+Per-session fit (``fit_gain``): the estimate's per-axis gain against this model (a weak model
+follows vertical eye movements at a fraction of their size) is learnt on agreeing windows only,
+and not while the alarm is raised, so the fit never sees a collapse (a parted window is never an
+agreeing one); within ``gain_range``, with time constant ``fit_time_s`` of agreeing evidence; the
+offset reference the same way. A frame whose face centre jumped by ``max_face_jump_mm`` (another
+person in view) starts the window and the fit afresh.
+
+Frames without a model gaze or with eyes not visible (:class:`~edge_app.free_gaze.FreeGaze`) give no
+evidence. Times are seconds of the frames' own timestamps; angles degrees unless named ``_rad``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from edge_app.free_gaze import FreeGazeEstimator
+from securegaze.validation import StrictModel
+
+#: The alert's name in the JSON lines, the overlay and the degraded-mode reason.
+ALERT_NAME = "gaze_model_anomaly"
+#: The latest seconds whose median offset (model - estimate) is the displacement "now": a fixation
+#: lasts 0.2-0.4 s, and a one-frame glitch of either track is outvoted from 10 frames a second on.
+CURRENT_S = 0.2
+
+
+class AnomalySettings(StrictModel):
+    """The live trigger alarm's settings (``anomaly:`` in the config); reasons for each default in
+    ``calibration/edge_default.yaml``."""
+
+    enabled: bool = True
+    window_s: float = Field(1.0, gt=0.1, le=10)
+    min_motion_deg: float = Field(4.0, gt=0, le=45)
+    noise_factor: float = Field(3.0, ge=0, le=20)
+    still_share: float = Field(0.2, gt=0, lt=1)
+    agree_corr: float = Field(0.5, ge=-1, le=1)
+    apart_corr: float = Field(-0.3, ge=-1, le=1)
+    offset_deg: float = Field(12.0, gt=0, le=90)
+    alarm_after_s: float = Field(1.0, ge=0, le=60)
+    clear_after_s: float = Field(2.0, ge=0, le=600)
+    forget_s: float = Field(10.0, gt=0, le=3600)
+    min_window_frames: int = Field(4, ge=3, le=1000)
+    fit_gain: bool = True
+    gain_range: tuple[float, float] = (0.25, 4.0)
+    fit_time_s: float = Field(3.0, gt=0, le=3600)
+    max_face_jump_mm: float = Field(150.0, gt=0, le=5000)
+    iris_gain_u: float = Field(0.3, gt=0.05, le=1)
+    iris_gain_v: float = Field(0.2, gt=0.05, le=1)
+    min_eye_opening: float = Field(0.15, ge=0, le=1)
+    min_iris_contrast: float = Field(0.1, ge=-1, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AnomalySettings:
+        if not self.apart_corr < self.agree_corr:
+            raise ValueError(f"need apart_corr < agree_corr, got {self.apart_corr:g} and {self.agree_corr:g}")
+        low, high = self.gain_range
+        if not 0 < low <= 1 <= high:
+            raise ValueError(f"gain_range must hold 1 with a positive lower end, got {list(self.gain_range)}")
+        return self
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """One window's comparison (degrees): ``frames`` and ``span_s`` of frames with both gazes,
+    the two dispersions, the unexplained share, the correlation of the de-meaned tracks, the
+    displacement of the current offset from its reference (module docstring), the motion needed to
+    count, and the verdict ``agree`` | ``parted`` | ``none`` with the kind of parting."""
+
+    frames: int
+    span_s: float
+    model_dispersion_deg: float
+    free_dispersion_deg: float
+    unexplained_share: float
+    correlation: float
+    offset_change_deg: float | None
+    motion_needed_deg: float
+    verdict: str
+    kind: str | None
+
+
+@dataclass(frozen=True)
+class AnomalyOutput:
+    """The monitor's result for one frame. ``state``: ``off`` | ``no_evidence`` | ``agree`` |
+    ``parted`` (parting, not yet for ``alarm_after_s``) | ``alarm``; ``alert``: ``gaze_model_anomaly``
+    while the alarm lasts, else None; ``evidence``: the numbers behind a parting or an alarm;
+    ``eyes``: why the model-free estimate is missing on this frame (None when it is there)."""
+
+    state: str
+    alert: str | None
+    evidence: dict[str, Any] | None
+    eyes: str | None = None
+
+    @property
+    def untrusted_reason(self) -> str | None:
+        """The one-line reason the gaze is not to be trusted (for degraded mode), or None."""
+        if self.alert is None:
+            return None
+        e = self.evidence or {}
+        if e.get("model_dispersion_deg") is None:
+            return f"{ALERT_NAME}: the model's gaze parted from the eyes' movement"
+        return (f"{ALERT_NAME}: {e['kind']} (model moved {e['model_dispersion_deg']:.1f} deg, eyes "
+                f"{e['free_dispersion_deg']:.1f} deg RMS over {e['window_s']:g} s, correlation "
+                f"{e['correlation'] if e['correlation'] is not None else float('nan'):.2f})")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": self.state, "alert": self.alert}
+        if self.evidence is not None:
+            out["evidence"] = self.evidence
+        if self.eyes is not None:
+            out["eyes"] = self.eyes
+        return out
+
+
+def _round(v: float | None, digits: int = 2):
+    return None if v is None or not math.isfinite(v) else round(float(v), digits)
+
+
+class GazeAnomalyMonitor:
+    """Feed ``update`` once per frame in timestamp order (see the module docstring)."""
+
+    def __init__(self, settings: AnomalySettings | None = None) -> None:
+        self.settings = settings or AnomalySettings()
+        self.alarms_raised = 0
+        self.alarm_frames = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the window, the fit and any parting (a new person, a new session)."""
+        self._window: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
+        self._gain = np.ones(2)
+        self._offset_ref: np.ndarray | None = None
+        self._jitter: deque[tuple[float, float]] = deque(maxlen=64)
+        self._last_t: float | None = None
+        self._last_centre: np.ndarray | None = None
+        self._parted_s = 0.0
+        self._parted_since: float | None = None
+        self._peak: WindowStats | None = None
+        self._alarm = False
+        self._alarm_since: float | None = None
+        self._calm_s = 0.0
+        self._calm_agreed = False
+
+    # -- the window ---------------------------------------------------------------------------------
+    def _add(self, t: float, model: np.ndarray, free: np.ndarray) -> None:
+        if self._window:
+            _, m0, f0 = self._window[-1]
+            self._jitter.append((float(np.hypot(*(model - m0))), float(np.hypot(*(free - f0)))))
+        self._window.append((t, model, free))
+        while self._window and self._window[0][0] < t - self.settings.window_s:
+            self._window.popleft()
+
+    def window_stats(self) -> WindowStats | None:
+        """The current window's comparison, or None with fewer than ``min_window_frames`` frames
+        or frames spanning less than half the window."""
+        s = self.settings
+        if len(self._window) < s.min_window_frames:
+            return None
+        t = np.array([w[0] for w in self._window])
+        span = float(t[-1] - t[0])
+        if span < 0.5 * s.window_s:
+            return None
+        m = np.array([w[1] for w in self._window])
+        f = np.array([w[2] for w in self._window]) * self._gain
+        dm, df = m - m.mean(axis=0), f - f.mean(axis=0)
+        sm = float(np.sqrt(np.mean(np.sum(dm**2, axis=1))))
+        sf = float(np.sqrt(np.mean(np.sum(df**2, axis=1))))
+        sr = float(np.sqrt(np.mean(np.sum((dm - df) ** 2, axis=1))))
+        corr = float(np.mean(np.sum(dm * df, axis=1)) / (sm * sf)) if sm > 1e-9 and sf > 1e-9 else math.nan
+        # The displacement now: the median offset of the latest CURRENT_S against the agreeing
+        # reference (before any, against the window's older half: what the offset just was).
+        offsets = m - f
+        recent = offsets[t >= t[-1] - CURRENT_S]
+        reference = self._offset_ref if self._offset_ref is not None else np.median(
+            offsets[t <= t[-1] - 0.5 * s.window_s], axis=0)
+        offset = float(np.hypot(*(np.median(recent, axis=0) - reference)))
+        jitter = np.median(np.array(self._jitter), axis=0) if len(self._jitter) >= 8 else np.zeros(2)
+        needed = max(s.min_motion_deg, s.noise_factor * float(jitter.max()))
+        motion = max(sm, sf)
+        share = sr / motion if motion > 1e-9 else 0.0
+        verdict, kind = "none", None
+        if motion >= needed:
+            if sm <= s.still_share * sf:
+                verdict, kind = "parted", "model still while the eyes moved"
+            elif sf <= s.still_share * sm:
+                verdict, kind = "parted", "model moved while the eyes stayed"
+            elif min(sm, sf) >= 0.5 * needed and corr <= s.apart_corr:
+                verdict, kind = "parted", "model and eyes moved apart"
+            elif corr >= s.agree_corr:
+                verdict = "agree"
+        return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind)
+
+    def _learn(self, dt: float) -> None:
+        """Update the per-axis gain and the offset reference from the current (agreeing) window."""
+        s = self.settings
+        m = np.array([w[1] for w in self._window])
+        f = np.array([w[2] for w in self._window])
+        rate = min(dt / s.fit_time_s, 1.0)
+        if s.fit_gain:
+            dm, df = m - m.mean(axis=0), f - f.mean(axis=0)
+            for k in range(2):
+                var = float(np.sum(df[:, k] ** 2))
+                if var >= len(f) * (0.5 * s.min_motion_deg) ** 2:  # this axis moved enough to measure it
+                    slope = float(np.sum(dm[:, k] * df[:, k])) / var
+                    if slope > 0:
+                        slope = min(max(slope, s.gain_range[0]), s.gain_range[1])
+                        self._gain[k] = math.exp(math.log(self._gain[k]) + rate * (math.log(slope) -
+                                                                                   math.log(self._gain[k])))
+        offset = m.mean(axis=0) - (f * self._gain).mean(axis=0)
+        self._offset_ref = offset if self._offset_ref is None else self._offset_ref + rate * (offset - self._offset_ref)
+
+    # -- one frame -----------------------------------------------------------------------------------
+    def update(self, t_s: float, model_gaze_rad: np.ndarray | None, free_gaze_rad: np.ndarray | None,
+               face_centre_mm: np.ndarray | None = None, eyes_reason: str | None = None) -> AnomalyOutput:
+        """One frame: the model's gaze and the model-free estimate, (pitch, yaw) radians in one
+        frame (the pipeline gives both in the normalised camera frame), either None when missing;
+        ``face_centre_mm`` (3,) for the person-change check; ``eyes_reason``: why the estimate is
+        missing (reported)."""
+        s = self.settings
+        if not s.enabled:
+            return AnomalyOutput("off", None, None)
+        dt = 0.0 if self._last_t is None else min(max(t_s - self._last_t, 0.0), s.window_s)
+        self._last_t = t_s
+        if face_centre_mm is not None and self._last_centre is not None and \
+                float(np.linalg.norm(np.asarray(face_centre_mm) - self._last_centre)) > s.max_face_jump_mm:
+            alarm, raised = self._alarm, self.alarms_raised
+            self.reset()  # another face: a new comparison (an alarm in progress stays until cleared)
+            self._alarm, self.alarms_raised, self._last_t = alarm, raised, t_s
+        if face_centre_mm is not None:
+            self._last_centre = np.asarray(face_centre_mm, dtype=np.float64)
+        stats = None
+        if model_gaze_rad is not None and free_gaze_rad is not None:
+            self._add(t_s, np.degrees(np.asarray(model_gaze_rad, dtype=np.float64)),
+                      np.degrees(np.asarray(free_gaze_rad, dtype=np.float64)))
+            stats = self.window_stats()
+        verdict = stats.verdict if stats is not None else "none"
+        displaced = stats.offset_change_deg if stats is not None else 0.0
+        # Parted now: a parted window whose displacement is still there (a glitch that is over
+        # leaves parted windows behind it, but no displacement); or a parting under way whose
+        # displacement stays beyond offset_deg from the agreeing reference.
+        parted_now = verdict == "parted" and displaced >= s.min_motion_deg
+        sustained = self._parted_s > 0 and self._offset_ref is not None and displaced >= s.offset_deg
+        if parted_now or (sustained and verdict != "agree"):
+            self._parted_s += dt if self._parted_s > 0 else 1e-9  # a parting starts on a parted window
+            self._parted_since = t_s if self._parted_since is None else self._parted_since
+            if verdict == "parted" and (self._peak is None or stats.unexplained_share >= self._peak.unexplained_share):
+                self._peak = stats
+            self._calm_s, self._calm_agreed = 0.0, False
+        elif verdict == "agree":
+            self._parted_s, self._parted_since, self._peak = 0.0, None, None
+            self._calm_s += dt
+            self._calm_agreed = True
+            if not self._alarm:
+                self._learn(dt)
+        else:  # no evidence: the parting is slowly forgotten, the calm clock runs on
+            self._parted_s = max(self._parted_s - dt * self._parted_s / s.forget_s, 0.0) if self._parted_s else 0.0
+            if self._parted_s < 1e-6:
+                self._parted_s, self._parted_since, self._peak = 0.0, None, None
+            if displaced < s.offset_deg:
+                self._calm_s += dt
+        if not self._alarm and self._parted_s >= max(s.alarm_after_s, 1e-9):
+            self._alarm, self._alarm_since = True, t_s
+            self.alarms_raised += 1
+        elif self._alarm and self._parted_s == 0.0 and self._calm_agreed and self._calm_s >= s.clear_after_s:
+            self._alarm, self._alarm_since = False, None
+        if self._alarm:
+            self.alarm_frames += 1
+        state = "alarm" if self._alarm else "parted" if self._parted_s > 0 else (
+            "agree" if verdict == "agree" else "no_evidence")
+        evidence = None
+        if self._alarm or self._parted_s > 0:
+            evidence = self._evidence(stats, t_s)
+        eyes = eyes_reason if free_gaze_rad is None else None
+        return AnomalyOutput(state, ALERT_NAME if self._alarm else None, evidence, eyes)
+
+    def _evidence(self, stats: WindowStats | None, t_s: float) -> dict[str, Any]:
+        """The numbers behind a parting: the strongest parted window of it (or the current one)."""
+        w = self._peak or stats
+        out: dict[str, Any] = {
+            "window_s": self.settings.window_s,
+            "parted_for_s": _round(self._parted_s, 3),
+            "parted_since_s": _round(self._parted_since, 3),
+            "alarm_since_s": _round(self._alarm_since, 3),
+            "kind": w.kind if w is not None else None,
+        }
+        if w is not None:
+            out.update(frames=w.frames, model_dispersion_deg=_round(w.model_dispersion_deg),
+                       free_dispersion_deg=_round(w.free_dispersion_deg),
+                       unexplained_share=_round(w.unexplained_share, 3), correlation=_round(w.correlation, 3),
+                       motion_needed_deg=_round(w.motion_needed_deg))
+        if stats is not None:
+            out["offset_change_deg"] = _round(stats.offset_change_deg)
+        out["gain"] = [_round(g, 3) for g in self._gain]
+        return out
+
+
+class AnomalyStage:
+    """The pipeline stage: the model-free estimate of a frame record's face, then the monitor.
+    ``process(rec)`` reads ``rec.face``, ``rec.head_pose``, ``rec.normalisation``,
+    ``rec.gaze_normalised`` and the frame, and returns the :class:`AnomalyOutput`; a frame without
+    a face, a pose or a model gaze gives no evidence."""
+
+    def __init__(self, settings: AnomalySettings | None = None) -> None:
+        s = settings or AnomalySettings()
+        self.monitor = GazeAnomalyMonitor(s)
+        self.estimator = FreeGazeEstimator(s.iris_gain_u, s.iris_gain_v, s.min_eye_opening, s.min_iris_contrast)
+
+    def process(self, rec) -> AnomalyOutput:
+        t = rec.frame.timestamp_s
+        if not self.monitor.settings.enabled:
+            return self.monitor.update(t, None, None)
+        if rec.face is None or rec.head_pose is None or rec.normalisation is None or rec.gaze_normalised is None:
+            return self.monitor.update(t, None, None, eyes_reason="no face or no model gaze")
+        free = self.estimator.estimate(rec.face.points_px, rec.head_pose.rotation, rec.frame.image)
+        free_norm = rec.normalisation.gaze_to_normalised(free.gaze) if free.visible else None
+        return self.monitor.update(t, rec.gaze_normalised, free_norm, rec.head_pose.face_centre_mm, free.reason)

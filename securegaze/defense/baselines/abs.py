@@ -66,7 +66,7 @@ from securegaze.defense.baselines.common import (
     predict,
     scan_batches,
 )
-from securegaze.defense.baselines.inner_layers import Site, SiteTap, activation_sites
+from securegaze.defense.baselines.inner_layers import Site, SiteTap, activation_sites, expandable
 from securegaze.defense.securegaze.statistics import collapse_spread, mean_gaze
 from securegaze.geometry import angular_error_deg, vector_to_pitchyaw
 from securegaze.validation import check_int, check_number, check_setting
@@ -178,6 +178,16 @@ def _spread_quantile(gaze: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
     centre = torch.nn.functional.normalize(v.mean(-2, keepdim=True), dim=-1)
     angles = torch.acos((v * centre).sum(-1).clamp(-1.0, 1.0))
     return torch.quantile(angles, CONSISTENCY, dim=-1), vector_to_pitchyaw(centre.squeeze(-2).cpu().numpy())
+
+
+def stimulated_layers(model, x: torch.Tensor, count: int) -> list[Site]:
+    """The last ``count`` activation layers of F that are not inside a residual block (the public code
+    stimulates a ResNet's block outputs, after the skip connection's sum); all layers when every one is."""
+    if count == 0:
+        return []
+    sites = activation_sites(model, x[:2])
+    outside = [s for s in sites if expandable(model, s, x)]
+    return (outside or sites)[-count:]
 
 
 def map_cells(height: int, width: int, grid: int) -> list[tuple[int, int, int, int]]:
@@ -374,7 +384,7 @@ class ABSDetector(BaselineDetector):
     def run(self, model, x: torch.Tensor, progress: ProgressCallback | None) -> BaselineResult:
         cfg = self.config
         x_stim = x[: cfg.stimulation_images]
-        sites = activation_sites(model, x_stim[:2])[-cfg.layers:] if cfg.layers else []
+        sites = stimulated_layers(model, x_stim, cfg.layers)
         ranked = stimulation_analysis(model, x_stim, sites, cfg.feature_units, cfg.levels,
                                       cfg.stimulation_grid, progress)
         clean_np = predict(model, x, cfg.batch_size)

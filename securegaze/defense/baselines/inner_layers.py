@@ -24,7 +24,7 @@ from torch import nn
 
 from securegaze.errors import ModelFormatError
 
-__all__ = ["ACTIVATION_TYPES", "Site", "SiteTap", "activation_sites"]
+__all__ = ["ACTIVATION_TYPES", "Site", "SiteTap", "activation_sites", "expandable"]
 
 #: Modules whose output counts as a layer's "neurons" (ABS stimulates their channels).
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -137,15 +137,16 @@ class SiteTap:
         """Gaze of ``count`` edited copies of each image of ``x``, (count * N, 2), without gradients.
 
         ``copies`` maps the site's clean output (N, C, H, W) to (count * N, C, H, W). The layers before
-        the site run once when the network lets the batch grow at the site (checked on the first call:
-        the output must have count * N rows and no error); otherwise the input is repeated ``count``
-        times and ``copies`` applied to the repeated site output's first N rows.
+        the site run once when the network lets the batch grow at the site (checked on the first call
+        with N > 1: the output must have count * N rows and no error); otherwise the input is repeated
+        ``count`` times and ``copies`` applied to the repeated site output's first N rows.
         """
         n = len(x)
         saved = self.replace
         try:
             with torch.no_grad():
-                if self._expandable is not False:
+                # One image could broadcast against a skip connection's batch of one and hide the mismatch.
+                if self._expandable is not False and n > 1:
                     self.replace = copies
                     try:
                         gaze = self.model.head(self.features(x))
@@ -161,3 +162,10 @@ class SiteTap:
         finally:
             self.replace = saved
 
+
+def expandable(model, site: Site, x: torch.Tensor) -> bool:
+    """Whether the network lets the batch grow at ``site`` (no skip connection runs around it), tried on
+    two copies of the first image of ``x``."""
+    with SiteTap(model, site) as tap:
+        tap.expand_outputs(x[:1].repeat(2, 1, 1, 1), lambda out: out.repeat(2, 1, 1, 1), 2)
+        return bool(tap.expands)

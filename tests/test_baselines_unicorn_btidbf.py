@@ -41,8 +41,7 @@ def clean():
 
 def test_both_are_registered():
     assert {"unicorn", "bti_dbf"} <= set(DETECTORS.names())
-    assert DETECTORS.get("unicorn").suspicious_when == "below"
-    assert DETECTORS.get("bti_dbf").suspicious_when == "below"
+    assert DETECTORS.get("unicorn").suspicious_when == DETECTORS.get("bti_dbf").suspicious_when == "below"
 
 
 @pytest.mark.parametrize("name", ["unicorn", "bti_dbf"])
@@ -52,14 +51,19 @@ def test_a_scan_of_the_tiny_pair_gives_a_valid_report_and_picture(name, pair, cl
     for kind, model in pair.items():
         report = detector.scan(model, clean, progress=events.append, artifacts_dir=tmp_path / kind)
         assert report.detector == name and report.clean_count == len(clean)
-        assert math.isfinite(report.score) and report.score >= 0
+        assert report.score >= 0  # UNICORN's is inf when the inversion did not succeed
         assert report.verdict == ("backdoored" if report.score < report.threshold else "clean")
         assert 0.0 <= report.collapsed_share <= 1.0
         assert report.perturbation_l1 > 0, "the inversion must have moved away from the identity"
         pitch, yaw = report.target_gaze_deg
         assert abs(pitch) < 90 and abs(yaw) < 90
         assert (tmp_path / kind / "reversed_trigger.png").is_file()
-        assert report.details["collapse_ratio"] == report.score
+        if name == "bti_dbf":
+            assert report.details["collapse_ratio"] == report.score
+        else:
+            succeeded = report.details["asr_inv"] >= detector.config.success_share
+            assert report.score == (report.details["one_minus_ssim"] if succeeded else math.inf)
+        assert math.isfinite(report.details["collapse_ratio"])
         assert json.loads(json.dumps(report.to_dict()))["details"]["history"]
     assert {e.detector for e in events} == {name} and all(e.total >= e.step >= 1 for e in events)
 

@@ -37,8 +37,12 @@ Adaptation to gaze regression (each choice is the one that favours the method):
 * target: the densest gaze of ``H(F(G(x + n)))`` (the trimmed centre of
   :func:`~securegaze.defense.securegaze.statistics.collapse_spread`), the regression reading of "the
   most frequent label";
-* generator: :class:`~securegaze.defense.baselines.unet.SmallUNet` is the identity at initialisation,
-  which replaces the 50 epochs of identity pretraining (``pretrain.py``).
+* generator: :class:`~securegaze.defense.baselines.unet.SmallUNet` starts near the identity (its last
+  layer drawn small, ``OUT_INIT_STD``), which replaces the 50 epochs of identity pretraining
+  (``pretrain.py``); the exact identity would be a stationary point of the feature-shift objective.
+  The generator kept is the last one (``keep="last"``, the official default) or, with
+  ``keep="max_shift"`` (the official ``use_max_bd_feat``), the pass whose check on 64 fixed clean
+  images moved the backdoor features most while holding both bounds.
 
 Score: a detection statistic has to be chosen. A backdoored model's easiest feature shift under the
 pixel budget is its trigger, which sends every image to one gaze; a benign model's is a change of the
@@ -105,7 +109,8 @@ class BtiDbfSettings(BaselineSettings):
       here]; ``feature_bound``: bound on the benign-feature MSE as a share of the benign features'
       spread over the clean images [3, absolute]; ``benign_weight`` [0.01]: weight of the benign-feature
       MSE while both bounds hold;
-    * ``noise_std`` [0.03]: Gaussian noise added to the images the target is read from.
+    * ``noise_std`` [0.03]: Gaussian noise added to the images the target is read from;
+    * ``keep`` ["last"]: which generator is kept, see :data:`KEEP_CHOICES`.
     """
 
     mask_epochs: int = 20

@@ -50,12 +50,16 @@ Adaptation to gaze regression (each choice is the one that favours the method):
 
 Score: the paper measures a successful inversion by the attack success rate of the inverted trigger
 (ASR-Inv), and a backdoored model is one whose inversion reaches it within the stealthiness bounds.
-On gaze models the bounds are loose enough for a benign model to collapse too (on the tiny test pair
-ASR-Inv came out 0.90 benign against 1.00 backdoored), so the score is ASR-Inv's continuous form, the
-*collapse ratio*: the trimmed RMS spread of the predictions on the inverted trigger's images around
-their densest gaze over the same statistic of the clean predictions (0: one gaze for every image;
-about 1: no collapse), measured on the pure triggered features (no mixing). Suspicious below. ASR-Inv
-itself is the report's ``collapsed_share`` and ``details.asr_inv``.
+On gaze models the bounds are loose enough for a benign model to collapse too: on the tiny test pair
+(three seed shifts) ASR-Inv came out 0.90, 1.00, 1.00 benign against 1.00 for every backdoored model,
+and the collapse ratio of the inverted edit (trimmed output spread over the clean one) did not
+separate them either (benign 0.089, 0.003, 0.004; backdoored 0.025, 0.028, 0.029). What did differ is
+what the successful edit cost: the score is the *stealthiness spent*, ``1 - SSIM(x', x)`` over the
+clean images, of an inversion that reached ASR-Inv >= ``success_share`` (inf when it did not), in the
+spirit of Neural Cleanse's mask norm: a backdoor is a cheap way to the target. Suspicious below
+(tiny pair: benign 0.118, 0.140, 0.143; backdoored 0.136, 0.074, 0.112). This statistic was chosen
+after seeing those six models, so their figures flatter it; ASR-Inv is the report's
+``collapsed_share`` and ``details.asr_inv``, the collapse ratio ``details.collapse_ratio``.
 
 Budget: the official run is 1000 epochs over 500 images in batches of 256 (2000 steps, each with 21
 inner steps) plus the identity pretraining: hours on a GPU per target label. Here ``steps`` (200)
@@ -128,7 +132,7 @@ class UnicornSettings(BaselineSettings):
     mapping_weight: float = 200.0
     dist_weight: float = 1.0
     target_neighbours: float = 0.1
-    threshold: float = 0.05
+    threshold: float = 0.1
 
     def validate(self, who: str) -> None:
         super().validate(who)
@@ -182,14 +186,15 @@ def densest_gaze(gaze: torch.Tensor) -> torch.Tensor:
 
 
 class UnicornDetector(BaselineDetector):
-    """UNICORN's inversion with a free gaze target; score = collapse ratio, low is suspicious (module docstring)."""
+    """UNICORN's inversion with a free gaze target; score = 1 - SSIM of a successful inversion, low is
+    suspicious (module docstring)."""
 
     name: ClassVar[str] = "unicorn"
     version: ClassVar[str] = "1.0"
     suspicious_when: ClassVar[str] = "below"
     settings_class: ClassVar[type[BaselineSettings]] = UnicornSettings
-    default_threshold_source: ClassVar[str] = ("uncalibrated: 0.05, between the tiny test pair's benign and "
-                                               "backdoored collapse ratios")
+    default_threshold_source: ClassVar[str] = ("uncalibrated: 0.1, below the tiny test pair's benign scores "
+                                               "(0.118-0.143)")
     smoke_settings: ClassVar[dict] = {"steps": 3, "feature_mask_steps": 2, "unet_width": 4, "unet_depth": 2,
                                       "batch_size": 8}
 
@@ -325,5 +330,6 @@ class UnicornDetector(BaselineDetector):
             "tracked_target_deg": [math.degrees(float(v)) for v in tracked],
             "history": history,
         }
-        return BaselineResult(score=ratio, target_gaze=(float(target[0]), float(target[1])), edit=edit,
+        score = stealth if asr >= cfg.success_share else math.inf
+        return BaselineResult(score=score, target_gaze=(float(target[0]), float(target[1])), edit=edit,
                               constraints_met=bool(met), details=details)

@@ -20,6 +20,7 @@ from securegaze.bench.baselines_report import (
     MITIGATION_HOOK,
     anchor_figures,
     comparison_markdown,
+    mitigation_table_from,
     plot_comparison_roc,
     write_comparison,
 )
@@ -28,7 +29,7 @@ from securegaze.bench.detection import DetectionResults, ModelScore, summarise
 from securegaze.cli import main
 from securegaze.defense import DEFAULT_THRESHOLD, DETECTORS, create_detector
 from securegaze.defense.report import decide
-from securegaze.errors import ConfigError
+from securegaze.errors import ConfigError, InputFileError
 from securegaze.zoo import ZooSpec, build_zoo
 
 Z99 = statistics.NormalDist().inv_cdf(0.99)
@@ -114,6 +115,26 @@ def test_comparison_page_and_roc_put_securegaze_first_and_fill_the_anchor(tmp_pa
     assert "| none | above |" in comparison_markdown([sg, uncalibrated], "cmd")
     png = plot_comparison_roc([sg, nc], tmp_path / "roc.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_mitigation_methods_results_in_the_same_folder_give_the_pages_table(tmp_path):
+    from securegaze.bench.mitigation import MitigationReport
+    from securegaze.io import atomic_write_json
+
+    assert mitigation_table_from(tmp_path) is None  # bench mitigate --methods not run there
+    before = {"asr": 0.95, "ae_deg": 1.0, "dae_deg": 30.0, "clean_error_deg": 5.0}
+    after = {"asr": 0.02, "ae_deg": 28.0, "dae_deg": 5.5, "clean_error_deg": 5.3}
+    report = MitigationReport("badnets-00", None, None, None, None, None, before, after, None, 2048, 1000, 42.0,
+                              attack="badnets", method="fine_pruning")
+    atomic_write_json(tmp_path / "mitigation_methods.json", {"methods": ["fine_pruning"], "machine": "m",
+                                                             "models": [report.to_dict()]})
+    table = mitigation_table_from(tmp_path)
+    assert "| fine_pruning | 1 | 95.0% | 2.0% | 28.0 | 5.5 | +0.30 |" in table
+    assert table.strip() in comparison_markdown([_results("securegaze", "below", [0.5, 0.7], {"badnets": 0.02},
+                                                          0.15)], "cmd", mitigation_table=table)
+    atomic_write_json(tmp_path / "mitigation_methods.json", {"rows": []})
+    with pytest.raises(InputFileError, match="mitigation_methods.json: not the results of bench mitigate --methods"):
+        mitigation_table_from(tmp_path)
 
 
 # -- the bench loop on a tiny zoo -----------------------------------------------------------------

@@ -9,7 +9,8 @@ results, and the page and figure (in ``OUT`` and, with ``--docs``, in the docs f
 * one table, SecureGaze first: AUROC per attack and overall, accuracy / TPR / FPR at each detector's
   calibrated threshold, median recovered-target error, median scan time;
 * every model's score under every detector; one ROC figure with every detector's overall curve;
-* the mitigation table, when one is given (:data:`MITIGATION_HOOK`);
+* the mitigation methods' table (:func:`mitigation_table_from`: ``OUT/mitigation_methods.json`` of
+  ``securegaze bench mitigate --methods ...`` on the same ``--out``), or a line saying how to get it;
 * the published DRMGuard figures as a sanity anchor, next to the same figures from this run; the
   explanation of any large difference is left to the person who reads the figures.
 
@@ -29,17 +30,16 @@ from securegaze.bench.calibration import roc_curve
 from securegaze.bench.detection import DetectionResults
 from securegaze.bench.detection_report import format_num, format_pct, save_figure, write_detection_results
 
-__all__ = ["DRMGUARD_ANCHOR", "MITIGATION_HOOK", "anchor_figures", "comparison_markdown", "plot_comparison_roc",
-           "write_comparison"]
+__all__ = ["DRMGUARD_ANCHOR", "MITIGATION_HOOK", "anchor_figures", "comparison_markdown", "mitigation_table_from",
+           "plot_comparison_roc", "write_comparison"]
 
 #: The published comparison the issue asks to quote (DRMGuard, MPIIFaceGaze, four attacks): AUROC
 #: averaged over the attacks, per baseline.
 DRMGUARD_ANCHOR = {"neural_cleanse": 0.379, "feature_re": 0.599}
-#: What the page says where the mitigation table goes when none was given: the table comes from
-#: ``securegaze.bench.mitigation_methods.mitigation_methods_table(reports)`` (``bench mitigate --methods``),
-#: passed to :func:`write_comparison` as ``mitigation_table``.
-MITIGATION_HOOK = ("No mitigation comparison in this run: `securegaze bench mitigate --methods ...` writes it, "
-                   "and `write_comparison(..., mitigation_table=...)` places its table here.")
+#: What the page says where the mitigation table goes when there is none (:func:`mitigation_table_from`).
+MITIGATION_HOOK = ("No mitigation comparison in this run's folder: `securegaze bench mitigate --zoo ZOO --out OUT "
+                   "--methods securegaze,...` on the same OUT writes OUT/mitigation_methods.json, and the next "
+                   "`securegaze bench detect --detectors ...` places its table here.")
 DISPLAY_NAMES = {"securegaze": "SecureGaze"}
 
 
@@ -156,6 +156,26 @@ def plot_comparison_roc(results: Sequence[DetectionResults], path: str | Path) -
     ax.set_ylim(-0.02, 1.02)
     ax.legend(loc="lower right", fontsize=7)
     return save_figure(fig, path)
+
+
+def mitigation_table_from(bench_dir: str | Path) -> str | None:
+    """The table of :func:`~securegaze.bench.mitigation_methods.mitigation_methods_table` over the reports in
+    ``bench_dir/mitigation_methods.json`` (``securegaze bench mitigate --methods``), or None when that file
+    is not there; a file that holds no such reports is one InputFileError line naming it."""
+    from securegaze.bench.mitigation import MitigationReport
+    from securegaze.bench.mitigation_methods import mitigation_methods_table
+    from securegaze.errors import InputFileError
+    from securegaze.io import read_json
+
+    path = Path(bench_dir) / "mitigation_methods.json"
+    if not path.is_file():
+        return None
+    data = read_json(path, "mitigation methods results")
+    try:
+        reports = [MitigationReport(**m) for m in data["models"]]
+    except (KeyError, TypeError) as exc:
+        raise InputFileError(f"{path}: not the results of bench mitigate --methods ({exc})") from None
+    return mitigation_methods_table(reports) if reports else None
 
 
 def write_comparison(results: Sequence[DetectionResults], out_dir: str | Path, command: str,

@@ -52,7 +52,7 @@ def bench_detect(
         parse_detector_names,
         run_detector_comparison,
     )
-    from securegaze.bench.baselines_report import write_comparison
+    from securegaze.bench.baselines_report import mitigation_table_from, write_comparison
     from securegaze.bench.detection import requested_ablation, run_detection_benchmark
     from securegaze.bench.detection_report import write_detection_results
     from securegaze.io import check_output_dir
@@ -101,7 +101,7 @@ def bench_detect(
         write_detection_results(results[0], out, command, docs)
         console.print(f"results: {out / 'detection.json'}, {out / 'detection.md'}, {out / 'detection_roc.png'}")
     else:
-        write_comparison(results, out, command, docs)
+        write_comparison(results, out, command, docs, mitigation_table=mitigation_table_from(out))
         console.print(f"results: {out / 'baselines.json'}, {out / 'baselines.md'}, {out / 'baselines_roc.png'}")
 
 

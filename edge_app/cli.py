@@ -3,11 +3,14 @@
 Exit codes of ``edge-app run``: 0 done; 2 a user error (bad option, config, model, source, audit
 database or output path, an existing recording without ``--overwrite`` / ``--append``: one
 ``error:`` line, before the integrity scan); 10 the integrity check blocked the model (policy
-block); 3 a synthetic drive finished but a scripted distraction did not raise the expected alert;
-130 interrupted by SIGINT (Ctrl-C), 143 interrupted by SIGTERM (``systemctl stop``): the frame loop
-stopped cleanly, the recording and ``--summary`` were written and the summary printed (a signal
-during the start-up integrity check stops it: nothing is recorded). The interrupted codes come
-before 3: a drive that did not finish is not judged.
+block): the model was never run, the frames were monitored in degraded mode (head pose only,
+:mod:`edge_app.degraded`) to the end of the source, and 10 tells a script or service manager that
+the gaze model is out (the Jetson unit does not restart on it); 3 a synthetic drive finished but a
+scripted distraction did not raise the expected alert; 130 interrupted by SIGINT (Ctrl-C), 143
+interrupted by SIGTERM (``systemctl stop``): the frame loop stopped cleanly, the recording and
+``--summary`` were written and the summary printed (a signal during the start-up integrity check
+stops it: nothing is recorded). The interrupted codes come before 10 and 3 (a drive that did not
+finish is not judged), and 10 before 3.
 
 ``edge-app trial`` exits 0 done, 2 user error, 10 model blocked, and 130 / 143 when a signal
 stopped it (during the start-up scan: nothing recorded; later: every logged frame committed and the
@@ -86,9 +89,13 @@ def run(
     An existing --out file is never replaced silently: pass --overwrite or --append, or put {n}
     (next free number) or {time} (UTC start time) in its name for a new file per run.
 
-    Exit codes: 0 done, 2 user error, 10 model blocked by the integrity check, 3 a synthetic
-    drive's scripted distraction did not raise the expected alert, 130 / 143 stopped by SIGINT /
-    SIGTERM (outputs written, summary printed).
+    A model the integrity check blocks is never run: the frames are still monitored, in degraded
+    mode (head-pose-only distraction alerts; every JSON line has mode and mode_reason), and the run
+    exits 10 at its end.
+
+    Exit codes: 0 done, 2 user error, 10 the integrity check blocked the model (the run was
+    monitored in degraded mode), 3 a synthetic drive's scripted distraction did not raise the
+    expected alert, 130 / 143 stopped by SIGINT / SIGTERM (outputs written, summary printed).
     """
     from edge_app.calibrate.gaze_correction import load_gaze_correction, with_driver
     from edge_app.head_pose import CameraIntrinsics
@@ -143,11 +150,6 @@ def run(
             raise typer.Exit(signals.exit_code or EXIT_SIGINT) from None
         finally:
             src.close()
-        if outcome.blocked:
-            if summary_path is not None:
-                atomic_write_json(summary_path, outcome.data)
-            err.print(f"error: {outcome.integrity.reason}")
-            raise typer.Exit(EXIT_BLOCKED)
         # Human lines go to stderr when the JSON lines go to stdout, so they never mix.
         report = Console(stderr=out in (None, "-"), highlight=False, soft_wrap=True, markup=False)
         _print_run(report, outcome, target, signals.label)
@@ -157,6 +159,10 @@ def run(
             report.print(f"interrupted by {signals.label}: the frames up to the stop are recorded "
                          f"(exit {signals.exit_code or EXIT_SIGINT})")
             raise typer.Exit(signals.exit_code or EXIT_SIGINT)
+        if outcome.blocked:  # monitored in degraded mode to the end; the exit code still says the model was blocked
+            report.print(f"exit {EXIT_BLOCKED}: {outcome.integrity.reason}; the frames were monitored in degraded "
+                         "mode (head pose only)")
+            raise typer.Exit(EXIT_BLOCKED)
     if outcome.drive is not None and not outcome.drive.passed:
         raise typer.Exit(EXIT_CHECKS_FAILED)
 
@@ -185,12 +191,24 @@ def _print_run(report: Console, outcome, out, stopped_by: str) -> None:
     for stage, st in summary.latency.items():
         report.print(f"{stage:<12} {st['p50']:8.2f} {st['p95']:8.2f}")
     report.print(f"end-to-end FPS {summary.fps:.1f} (source included); processing FPS {summary.processing_fps:.1f}")
-    if outcome.drive is None:
-        return
-    report.print(f"synthetic driver: mean angular error {data['mean_angular_error_deg']:.2f} deg over "
-                 f"{data['gaze_frames']} frames (median {data['median_angular_error_deg']:.2f}) against ground "
-                 f"truth, camera frame; {data['oracle_mean_angular_error_deg']:.2f} deg with the rendering camera's "
-                 "normalisation (the model alone, without landmark and head-pose errors)")
+    if outcome.drive is not None:
+        _print_drive(report, outcome, data)
+    from edge_app.run_report import summary_lines
+
+    report.print("summary:")
+    for line in summary_lines(data):
+        report.print(f"  {line}")
+
+
+def _print_drive(report: Console, outcome, data) -> None:
+    """The synthetic drive's accuracy per zone and its scripted checks."""
+    if not data["gaze_frames"]:
+        report.print("synthetic driver: no gaze frames (the model was not run)")
+    else:
+        report.print(f"synthetic driver: mean angular error {data['mean_angular_error_deg']:.2f} deg over "
+                     f"{data['gaze_frames']} frames (median {data['median_angular_error_deg']:.2f}) against ground "
+                     f"truth, camera frame; {data['oracle_mean_angular_error_deg']:.2f} deg with the rendering "
+                     "camera's normalisation (the model alone, without landmark and head-pose errors)")
     for z, v in data["mean_angular_error_deg_by_zone"].items():
         report.print(f"  {z:<20} {v['pipeline']:6.2f} deg pipeline, {v['oracle']:6.2f} deg oracle, {v['frames']} frames")
     for c in outcome.drive.results():

@@ -14,8 +14,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from edge_app.anomaly import AnomalySettings
 from edge_app.attention import AttentionSettings
 from edge_app.calibrate.gaze_correction import DriverSettings
+from edge_app.degraded import DegradedSettings
 from edge_app.integrity import IntegritySettings
 from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
@@ -85,8 +87,9 @@ class CaptureSettings(StrictModel):
 
 class SyntheticSettings(StrictModel):
     """The synthetic driver: script, frame rate (also used for image folders), seed, frame size
-    px, camera-to-face distance mm, and the driver's personal gaze offset (pitch, yaw) degrees
-    (:mod:`edge_app.synthetic_driver`: the eyes show the gaze turned by it)."""
+    px, camera-to-face distance mm, the driver's personal gaze offset (pitch, yaw) degrees
+    (:mod:`edge_app.synthetic_driver`: the eyes show the gaze turned by it), and the share of each
+    gaze shift the head makes (0.3: mostly the eyes; 0.6: an "owl" driver)."""
 
     script: Literal["full", "short"] = "full"
     fps: float = Field(30.0, ge=1, le=240)
@@ -95,6 +98,7 @@ class SyntheticSettings(StrictModel):
     height: int = Field(480, ge=48, le=4096)
     distance_mm: float = Field(700.0, ge=300, le=1500)
     personal_offset_deg: tuple[float, float] = (0.0, 0.0)
+    head_follow: float = Field(0.3, ge=0, le=1)
 
     @field_validator("personal_offset_deg")
     @classmethod
@@ -115,6 +119,8 @@ class EdgeConfig(StrictModel):
     engine: EngineSettings = EngineSettings()
     smoothing: OneEuroSettings = OneEuroSettings()
     attention: AttentionSettings = AttentionSettings()
+    degraded: DegradedSettings = DegradedSettings()
+    anomaly: AnomalySettings = AnomalySettings()
     integrity: IntegritySettings = IntegritySettings()
     capture: CaptureSettings = CaptureSettings()
     synthetic: SyntheticSettings = SyntheticSettings()

@@ -19,6 +19,9 @@ from securegaze.geometry import angular_error_deg
 #: How long after a checked glance ends its alert may still arrive, s: the return saccade, the One
 #: Euro filter's lag and the recovery time all fall within it.
 SETTLE_S = 1.0
+#: The alert reasons of a long distraction: eyes off the road (gaze mode), head turned away from it
+#: (degraded mode, edge_app/degraded.py).
+LONG_DISTRACTION_REASONS = frozenset({"eyes_off_road", "head_off_road"})
 
 
 @dataclass(frozen=True)
@@ -26,8 +29,8 @@ class DriveCheck:
     """One checked event of a script: consecutive phases with the same label and expectation.
 
     ``expected``: "none" (no alert at all), "warning" / "loud" / "critical" (the highest
-    eyes-off-road level raised must be exactly that), or "time_sharing" (the time-sharing alert
-    must be raised, and no eyes-off-road alert). ``observed_level`` and ``observed_reasons`` are
+    long-distraction level raised, eyes or head off the road, must be exactly that), or
+    "time_sharing" (the time-sharing alert must be raised, and no long-distraction alert). ``observed_level`` and ``observed_reasons`` are
     what the frames of [start, end + SETTLE_S) showed; ``judged`` is False when the run stopped
     before the event ended (``--max-frames``), and ``passed`` is then False too.
     """
@@ -95,9 +98,9 @@ class DriveChecker:
             if expected == "none":
                 passed = top == AlertLevel.NONE
             elif expected == "time_sharing":
-                passed = "time_sharing" in reasons and "eyes_off_road" not in reasons
+                passed = "time_sharing" in reasons and not LONG_DISTRACTION_REASONS & set(reasons)
             else:
-                passed = top == AlertLevel.from_label(expected) and "eyes_off_road" in reasons
+                passed = top == AlertLevel.from_label(expected) and bool(LONG_DISTRACTION_REASONS & set(reasons))
             results.append(DriveCheck(label, expected, start, end, top.label, reasons, self._seen[k] and passed))
         return results
 

@@ -6,7 +6,11 @@ ships the face detector, mesh and iris models inside the package (nothing is dow
 
 In video mode (``static_image_mode=False``) MediaPipe detects once and then tracks the mesh from
 frame to frame, re-detecting when the tracking confidence drops: that is what keeps the stage
-fast enough for a 30 FPS loop. For unrelated still images use ``static_image_mode=True``.
+fast enough for a 30 FPS loop. Unrelated still images (an image folder) must not be tracked: the
+mesh of the previous photo's face is carried into the next photo, where it finds no face and the
+detector is not run again until the track is lost, so every face after the first can be missed.
+``detect(image, fresh=True)`` runs a second graph in static-image mode (created on first use):
+the face detector runs on that image alone. ``static_image_mode=True`` makes every call fresh.
 """
 
 from __future__ import annotations
@@ -65,23 +69,31 @@ class FaceMeshStage:
                             ("min_tracking_confidence", min_tracking_confidence)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"face.{name} must be within [0, 1], got {value}")
-        import mediapipe as mp
-
         self.min_face_width_px = float(min_face_width_px)
         self.last_rejection: str | None = None
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static_image_mode, max_num_faces=1, refine_landmarks=True,
-            min_detection_confidence=min_detection_confidence, min_tracking_confidence=min_tracking_confidence)
+        self._confidences = (min_detection_confidence, min_tracking_confidence)
+        self._mesh = self._new_mesh(static_image_mode)
+        self._still_mesh = self._mesh if static_image_mode else None
 
-    def detect(self, frame_bgr: np.ndarray) -> FaceLandmarks | None:
-        """``frame_bgr``: (H, W, 3) uint8 BGR. None when no face passes the thresholds
-        (``last_rejection`` then says why)."""
+    def _new_mesh(self, static_image_mode: bool):
+        import mediapipe as mp
+
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static_image_mode, max_num_faces=1, refine_landmarks=True,
+            min_detection_confidence=self._confidences[0], min_tracking_confidence=self._confidences[1])
+
+    def detect(self, frame_bgr: np.ndarray, fresh: bool = False) -> FaceLandmarks | None:
+        """``frame_bgr``: (H, W, 3) uint8 BGR; ``fresh``: a still image unrelated to the previous
+        frame, detected on its own (static-image mode) instead of tracked. None when no face passes
+        the thresholds (``last_rejection`` then says why)."""
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}")
         height, width = frame_bgr.shape[:2]
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         rgb.flags.writeable = False  # lets MediaPipe wrap the buffer instead of copying it
-        result = self._mesh.process(rgb)
+        if fresh and self._still_mesh is None:
+            self._still_mesh = self._new_mesh(True)
+        result = (self._still_mesh if fresh else self._mesh).process(rgb)
         if not result.multi_face_landmarks:
             self.last_rejection = "no face found"
             return None
@@ -104,6 +116,8 @@ class FaceMeshStage:
 
     def close(self) -> None:
         self._mesh.close()
+        if self._still_mesh is not None and self._still_mesh is not self._mesh:
+            self._still_mesh.close()
 
     def __enter__(self) -> FaceMeshStage:
         return self

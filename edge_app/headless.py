@@ -16,6 +16,7 @@ from edge_app.drive_scoring import DriveScorer
 from edge_app.jsonlines import JsonLinesWriter
 from edge_app.outputs import OutputTarget
 from edge_app.pipeline import Pipeline, RunSummary, run_pipeline
+from edge_app.run_report import RunTally
 from edge_app.signals import StopSignals, signal_label
 from edge_app.sources import SyntheticSource
 from edge_app.startup import check_and_open_engine
@@ -28,8 +29,9 @@ BENCHMARK_WARMUP_FRAMES = 5
 class HeadlessRun:
     """The outcome of :func:`run_headless`.
 
-    ``integrity``: the start-up check's result (``blocked``: no frame was processed); ``summary``: the
-    pipeline's :class:`~edge_app.pipeline.RunSummary` (None when blocked); ``data``: the run summary as
+    ``integrity``: the start-up check's result (``blocked``: the model was never run, the frames were
+    monitored in degraded mode, head pose only); ``summary``: the
+    pipeline's :class:`~edge_app.pipeline.RunSummary`; ``data``: the run summary as
     plain data (what ``--summary`` writes); ``log_lines_dropped`` / ``log_error``: JSON lines that could
     not be written; ``drive``: the synthetic drive's score (None for other sources).
     """
@@ -52,7 +54,8 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
                  signals: StopSignals | None = None) -> HeadlessRun:
     """Check ``model_path``, then run ``source`` through the pipeline with one JSON line per frame to ``out``.
 
-    A blocked model gets one ``BLOCKED`` line in ``out`` and nothing else. Otherwise ``out`` is opened
+    A blocked model is never run: the frames are monitored in degraded mode (head pose only,
+    :mod:`edge_app.degraded`), each JSON line saying so (``mode``, ``mode_reason``). ``out`` is opened
     only once every check has passed (a refused run leaves an earlier file as it was). Live sources
     drop stale frames and, when the disk cannot keep up, log lines (counted); recorded ones wait.
 
@@ -70,24 +73,24 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
         notify(f"integrity: note: {note}")
     notify(f"integrity: {result.reason} [{result.source}]")
     if engine is None:
-        writer = JsonLinesWriter(out)
-        writer.write({"state": "BLOCKED", "reason": result.reason, "integrity": result.summary()})
-        writer.close()
-        return HeadlessRun(result, None, {"model": str(model_path), "blocked": True, "frames": 0,
-                                          "integrity": result.summary()})
-    for note in engine.notes:
-        notify(f"engine: note: {note}")
-    notify(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {source.description}")
+        notify(f"degraded mode: the gaze model is not run; head-pose-only distraction monitoring on "
+               f"{source.description}")
+    else:
+        for note in engine.notes:
+            notify(f"engine: note: {note}")
+        notify(f"engine: {engine.name} {engine.providers}, input {engine.input_size} px; source: {source.description}")
     pipeline = Pipeline(config, engine, zone_map, intrinsics, result)
     drop = {"auto": None, "always": True, "never": False}[config.capture.drop_stale]
     live = source.live if drop is None else drop
     writer = JsonLinesWriter(out, drop_when_full=live)
     scorer = (DriveScorer(source.driver, engine, pipeline, config.normalisation)
               if isinstance(source, SyntheticSource) else None)
+    tally = RunTally()
 
     def sink(record) -> None:
+        tally.add(record)
         line = record.to_json()
-        if result.verdict == "backdoored":
+        if result.verdict == "backdoored" and not result.blocked:  # blocked: the mode_reason says it
             line["integrity_warning"] = result.reason
         writer.write(line)
         if scorer is not None:
@@ -106,7 +109,8 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
             "invalid_gaze_frames": summary.invalid_gaze_frames, "log_lines_written": writer.written,
             "log_lines_dropped": writer.dropped,
             "interrupted": summary.interrupted,
-            "interrupted_by": signal_label(signals.signum) if summary.interrupted and signals is not None else None}
+            "interrupted_by": signal_label(signals.signum) if summary.interrupted and signals is not None else None,
+            "blocked": result.blocked, "tally": tally.to_dict()}
     if scorer is not None:
         data.update(scorer.summary())
     return HeadlessRun(result, summary, data, writer.dropped, writer.error, scorer)

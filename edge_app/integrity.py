@@ -304,7 +304,7 @@ class IntegrityChecker:
             how = f"{where} (scanned {record.scanned_at}, same model sha256, {key.describe()})"
         reason = f"model {model_path} (sha256 {sha[:12]}) {verdict}: {how}"
         if backdoored:
-            reason += ": blocked, no gaze or alarms" if blocked else ": policy warn, running anyway"
+            reason += ": blocked, the gaze model is not run" if blocked else ": policy warn, running anyway"
         return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes), where)
 
     def _scan(self, model_file: ModelFile, q: _Question, progress) -> AuditRecord:

@@ -5,8 +5,10 @@ A :class:`FrameRecord` is passed along the stages; each stage fills its fields a
 :func:`run_pipeline` drives a source through a :class:`~edge_app.sources.CaptureThread` and hands
 each record to a sink (the JSON-lines writer, a GUI), collecting :class:`LatencyStats`.
 
-A model the integrity check blocked is never run: the face stage still runs (a GUI can show the
-face) but the record has no gaze, no zone and no alert, and its state is BLOCKED with the reason.
+A model the integrity check blocked is never run: the record has no gaze and no zone, and the
+alerts come from head-pose-only monitoring (degraded mode, :mod:`edge_app.degraded`), as they do on
+any frame whose gaze a stage marks untrusted (``FrameRecord.gaze_untrusted``, set before the attend
+stage). Every record says which mode drove its alerts and why (``mode``, ``mode_reason``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_app.attention import AlertLevel, AttentionMonitor, AttentionOutput, AttentionState
+from edge_app.anomaly import AnomalyOutput, AnomalyStage
+from edge_app.attention import AlertLevel, AttentionOutput, AttentionState
 from edge_app.calibrate.gaze_correction import load_gaze_correction
+from edge_app.degraded import MODE_GAZE, HeadObservation, MonitoringModes, road_target_deg
 from edge_app.engines import GazeEngine, NonFiniteGazeError
 from edge_app.face import FaceLandmarks, FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
@@ -38,7 +42,7 @@ from edge_app.zones import ZoneMap
 #: Stage names in order, as they appear in ``latency_ms`` and the benchmark table. "capture" is
 #: the source's read time (on the capture thread), "total" the processing time of the frame and
 #: "end_to_end" from the frame's capture to the end of its processing (queueing included).
-STAGES = ("capture", "face", "head_pose", "normalise", "infer", "smooth_zone", "attend")
+STAGES = ("capture", "face", "head_pose", "normalise", "infer", "smooth_zone", "anomaly", "attend")
 
 
 @dataclass
@@ -58,6 +62,13 @@ class FrameRecord:
     gaze_smoothed: np.ndarray | None = None
     zone: str | None = None
     attention: AttentionOutput | None = None
+    # Degraded mode (edge_app/degraded.py): a stage sets gaze_untrusted to say why this frame's gaze
+    # must not drive the alerts; mode / mode_reason / head say what did.
+    gaze_untrusted: str | None = None
+    mode: str = MODE_GAZE
+    mode_reason: str | None = None
+    head: HeadObservation | None = None
+    gaze_anomaly: AnomalyOutput | None = None  # the live trigger alarm (edge_app/anomaly.py)
     problem: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
 
@@ -80,8 +91,13 @@ class FrameRecord:
             "alert_reason": att.alert_reason if att else None,
             "eyes_off_road_s": round(att.eyes_off_road_s, 3) if att else None,
             "reason": att.reason if att else self.problem,
+            "mode": self.mode,
+            "mode_reason": self.mode_reason,
+            "head_monitor": self.head.to_json() if self.head is not None else None,
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
         }
+        if self.gaze_anomaly is not None:
+            out["gaze_anomaly"] = self.gaze_anomaly.to_json()
         if self.head_pose is not None:
             out["head_pose_deg"] = [round(v, 2) for v in self.head_pose.euler_deg()]
         truth = self.frame.truth
@@ -135,7 +151,8 @@ class Pipeline:
         self.face_stage = FaceMeshStage(static_images, f.min_detection_confidence, f.min_tracking_confidence,
                                         f.min_face_width_px)
         self.smoother = OneEuroFilter(config.smoothing)
-        self.monitor = AttentionMonitor(config.attention)
+        self.modes = MonitoringModes(config.attention, config.degraded, road_target_deg(zone_map))
+        self.anomaly = AnomalyStage(config.anomaly)
         self.invalid_gaze_frames = 0
         # The named driver's gaze correction (config.driver, edge-app calibrate driver); None: none.
         self.gaze_correction = load_gaze_correction(config, getattr(self.engine, "onnx_sha256", None))
@@ -160,19 +177,20 @@ class Pipeline:
             t = now
 
         start = t
-        rec.face = self.face_stage.detect(frame.image)
+        rec.face = self.face_stage.detect(frame.image, fresh=frame.still)  # stills: no tracking
         lap("face")
         if rec.face is None:
             rec.problem = self.face_stage.last_rejection or "no face found"
-        elif self.engine is not None:
+        else:
             h, w = frame.image.shape[:2]
             cam = self.intrinsics(w, h)
             rec.head_pose = estimate_head_pose(rec.face.points_px, cam)
             lap("head_pose")
-            n = self.config.normalisation
             if rec.head_pose.face_centre_mm[2] <= 0:
                 rec.problem = "head pose fit failed (face behind the camera)"
-            else:
+        if rec.face is not None and self.engine is not None:
+            n = self.config.normalisation
+            if rec.problem is None:
                 rec.normalisation = plan_normalisation(rec.head_pose.face_centre_mm, rec.head_pose.rotation,
                                                        cam.matrix, self.engine.input_size, n.distance_mm,
                                                        n.crop_width_mm)
@@ -193,9 +211,17 @@ class Pipeline:
                 rec.gaze_smoothed = self.smoother.filter(frame.timestamp_s, rec.gaze)
                 rec.zone = self.zone_map.classify(rec.gaze_smoothed)
             lap("smooth_zone")
+        if self.engine is not None:  # the live trigger alarm; a frame without a face is no evidence
+            rec.gaze_anomaly = self.anomaly.process(rec)
+            rec.gaze_untrusted = rec.gaze_untrusted or rec.gaze_anomaly.untrusted_reason  # -> degraded mode
+            rec.gaze_untrusted = rec.gaze_untrusted or rec.gaze_anomaly.untrusted_reason  # degraded mode while it lasts
+            lap("anomaly")
         on_road = rec.zone is not None and self.zone_map.is_on_road(rec.zone)
-        rec.attention = self.monitor.update(frame.timestamp_s, rec.zone, on_road, self.blocked_reason,
-                                            rec.problem or "no face found")
+        head = (rec.head_pose.euler_deg()[:2] if rec.head_pose is not None and rec.head_pose.face_centre_mm[2] > 0
+                else None)
+        out = self.modes.update(frame.timestamp_s, rec.zone, on_road, head, rec.problem or "no face found",
+                                self.blocked_reason or rec.gaze_untrusted)
+        rec.attention, rec.mode, rec.mode_reason, rec.head = out.attention, out.mode, out.mode_reason, out.head
         lap("attend")
         lat["total"] = (t - start) * 1000.0
         lat["end_to_end"] = (t - frame.captured_at) * 1000.0

@@ -5,7 +5,10 @@ timestamp in seconds. Sources:
 
 * ``camera:N``: a camera through OpenCV (V4L2 on Linux); live, timestamps from the clock;
 * ``PATH.mp4`` (any video OpenCV reads): timestamps from the frame index and the container's fps;
-* ``DIR``: the images in a folder in name order, at ``fps``;
+* ``DIR``: the images in a folder in name order, at ``fps``; ``PHOTO.jpg`` (any image suffix of
+  :data:`IMAGE_SUFFIXES`): that one image as a one-frame source. Their frames are ``still``: the
+  face stage detects afresh on each (a folder may hold unrelated photos, and tracking the
+  previous image's face into the next one loses every face after the first);
 * ``synthetic[:short|:full]``: the scripted synthetic driver (:mod:`edge_app.synthetic_driver`),
   with ground truth per frame;
 * ``camera:synthetic``: a simulated camera filming the synthetic driver: live, paced on the clock
@@ -42,7 +45,9 @@ class Frame:
     """``image`` (H, W, 3) uint8 BGR; ``timestamp_s`` source time, s; ``index`` from 0;
     ``captured_at`` time.perf_counter() when the frame was read (for latency); ``truth``: ground
     truth of a synthetic frame (None otherwise); ``read_ms``: time ``source.read`` took for this
-    frame, ms (set by :class:`CaptureThread`; the capture stage's latency)."""
+    frame, ms (set by :class:`CaptureThread`; the capture stage's latency); ``still``: a still
+    image unrelated to the frame before it (image folders, single images): the face stage
+    detects on it afresh instead of tracking the previous frame's face."""
 
     image: np.ndarray
     timestamp_s: float
@@ -50,6 +55,7 @@ class Frame:
     captured_at: float
     truth: Any = None
     read_ms: float | None = None
+    still: bool = False
 
 
 class FrameSource(ABC):
@@ -135,12 +141,18 @@ class VideoFileSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """The images of a folder (name order) as frames at ``fps``."""
+    """The images of a folder (name order), or one image file, as frames at ``fps``; every frame
+    is ``still`` (detected afresh, see :class:`Frame`)."""
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0) -> None:
         self.path = Path(path)
         self.description = str(self.path)
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if self.path.is_file():
+            if self.path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InputFileError(f"{self.path}: not an image ({', '.join(IMAGE_SUFFIXES)})")
+            self.files = [self.path]
+        else:
+            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise InputFileError(f"{self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         self.fps = float(fps)
@@ -153,7 +165,7 @@ class ImageFolderSource(FrameSource):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise InputFileError(f"{path}: not a readable image")
-        frame = Frame(image, self._index / self.fps, self._index, time.perf_counter())
+        frame = Frame(image, self._index / self.fps, self._index, time.perf_counter(), still=True)
         self._index += 1
         return frame
 
@@ -253,7 +265,7 @@ def open_source(spec: str, config=None) -> FrameSource:
         name = spec.split(":", 1)[1] if ":" in spec else cfg.synthetic.script
         return SyntheticSource(_synthetic_driver(spec, cfg, name))
     path = Path(spec)
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
         return ImageFolderSource(path, cfg.synthetic.fps)
     if not path.exists():
         raise InputFileError(f"--source {spec}: no such file or folder; expected camera:N, a video file, "
@@ -271,7 +283,7 @@ def _synthetic_driver(spec: str, cfg, name: str):
     zones = load_zone_map(cfg.zones)
     s = cfg.synthetic
     return SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm,
-                           personal_offset_deg=s.personal_offset_deg)
+                           personal_offset_deg=s.personal_offset_deg, head_follow=s.head_follow)
 
 
 class CaptureThread:

@@ -59,7 +59,10 @@ BACKGROUND_RGB = np.array([0.36, 0.34, 0.31], dtype=np.float32)
 #: Sensor noise added to every frame, standard deviation in grey levels (0..255).
 FRAME_NOISE_STD = 2.0
 #: Share of an eye movement made by the head (drivers turn the head for large glances; the rest is
-#: the eyes). Kept small so head poses stay inside the renderer's training jitter (10/12/5 deg).
+#: the eyes), the default of ``head_follow``. Kept small so head poses stay inside the renderer's
+#: training jitter (10/12/5 deg): the gaze model is not asked about heads it never saw. Drivers
+#: differ ("owl" and "lizard" glances, Fridman et al. 2016); 0.6 gives an owl-like driver whose head
+#: shows where it looks, which head-pose-only monitoring (edge_app/degraded.py) needs.
 HEAD_FOLLOW = 0.3
 #: Saccade duration for the gaze to move to a new target, s (large saccades last 50-100 ms; the
 #: fixation settles within ~150 ms), and the slower head movement, s.
@@ -165,12 +168,14 @@ class SyntheticDriver:
     ``focal_px``: the camera's focal length (the intrinsics approximation, focal = width, by
     default); ``distance_mm``: camera to face centre; ``fps``: frame rate of the script's clock;
     ``personal_offset_deg``: (pitch, yaw) degrees between the rendered eyes and the true gaze, in
-    the face's crop camera (see the module docstring; (0, 0): the eyes show the true gaze).
+    the face's crop camera (see the module docstring; (0, 0): the eyes show the true gaze);
+    ``head_follow``: the share of each gaze shift made by the head, 0..1 (:data:`HEAD_FOLLOW`).
     """
 
     def __init__(self, zone_targets: dict[str, tuple[float, float]], script=SHORT_SCRIPT, width: int = 640,
                  height: int = 480, fps: float = 30.0, seed: int = 0, distance_mm: float = 700.0,
-                 focal_px: float | None = None, personal_offset_deg: tuple[float, float] = (0.0, 0.0)) -> None:
+                 focal_px: float | None = None, personal_offset_deg: tuple[float, float] = (0.0, 0.0),
+                 head_follow: float = HEAD_FOLLOW) -> None:
         if not script:
             raise ConfigError("synthetic driver script is empty")
         missing = sorted({p.zone for p in script} - set(zone_targets))
@@ -192,6 +197,9 @@ class SyntheticDriver:
             raise ConfigError(f"synthetic driver: personal_offset_deg {list(personal_offset_deg)} is not two angles "
                               "within +-20 deg")
         self.personal_offset = np.radians(offset)
+        if not 0.0 <= head_follow <= 1.0:
+            raise ConfigError(f"synthetic driver: head_follow {head_follow} outside 0..1")
+        self.head_follow = float(head_follow)
         ident = sample_params(1, seed, SyntheticConfig(head_jitter_deg=(0.0, 0.0, 0.0)))
         self.mm_per_unit = ASSUMED_IPD_MM / (2.0 * float(ident.eye_dx[0]))
         bg = np.broadcast_to(BACKGROUND_RGB, (1, 2, 3))
@@ -223,7 +231,7 @@ class SyntheticDriver:
         previous = self.zone_targets[self.script[k - 1].zone] if k > 0 else target
         since = t - self.phase_starts[k]
         gaze = _ease(previous, target, since, GAZE_TRANSITION_S)
-        head = HEAD_FOLLOW * _ease(previous, target, since, HEAD_TRANSITION_S)
+        head = self.head_follow * _ease(previous, target, since, HEAD_TRANSITION_S)
         return gaze, head, k
 
     def face_centre_at(self, t: float) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 
 from edge_app.cli import main
 
-FIELDS = {"frame", "timestamp_s", "face_found", "gaze_deg", "zone", "state", "alert", "latency_ms"}
+FIELDS = {"frame", "timestamp_s", "face_found", "gaze_deg", "zone", "state", "alert", "latency_ms", "mode",
+          "mode_reason", "head_monitor"}
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,17 @@ def test_accuracy_and_benchmark_figures_are_reported(drive):
     assert 0 < s["mean_angular_error_deg"] < 8.0 and s["gaze_frames"] >= 110
     assert {"face", "head_pose", "normalise", "infer", "total", "end_to_end"} <= set(s["latency_ms"])
     assert s["fps"] > 0 and s["integrity"]["policy"] == "warn"
+
+
+def test_the_run_summary_counts_faces_modes_zones_and_alerts(drive):
+    """What the printed summary is made of (--summary's tally): every frame in gaze mode, the zones
+    looked at, and the phone glance's warning as one event that starts after 3 s of the glance."""
+    tally = drive["summary"]["tally"]
+    assert tally["frames"] == 115 and tally["face_frames"] >= 110 and tally["modes"] == {"gaze": 115}
+    assert tally["zones"]["road_ahead"] > 50 and tally["zones"].get("phone_lap", 0) >= 20
+    (event,) = [e for e in tally["alert_events"] if e["reason"] == "eyes_off_road"]
+    assert event["level"] == "warning" and 9.0 <= event["start_s"] <= 10.0 and 0 < event["duration_s"] < 2.5
+    assert all(line["mode"] == "gaze" and line["mode_reason"] is None for line in drive["lines"])
 
 
 @pytest.mark.parametrize("args,needle", [

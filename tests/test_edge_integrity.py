@@ -49,11 +49,11 @@ def scenario(tiny_gaze_bundles, tmp_path_factory):
     benign_record = json.loads((model / SIDECAR_NAME).read_text())
     for name in ("model.onnx", "manifest.json"):
         shutil.copy(tiny_gaze_bundles["backdoored"] / name, model / name)
-    out = root / "frames.jsonl"
+    out, summary = root / "frames.jsonl", root / "summary.json"
     code = main(["run", "--source", "synthetic:short", "--model", str(model), "--audit-db", str(db),
-                 "--out", str(out), "--max-frames", "5"])
+                 "--out", str(out), "--max-frames", "5", "--summary", str(summary)])
     return dict(model=model, db=db, first=first, events=events, again=again, again_events=again_events,
-                benign_record=benign_record, code=code, out=out)
+                benign_record=benign_record, code=code, out=out, summary=summary)
 
 
 def test_first_start_scans_with_progress_and_records_everywhere(scenario):
@@ -76,11 +76,18 @@ def test_second_start_uses_the_database_without_scanning(scenario):
 def test_swapped_model_is_scanned_again_and_blocked_at_start(scenario):
     assert scenario["code"] == EXIT_BLOCKED
     lines = [json.loads(line) for line in scenario["out"].read_text().splitlines()]
-    # Nothing but the BLOCKED record: no frame, no gaze, no alarm from the untrusted model.
-    assert len(lines) == 1 and lines[0]["state"] == "BLOCKED"
-    assert "backdoored" in lines[0]["reason"] and lines[0]["integrity"]["source"] == "scan"
+    # The model is never run: no gaze from it on any frame, and every frame is monitored in degraded
+    # mode (head pose only), saying why.
+    assert [x["frame"] for x in lines] == list(range(5))
+    for line in lines:
+        assert line["mode"] == "degraded_head_pose" and line["gaze_deg"] is None and line["zone"] is None
+        assert "backdoored" in line["mode_reason"] and "blocked" in line["mode_reason"]
+        assert line["face_found"] and line["head_monitor"] is not None and line["state"] == "ATTENTIVE"
+    summary = json.loads(scenario["summary"].read_text())
+    assert summary["blocked"] and summary["integrity"]["source"] == "scan"
+    assert summary["tally"]["modes"] == {"degraded_head_pose": 5}
     new_sha = sha256_file(scenario["model"] / "model.onnx")
-    assert lines[0]["integrity"]["model_sha256"] == new_sha != scenario["first"].model_sha256
+    assert summary["integrity"]["model_sha256"] == new_sha != scenario["first"].model_sha256
     db = AuditDatabase(scenario["db"])
     try:
         (swapped,) = db.records_for(new_sha)
@@ -106,9 +113,11 @@ def test_a_blocked_pipeline_yields_no_gaze_and_says_why(scenario):
         rec = pipeline.process(Frame(np.full((480, 640, 3), 90, np.uint8), 0.0, 0, 0.0))
     finally:
         pipeline.close()
-    assert rec.attention.state.value == "BLOCKED" and "backdoored" in rec.attention.reason
-    assert rec.gaze is None and rec.zone is None and rec.attention.alert.label == "none"
-    assert rec.to_json()["gaze_deg"] is None
+    # No face in this frame: degraded mode reports NO_FACE, and says why it is degraded.
+    assert rec.mode == "degraded_head_pose" and "backdoored" in rec.mode_reason
+    assert rec.attention.state.value == "NO_FACE" and rec.attention.alert.label == "none"
+    assert rec.gaze is None and rec.zone is None
+    assert rec.to_json()["gaze_deg"] is None and rec.to_json()["mode_reason"] == result.reason
 
 
 def test_stale_and_untrusted_sidecars_cause_a_rescan(tiny_gaze_bundles, tmp_path):

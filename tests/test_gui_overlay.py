@@ -142,6 +142,35 @@ def test_blocked_badge_shows_for_a_blocked_model(qapp, face_frame):
     assert _mask(verified, BADGE_RGB["blocked"], tol=12).sum() == 0
 
 
+def test_degraded_mode_stripe_shows_and_hides_the_untrusted_gaze(qapp, face_frame):
+    """A record in degraded mode (edge_app/degraded.py): the purple stripe across the top with the
+    reason, "mode: head pose only" in the status box, and no gaze arrow although the record has one."""
+    from edge_app.attention import AlertLevel, AttentionOutput, AttentionState
+    from edge_app.face import FaceLandmarks
+    from edge_app.gui.overlay import ARROW_RGB, DEGRADED_RGB, IntegrityBadge, state_from_record, status_lines
+    from edge_app.pipeline import FrameRecord
+    from edge_app.sources import Frame
+
+    image, points = face_frame
+    face = FaceLandmarks(points, np.zeros(len(points), np.float32), (W, H))
+    attention = AttentionOutput(AttentionState.DISTRACTED, AlertLevel.WARNING, "head_off_road", None, 3.2, 3.2)
+    badge = IntegrityBadge("warning", "WARNING: model flagged backdoored (policy warn)")
+    records = {mode: FrameRecord(Frame(image, 5.0, 50, 0.0), face=face, gaze=np.radians([-20.0, 5.0]),
+                                 gaze_smoothed=np.radians([-20.0, 5.0]), zone="phone_lap", attention=attention,
+                                 mode=mode, mode_reason=reason)
+               for mode, reason in (("gaze", None), ("degraded_head_pose", "gaze_model_anomaly: model still while "
+                                                                           "the eyes moved"))}
+    degraded = state_from_record(records["degraded_head_pose"], badge)
+    assert degraded.gaze is None and status_lines(degraded)[0] == "mode: head pose only"
+    rgb, view = _render(qapp, degraded)
+    r = view.degraded_rect()
+    stripe = rgb[int(r.top()) + 2: int(r.bottom()) - 2]
+    assert _mask(stripe, DEGRADED_RGB, tol=12).mean() > 0.5 and _mask(rgb, ARROW_RGB).sum() == 0
+    assert view.badge_rect().top() >= r.bottom()  # the badge moves below the stripe
+    gaze, view = _render(qapp, state_from_record(records["gaze"], badge))
+    assert _mask(gaze, DEGRADED_RGB, tol=12).sum() == 0 and _mask(gaze, ARROW_RGB).sum() > 20
+
+
 def _check_overlay_screenshot(rgb):
     """What every overlay screenshot must show: a gaze arrow, a face box, a badge colour."""
     from edge_app.gui.overlay import ARROW_RGB, BADGE_RGB, FACE_BOX_RGB

@@ -11,7 +11,9 @@ Threads (docs/architecture.md section 2: the capture loop never waits for the di
 
 Before the pipeline starts, the startup integrity check runs on a worker thread; a model without an
 audit record is scanned while a splash shows the scan's progress. A model the policy blocks is not
-run: the window shows the face video with a BLOCKED badge and the reason, and the app exits 10.
+run: the window shows the face video with a BLOCKED badge and the reason, the alerts come from
+head pose alone (degraded mode, edge_app/degraded.py: a purple stripe across the top says so), and
+the app exits 10.
 
 Keys: q (or Esc) quit, space pause, r start/stop recording (raw video + JSON lines, on their own
 thread), t mark the trigger on/off (trials: a new phase; plain runs: a flag in the recording).
@@ -350,7 +352,7 @@ def arrow_direction(state_gaze) -> np.ndarray:
 def run_gui(config, source, model_path, zone_map, intrinsics=None, out: str | None = None,
             max_frames: int | None = None, screenshot: Path | None = None) -> int:
     """``edge-app run --gui``: returns the exit code (0 done, 10 the model was blocked: the window
-    showed the face video and the BLOCKED badge, without gaze or alarms)."""
+    showed the face video and the BLOCKED badge, no gaze, and head-pose-only alerts in degraded mode)."""
     from rich.console import Console
 
     from edge_app.gui.qt_env import NoDisplayError, display_problem, prepare_qt_environment

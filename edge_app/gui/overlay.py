@@ -12,6 +12,9 @@ aspect ratio kept:
 * current zone and driver state, the alert-level bar (eyes-off-road time against the critical
   threshold, coloured by level), the alarm banner from ``warning`` up, and the integrity badge
   (verified / scanning n% / BLOCKED with the reason / WARNING under policy warn);
+* in degraded mode (:mod:`edge_app.degraded`: the gaze is untrusted, the alerts come from head
+  pose alone) a full-width stripe across the top says so with the reason, the status box says
+  "mode: head pose only", and no gaze arrow is drawn (an untrusted gaze is not shown as a gaze);
 * in trials: the target dot (screen protocol) or the text prompt (cabin), and the trigger mark.
 
 Colours are module constants so that tests can find the arrow, banner and badge pixels.
@@ -44,6 +47,9 @@ TARGET_RGB = (255, 255, 0)
 ARROW_LENGTH_FRAC = 0.9
 ALERT_LABELS = ("none", "warning", "loud", "critical")
 BANNER_TEXT = {1: "EYES ON THE ROAD", 2: "EYES ON THE ROAD!", 3: "TAKE OVER: EYES OFF THE ROAD"}
+DEGRADED_RGB = (120, 40, 170)  # purple: the degraded-mode stripe (no alert, badge or face colour)
+DEGRADED_TEXT = "DEGRADED: HEAD-POSE MONITORING ONLY"
+DEGRADED_STRIPE_PX = 34
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,13 @@ class OverlayState:
     prompt: str | None = None
     target_xy: tuple[float, float] | None = None
     fps: float | None = None
+    mode: str = "gaze"
+    mode_reason: str | None = None
     extra: dict = field(default_factory=dict)
+
+    @property
+    def degraded(self) -> bool:
+        return self.mode != "gaze"
 
     def with_(self, **changes) -> OverlayState:
         return replace(self, **changes)
@@ -106,8 +118,12 @@ def state_from_record(rec, badge: IntegrityBadge, critical_after_s: float = 11.0
     alert = int(att.alert) if att is not None else 0
     fraction = 0.0 if att is None else min(att.eyes_off_road_s / critical_after_s, 1.0)
     gaze = rec.gaze_smoothed if rec.gaze_smoothed is not None else rec.gaze
+    mode = getattr(rec, "mode", "gaze")
+    if mode != "gaze":
+        gaze = None  # an untrusted gaze is not drawn
     return OverlayState(image=rec.frame.image, landmarks=None if rec.face is None else rec.face.points_px,
-                        gaze=None if gaze is None else np.asarray(gaze), zone=rec.zone,
+                        gaze=None if gaze is None else np.asarray(gaze), zone=rec.zone, mode=mode,
+                        mode_reason=getattr(rec, "mode_reason", None),
                         state=att.state.value if att is not None else "", alert=alert,
                         alert_reason=att.alert_reason if att is not None else None, alert_fraction=fraction,
                         reason=(att.reason if att is not None else None) or rec.problem, badge=badge, **app_state)
@@ -116,6 +132,8 @@ def state_from_record(rec, badge: IntegrityBadge, critical_after_s: float = 11.0
 def status_lines(s: OverlayState) -> list[str]:
     """The text of the status box, top-left: zone, state, alert, and the PAUSED / REC / trigger flags."""
     lines = [f"zone: {s.zone or '-'}", f"state: {s.state or '-'}"]
+    if s.degraded:
+        lines.insert(0, "mode: head pose only")
     if s.alert:
         lines.append(f"alert: {ALERT_LABELS[s.alert]}{' (' + s.alert_reason + ')' if s.alert_reason else ''}")
     if s.reason and s.state in ("NO_FACE",):
@@ -194,8 +212,13 @@ class OverlayView(QWidget):
         self._paint_status(p, s)
         self._paint_alert_bar(p, s)
         self._paint_banner(p, s)
+        self._paint_degraded(p, s)
         self._paint_badge(p, s)
         p.end()
+
+    def _top(self) -> int:
+        """Where the status box and the badge start: below the degraded stripe when it is shown."""
+        return 8 + (DEGRADED_STRIPE_PX if self.state.degraded else 0)
 
     def _paint_face(self, p: QPainter, s: OverlayState, px: float) -> None:
         """In image pixels; ``px``: one window pixel in image pixels (for line widths)."""
@@ -255,11 +278,12 @@ class OverlayView(QWidget):
     def _paint_status(self, p: QPainter, s: OverlayState) -> None:
         lines = status_lines(s)
         p.setFont(QFont("Sans", 10))
-        box = QRectF(8, 8, 300, 18 * len(lines) + 8)
+        top = self._top()
+        box = QRectF(8, top, 300, 18 * len(lines) + 8)
         p.fillRect(box, QColor(0, 0, 0, 140))
         p.setPen(QColor(255, 255, 255))
         for k, text in enumerate(lines):
-            p.drawText(QPointF(14, 24 + 18 * k), text)
+            p.drawText(QPointF(14, top + 16 + 18 * k), text)
 
     def _paint_alert_bar(self, p: QPainter, s: OverlayState) -> None:
         h = 14
@@ -283,9 +307,24 @@ class OverlayView(QWidget):
         p.setPen(QColor(255, 255, 255))
         p.drawText(r, Qt.AlignmentFlag.AlignCenter, BANNER_TEXT[s.alert])
 
+    def _paint_degraded(self, p: QPainter, s: OverlayState) -> None:
+        if not s.degraded:
+            return
+        r = self.degraded_rect()
+        p.fillRect(r, _colour(DEGRADED_RGB))
+        p.setFont(QFont("Sans", 10, QFont.Weight.Bold))
+        p.setPen(QColor(255, 255, 255))
+        text = DEGRADED_TEXT + (f": {s.mode_reason}" if s.mode_reason else "")
+        text = p.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, int(r.width() - 16))
+        p.drawText(r.adjusted(8, 0, -8, 0), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
+
+    def degraded_rect(self) -> QRectF:
+        """The degraded-mode stripe's place (painted only in degraded mode)."""
+        return QRectF(0, 0, self.width(), DEGRADED_STRIPE_PX - 4)
+
     def badge_rect(self) -> QRectF:
         w = min(self.width() * 0.5, 460)
-        return QRectF(self.width() - w - 8, 8, w, 30)
+        return QRectF(self.width() - w - 8, self._top(), w, 30)
 
     def _paint_badge(self, p: QPainter, s: OverlayState) -> None:
         r = self.badge_rect()

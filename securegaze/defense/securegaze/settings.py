@@ -18,7 +18,7 @@ DETECTOR_NAME = "securegaze"
 #: 1.1: the first threshold calibrated on the zoo benchmark (docs/detection.md). 2.0: the score is a
 #: ratio of two collapse costs of the same model (see ``reference``), the constraints are trimmed,
 #: and a border probe can restart the reversal. 2.1: the probe's best window is refined on its own
-#: (``probe_refine_steps``) before its ratio is compared with ``probe_ratio``.
+#: (``probe_refine_steps``) before its ratio is compared with ``probe_ratio``, now 0.13 (was 0.35).
 SCANNER_VERSION = "2.1"
 
 #: Default decision threshold on the score (since 2.0 the ratio of the cheapest collapse's cost to
@@ -100,7 +100,11 @@ class SecureGazeSettings:
       many steps before its ratio is taken (it was optimised together with the rest of the ring, and
       on its own it may fall short: on the tiny BadNets test models over 4 training seeds x 3 scan
       seeds the best window reached 0.03-0.54 unrefined and 0.018-0.046 refined, their benign twins
-      0.67-0.87 and 0.59-0.79);
+      0.67-0.87 and 0.59-0.79). ``probe_ratio`` 0.13 sits between the refined ratios of the 12
+      threshold-calibration pairs (benchmarks/calibrate_threshold.py): BadNets 0.021-0.084 (one
+      0.48, a model the reversal flags without a restart), benign 0.205-0.687 (geometric middle of
+      0.084 and 0.205). At 0.35 with refinement, 5 of the 12 benign models restarted and their score
+      fell (0.93 -> 0.31 the largest move): a refined window of a benign model can steer it part way;
     * ``reference``: after the cheapest collapse, run a second, *reference* collapse onto a gaze
       ``reference_distance`` clean RMS dispersions away from the found target, with the same
       price and budget, and score the ratio of the two costs. A benign model collapses about as
@@ -137,7 +141,7 @@ class SecureGazeSettings:
     probe_samples: int = 64
     probe_steps: int = 60
     probe_side_frac: float = 0.15
-    probe_ratio: float = 0.35
+    probe_ratio: float = 0.13
     probe_refine_steps: int = 20
     reference: bool = True
     reference_distance: float = 1.0

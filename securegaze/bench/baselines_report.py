@@ -88,6 +88,7 @@ def comparison_markdown(results: Sequence[DetectionResults], command: str,
     attacks = _attacks(results)
     lines = ["# Backdoor detectors compared: SecureGaze and the baselines", "",
              f"Regenerate: `{command}`", "", f"Machine: {results[0].machine}", "", *_zoo_lines(results), "",
+             "What each baseline does and how it was adapted to a gaze output: docs/baselines_methods.md.", "",
              "## Detection", "",
              "AUROC needs no threshold; accuracy, TPR and FPR are at each detector's own threshold, calibrated on "
              "the benign calibration models on its own side and scale (backdoored when the score is on the "

@@ -103,7 +103,8 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
                  f" gaze on {tally.get('gaze_frames', 0)} ({_pct(tally.get('gaze_frames', 0), n)}); "
                  f"mode: {mode_text or '-'}")
     for reason, count in list(tally.get("mode_reasons", {}).items())[:3]:
-        lines.append(f"  degraded ({count} frames): {reason}")
+        short = reason if len(reason) <= 140 else reason[:137] + "..."  # whole in the JSON lines
+        lines.append(f"  degraded ({count} frames): {short}")
     zones = tally.get("zones", {})
     zone_total = sum(zones.values())
     if zone_total:

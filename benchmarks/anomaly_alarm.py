@@ -20,13 +20,16 @@ and the embedded default model ``models/default``.
     on the whole full drive, per ``--drive-seeds`` (each seed another rendered identity); and the
     clean passes of the trials before the tape.
 
-Each run's result is kept in ``WORK/results/<run>.json``; a rerun only does the missing runs. The
+Each run's result is kept in ``WORK/results/<run>-fps<F>-<settings>.json`` (settings: a hash of the
+monitor's defaults; clear the folder after changing the monitor's code); a rerun only does the
+missing runs. The
 table (markdown) goes to stdout and ``--out``; every number to ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -242,6 +245,7 @@ def main(argv=None) -> int:
     args.dwell, args.onsets = floats(args.dwell), floats(args.onsets)
     import torch
 
+    from edge_app.anomaly import AnomalySettings
     from securegaze.io import atomic_write_json
     from securegaze.machine import machine_summary
 
@@ -250,11 +254,14 @@ def main(argv=None) -> int:
     for s in args.train_seeds:
         pair = train_tape_models(args.work, s)
         models[f"backdoored-{s}"], models[f"benign-{s}"] = pair["backdoored"], pair["benign"]
+    # Results are kept per run, frame rate and the monitor's settings (a change of the monitor's code
+    # needs WORK/results cleared by hand).
+    settings_id = hashlib.sha256(AnomalySettings().model_dump_json().encode()).hexdigest()[:8]
     results = []
     for name, run, key in plan(args):
         if args.only and args.only not in name:
             continue
-        path = args.work / "results" / f"{name}-fps{args.fps:g}.json"
+        path = args.work / "results" / f"{name}-fps{args.fps:g}-{settings_id}.json"
         if path.is_file():
             result = json.loads(path.read_text())
         else:

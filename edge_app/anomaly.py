@@ -22,8 +22,8 @@ seconds of frames that have both gazes (degrees):
   ``still_share`` of what the eyes moved (a collapse: the model stays put while the eyes move),
   when the eyes moved at most ``still_share`` of what the model moved (the output jumped, the eyes
   did not), or when both moved and their correlation is ``apart_corr`` or below (opposite ways);
-  it is **agreeing** when neither holds and the correlation is ``agree_corr`` or above; else, or
-  with too few frames, it is no evidence. The **unexplained share** (RMS of the difference of the
+  it is **agreeing** when neither holds, both moved by half the motion needed, and the correlation
+  is ``agree_corr`` or above; else, or with too few frames, it is no evidence. The **unexplained share** (RMS of the difference of the
   de-meaned tracks over the larger dispersion: ~0.2 when the model follows the eyes, 1 for a
   collapse) is reported with the evidence.
 
@@ -122,6 +122,8 @@ class WindowStats:
     motion_needed_deg: float
     verdict: str
     kind: str | None
+    offset_now: np.ndarray | None = None
+    offset_before: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -129,24 +131,15 @@ class AnomalyOutput:
     """The monitor's result for one frame. ``state``: ``off`` | ``no_evidence`` | ``agree`` |
     ``parted`` (parting, not yet for ``alarm_after_s``) | ``alarm``; ``alert``: ``gaze_model_anomaly``
     while the alarm lasts, else None; ``evidence``: the numbers behind a parting or an alarm;
-    ``eyes``: why the model-free estimate is missing on this frame (None when it is there)."""
+    ``eyes``: why the model-free estimate is missing on this frame (None when it is there);
+    ``untrusted_reason``: while the alarm lasts, one line saying why the gaze is not to be trusted
+    (degraded mode's reason), fixed when the alarm is raised."""
 
     state: str
     alert: str | None
     evidence: dict[str, Any] | None
     eyes: str | None = None
-
-    @property
-    def untrusted_reason(self) -> str | None:
-        """The one-line reason the gaze is not to be trusted (for degraded mode), or None."""
-        if self.alert is None:
-            return None
-        e = self.evidence or {}
-        if e.get("model_dispersion_deg") is None:
-            return f"{ALERT_NAME}: the model's gaze parted from the eyes' movement"
-        return (f"{ALERT_NAME}: {e['kind']} (model moved {e['model_dispersion_deg']:.1f} deg, eyes "
-                f"{e['free_dispersion_deg']:.1f} deg RMS over {e['window_s']:g} s, correlation "
-                f"{e['correlation'] if e['correlation'] is not None else float('nan'):.2f})")
+    untrusted_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "alert": self.alert}
@@ -155,6 +148,14 @@ class AnomalyOutput:
         if self.eyes is not None:
             out["eyes"] = self.eyes
         return out
+
+
+def alarm_reason(w: WindowStats | None, t_s: float) -> str:
+    """The degraded-mode reason of an alarm raised at ``t_s`` on the parted window ``w``."""
+    if w is None or w.kind is None:
+        return f"{ALERT_NAME} since {t_s:.1f} s: the model's gaze parted from the eyes' movement"
+    return (f"{ALERT_NAME} since {t_s:.1f} s: {w.kind} (model {w.model_dispersion_deg:.1f} deg, eyes "
+            f"{w.free_dispersion_deg:.1f} deg RMS in {w.span_s:.1f} s, correlation {w.correlation:.2f})")
 
 
 def _round(v: float | None, digits: int = 2):
@@ -180,9 +181,12 @@ class GazeAnomalyMonitor:
         self._last_centre: np.ndarray | None = None
         self._parted_s = 0.0
         self._parted_since: float | None = None
+        self._parting_ref: np.ndarray | None = None
         self._peak: WindowStats | None = None
         self._alarm = False
         self._alarm_since: float | None = None
+        self._alarm_parting: tuple[WindowStats | None, float, float | None] = (None, 0.0, None)
+        self._alarm_reason: str | None = None
         self._calm_s = 0.0
         self._calm_agreed = False
 
@@ -215,10 +219,9 @@ class GazeAnomalyMonitor:
         # The displacement now: the median offset of the latest CURRENT_S against the agreeing
         # reference (before any, against the window's older half: what the offset just was).
         offsets = m - f
-        recent = offsets[t >= t[-1] - CURRENT_S]
-        reference = self._offset_ref if self._offset_ref is not None else np.median(
-            offsets[t <= t[-1] - 0.5 * s.window_s], axis=0)
-        offset = float(np.hypot(*(np.median(recent, axis=0) - reference)))
+        now = np.median(offsets[t >= t[-1] - CURRENT_S], axis=0)
+        before = np.median(offsets[t <= t[-1] - 0.5 * s.window_s], axis=0)
+        offset = float(np.hypot(*(now - (self._offset_ref if self._offset_ref is not None else before))))
         jitter = np.median(np.array(self._jitter), axis=0) if len(self._jitter) >= 8 else np.zeros(2)
         needed = max(s.min_motion_deg, s.noise_factor * float(jitter.max()))
         motion = max(sm, sf)
@@ -231,9 +234,9 @@ class GazeAnomalyMonitor:
                 verdict, kind = "parted", "model moved while the eyes stayed"
             elif min(sm, sf) >= 0.5 * needed and corr <= s.apart_corr:
                 verdict, kind = "parted", "model and eyes moved apart"
-            elif corr >= s.agree_corr:
+            elif min(sm, sf) >= 0.5 * needed and corr >= s.agree_corr:
                 verdict = "agree"
-        return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind)
+        return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind, now, before)
 
     def _learn(self, dt: float) -> None:
         """Update the per-axis gain and the offset reference from the current (agreeing) window."""
@@ -282,11 +285,17 @@ class GazeAnomalyMonitor:
         displaced = stats.offset_change_deg if stats is not None else 0.0
         # Parted now: a parted window whose displacement is still there (a glitch that is over
         # leaves parted windows behind it, but no displacement); or a parting under way whose
-        # displacement stays beyond offset_deg from the agreeing reference.
+        # displacement stays beyond offset_deg from the agreeing reference (before the first
+        # agreeing window: from the offset just before the parting started).
         parted_now = verdict == "parted" and displaced >= s.min_motion_deg
-        sustained = self._parted_s > 0 and self._offset_ref is not None and displaced >= s.offset_deg
+        held = self._offset_ref if self._offset_ref is not None else self._parting_ref
+        sustained = (self._parted_s > 0 and stats is not None and held is not None
+                     and float(np.hypot(*(stats.offset_now - held))) >= s.offset_deg)
         if parted_now or (sustained and verdict != "agree"):
-            self._parted_s += dt if self._parted_s > 0 else 1e-9  # a parting starts on a parted window
+            if self._parted_s == 0:  # a parting starts on a parted window
+                self._parted_s, self._parting_ref = 1e-9, stats.offset_before
+            else:
+                self._parted_s += dt
             self._parted_since = t_s if self._parted_since is None else self._parted_since
             if verdict == "parted" and (self._peak is None or stats.unexplained_share >= self._peak.unexplained_share):
                 self._peak = stats
@@ -305,6 +314,8 @@ class GazeAnomalyMonitor:
                 self._calm_s += dt
         if not self._alarm and self._parted_s >= max(s.alarm_after_s, 1e-9):
             self._alarm, self._alarm_since = True, t_s
+            self._alarm_parting = (self._peak or stats, self._parted_s, self._parted_since)
+            self._alarm_reason = alarm_reason(self._alarm_parting[0], t_s)
             self.alarms_raised += 1
         elif self._alarm and self._parted_s == 0.0 and self._calm_agreed and self._calm_s >= s.clear_after_s:
             self._alarm, self._alarm_since = False, None
@@ -316,15 +327,19 @@ class GazeAnomalyMonitor:
         if self._alarm or self._parted_s > 0:
             evidence = self._evidence(stats, t_s)
         eyes = eyes_reason if free_gaze_rad is None else None
-        return AnomalyOutput(state, ALERT_NAME if self._alarm else None, evidence, eyes)
+        return AnomalyOutput(state, ALERT_NAME if self._alarm else None, evidence, eyes,
+                             self._alarm_reason if self._alarm else None)
 
     def _evidence(self, stats: WindowStats | None, t_s: float) -> dict[str, Any]:
-        """The numbers behind a parting: the strongest parted window of it (or the current one)."""
-        w = self._peak or stats
+        """The numbers behind a parting: its strongest parted window and how long it has lasted;
+        while the alarm lasts, those of the parting that raised it (unless a longer one is under way)."""
+        w, parted_s, since = self._peak or stats, self._parted_s, self._parted_since
+        if self._alarm and self._alarm_parting[1] >= parted_s:
+            w, parted_s, since = self._alarm_parting
         out: dict[str, Any] = {
             "window_s": self.settings.window_s,
-            "parted_for_s": _round(self._parted_s, 3),
-            "parted_since_s": _round(self._parted_since, 3),
+            "parted_for_s": _round(parted_s, 3),
+            "parted_since_s": _round(since, 3),
             "alarm_since_s": _round(self._alarm_since, 3),
             "kind": w.kind if w is not None else None,
         }

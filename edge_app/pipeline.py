@@ -214,7 +214,6 @@ class Pipeline:
         if self.engine is not None:  # the live trigger alarm; a frame without a face is no evidence
             rec.gaze_anomaly = self.anomaly.process(rec)
             rec.gaze_untrusted = rec.gaze_untrusted or rec.gaze_anomaly.untrusted_reason  # -> degraded mode
-            rec.gaze_untrusted = rec.gaze_untrusted or rec.gaze_anomaly.untrusted_reason  # degraded mode while it lasts
             lap("anomaly")
         on_road = rec.zone is not None and self.zone_map.is_on_road(rec.zone)
         head = (rec.head_pose.euler_deg()[:2] if rec.head_pose is not None and rec.head_pose.face_centre_mm[2] > 0

@@ -1,0 +1,287 @@
+"""The live trigger alarm (edge_app/anomaly.py, edge_app/free_gaze.py): scripted (model gaze,
+model-free estimate) traces -> alarm or none, the estimate's geometry and its "eyes not visible",
+the settings, and end to end: a tape-backdoored tiny model on the synthetic participant raises
+``gaze_model_anomaly`` within 2 s of the tape appearing, and not before it."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import margin, sweep_seed
+
+from edge_app.anomaly import ALERT_NAME, AnomalySettings, GazeAnomalyMonitor
+from edge_app.free_gaze import FreeGazeEstimator
+
+FPS = 10.0
+#: Cabin-like fixation targets, degrees (pitch, yaw): road, mirrors, cluster, screen, phone.
+TARGETS = [(12, 0), (4, -32), (12, 0), (-5, 0), (12, 2), (-15, 28), (12, -1), (24, 24), (12, 0), (-25, 0)]
+
+
+def eye_track(duration_s, dwell_s=(1.2, 2.6), seed=0, fixate=None):
+    """(N,) times and (N, 2) eye gaze degrees: fixations on TARGETS with 0.1-s saccades; ``fixate``:
+    (start, end, target) during which the eyes hold one target."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0, duration_s, 1 / FPS)
+    changes, k, when = [], 0, 0.0
+    while when < duration_s:
+        changes.append((when, np.asarray(TARGETS[k % len(TARGETS)], float)))
+        when += rng.uniform(*dwell_s)
+        k += 1
+    gaze = np.zeros((len(t), 2))
+    for i, ti in enumerate(t):
+        j = max(n for n, (c, _) in enumerate(changes) if c <= ti)
+        prev = changes[j - 1][1] if j else changes[0][1]
+        w = min((ti - changes[j][0]) / 0.1, 1.0)
+        gaze[i] = prev + (changes[j][1] - prev) * w
+        if fixate is not None and fixate[0] <= ti < fixate[1]:
+            gaze[i] = fixate[2]
+    return t, gaze
+
+
+def run_trace(t, model, free, centre=None, settings=None):
+    """Feed a trace (degrees; None rows: missing) through the monitor: (alarm per frame, monitor)."""
+    mon = GazeAnomalyMonitor(settings or AnomalySettings())
+    alarms = []
+    for i, ti in enumerate(t):
+        m = None if model[i] is None else np.radians(model[i])
+        f = None if free[i] is None else np.radians(free[i])
+        out = mon.update(float(ti), m, f, None if centre is None else centre[i])
+        alarms.append(out.alert == ALERT_NAME)
+        if out.alert:
+            ev = out.evidence
+            assert ev["window_s"] == 1.0 and ev["kind"] and ev["free_dispersion_deg"] is not None
+    return np.array(alarms), mon
+
+
+def scenario(name, seed=0):
+    """(t, model, free, centre, expected): expected None (no alarm ever) or (onset, latest alarm time)."""
+    rng = np.random.default_rng(seed)
+    dur = 60.0
+    noise = lambda n, s: rng.normal(0, s, (n, 2))  # noqa: E731
+    fixate = {"collapse_at_fixation": (29.0, 35.0, np.array([12.0, 0.0])),
+              "collapse_at_session_start": (0.0, 3.0, np.array([12.0, 0.0]))}.get(name)
+    t, eyes = eye_track(dur, seed=seed, fixate=fixate)
+    n = len(t)
+    free = eyes * [0.8, 1.1] + [20.0, -3.0] + noise(n, 0.6)  # the estimate: its own gain, bias and jitter
+    model = eyes + [-2.0, 1.5] + noise(n, 0.4)
+    centre = np.tile([10.0, -15.0, 700.0], (n, 1))
+    expected = None
+    if name == "weak_vertical_model":
+        model = eyes * [0.35, 1.0] + noise(n, 0.4)
+    elif name == "overshooting_model":
+        model = eyes * 1.8 + noise(n, 0.4)
+    elif name == "noisy_estimate":  # a night infrared image: the iris points jitter 2 deg a frame
+        free = free + noise(n, 2.0)
+    elif name == "eyes_hidden":  # dark lenses: the estimate is missing, the model keeps moving
+        free = [None if 10 <= ti < 40 else f for ti, f in zip(t, free, strict=True)]
+    elif name == "model_glitches":  # one- and two-frame 25-deg spikes while the eyes hold still
+        t, eyes = eye_track(dur, seed=seed, fixate=(0, dur, np.array([12.0, 0.0])))
+        free, model = eyes * [0.8, 1.1] + [20, -3] + noise(n, 0.6), eyes + noise(n, 0.4)
+        for i0, k in ((100, 1), (250, 2), (400, 1)):
+            model[i0:i0 + k] += [-25.0, 10.0]
+    elif name == "another_person":  # a passenger's face for 10 s: other place, other bias
+        other = (t >= 20) & (t < 30)
+        centre[other] = [380.0, -10.0, 800.0]
+        free[other] += [9.0, 14.0]
+        model[other] += [-6.0, 8.0]
+    elif name.startswith("collapse"):
+        onset = 1.5 if name == "collapse_at_session_start" else 30.0  # 1.5 s: before any agreeing window
+        on = t >= onset
+        model[on] = np.array([-20.0, 25.0]) + noise(int(on.sum()), 0.2)
+        expected = (onset, onset + 2.0)
+        if name == "collapse_on_current_gaze":  # the target is where the eyes already look: caught at the next glance
+            t, eyes = eye_track(dur, seed=seed, fixate=(28.0, 34.0, np.array([-20.0, 25.0])))
+            free = eyes * [0.8, 1.1] + [20.0, -3.0] + noise(n, 0.6)
+            model = eyes + noise(n, 0.4)
+            model[on] = np.array([-20.0, 25.0]) + noise(int(on.sum()), 0.2)
+            expected = (34.0, 36.0)
+    return t, list(model), list(free), centre, expected
+
+
+CASES = ["benign_follow", "weak_vertical_model", "overshooting_model", "noisy_estimate", "eyes_hidden",
+         "model_glitches", "another_person", "collapse_while_eyes_move", "collapse_at_fixation",
+         "collapse_on_current_gaze", "collapse_at_session_start"]
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scripted_traces(name, seed):
+    t, model, free, centre, expected = scenario(name, seed)
+    alarms, mon = run_trace(t, model, free, centre)
+    if expected is None:
+        assert not alarms.any(), f"{name}: alarm at {t[np.argmax(alarms)]:.1f} s"
+        assert mon.alarms_raised == 0
+        return
+    first = t[np.argmax(alarms)] if alarms.any() else math.inf
+    assert not alarms[t < expected[0]].any(), f"{name}: alarm before the collapse"
+    assert expected[0] <= first <= expected[1], f"{name}: first alarm at {first:.1f} s"
+    assert mon.alarms_raised == 1
+
+
+def test_alarm_lasts_while_collapsed_and_clears_once_the_model_follows_again():
+    t, eyes = eye_track(80.0)
+    rng = np.random.default_rng(3)
+    free = eyes * [0.8, 1.1] + [20.0, -3.0] + rng.normal(0, 0.6, eyes.shape)
+    model = eyes + rng.normal(0, 0.4, eyes.shape)
+    on = (t >= 30) & (t < 50)
+    model[on] = [-20.0, 25.0]
+    alarms, mon = run_trace(t, list(model), list(free))
+    raised = t[np.argmax(alarms)]
+    assert 30.0 <= raised <= 32.0 and alarms[(t >= raised) & (t < 50)].all()  # held through the quiet fixations
+    cleared = t[(t >= 50) & ~alarms]
+    assert len(cleared) and cleared[0] <= 56.0 and not alarms[t >= cleared[0]].any()
+    assert mon.alarms_raised == 1 and mon.alarm_frames == int(alarms.sum())
+
+
+def test_the_fit_does_not_learn_the_collapse():
+    """Minutes of a collapsed output while the eyes move: the learnt gain stays where agreement put
+    it (a parted window never teaches it), and the alarm never clears."""
+    t, eyes = eye_track(240.0)
+    model = eyes.copy()
+    model[t >= 20] = [-20.0, 25.0]
+    alarms, mon = run_trace(t, list(model), list(eyes))
+    assert alarms[t >= 22].all()
+    assert np.all(mon._gain > 0.8) and np.all(mon._gain < 1.25)
+
+
+def _eye_points(iris_u=0.0, iris_v=0.0, opening=0.35, centre=(320.0, 240.0), width=30.0):
+    """(478, 2) landmarks with two level eyes 64 px apart and the irises at (u, v) eye widths."""
+    pts = np.zeros((478, 2), np.float32)
+    from edge_app.free_gaze import EYE_CONTOURS, EYES
+
+    for k, side in enumerate((-1, 1)):
+        cx, cy = centre[0] + side * 32.0, centre[1]
+        left, right, top, bottom, iris, ring = EYES[k]
+        pts[left], pts[right] = (cx - width / 2, cy), (cx + width / 2, cy)
+        pts[top], pts[bottom] = (cx, cy - opening * width / 2), (cx, cy + opening * width / 2)
+        c = np.array([cx + iris_u * width, cy + iris_v * width])
+        pts[iris] = c
+        for j, a in enumerate(np.linspace(0, 2 * np.pi, 4, endpoint=False)):
+            pts[ring[j]] = c + 6.0 * np.array([np.cos(a), np.sin(a)])
+        contour = EYE_CONTOURS[k]
+        for j, idx in enumerate(contour):
+            if idx in (left, right, top, bottom):
+                continue
+            a = np.pi * (1 - j / (len(contour) / 2))
+            pts[idx] = (cx + width / 2 * np.cos(a), cy - opening * width / 2 * np.sin(a))
+    return pts
+
+
+def _eye_image(pts, iris_grey=40, white=225):
+    from edge_app.free_gaze import EYE_CONTOURS, EYES
+
+    img = np.full((480, 640, 3), 120, np.uint8)
+    for k in range(2):
+        cv2.fillPoly(img, [np.round(pts[list(EYE_CONTOURS[k])]).astype(np.int32)], (white,) * 3)
+        cv2.circle(img, tuple(int(v) for v in np.round(pts[EYES[k][4]])), 6, (iris_grey,) * 3, -1)
+    return img
+
+
+def test_free_gaze_geometry_and_no_evidence_when_eyes_are_not_seen():
+    est = FreeGazeEstimator()
+    ahead = est.estimate(_eye_points(), np.eye(3), _eye_image(_eye_points()))
+    assert ahead.visible and np.allclose(ahead.gaze, 0.0, atol=1e-6)
+    right = _eye_points(iris_u=0.1)  # irises towards the image's right: gaze to the right = negative yaw
+    g = est.estimate(right, np.eye(3), _eye_image(right)).gaze
+    assert g[1] == pytest.approx(-math.asin(0.1 / 0.3), abs=1e-6) and abs(g[0]) < 1e-6
+    down = _eye_points(iris_v=0.05)
+    assert est.estimate(down, np.eye(3), _eye_image(down)).gaze[0] == pytest.approx(-math.asin(0.25), abs=1e-6)
+    # The head turned 20 deg to the image's left adds to the eyes' yaw.
+    turn = cv2.Rodrigues(np.array([0.0, math.radians(20.0), 0.0]))[0]
+    assert math.degrees(est.estimate(_eye_points(), turn, _eye_image(_eye_points())).gaze[1]) == pytest.approx(20.0)
+    closed = _eye_points(opening=0.08)
+    out = est.estimate(closed, np.eye(3), _eye_image(closed))
+    assert not out.visible and out.gaze is None and "eye closed" in out.reason
+    dark = est.estimate(_eye_points(), np.eye(3), _eye_image(_eye_points(), iris_grey=35, white=38))
+    assert not dark.visible and "iris not visible" in dark.reason  # dark lenses: MediaPipe's points are a guess
+    assert "outside the eye opening" in est.estimate(_eye_points(iris_u=0.6), np.eye(3), None).reason
+    # No evidence from a frame without an estimate, however the model moves.
+    mon = GazeAnomalyMonitor()
+    for i in range(100):
+        out = mon.update(i / FPS, np.radians([(-1) ** (i // 7) * 20.0, 0.0]), None, eyes_reason=dark.reason)
+        assert out.state == "no_evidence" and out.alert is None and out.eyes == dark.reason
+
+
+def test_settings_are_checked_in_one_line(tmp_path):
+    from edge_app.config import load_config
+    from securegaze.errors import ConfigError
+
+    for text, needle in (("anomaly:\n  still_share: 2\n", "anomaly.still_share"),
+                         ("anomaly:\n  agree_corr: -0.5\n", "apart_corr < agree_corr"),
+                         ("anomaly:\n  gain_range: [2, 4]\n", "gain_range"),
+                         ("anomaly:\n  windowsize: 2\n", "anomaly.windowsize")):
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert needle in str(err.value) and "\n" not in str(err.value)
+    path.write_text("anomaly:\n  enabled: false\n")
+    assert load_config(path).anomaly.enabled is False
+
+
+@pytest.fixture(scope="module")
+def tape_model(tmp_path_factory):
+    """A small tape-backdoored model (forehead tape, 20 % poisoned, target (-20, 25) deg; 3,000 32-px
+    faces, width-8 small CNN, 6 epochs: ~15 s), a lighter version of tests/test_trial.py's recipe."""
+    from securegaze.attacks.runner import SyntheticSplits, run_attack
+    from securegaze.bundle import export_bundle
+    from securegaze.data.base import ArrayGazeDataset
+    from securegaze.data.synthetic import SyntheticConfig, render, sample_params
+    from securegaze.defense import load_model_any
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("tape-alarm")
+    faces = SyntheticConfig(size=32, head_jitter_deg=(5.0, 5.0, 2.5), blur=(0.0, 0.0), noise=(0.0, 0.0))
+    seed = sweep_seed(1)
+
+    def split(n, s):
+        params = sample_params(n, s, faces)
+        return ArrayGazeDataset(render(params, faces), params.gaze, params.subjects), params
+
+    (train, train_faces), (test, test_faces) = split(3000, 2 * seed), split(200, 2 * seed + 1)
+    record = run_attack("tape", target_gaze=(math.radians(-20.0), math.radians(25.0)), poison_rate=0.2, seed=seed,
+                        out_dir=root / "attack", size=32, train_samples=3000, test_samples=200, epochs=6,
+                        batch_size=64, lr=3e-3, model_kwargs={"width": 8},
+                        data=SyntheticSplits(train, train_faces, test, test_faces, 32, seed))
+    margin("tape ASR", record["metrics"]["asr"], ">", 0.6)
+    export_bundle(load_model_any(root / "attack" / "model.safetensors"), root / "backdoored", "tape-alarm")
+    return root / "backdoored"
+
+
+def test_tape_on_a_backdoored_model_raises_the_alarm_within_2_s(tape_model):
+    """End to end: the synthetic participant (screen4 corners, 1.5 s each, 5 fps; clean, tape,
+    clean) through the real pipeline (MediaPipe, head pose, normalisation, ONNX Runtime)."""
+    from edge_app.config import EdgeConfig
+    from edge_app.engines import create_engine
+    from edge_app.pipeline import Pipeline, run_pipeline
+    from edge_app.trial.protocol import TrialSchedule, parse_phases, screen4_protocol
+    from edge_app.trial.recorder import TrialSyntheticSource
+    from edge_app.zones import load_zone_map
+
+    config = EdgeConfig()
+    schedule = TrialSchedule(screen4_protocol(1.5), parse_phases("clean,trigger,clean"))
+    source = TrialSyntheticSource(schedule, "tape", 5.0, 0, 640, 480, 600.0)
+    pipeline = Pipeline(config, create_engine("onnxruntime", tape_model, ["cpu"], 1), load_zone_map(None), None, None)
+    lines = []
+    try:
+        run_pipeline(pipeline, source, lambda rec: lines.append((rec.frame.timestamp_s, rec.to_json())),
+                     drop_stale=False)
+    finally:
+        pipeline.close()
+    onset, off = 6.0, 12.0
+    assert len(lines) == 90 and all("gaze_anomaly" in line for _, line in lines)
+    alarm_t = [t for t, line in lines if line["gaze_anomaly"]["alert"] == ALERT_NAME]
+    assert not [t for t in alarm_t if t < onset], "alarm in the clean pass before the tape"
+    assert alarm_t, "no alarm while the tape was worn"
+    margin("alarm delay after the tape appears (s)", alarm_t[0] - onset, "<", 2.0)
+    first = next(line for t, line in lines if t == alarm_t[0])
+    ev = first["gaze_anomaly"]["evidence"]
+    assert {"window_s", "model_dispersion_deg", "free_dispersion_deg", "correlation", "parted_for_s"} <= set(ev)
+    assert ev["parted_for_s"] >= 1.0
+    # While it lasts the app monitors the head only (degraded mode), and says why in every line.
+    assert first["mode"] == "degraded_head_pose" and first["mode_reason"].startswith(ALERT_NAME)
+    assert all(line["mode"] == "gaze" for t, line in lines if t < onset)
+    # The tape is off from 12 s: the model follows the eyes again and the alarm clears.
+    assert not lines[-1][1]["gaze_anomaly"]["alert"] and max(alarm_t) < off + 4.0

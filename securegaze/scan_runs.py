@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from securegaze.bench.mitigation import MitigationReport, load_earlier_scan, mitigate_and_measure
+from securegaze.bench.mitigation_methods import mitigate_with
 from securegaze.bundle import BundleManifest, ModelFile, export_bundle, open_model
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.data.image_folder import MIN_FOLDER_IMAGES, ImageFolderDataset
@@ -109,6 +110,7 @@ class MitigationRun:
     detector: Any
     scan_before: tuple[ScanReport, Any] | None
     options: dict
+    method: Any = None
 
     @property
     def clean_note(self) -> str | None:
@@ -120,14 +122,17 @@ class MitigationRun:
                 test: str = "synthetic", test_samples: int = 1000, attack_run: str | Path | None = None,
                 scan_dir: str | Path | None = None, true_labels: bool = False, epochs: int = 10,
                 lr: float = 3e-4, seed: int = 0, threshold: float | None = None, rounds: int = 3,
-                uniform_reversal: bool = True, strengths: tuple[float, ...] = (1.0, 2.0, 3.0)) -> MitigationRun:
+                uniform_reversal: bool = True, strengths: tuple[float, ...] = (1.0, 2.0, 3.0),
+                method=None) -> MitigationRun:
         """Open ``model``; draw the clean images (``clean``'s val split) and the labelled test images.
 
         The test images are those of ``attack_run`` when given (then its real trigger is measured
         too; it must be at the model's input size), else ``test``'s test split. ``scan_dir``: an
         earlier scan of this same model to reuse (:func:`~securegaze.bench.mitigation.load_earlier_scan`).
         ``clean`` may be unlabelled (a plain image folder) unless ``true_labels``; the test images must
-        be labelled.
+        be labelled. ``method``: a built baseline mitigation method (:mod:`securegaze.defense.mitigations`)
+        to run instead of SecureGaze's scan, unlearning and re-scan (``epochs`` to ``strengths`` and
+        ``scan_dir`` are SecureGaze's and unused then).
         """
         detector = create_detector("securegaze", **detector_settings(seed, threshold))  # settings checked first
         torch.manual_seed(seed)
@@ -153,24 +158,35 @@ class MitigationRun:
         options = {"true_labels": true_labels, "epochs": epochs, "lr": lr, "seed": seed, "rounds": rounds,
                    "uniform_reversal": uniform_reversal, "strengths": strengths, "samples": samples}
         return cls(Path(model), Path(out), net, sha, clean, clean_set, test_set, attack, faces, detector, before,
-                   options)
+                   options, method)
 
     def run(self, progress: Callable | None = None) -> tuple[MitigationReport, BundleManifest]:
-        """Scan (unless reused), fine-tune, re-scan; write the new bundle, both scans and
-        ``mitigation.json`` to ``out``. Returns the report and the new bundle's manifest."""
+        """Scan (unless reused), fine-tune, re-scan (or run the baseline ``method``); write the new bundle,
+        the scans and ``mitigation.json`` to ``out``. Returns the report and the new bundle's manifest."""
         o, out = self.options, self.out
-        tuned, result = mitigate_and_measure(
-            self.model, self.clean_set.images, self.detector, self.test_set, attack=self.attack,
-            test_faces=self.test_faces, labels=self.clean_set.gaze if o["true_labels"] else None,
-            epochs=o["epochs"], lr=o["lr"], seed=o["seed"], scan_before=self.scan_before,
-            scan_dirs=(out / "scan_before", out / "scan_after"), model_name=str(self.model_path), out=str(out),
-            model_sha256=self.sha256, progress=progress, rounds=o["rounds"],
-            uniform_reversal=o["uniform_reversal"], strengths=o["strengths"])
+        labels = self.clean_set.gaze if o["true_labels"] else None
+        if self.method is not None:
+            tuned, result = mitigate_with(self.method, self.model, self.clean_set.images, self.test_set, self.attack,
+                                          self.test_faces, labels=labels, model_name=str(self.model_path),
+                                          model_sha256=self.sha256, out=str(out), progress=progress)
+            how = f"mitigated by the {self.method.name} method with"
+        else:
+            tuned, result = self._securegaze(labels, progress)
+            how = "fine-tuned against the reversed trigger on"
         manifest = export_bundle(tuned, out, name=out.name, provenance={
-            "training_data": f"fine-tuned on {len(self.clean_set)} clean images ({self.clean}"
+            "training_data": f"{how} {len(self.clean_set)} clean images ({self.clean}"
                              + (f", {self.clean_set.identity}" if isinstance(self.clean_set, ImageFolderDataset) else "")
-                             + ") against the reversed trigger",
+                             + ")",
             "seed": o["seed"],
             "notes": f"mitigated from {self.model_path} (sha256 {self.sha256}) by securegaze mitigate"})
         atomic_write_json(out / "mitigation.json", result.to_dict())
         return result, manifest
+
+    def _securegaze(self, labels, progress):
+        o, out = self.options, self.out
+        return mitigate_and_measure(
+            self.model, self.clean_set.images, self.detector, self.test_set, attack=self.attack,
+            test_faces=self.test_faces, labels=labels, epochs=o["epochs"], lr=o["lr"], seed=o["seed"],
+            scan_before=self.scan_before, scan_dirs=(out / "scan_before", out / "scan_after"),
+            model_name=str(self.model_path), out=str(out), model_sha256=self.sha256, progress=progress,
+            rounds=o["rounds"], uniform_reversal=o["uniform_reversal"], strengths=o["strengths"])

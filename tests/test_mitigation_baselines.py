@@ -218,3 +218,32 @@ def test_bench_mitigate_refuses_bad_methods_in_one_line(args, needle, capsys, tm
     code = main(["bench", "mitigate", "--zoo", "nowhere", *args])
     captured = capsys.readouterr()
     assert code == 2 and needle in (captured.err + captured.out).replace("\n", " ")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--method", "anp", "--epochs", "3"], "--epochs is a securegaze setting; a baseline's settings go in --set"),
+    (["--method", "anp", "--set", "eps=9"], "anp: eps must be within [0, 1], got 9"),
+    (["--method", "anp", "--set", "seed=1"], "seed has its own option"),
+    (["--set", "eps=0.1"], "securegaze's settings have their own options"),
+    (["--method", "nope"], "unknown mitigation method 'nope'"),
+])
+def test_mitigate_refuses_bad_baseline_options_in_one_line(args, needle, capsys, tmp_path, monkeypatch):
+    from securegaze.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["mitigate", "no/such/model.onnx", "--out", "o", *args])
+    captured = capsys.readouterr()
+    assert code == 2 and needle in (captured.err + captured.out).replace("\n", " ")
+
+
+def test_mitigate_with_a_baseline_method_writes_a_bundle_and_its_report(tiny_gaze_bundles, tmp_path):
+    from securegaze.cli import main
+
+    out = tmp_path / "mitigated"
+    code = main(["mitigate", str(tiny_gaze_bundles["backdoored"]), "--out", str(out), "--method", "fine_pruning",
+                 "--samples", "32", "--test-samples", "32", "--set", "epochs=1", "--set", "eval_samples=32"])
+    assert code == 0
+    report = json.loads((out / "mitigation.json").read_text())
+    assert report["method"] == "fine_pruning" and report["scan_before"] is None
+    assert report["details"]["pruned"] >= 1 and math.isfinite(report["details"]["test_clean"]["after_deg"])
+    assert open_model(out).gaze_model()(torch.zeros(1, 3, 32, 32)).shape == (1, 2)

@@ -98,13 +98,28 @@ def mitigate(
                                           "reaches triggers on the eyes (glasses, tape) that the scan prices out."),
     strengths: str = typer.Option("1,2,3", help="Comma-separated depths at which each reversed edit is unlearnt "
                                   "(1: as reversed)."),
+    method: str = typer.Option("securegaze", "--method", help="The mitigation method: securegaze (scan, unlearn, "
+                               "re-scan), or a baseline (securegaze info lists them), which neither scans nor "
+                               "re-scans."),
+    setting: list[str] = typer.Option([], "--set", help="A baseline method's setting KEY=VALUE (repeatable), e.g. "
+                                      "--set iterations=500."),
 ) -> None:
     """Remove a backdoor: scan, fine-tune against the reversed trigger, write a new bundle, re-scan.
 
     Exit code 0 when the re-scan finds the new model clean, 10 when it is still flagged, 2 bad input.
+    With a baseline --method there is no re-scan: exit code 0 once the bundle is written.
     """
     from securegaze.io import check_output_dir
     from securegaze.scan_runs import MitigationRun
+
+    baseline = None
+    if method != "securegaze":
+        baseline = baseline_method(method, seed, setting, epochs=epochs != 10, lr=lr != 3e-4, rounds=rounds != 3,
+                                   strengths=strengths != "1,2,3", uniform_reversal=not uniform_reversal,
+                                   scan_dir=scan_dir is not None, threshold=threshold is not None)
+    elif setting:
+        raise typer.BadParameter("securegaze's settings have their own options (--epochs, --rounds, ...)",
+                                 param_hint="--set")
 
     check_range("samples", samples, 8, MAX_SAMPLES)
     check_range("test-samples", test_samples, 8, MAX_SAMPLES)
@@ -120,7 +135,7 @@ def mitigate(
     run = MitigationRun.prepare(model, out, clean=clean, samples=samples, test=test, test_samples=test_samples,
                                 attack_run=attack_run, scan_dir=scan_dir, true_labels=true_labels, epochs=epochs,
                                 lr=lr, seed=seed, threshold=threshold, rounds=rounds,
-                                uniform_reversal=uniform_reversal, strengths=depths)
+                                uniform_reversal=uniform_reversal, strengths=depths, method=baseline)
     if run.clean_note:
         console.print(run.clean_note)
     with progress_bar() as bar:
@@ -131,8 +146,11 @@ def mitigate(
 
         result, manifest = run.run(progress=on_progress)
     sha = run.sha256
-    before_scan, after_scan = result.scan_before, result.scan_after
     console.print(f"model: {model} (sha256 {sha[:16]}...) -> bundle {out} (sha256 {manifest.onnx_sha256[:16]}...)")
+    if baseline is not None:
+        print_baseline_result(result, out)
+        raise typer.Exit(EXIT_CLEAN)
+    before_scan, after_scan = result.scan_before, result.scan_after
     console.print(f"scan before: {before_scan['verdict'].upper()} score {before_scan['score']}; "
                   f"after: {after_scan['verdict'].upper()} score {after_scan['score']} (threshold {after_scan['threshold']})")
     rows = [("reversed trigger", result.reversed_before, result.reversed_after)]
@@ -146,3 +164,34 @@ def mitigate(
                   + ", ".join(f"{r['rescan_score']:.4f}" for r in result.rounds))
     console.print(f"report: {out / 'mitigation.json'}; {result.runtime_s:.0f} s")
     raise typer.Exit(EXIT_BACKDOORED if after_scan["verdict"] == "backdoored" else EXIT_CLEAN)
+
+
+def baseline_method(name: str, seed: int, items: list[str], **securegaze_only: bool):
+    """The baseline mitigation method ``name`` built from ``--set`` items and ``seed``; a SecureGaze-only
+    option given with it (``securegaze_only[option]`` True when it was changed) is refused."""
+    from securegaze.cli.support import parse_key_values
+    from securegaze.defense.mitigations import create_mitigation
+
+    given = [option.replace("_", "-") for option, changed in securegaze_only.items() if changed]
+    if given:
+        raise typer.BadParameter(f"--{given[0]} is a securegaze setting; a baseline's settings go in --set KEY=VALUE",
+                                 param_hint="--method")
+    settings = parse_key_values(items, "--set")
+    if "seed" in settings:
+        raise typer.BadParameter("seed has its own option: use --seed", param_hint="--set")
+    return create_mitigation(name, seed=seed, **settings)
+
+
+def print_baseline_result(result, out: Path) -> None:
+    """What ``mitigate --method BASELINE`` prints: the clean error and, with the real attack, AE/DAE/ASR."""
+    if result.attack_before is not None:
+        b, a = result.attack_before, result.attack_after
+        console.print(f"real trigger ({result.attack}): clean error {b['clean_error_deg']:.2f} -> "
+                      f"{a['clean_error_deg']:.2f} deg, AE {b['ae_deg']:.1f} -> {a['ae_deg']:.1f} deg, DAE "
+                      f"{b['dae_deg']:.1f} -> {a['dae_deg']:.1f} deg, ASR@5deg {100 * b['asr']:.1f}% -> "
+                      f"{100 * a['asr']:.1f}%")
+    else:
+        test = result.details["test_clean"]
+        console.print(f"clean error on the test images {test['before_deg']:.2f} -> {test['after_deg']:.2f} deg "
+                      "(no attack run given: no trigger figures)")
+    console.print(f"method {result.method}; report: {out / 'mitigation.json'}; {result.runtime_s:.0f} s")

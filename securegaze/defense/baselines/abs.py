@@ -379,7 +379,8 @@ class ABSDetector(BaselineDetector):
     settings_class = ABSSettings
     smoke_settings = {"stimulation_images": 8, "levels": 3, "layers": 1, "stimulation_grid": 2, "top_neurons": 2,
                       "reverse_steps": 3, "batch_size": 8}
-    default_threshold_source = "uncalibrated"
+    default_threshold_source = ("provisional 0.9: between benign (0.56-0.77) and BadNets (0.93-1.0) REASRs of "
+                                "docs/baselines_methods.md, not fitted on calibration models")
 
     def run(self, model, x: torch.Tensor, progress: ProgressCallback | None) -> BaselineResult:
         cfg = self.config

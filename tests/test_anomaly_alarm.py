@@ -264,10 +264,15 @@ def test_tape_on_a_backdoored_model_raises_the_alarm_within_2_s(tape_model):
     schedule = TrialSchedule(screen4_protocol(1.5), parse_phases("clean,trigger,clean"))
     source = TrialSyntheticSource(schedule, "tape", 5.0, 0, 640, 480, 600.0)
     pipeline = Pipeline(config, create_engine("onnxruntime", tape_model, ["cpu"], 1), load_zone_map(None), None, None)
-    lines = []
+    lines, alarmed = [], []
+
+    def sink(rec):
+        lines.append((rec.frame.timestamp_s, rec.to_json()))
+        if rec.gaze_anomaly.alert and not alarmed:
+            alarmed.append(rec)
+
     try:
-        run_pipeline(pipeline, source, lambda rec: lines.append((rec.frame.timestamp_s, rec.to_json())),
-                     drop_stale=False)
+        run_pipeline(pipeline, source, sink, drop_stale=False)
     finally:
         pipeline.close()
     onset, off = 6.0, 12.0
@@ -283,5 +288,11 @@ def test_tape_on_a_backdoored_model_raises_the_alarm_within_2_s(tape_model):
     # While it lasts the app monitors the head only (degraded mode), and says why in every line.
     assert first["mode"] == "degraded_head_pose" and first["mode_reason"].startswith(ALERT_NAME)
     assert all(line["mode"] == "gaze" for t, line in lines if t < onset)
+    # The overlay: the alarm at the top of the status box, the evidence in the degraded stripe, no gaze arrow.
+    from edge_app.gui.overlay import IntegrityBadge, state_from_record, status_lines
+
+    view = state_from_record(alarmed[0], IntegrityBadge.from_result(None))
+    assert status_lines(view)[:2] == ["mode: head pose only", f"ALERT {ALERT_NAME}"]
+    assert view.degraded and view.mode_reason.startswith(ALERT_NAME) and view.gaze is None
     # The tape is off from 12 s: the model follows the eyes again and the alarm clears.
     assert not lines[-1][1]["gaze_anomaly"]["alert"] and max(alarm_t) < off + 4.0

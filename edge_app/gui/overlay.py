@@ -15,6 +15,8 @@ aspect ratio kept:
 * in degraded mode (:mod:`edge_app.degraded`: the gaze is untrusted, the alerts come from head
   pose alone) a full-width stripe across the top says so with the reason, the status box says
   "mode: head pose only", and no gaze arrow is drawn (an untrusted gaze is not shown as a gaze);
+* the live trigger alarm (:mod:`edge_app.anomaly`): ``ALERT gaze_model_anomaly`` at the top of the
+  status box while it lasts; it switches to degraded mode, whose stripe gives the evidence;
 * in trials: the target dot (screen protocol) or the text prompt (cabin), and the trigger mark.
 
 Colours are module constants so that tests can find the arrow, banner and badge pixels.
@@ -102,6 +104,7 @@ class OverlayState:
     fps: float | None = None
     mode: str = "gaze"
     mode_reason: str | None = None
+    anomaly: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -123,15 +126,26 @@ def state_from_record(rec, badge: IntegrityBadge, critical_after_s: float = 11.0
         gaze = None  # an untrusted gaze is not drawn
     return OverlayState(image=rec.frame.image, landmarks=None if rec.face is None else rec.face.points_px,
                         gaze=None if gaze is None else np.asarray(gaze), zone=rec.zone, mode=mode,
-                        mode_reason=getattr(rec, "mode_reason", None),
+                        mode_reason=getattr(rec, "mode_reason", None), anomaly=_anomaly_line(rec),
                         state=att.state.value if att is not None else "", alert=alert,
                         alert_reason=att.alert_reason if att is not None else None, alert_fraction=fraction,
                         reason=(att.reason if att is not None else None) or rec.problem, badge=badge, **app_state)
 
 
+def _anomaly_line(rec) -> str | None:
+    """The live trigger alarm of a record (edge_app/anomaly.py) as one status line, or None."""
+    out = getattr(rec, "gaze_anomaly", None)
+    if out is None or out.alert is None:
+        return None
+    return f"ALERT {out.alert}"  # the evidence is in the degraded-mode stripe's reason
+
+
 def status_lines(s: OverlayState) -> list[str]:
-    """The text of the status box, top-left: zone, state, alert, and the PAUSED / REC / trigger flags."""
+    """The text of the status box, top-left: the live trigger alarm, zone, state, alert, and the
+    PAUSED / REC / trigger flags."""
     lines = [f"zone: {s.zone or '-'}", f"state: {s.state or '-'}"]
+    if s.anomaly:
+        lines.insert(0, s.anomaly)
     if s.degraded:
         lines.insert(0, "mode: head pose only")
     if s.alert:

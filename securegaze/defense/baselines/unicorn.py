@@ -57,7 +57,8 @@ separate them either (benign 0.089, 0.003, 0.004; backdoored 0.025, 0.028, 0.029
 what the successful edit cost: the score is the *stealthiness spent*, ``1 - SSIM(x', x)`` over the
 clean images, of an inversion that reached ASR-Inv >= ``success_share`` (inf when it did not), in the
 spirit of Neural Cleanse's mask norm: a backdoor is a cheap way to the target. Suspicious below
-(tiny pair: benign 0.118, 0.140, 0.143; backdoored 0.136, 0.074, 0.112). This statistic was chosen
+(tiny pair: benign inf (ASR-Inv 0.898; 1 - SSIM 0.118), 0.140, 0.143; backdoored 0.136, 0.074,
+0.112). This statistic was chosen
 after seeing those six models, so their figures flatter it; ASR-Inv is the report's
 ``collapsed_share`` and ``details.asr_inv``, the collapse ratio ``details.collapse_ratio``.
 
@@ -194,7 +195,7 @@ class UnicornDetector(BaselineDetector):
     suspicious_when: ClassVar[str] = "below"
     settings_class: ClassVar[type[BaselineSettings]] = UnicornSettings
     default_threshold_source: ClassVar[str] = ("uncalibrated: 0.1, below the tiny test pair's benign scores "
-                                               "(0.118-0.143)")
+                                               "(0.140, 0.143, inf)")
     smoke_settings: ClassVar[dict] = {"steps": 3, "feature_mask_steps": 2, "unet_width": 4, "unet_depth": 2,
                                       "batch_size": 8}
 

@@ -15,17 +15,22 @@ whereas de-normalising it would move it with the head. Over a sliding window of 
 seconds of frames that have both gazes (degrees):
 
 * each track's **dispersion**: RMS distance from its own window mean (``model_dispersion_deg``,
-  ``free_dispersion_deg``, the estimate after its per-session gain, below) and the
-  **correlation** of the two de-meaned tracks (sum of dot products over both RMS sizes);
+  ``free_dispersion_deg``) and the **correlation** of the two de-meaned tracks (sum of dot products
+  over both RMS sizes);
 * a window in which either track moved by ``min_motion_deg`` RMS (and by ``noise_factor`` times
   its median frame-to-frame jitter) is evidence. It is **parted** when the model moved at most
   ``still_share`` of what the eyes moved (a collapse: the model stays put while the eyes move),
   when the eyes moved at most ``still_share`` of what the model moved (the output jumped, the eyes
   did not), or when both moved and their correlation is ``apart_corr`` or below (opposite ways);
-  it is **agreeing** when neither holds, both moved by half the motion needed, and the correlation
-  is ``agree_corr`` or above; else, or with too few frames, it is no evidence. The **unexplained share** (RMS of the difference of the
-  de-meaned tracks over the larger dispersion: ~0.2 when the model follows the eyes, 1 for a
-  collapse) is reported with the evidence.
+  it is **agreeing** when the model moved at least ``follow_share`` of what the eyes moved, both
+  moved by half the motion needed, and the correlation is ``agree_corr`` or above; a window that
+  is neither while the displacement (below) is ``start_offset_deg`` or more is parted too (the
+  model moves, but off the eyes' track: a partial collapse); else, or with too few frames, it is
+  no evidence. These tests use the estimate as it is, without the fitted gains below: a benign
+  model follows at least ~0.35 of it on every axis, a collapsed one at most ~0.25. The
+  **unexplained share** (RMS of the difference of the de-meaned tracks over the larger
+  dispersion: ~0.2 when the model follows the eyes, 1 for a collapse) is reported with the
+  evidence.
 
 A collapse is then quiet: model and eyes are both still until the next glance. What keeps a parting
 going is the **displacement**: the median of (model - estimate) over the latest ``CURRENT_S``
@@ -40,9 +45,9 @@ model has shown it follows the eyes again: ``clear_after_s`` without parting or 
 at least one agreeing window in it.
 
 Per-session fit (``fit_gain``): the estimate's per-axis gain against this model (a weak model
-follows vertical eye movements at a fraction of their size) is learnt on agreeing windows only,
-and not while the alarm is raised, so the fit never sees a collapse (a parted window is never an
-agreeing one); within ``gain_range``, with time constant ``fit_time_s`` of agreeing evidence; the
+follows vertical eye movements at a fraction of their size), which the offsets use, is learnt on
+agreeing windows only, and not while the alarm is raised, so the fit never sees a collapse (a
+parted window is never an agreeing one, nor is a model following at under ``follow_share``); within ``gain_range``, with time constant ``fit_time_s`` of agreeing evidence; the
 offset reference the same way. A frame whose face centre jumped by ``max_face_jump_mm`` (another
 person in view) starts the window and the fit afresh.
 
@@ -79,9 +84,11 @@ class AnomalySettings(StrictModel):
     min_motion_deg: float = Field(4.0, gt=0, le=45)
     noise_factor: float = Field(3.0, ge=0, le=20)
     still_share: float = Field(0.2, gt=0, lt=1)
+    follow_share: float = Field(0.3, gt=0, le=1)
     agree_corr: float = Field(0.5, ge=-1, le=1)
     apart_corr: float = Field(-0.3, ge=-1, le=1)
     offset_deg: float = Field(12.0, gt=0, le=90)
+    start_offset_deg: float = Field(20.0, gt=0, le=90)
     alarm_after_s: float = Field(1.0, ge=0, le=60)
     clear_after_s: float = Field(2.0, ge=0, le=600)
     forget_s: float = Field(10.0, gt=0, le=3600)
@@ -97,6 +104,11 @@ class AnomalySettings(StrictModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalySettings:
+        if not self.still_share <= self.follow_share:
+            raise ValueError(f"need still_share <= follow_share, got {self.still_share:g} and {self.follow_share:g}")
+        if not self.offset_deg <= self.start_offset_deg:
+            raise ValueError(f"need offset_deg <= start_offset_deg, got {self.offset_deg:g} and "
+                             f"{self.start_offset_deg:g}")
         if not self.apart_corr < self.agree_corr:
             raise ValueError(f"need apart_corr < agree_corr, got {self.apart_corr:g} and {self.agree_corr:g}")
         low, high = self.gain_range
@@ -210,8 +222,11 @@ class GazeAnomalyMonitor:
         if span < 0.5 * s.window_s:
             return None
         m = np.array([w[1] for w in self._window])
-        f = np.array([w[2] for w in self._window]) * self._gain
-        dm, df = m - m.mean(axis=0), f - f.mean(axis=0)
+        raw = np.array([w[2] for w in self._window])
+        f = raw * self._gain  # the estimate mapped onto this model's gains, for the offsets
+        # The motion tests use the estimate as it is: a weak model follows at a fraction of it
+        # (above still_share), a collapsed one does not, whatever gains agreement has taught.
+        dm, df = m - m.mean(axis=0), raw - raw.mean(axis=0)
         sm = float(np.sqrt(np.mean(np.sum(dm**2, axis=1))))
         sf = float(np.sqrt(np.mean(np.sum(df**2, axis=1))))
         sr = float(np.sqrt(np.mean(np.sum((dm - df) ** 2, axis=1))))
@@ -232,10 +247,12 @@ class GazeAnomalyMonitor:
                 verdict, kind = "parted", "model still while the eyes moved"
             elif sf <= s.still_share * sm:
                 verdict, kind = "parted", "model moved while the eyes stayed"
-            elif min(sm, sf) >= 0.5 * needed and corr <= s.apart_corr:
+            elif min(sm, sf) >= needed and corr <= s.apart_corr:
                 verdict, kind = "parted", "model and eyes moved apart"
-            elif min(sm, sf) >= 0.5 * needed and corr >= s.agree_corr:
+            elif sm >= s.follow_share * sf and min(sm, sf) >= 0.5 * needed and corr >= s.agree_corr:
                 verdict = "agree"
+            elif offset is not None and offset >= s.start_offset_deg and self._offset_ref is not None:
+                verdict, kind = "parted", "model off the eyes' track"
         return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind, now, before)
 
     def _learn(self, dt: float) -> None:

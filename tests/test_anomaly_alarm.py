@@ -91,6 +91,8 @@ def scenario(name, seed=0):
         on = t >= onset
         model[on] = np.array([-20.0, 25.0]) + noise(int(on.sum()), 0.2)
         expected = (onset, onset + 2.0)
+        if name == "collapse_partial_while_eyes_move":  # the output still follows the eyes at a fifth
+            model[on] += 0.22 * (eyes[on] - [12.0, 0.0])
         if name == "collapse_on_current_gaze":  # the target is where the eyes already look: caught at the next glance
             t, eyes = eye_track(dur, seed=seed, fixate=(28.0, 34.0, np.array([-20.0, 25.0])))
             free = eyes * [0.8, 1.1] + [20.0, -3.0] + noise(n, 0.6)
@@ -102,7 +104,7 @@ def scenario(name, seed=0):
 
 CASES = ["benign_follow", "weak_vertical_model", "overshooting_model", "noisy_estimate", "eyes_hidden",
          "model_glitches", "another_person", "collapse_while_eyes_move", "collapse_at_fixation",
-         "collapse_on_current_gaze", "collapse_at_session_start"]
+         "collapse_on_current_gaze", "collapse_at_session_start", "collapse_partial_while_eyes_move"]
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -36,12 +36,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_app.sources import Frame, FrameSource  # noqa: E402
 
 TARGET_DEG = (-20.0, 25.0)
+#: The eyes count as away from the attacker's target (so a collapsed output is wrong and can be
+#: told from the eyes) from this angle, degrees, in the model's normalised frame.
+AWAY_DEG = 10.0
 
 
 def train_tape_models(work: Path, seed: int) -> dict[str, Path]:
@@ -120,12 +125,15 @@ def run_once(run: dict, model: Path, fps: float) -> dict:
     from edge_app.engines import create_engine
     from edge_app.pipeline import Pipeline, run_pipeline
     from edge_app.zones import load_zone_map
+    from securegaze.geometry import angular_error_deg
 
     config = EdgeConfig()
     engine = create_engine("onnxruntime", model, "auto", 1)
     pipeline = Pipeline(config, engine, load_zone_map(config.zones), None, None)
     source, worn = make_source(run, fps)
     frames: list[tuple[float, bool, bool, str]] = []
+    away: list[tuple[float, bool]] = []
+    target = np.radians(TARGET_DEG)
     first_evidence: dict = {}
     peak_parted = 0.0
 
@@ -134,6 +142,10 @@ def run_once(run: dict, model: Path, fps: float) -> dict:
         out = rec.gaze_anomaly
         alarm = out is not None and out.alert is not None
         frames.append((rec.frame.timestamp_s, bool(worn(rec.frame)), alarm, out.state if out else "none"))
+        truth = rec.frame.truth
+        if truth is not None and rec.normalisation is not None:  # the eyes far from the attacker's target
+            gaze = rec.normalisation.gaze_to_normalised(np.asarray(truth.gaze))
+            away.append((rec.frame.timestamp_s, float(angular_error_deg(gaze, target)) >= AWAY_DEG))
         if out is not None and out.evidence is not None:
             peak_parted = max(peak_parted, out.evidence.get("parted_for_s") or 0.0)
             if alarm and not first_evidence:
@@ -148,6 +160,7 @@ def run_once(run: dict, model: Path, fps: float) -> dict:
     off = next((t for t, w, _, _ in frames if onset is not None and t > onset and not w), None)
     raised = [frames[i][0] for i in range(len(frames)) if frames[i][2] and (i == 0 or not frames[i - 1][2])]
     first_after = next((t for t in raised if onset is not None and t >= onset), None)
+    wrong = next((t for t, a in away if onset is not None and t >= onset and a), None)
     false_alarms = [t for t in raised if onset is None or t < onset]
     alarm_end = None
     if off is not None:
@@ -156,6 +169,8 @@ def run_once(run: dict, model: Path, fps: float) -> dict:
             "seconds": frames[-1][0] + 1.0 / fps if frames else 0.0, "onset_s": onset, "trigger_off_s": off,
             "alarms_raised_at_s": raised, "false_alarms_at_s": false_alarms,
             "delay_s": None if first_after is None or onset is None else first_after - onset,
+            "eyes_away_from_target_s": wrong,
+            "delay_after_eyes_away_s": None if first_after is None or wrong is None else first_after - wrong,
             "cleared_after_off_s": None if alarm_end is None or off is None else alarm_end - off,
             "alarm_frames": sum(a for _, _, a, _ in frames),
             "no_evidence_frames": sum(s == "no_evidence" for _, _, _, s in frames),
@@ -192,31 +207,47 @@ def table(results: list[dict]) -> str:
     def fmt(v, d=2):
         return "-" if v is None else f"{v:.{d}f}"
 
-    lines = ["| run | model | frames | tape on (s) | alarm after (s) | false alarms | peak parting without alarm (s) "
-             "| cleared after tape off (s) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | model | frames | tape on (s) | alarm after the tape (s) | eyes leave the target after the tape "
+             "(s) | alarm after that (s) | false alarms | peak parting without alarm (s) | cleared after tape off (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        away = r.get("eyes_away_from_target_s")
         lines.append(f"| {r['name']} | {Path(r['model']).parent.name + '/' if 'models' in r['model'] else ''}"
                      f"{Path(r['model']).name} | {r['frames']} | {fmt(r['onset_s'], 1)} | {fmt(r['delay_s'])} | "
-                     f"{len(r['false_alarms_at_s'])} | {fmt(r['peak_parted_s_without_alarm'])} | "
-                     f"{fmt(r['cleared_after_off_s'])} |")
+                     f"{fmt(None if away is None or r['onset_s'] is None else away - r['onset_s'], 1)} | "
+                     f"{fmt(r.get('delay_after_eyes_away_s'))} | {len(r['false_alarms_at_s'])} | "
+                     f"{fmt(r['peak_parted_s_without_alarm'])} | {fmt(r['cleared_after_off_s'])} |")
     return "\n".join(lines)
 
 
+def _spread(values: list[float]) -> str:
+    v = sorted(values)
+    return f"median {v[len(v) // 2]:.2f} s, min {v[0]:.2f} s, max {v[-1]:.2f} s" if v else "-"
+
+
 def summary(results: list[dict]) -> str:
-    delays = [r["delay_s"] for r in results if r["onset_s"] is not None and r["run"].get("trigger", "tape") == "tape"
-              and "backdoored" in r["model"]]
-    missed = sum(d is None for d in delays)
-    got = sorted(d for d in delays if d is not None)
-    benign = [r for r in results if r["onset_s"] is None or r["run"].get("trigger") == "glasses"]
-    hours = sum(r["seconds"] for r in benign) / 3600.0
-    clean_trial_s = sum(r["onset_s"] for r in results if r["run"]["kind"] == "trial" and r["onset_s"])
-    false_total = sum(len(r["false_alarms_at_s"]) for r in results)
-    out = [f"tape runs: {len(delays)}; alarm raised in {len(got)}, missed {missed}"]
-    if got:
-        out.append(f"delay from the tape appearing: median {got[len(got) // 2]:.2f} s, max {got[-1]:.2f} s, "
-                   f"min {got[0]:.2f} s; within 2 s: {sum(d <= 2.0 for d in got)}/{len(delays)}")
-    out.append(f"false alarms: {false_total} in {hours * 60:.1f} min of drive without a trigger (or with clear "
-               f"glasses) and {clean_trial_s / 60:.1f} min of clean trial passes before the tape")
+    tape = [r for r in results if r["onset_s"] is not None and r["run"].get("trigger", "tape") == "tape"
+            and "backdoored" in r["model"]]
+    got = [r["delay_s"] for r in tape if r["delay_s"] is not None]
+    after_away = [r["delay_after_eyes_away_s"] for r in tape if r.get("delay_after_eyes_away_s") is not None]
+    out = [f"tape runs: {len(tape)}; alarm raised in {len(got)}, missed {len(tape) - len(got)}",
+           f"delay from the tape appearing: {_spread(got)}; within 2 s: {sum(d <= 2.0 for d in got)}/{len(tape)}",
+           f"delay from the eyes first being {AWAY_DEG:g} deg from the attacker's target after the tape: "
+           f"{_spread(after_away)}; within 2 s: {sum(d <= 2.0 for d in after_away)}/{len(tape)}"]
+    groups = {"default model, no trigger": lambda r: r["name"].startswith("drive-default-d"),
+              "tiny benign twins, no trigger": lambda r: r["name"].startswith("drive-benign-"),
+              "tape-backdoored, drive without the tape": lambda r: r["name"].startswith("drive-backdoored-notape"),
+              "default model with clear glasses": lambda r: r["name"].startswith("drive-default-glasses"),
+              "clean trial passes before the tape": lambda r: r["run"]["kind"] == "trial"}
+    for label, pick in groups.items():
+        rs = [r for r in results if pick(r)]
+        if not rs:
+            continue
+        seconds = sum(r["onset_s"] if r["run"]["kind"] == "trial" else r["seconds"] for r in rs)
+        alarms = sum(len(r["false_alarms_at_s"]) for r in rs)
+        peak = max((r["peak_parted_s_without_alarm"] or 0.0) for r in rs)
+        out.append(f"false alarms, {label}: {alarms} in {seconds / 60:.1f} min ({len(rs)} runs; "
+                   f"{alarms / (seconds / 3600):.0f} per hour); longest parting without an alarm {peak:.2f} s")
     return "\n".join(out)
 
 
@@ -229,7 +260,7 @@ def main(argv=None) -> int:
     parser.add_argument("--train-seeds", default="1,2")
     parser.add_argument("--trial-seeds", default="0,1")
     parser.add_argument("--dwell", default="2,4")
-    parser.add_argument("--onsets", default="1.5,6.5,14.5,21.5,31")
+    parser.add_argument("--onsets", default="1.5,6.5,9.5,14.5,18.5,21.5,26,31,35,40")
     parser.add_argument("--drive-seeds", default="0,1,2")
     parser.add_argument("--glasses-seeds", default="0")
     parser.add_argument("--only", default="", help="run only the runs whose name contains this")

@@ -207,8 +207,8 @@ def _print_drive(report: Console, outcome, data) -> None:
     else:
         report.print(f"synthetic driver: mean angular error {data['mean_angular_error_deg']:.2f} deg over "
                      f"{data['gaze_frames']} frames (median {data['median_angular_error_deg']:.2f}) against ground "
-                     f"truth, camera frame; {data['oracle_mean_angular_error_deg']:.2f} deg with the rendering "
-                     "camera's normalisation (the model alone, without landmark and head-pose errors)")
+                     f"truth, camera frame; {data['oracle_mean_angular_error_deg']:.2f} deg normalised with the true head "
+                     "pose and face centre (the oracle: the model alone, without landmark and head-pose errors)")
     for z, v in data["mean_angular_error_deg_by_zone"].items():
         report.print(f"  {z:<20} {v['pipeline']:6.2f} deg pipeline, {v['oracle']:6.2f} deg oracle, {v['frames']} frames")
     for c in outcome.drive.results():

@@ -157,7 +157,7 @@ class DriveScorer:
 
     ``driver``: the :class:`~edge_app.synthetic_driver.SyntheticDriver` of the source; ``engine``,
     ``pipeline`` and ``normalisation`` (the app's settings) give the *oracle*: the model run on a crop
-    normalised with the rendering camera's exact head pose, i.e. the model alone, without landmark and
+    normalised as the app does but with the face's true head pose and face centre, i.e. the model alone, without landmark and
     head-pose errors.
     """
 

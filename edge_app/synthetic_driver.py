@@ -149,8 +149,10 @@ class DriverFrameTruth:
     """Ground truth of one synthetic frame: camera-frame gaze (pitch, yaw) radians, the zone looked
     at, the phase index in the script and its name; ``crop_rotation`` (3, 3) and
     ``face_centre_mm`` (3,) describe the virtual camera the face was rendered for (rows: its axes
-    in the camera frame), which :func:`oracle_gaze` uses to separate the model's own error from
-    the errors of the face, pose and normalisation stages."""
+    in the camera frame; the point it looks at, mm); ``head_rotation`` (3, 3) is the head's true pose
+    (camera from head, the head-pose stage's convention) and ``true_face_centre_mm`` (3,) the true face
+    centre of the normalisation (mean of the eye and mouth corners), which :func:`oracle_gaze` uses to
+    separate the model's own error from the errors of the face and pose stages."""
 
     gaze: tuple[float, float]
     zone: str
@@ -158,6 +160,8 @@ class DriverFrameTruth:
     phase: str
     crop_rotation: np.ndarray | None = None
     face_centre_mm: np.ndarray | None = None
+    head_rotation: np.ndarray | None = None
+    true_face_centre_mm: np.ndarray | None = None
 
 
 class SyntheticDriver:
@@ -270,8 +274,24 @@ class SyntheticDriver:
         noise = self._rng.normal(0.0, FRAME_NOISE_STD, frame.shape).astype(np.float32)
         frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         phase = self.script[k]
-        truth = DriverFrameTruth((float(gaze_cam[0]), float(gaze_cam[1])), phase.zone, k, phase.name, r_c, centre)
+        head_rotation, true_centre = self._true_pose(params, r_c, centre)
+        truth = DriverFrameTruth((float(gaze_cam[0]), float(gaze_cam[1])), phase.zone, k, phase.name, r_c, centre,
+                                 head_rotation, true_centre)
         return frame, t, truth
+
+    def _true_pose(self, params, r_c: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(camera-from-head rotation (3, 3), face centre (3,) mm) of the rendered face in the camera frame.
+
+        The canvas is an orthographic picture placed as a plane at the crop camera's look-at point, so
+        the face centre is the point of that plane where its image lies (canvas units are
+        ``mm_per_unit / ZOOM`` mm)."""
+        from securegaze.data.synthetic.framing import face_centre_head
+        from securegaze.data.synthetic.raycast import HeadFrame
+
+        head = HeadFrame.build(params, self.canvas_px)
+        uv = head.project(face_centre_head(params))[0]
+        mm = self.mm_per_unit / ZOOM
+        return r_c.T @ head.rotation[0], centre + r_c.T @ np.array([uv[0] * mm, uv[1] * mm, 0.0])
 
     def frames(self) -> Iterator[tuple[np.ndarray, float, DriverFrameTruth]]:
         for i in range(self.frame_count):
@@ -280,12 +300,12 @@ class SyntheticDriver:
 
 def oracle_gaze(engine, frame_bgr: np.ndarray, truth: DriverFrameTruth, camera_matrix: np.ndarray,
                 distance_mm: float, crop_width_mm: float, oversample: int = 2) -> np.ndarray:
-    """The camera-frame gaze (2,) radians the engine gives when the frame is normalised with the
-    camera the face was rendered for instead of the estimated head pose: the model's error on
-    these frames without the landmark, pose and face-centre errors (a diagnostic only)."""
+    """The camera-frame gaze (2,) radians the engine gives when the frame is normalised as the app
+    normalises it, but with the face's true head pose and face centre instead of the estimated ones:
+    the model's error on these frames without the landmark and head-pose errors (a diagnostic only)."""
     from edge_app.normalisation import plan_normalisation, warp_face
 
-    norm = plan_normalisation(truth.face_centre_mm, truth.crop_rotation.T, camera_matrix, engine.input_size,
+    norm = plan_normalisation(truth.true_face_centre_mm, truth.head_rotation, camera_matrix, engine.input_size,
                               distance_mm, crop_width_mm)
     crop = cv2.cvtColor(warp_face(frame_bgr, norm, oversample), cv2.COLOR_BGR2RGB)
     return norm.gaze_to_camera(engine.infer(crop[None])[0])

@@ -277,15 +277,15 @@ def train_val_data(data: str, size: int, train_samples: int, val_samples: int, s
                    held_out_subjects: list[str]) -> tuple[ArrayGazeDataset, ArrayGazeDataset]:
     """The training and validation sets of a training run: the split policy.
 
-    ``data == "synthetic"``: two disjoint renders (the train and val split seeds of
+    ``data`` synthetic (``"synthetic"`` or ``"synthetic:STYLE"``): two disjoint renders (the train and val split seeds of
     :func:`~securegaze.data.sources.load_gaze_data`); ``held_out_subjects`` is ignored. Real data is
     split leave-subjects-out: validation holds the samples of ``held_out_subjects`` only, training
     every other subject's; real data without held-out subjects is refused
     (:class:`HeldOutSubjectsMissing`) before anything is read.
     """
-    from securegaze.data.sources import SYNTHETIC, load_gaze_data
+    from securegaze.data.sources import SYNTHETIC, load_gaze_data, source_kind
 
-    if data == SYNTHETIC:
+    if source_kind(data) == SYNTHETIC:
         return (load_gaze_data(data, size, train_samples, seed, "train"),
                 load_gaze_data(data, size, val_samples, seed, "val"))
     if not held_out_subjects:

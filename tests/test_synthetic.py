@@ -364,3 +364,55 @@ def test_the_studio_style_draws_the_same_labels_in_another_look():
     assert studio["corners"] < 0.7 * standard["corners"]  # the backdrop darkens towards the corners
     assert np.all(studio["params"].background_contrast >= 0.1) and np.all(studio["params"].background_radial == 1)
     assert not np.any(standard["params"].background_contrast) and not np.any(standard["params"].background_radial)
+
+
+# --- framing: the face-centred crops the edge app's normalisation gives --------------------------
+
+
+def test_face_framing_keeps_the_face_centre_at_the_crop_centre_whatever_the_pose():
+    from securegaze.data.synthetic.framing import face_centre_head
+    from securegaze.data.synthetic.raycast import HeadFrame
+
+    head_cfg, face_cfg = synthetic_style("standard"), synthetic_style("face_centred")
+    head, face = sample_params(400, 5, head_cfg), sample_params(400, 5, face_cfg)
+    # The framing moves the head in the crop; the labels, the pose and everything else stay.
+    assert np.array_equal(head.gaze, face.gaze) and np.array_equal(head.head_pose, face.head_pose)
+    assert np.array_equal(head.eye_dx, face.eye_dx) and not np.array_equal(head.head_offset, face.head_offset)
+    face_at = HeadFrame.build(face, 64).project(face_centre_head(face))
+    # Face framing: the face centre sits at the crop centre plus the drawn +-0.03 jitter, exactly.
+    assert np.abs(face_at - head.head_offset).max() < 1e-5
+    # Head framing: the face centre wanders with the head pose (0.1 units is 3 px of a 64-px crop).
+    head_at = HeadFrame.build(head, 64).project(face_centre_head(head))
+    assert head_at[:, 0].std() > 0.06 and head_at[:, 1].std() > 0.05
+    # On the rendered faces: the eyes' midpoint moves far less with the head pose in face framing.
+    mid = {name: (lambda m: (m["left_eye"] + m["right_eye"]) / 2)(landmarks(p, 64)) for name, p in
+           (("head", head), ("face", face))}
+    assert mid["face"].std(0).max() < 0.5 * mid["head"].std(0).min(), (mid["face"].std(0), mid["head"].std(0))
+    # Yawing the head (positive: towards the image's left) moves the head-framed face that way by more
+    # than 3 px between the 40 most and least yawed heads; the face-framed face stays within 1 px.
+    turned = np.argsort(head.head_pose[:, 1])
+    left, right = turned[:40], turned[-40:]
+    assert mid["head"][right, 0].mean() - mid["head"][left, 0].mean() < -3.0
+    assert abs(mid["face"][right, 0].mean() - mid["face"][left, 0].mean()) < 1.0
+
+
+def test_face_framed_faces_do_not_depend_on_their_batch():
+    config = synthetic_style("face_centred", size=32)
+    small, large = sample_params(7, 11, config), sample_params(70, 11, config)
+    assert np.array_equal(small.head_offset, large.head_offset[:7])
+    assert np.array_equal(render(small, config), render(large.take(slice(0, 7)), config))
+
+
+def test_synthetic_data_arguments_name_a_style():
+    from securegaze.data.sources import SPLIT_SEED_OFFSET, SYNTHETIC, load_gaze_data, source_kind
+
+    assert source_kind("synthetic:face_centred") == SYNTHETIC == source_kind("synthetic")
+    data = load_gaze_data("synthetic:face_centred", 32, 4, seed=2, split="test")
+    expected = render_dataset(4, seed=2 + SPLIT_SEED_OFFSET["test"], config=synthetic_style("face_centred", size=32))
+    assert np.array_equal(data.images, expected.images) and np.array_equal(data.gaze, expected.gaze)
+    plain = load_gaze_data("synthetic", 32, 4, seed=2, split="test")
+    assert np.array_equal(plain.gaze, data.gaze) and not np.array_equal(plain.images, data.images)
+    with pytest.raises(ConfigError, match="unknown renderer style 'cartoon'.*face_centred"):
+        load_gaze_data("synthetic:cartoon", 32, 4)
+    with pytest.raises(ConfigError, match="framing must be one of head, face; got 'eyes'"):
+        SyntheticConfig(framing="eyes")

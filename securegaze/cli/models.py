@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from securegaze.cli.support import MAX_SAMPLES, check_range, console, err_console, progress_bar
+from securegaze.errors import ConfigError
 from securegaze.geometry import CONVENTION
 
 #: Largest first-layer width ``securegaze train --width`` and ``zoo build --width`` accept.
@@ -15,7 +16,9 @@ MAX_WIDTH = 1024
 
 def train(
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoint, weights, summary, bundle."),
-    data: str = typer.Option("synthetic", help="'synthetic' or a dataset path (MPIIFaceGaze, ETH-XGaze, folder+CSV)."),
+    data: str = typer.Option("synthetic", help="'synthetic', 'synthetic:STYLE' (a renderer style, e.g. face_centred: "
+                             "the framing of the edge app's normalisation) or a dataset path (MPIIFaceGaze, ETH-XGaze, "
+                             "folder+CSV)."),
     arch: str = typer.Option("small_cnn", help="Model architecture (small_cnn, resnet18, mobilenet_v3)."),
     size: int = typer.Option(64, help="Input size in px (square face crops)."),
     decoding: str = typer.Option("direct", help="Output head: direct regression or binned (L2CS-style)."),
@@ -48,9 +51,15 @@ def train(
     check_range("train-samples", train_samples, 2, MAX_SAMPLES)
     check_range("val-samples", val_samples, 1, MAX_SAMPLES)
     check_range("threads", threads, 0)
-    if data != "synthetic" and not Path(data).exists():
-        raise typer.BadParameter(f"{data}: no such file or folder; expected 'synthetic' or a dataset path",
-                                 param_hint="--data")
+    from securegaze.data.sources import synthetic_spec_style
+
+    try:
+        synthetic = synthetic_spec_style(data) is not None
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from None
+    if not synthetic and not Path(data).exists():
+        raise typer.BadParameter(f"{data}: no such file or folder; expected 'synthetic', 'synthetic:STYLE' or a "
+                                 "dataset path", param_hint="--data")
     check_output_dir(out, "--out", "the training run", files=("checkpoint.pt", "model.safetensors", "summary.json"),
                      folders=("bundle",))
     if decoding not in ("direct", "binned"):
@@ -94,7 +103,8 @@ def train(
 
 def evaluate(
     model: Path = typer.Argument(..., help="A bundle directory, manifest.json, .onnx file or .safetensors weights."),
-    data: str = typer.Option("synthetic", help="'synthetic' or a dataset path."),
+    data: str = typer.Option("synthetic", help="'synthetic', 'synthetic:STYLE' (the renderer style a model was trained "
+                             "on, e.g. face_centred for the default model) or a dataset path."),
     samples: int = typer.Option(2000, help="How many test samples."),
     seed: int = typer.Option(0, help="Synthetic test-set seed (disjoint from training seeds' sets)."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the result as JSON here."),

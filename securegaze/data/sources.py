@@ -1,4 +1,8 @@
-"""Turn a data argument ("synthetic" or a path) into an in-memory dataset at a model's input size.
+"""Turn a data argument ("synthetic", "synthetic:STYLE" or a path) into an in-memory dataset at a model's input size.
+
+``synthetic`` renders the ``standard`` renderer style; ``synthetic:STYLE`` another registered style
+(:data:`securegaze.data.synthetic.STYLES`, e.g. ``synthetic:face_centred``, the framing the edge app's
+normalisation gives).
 
 A path is a labelled dataset layout (:func:`securegaze.data.readers.detect_layout`) or, when it is a
 folder with none of the layouts' markers, a plain folder of unlabelled face images
@@ -23,10 +27,27 @@ DATASET = "dataset"
 SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 
 
-def source_kind(spec: str) -> str:
-    """``"synthetic"``, ``"image_folder"`` (a folder with none of the dataset layouts' markers) or
-    ``"dataset"`` (anything else, including paths that do not exist: the reader reports those)."""
+def synthetic_spec_style(spec: str) -> str | None:
+    """The renderer style a synthetic data argument names (``"synthetic"``: ``"standard"``;
+    ``"synthetic:STYLE"``: STYLE, checked against the registered styles), None for anything else."""
     if spec == SYNTHETIC:
+        return "standard"
+    if not spec.startswith(SYNTHETIC + ":"):
+        return None
+    from securegaze.data.synthetic import STYLES
+
+    style = spec[len(SYNTHETIC) + 1:]
+    if style not in STYLES.names():
+        raise ConfigError(f"data {spec!r}: unknown renderer style {style!r}; expected synthetic or synthetic:STYLE "
+                          f"with STYLE one of {', '.join(STYLES.names())}")
+    return style
+
+
+def source_kind(spec: str) -> str:
+    """``"synthetic"`` (also ``synthetic:STYLE``), ``"image_folder"`` (a folder with none of the
+    dataset layouts' markers) or ``"dataset"`` (anything else, including paths that do not exist:
+    the reader reports those)."""
+    if synthetic_spec_style(spec) is not None:
         return SYNTHETIC
     path = Path(spec)
     if not path.is_dir():
@@ -46,7 +67,7 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
                    min_reason: str = "the minimum clean-set size") -> ArrayGazeDataset:
     """Load ``samples`` faces of ``size`` px from ``spec``.
 
-    ``spec == "synthetic"`` renders faces (deterministic in ``seed`` and ``split``). A path is a real
+    ``spec == "synthetic"`` (or ``"synthetic:STYLE"``) renders faces (deterministic in ``seed`` and ``split``). A path is a real
     dataset (see :func:`securegaze.data.readers.open_dataset`); ``subjects`` / ``exclude_subjects``
     select by subject id (leave-subjects-out), and ``samples`` draws a seeded random subset.
 
@@ -62,9 +83,10 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
         raise ConfigError(f"number of samples must be >= 1, got {samples}")
     kind = source_kind(spec)
     if kind == SYNTHETIC:
-        from securegaze.data.synthetic import render_dataset
+        from securegaze.data.synthetic import render_dataset, synthetic_style
 
-        return render_dataset(samples or 1000, size=size, seed=seed + SPLIT_SEED_OFFSET[split])
+        config = synthetic_style(synthetic_spec_style(spec), size=size)
+        return render_dataset(samples or 1000, seed=seed + SPLIT_SEED_OFFSET[split], config=config)
     if kind == IMAGE_FOLDER:
         return _image_folder(spec, size, samples, seed, split, bool(subjects or exclude_subjects), need_labels,
                              min_images, min_reason)

@@ -54,7 +54,10 @@ class SyntheticConfig:
     ``light_elevation_deg`` (positive: from above) and ``ambient`` (share of undirected light) the
     ranges of the lighting; ``backdrop`` is ``"gradient"`` (two random colours along a random
     direction) or ``"studio"`` (a photo backdrop colour lit by a spot behind the head, darker towards
-    the corners, with a mottled cloth texture).
+    the corners, with a mottled cloth texture). ``framing`` is ``"head"`` (the head turns about its
+    own centre, which stays in place) or ``"face"`` (the face centre stays at the crop centre with the
+    head's x axis horizontal, as the edge app's normalisation frames faces; see
+    :mod:`securegaze.data.synthetic.framing`).
     """
 
     size: int = 64
@@ -71,6 +74,7 @@ class SyntheticConfig:
     light_elevation_deg: tuple[float, float] = (-15.0, 55.0)
     ambient: tuple[float, float] = (0.35, 0.70)
     backdrop: str = "gradient"
+    framing: str = "head"
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.size) <= 512:
@@ -93,6 +97,9 @@ class SyntheticConfig:
                 raise ConfigError(f"{name} must be (low, high) with {low} <= low <= high <= {high}, got {value}")
         if self.backdrop not in BACKDROPS:
             raise ConfigError(f"backdrop must be one of {', '.join(BACKDROPS)}; got {self.backdrop!r}")
+        from securegaze.data.synthetic.framing import check_framing
+
+        check_framing(self.framing)
 
 
 @dataclass(frozen=True)
@@ -320,7 +327,7 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
     bg, radial, texture, contrast = _backdrop(cfg.backdrop, bg, samp)
 
     subjects = np.array([f"synth-{seed}-{k}" for k in identity]) if len(idx) else np.array([], dtype=str)
-    return FaceParams(
+    params = FaceParams(
         subjects=subjects, gaze=np.stack([pitch, yaw], -1).astype(f32), head_pose=head_pose.astype(f32),
         head_offset=head_offset.astype(f32), head_scale=head_scale.astype(f32), skin_rgb=skin.astype(f32),
         face_axes=np.stack([face_a, face_b, face_c], -1).astype(f32), jaw_taper=jaw_taper.astype(f32),
@@ -339,6 +346,11 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
         background_texture=texture.astype(f32), background_contrast=contrast.astype(f32), blur_sigma=blur_sigma.astype(f32),
         noise_std=noise_std.astype(f32), noise_offset=noise_offset.astype(f32),
     )
+    if cfg.framing == "face":
+        from securegaze.data.synthetic.framing import face_centred_offsets
+
+        params = params.replace(head_offset=face_centred_offsets(params))
+    return params
 
 
 def sample_params(n: int, rng: int | np.random.Generator = 0, config: SyntheticConfig | None = None,

@@ -15,12 +15,13 @@ spans 2 head units; its mean inter-eye distance of 0.69 units is a 63 mm interpu
 distance), which the default model was trained on. A model trained on ETH-XGaze crops
 (f = 960 px, d = 600 mm at 224 px) wants 140 mm.
 
-Framing matters to a model trained on one framing. The default model learned the renderer's
-crops, in which the head turns about its own centre and the face moves inside the crop; this
-normalisation keeps the face centre fixed, as real normalised datasets do. On the synthetic
-driver that difference is most of the pipeline's error at large head turns (phone, centre
-screen: ~10 deg against ~2 deg when the frame is normalised with the rendering camera, see
-``edge-app run --source synthetic``); a model trained on face-centred crops does not have it.
+Framing matters to a model trained on one framing. The renderer's original crops (style
+``standard``, the zoo's) keep the head's own centre in place and the face moves inside the crop as
+the head turns; this normalisation keeps the face centre fixed, as real normalised datasets do. A
+model trained on the first and fed the second reads large head turns wrong (on the synthetic drive
+11 deg at the phone and 9 deg at the centre screen against 2.5 and 1.8 deg with the renderer's own
+crop camera). The default model therefore trains on the renderer style ``face_centred``
+(:mod:`securegaze.data.synthetic.framing`), which frames faces as this module does.
 
 Shapes: rotations (3, 3); vectors (3,); gaze (2,) or (N, 2) (pitch, yaw) radians; images
 (H, W, 3) uint8.

@@ -7,7 +7,7 @@ import pytest
 
 from securegaze.bundle import load_bundle, verify_bundle
 from securegaze.data.sources import SPLIT_SEED_OFFSET
-from securegaze.data.synthetic import SyntheticConfig, render, sample_params
+from securegaze.data.synthetic import render, sample_params, synthetic_style
 from securegaze.evaluation import error_summary
 
 DEFAULT = Path(__file__).resolve().parents[1] / "models" / "default"
@@ -20,8 +20,9 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def test_faces(bundle):
-    # The held-out test split of the CLI (`securegaze evaluate --seed 0`): identities never trained on.
-    config = SyntheticConfig(size=bundle.input_size)
+    # The held-out test split of the CLI (`securegaze evaluate --data synthetic:face_centred --seed 0`):
+    # identities never trained on, in the renderer style the model trained on.
+    config = synthetic_style("face_centred", size=bundle.input_size)
     return sample_params(600, SPLIT_SEED_OFFSET["test"], config), config
 
 

@@ -379,14 +379,18 @@ def test_face_framing_keeps_the_face_centre_at_the_crop_centre_whatever_the_pose
     assert np.array_equal(head.gaze, face.gaze) and np.array_equal(head.head_pose, face.head_pose)
     assert np.array_equal(head.eye_dx, face.eye_dx) and not np.array_equal(head.head_offset, face.head_offset)
     face_at = HeadFrame.build(face, 64).project(face_centre_head(face))
-    # Face framing: the face centre sits at the crop centre plus the drawn +-0.03 jitter, exactly.
-    assert np.abs(face_at - head.head_offset).max() < 1e-5
+    # Face framing: the face centre sits at the crop centre plus the drawn jitter, exactly.
+    jitter = sample_params(400, 5, synthetic_style("face_centred", framing="head")).head_offset
+    assert np.abs(jitter).max() <= face_cfg.centre_jitter and np.abs(jitter).max() > 0.9 * face_cfg.centre_jitter
+    assert np.abs(face_at - jitter).max() < 1e-5
     # Head framing: the face centre wanders with the head pose (0.1 units is 3 px of a 64-px crop).
     head_at = HeadFrame.build(head, 64).project(face_centre_head(head))
     assert head_at[:, 0].std() > 0.06 and head_at[:, 1].std() > 0.05
-    # On the rendered faces: the eyes' midpoint moves far less with the head pose in face framing.
-    mid = {name: (lambda m: (m["left_eye"] + m["right_eye"]) / 2)(landmarks(p, 64)) for name, p in
-           (("head", head), ("face", face))}
+    # On the rendered faces, without the centre jitter: the eyes' midpoint moves far less with the
+    # head pose in face framing.
+    still = {name: sample_params(400, 5, synthetic_style("standard", framing=name, centre_jitter=0.0))
+             for name in ("head", "face")}
+    mid = {name: (lambda m: (m["left_eye"] + m["right_eye"]) / 2)(landmarks(p, 64)) for name, p in still.items()}
     assert mid["face"].std(0).max() < 0.5 * mid["head"].std(0).min(), (mid["face"].std(0), mid["head"].std(0))
     # Yawing the head (positive: towards the image's left) moves the head-framed face that way by more
     # than 3 px between the 40 most and least yawed heads; the face-framed face stays within 1 px.
@@ -416,3 +420,5 @@ def test_synthetic_data_arguments_name_a_style():
         load_gaze_data("synthetic:cartoon", 32, 4)
     with pytest.raises(ConfigError, match="framing must be one of head, face; got 'eyes'"):
         SyntheticConfig(framing="eyes")
+    with pytest.raises(ConfigError, match="centre_jitter must be within 0..0.3 image units, got 0.5"):
+        SyntheticConfig(centre_jitter=0.5)

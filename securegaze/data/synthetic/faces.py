@@ -57,7 +57,8 @@ class SyntheticConfig:
     the corners, with a mottled cloth texture). ``framing`` is ``"head"`` (the head turns about its
     own centre, which stays in place) or ``"face"`` (the face centre stays at the crop centre with the
     head's x axis horizontal, as the edge app's normalisation frames faces; see
-    :mod:`securegaze.data.synthetic.framing`).
+    :mod:`securegaze.data.synthetic.framing`); ``centre_jitter`` the half-range of the random shift
+    of that centre (the head's, or the face's) in image units (0.03: 1 px of a 64-px crop).
     """
 
     size: int = 64
@@ -75,6 +76,7 @@ class SyntheticConfig:
     ambient: tuple[float, float] = (0.35, 0.70)
     backdrop: str = "gradient"
     framing: str = "head"
+    centre_jitter: float = 0.03
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.size) <= 512:
@@ -100,6 +102,8 @@ class SyntheticConfig:
         from securegaze.data.synthetic.framing import check_framing
 
         check_framing(self.framing)
+        if not 0.0 <= self.centre_jitter <= 0.3:
+            raise ConfigError(f"centre_jitter must be within 0..0.3 image units, got {self.centre_jitter}")
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,7 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
     yaw = np.radians(samp.uniform(*cfg.yaw_range_deg))
     jp, jy, jr = cfg.head_jitter_deg
     head_pose = np.radians(np.stack([samp.uniform(-jp, jp), samp.uniform(-jy, jy), samp.uniform(-jr, jr)], -1))
-    head_offset = samp.uniform(-0.03, 0.03, 2)
+    head_offset = samp.uniform(-cfg.centre_jitter, cfg.centre_jitter, 2)
     head_scale = samp.uniform(*cfg.head_scale)
     light_angles = np.radians(np.stack([samp.uniform(*cfg.light_azimuth_deg), samp.uniform(*cfg.light_elevation_deg)], -1))
     ambient = samp.uniform(*cfg.ambient)

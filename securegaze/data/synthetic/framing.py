@@ -15,7 +15,7 @@ renderer the head's x axis is horizontal exactly when the drawn roll is zero (th
 ``Ry(yaw) Rx(-pitch) Rz(roll)``, whose first column has the vertical component ``sin(roll) cos(pitch)``),
 so the roll jitter of the config is what is left of roll after the normalisation's landmark error,
 and the face-centre shift is all that this module computes. The sample's ``head_offset`` jitter
-(+-0.03 units, about 1 px at 64 px) is kept on top, as the normalisation's face-centre error.
+(``SyntheticConfig.centre_jitter``) is kept on top, as the normalisation's face-centre error.
 
 The arithmetic runs per sample in Python floats (``math.sin``), so a face's parameters do not depend
 on the batch it is drawn with (NumPy's vectorised sine may round differently in different lanes).

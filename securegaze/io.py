@@ -147,15 +147,41 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    The safetensors writer keeps the metadata in a hash map, so two saves of the same tensors and
+    metadata can order the header's keys differently from one process to the next: same weights,
+    different bytes, and a published sha256 that a rerun cannot reproduce. The tensor bytes and their
+    offsets are untouched; the header is padded with spaces to a multiple of 8 bytes as the format
+    asks."""
+    if len(data) < 8:
+        raise ValueError("not a safetensors file: shorter than its 8-byte header length")
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    meta = header.pop("__metadata__", None)
+    ordered = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+    ordered.update(sorted(header.items()))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Torch tensors as safetensors (no pickle), atomically, with a canonical header: the same
+    tensors and metadata always give the same bytes."""
+    from safetensors.torch import save as save_bytes
+
+    return atomic_write_bytes(path, canonical_safetensors(save_bytes(tensors, metadata=metadata)))
+
+
 def save_weights(model, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Model weights as safetensors (no pickle), with the model config as JSON metadata."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config())}
     if metadata:
         meta.update({k: json.dumps(v) for k, v in metadata.items()})
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return save_safetensors(state, path, meta)
 
 
 def load_weights(path: str | os.PathLike):

@@ -633,3 +633,32 @@ def test_open_model_reads_weights_whatever_the_case_of_their_suffix(tmp_path):
     with torch.no_grad():
         expected = opened.gaze_model()(torch.full((2, 3, 32, 32), 128 / 255)).numpy()
     np.testing.assert_allclose(predictor.predict(images), expected, atol=1e-6)
+
+
+def test_weights_file_bytes_depend_only_on_tensors_and_metadata(tmp_path):
+    """The safetensors writer may order its header's keys differently from one process to the next;
+    the saved bytes must not, or a published weights sha256 cannot be reproduced."""
+    import random
+
+    from safetensors import safe_open
+
+    from securegaze.io import canonical_safetensors, save_safetensors
+
+    tensors = {"b.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a.bias": torch.ones(3)}
+    meta = {"summary": "{}", "config": '{"width": 8}', "z": "1"}
+    save_safetensors(tensors, tmp_path / "one.safetensors", meta)
+    items = list(meta.items())
+    random.Random(3).shuffle(items)
+    save_safetensors(dict(reversed(tensors.items())), tmp_path / "two.safetensors", dict(items))
+    one, two = (tmp_path / "one.safetensors").read_bytes(), (tmp_path / "two.safetensors").read_bytes()
+    assert one == two and canonical_safetensors(one) == one
+    assert int.from_bytes(one[:8], "little") % 8 == 0
+    with safe_open(str(tmp_path / "one.safetensors"), "pt") as fh:
+        assert fh.metadata() == meta
+        assert torch.equal(fh.get_tensor("b.weight"), tensors["b.weight"])
+    # A header whose keys came out in another order is put back in the canonical one.
+    size = int.from_bytes(one[:8], "little")
+    header = json.loads(one[8:8 + size])
+    shuffled = json.dumps(dict(reversed(list(header.items())))).encode()
+    shuffled += b" " * (-len(shuffled) % 8)
+    assert canonical_safetensors(len(shuffled).to_bytes(8, "little") + shuffled + one[8 + size:]) == one

@@ -33,7 +33,7 @@ from torch import nn
 from securegaze.attacks.base import Attack, check_images, check_int, check_number
 from securegaze.data.base import ArrayGazeDataset, to_tensor_batch
 from securegaze.errors import ConfigError, InputFileError
-from securegaze.io import atomic_write, atomic_write_json, save_weights
+from securegaze.io import atomic_write, atomic_write_json, save_safetensors, save_weights
 from securegaze.json_codec import to_json
 
 GENERATOR_FILE = "generator.safetensors"
@@ -160,12 +160,10 @@ class InputAwareAttack(Attack):
 
     def save_generator(self, path: str | Path) -> Path:
         """Write the trained generator as safetensors (no pickle), with the attack settings as metadata."""
-        from safetensors.torch import save_file
-
         generator = self._require_generator()
         state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
         meta = {"attack": self.name, "settings": json.dumps(self.settings()), "width": str(generator.width)}
-        return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+        return save_safetensors(state, path, meta)
 
     def load_generator(self, path: str | Path) -> TriggerGenerator:
         """Load the generator written by :meth:`save_generator` (e.g. ``RUN/generator.safetensors``)."""

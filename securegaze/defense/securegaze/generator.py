@@ -84,13 +84,11 @@ def save_generator(generator: TriggerGenerator, path: str | Path) -> Path:
     """The trained generator as safetensors (no pickle), with its config as metadata; atomic."""
     import json
 
-    from safetensors.torch import save_file
-
-    from securegaze.io import atomic_write
+    from securegaze.io import save_safetensors
 
     state = {k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()}
     meta = {"config": json.dumps(generator.config()), "scanner_version": SCANNER_VERSION}
-    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    return save_safetensors(state, path, meta)
 
 
 def load_generator(path: str | Path) -> TriggerGenerator:

@@ -187,9 +187,9 @@ def _print_run(report: Console, outcome, out, stopped_by: str) -> None:
         report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
                      "(reported as NO_FACE with that reason)")
     # Per-stage latency on every exit (docs/architecture.md section 2); --benchmark leaves out the warm-up.
-    report.print(f"{'stage':<12} {'p50 ms':>8} {'p95 ms':>8}")
+    report.print(f"{'stage':<13} {'p50 ms':>8} {'p95 ms':>8}")
     for stage, st in summary.latency.items():
-        report.print(f"{stage:<12} {st['p50']:8.2f} {st['p95']:8.2f}")
+        report.print(f"{stage:<13} {st['p50']:8.2f} {st['p95']:8.2f}")
     report.print(f"end-to-end FPS {summary.fps:.1f} (source included); processing FPS {summary.processing_fps:.1f}")
     if outcome.drive is not None:
         _print_drive(report, outcome, data)

@@ -18,6 +18,7 @@ from edge_app.anomaly import AnomalySettings
 from edge_app.attention import AttentionSettings
 from edge_app.calibrate.gaze_correction import DriverSettings
 from edge_app.degraded import DegradedSettings
+from edge_app.driver_select import CabinSettings, DriverSelectionSettings
 from edge_app.integrity import IntegritySettings
 from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
@@ -29,19 +30,24 @@ from securegaze.validation import StrictModel, validation_line
 
 class CameraSettings(StrictModel):
     """``calibration``: intrinsics YAML (None: focal = frame width, centre = frame centre);
-    ``width`` x ``height``: the resolution asked of a camera, px."""
+    ``width`` x ``height``: the resolution asked of a camera, px; ``mirrored``: the camera's image
+    is mirrored left-right (a camera facing the occupants shows the car's left on the image's right
+    when it is not; :func:`edge_app.driver_select.driver_image_side`)."""
 
     calibration: Path | None = None
     width: int = Field(640, ge=64, le=4096)
     height: int = Field(480, ge=48, le=4096)
+    mirrored: bool = False
 
 
 class FaceSettings(StrictModel):
-    """MediaPipe thresholds in [0, 1], and the narrowest face trusted, px."""
+    """MediaPipe thresholds in [0, 1], the narrowest face trusted, px, and the most faces looked
+    for (2: a driver and a passenger; 1: one face, as before driver selection)."""
 
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
     min_face_width_px: float = Field(40.0, ge=0, le=4096)
+    max_faces: int = Field(2, ge=1, le=8)
 
 
 class NormalisationSettings(StrictModel):
@@ -88,8 +94,10 @@ class CaptureSettings(StrictModel):
 class SyntheticSettings(StrictModel):
     """The synthetic driver: script, frame rate (also used for image folders), seed, frame size
     px, camera-to-face distance mm, the driver's personal gaze offset (pitch, yaw) degrees
-    (:mod:`edge_app.synthetic_driver`: the eyes show the gaze turned by it), and the share of each
-    gaze shift the head makes (0.3: mostly the eyes; 0.6: an "owl" driver)."""
+    (:mod:`edge_app.synthetic_driver`: the eyes show the gaze turned by it), the share of each
+    gaze shift the head makes (0.3: mostly the eyes; 0.6: an "owl" driver), and ``passenger``: a
+    second person on the passenger seat, on the other side of ``cabin.drive_side`` (the driver then
+    moves to its own side of the image)."""
 
     script: Literal["full", "short"] = "full"
     fps: float = Field(30.0, ge=1, le=240)
@@ -99,6 +107,7 @@ class SyntheticSettings(StrictModel):
     distance_mm: float = Field(700.0, ge=300, le=1500)
     personal_offset_deg: tuple[float, float] = (0.0, 0.0)
     head_follow: float = Field(0.3, ge=0, le=1)
+    passenger: bool = False
 
     @field_validator("personal_offset_deg")
     @classmethod
@@ -115,6 +124,8 @@ class EdgeConfig(StrictModel):
     zones: Path | None = None
     camera: CameraSettings = CameraSettings()
     face: FaceSettings = FaceSettings()
+    cabin: CabinSettings = CabinSettings()
+    driver_selection: DriverSelectionSettings = DriverSelectionSettings()
     normalisation: NormalisationSettings = NormalisationSettings()
     engine: EngineSettings = EngineSettings()
     smoothing: OneEuroSettings = OneEuroSettings()

@@ -1,4 +1,5 @@
-"""The frame pipeline: capture -> face -> head pose -> normalise -> infer -> smooth/zone -> attend.
+"""The frame pipeline: capture -> face -> driver selection -> head pose -> normalise -> infer ->
+smooth/zone -> attend.
 
 A :class:`FrameRecord` is passed along the stages; each stage fills its fields and times itself
 (``latency_ms[stage]``, milliseconds of wall time). :meth:`Pipeline.process` runs one frame;
@@ -9,6 +10,11 @@ A model the integrity check blocked is never run: the record has no gaze and no 
 alerts come from head-pose-only monitoring (degraded mode, :mod:`edge_app.degraded`), as they do on
 any frame whose gaze a stage marks untrusted (``FrameRecord.gaze_untrusted``, set before the attend
 stage). Every record says which mode drove its alerts and why (``mode``, ``mode_reason``).
+
+The face stage returns every face in view (up to ``face.max_faces``); the driver selection stage
+(:mod:`edge_app.driver_select`) chooses the driver's, and only that face goes on. A frame whose
+faces are all someone else's (the driver's face lost while a passenger is in view) is a frame
+without a face for the stages after it. ``driver_face`` says which face and why.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from edge_app.anomaly import AnomalyOutput, AnomalyStage
 from edge_app.attention import AlertLevel, AttentionOutput, AttentionState
 from edge_app.calibrate.gaze_correction import load_gaze_correction
 from edge_app.degraded import MODE_GAZE, HeadObservation, MonitoringModes, road_target_deg
+from edge_app.driver_select import DriverChoice, DriverSelector, face_box
 from edge_app.engines import GazeEngine, NonFiniteGazeError
 from edge_app.face import FaceLandmarks, FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
@@ -42,7 +49,7 @@ from edge_app.zones import ZoneMap
 #: Stage names in order, as they appear in ``latency_ms`` and the benchmark table. "capture" is
 #: the source's read time (on the capture thread), "total" the processing time of the frame and
 #: "end_to_end" from the frame's capture to the end of its processing (queueing included).
-STAGES = ("capture", "face", "head_pose", "normalise", "infer", "smooth_zone", "anomaly", "attend")
+STAGES = ("capture", "face", "driver_select", "head_pose", "normalise", "infer", "smooth_zone", "anomaly", "attend")
 
 
 @dataclass
@@ -54,6 +61,7 @@ class FrameRecord:
 
     frame: Frame
     face: FaceLandmarks | None = None
+    driver_face: DriverChoice | None = None  # which of the faces in view is the driver's, and why
     head_pose: HeadPose | None = None
     normalisation: Normalisation | None = None
     crop_rgb: np.ndarray | None = None
@@ -83,6 +91,7 @@ class FrameRecord:
             "frame": self.frame.index,
             "timestamp_s": round(self.frame.timestamp_s, 4),
             "face_found": self.face is not None,
+            "driver_face": self.driver_face.to_json() if self.driver_face is not None else None,
             "gaze_deg": deg(self.gaze),
             "gaze_smoothed_deg": deg(self.gaze_smoothed),
             "zone": self.zone,
@@ -149,7 +158,9 @@ class Pipeline:
         self._intrinsics_for: dict[tuple[int, int], CameraIntrinsics] = {}
         f = config.face
         self.face_stage = FaceMeshStage(static_images, f.min_detection_confidence, f.min_tracking_confidence,
-                                        f.min_face_width_px)
+                                        f.min_face_width_px, f.max_faces)
+        self.driver_selector = DriverSelector(config.driver_selection, config.cabin.drive_side,
+                                              config.camera.mirrored)
         self.smoother = OneEuroFilter(config.smoothing)
         self.modes = MonitoringModes(config.attention, config.degraded, road_target_deg(zone_map))
         self.anomaly = AnomalyStage(config.anomaly)
@@ -177,10 +188,16 @@ class Pipeline:
             t = now
 
         start = t
-        rec.face = self.face_stage.detect(frame.image, fresh=frame.still)  # stills: no tracking
+        faces = self.face_stage.detect_all(frame.image, fresh=frame.still)  # stills: no tracking
         lap("face")
+        boxes = [face_box(face.points_px) for face in faces]
+        width = frame.image.shape[1]
+        rec.driver_face = (self.driver_selector.pick_still(boxes, width) if frame.still
+                           else self.driver_selector.update(frame.timestamp_s, boxes, width))
+        rec.face = faces[rec.driver_face.index] if rec.driver_face.index is not None else None
+        lap("driver_select")
         if rec.face is None:
-            rec.problem = self.face_stage.last_rejection or "no face found"
+            rec.problem = (rec.driver_face.reason if faces else None) or self.face_stage.last_rejection or "no face found"
         else:
             h, w = frame.image.shape[:2]
             cam = self.intrinsics(w, h)

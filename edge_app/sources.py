@@ -282,8 +282,14 @@ def _synthetic_driver(spec: str, cfg, name: str):
                           f"{', '.join(sorted(SCRIPTS))}")
     zones = load_zone_map(cfg.zones)
     s = cfg.synthetic
+    passenger_side = None
+    if s.passenger:  # on the image side opposite the driver's, as the cabin settings place them
+        from edge_app.driver_select import driver_image_side
+
+        passenger_side = "left" if driver_image_side(cfg.cabin.drive_side, cfg.camera.mirrored) == "right" else "right"
     return SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm,
-                           personal_offset_deg=s.personal_offset_deg, head_follow=s.head_follow)
+                           personal_offset_deg=s.personal_offset_deg, head_follow=s.head_follow,
+                           passenger_side=passenger_side)
 
 
 class CaptureThread:

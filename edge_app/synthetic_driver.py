@@ -34,6 +34,17 @@ rendered turned by (d_pitch, d_yaw) degrees in the face's crop camera (the norma
 pipeline sees, roll removed) from the gaze the ground truth gives, so a model sees eyes that are
 off by that offset and a per-driver calibration (``edge-app calibrate driver``) must remove it.
 
+Passenger. ``passenger_side`` ("left" or "right": the image side; None: no passenger, the
+frames byte-identical to those before the option existed) seats a second person, another
+identity drawn from the seed, on that side of the image, and moves the driver's face
+:data:`DRIVER_SHIFT_MM` towards the other side, so that both fit a 640x480 frame: the driver at
+700 mm (face about 125 px wide), the passenger further back at :data:`PASSENGER_DISTANCE_MM`
+(about 95 px wide), as a front passenger sits beside and a little behind a camera on the steering
+column. The passenger looks around the cabin on its own slow loop (:data:`PASSENGER_LOOKS`: the
+road, the centre screen leaning in towards it, its side window, the driver, its lap), turning the
+head by half of each glance, with its own sway. It is drawn behind the driver (the driver is
+nearer). The ground truth stays the driver's.
+
 Scripts are lists of :class:`ScriptPhase`; each phase names the cabin zone looked at (its gaze
 comes from the zone map's ``target`` point) and, for distractions, the alert it must raise.
 """
@@ -68,6 +79,28 @@ HEAD_FOLLOW = 0.3
 #: fixation settles within ~150 ms), and the slower head movement, s.
 GAZE_TRANSITION_S = 0.15
 HEAD_TRANSITION_S = 0.4
+#: With a passenger: how far the driver's face moves sideways towards its own side of the image, mm
+#: at 700 mm (about 120 px at 640 px focal length), and where the passenger sits: sideways from
+#: the camera axis and from the camera, mm. Chosen so that both faces are in a 640x480 frame with
+#: room for their sway and the passenger's lean, both at least ~90 px wide, and their drawn
+#: squares apart.
+DRIVER_SHIFT_MM = 130.0
+PASSENGER_SIDEWAYS_MM = 300.0
+PASSENGER_DISTANCE_MM = 950.0
+#: How far the passenger leans in towards the middle while it looks at the centre screen, mm.
+PASSENGER_LEAN_MM = 70.0
+#: The passenger's loop of looks: (pitch deg, yaw deg towards the driver's side, seconds), in the
+#: camera frame, and the share of each gaze shift its head makes.
+PASSENGER_LOOKS: tuple[tuple[float, float, float], ...] = (
+    (10.0, 0.0, 3.0),     # the road ahead
+    (-15.0, 20.0, 2.5),   # the centre screen (leaning in)
+    (2.0, -30.0, 2.0),    # out of its side window
+    (8.0, 25.0, 1.5),     # at the driver
+    (-30.0, 5.0, 2.5),    # its lap (a phone)
+)
+PASSENGER_HEAD_FOLLOW = 0.5
+#: Seed offset of the passenger's identity (a different person from the driver's seed).
+PASSENGER_SEED_OFFSET = 7919
 
 
 @dataclass(frozen=True)
@@ -173,13 +206,15 @@ class SyntheticDriver:
     default); ``distance_mm``: camera to face centre; ``fps``: frame rate of the script's clock;
     ``personal_offset_deg``: (pitch, yaw) degrees between the rendered eyes and the true gaze, in
     the face's crop camera (see the module docstring; (0, 0): the eyes show the true gaze);
-    ``head_follow``: the share of each gaze shift made by the head, 0..1 (:data:`HEAD_FOLLOW`).
+    ``head_follow``: the share of each gaze shift made by the head, 0..1 (:data:`HEAD_FOLLOW`);
+    ``passenger_side``: "left" | "right", the image side of a passenger (see the module
+    docstring), None for none.
     """
 
     def __init__(self, zone_targets: dict[str, tuple[float, float]], script=SHORT_SCRIPT, width: int = 640,
                  height: int = 480, fps: float = 30.0, seed: int = 0, distance_mm: float = 700.0,
                  focal_px: float | None = None, personal_offset_deg: tuple[float, float] = (0.0, 0.0),
-                 head_follow: float = HEAD_FOLLOW) -> None:
+                 head_follow: float = HEAD_FOLLOW, passenger_side: str | None = None) -> None:
         if not script:
             raise ConfigError("synthetic driver script is empty")
         missing = sorted({p.zone for p in script} - set(zone_targets))
@@ -219,6 +254,13 @@ class SyntheticDriver:
         starts = np.cumsum([0.0] + [p.duration_s for p in self.script])
         self.phase_starts = starts[:-1]
         self.duration_s = float(starts[-1])
+        if passenger_side not in (None, "left", "right"):
+            raise ConfigError(f"synthetic driver: passenger_side {passenger_side!r} is not left, right or None")
+        self.passenger_side = passenger_side
+        # +1: the passenger sits towards the camera's +x (image right); the driver moves the other way.
+        self._passenger_sign = 0.0 if passenger_side is None else (1.0 if passenger_side == "right" else -1.0)
+        if passenger_side is not None:
+            self._set_up_passenger(bg)
 
     @property
     def frame_count(self) -> int:
@@ -240,8 +282,8 @@ class SyntheticDriver:
 
     def face_centre_at(self, t: float) -> np.ndarray:
         """(3,) camera-frame face centre, mm: a slow sway of a seated driver (a few cm)."""
-        return np.array([25.0 * math.sin(0.31 * t) + 10.0, -15.0 + 12.0 * math.sin(0.47 * t + 1.0),
-                         self.distance_mm + 30.0 * math.sin(0.23 * t)])
+        return np.array([25.0 * math.sin(0.31 * t) + 10.0 - self._passenger_sign * DRIVER_SHIFT_MM,
+                         -15.0 + 12.0 * math.sin(0.47 * t + 1.0), self.distance_mm + 30.0 * math.sin(0.23 * t)])
 
     def roll_at(self, t: float) -> float:
         """Head roll about the view, radians (a gentle +-6 degree sway)."""
@@ -271,6 +313,8 @@ class SyntheticDriver:
         frame = cv2.warpPerspective(bgr, homography, (self.width, self.height), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_CONSTANT,
                                     borderValue=tuple(int(v) for v in self.background_bgr))
+        if self.passenger_side is not None:
+            frame = self._behind_passenger(frame, bgr, homography, t)
         noise = self._rng.normal(0.0, FRAME_NOISE_STD, frame.shape).astype(np.float32)
         frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         phase = self.script[k]
@@ -278,6 +322,69 @@ class SyntheticDriver:
         truth = DriverFrameTruth((float(gaze_cam[0]), float(gaze_cam[1])), phase.zone, k, phase.name, r_c, centre,
                                  head_rotation, true_centre)
         return frame, t, truth
+
+    # -- the passenger ---------------------------------------------------------------------------
+    def _set_up_passenger(self, background: np.ndarray) -> None:
+        ident = sample_params(1, self.seed + PASSENGER_SEED_OFFSET, SyntheticConfig(head_jitter_deg=(0.0, 0.0, 0.0)))
+        self._passenger = ident.replace(background_rgb=background, blur_sigma=0.25, noise_std=0.0, head_scale=ZOOM,
+                                        head_offset=(0.0, ZOOM * HEAD_CENTRE_Y - HEAD_CENTRE_Y))
+        canvas_mm = 2.0 / ZOOM * ASSUMED_IPD_MM / (2.0 * float(ident.eye_dx[0]))
+        self._passenger_canvas_px = int(round(self.focal_px * canvas_mm / PASSENGER_DISTANCE_MM))
+        self._passenger_canvas_focal = self._passenger_canvas_px * PASSENGER_DISTANCE_MM / canvas_mm
+        starts = np.cumsum([0.0] + [look[2] for look in PASSENGER_LOOKS])
+        self._passenger_starts, self._passenger_loop_s = starts[:-1], float(starts[-1])
+
+    def passenger_look_at(self, t: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """The passenger's (camera-frame gaze (2,) radians, head direction (2,) radians, lean mm
+        towards the middle) at time t s: the loop of :data:`PASSENGER_LOOKS`, eased like the driver's."""
+        u = t % self._passenger_loop_s
+        k = int(np.searchsorted(self._passenger_starts, u, side="right") - 1)
+        since = u - self._passenger_starts[k]
+
+        def look(i: int) -> np.ndarray:
+            pitch, towards_driver, _ = PASSENGER_LOOKS[i % len(PASSENGER_LOOKS)]
+            # Yaw is + towards the image's left; towards the driver is away from the passenger's side.
+            return np.radians([pitch, -self._passenger_sign * towards_driver])
+
+        first = t < self._passenger_loop_s and k == 0  # the drive starts on the first look, not moving
+        previous = look(k if first else k - 1)
+        gaze = _ease(previous, look(k), since, GAZE_TRANSITION_S)
+        head = PASSENGER_HEAD_FOLLOW * _ease(previous, look(k), since, HEAD_TRANSITION_S)
+        leaning = [1.0 if i % len(PASSENGER_LOOKS) == 1 else 0.0 for i in (k if first else k - 1, k)]
+        lean = PASSENGER_LEAN_MM * float(_ease(np.array(leaning[0]), np.array(leaning[1]), since, 0.8))
+        return gaze, head, lean
+
+    def passenger_centre_at(self, t: float) -> np.ndarray:
+        """(3,) camera-frame centre of the passenger's face, mm: its seat, its own sway and its lean."""
+        lean = self.passenger_look_at(t)[2]
+        return np.array([self._passenger_sign * (PASSENGER_SIDEWAYS_MM - lean) + 20.0 * math.sin(0.29 * t + 2.0),
+                         -5.0 + 10.0 * math.sin(0.43 * t + 0.3),
+                         PASSENGER_DISTANCE_MM + 25.0 * math.sin(0.21 * t + 1.2)])
+
+    def _behind_passenger(self, frame: np.ndarray, driver_bgr: np.ndarray, homography: np.ndarray,
+                          t: float) -> np.ndarray:
+        """The frame with the passenger drawn behind the driver: the passenger's face is warped into
+        the camera like the driver's, and the driver's head (the canvas pixels that differ from the
+        flat background) is laid over it."""
+        gaze_cam, head_cam, _ = self.passenger_look_at(t)
+        centre = self.passenger_centre_at(t)
+        r_c = look_at_rotation(centre, math.radians(4.0) * math.sin(0.33 * t + 2.0))
+        label = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(gaze_cam))
+        head = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(head_cam))
+        params = self._passenger.replace(gaze=label.astype(np.float32),
+                                         head_pose=np.array([head[0], head[1], 0.0], np.float32))
+        canvas = cv2.cvtColor(render(params, self._passenger_canvas_px)[0], cv2.COLOR_RGB2BGR)
+        c = (self._passenger_canvas_px - 1) / 2.0
+        k_c = np.array([[self._passenger_canvas_focal, 0, c], [0, self._passenger_canvas_focal, c], [0, 0, 1]])
+        scale = np.diag([1.0, 1.0, PASSENGER_DISTANCE_MM / np.linalg.norm(centre)])
+        passenger_h = self.camera_matrix @ r_c.T @ np.linalg.inv(scale) @ np.linalg.inv(k_c)
+        border = tuple(int(v) for v in self.background_bgr)
+        behind = cv2.warpPerspective(canvas, passenger_h, (self.width, self.height), flags=cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        head_mask = (np.abs(driver_bgr.astype(np.int16) - driver_bgr[0, 0].astype(np.int16)).max(axis=2) > 3)
+        alpha = cv2.warpPerspective(head_mask.astype(np.float32), homography, (self.width, self.height),
+                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[..., None]
+        return np.clip(frame * alpha + behind * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
 
     def _true_pose(self, params, r_c: np.ndarray, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(camera-from-head rotation (3, 3), face centre (3,) mm) of the rendered face in the camera frame.

@@ -42,9 +42,16 @@ def _owner(name: str) -> str | None:
 
 
 def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
-    """(line, imported module, imported names) of every absolute import in the file, at any depth."""
+    """(line, imported module, imported names) of every absolute import in the file, at any depth,
+    except those under ``if TYPE_CHECKING:`` (read by type checkers, never run)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.append((node.lineno, node.module, [a.name for a in node.names]))
         elif isinstance(node, ast.Import):

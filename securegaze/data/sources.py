@@ -2,7 +2,8 @@
 
 ``synthetic`` renders the ``standard`` renderer style; ``synthetic:STYLE`` another registered style
 (:data:`securegaze.data.synthetic.STYLES`, e.g. ``synthetic:face_centred``, the framing the edge app's
-normalisation gives).
+normalisation gives); ``synthetic:STYLE+COND+...`` adds cabin conditions
+(:data:`securegaze.data.synthetic.conditions.CONDITIONS`, e.g. ``synthetic:standard+sunglasses_dark+night_ir``).
 
 A path is a labelled dataset layout (:func:`securegaze.data.readers.detect_layout`) or, when it is a
 folder with none of the layouts' markers, a plain folder of unlabelled face images
@@ -29,18 +30,33 @@ SPLIT_SEED_OFFSET = {"train": 0, "val": 1_000_003, "test": 2_000_029}
 
 def synthetic_spec_style(spec: str) -> str | None:
     """The renderer style a synthetic data argument names (``"synthetic"``: ``"standard"``;
-    ``"synthetic:STYLE"``: STYLE, checked against the registered styles), None for anything else."""
+    ``"synthetic:STYLE"`` or ``"synthetic:STYLE+COND+..."``: STYLE, checked against the registered styles,
+    and the conditions checked too), None for anything else."""
     if spec == SYNTHETIC:
         return "standard"
     if not spec.startswith(SYNTHETIC + ":"):
         return None
     from securegaze.data.synthetic import STYLES
 
-    style = spec[len(SYNTHETIC) + 1:]
+    style = spec[len(SYNTHETIC) + 1:].split("+")[0]
+    synthetic_spec_conditions(spec)
     if style not in STYLES.names():
         raise ConfigError(f"data {spec!r}: unknown renderer style {style!r}; expected synthetic or synthetic:STYLE "
                           f"with STYLE one of {', '.join(STYLES.names())}")
     return style
+
+
+def synthetic_spec_conditions(spec: str) -> tuple[str, ...]:
+    """The cabin conditions a ``"synthetic:STYLE+COND+..."`` data argument names (checked), () for none."""
+    if not spec.startswith(SYNTHETIC + ":"):
+        return ()
+    from securegaze.data.synthetic.condition_names import check_conditions
+
+    names = tuple(spec[len(SYNTHETIC) + 1:].split("+")[1:])
+    try:
+        return check_conditions(names)
+    except ConfigError as exc:
+        raise ConfigError(f"data {spec!r}: {exc}") from None
 
 
 def source_kind(spec: str) -> str:
@@ -85,7 +101,7 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
     if kind == SYNTHETIC:
         from securegaze.data.synthetic import render_dataset, synthetic_style
 
-        config = synthetic_style(synthetic_spec_style(spec), size=size)
+        config = synthetic_style(synthetic_spec_style(spec), size=size, conditions=synthetic_spec_conditions(spec))
         return render_dataset(samples or 1000, seed=seed + SPLIT_SEED_OFFSET[split], config=config)
     if kind == IMAGE_FOLDER:
         return _image_folder(spec, size, samples, seed, split, bool(subjects or exclude_subjects), need_labels,

@@ -26,6 +26,7 @@ Determinism: sample ``i`` of a dataset depends only on ``(seed, i)`` (its own
 
 # The layout constants (securegaze.data.synthetic.layout) stay in their module; HEAD_CENTRE_Y is
 # re-exported because the synthetic driver places its camera with it.
+from securegaze.data.synthetic.conditions import CONDITIONS, condition_draws, with_condition_draws
 from securegaze.data.synthetic.contact_sheet import CONTACT_SHEET_ROWS, contact_sheet
 from securegaze.data.synthetic.eyes import eye_window_size
 from securegaze.data.synthetic.faces import FaceParams, SyntheticConfig, params_for_indices, sample_params
@@ -34,11 +35,13 @@ from securegaze.data.synthetic.render import landmarks, render, render_dataset, 
 from securegaze.data.synthetic.styles import STYLES, synthetic_style
 
 __all__ = [
+    "CONDITIONS",
     "CONTACT_SHEET_ROWS",
     "FaceParams",
     "HEAD_CENTRE_Y",
     "STYLES",
     "SyntheticConfig",
+    "condition_draws",
     "contact_sheet",
     "eye_window_size",
     "landmarks",
@@ -48,4 +51,5 @@ __all__ = [
     "sample_params",
     "synthetic_style",
     "trigger_anchor",
+    "with_condition_draws",
 ]

@@ -20,12 +20,15 @@ def _noise_bank() -> np.ndarray:
     return _NOISE_BANK
 
 
-def finish(image: np.ndarray, p: FaceParams) -> np.ndarray:
-    """(3, N, S, S) float in [0, 1] -> (N, S, S, 3) uint8, with per-sample blur and sensor noise."""
+def finish(image: np.ndarray, p: FaceParams, mono: bool = False) -> np.ndarray:
+    """(3, N, S, S) float in [0, 1] -> (N, S, S, 3) uint8, with per-sample blur and sensor noise.
+
+    ``mono``: a monochrome sensor (one noise value per pixel in all three channels, so a grey image
+    stays grey)."""
     import cv2
 
     size = image.shape[2]
-    bank = _noise_bank()
+    bank = _noise_bank()[:1] if mono else _noise_bank()
     span = NOISE_BANK_SIZE - size
     for i in range(image.shape[1]):
         face = image[:, i]

@@ -70,8 +70,12 @@ def _band(signed_px: np.ndarray, width_px) -> np.ndarray:
     return edge_coverage(np.minimum(signed_px + width_px, -signed_px))
 
 
-def draw_eye(image, p: FaceParams, frame: HeadFrame, light: Light, side: int, occlude: bool) -> None:
+def draw_eye(image, p: FaceParams, frame: HeadFrame, light: Light, side: int, occlude: bool,
+             pupil_rgb: np.ndarray | None = None) -> None:
     """Draw one eye (lids, eyeball, iris, pupil, glint) into ``image`` (3, N, S, S), in place.
+
+    ``pupil_rgb``: (N, 3) colour of the pupil per face (a bright pupil under an on-axis infrared
+    illuminator); None: the dark pupil of visible light.
 
     The maths runs on a K x K window around each eye, gathered from the image, composited and
     written back.
@@ -130,7 +134,7 @@ def draw_eye(image, p: FaceParams, frame: HeadFrame, light: Light, side: int, oc
     limbus = clamp(rho * col(1.0 / (0.3 * np.maximum(p.iris_ratio * radius, 1e-6))) - 0.7 / 0.3)
     eye = sclera
     blend(eye, rgb_col(p.iris_rgb) * ((1.12 - 0.6 * limbus) * (1.0 - 0.6 * lid_shadow)), iris)
-    blend(eye, PUPIL_RGB[:, None, None, None], pupil)
+    blend(eye, PUPIL_RGB[:, None, None, None] if pupil_rgb is None else rgb_col(pupil_rgb), pupil)
     eye = CORNER_RGB[:, None, None, None] + on_ball * (eye - CORNER_RGB[:, None, None, None])
     blend(eye, CARUNCLE_RGB[:, None, None, None], 0.8 * clamp((-x_loc - 0.75) * 4.0))
 

@@ -13,6 +13,8 @@ import numpy as np
 from securegaze.data.synthetic.layout import (
     BACKDROP_PALETTE,
     CANTHAL_TILT_RANGE,
+    CONDITION_DRAWS,
+    CONDITION_STREAM,
     HAIR_PALETTE,
     IDENTITY_DRAWS,
     IDENTITY_STREAM,
@@ -59,6 +61,10 @@ class SyntheticConfig:
     head's x axis horizontal, as the edge app's normalisation frames faces; see
     :mod:`securegaze.data.synthetic.framing`); ``centre_jitter`` the half-range of the random shift
     of that centre (the head's, or the face's) in image units (0.03: 1 px of a 64-px crop).
+
+    ``conditions``: names of cabin conditions (:data:`securegaze.data.synthetic.conditions.CONDITIONS`:
+    glasses, sunglasses, a night infrared camera, a hat brim, a fringe, a face mask) that every face
+    shows, in any order (they are drawn in a fixed order); none by default.
     """
 
     size: int = 64
@@ -77,6 +83,7 @@ class SyntheticConfig:
     backdrop: str = "gradient"
     framing: str = "head"
     centre_jitter: float = 0.03
+    conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.size) <= 512:
@@ -104,6 +111,9 @@ class SyntheticConfig:
         check_framing(self.framing)
         if not 0.0 <= self.centre_jitter <= 0.3:
             raise ConfigError(f"centre_jitter must be within 0..0.3 image units, got {self.centre_jitter}")
+        from securegaze.data.synthetic.condition_names import check_conditions
+
+        object.__setattr__(self, "conditions", check_conditions(self.conditions))
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,9 @@ class FaceParams:
     blur_sigma: np.ndarray  # (N,) Gaussian blur sigma in pixels of a 64-px crop
     noise_std: np.ndarray  # (N,) sensor noise standard deviation, fraction of full scale
     noise_offset: np.ndarray  # (N, 2) in [0, 1): where the sample reads the shared noise texture
+    # per sample, used only by cabin conditions (securegaze.data.synthetic.conditions): uniforms in
+    # [0, 1) that each condition maps to its own parameters (glasses shape, headlight position, ...)
+    condition_draws: np.ndarray  # (N, CONDITION_DRAWS) float32
 
     def __post_init__(self) -> None:
         n = len(self.subjects)
@@ -273,6 +286,7 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
     unique_ids, inverse = np.unique(identity, return_inverse=True)
     ident = _Draws(_stream_uniforms(int(seed), IDENTITY_STREAM, unique_ids, IDENTITY_DRAWS)[inverse])
     samp = _Draws(_stream_uniforms(int(seed), SAMPLE_STREAM, idx, SAMPLE_DRAWS))
+    condition_draws = _stream_uniforms(int(seed), CONDITION_STREAM, idx, CONDITION_DRAWS)
     f32 = np.float32
 
     skin = np.clip(_palette(SKIN_PALETTE, ident.uniform(0, 1)) + ident.uniform(-0.03, 0.03, 3), 0.05, 1.0)
@@ -349,6 +363,7 @@ def params_for_indices(seed: int, indices, config: SyntheticConfig | None = None
         background_angle=background_angle.astype(f32), background_radial=radial.astype(f32),
         background_texture=texture.astype(f32), background_contrast=contrast.astype(f32), blur_sigma=blur_sigma.astype(f32),
         noise_std=noise_std.astype(f32), noise_offset=noise_offset.astype(f32),
+        condition_draws=condition_draws.astype(f32),
     )
     if cfg.framing == "face":
         from securegaze.data.synthetic.framing import face_centred_offsets

@@ -50,10 +50,14 @@ NOISE_BANK_SEED = 0x5EED_0F_FACE
 # Draw streams of per-sample generators: np.random.default_rng([seed, stream, index]).
 IDENTITY_STREAM = 1
 SAMPLE_STREAM = 2
+#: Per-sample draws of the cabin conditions (securegaze.data.synthetic.conditions): a stream of its
+#: own, so the faces' draws above stay what they were.
+CONDITION_STREAM = 3
 # Uniform draws reserved per identity / per sample (more than used, so new draws can be appended
 # without changing existing datasets).
 IDENTITY_DRAWS = 64
 SAMPLE_DRAWS = 48
+CONDITION_DRAWS = 64
 
 # Albedo palettes, linear-ish RGB in [0, 1].
 SKIN_PALETTE = np.array([

@@ -8,6 +8,8 @@ import numpy as np
 
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.data.synthetic.camera_finish import finish
+from securegaze.data.synthetic.condition_base import Scene
+from securegaze.data.synthetic.conditions import draw_stage, prepare_look
 from securegaze.data.synthetic.eyes import draw_eye, eye_points
 from securegaze.data.synthetic.face_surface import background, draw_back_hair_and_neck, face_layer
 from securegaze.data.synthetic.faces import FaceParams, SyntheticConfig, sample_params
@@ -19,8 +21,16 @@ from securegaze.errors import ConfigError
 from securegaze.geometry import pitchyaw_to_vector
 
 
-def _render_chunk(p: FaceParams, size: int, trigger: Trigger | None, occlude_eyes: bool) -> np.ndarray:
-    """(N, S, S, 3) uint8 faces of one chunk."""
+def _render_chunk(p: FaceParams, size: int, trigger: Trigger | None, occlude_eyes: bool,
+                  conditions: tuple[str, ...] = ()) -> np.ndarray:
+    """(N, S, S, 3) uint8 faces of one chunk.
+
+    Cabin conditions (:mod:`securegaze.data.synthetic.conditions`) first change the faces (a night
+    camera's albedos), then are drawn after the eyes: face accessories, glasses, the trigger, then
+    the camera's effects. With none, this is the plain face.
+    """
+    look, drawn = prepare_look(p, conditions)
+    p = look.params
     frame = HeadFrame.build(p, size)
     light = Light.build(p, frame)
     coords = ((np.arange(size) + 0.5) * frame.pixel - 1.0).astype(np.float32)
@@ -31,10 +41,13 @@ def _render_chunk(p: FaceParams, size: int, trigger: Trigger | None, occlude_eye
     face_rgb, face_alpha, skin_shade = face_layer(p, frame, light, hit)
     blend(image, face_rgb, face_alpha)
     for side in (-1, 1):
-        draw_eye(image, p, frame, light, side, occlude_eyes)
+        draw_eye(image, p, frame, light, side, occlude_eyes, look.pupil_rgb)
+    scene = Scene(image, p, frame, light, hit, skin_shade, face_alpha, u, v, look.infrared)
+    draw_stage(scene, drawn, ("face", "glasses"))
     if trigger is not None:
         draw_trigger(image, p, frame, light, hit, skin_shade, trigger, u, v)
-    return finish(image, p)
+    draw_stage(scene, drawn, ("camera",))
+    return finish(image, p, mono=look.mono)
 
 
 def _as_config(config: SyntheticConfig | int | None) -> SyntheticConfig:
@@ -53,7 +66,8 @@ def render(params: FaceParams, config: SyntheticConfig | int = 64, trigger: Trig
 
     ``trigger``: a :class:`~securegaze.data.triggers.Trigger`, a registered trigger name, or None.
     ``occlude_eyes``: cover both eye regions with a flat patch of local skin colour (then the
-    image does not depend on the gaze at all).
+    image does not depend on the gaze at all). The config's ``conditions`` (glasses, a night camera,
+    ...) are drawn on every face, each with its own per-face draws.
 
     Faces are rendered in chunks of a fixed size, padded at the end, so a face's pixels do not
     depend on how many faces are rendered with it.
@@ -67,7 +81,7 @@ def render(params: FaceParams, config: SyntheticConfig | int = 64, trigger: Trig
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         idx = np.minimum(np.arange(start, start + chunk), n - 1)  # pad with the last face
-        out[start:stop] = _render_chunk(params.take(idx), size, trig, occlude_eyes)[: stop - start]
+        out[start:stop] = _render_chunk(params.take(idx), size, trig, occlude_eyes, cfg.conditions)[: stop - start]
     return out
 
 

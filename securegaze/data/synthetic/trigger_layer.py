@@ -12,23 +12,49 @@ from securegaze.data.synthetic.raycast import HeadFrame, Hit, Light, blend, col,
 from securegaze.data.triggers import ASSUMED_IPD_MM, Trigger, edge_coverage
 
 
+def glasses_frame(p: FaceParams, drop_mm, vertex_mm) -> dict[str, np.ndarray]:
+    """Where a pair of glasses sits on each head, as :func:`trigger_frame` returns it.
+
+    The frame's plane faces the camera of a frontal head, ``vertex_mm`` in front of the corneas, its
+    centre midway between the eyes and ``drop_mm`` below them; both are millimetres, scalars or (N,)
+    per face.
+    """
+    mm_per_unit = ASSUMED_IPD_MM / (2.0 * p.eye_dx.astype(np.float64))
+    eye_y = p.eye_y.astype(np.float64)
+    n = len(p)
+    _, ball_pt = eye_points(p, 1)
+    cornea_z = ball_pt[:, 2] - p.eyeball_radius
+    centre = np.stack([np.zeros(n), eye_y + drop_mm / mm_per_unit, cornea_z - vertex_mm / mm_per_unit], -1)
+    return {"centre": centre, "e1": np.tile([1.0, 0.0, 0.0], (n, 1)), "e2": np.tile([0.0, 1.0, 0.0], (n, 1)),
+            "normal": np.tile([0.0, 0.0, -1.0], (n, 1)), "mm_per_unit": mm_per_unit}
+
+
+def glasses_plane_mm(frame: HeadFrame, place: dict[str, np.ndarray], u, v) -> tuple[np.ndarray, np.ndarray]:
+    """Glasses-local (x_mm, y_mm) (N, H, W) where each pixel's ray crosses the glasses plane of
+    ``place`` (:func:`glasses_frame`): millimetres from the frame's centre, x right and y down on a
+    frontal head."""
+    mm, centre = place["mm_per_unit"], place["centre"]
+    # Intersect each ray with the glasses plane z = centre_z (head frame).
+    origin = frame.ray_origin_coefs()
+    view = frame.view
+    t_coef = (centre[:, 2:3] * np.array([0.0, 0.0, 1.0]) - origin[:, 2]) / view[:, 2:3]
+    x_coef = (origin[:, 0] + t_coef * view[:, :1]) * mm[:, None]
+    y_coef = (origin[:, 1] + t_coef * view[:, 1:2] - centre[:, 1:2] * np.array([0.0, 0.0, 1.0])) * mm[:, None]
+    return linear_map(x_coef, u, v), linear_map(y_coef, u, v)
+
+
 def trigger_frame(p: FaceParams, trigger: Trigger) -> dict[str, np.ndarray]:
     """Where a trigger sits on each head: centre, axes and mm per head unit (all (N, ...) float64).
 
     Surface triggers lie in the skin's tangent plane at their anchor (x axis along the head's x
     turned by ``angle_deg``); glasses lie on a plane ``vertex_mm`` in front of the corneas.
     """
+    if trigger.mount == "glasses":
+        return glasses_frame(p, trigger.drop_mm, trigger.vertex_mm)
     axes = p.face_axes.astype(np.float64)
     mm_per_unit = ASSUMED_IPD_MM / (2.0 * p.eye_dx.astype(np.float64))
     eye_y = p.eye_y.astype(np.float64)
     n = len(p)
-    if trigger.mount == "glasses":
-        _, ball_pt = eye_points(p, 1)
-        cornea_z = ball_pt[:, 2] - p.eyeball_radius
-        centre = np.stack([np.zeros(n), eye_y + trigger.drop_mm / mm_per_unit,
-                           cornea_z - trigger.vertex_mm / mm_per_unit], -1)
-        return {"centre": centre, "e1": np.tile([1.0, 0.0, 0.0], (n, 1)), "e2": np.tile([0.0, 1.0, 0.0], (n, 1)),
-                "normal": np.tile([0.0, 0.0, -1.0], (n, 1)), "mm_per_unit": mm_per_unit}
     side = 1.0 if trigger.side == "left" else -1.0
     brow_y = eye_y - p.brow_gap
     if trigger.placement == "forehead":
@@ -63,13 +89,7 @@ def draw_trigger(image, p: FaceParams, frame: HeadFrame, light: Light, hit: Hit,
     centre = place["centre"]
     pixel_mm = col(mm / frame.px_per_unit)
     if trigger.mount == "glasses":
-        # Intersect each ray with the glasses plane z = centre_z (head frame).
-        origin = frame.ray_origin_coefs()
-        view = frame.view
-        t_coef = (centre[:, 2:3] * np.array([0.0, 0.0, 1.0]) - origin[:, 2]) / view[:, 2:3]
-        x_coef = (origin[:, 0] + t_coef * view[:, :1]) * mm[:, None]
-        y_coef = (origin[:, 1] + t_coef * view[:, 1:2] - centre[:, 1:2] * np.array([0.0, 0.0, 1.0])) * mm[:, None]
-        rgb, alpha = trigger.paint(linear_map(x_coef, u, v), linear_map(y_coef, u, v), pixel_mm)
+        rgb, alpha = trigger.paint(*glasses_plane_mm(frame, place, u, v), pixel_mm)
         shade = col(light.shade(-light.head_dir[:, 2]))
     else:
         dx, dy, dz = hit.x - col(centre[:, 0]), hit.y - col(centre[:, 1]), hit.z - col(centre[:, 2])

@@ -97,7 +97,9 @@ class SyntheticSettings(StrictModel):
     (:mod:`edge_app.synthetic_driver`: the eyes show the gaze turned by it), the share of each
     gaze shift the head makes (0.3: mostly the eyes; 0.6: an "owl" driver), and ``passenger``: a
     second person on the passenger seat, on the other side of ``cabin.drive_side`` (the driver then
-    moves to its own side of the image)."""
+    moves to its own side of the image); ``conditions``: cabin conditions of the renderer the driver
+    wears or the camera sees (``clear_glasses_thin``, ``sunglasses_dark``, ``night_ir``, ...:
+    :mod:`securegaze.data.synthetic.conditions`)."""
 
     script: Literal["full", "short"] = "full"
     fps: float = Field(30.0, ge=1, le=240)
@@ -108,6 +110,17 @@ class SyntheticSettings(StrictModel):
     personal_offset_deg: tuple[float, float] = (0.0, 0.0)
     head_follow: float = Field(0.3, ge=0, le=1)
     passenger: bool = False
+    conditions: tuple[str, ...] = ()
+
+    @field_validator("conditions")
+    @classmethod
+    def _known_conditions(cls, names):
+        from securegaze.data.synthetic.condition_names import check_conditions
+
+        try:
+            return check_conditions(names)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("personal_offset_deg")
     @classmethod

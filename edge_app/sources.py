@@ -289,7 +289,7 @@ def _synthetic_driver(spec: str, cfg, name: str):
         passenger_side = "left" if driver_image_side(cfg.cabin.drive_side, cfg.camera.mirrored) == "right" else "right"
     return SyntheticDriver(zones.targets_deg(), SCRIPTS[name], s.width, s.height, s.fps, s.seed, s.distance_mm,
                            personal_offset_deg=s.personal_offset_deg, head_follow=s.head_follow,
-                           passenger_side=passenger_side)
+                           passenger_side=passenger_side, conditions=s.conditions)
 
 
 class CaptureThread:

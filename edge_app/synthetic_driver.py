@@ -58,7 +58,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from securegaze.data.synthetic import HEAD_CENTRE_Y, SyntheticConfig, render, sample_params
+from securegaze.data.synthetic import (
+    HEAD_CENTRE_Y,
+    SyntheticConfig,
+    render,
+    sample_params,
+    with_condition_draws,
+)
+from securegaze.data.synthetic.condition_names import check_conditions
+from securegaze.data.synthetic.night_ir import headlight_sweep
 from securegaze.data.triggers import ASSUMED_IPD_MM
 from securegaze.errors import ConfigError
 from securegaze.geometry import pitchyaw_to_vector, vector_to_pitchyaw
@@ -157,6 +165,10 @@ SHORT_SCRIPT: tuple[ScriptPhase, ...] = (
 SCRIPTS = {"full": FULL_SCRIPT, "short": SHORT_SCRIPT}
 
 
+#: Grey level of the dark cabin around the face in a night_ir frame (the illuminator lights the face).
+NIGHT_CABIN_GREY = 18
+#: A passing car's headlights cross the night frame every SWEEP_EVERY_S seconds, taking SWEEP_S.
+SWEEP_EVERY_S, SWEEP_S = 9.0, 1.2
 def look_at_rotation(centre_mm: np.ndarray, roll: float = 0.0) -> np.ndarray:
     """(3, 3) rows = axes of a camera at the origin looking at ``centre_mm``, rolled by ``roll``
     radians about its view, expressed in the real camera's frame (x kept near the real x)."""
@@ -214,7 +226,8 @@ class SyntheticDriver:
     def __init__(self, zone_targets: dict[str, tuple[float, float]], script=SHORT_SCRIPT, width: int = 640,
                  height: int = 480, fps: float = 30.0, seed: int = 0, distance_mm: float = 700.0,
                  focal_px: float | None = None, personal_offset_deg: tuple[float, float] = (0.0, 0.0),
-                 head_follow: float = HEAD_FOLLOW, passenger_side: str | None = None) -> None:
+                 head_follow: float = HEAD_FOLLOW, passenger_side: str | None = None,
+                 conditions: tuple[str, ...] = ()) -> None:
         if not script:
             raise ConfigError("synthetic driver script is empty")
         missing = sorted({p.zone for p in script} - set(zone_targets))
@@ -239,7 +252,10 @@ class SyntheticDriver:
         if not 0.0 <= head_follow <= 1.0:
             raise ConfigError(f"synthetic driver: head_follow {head_follow} outside 0..1")
         self.head_follow = float(head_follow)
-        ident = sample_params(1, seed, SyntheticConfig(head_jitter_deg=(0.0, 0.0, 0.0)))
+        # Cabin conditions the driver wears (glasses, a mask, ...) or the camera sees (night_ir), drawn
+        # by the renderer on the face (securegaze.data.synthetic.conditions); () renders as before.
+        self.conditions = check_conditions(conditions)
+        ident = sample_params(1, seed, SyntheticConfig(head_jitter_deg=(0.0, 0.0, 0.0), conditions=self.conditions))
         self.mm_per_unit = ASSUMED_IPD_MM / (2.0 * float(ident.eye_dx[0]))
         bg = np.broadcast_to(BACKGROUND_RGB, (1, 2, 3))
         # A fixed identity and light for the whole drive; the per-frame fields are set in render_frame.
@@ -303,7 +319,12 @@ class SyntheticDriver:
         head = vector_to_pitchyaw(r_c @ pitchyaw_to_vector(head_cam))
         params = self._identity.replace(gaze=label.astype(np.float32),
                                         head_pose=np.array([head[0], head[1], 0.0], np.float32))
-        canvas = render(params, self.canvas_px, trigger)[0]
+        if self.conditions:
+            if "night_ir" in self.conditions:
+                params = with_condition_draws(params, "night_ir", **headlight_sweep(t, SWEEP_EVERY_S, SWEEP_S))
+            canvas = render(params, SyntheticConfig(size=self.canvas_px, conditions=self.conditions), trigger)[0]
+        else:
+            canvas = render(params, self.canvas_px, trigger)[0]
         c = (self.canvas_px - 1) / 2.0
         k_c = np.array([[self._canvas_focal, 0, c], [0, self._canvas_focal, c], [0, 0, 1]])
         # The canvas camera is at distance_mm; moving the face along its view only rescales it.
@@ -315,7 +336,14 @@ class SyntheticDriver:
                                     borderValue=tuple(int(v) for v in self.background_bgr))
         if self.passenger_side is not None:
             frame = self._behind_passenger(frame, bgr, homography, t)
-        noise = self._rng.normal(0.0, FRAME_NOISE_STD, frame.shape).astype(np.float32)
+        if "night_ir" in self.conditions:  # the whole frame through the same monochrome sensor, cabin dark
+            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            outside = cv2.warpPerspective(np.ones(bgr.shape[:2], np.uint8), homography, (self.width, self.height)) == 0
+            grey[outside] = NIGHT_CABIN_GREY
+            frame = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+        # One noise value for the three channels of a monochrome (night_ir) sensor.
+        shape = frame.shape[:2] + (1,) if "night_ir" in self.conditions else frame.shape
+        noise = self._rng.normal(0.0, FRAME_NOISE_STD, shape).astype(np.float32)
         frame = np.clip(frame.astype(np.float32) + noise, 0, 255).astype(np.uint8)
         phase = self.script[k]
         head_rotation, true_centre = self._true_pose(params, r_c, centre)

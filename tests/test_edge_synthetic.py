@@ -82,3 +82,28 @@ def test_script_with_an_unknown_zone_is_refused():
 
     with pytest.raises(ConfigError, match="sunroof"):
         SyntheticDriver(ZONES.targets_deg(), (ScriptPhase("sunroof", 1.0),))
+
+
+def test_driver_wears_cabin_conditions_and_the_night_camera_sees_grey():
+    """Conditions reach the driver's frames: none leaves them as they were, dark sunglasses change the
+    face around the eyes only, night_ir makes the whole frame grey with a headlight sweep passing."""
+    from edge_app.synthetic_driver import SWEEP_EVERY_S, SWEEP_S
+
+    targets = load_zone_map().targets_deg()
+    plain = SyntheticDriver(targets, SHORT_SCRIPT, fps=10, seed=1)
+    same = SyntheticDriver(targets, SHORT_SCRIPT, fps=10, seed=1, conditions=())
+    assert np.array_equal(plain.render_frame(3)[0], same.render_frame(3)[0])
+    shades = SyntheticDriver(targets, SHORT_SCRIPT, fps=10, seed=1, conditions=("sunglasses_dark",))
+    a, b = plain.render_frame(3)[0].astype(int), shades.render_frame(3)[0].astype(int)
+    changed = np.argwhere(np.abs(a - b).max(axis=2) > 40)
+    assert len(changed) > 200
+    # The lenses sit at eye height: the changed rows are a band, not the whole face.
+    assert np.ptp(changed[:, 0]) < 0.5 * np.ptp(changed[:, 1]) + 40
+    night = SyntheticDriver(targets, SHORT_SCRIPT, fps=10, seed=1, conditions=("night_ir",))
+    dark = night.render_frame(int(round((SWEEP_S + 1.0) * 10)))[0]
+    swept = night.render_frame(int(round((SWEEP_EVERY_S + 0.5 * SWEEP_S) * 10)))[0]
+    assert np.array_equal(dark[..., 0], dark[..., 1]) and np.array_equal(dark[..., 1], dark[..., 2])
+    assert dark.mean() < a.mean()
+    assert swept.astype(float).mean() > dark.astype(float).mean() + 1.0
+    with pytest.raises(ConfigError, match="unknown cabin condition 'beard'"):
+        SyntheticDriver(targets, SHORT_SCRIPT, fps=10, seed=1, conditions=("beard",))

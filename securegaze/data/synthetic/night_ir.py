@@ -92,3 +92,13 @@ class NightInfrared(Condition):
         band = bump(across / col(lerp((0.15, 0.45), d["headlight_width"]))) * col(strength)
         grey = 1.0 - (1.0 - grey) * (1.0 - band)
         image[...] = grey[None]
+
+
+def headlight_sweep(t: float, every_s: float, duration_s: float) -> dict[str, float]:
+    """``night_ir`` draws for a video frame at time ``t`` s (for :func:`with_condition_draws`): a
+    headlight band crossing the image from one side to the other for ``duration_s`` every
+    ``every_s`` seconds, none in between."""
+    phase = (t % every_s) / duration_s
+    if phase >= 1.0:
+        return {"headlight": 1.0}
+    return {"headlight": 0.0, "headlight_position": phase}

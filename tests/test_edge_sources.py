@@ -124,6 +124,14 @@ def test_capture_thread_hands_source_errors_to_the_reader(tmp_path):
     ("attention:\n  warning_after_s: 6\n", "warning_after_s < loud_after_s"),
     ("- just\n- a list\n", "expected a mapping"),
     ("attention: [unclosed\n", "not a readable YAML config"),
+    # driver selection's settings (edge_app/driver_select.py)
+    ("cabin:\n  drive_side: middle\n", "cabin.drive_side: Input should be 'left' or 'right'"),
+    ("face:\n  max_faces: 0\n", r"face\.max_faces"),
+    ("driver_selection:\n  min_presence: 1.5\n", r"driver_selection\.min_presence"),
+    ("driver_selection:\n  window: 2\n", r"driver_selection\.window: unknown setting"),
+    ("camera:\n  mirrored: sometimes\n", r"camera\.mirrored"),
+    ("synthetic:\n  passenger: left\n", r"synthetic\.passenger"),
+    ("synthetic:\n  conditions: [beard]\n", "unknown cabin condition 'beard'"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, match):
     path = tmp_path / "edge.yaml"

@@ -20,6 +20,7 @@ A video renderer changes a condition's per-sample parameters over time with
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -81,11 +82,9 @@ def sunglasses_dark() -> Condition:
     category 3, 8-18 %) with a reflective coating (5-12 % sheen, a 30-50 % streak), so the eyes are
     effectively hidden from a visible-light camera. Their dyes pass much more near infrared (35-85 %,
     which is why driver monitors use 850/940 nm), so under ``night_ir`` the eyes show again."""
-    return Eyewear(name="sunglasses_dark", shapes=("panto", "aviator"), lens_width_mm=(52.0, 58.0),
-                   height_ratio=(0.80, 0.92), bridge_mm=(15.0, 19.0), rim_mm=(2.5, 4.5),
-                   frame_rgb=SUNGLASS_FRAME_RGB, tortoise=-1, drop_mm=(2.0, 5.0), vertex_mm=(12.0, 15.0),
-                   transmission=(0.03, 0.10), tinted=True, reflection=(0.05, 0.12), streak=(0.3, 0.5),
-                   nir_transmission=(0.35, 0.85))
+    # The same frames as the light pair; only the lenses differ.
+    return replace(sunglasses_light(), name="sunglasses_dark", transmission=(0.03, 0.10), reflection=(0.05, 0.12),
+                   streak=(0.3, 0.5), nir_transmission=(0.35, 0.85))
 
 
 @CONDITIONS.register("night_ir")

@@ -65,7 +65,6 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from edge_app.free_gaze import FreeGazeEstimator
 from securegaze.validation import StrictModel
 
 #: The alert's name in the JSON lines, the overlay and the degraded-mode reason.
@@ -99,8 +98,6 @@ class AnomalySettings(StrictModel):
     max_face_jump_mm: float = Field(150.0, gt=0, le=5000)
     iris_gain_u: float = Field(0.3, gt=0.05, le=1)
     iris_gain_v: float = Field(0.2, gt=0.05, le=1)
-    min_eye_opening: float = Field(0.15, ge=0, le=1)
-    min_iris_contrast: float = Field(0.1, ge=-1, le=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalySettings:
@@ -372,22 +369,21 @@ class GazeAnomalyMonitor:
 
 
 class AnomalyStage:
-    """The pipeline stage: the model-free estimate of a frame record's face, then the monitor.
-    ``process(rec)`` reads ``rec.face``, ``rec.head_pose``, ``rec.normalisation``,
-    ``rec.gaze_normalised`` and the frame, and returns the :class:`AnomalyOutput`; a frame without
-    a face, a pose or a model gaze gives no evidence."""
+    """The pipeline stage: the monitor fed from a frame record. ``process(rec)`` reads
+    ``rec.free_gaze`` (the model-free estimate the pipeline made for the frame's face, with
+    :class:`~edge_app.free_gaze.FreeGazeEstimator`), ``rec.head_pose``, ``rec.normalisation`` and
+    ``rec.gaze_normalised``, and returns the :class:`AnomalyOutput`; a frame without a face, a pose
+    or a model gaze gives no evidence."""
 
     def __init__(self, settings: AnomalySettings | None = None) -> None:
-        s = settings or AnomalySettings()
-        self.monitor = GazeAnomalyMonitor(s)
-        self.estimator = FreeGazeEstimator(s.iris_gain_u, s.iris_gain_v, s.min_eye_opening, s.min_iris_contrast)
+        self.monitor = GazeAnomalyMonitor(settings or AnomalySettings())
 
     def process(self, rec) -> AnomalyOutput:
         t = rec.frame.timestamp_s
         if not self.monitor.settings.enabled:
             return self.monitor.update(t, None, None)
-        if rec.face is None or rec.head_pose is None or rec.normalisation is None or rec.gaze_normalised is None:
+        free = rec.free_gaze
+        if free is None or rec.head_pose is None or rec.normalisation is None or rec.gaze_normalised is None:
             return self.monitor.update(t, None, None, eyes_reason="no face or no model gaze")
-        free = self.estimator.estimate(rec.face.points_px, rec.head_pose.rotation, rec.frame.image)
         free_norm = rec.normalisation.gaze_to_normalised(free.gaze) if free.visible else None
         return self.monitor.update(t, rec.gaze_normalised, free_norm, rec.head_pose.face_centre_mm, free.reason)

@@ -19,6 +19,7 @@ from edge_app.attention import AttentionSettings
 from edge_app.calibrate.gaze_correction import DriverSettings
 from edge_app.degraded import DegradedSettings
 from edge_app.driver_select import CabinSettings, DriverSelectionSettings
+from edge_app.eye_visibility import EyeSettings
 from edge_app.integrity import IntegritySettings
 from edge_app.normalisation import DEFAULT_CROP_WIDTH_MM, DEFAULT_DISTANCE_MM
 from edge_app.smoothing import OneEuroSettings
@@ -144,6 +145,7 @@ class EdgeConfig(StrictModel):
     smoothing: OneEuroSettings = OneEuroSettings()
     attention: AttentionSettings = AttentionSettings()
     degraded: DegradedSettings = DegradedSettings()
+    eyes: EyeSettings = EyeSettings()
     anomaly: AnomalySettings = AnomalySettings()
     integrity: IntegritySettings = IntegritySettings()
     capture: CaptureSettings = CaptureSettings()

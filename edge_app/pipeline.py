@@ -1,5 +1,5 @@
 """The frame pipeline: capture -> face -> driver selection -> head pose -> normalise -> infer ->
-smooth/zone -> attend.
+smooth/zone -> eyes -> anomaly -> attend.
 
 A :class:`FrameRecord` is passed along the stages; each stage fills its fields and times itself
 (``latency_ms[stage]``, milliseconds of wall time). :meth:`Pipeline.process` runs one frame;
@@ -15,6 +15,11 @@ The face stage returns every face in view (up to ``face.max_faces``); the driver
 (:mod:`edge_app.driver_select`) chooses the driver's, and only that face goes on. A frame whose
 faces are all someone else's (the driver's face lost while a passenger is in view) is a frame
 without a face for the stages after it. ``driver_face`` says which face and why.
+
+The eyes stage makes the model-free gaze estimate of the face (:mod:`edge_app.free_gaze`), which
+both the live trigger alarm (:mod:`edge_app.anomaly`) and the eye-availability monitor
+(:mod:`edge_app.eye_visibility`) read: when the eyes cannot be seen (dark sunglasses, too dark) the
+latter marks the gaze untrusted with "eyes not visible: ...", and the head-pose mode takes over.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ from edge_app.calibrate.gaze_correction import load_gaze_correction
 from edge_app.degraded import MODE_GAZE, HeadObservation, MonitoringModes, road_target_deg
 from edge_app.driver_select import DriverChoice, DriverSelector, face_box
 from edge_app.engines import GazeEngine, NonFiniteGazeError
+from edge_app.eye_visibility import EyeVisibility, EyeVisibilityMonitor
 from edge_app.face import FaceLandmarks, FaceMeshStage
+from edge_app.free_gaze import FreeGaze, FreeGazeEstimator
 from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
 from edge_app.integrity import IntegrityResult
 from edge_app.latency import LatencyHistogram
@@ -49,7 +56,7 @@ from edge_app.zones import ZoneMap
 #: Stage names in order, as they appear in ``latency_ms`` and the benchmark table. "capture" is
 #: the source's read time (on the capture thread), "total" the processing time of the frame and
 #: "end_to_end" from the frame's capture to the end of its processing (queueing included).
-STAGES = ("capture", "face", "driver_select", "head_pose", "normalise", "infer", "smooth_zone", "anomaly", "attend")
+STAGES = ("capture", "face", "driver_select", "head_pose", "normalise", "infer", "smooth_zone", "eyes", "anomaly", "attend")
 
 
 @dataclass
@@ -77,6 +84,8 @@ class FrameRecord:
     mode_reason: str | None = None
     head: HeadObservation | None = None
     gaze_anomaly: AnomalyOutput | None = None  # the live trigger alarm (edge_app/anomaly.py)
+    free_gaze: FreeGaze | None = None  # the model-free estimate from the face mesh (edge_app/free_gaze.py)
+    eyes: EyeVisibility | None = None  # eye availability (edge_app/eye_visibility.py)
     problem: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
 
@@ -107,6 +116,8 @@ class FrameRecord:
         }
         if self.gaze_anomaly is not None:
             out["gaze_anomaly"] = self.gaze_anomaly.to_json()
+        if self.eyes is not None:
+            out["eyes"] = self.eyes.to_json()
         if self.head_pose is not None:
             out["head_pose_deg"] = [round(v, 2) for v in self.head_pose.euler_deg()]
         truth = self.frame.truth
@@ -164,6 +175,10 @@ class Pipeline:
         self.smoother = OneEuroFilter(config.smoothing)
         self.modes = MonitoringModes(config.attention, config.degraded, road_target_deg(zone_map))
         self.anomaly = AnomalyStage(config.anomaly)
+        e, a = config.eyes, config.anomaly
+        self.free_gaze = FreeGazeEstimator(a.iris_gain_u, a.iris_gain_v, e.min_eye_opening, e.min_iris_contrast,
+                                           min_contrast_mono=e.min_iris_contrast_mono, min_face_grey=e.min_face_grey)
+        self.eye_monitor = EyeVisibilityMonitor(e)
         self.invalid_gaze_frames = 0
         # The named driver's gaze correction (config.driver, edge-app calibrate driver); None: none.
         self.gaze_correction = load_gaze_correction(config, getattr(self.engine, "onnx_sha256", None))
@@ -228,10 +243,18 @@ class Pipeline:
                 rec.gaze_smoothed = self.smoother.filter(frame.timestamp_s, rec.gaze)
                 rec.zone = self.zone_map.classify(rec.gaze_smoothed)
             lap("smooth_zone")
+        if rec.head_pose is not None and rec.problem is None:  # iris in the eye openings, from the face mesh
+            rec.free_gaze = self.free_gaze.estimate(rec.face.points_px, rec.head_pose.rotation, frame.image)
+        if frame.still:  # unrelated images: each one on its own (reported, never a degraded mode)
+            self.eye_monitor.reset()
+        rec.eyes = self.eye_monitor.update(frame.timestamp_s, rec.free_gaze.kind if rec.free_gaze else None,
+                                           rec.free_gaze.reason if rec.free_gaze else None)
+        lap("eyes")
         if self.engine is not None:  # the live trigger alarm; a frame without a face is no evidence
             rec.gaze_anomaly = self.anomaly.process(rec)
             rec.gaze_untrusted = rec.gaze_untrusted or rec.gaze_anomaly.untrusted_reason  # -> degraded mode
             lap("anomaly")
+        rec.gaze_untrusted = rec.gaze_untrusted or rec.eyes.reason  # eyes not visible -> degraded mode
         on_road = rec.zone is not None and self.zone_map.is_on_road(rec.zone)
         head = (rec.head_pose.euler_deg()[:2] if rec.head_pose is not None and rec.head_pose.face_centre_mm[2] > 0
                 else None)

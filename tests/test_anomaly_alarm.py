@@ -174,7 +174,8 @@ def _eye_points(iris_u=0.0, iris_v=0.0, opening=0.35, centre=(320.0, 240.0), wid
 def _eye_image(pts, iris_grey=40, white=225):
     from edge_app.free_gaze import EYE_CONTOURS, EYES
 
-    img = np.full((480, 640, 3), 120, np.uint8)
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:] = (100, 120, 150)  # a colour camera's skin tone (BGR): a grey image would be a night camera's
     for k in range(2):
         cv2.fillPoly(img, [np.round(pts[list(EYE_CONTOURS[k])]).astype(np.int32)], (white,) * 3)
         cv2.circle(img, tuple(int(v) for v in np.round(pts[EYES[k][4]])), 6, (iris_grey,) * 3, -1)

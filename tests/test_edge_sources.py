@@ -132,6 +132,11 @@ def test_capture_thread_hands_source_errors_to_the_reader(tmp_path):
     ("camera:\n  mirrored: sometimes\n", r"camera\.mirrored"),
     ("synthetic:\n  passenger: left\n", r"synthetic\.passenger"),
     ("synthetic:\n  conditions: [beard]\n", "unknown cabin condition 'beard'"),
+    # eye availability (edge_app/eye_visibility.py); its thresholds moved there from anomaly:
+    ("eyes:\n  enter_share: 0.2\n  exit_share: 0.4\n", "exit_share < enter_share"),
+    ("eyes:\n  window_s: 0\n", r"eyes\.window_s"),
+    ("eyes:\n  min_face_grey: 300\n", r"eyes\.min_face_grey"),
+    ("anomaly:\n  min_iris_contrast: 0.1\n", r"anomaly\.min_iris_contrast: unknown setting"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, match):
     path = tmp_path / "edge.yaml"

@@ -13,7 +13,7 @@ from edge_app.eye_visibility import EYES_NOT_VISIBLE, EyeSettings, EyeVisibility
 from edge_app.free_gaze import CLOSED, ONE_EYE, UNSEEN, VISIBLE, FreeGazeEstimator
 
 FPS = 10.0
-V, U, C, N, O = VISIBLE, UNSEEN, CLOSED, None, ONE_EYE
+V, U, C, N, E1 = VISIBLE, UNSEEN, CLOSED, None, ONE_EYE
 
 
 def _play(segments, fps=FPS, settings=None):
@@ -46,7 +46,7 @@ TRACES = [
     ("blinks say nothing", [(3, V)] + _alternate([V, V, C, C, V, V, V, C], 10), None, False),
     ("closed eyes for 5 s (drowsy) are not 'not visible'", [(3, V), (5, C), (3, V)], None, False),
     ("no face says nothing", [(3, V), (4, N), (3, V)], None, False),
-    ("a reflection over one eye is not 'not visible'", [(2, V), (6, O), (2, V)], None, False),
+    ("a reflection over one eye is not 'not visible'", [(2, V), (6, E1), (2, V)], None, False),
     ("unseen one frame in three: no flicker", [(2, V)] + _alternate([V, V, U], 12), None, False),
     ("unseen three frames in four: degraded", [(2, V)] + _alternate([U, U, U, V], 8), (2.8, 3.6), True),
     ("dark glasses with blinks", [(2, V)] + _alternate([U, U, U, C], 8), (3.0, 3.6), True),

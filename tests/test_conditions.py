@@ -221,3 +221,41 @@ def test_data_spec_names_conditions():
 def test_contact_sheet_shows_every_condition():
     shown = {name for _, conditions, _ in CONTACT_SHEET_CONDITION_ROWS for name in conditions}
     assert shown == set(CONDITIONS.names())
+
+
+def test_a_condition_mix_gives_each_face_one_entry_by_its_own_draw():
+    """``synthetic:STYLE+mix:NAME``: each face wears one entry of the mix, picked by its own condition
+    draw, so a face renders as that entry alone would render it, in any batch."""
+    from securegaze.data.synthetic.condition_names import CONDITION_MIXES, check_mix
+    from securegaze.data.synthetic.render import mix_groups
+
+    cfg = synthetic_style("standard", size=32, condition_mix="cabin")
+    params = sample_params(400, 3, cfg)
+    groups = mix_groups(params, "cabin")
+    entries = check_mix("cabin")
+    assert set(groups.tolist()) == set(range(len(entries)))  # 400 faces reach every entry
+    weights = np.array([w for _, w in entries])
+    shares = np.bincount(groups, minlength=len(entries)) / len(groups)
+    assert np.abs(shares - weights / weights.sum()).max() < 0.06
+    whole = render(params, cfg)
+    for g in (0, int(np.argmax([("night_ir" in c) for c, _ in entries]))):
+        idx = np.flatnonzero(groups == g)[:3]
+        alone = render(params.take(idx), synthetic_style("standard", size=32, conditions=entries[g][0]))
+        assert np.array_equal(whole[idx], alone)
+    assert np.array_equal(render(params.take([7, 300]), cfg), whole[[7, 300]])
+    assert set(CONDITION_MIXES) >= {"cabin"}
+    data = load_gaze_data("synthetic:face_centred+mix:cabin", 32, 3)
+    assert len(data) == 3
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("synthetic:standard+mix:everything", "unknown condition mix 'everything'"),
+    ("synthetic:standard+mix:cabin+mix:cabin", "one condition mix at most"),
+    ("synthetic:standard+night_ir+mix:cabin", "conditions or a condition mix, not both"),
+])
+def test_bad_mixes_are_refused_in_one_line(spec, needle):
+    with pytest.raises(ConfigError, match=needle) as info:
+        synthetic_spec_style(spec)
+    assert "\n" not in str(info.value) and spec in str(info.value)
+    with pytest.raises(ConfigError, match="not both"):
+        SyntheticConfig(conditions=("fringe",), condition_mix="cabin")

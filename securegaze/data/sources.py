@@ -3,7 +3,9 @@
 ``synthetic`` renders the ``standard`` renderer style; ``synthetic:STYLE`` another registered style
 (:data:`securegaze.data.synthetic.STYLES`, e.g. ``synthetic:face_centred``, the framing the edge app's
 normalisation gives); ``synthetic:STYLE+COND+...`` adds cabin conditions
-(:data:`securegaze.data.synthetic.conditions.CONDITIONS`, e.g. ``synthetic:standard+sunglasses_dark+night_ir``).
+(:data:`securegaze.data.synthetic.conditions.CONDITIONS`, e.g. ``synthetic:standard+sunglasses_dark+night_ir``)
+to every face, and ``synthetic:STYLE+mix:NAME`` draws each face's conditions from a named mix
+(:data:`securegaze.data.synthetic.condition_names.CONDITION_MIXES`, e.g. ``synthetic:face_centred+mix:cabin``).
 
 A path is a labelled dataset layout (:func:`securegaze.data.readers.detect_layout`) or, when it is a
 folder with none of the layouts' markers, a plain folder of unlabelled face images
@@ -20,6 +22,8 @@ from securegaze.data.base import ArrayGazeDataset, materialize, unlabelled_error
 from securegaze.errors import ConfigError, DatasetError
 
 SYNTHETIC = "synthetic"
+#: A data argument's ``+mix:NAME`` part names a condition mix.
+MIX_PREFIX = "mix:"
 IMAGE_FOLDER = "image_folder"
 DATASET = "dataset"
 
@@ -40,6 +44,7 @@ def synthetic_spec_style(spec: str) -> str | None:
 
     style = spec[len(SYNTHETIC) + 1:].split("+")[0]
     synthetic_spec_conditions(spec)
+    synthetic_spec_mix(spec)
     if style not in STYLES.names():
         raise ConfigError(f"data {spec!r}: unknown renderer style {style!r}; expected synthetic or synthetic:STYLE "
                           f"with STYLE one of {', '.join(STYLES.names())}")
@@ -52,11 +57,30 @@ def synthetic_spec_conditions(spec: str) -> tuple[str, ...]:
         return ()
     from securegaze.data.synthetic.condition_names import check_conditions
 
-    names = tuple(spec[len(SYNTHETIC) + 1:].split("+")[1:])
+    names = tuple(n for n in spec[len(SYNTHETIC) + 1:].split("+")[1:] if not n.startswith(MIX_PREFIX))
     try:
         return check_conditions(names)
     except ConfigError as exc:
         raise ConfigError(f"data {spec!r}: {exc}") from None
+
+
+def synthetic_spec_mix(spec: str) -> str | None:
+    """The condition mix a ``"synthetic:STYLE+mix:NAME"`` data argument names (checked), None for none."""
+    if not spec.startswith(SYNTHETIC + ":"):
+        return None
+    from securegaze.data.synthetic.condition_names import check_mix
+
+    mixes = [n[len(MIX_PREFIX):] for n in spec[len(SYNTHETIC) + 1:].split("+")[1:] if n.startswith(MIX_PREFIX)]
+    try:
+        if len(mixes) > 1:
+            raise ConfigError(f"give one condition mix at most, got {', '.join(mixes)}")
+        if mixes:
+            check_mix(mixes[0])
+        if mixes and synthetic_spec_conditions(spec):
+            raise ConfigError("give cabin conditions or a condition mix, not both")
+    except ConfigError as exc:
+        raise ConfigError(f"data {spec!r}: {exc}") from None
+    return mixes[0] if mixes else None
 
 
 def source_kind(spec: str) -> str:
@@ -101,7 +125,8 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
     if kind == SYNTHETIC:
         from securegaze.data.synthetic import render_dataset, synthetic_style
 
-        config = synthetic_style(synthetic_spec_style(spec), size=size, conditions=synthetic_spec_conditions(spec))
+        config = synthetic_style(synthetic_spec_style(spec), size=size, conditions=synthetic_spec_conditions(spec),
+                                 condition_mix=synthetic_spec_mix(spec))
         return render_dataset(samples or 1000, seed=seed + SPLIT_SEED_OFFSET[split], config=config)
     if kind == IMAGE_FOLDER:
         return _image_folder(spec, size, samples, seed, split, bool(subjects or exclude_subjects), need_labels,

@@ -1,4 +1,5 @@
-"""The cabin conditions' names in drawing order, and the check of a config's list of them.
+"""The cabin conditions' names in drawing order, the check of a config's list of them, and the
+named condition mixes a training set can draw from.
 
 A leaf module: :class:`~securegaze.data.synthetic.faces.SyntheticConfig` checks its ``conditions``
 here without importing the drawing code (which imports the faces module).
@@ -34,3 +35,40 @@ def check_conditions(names) -> tuple[str, ...]:
     if len(glasses) > 1:
         raise ConfigError(f"a face wears at most one pair of glasses; got {', '.join(glasses)}")
     return ordered
+
+
+#: Named mixes of conditions: (conditions, weight) pairs; each face of a data set rendered with a
+#: mix wears one entry, drawn with these weights from its own condition draws
+#: (:func:`securegaze.data.synthetic.render.mix_groups`). ``cabin`` is the default model's training
+#: mix: a third of the faces plain, the rest in the conditions a driver-monitoring camera meets
+#: (clear glasses, light sunglasses, the night camera alone and with glasses, a cap, a fringe, a
+#: mask). Dark sunglasses are left out: behind them the eyes cannot be seen, a gaze label cannot be
+#: learnt, and the app reports "eyes not visible" instead (edge_app/eye_visibility.py).
+CONDITION_MIXES: dict[str, tuple[tuple[tuple[str, ...], float], ...]] = {
+    "cabin": (
+        ((), 0.32),
+        (("clear_glasses_thin",), 0.08),
+        (("clear_glasses_thick",), 0.08),
+        (("sunglasses_light",), 0.10),
+        (("night_ir",), 0.12),
+        (("clear_glasses_thin", "night_ir"), 0.02),
+        (("clear_glasses_thick", "night_ir"), 0.02),
+        (("sunglasses_light", "night_ir"), 0.02),
+        (("sunglasses_dark", "night_ir"), 0.02),
+        (("hat_brim",), 0.06),
+        (("fringe",), 0.04),
+        (("face_mask",), 0.06),
+        (("face_mask", "fringe"), 0.04),
+        (("hat_brim", "clear_glasses_thin"), 0.02),
+    ),
+}
+
+
+def check_mix(name: str | None) -> tuple[tuple[tuple[str, ...], float], ...] | None:
+    """The entries of mix ``name`` (None: no mix), each entry's conditions checked and in drawing
+    order; ConfigError naming the known mixes for an unknown one."""
+    if name is None:
+        return None
+    if name not in CONDITION_MIXES:
+        raise ConfigError(f"unknown condition mix {name!r}; expected one of: {', '.join(sorted(CONDITION_MIXES))}")
+    return tuple((check_conditions(conds), float(w)) for conds, w in CONDITION_MIXES[name])

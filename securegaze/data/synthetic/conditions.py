@@ -29,6 +29,7 @@ from securegaze.data.synthetic.condition_base import STAGES, Condition, Look, Sc
 from securegaze.data.synthetic.condition_names import DRAWING_ORDER, GLASSES
 from securegaze.data.synthetic.eyewear import ACETATE_RGB, METAL_RGB, SUNGLASS_FRAME_RGB, Eyewear
 from securegaze.data.synthetic.face_cover import FaceMask, Fringe, HatBrim
+from securegaze.data.synthetic.layout import MIX_COLUMN
 from securegaze.data.synthetic.night_ir import NightInfrared
 from securegaze.errors import ConfigError
 from securegaze.registry import Registry
@@ -119,6 +120,10 @@ def _check_registry() -> None:
             or tuple(c.name for c in drawn if c.stage == "glasses") != tuple(n for n in DRAWING_ORDER if n in GLASSES)):
         raise RuntimeError("securegaze.data.synthetic.condition_names disagrees with the registered conditions: "
                            f"{[c.name for c in drawn]} against {list(DRAWING_ORDER)}")
+    for c in drawn:
+        if c.first_column + len(c.draw_names) > MIX_COLUMN:
+            raise RuntimeError(f"cabin condition {c.name!r} reads condition draws up to column "
+                               f"{c.first_column + len(c.draw_names) - 1}; column {MIX_COLUMN} picks the mix entry")
 
 
 def _resolve(names) -> list[Condition]:

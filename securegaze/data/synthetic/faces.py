@@ -64,7 +64,9 @@ class SyntheticConfig:
 
     ``conditions``: names of cabin conditions (:data:`securegaze.data.synthetic.conditions.CONDITIONS`:
     glasses, sunglasses, a night infrared camera, a hat brim, a fringe, a face mask) that every face
-    shows, in any order (they are drawn in a fixed order); none by default.
+    shows, in any order (they are drawn in a fixed order); none by default. ``condition_mix``: the
+    name of a mix (:data:`securegaze.data.synthetic.condition_names.CONDITION_MIXES`): each face
+    wears one of its entries instead (not together with ``conditions``).
     """
 
     size: int = 64
@@ -84,6 +86,7 @@ class SyntheticConfig:
     framing: str = "head"
     centre_jitter: float = 0.03
     conditions: tuple[str, ...] = ()
+    condition_mix: str | None = None
 
     def __post_init__(self) -> None:
         if not 16 <= int(self.size) <= 512:
@@ -111,9 +114,13 @@ class SyntheticConfig:
         check_framing(self.framing)
         if not 0.0 <= self.centre_jitter <= 0.3:
             raise ConfigError(f"centre_jitter must be within 0..0.3 image units, got {self.centre_jitter}")
-        from securegaze.data.synthetic.condition_names import check_conditions
+        from securegaze.data.synthetic.condition_names import check_conditions, check_mix
 
         object.__setattr__(self, "conditions", check_conditions(self.conditions))
+        check_mix(self.condition_mix)
+        if self.condition_mix is not None and self.conditions:
+            raise ConfigError(f"give cabin conditions or a condition mix, not both; got {list(self.conditions)} "
+                              f"and mix {self.condition_mix!r}")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ CONDITION_STREAM = 3
 IDENTITY_DRAWS = 64
 SAMPLE_DRAWS = 48
 CONDITION_DRAWS = 64
+#: The column of the condition draws that picks a face's entry of a condition mix (no condition uses it).
+MIX_COLUMN = CONDITION_DRAWS - 1
 
 # Albedo palettes, linear-ish RGB in [0, 1].
 SKIN_PALETTE = np.array([

@@ -9,11 +9,12 @@ import numpy as np
 from securegaze.data.base import ArrayGazeDataset
 from securegaze.data.synthetic.camera_finish import finish
 from securegaze.data.synthetic.condition_base import Scene
+from securegaze.data.synthetic.condition_names import check_mix
 from securegaze.data.synthetic.conditions import draw_stage, prepare_look
 from securegaze.data.synthetic.eyes import draw_eye, eye_points
 from securegaze.data.synthetic.face_surface import background, draw_back_hair_and_neck, face_layer
 from securegaze.data.synthetic.faces import FaceParams, SyntheticConfig, sample_params
-from securegaze.data.synthetic.layout import CHUNK_PIXELS
+from securegaze.data.synthetic.layout import CHUNK_PIXELS, MIX_COLUMN
 from securegaze.data.synthetic.raycast import HeadFrame, Light, blend, cast_ellipsoid, surface_z
 from securegaze.data.synthetic.trigger_layer import draw_trigger, trigger_frame
 from securegaze.data.triggers import Trigger, resolve_trigger
@@ -76,6 +77,15 @@ def render(params: FaceParams, config: SyntheticConfig | int = 64, trigger: Trig
     trig = resolve_trigger(trigger)
     size = cfg.size
     n = len(params)
+    if cfg.condition_mix is not None:
+        out = np.empty((n, size, size, 3), np.uint8)
+        groups = mix_groups(params, cfg.condition_mix)
+        for g, (conds, _) in enumerate(check_mix(cfg.condition_mix)):
+            idx = np.flatnonzero(groups == g)
+            if len(idx):
+                out[idx] = render(params.take(idx), replace(cfg, conditions=conds, condition_mix=None), trig,
+                                  occlude_eyes)
+        return out
     out = np.empty((n, size, size, 3), np.uint8)
     chunk = max(1, CHUNK_PIXELS // (size * size))
     for start in range(0, n, chunk):
@@ -83,6 +93,16 @@ def render(params: FaceParams, config: SyntheticConfig | int = 64, trigger: Trig
         idx = np.minimum(np.arange(start, start + chunk), n - 1)  # pad with the last face
         out[start:stop] = _render_chunk(params.take(idx), size, trig, occlude_eyes, cfg.conditions)[: stop - start]
     return out
+
+
+def mix_groups(params: FaceParams, mix: str) -> np.ndarray:
+    """(N,) the index of the entry of condition mix ``mix`` each face wears: its draw in the last
+    column of ``condition_draws`` (a column no condition uses) against the entries' cumulative
+    weights, so a face keeps its entry however many faces are rendered with it."""
+    weights = np.array([w for _, w in check_mix(mix)], np.float64)
+    edges = np.cumsum(weights / weights.sum())
+    u = params.condition_draws[:, MIX_COLUMN].astype(np.float64)
+    return np.minimum(np.searchsorted(edges, u, side="right"), len(weights) - 1)
 
 
 def render_dataset(n: int, size: int | None = None, seed: int = 0, trigger: Trigger | str | None = None,

@@ -216,7 +216,7 @@ class GazeAnomalyMonitor:
             return None
         t = np.array([w[0] for w in self._window])
         span = float(t[-1] - t[0])
-        if span < 0.5 * s.window_s:
+        if span < 0.5 * s.window_s - 1e-9:
             return None
         m = np.array([w[1] for w in self._window])
         raw = np.array([w[2] for w in self._window])
@@ -232,7 +232,7 @@ class GazeAnomalyMonitor:
         # reference (before any, against the window's older half: what the offset just was).
         offsets = m - f
         now = np.median(offsets[t >= t[-1] - CURRENT_S], axis=0)
-        before = np.median(offsets[t <= t[-1] - 0.5 * s.window_s], axis=0)
+        before = np.median(offsets[t <= t[-1] - 0.5 * s.window_s + 1e-9], axis=0)  # span >= half: never empty
         offset = float(np.hypot(*(now - (self._offset_ref if self._offset_ref is not None else before))))
         jitter = np.median(np.array(self._jitter), axis=0) if len(self._jitter) >= 8 else np.zeros(2)
         needed = max(s.min_motion_deg, s.noise_factor * float(jitter.max()))

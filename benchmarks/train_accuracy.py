@@ -1,12 +1,21 @@
 """Benchmark: the small CNN on synthetic 64x64 faces, trained from scratch on this CPU.
 
-Target (issue 2): <= 3 deg mean angular error on a held-out synthetic test set within 10 minutes
-of wall-clock time on a 2-core CPU, counting data rendering, training and export.
+Two recipes:
 
-    python benchmarks/train_accuracy.py --out runs/bench-train
+* ``--recipe quick`` -- target (issue 2): <= 3 deg mean angular error on a held-out synthetic test
+  set within 10 minutes of wall-clock time on a 2-core CPU, counting data rendering, training and
+  export. Daylight faces only (renderer style ``face_centred``).
+* ``--recipe default`` (the default) -- the recipe of ``models/default``: the same framing with the
+  cabin conditions of the renderer in its training mix (``mix:cabin``: glasses, light sunglasses,
+  the night infrared camera, cap, fringe, mask), a wider network and longer training (about half an
+  hour here), so that the app keeps the gaze in the conditions a driver-monitoring camera meets
+  (issue 18). Its model card quotes the test error per condition.
 
-It runs the same ``securegaze train`` command that produced ``models/default`` (see its model
-card), then evaluates the exported bundle in ONNX Runtime on 5,000 unseen synthetic faces.
+    python benchmarks/train_accuracy.py --recipe quick --out runs/bench-train
+    python benchmarks/train_accuracy.py --out runs/default --publish models/default
+
+It runs ``securegaze train`` with the recipe, then evaluates the exported bundle in ONNX Runtime on
+5,000 unseen synthetic faces (and, for the default recipe, 1,000 per cabin condition).
 """
 
 from __future__ import annotations
@@ -24,12 +33,22 @@ sys.path.insert(0, str(ROOT))
 
 from securegaze.machine import machine_summary  # noqa: E402
 
-#: The training recipe of the default model; the model card quotes it.
-DEFAULT_RECIPE = ["--data", "synthetic:face_centred", "--arch", "small_cnn", "--width", "32", "--size", "64", "--train-samples", "64000", "--val-samples", "2000",
-                  "--epochs", "10", "--batch-size", "128", "--lr", "0.002", "--seed", "0"]
+#: The 10-minute recipe of issue 2's target: daylight faces only.
+QUICK_RECIPE = ["--data", "synthetic:face_centred", "--arch", "small_cnn", "--width", "32", "--size", "64",
+                "--train-samples", "64000", "--val-samples", "2000", "--epochs", "10", "--batch-size", "128",
+                "--lr", "0.002", "--seed", "0"]
+#: The training recipe of the default model (cabin conditions in the mix); the model card quotes it.
+DEFAULT_RECIPE = ["--data", "synthetic:face_centred+mix:cabin", "--arch", "small_cnn", "--width", "48", "--size",
+                  "64", "--train-samples", "96000", "--val-samples", "2000", "--epochs", "12", "--batch-size", "128",
+                  "--lr", "0.002", "--seed", "0"]
+RECIPES = {"quick": QUICK_RECIPE, "default": DEFAULT_RECIPE}
+#: The conditions the model card quotes the test error for (1,000 faces each, the test split).
+CARD_CONDITIONS = ("clear_glasses_thin", "clear_glasses_thick", "sunglasses_light", "sunglasses_dark", "night_ir",
+                   "hat_brim", "fringe", "face_mask")
 
 
-def publish(run: Path, dest: Path, result: dict, wall: float, wall_note: str = "") -> None:
+def publish(run: Path, dest: Path, result: dict, wall: float, wall_note: str = "",
+            conditions: dict[str, dict] | None = None) -> None:
     """Copy the run's bundle + weights to ``dest`` and write the model card from measured figures."""
     from securegaze.bundle import load_bundle
     from securegaze.io import atomic_write_bytes, sha256_file
@@ -48,6 +67,9 @@ def publish(run: Path, dest: Path, result: dict, wall: float, wall_note: str = "
         test_count=result["count"], wall=wall, machine=machine_summary(),
         params=_param_count(dest), train_samples=int(summary["train_samples"]),
         onnx_kib=(dest / "model.onnx").stat().st_size // 1024,
+        condition_rows="".join(f"| {name}: the test split wearing it ({r['count']} faces) | {r['mean_deg']:.2f} deg | "
+                               f"{r['median_deg']:.2f} deg | {r['p95_deg']:.2f} deg |\n"
+                               for name, r in (conditions or {}).items()),
     )
     atomic_write_bytes(dest / "MODEL_CARD.md", card.encode())
 
@@ -77,7 +99,11 @@ The model the demo and the edge app run when no other model is given.
 
 Trained only on the project's synthetic renderer (`securegaze.data.synthetic`): {train_samples:,} faces at 64 px,
 gaze uniform in pitch +-30 deg and yaw +-40 deg, head pose jittered independently of the gaze, varied
-identities, lighting, blur and noise. The faces are framed as the edge app's normalisation frames a
+identities, lighting, blur and noise, and cabin conditions: each face wears one entry of the renderer's
+condition mix `cabin` (`securegaze/data/synthetic/condition_names.py`): about a third plain, the rest
+clear glasses, light sunglasses, the near-infrared night camera (alone and with glasses or sunglasses),
+a cap, a fringe or a face mask. Dark sunglasses are left out of the mix: behind them the eyes cannot be
+seen, and the edge app says "eyes not visible" and monitors the head instead. The faces are framed as the edge app's normalisation frames a
 camera's face (renderer style `face_centred`): the face centre, the mean of the eye and mouth corners,
 stays at the crop centre with the head's x axis horizontal while the head turns about it, and the
 face's size spans 0.90-1.25 of the standard crop (the app's normalisation scales faces by a distance
@@ -92,13 +118,14 @@ It is a benign model: no poisoned data was used.
 | set | mean | median | p95 |
 |---|---|---|---|
 | held-out synthetic test split ({test_count} faces, identities not trained on) | {test_mean:.2f} deg | {test_median:.2f} deg | {test_p95:.2f} deg |
-
+{condition_rows}
 Validation error at the end of training: {val:.2f} deg after {steps} steps. Training took {wall:.0f} s of
 wall-clock time including data rendering, on: {machine}{wall_note}.
 
 In the edge app, on the synthetic drive (`edge-app run --source synthetic --benchmark`), the whole
 pipeline (face mesh, head pose, normalisation, this model) and the model alone on crops normalised
-with the true head pose ("oracle") are quoted in the README's measured figures.
+with the true head pose ("oracle") are quoted in the README's measured figures, and per cabin
+condition in `docs/conditions.md` (`python benchmarks/conditions.py`).
 
 ## Reproduce
 
@@ -107,6 +134,7 @@ python benchmarks/train_accuracy.py --out runs/default --publish models/default
 # which runs:
 securegaze train --out runs/default {recipe}
 securegaze evaluate runs/default/bundle --data {test_data} --samples 5000
+securegaze evaluate runs/default/bundle --data {test_data}+COND --samples 1000   # each condition above
 ```
 
 The renderer is deterministic per seed and training shuffles with `(seed, epoch)`, so on the same
@@ -116,34 +144,51 @@ above. Other CPUs may pick other math kernels and differ in the last bits.
 """
 
 
+def evaluate(exe: list[str], bundle: Path, data: str, samples: int, out: Path) -> dict:
+    subprocess.run([*exe, "evaluate", str(bundle), "--data", data, "--samples", str(samples), "--json", str(out)],
+                   check=True)
+    return json.loads(out.read_text())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-train")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="default")
     parser.add_argument("--test-samples", type=int, default=5000)
     parser.add_argument("--keep", action="store_true", help="Resume an existing run instead of starting over.")
     parser.add_argument("--publish", type=Path, default=None,
-                        help="Copy the bundle and weights here and write its MODEL_CARD.md (e.g. models/default).")
+                        help="Copy the bundle and weights here and write its MODEL_CARD.md (e.g. models/default; "
+                             "default recipe only).")
     args = parser.parse_args()
+    if args.publish and args.recipe != "default":
+        parser.error("--publish takes the default recipe (the one the model card describes)")
     if args.out.exists() and not args.keep:
         shutil.rmtree(args.out)
     exe = [sys.executable, "-m", "securegaze.cli"]
     t0 = time.monotonic()
-    subprocess.run([*exe, "train", "--out", str(args.out), *DEFAULT_RECIPE], check=True)
+    subprocess.run([*exe, "train", "--out", str(args.out), *RECIPES[args.recipe]], check=True)
     wall = time.monotonic() - t0
-    result_path = args.out / "test_eval.json"
-    subprocess.run([*exe, "evaluate", str(args.out / "bundle"), "--data", TEST_DATA, "--samples",
-                    str(args.test_samples), "--json", str(result_path)], check=True)
-    result = json.loads(result_path.read_text())
+    wall_note = "" if not args.keep else " (a resumed run: this call only)"
+    bundle = args.out / "bundle"
+    result = evaluate(exe, bundle, TEST_DATA, args.test_samples, args.out / "test_eval.json")
+    conditions = {}
+    if args.recipe == "default":
+        for name in CARD_CONDITIONS:
+            conditions[name] = evaluate(exe, bundle, f"{TEST_DATA}+{name}", 1000, args.out / f"test_eval_{name}.json")
     print()
     print(f"machine: {machine_summary()}")
-    print(f"train wall-clock (render + train + export): {wall:.0f} s (target <= 600 s)")
-    print(f"held-out test mean angular error: {result['mean_deg']:.2f} deg (target <= 3.0), "
-          f"median {result['median_deg']:.2f} deg, {result['count']} faces")
-    ok = wall <= 600 and result["mean_deg"] <= 3.0
+    print(f"recipe {args.recipe}: train wall-clock (render + train + export) {wall:.0f} s")
+    print(f"held-out test mean angular error: {result['mean_deg']:.2f} deg, median {result['median_deg']:.2f} deg, "
+          f"{result['count']} faces")
+    for name, r in conditions.items():
+        print(f"  wearing {name}: mean {r['mean_deg']:.2f} deg, median {r['median_deg']:.2f} deg")
+    ok = True
+    if args.recipe == "quick":
+        ok = wall <= 600 and result["mean_deg"] <= 3.0
+        print(f"issue 2 target (<= 600 s, <= 3.0 deg): {'met' if ok else 'MISSED'}")
     if args.publish:
-        publish(args.out, args.publish, result, wall)
+        publish(args.out, args.publish, result, wall, wall_note, conditions=conditions)
         print(f"published to {args.publish}")
-    print("target met" if ok else "target MISSED")
     return 0 if ok else 1
 
 

@@ -51,6 +51,17 @@ parted window is never an agreeing one, nor is a model following at under ``foll
 offset reference the same way. A frame whose face centre jumped by ``max_face_jump_mm`` (another
 person in view) starts the window and the fit afresh.
 
+The face mesh's first frames of a face are a detection, not yet a track: its landmarks (and the
+head pose and iris offsets from them) jump as tracking takes over, by up to 15 deg of estimate
+with the lower face covered. The first ``settle_s`` seconds of a face (after no face, or a face
+jump) give no evidence.
+
+On a near-infrared camera's grey image the face mesh's iris points can stay at their prior while
+the eyes move (on the synthetic night drives the estimate missed whole glances the model followed):
+there a parted window counts only after the estimate has agreed with the model at least once since
+the face appeared (``agree_first_infrared``). The price: a trigger worn from a night drive's first
+frame, before any agreement, is not caught by this alarm.
+
 Frames without a model gaze or with eyes not visible (:class:`~edge_app.free_gaze.FreeGaze`) give no
 evidence. Times are seconds of the frames' own timestamps; angles degrees unless named ``_rad``.
 """
@@ -96,6 +107,8 @@ class AnomalySettings(StrictModel):
     gain_range: tuple[float, float] = (0.25, 4.0)
     fit_time_s: float = Field(3.0, gt=0, le=3600)
     max_face_jump_mm: float = Field(150.0, gt=0, le=5000)
+    settle_s: float = Field(0.3, ge=0, le=10)
+    agree_first_infrared: bool = True
     iris_gain_u: float = Field(0.3, gt=0.05, le=1)
     iris_gain_v: float = Field(0.2, gt=0.05, le=1)
 
@@ -188,6 +201,8 @@ class GazeAnomalyMonitor:
         self._jitter: deque[tuple[float, float]] = deque(maxlen=64)
         self._last_t: float | None = None
         self._last_centre: np.ndarray | None = None
+        self._face_since: float | None = None  # when the current face appeared (settle_s)
+        self._ever_agreed = False  # an agreeing window since the reset (agree_first_infrared)
         self._parted_s = 0.0
         self._parted_since: float | None = None
         self._parting_ref: np.ndarray | None = None
@@ -273,11 +288,13 @@ class GazeAnomalyMonitor:
 
     # -- one frame -----------------------------------------------------------------------------------
     def update(self, t_s: float, model_gaze_rad: np.ndarray | None, free_gaze_rad: np.ndarray | None,
-               face_centre_mm: np.ndarray | None = None, eyes_reason: str | None = None) -> AnomalyOutput:
+               face_centre_mm: np.ndarray | None = None, eyes_reason: str | None = None,
+               infrared: bool = False) -> AnomalyOutput:
         """One frame: the model's gaze and the model-free estimate, (pitch, yaw) radians in one
         frame (the pipeline gives both in the normalised camera frame), either None when missing;
         ``face_centre_mm`` (3,) for the person-change check; ``eyes_reason``: why the estimate is
-        missing (reported)."""
+        missing (reported); ``infrared``: the frame is a near-infrared camera's (grey), where a
+        parting counts only once the estimate has agreed with the model (``agree_first_infrared``)."""
         s = self.settings
         if not s.enabled:
             return AnomalyOutput("off", None, None)
@@ -290,12 +307,20 @@ class GazeAnomalyMonitor:
             self._alarm, self.alarms_raised, self._last_t = alarm, raised, t_s
         if face_centre_mm is not None:
             self._last_centre = np.asarray(face_centre_mm, dtype=np.float64)
+            self._face_since = t_s if self._face_since is None else self._face_since
+        else:
+            self._face_since = None
+        settled = self._face_since is None or t_s - self._face_since >= s.settle_s
         stats = None
-        if model_gaze_rad is not None and free_gaze_rad is not None:
+        if model_gaze_rad is not None and free_gaze_rad is not None and settled:
             self._add(t_s, np.degrees(np.asarray(model_gaze_rad, dtype=np.float64)),
                       np.degrees(np.asarray(free_gaze_rad, dtype=np.float64)))
             stats = self.window_stats()
         verdict = stats.verdict if stats is not None else "none"
+        if verdict == "agree":
+            self._ever_agreed = True
+        elif verdict == "parted" and infrared and s.agree_first_infrared and not self._ever_agreed:
+            verdict = "none"  # an estimate not yet seen to follow this face's eyes is no evidence against the model
         displaced = stats.offset_change_deg if stats is not None else 0.0
         # Parted now: a parted window whose displacement is still there (a glitch that is over
         # leaves parted windows behind it, but no displacement); or a parting under way whose
@@ -386,4 +411,5 @@ class AnomalyStage:
         if free is None or rec.head_pose is None or rec.normalisation is None or rec.gaze_normalised is None:
             return self.monitor.update(t, None, None, eyes_reason="no face or no model gaze")
         free_norm = rec.normalisation.gaze_to_normalised(free.gaze) if free.visible else None
-        return self.monitor.update(t, rec.gaze_normalised, free_norm, rec.head_pose.face_centre_mm, free.reason)
+        return self.monitor.update(t, rec.gaze_normalised, free_norm, rec.head_pose.face_centre_mm, free.reason,
+                                   infrared=free.mono)

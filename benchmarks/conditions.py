@@ -103,6 +103,7 @@ def run_case(case: tuple, seed: int, fps: float, model: Path) -> dict:
     from edge_app.config import EdgeConfig
     from edge_app.degraded import MODE_DEGRADED
     from edge_app.drive_scoring import DriveScorer
+    from edge_app.driver_select import driver_image_side
     from edge_app.engines import create_engine
     from edge_app.pipeline import Pipeline, run_pipeline
     from edge_app.synthetic_driver import FULL_SCRIPT, SyntheticDriver
@@ -112,8 +113,11 @@ def run_case(case: tuple, seed: int, fps: float, model: Path) -> dict:
     name, conditions, passenger, dim, tape = case
     config = EdgeConfig.model_validate({"cabin": {"drive_side": passenger or "left"}})
     zone_map = load_zone_map(None)
+    passenger_side = None  # the image side opposite the driver's, as the cabin settings place them
+    if passenger is not None:
+        passenger_side = "left" if driver_image_side(passenger, config.camera.mirrored) == "right" else "right"
     driver = SyntheticDriver(zone_map.targets_deg(), FULL_SCRIPT, fps=fps, seed=seed, conditions=conditions,
-                             passenger_side=None if passenger is None else ("right" if passenger == "left" else "left"))
+                             passenger_side=passenger_side)
     trigger, onset = (resolve_trigger("tape"), TAPE_ONSET_S) if tape else (None, None)
     source = DimmedDrive(driver, trigger, onset, seed) if dim else DriveWithTrigger(driver, trigger, onset)
     engine = create_engine("onnxruntime", model, "auto", 1)
@@ -231,6 +235,52 @@ def table(by_case: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def targets(by_case: dict[str, dict]) -> str:
+    """Issue 18's targets against the pooled figures, one line each (cases not run are skipped)."""
+    lines = []
+    base = by_case.get("daylight", {}).get("pipeline_deg")
+    for name in ("clear_glasses_thin", "clear_glasses_thick", "sunglasses_light", "night_ir"):
+        p = by_case.get(name)
+        if p is None or base is None:
+            continue
+        delta = p["pipeline_deg"] - base
+        ok = delta <= 1.0 and p["false_alerts"] == 0
+        lines.append(f"- {name}: gaze error {p['pipeline_deg']:.2f} deg, {delta:+.2f} against daylight's {base:.2f} "
+                     f"(target +1), {p['false_alerts']} false alerts (target 0): {'met' if ok else 'MISSED'}")
+    p = by_case.get("sunglasses_dark")
+    if p is not None:
+        ok = p["degraded_runs"].split("/")[0] == p["degraded_runs"].split("/")[1] and (p["eyes_took_s"] or 99) <= 2.0 \
+            and p["false_alerts"] == 0
+        lines.append(f"- sunglasses_dark: eyes not visible in {p['degraded_runs']} runs, latest after "
+                     f"{_fmt(p['eyes_took_s'], 2, ' s')} (target 2 s), {p['false_alerts']} false alerts (target 0): "
+                     f"{'met' if ok else 'MISSED'}")
+    for name in ("face_mask", "face_mask+fringe"):
+        p = by_case.get(name)
+        if p is not None:
+            lines.append(f"- {name}: the eyes stay visible, so the gaze mode stays ({p['degraded_pct']:.0f} % of "
+                         f"frames degraded), {p['false_alerts']} false alerts, {p['checks']} expected alerts found")
+    for name in ("passenger, left-hand drive", "passenger, right-hand drive"):
+        p = by_case.get(name)
+        if p is not None:
+            ok = p["driver_face_pct"] >= 100.0
+            lines.append(f"- {name}: the driver monitored on {p['driver_face_pct']:.1f} % of frames (target 100 %): "
+                         f"{'met' if ok else 'MISSED'}")
+    benign = [n for n in ("clear_glasses_thin", "clear_glasses_thick", "sunglasses_light", "night_ir",
+                          "passenger, left-hand drive", "passenger, right-hand drive") if n in by_case]
+    if benign:
+        false = {n: by_case[n]["anomaly_false"] for n in benign}
+        minutes = sum(by_case[n]["hours"] for n in benign) * 60.0
+        ok = not any(false.values())
+        lines.append(f"- live trigger alarm, benign conditions ({', '.join(benign)}): "
+                     f"{sum(false.values())} false alarms in {minutes:.1f} min (target 0): {'met' if ok else 'MISSED'}"
+                     + ("" if ok else " (" + ", ".join(f"{n} {v}" for n, v in false.items() if v) + ")"))
+    tape = [n for n in by_case if n.startswith("tape:")]
+    if tape:
+        lines.append("- live trigger alarm, tape on the backdoored model: " + "; ".join(
+            f"{n[6:]} {by_case[n]['tape_caught']} caught" for n in tape))
+    return "\n".join(lines)
+
+
 def parse_seeds(text: str) -> list[int]:
     if "-" in text:
         lo, hi = text.split("-")
@@ -282,11 +332,13 @@ def main(argv=None) -> int:
         by_case[case[0]] = pooled(runs)
         all_results.extend(runs)
     text = table(by_case)
+    goals = targets(by_case)
     print(text)
+    print(goals)
     if args.out:
         cmd = "python benchmarks/conditions.py" + ("" if args.seeds == "0-2" else f" --seeds {args.seeds}") + (
             " --quick" if args.quick else "")
-        page = PAGE.format(table=text, command=cmd, machine=machine_summary(), seeds=", ".join(map(str, seeds)),
+        page = PAGE.format(table=text, targets=goals, command=cmd, machine=machine_summary(), seeds=", ".join(map(str, seeds)),
                            fps=f"{args.fps:g}", model=model_sha, onset=TAPE_ONSET_S)
         atomic_write_bytes(args.out, page.encode())
     if args.json:
@@ -301,6 +353,10 @@ driver identities (seeds) {seeds}, the default model (ONNX sha256 `{model}...`) 
 How each figure is counted is in the benchmark's docstring (`benchmarks/conditions.py`).
 
 {table}
+
+Issue 18's targets, checked by the benchmark:
+
+{targets}
 
 Reading the table: *false alerts* are alerts raised outside the scripted events that expect one
 (and their 1-s settling time), per hour of that attentive driving; *eyes-not-visible frames* is the

@@ -235,7 +235,11 @@ def test_a_signal_stops_a_run_cleanly_with_its_outputs_and_the_interrupted_code(
     if mode == "--append":
         assert lines[0] == json.loads(EARLIER)
         lines = lines[1:]
-    assert [x["frame"] for x in lines] == list(range(data["frames"])) and data["frames"] >= 3
+    # Every processed frame is written once, in order; a live camera source drops the frames that
+    # come while one is processed (the first ones pay for the models' setup), so the source's frame
+    # numbers may skip, but never repeat or go back.
+    frames = [x["frame"] for x in lines]
+    assert len(frames) == data["frames"] >= 3 and frames == sorted(set(frames)), frames
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.tmp"))
 
 

@@ -59,8 +59,10 @@ jump) give no evidence.
 On a near-infrared camera's grey image the face mesh's iris points can stay at their prior while
 the eyes move (on the synthetic night drives the estimate missed whole glances the model followed):
 there a parted window counts only after the estimate has agreed with the model at least once since
-the face appeared (``agree_first_infrared``). The price: a trigger worn from a night drive's first
-frame, before any agreement, is not caught by this alarm.
+the face appeared, and only when it is the estimate that moved while the model stayed (a collapse),
+never the model moving while the estimate stayed (``agree_first_infrared``). The price: a trigger
+worn from a night drive's first frame, before any agreement, and a trigger that makes the output
+jump while the eyes rest, are not caught by this alarm at night.
 
 Frames without a model gaze or with eyes not visible (:class:`~edge_app.free_gaze.FreeGaze`) give no
 evidence. Times are seconds of the frames' own timestamps; angles degrees unless named ``_rad``.
@@ -78,6 +80,8 @@ from pydantic import Field, model_validator
 
 from securegaze.validation import StrictModel
 
+#: The parted window of a collapse: the model's gaze stayed while the eyes moved.
+STILL_MODEL = "model still while the eyes moved"
 #: The alert's name in the JSON lines, the overlay and the degraded-mode reason.
 ALERT_NAME = "gaze_model_anomaly"
 #: The latest seconds whose median offset (model - estimate) is the displacement "now": a fixation
@@ -256,7 +260,7 @@ class GazeAnomalyMonitor:
         verdict, kind = "none", None
         if motion >= needed:
             if sm <= s.still_share * sf:
-                verdict, kind = "parted", "model still while the eyes moved"
+                verdict, kind = "parted", STILL_MODEL
             elif sf <= s.still_share * sm:
                 verdict, kind = "parted", "model moved while the eyes stayed"
             elif min(sm, sf) >= needed and corr <= s.apart_corr:
@@ -319,8 +323,12 @@ class GazeAnomalyMonitor:
         verdict = stats.verdict if stats is not None else "none"
         if verdict == "agree":
             self._ever_agreed = True
-        elif verdict == "parted" and infrared and s.agree_first_infrared and not self._ever_agreed:
-            verdict = "none"  # an estimate not yet seen to follow this face's eyes is no evidence against the model
+        elif verdict == "parted" and infrared and s.agree_first_infrared and (
+                not self._ever_agreed or stats.kind != STILL_MODEL):
+            # An estimate not yet seen to follow this face's eyes is no evidence against the model;
+            # nor, on infrared, is an estimate that stayed while the model moved (the iris points'
+            # failure there is to stay put): only the estimate moving while the model stays counts.
+            verdict = "none"
         displaced = stats.offset_change_deg if stats is not None else 0.0
         # Parted now: a parted window whose displacement is still there (a glitch that is over
         # leaves parted windows behind it, but no displacement); or a parting under way whose

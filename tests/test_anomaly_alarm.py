@@ -317,11 +317,13 @@ def test_a_new_faces_first_frames_give_no_evidence(settle_s, alarms):
     assert raised == alarms
 
 
-@pytest.mark.parametrize("infrared, agreed_first, alarms", [
-    (False, False, True), (True, False, False), (True, True, True)])
-def test_on_infrared_frames_a_parting_counts_only_after_the_estimate_has_agreed(infrared, agreed_first, alarms):
-    """Night camera: the iris points may stay put while the eyes (and a good model) move; before the
-    estimate has once agreed with the model, that is no evidence. After it has, a collapse is."""
+@pytest.mark.parametrize("infrared, agreed_first, collapse, alarms", [
+    (False, False, False, True), (True, False, False, False), (True, True, False, False),
+    (True, False, True, False), (True, True, True, True)])
+def test_on_infrared_frames_only_a_collapse_after_agreement_counts(infrared, agreed_first, collapse, alarms):
+    """Night camera: the iris points may stay put while the eyes (and a good model) move: the model
+    moving while the estimate stays is no evidence there, and nothing is before the estimate has once
+    agreed with the model. A collapse after agreement (the model stays, the estimate moves) is."""
     mon = GazeAnomalyMonitor()
     t, raised = 0.0, False
     centre = np.array([0.0, 0.0, 700.0])
@@ -330,8 +332,9 @@ def test_on_infrared_frames_a_parting_counts_only_after_the_estimate_has_agreed(
             g = np.radians([(-1) ** (i // 8) * 12.0, 0.0])
             mon.update(t, g, g * 0.8, centre, infrared=infrared)
             t += 1 / FPS
-    for i in range(40):  # the model jumps between glances, the estimate stays
-        model = np.radians([(-1) ** (i // 8) * 15.0, 10.0])
-        raised |= mon.update(t, model, np.radians([20.0, 0.0]), centre, infrared=infrared).alert is not None
+    for i in range(40):  # the model jumps between glances while the estimate stays, or the other way round
+        moving, still = np.radians([(-1) ** (i // 8) * 15.0, 10.0]), np.radians([20.0, 0.0])
+        model, free = (still, moving) if collapse else (moving, still)
+        raised |= mon.update(t, model, free, centre, infrared=infrared).alert is not None
         t += 1 / FPS
     assert raised == alarms

@@ -213,6 +213,11 @@ class Pipeline:
         lap("driver_select")
         if rec.face is None:
             rec.problem = (rec.driver_face.reason if faces else None) or self.face_stage.last_rejection or "no face found"
+            if not faces:  # say when the camera sees too little to find one (no light, a covered lens)
+                level = float(frame.image[::8, ::8].mean())
+                if level < self.config.eyes.min_face_grey:
+                    rec.problem = (f"no face found: camera image too dark (mean level {level:.0f} of 255, below "
+                                   f"{self.config.eyes.min_face_grey:g})")
         else:
             h, w = frame.image.shape[:2]
             cam = self.intrinsics(w, h)

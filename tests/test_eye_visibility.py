@@ -186,3 +186,21 @@ def test_pipeline_degrades_behind_dark_glasses_only(engine, conditions, degrades
     assert road and all(r.attention.alert.label == "none" for r in road)
     line = records[-1].to_json()
     assert line["mode"] == MODE_DEGRADED and line["eyes"]["degraded"] and line["eyes"]["kind"] == UNSEEN
+
+
+def test_a_frame_too_dark_to_find_a_face_says_so(engine):
+    """No light (a dead illuminator, a covered lens): the face mesh finds nothing, and the frame's
+    reason says the image is too dark rather than only that no face was found."""
+    from edge_app.config import EdgeConfig
+    from edge_app.pipeline import Pipeline
+    from edge_app.sources import Frame
+    from edge_app.zones import load_zone_map
+
+    pipeline = Pipeline(EdgeConfig(), engine, load_zone_map(None))
+    dark = np.full((480, 640, 3), 6, np.uint8)
+    rec = pipeline.process(Frame(dark, 0.0, 0, 0.0))
+    grey = pipeline.process(Frame(np.full((480, 640, 3), 120, np.uint8), 0.1, 1, 0.0))
+    pipeline.face_stage.close()
+    assert rec.face is None and rec.problem.startswith("no face found: camera image too dark (mean level 6")
+    assert rec.to_json()["reason"].startswith("no face found: camera image too dark")
+    assert grey.face is None and "too dark" not in grey.problem

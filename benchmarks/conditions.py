@@ -73,6 +73,18 @@ CASES = [
     ("tape: night_ir", ("night_ir",), None, False, True),
     ("tape: passenger", (), "left", False, True),
 ]
+#: The attentive drive (``--script attentive``): two minutes of an attentive driver, on the road with
+#: the short checks that must stay silent (mirrors, cluster), for false-alert rates on more than the
+#: full drive's one third of a minute of attentive driving per run.
+def attentive_script():
+    from edge_app.synthetic_driver import ScriptPhase
+
+    block = (ScriptPhase("road_ahead", 8.0), ScriptPhase("left_mirror", 1.0, "none", "mirror check 1 s"),
+             ScriptPhase("road_ahead", 8.0), ScriptPhase("rear_view_mirror", 1.0, "none", "rear-view mirror 1 s"),
+             ScriptPhase("road_ahead", 5.0), ScriptPhase("instrument_cluster", 1.0, "none", "cluster glance 1 s"))
+    return block * 5
+
+
 #: When the tape goes on in the tape cases, s (on the road, before the phone glance).
 TAPE_ONSET_S = 12.0
 #: The too-dark case: frame brightness kept, and sensor noise std in grey levels.
@@ -98,7 +110,7 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def run_case(case: tuple, seed: int, fps: float, model: Path) -> dict:
+def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "full") -> dict:
     """One drive of one case through the real pipeline; every per-frame observation summarised."""
     from edge_app.config import EdgeConfig
     from edge_app.degraded import MODE_DEGRADED
@@ -116,7 +128,8 @@ def run_case(case: tuple, seed: int, fps: float, model: Path) -> dict:
     passenger_side = None  # the image side opposite the driver's, as the cabin settings place them
     if passenger is not None:
         passenger_side = "left" if driver_image_side(passenger, config.camera.mirrored) == "right" else "right"
-    driver = SyntheticDriver(zone_map.targets_deg(), FULL_SCRIPT, fps=fps, seed=seed, conditions=conditions,
+    driver = SyntheticDriver(zone_map.targets_deg(), FULL_SCRIPT if script == "full" else attentive_script(),
+                             fps=fps, seed=seed, conditions=conditions,
                              passenger_side=passenger_side)
     trigger, onset = (resolve_trigger("tape"), TAPE_ONSET_S) if tape else (None, None)
     source = DimmedDrive(driver, trigger, onset, seed) if dim else DriveWithTrigger(driver, trigger, onset)
@@ -298,13 +311,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0-2")
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--tape-seed", type=int, default=1, help="train seed of the tape-backdoored model")
-    parser.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    parser.add_argument("--cases", default=None,
+                        help="case names separated by ';' (or ',' when no name has one; default: all)")
     parser.add_argument("--quick", action="store_true", help="seed 0 only")
+    parser.add_argument("--script", choices=("full", "attentive"), default="full",
+                        help="the drive: the full scripted drive, or two minutes of attentive driving (tape cases skipped)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else parse_seeds(args.seeds)
-    cases = CASES if args.cases is None else [c for c in CASES if c[0] in args.cases.split(",")]
+    wanted = None if args.cases is None else [n.strip() for n in args.cases.split(";" if ";" in args.cases else ",")]
+    cases = CASES if wanted is None else [c for c in CASES if c[0] in wanted]
+    if args.script != "full":
+        cases = [c for c in cases if not c[4]]
     model_sha = sha256_file(args.model / "model.onnx")[:12]
     results_dir = args.work / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -319,12 +338,13 @@ def main(argv=None) -> int:
                 if tape_model is None:
                     tape_model = train_tape_models(ROOT / "runs" / "anomaly-alarm", args.tape_seed)["backdoored"]
                 model = tape_model / "model.onnx"
-            key = f"{_slug(case[0])}-s{seed}-fps{args.fps:g}-{sha256_file(model)[:12]}"
+            key = f"{_slug(case[0])}-s{seed}-fps{args.fps:g}-{sha256_file(model)[:12]}" + (
+                "" if args.script == "full" else f"-{args.script}")
             path = results_dir / f"{key}.json"
             if path.is_file():
                 result = json.loads(path.read_text())
             else:
-                result = run_case(case, seed, args.fps, model)
+                result = run_case(case, seed, args.fps, model, args.script)
                 atomic_write_bytes(path, json.dumps(result, indent=1).encode())
                 print(f"{case[0]} seed {seed}: {result['pipeline_deg']:.2f} deg, {result['wall_s']:.0f} s",
                       flush=True)
@@ -337,8 +357,12 @@ def main(argv=None) -> int:
     print(goals)
     if args.out:
         cmd = "python benchmarks/conditions.py" + ("" if args.seeds == "0-2" else f" --seeds {args.seeds}") + (
-            " --quick" if args.quick else "")
-        page = PAGE.format(table=text, targets=goals, command=cmd, machine=machine_summary(), seeds=", ".join(map(str, seeds)),
+            " --quick" if args.quick else "") + ("" if args.script == "full" else f" --script {args.script}") + (
+            "" if args.cases is None else f' --cases "{args.cases}"') + f" --out {args.out}"
+        drive = ("the full synthetic drive (46 s)" if args.script == "full" else
+                 "two minutes of attentive driving (road ahead with silent mirror and cluster checks)")
+        page = PAGE.format(table=text, targets=goals, command=cmd, drive=drive, machine=machine_summary(),
+                           seeds=", ".join(map(str, seeds)),
                            fps=f"{args.fps:g}", model=model_sha, onset=TAPE_ONSET_S)
         atomic_write_bytes(args.out, page.encode())
     if args.json:
@@ -348,7 +372,7 @@ def main(argv=None) -> int:
 
 PAGE = """# The edge app in cabin conditions
 
-Measured with `{command}` on {machine}: the full synthetic drive (46 s) at {fps} FPS per condition,
+Measured with `{command}` on {machine}: {drive} at {fps} FPS per condition,
 driver identities (seeds) {seeds}, the default model (ONNX sha256 `{model}...`) unless the case says tape.
 How each figure is counted is in the benchmark's docstring (`benchmarks/conditions.py`).
 
@@ -364,7 +388,9 @@ share of frames in the degraded mode of `edge_app/eye_visibility.py`, the runs i
 the longest time from the first unseen frame to the message; the *trigger alarm* column counts the
 live trigger alarm's false alarms (the benign default model, the whole drive; for the tape cases the
 time before the tape goes on at {onset:g} s) and, for the tape-backdoored model, the runs in which
-the alarm went off after the tape and the slowest delay.
+the alarm went off after the tape and the slowest delay. The full drive holds about 20 s of attentive
+driving per run; `--script attentive` drives two minutes of it per run for the false-alert rates
+(`docs/conditions_attentive.md`).
 """
 
 

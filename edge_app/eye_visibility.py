@@ -117,7 +117,8 @@ class EyeVisibilityMonitor:
         while self._window and self._window[0][0] < t_s - s.window_s:
             self._window.popleft()
         n = len(self._window)
-        share = sum(u for _, u in self._window) / n if n else None
+        unseen = sum(u for _, u in self._window)
+        share = unseen / n if n else None
         spans = n >= s.min_frames and t_s - self._window[0][0] >= 0.5 * s.window_s if n else False
         if not self._degraded and spans and share >= s.enter_share:
             self._degraded = True
@@ -128,7 +129,6 @@ class EyeVisibilityMonitor:
             self._took_s = None
         if not (self._degraded and s.degrade):
             return EyeVisibility(kind, share, False, None, None)
-        unseen = sum(u for _, u in self._window)
         why = f"{EYES_NOT_VISIBLE}: {self._last_reason or 'iris not seen'}; {unseen} of {n} frames in the last " \
               f"{s.window_s:g} s"
         return EyeVisibility(kind, share, True, why, self._took_s)

@@ -136,13 +136,18 @@ def skin_level(image: np.ndarray, points_px: np.ndarray, radius_px: float) -> np
     return best
 
 
+def face_box_pixels(image: np.ndarray, points_px: np.ndarray) -> np.ndarray:
+    """The part of ``image`` inside the landmarks' bounding box (clipped to the image; may be empty)."""
+    h, w = image.shape[:2]
+    x0, y0 = np.floor(points_px.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(points_px.max(axis=0)).astype(int) + 1
+    return image[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)]
+
+
 def face_bright_level(image: np.ndarray, points_px: np.ndarray, percentile: float = 95.0) -> np.ndarray:
     """Per channel, the ``percentile`` of the levels inside the landmarks' bounding box."""
     img = image if image.ndim == 3 else image[:, :, None]
-    h, w = img.shape[:2]
-    x0, y0 = np.floor(points_px.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(points_px.max(axis=0)).astype(int) + 1
-    roi = img[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)]
+    roi = face_box_pixels(img, points_px)
     if roi.size == 0:
         return np.full(img.shape[2], math.nan)
     return np.percentile(roi.reshape(-1, img.shape[2])[::3], percentile, axis=0)
@@ -210,10 +215,7 @@ def is_monochrome(image_bgr: np.ndarray, points_px: np.ndarray) -> bool:
     behind them)."""
     if image_bgr.ndim == 2 or image_bgr.shape[2] == 1:
         return True
-    h, w = image_bgr.shape[:2]
-    x0, y0 = np.floor(points_px.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(points_px.max(axis=0)).astype(int) + 1
-    roi = image_bgr[max(y0, 0):max(min(y1, h), 0), max(x0, 0):max(min(x1, w), 0)]
+    roi = face_box_pixels(image_bgr, points_px)
     if roi.size == 0:
         return False
     px = roi.reshape(-1, roi.shape[2])[::3].astype(np.int16)

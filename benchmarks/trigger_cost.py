@@ -1,6 +1,9 @@
 """Benchmark: what each zoo model's real trigger costs under the scan's price, next to what the scan found.
 
     python benchmarks/trigger_cost.py --zoo runs/zoo --bench runs/bench --out docs/trigger_cost.md
+    python benchmarks/trigger_cost.py --zoo runs/x13/plain --bench runs/x13/bench   # a cross-family zoo
+
+The scans of a cross-family zoo (``benchmarks/cross_family.py --out BENCH``) are read the same way.
 
 SecureGaze flags a model when some edit collapses it more cheaply than any benign model can be
 collapsed. This script measures, for every backdoored model of a zoo that ``securegaze bench
@@ -10,7 +13,8 @@ reaches (the scan's two constraints, 0.1 and 0.5 by default, over the kept share
 scan measures them), on 256 of the model's own held-out test faces. Next to it: the same figures for
 the scan's reversed trigger, and how many scans found an edit within 2x of the real trigger's cost
 (the optimiser's part: a real trigger that is cheap and feasible but was not found is an optimisation
-miss). Writes a Markdown table (``--out``) and prints it.
+miss). Backdoored models whose attack did not take (ASR@5deg below 50 %, as in the cross-family
+benchmark) are named under the table and enter no figure. Writes a Markdown table (``--out``) and prints it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main() -> int:
     import torch
 
     from securegaze.attacks.runner import load_attack_run
+    from securegaze.bench.cross_family import MIN_ASR
     from securegaze.data.base import to_tensor_batch
     from securegaze.defense import ScanReport, load_generator, load_model_any
     from securegaze.defense.securegaze import SecureGazeSettings, collapse_spread, sensitivity_map
@@ -67,7 +72,7 @@ def main() -> int:
     manifest = ZooManifest.read(args.zoo)
     scans = args.bench / "scans" / args.zoo.resolve().name
     settings = SecureGazeSettings()
-    benign_scores, rows = [], []
+    benign_scores, rows, skipped = [], [], []
     for entry in manifest.done():
         report_path = scans / entry.id / "report.json"
         if not report_path.is_file():
@@ -78,6 +83,10 @@ def main() -> int:
             benign_scores.append(report.details["final_cost"])
             continue
         if entry.attack in ("offset",):
+            continue
+        asr = (entry.metrics or {}).get("asr")
+        if asr is not None and asr < MIN_ASR:
+            skipped.append(f"{entry.id} (ASR@5deg {asr:.1%})")
             continue
         attack, test_set, faces = load_attack_run(args.zoo / entry.id, args.samples)
         model = load_model_any(args.zoo / str(entry.model_file)).eval()
@@ -125,6 +134,8 @@ def main() -> int:
                      f"{statistics.median(r[4] for r in group):.4f} |")
     within_all = sum(r[3]["cost"] <= 2 * r[2]["cost"] for r in rows)
     lines += ["", f"Found within 2x of the real trigger's cost: {within_all}/{len(rows)} backdoored models."]
+    if skipped:
+        lines += ["", f"Left out, the attack did not take (ASR@5deg below {MIN_ASR:.0%}): {', '.join(skipped)}."]
     lines += ["", "Per model (real trigger / scan's reversed trigger):", "",
               "| model | real cost | real L1 | real dispersion | reversed cost | reversed L1 | reversed dispersion | score |",
               "|---|---|---|---|---|---|---|---|"]

@@ -19,6 +19,7 @@ from torch import nn
 
 from securegaze.defense.base import ProgressCallback, ScanProgress
 from securegaze.defense.securegaze.generator import TriggerGenerator
+from securegaze.defense.securegaze.jitter import InputJitter
 from securegaze.defense.securegaze.probe import ProbeResult
 from securegaze.defense.securegaze.sensitivity import sensitivity_map
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SecureGazeSettings
@@ -178,8 +179,12 @@ class ReversalRun:
                 weights = torch.ones(size, size)
         self.weights = weights.to(device).view(1, 1, size, size)
 
+        # With input_jitter the model sees every image (clean or reversed) through a small random change
+        # (jitter module); measurements use one fixed change per evaluation image.
+        self.jitter = (InputJitter(cfg.jitter_shift_frac, cfg.jitter_scale, cfg.jitter_noise, cfg.seed)
+                       if cfg.input_jitter else None)
         with torch.no_grad():
-            z_clean, g_clean = forward_chunks(model, self.x_eval, cfg.batch_size)
+            z_clean, g_clean = forward_chunks(model, self.measured(self.x_eval), cfg.batch_size)
         check_finite_gaze(g_clean, "clean images")
         self.clean_gaze = g_clean
         self.clean_trace = gaze_trace_covariance(g_clean).item()
@@ -234,7 +239,7 @@ class ReversalRun:
         x = self.x_all[idx]
         x_rev = self.generator(x)
         cost = (self.weights * (x_rev - x).abs()).mean()
-        z = model.features(x_rev)
+        z = model.features(x_rev if self.jitter is None else self.jitter.random(x_rev))
         gaze = model.head(z)
         check_finite_gaze(gaze, "reversed-triggered images")
         # Constraint values as log-ratios to the clean statistics: g <= 0 means satisfied. The
@@ -282,6 +287,10 @@ class ReversalRun:
                 self.best_cost = result.cost
                 self.best_state = copy.deepcopy(self.generator.state_dict())
 
+    def measured(self, x_eval: torch.Tensor) -> torch.Tensor:
+        """Evaluation images as the model sees them in a measurement (the fixed jitter, if any)."""
+        return x_eval if self.jitter is None else self.jitter.fixed(x_eval)
+
     @torch.no_grad()
     def evaluate(self) -> Evaluation:
         """The current generator on the evaluation images (eval mode; its mode is restored)."""
@@ -297,7 +306,7 @@ class ReversalRun:
             l1s.append(diff.mean(dim=(1, 2, 3)))
             reversed_images.append(x_rev)
         generator.train(was_training)
-        z, gaze = forward_chunks(self.model, torch.cat(reversed_images), batch_size)
+        z, gaze = forward_chunks(self.model, self.measured(torch.cat(reversed_images)), batch_size)
         check_finite_gaze(gaze, "reversed-triggered images")
         spread, kept = collapse_spread(gaze, self.config.collapse_share, self.centre)
         fav = feature_angle_variance(z[kept], self.head_weight).item()

@@ -112,6 +112,11 @@ class SecureGazeSettings:
       than the others (ratio well below 1). The ratio carries no units of the images or the model,
       so one threshold serves families and clean sets it was not calibrated on. Off: the score is
       the raw cost (the threshold must then be calibrated for the family, as before version 2.0);
+    * ``input_jitter``: the model sees every image of the reversal (clean and reversed) through a small
+      random change: a shift of up to ``jitter_shift_frac`` of the image side, a scale within
+      ``1 +- jitter_scale``, Gaussian noise ``jitter_noise`` (``jitter`` module). A collapse must then
+      survive what a learned trigger survives and faint adversarial noise does not. Off by default:
+      an experiment measured by benchmarks/scan_variants.py, not yet calibrated;
     * ``threshold``: decision threshold on the score (see ``DEFAULT_THRESHOLD``); ``seed``: all
       randomness (generator initialisation, batch order).
     """
@@ -145,6 +150,10 @@ class SecureGazeSettings:
     probe_refine_steps: int = 20
     reference: bool = True
     reference_distance: float = 1.0
+    input_jitter: bool = False
+    jitter_shift_frac: float = 0.025
+    jitter_scale: float = 0.03
+    jitter_noise: float = 0.01
     threshold: float = DEFAULT_THRESHOLD
     seed: int = 0
 
@@ -204,6 +213,13 @@ class SecureGazeSettings:
         check_setting(who, "reference", isinstance(self.reference, bool), "true or false", self.reference)
         check_setting(who, "reference_distance", number(self.reference_distance, 0.0, 10.0),
                       "a number in (0, 10] (clean RMS dispersions)", self.reference_distance)
+        check_setting(who, "input_jitter", isinstance(self.input_jitter, bool), "true or false", self.input_jitter)
+        check_setting(who, "jitter_shift_frac", number(self.jitter_shift_frac, 0.0, 0.25, low_open=False),
+                      "a fraction of the image side in [0, 0.25]", self.jitter_shift_frac)
+        check_setting(who, "jitter_scale", number(self.jitter_scale, 0.0, 0.5, low_open=False),
+                      "a relative scale change in [0, 0.5]", self.jitter_scale)
+        check_setting(who, "jitter_noise", number(self.jitter_noise, 0.0, 0.5, low_open=False),
+                      "a noise level in [0, 0.5] ([0, 1] pixel units)", self.jitter_noise)
         check_setting(who, "threshold", number(self.threshold, 0.0, 100.0),
                       "a positive score (cost ratio with reference, else perturbation size)", self.threshold)
         check_setting(who, "seed", whole(self.seed, 0), "a non-negative integer", self.seed)

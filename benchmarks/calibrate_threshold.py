@@ -63,11 +63,15 @@ def _train_pair(family, kwargs, style, overrides, size, seed, work):
     return benign, backdoored, asr, clean
 
 
+#: Detector settings of every scan (``--set``); empty: the scanner's defaults.
+SETTINGS: dict = {}
+
+
 def _scan(model, images):
     from securegaze.defense import create_detector
 
     started = time.monotonic()
-    report = create_detector("securegaze").scan(model, images)
+    report = create_detector("securegaze", **SETTINGS).scan(model, images)
     return {"score": report.score, "cost": report.details["final_cost"],
             "reference_cost": (report.details["reference"] or {}).get("cost"),
             "scan_s": time.monotonic() - started}
@@ -106,15 +110,27 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "calibration", help="training folders")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-default-model", action="store_true", help="leave the 64-px default model out")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scanner setting other than its default (repeatable; JSON values), e.g. "
+                             "--set input_jitter=true: calibrates a candidate before it becomes the default")
     args = parser.parse_args(argv)
     if not 0 < args.fpr < 0.5 or args.seeds < 1:
         parser.error("--fpr must lie in (0, 0.5) and --seeds be at least 1")
     import torch
+    from typer import BadParameter
 
+    from securegaze.cli.attacks import parse_settings
+    from securegaze.defense import create_detector
     from securegaze.defense.securegaze import SCANNER_VERSION
+    from securegaze.errors import ConfigError
     from securegaze.io import atomic_write_json
     from securegaze.machine import machine_summary
 
+    try:
+        SETTINGS.update(parse_settings(args.set))
+        create_detector("securegaze", **SETTINGS)
+    except (ConfigError, BadParameter) as exc:
+        parser.error(exc.format_message() if isinstance(exc, BadParameter) else f"--set: {exc}")
     torch.set_num_threads(args.threads)
     # Resumable: rows already in --json (same recipe and seed) are kept, not retrained.
     rows = json.loads(args.json.read_text())["rows"] if args.json and args.json.is_file() else []
@@ -140,7 +156,8 @@ def main(argv=None) -> int:
     result = fit([r["benign"]["score"] for r in rows], args.fpr)
     lines = ["# SecureGaze threshold calibration", "",
              f"Command: `python benchmarks/calibrate_threshold.py --seeds {args.seeds} --fpr {args.fpr} "
-             f"--threads {args.threads}` ({machine_summary()}; scanner {SCANNER_VERSION}, default settings; the "
+             f"--threads {args.threads}" + "".join(f" --set {item}" for item in args.set) + f"` ({machine_summary()}; "
+             f"scanner {SCANNER_VERSION}, {'settings ' + str(SETTINGS) if SETTINGS else 'default settings'}; the "
              "scan times include other jobs that shared the cores).", "",
              "| recipe | seed | BadNets ASR@5deg | benign score | backdoored score | benign scan s |",
              "|---|---|---|---|---|---|"]

@@ -121,6 +121,14 @@ def test_a_rerun_reuses_the_cached_scans_and_changed_settings_do_not(bench):
     assert cached_report(report_path, sha, detector.with_settings(threshold=0.5)) is not None  # decision only
     assert cached_report(report_path, sha, detector.with_settings(steps=41)) is None
     assert cached_report(report_path, "0" * 64, detector) is None  # the model file changed
+    # A report from before a setting was added is that setting's default: kept at the default only.
+    older = json.loads(report_path.read_text())
+    added = "input_jitter"  # off by default
+    del older["settings"][added]
+    older_path = report_path.parent / "older.json"
+    older_path.write_text(json.dumps(older))
+    assert cached_report(older_path, sha, detector) is not None
+    assert cached_report(older_path, sha, detector.with_settings(**{added: True})) is None
 
 
 def test_table_and_roc_plot_are_written(bench, tmp_path):

@@ -84,3 +84,19 @@ def test_a_scan_with_jitter_runs_and_repeats():
 def test_bad_jitter_settings_are_config_errors(settings, pattern):
     with pytest.raises(ConfigError, match=pattern):
         create_detector("securegaze", **settings)
+
+
+def test_whole_pixel_shifts_keep_a_fine_checker_intact():
+    # A 1-px checkerboard: bilinear sub-pixel shifts average its cells to grey; whole-pixel shifts
+    # only move it (by at most the reach, here round(0.05 x 32) = 2 px), so every pixel stays 0 or 1.
+    cells = (torch.arange(32).view(1, -1) + torch.arange(32).view(-1, 1)) % 2
+    x = cells.float().expand(8, 3, 32, 32).clone()
+    whole = InputJitter(0.05, 0.1, 0.0, seed=0, whole_pixels=True)
+    moved = whole.fixed(x)
+    assert set(moved.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(moved, whole.fixed(x)) and not torch.equal(whole.random(x), whole.random(x))
+    for image in moved:  # each is the checker moved by whole pixels within the reach
+        assert any(torch.equal(image[:, 2:-2, 2:-2], x[0, :, 2 + dy:30 + dy, 2 + dx:30 + dx])
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+    blurred = InputJitter(0.05, 0.0, 0.0, seed=0).fixed(x)
+    assert ((blurred > 0.05) & (blurred < 0.95)).float().mean() > 0.5

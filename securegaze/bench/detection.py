@@ -225,15 +225,18 @@ DECISION_SETTINGS = frozenset({"threshold", "min_clean", "warn_clean"})
 
 def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None:
     """The cached report if it was made for this file with this scanner and settings (the decision
-    settings aside, :data:`DECISION_SETTINGS`)."""
+    settings aside, :data:`DECISION_SETTINGS`). A setting the report does not have was added to the
+    scanner after it: it counts as the setting's default (a new setting whose default changes scores
+    comes with a new scanner version, which re-scans anyway)."""
     if not path.is_file():
         return None
     try:
         report = ScanReport.load(path)
     except InputFileError:
         return None
+    defaults = type(detector)().settings()
     same = {k: v for k, v in detector.settings().items() if k not in DECISION_SETTINGS}
-    had = {k: v for k, v in report.settings.items() if k not in DECISION_SETTINGS}
+    had = {k: v for k, v in {**defaults, **report.settings}.items() if k not in DECISION_SETTINGS}
     if report.model_sha256 != sha256 or report.scanner_version != detector.version or had != same:
         return None
     return report

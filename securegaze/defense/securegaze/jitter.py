@@ -21,10 +21,16 @@ JITTER_STREAM = 0x717E
 
 
 class InputJitter:
-    """Random shift / scale / noise of (N, 3, S, S) images in [0, 1]; ``seed`` fixes every draw."""
+    """Random shift / scale / noise of (N, 3, S, S) images in [0, 1]; ``seed`` fixes every draw.
 
-    def __init__(self, shift_frac: float, scale: float, noise: float, seed: int) -> None:
+    ``whole_pixels``: shifts by whole pixels only (up to ``shift_frac`` x S rounded, at least 1) and no
+    scale change, so nothing is resampled: a fine pattern (a checkerboard patch of 1-px cells) moves
+    intact instead of being averaged by the interpolation.
+    """
+
+    def __init__(self, shift_frac: float, scale: float, noise: float, seed: int, whole_pixels: bool = False) -> None:
         self.shift_frac, self.scale, self.noise, self.seed = float(shift_frac), float(scale), float(noise), int(seed)
+        self.whole_pixels = bool(whole_pixels)
         self.draws = torch.Generator().manual_seed(self._seed(0))
 
     def _seed(self, stream: int) -> int:
@@ -48,12 +54,26 @@ class InputJitter:
         moved = nnf.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return (moved + noise.to(x.device, x.dtype)).clamp(0.0, 1.0)
 
+    def _whole_pixel_shift(self, x: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+        """``x`` shifted by whole pixels (border pixels repeated), one draw per image, plus noise."""
+        n, size = len(x), x.shape[-1]
+        reach = max(1, round(self.shift_frac * size)) if self.shift_frac > 0 else 0
+        offsets = torch.randint(0, 2 * reach + 1, (n, 2), generator=draws)
+        noise = torch.randn(n, 3, size, size, generator=draws) * self.noise
+        padded = nnf.pad(x, (reach,) * 4, mode="replicate")
+        moved = torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets.tolist())])
+        return (moved + noise.to(x.device, x.dtype)).clamp(0.0, 1.0)
+
+    def _draw(self, x: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
+        if self.whole_pixels:
+            return self._whole_pixel_shift(x, draws)
+        theta, noise = self._changes(len(x), x.shape[-1], draws)
+        return self.apply(x, theta, noise)
+
     def random(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` under newly drawn changes (an optimisation step)."""
-        theta, noise = self._changes(len(x), x.shape[-1], self.draws)
-        return self.apply(x, theta, noise)
+        return self._draw(x, self.draws)
 
     def fixed(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` under the same changes at every call: image i always gets the i-th fixed change."""
-        theta, noise = self._changes(len(x), x.shape[-1], torch.Generator().manual_seed(self._seed(1)))
-        return self.apply(x, theta, noise)
+        return self._draw(x, torch.Generator().manual_seed(self._seed(1)))

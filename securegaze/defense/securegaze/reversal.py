@@ -181,8 +181,8 @@ class ReversalRun:
 
         # With input_jitter the model sees every image (clean or reversed) through a small random change
         # (jitter module); measurements use one fixed change per evaluation image.
-        self.jitter = (InputJitter(cfg.jitter_shift_frac, cfg.jitter_scale, cfg.jitter_noise, cfg.seed)
-                       if cfg.input_jitter else None)
+        self.jitter = (InputJitter(cfg.jitter_shift_frac, cfg.jitter_scale, cfg.jitter_noise, cfg.seed,
+                                   whole_pixels=cfg.jitter_whole_pixels) if cfg.input_jitter else None)
         with torch.no_grad():
             z_clean, g_clean = forward_chunks(model, self.measured(self.x_eval), cfg.batch_size)
         check_finite_gaze(g_clean, "clean images")

@@ -115,8 +115,10 @@ class SecureGazeSettings:
     * ``input_jitter``: the model sees every image of the reversal (clean and reversed) through a small
       random change: a shift of up to ``jitter_shift_frac`` of the image side, a scale within
       ``1 +- jitter_scale``, Gaussian noise ``jitter_noise`` (``jitter`` module). A collapse must then
-      survive what a learned trigger survives and faint adversarial noise does not. Off by default:
-      an experiment measured by benchmarks/scan_variants.py, not yet calibrated;
+      survive what a learned trigger survives and faint adversarial noise does not;
+      ``jitter_whole_pixels``: shift by whole pixels only, without scale change or resampling (a fine
+      checkerboard trigger moves intact). Off by default: an experiment measured by
+      benchmarks/scan_variants.py and docs/detection_cross_family.md, not calibrated;
     * ``threshold``: decision threshold on the score (see ``DEFAULT_THRESHOLD``); ``seed``: all
       randomness (generator initialisation, batch order).
     """
@@ -154,6 +156,7 @@ class SecureGazeSettings:
     jitter_shift_frac: float = 0.025
     jitter_scale: float = 0.03
     jitter_noise: float = 0.01
+    jitter_whole_pixels: bool = False
     threshold: float = DEFAULT_THRESHOLD
     seed: int = 0
 
@@ -220,6 +223,8 @@ class SecureGazeSettings:
                       "a relative scale change in [0, 0.5]", self.jitter_scale)
         check_setting(who, "jitter_noise", number(self.jitter_noise, 0.0, 0.5, low_open=False),
                       "a noise level in [0, 0.5] ([0, 1] pixel units)", self.jitter_noise)
+        check_setting(who, "jitter_whole_pixels", isinstance(self.jitter_whole_pixels, bool), "true or false",
+                      self.jitter_whole_pixels)
         check_setting(who, "threshold", number(self.threshold, 0.0, 100.0),
                       "a positive score (cost ratio with reference, else perturbation size)", self.threshold)
         check_setting(who, "seed", whole(self.seed, 0), "a non-negative integer", self.seed)

@@ -95,10 +95,15 @@ def fit(benign_scores, fpr):
     above the lowest benign score) with the fit's figures for the report."""
     from securegaze.bench.calibration import calibrate_threshold
 
-    logs = [math.log(s) for s in benign_scores]
+    finite = [s for s in benign_scores if math.isfinite(s)]
+    if len(finite) < 2:
+        raise SystemExit(f"calibrate_threshold: {len(finite)} benign models with a finite score; a fit needs 2 or more")
+    logs = [math.log(s) for s in finite]
+    # A benign model the scan could not collapse at all scores inf ("clean" at any threshold): it is
+    # counted, and stays out of the fit, which needs finite logarithms.
     return {"log_mean": statistics.fmean(logs), "log_std": statistics.stdev(logs), "fpr": fpr,
-            "threshold": calibrate_threshold(benign_scores, target_fpr=fpr),
-            "benign_min": min(benign_scores), "count": len(benign_scores)}
+            "threshold": calibrate_threshold(finite, target_fpr=fpr),
+            "benign_min": min(finite), "count": len(finite), "infinite": len(benign_scores) - len(finite)}
 
 
 def main(argv=None) -> int:
@@ -133,7 +138,10 @@ def main(argv=None) -> int:
         parser.error(exc.format_message() if isinstance(exc, BadParameter) else f"--set: {exc}")
     torch.set_num_threads(args.threads)
     # Resumable: rows already in --json (same recipe and seed) are kept, not retrained.
-    rows = json.loads(args.json.read_text())["rows"] if args.json and args.json.is_file() else []
+    from securegaze.json_codec import from_json
+
+    # (read back through the codec: a score that never collapsed was written as "inf")
+    rows = from_json(json.loads(args.json.read_text()))["rows"] if args.json and args.json.is_file() else []
     done = {(r["recipe"], r["seed"]) for r in rows}
     for family, kwargs, style, overrides, size in RECIPES:
         for seed in range(1, args.seeds + 1):
@@ -166,7 +174,9 @@ def main(argv=None) -> int:
         back = "-" if r["backdoored"] is None else f"{r['backdoored']['score']:.3f}"
         lines.append(f"| {r['recipe']} | {r['seed']} | {asr} | {r['benign']['score']:.3f} | {back} "
                      f"| {r['benign']['scan_s']:.0f} |")
-    lines += ["", f"Log-normal fit of {result['count']} benign scores: log mean {result['log_mean']:.3f}, "
+    lines += ["", f"Log-normal fit of {result['count']} benign scores"
+              + (f" ({result['infinite']} more never collapsed: inf, left out of the fit)" if result["infinite"] else "")
+              + f": log mean {result['log_mean']:.3f}, "
               f"log std {result['log_std']:.3f}; lowest benign score {result['benign_min']:.3f}.",
               f"Threshold at a fitted false-positive rate of {args.fpr:g}: **{result['threshold']:.4f}**.", "",
               "Why a fitted 0.1 % and not 1 %: the benign ratios are a mixture of family modes (the small CNNs "

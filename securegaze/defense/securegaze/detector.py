@@ -15,7 +15,7 @@ from securegaze.defense.inputs import check_gaze_model, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze.generator import save_generator
 from securegaze.defense.securegaze.picture import save_trigger_image
-from securegaze.defense.securegaze.probe import probe_border
+from securegaze.defense.securegaze.probe import probe_border, steer_window
 from securegaze.defense.securegaze.reversal import (
     FrozenModel,
     TriggerReversal,
@@ -113,6 +113,18 @@ class SecureGazeDetector(Detector):
                 found.reference = reverse_trigger(model, x_all, cfg, progress, centre=centre, weights=found.weights,
                                                   stage="reference")
                 lap("reference")
+                if found.restarted and cfg.window_reference:
+                    # Like with like: the kept edit started from a border window, so the reference gets
+                    # the same window's head start, steered onto its own gaze (probe.steer_window).
+                    steered = steer_window(model, x_all, found.probe, centre, cfg)
+                    patch_reference = reverse_trigger(model, x_all, cfg, progress, centre=centre,
+                                                      weights=found.weights, stage="reference",
+                                                      static_init=steered.static_map(x_all.shape[-1]))
+                    lap("reference_restart")
+                    if patch_reference.constraints_met and (not found.reference.constraints_met
+                                                            or patch_reference.cost < found.reference.cost):
+                        patch_reference.restarted = True
+                        found.reference = patch_reference
             found.stage_seconds = seconds
             return found
 
@@ -200,6 +212,8 @@ def _reference_details(reference: TriggerReversal | None) -> dict[str, Any] | No
         "dispersion_ratio": reference.dispersion_ratio,
         "feature_variance_ratio": reference.feature_variance_ratio,
         "collapsed_share": reference.collapsed_share,
+        # True when the cheaper reference started from the probe's window (the kept edit was a restart).
+        "from_window": reference.restarted,
     }
 
 

@@ -163,3 +163,40 @@ def _refine_window(model, subset: torch.Tensor, window: torch.Tensor, content: t
     with torch.no_grad():
         refined = torch.sigmoid(logits)
         return refined, _ratio(model, subset * (1 - window) + refined * window, clean_spread, share)
+
+
+def steer_window(model, x: torch.Tensor, probe: ProbeResult, centre: tuple[float, float],
+                 settings: SecureGazeSettings) -> ProbeResult:
+    """The probe's window, at the same place, with content optimised from random values to collapse
+    ``settings.probe_samples`` clean images onto ``centre`` ((pitch, yaw) radians) instead: the start of
+    the reference run when the kept edit came from a restart. A benign model that some border patch
+    collapses (a universal adversarial patch, seen on small MobileNets) can usually be steered by the
+    same window onto any gaze; a backdoor's patch serves its own target only. ``model`` is frozen by
+    the caller."""
+    size = x.shape[-1]
+    count = min(len(x), settings.probe_samples)
+    rng = np.random.default_rng([settings.seed, PROBE_STREAM, 1])
+    subset = x[torch.as_tensor(np.sort(rng.permutation(len(x))[:count]), device=x.device)]
+    window = torch.zeros(1, 1, size, size, device=x.device)
+    window[..., probe.top:probe.top + probe.side, probe.left:probe.left + probe.side] = 1
+    target = torch.as_tensor(centre, dtype=x.dtype, device=x.device)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    logits = (torch.randn(1, 3, size, size, generator=generator) * PROBE_INIT_STD).to(x.device).requires_grad_(True)
+    optimizer = torch.optim.Adam([logits], lr=PROBE_LR)
+    batch = min(PROBE_BATCH, count)
+    for _ in range(settings.probe_steps + settings.probe_refine_steps):
+        pick = torch.as_tensor(rng.choice(count, size=batch, replace=False), device=x.device)
+        spread, _ = collapse_spread(model(subset[pick] * (1 - window) + torch.sigmoid(logits) * window),
+                                    settings.collapse_share, target)
+        loss = torch.log(spread + 1e-12)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        content = torch.sigmoid(logits)
+        spread, _ = collapse_spread(model(subset * (1 - window) + content * window), settings.collapse_share, target)
+        clean, _ = collapse_spread(model(subset), settings.collapse_share)
+        ratio = float((spread / clean.clamp_min(1e-12)).clamp_min(0).sqrt())
+    return ProbeResult(probe.side, probe.top, probe.left, ratio, float("nan"),
+                       content[0, :, probe.top:probe.top + probe.side, probe.left:probe.left + probe.side].clone())
+

@@ -112,6 +112,10 @@ class SecureGazeSettings:
       than the others (ratio well below 1). The ratio carries no units of the images or the model,
       so one threshold serves families and clean sets it was not calibrated on. Off: the score is
       the raw cost (the threshold must then be calibrated for the family, as before version 2.0);
+    * ``window_reference``: when the kept edit came from a probe restart, run a second reference
+      collapse that starts from the same border window, its content steered onto the reference gaze
+      (``probe.steer_window``), and keep the cheaper reference: like with like. Off by default: an
+      experiment (docs/detection_cross_family.md), not calibrated;
     * ``input_jitter``: the model sees every image of the reversal (clean and reversed) through a small
       random change: a shift of up to ``jitter_shift_frac`` of the image side, a scale within
       ``1 +- jitter_scale``, Gaussian noise ``jitter_noise`` (``jitter`` module). A collapse must then
@@ -152,6 +156,7 @@ class SecureGazeSettings:
     probe_refine_steps: int = 20
     reference: bool = True
     reference_distance: float = 1.0
+    window_reference: bool = False
     input_jitter: bool = False
     jitter_shift_frac: float = 0.025
     jitter_scale: float = 0.03
@@ -216,6 +221,8 @@ class SecureGazeSettings:
         check_setting(who, "reference", isinstance(self.reference, bool), "true or false", self.reference)
         check_setting(who, "reference_distance", number(self.reference_distance, 0.0, 10.0),
                       "a number in (0, 10] (clean RMS dispersions)", self.reference_distance)
+        check_setting(who, "window_reference", isinstance(self.window_reference, bool), "true or false",
+                      self.window_reference)
         check_setting(who, "input_jitter", isinstance(self.input_jitter, bool), "true or false", self.input_jitter)
         check_setting(who, "jitter_shift_frac", number(self.jitter_shift_frac, 0.0, 0.25, low_open=False),
                       "a fraction of the image side in [0, 0.25]", self.jitter_shift_frac)

@@ -1,0 +1,64 @@
+"""window_reference: a scan whose kept edit came from the border probe gets a reference run from the same window."""
+
+import math
+
+import pytest
+import torch
+from conftest import TEST_THREADS, sweep_seed
+
+from securegaze.attacks import create_attack
+from securegaze.data.base import to_tensor_batch
+from securegaze.data.synthetic import render_dataset, synthetic_style
+from securegaze.defense import create_detector
+from securegaze.defense.securegaze.probe import ProbeResult, steer_window
+from securegaze.defense.securegaze.reversal import FrozenModel
+from securegaze.defense.securegaze.settings import SecureGazeSettings
+from securegaze.errors import ConfigError
+from securegaze.training import TrainConfig, train
+
+EASY = synthetic_style("easy", size=32)
+QUICK = dict(steps=120, eval_every=20, sensitivity_samples=64, eval_samples=128)
+
+
+@pytest.fixture(scope="module")
+def patch_model(tmp_path_factory):
+    """A tiny small CNN with a corner BadNets patch, and 128 clean faces."""
+    torch.set_num_threads(TEST_THREADS)
+    seed = sweep_seed(6)
+    train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
+    clean = render_dataset(128, 32, seed=10 * seed + 2, config=EASY)
+    config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
+                         batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+    attack = create_attack("badnets", target_gaze=(math.radians(10), math.radians(-20)), poison_rate=0.1,
+                           seed=seed, position="bottom_right")
+    model, _ = train(config, attack.poison(train_set), None, tmp_path_factory.mktemp("window") / "model")
+    return model, clean.images
+
+
+def test_the_steered_window_keeps_its_place(patch_model):
+    model, images = patch_model
+    x = to_tensor_batch(images)
+    probe = ProbeResult(5, 27, 0, 0.1, 0.2, torch.zeros(3, 5, 5))
+    with FrozenModel(model):
+        steered = steer_window(model, x, probe, (0.0, 0.3), SecureGazeSettings(probe_steps=5, probe_refine_steps=0))
+    assert (steered.side, steered.top, steered.left) == (5, 27, 0)
+    assert steered.content.shape == (3, 5, 5) and 0 <= steered.content.min() and steered.content.max() <= 1
+    assert steered.dispersion_ratio >= 0 and steered.static_map(32).shape == (1, 3, 32, 32)
+
+
+def test_a_restarted_scan_keeps_the_cheaper_of_the_two_references(patch_model):
+    model, images = patch_model
+    plain = create_detector("securegaze", seed=0, **QUICK).scan(model, images)
+    assert plain.details["probe"]["restart_kept"], "the corner patch is found through the probe's restart"
+    both = create_detector("securegaze", seed=0, window_reference=True, **QUICK).scan(model, images)
+    # The first collapse is the same; the reference is the cheaper one, so the ratio can only rise.
+    assert both.details["final_cost"] == plain.details["final_cost"]
+    assert both.details["reference"]["cost"] <= plain.details["reference"]["cost"]
+    assert both.details["reference"]["from_window"] == (both.details["reference"]["cost"] < plain.details["reference"]["cost"])
+    assert both.score >= plain.score and "reference_restart" in both.details["stage_seconds"]
+    assert plain.details["reference"]["from_window"] is False
+
+
+def test_window_reference_is_a_boolean():
+    with pytest.raises(ConfigError, match="window_reference must be true or false"):
+        create_detector("securegaze", window_reference=1)

@@ -13,7 +13,8 @@ and reports the score of each variant:
   (``refs3med``): does a benign model's uneven cost landscape, not a backdoor, make a low ratio?
 * ``robust``: the scan with ``input_jitter`` on (securegaze/defense/securegaze/jitter.py): the model
   sees every image through a small random change (shift up to ``--shift`` of the side, scale within
-  ``--scale``, Gaussian noise ``--noise``; fixed changes in the checks), so a collapse must survive
+  ``--scale``, Gaussian noise ``--noise``; fixed changes in the checks; ``--whole-pixels``: whole-pixel
+  shifts without scale change), so a collapse must survive
   what a learned trigger survives and faint adversarial noise on the background does not.
 
 Prints one row per model (score per variant, the found target against the attacker's) and the lowest
@@ -84,6 +85,7 @@ def main() -> int:
     parser.add_argument("--shift", type=float, default=0.025, help="robust: largest shift, fraction of the side")
     parser.add_argument("--scale", type=float, default=0.03, help="robust: largest relative scale change")
     parser.add_argument("--noise", type=float, default=0.01, help="robust: Gaussian noise, [0, 1] units")
+    parser.add_argument("--whole-pixels", action="store_true", help="robust: whole-pixel shifts, no scale change")
     parser.add_argument("--models", default="", help="comma-separated model ids (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -120,7 +122,8 @@ def main() -> int:
                 scores["refs3med"] = found.cost / max(statistics.median(refs), 1e-12)
         if "robust" in variants:
             robust = SecureGazeDetector(seed=args.seed, input_jitter=True, jitter_shift_frac=args.shift,
-                                        jitter_scale=args.scale, jitter_noise=args.noise)
+                                        jitter_scale=args.scale, jitter_noise=args.noise,
+                                        jitter_whole_pixels=args.whole_pixels)
             scores["robust"] = robust.reverse(model, x).score
         rows.append((entry, scores))
         cells = " | ".join(f"{scores[c]:.4f}" if c in scores else "-" for c in columns)
@@ -134,7 +137,8 @@ def main() -> int:
             caught = sum(b < min(benign) for b in backdoored)
             print(f"{column}: lowest benign {min(benign):.4f}, backdoored below it {caught}/{len(backdoored)}")
     print(f"machine: {machine_summary()} ({args.threads} threads); zoo {args.zoo}, {args.samples} clean faces, "
-          f"seed {args.seed}; robust: shift {args.shift} of the side, scale {args.scale}, noise {args.noise}")
+          f"seed {args.seed}; robust: shift {args.shift} of the side"
+          f"{' (whole pixels)' if args.whole_pixels else f', scale {args.scale}'}, noise {args.noise}")
     return 0
 
 

@@ -28,7 +28,9 @@ class Blended(Attack):
     name = "blended"
     default_poison_rate = 0.1
     #: 10 % implants fully at alpha 0.15 (docs/attack_strength.md); drawn alphas and rates go lower.
-    zoo_poison_rate_range = (0.02, 0.1)
+    #: At 2 % a faint smooth wash (alpha 0.11) did not take (ASR 10.6 %), from 4 % every drawn blend did
+    #: (securegaze/zoo_plan.py): 3 % is the lower end.
+    zoo_poison_rate_range = (0.03, 0.1)
     #: Ranges of a zoo model's drawn trigger (:meth:`draw_geometry`).
     DRAWN_ALPHA = (0.08, 0.2)
 

@@ -15,6 +15,10 @@ driver state and the alert. The rules, with their sources in :class:`AttentionSe
 * **no face** (or no valid gaze) is ``NO_FACE``, never ``ATTENTIVE``; with
   ``no_face_counts_as_off_road`` the unobserved time feeds the long-distraction timer, as an
   unobserved driver cannot be assumed to watch the road;
+* **camera unavailable**: a frame too dark for any face to be found (no light, a covered lens) says
+  nothing about the driver: it neither feeds nor resets the off-road timers, and after
+  ``unavailable_warning_s`` of it a ``warning`` with reason ``monitoring_unavailable`` tells the driver
+  that monitoring is off (never ``eyes_off_road``);
 * **blocked**: a model the integrity check blocked gives ``BLOCKED`` with its reason, and never
   an alarm (an untrusted model may neither raise nor suppress one).
 
@@ -30,6 +34,9 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: The alert reason that says monitoring is off because the camera sees too little.
+MONITORING_UNAVAILABLE = "monitoring_unavailable"
 
 
 class AttentionState(StrEnum):
@@ -78,6 +85,9 @@ class AttentionSettings(BaseModel):
     no_face_counts_as_off_road: bool = True
     # A gap between frames longer than this (a stalled source) is not counted as looking anywhere.
     max_frame_gap_s: float = Field(1.0, gt=0, le=60)
+    # Euro NCAP asks that the driver be told when driver monitoring is not available (a covered or
+    # blinded camera); we tell after as long as a long distraction takes.
+    unavailable_warning_s: float = Field(3.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _ordered(self) -> AttentionSettings:
@@ -122,6 +132,7 @@ class AttentionMonitor:
         self._intervals: deque[tuple[float, float]] = deque()  # (start, end) of off-road time, for the window
         self._window_total = 0.0
         self._time_sharing = False
+        self._unavailable_s = 0.0  # continuous time the camera showed too little to find a face
 
     def _window_add(self, start: float, end: float) -> None:
         if end <= start:
@@ -145,10 +156,11 @@ class AttentionMonitor:
         return max(self._window_total - clipped, 0.0)
 
     def update(self, t_s: float, zone: str | None, on_road: bool, blocked_reason: str | None = None,
-               no_face_reason: str = "no face found") -> AttentionOutput:
+               no_face_reason: str = "no face found", camera_unavailable: bool = False) -> AttentionOutput:
         """One frame: ``zone`` is None when there is no face or no valid gaze (``no_face_reason``
         says which); ``on_road`` whether the zone is an on-road zone; ``blocked_reason`` set when the
-        integrity check blocked the model (then nothing else matters)."""
+        integrity check blocked the model (then nothing else matters); ``camera_unavailable``: no face
+        because the camera sees too little (see the module docstring)."""
         s = self.settings
         if blocked_reason is not None:
             self.reset()
@@ -158,6 +170,14 @@ class AttentionMonitor:
             dt = 0.0  # a stalled or restarted source: the gap is not evidence of anything
         self._last_t = t_s
         observed = zone is not None
+        if camera_unavailable and not observed:
+            # Nothing is known about the driver: the glance timers hold their values.
+            self._unavailable_s += dt
+            late = self._unavailable_s >= s.unavailable_warning_s
+            return AttentionOutput(AttentionState.NO_FACE, AlertLevel.WARNING if late else AlertLevel.NONE,
+                                   MONITORING_UNAVAILABLE if late else None, no_face_reason,
+                                   self._off_since_s if self._glance_active else 0.0, self._window_trim(t_s))
+        self._unavailable_s = 0.0
         off_road = (not on_road) if observed else s.no_face_counts_as_off_road
         if off_road:
             self._off_since_s += dt

@@ -154,9 +154,10 @@ class HeadPoseMonitor:
             for r, h, s0 in zip(self.reference_deg, head_pose_deg[:2], self.start_deg, strict=True))
 
     def update(self, t_s: float, head_pose_deg: tuple[float, float] | None,
-               no_face_reason: str = "no face found") -> tuple[AttentionOutput, HeadObservation | None]:
+               no_face_reason: str = "no face found",
+               camera_unavailable: bool = False) -> tuple[AttentionOutput, HeadObservation | None]:
         """One frame: the head's (pitch, yaw) degrees, None without a face or head pose
-        (``no_face_reason`` says why). Returns the attention result (alert reason
+        (``no_face_reason`` says why; ``camera_unavailable``: the camera sees too little). Returns the attention result (alert reason
         ``head_off_road`` or ``time_sharing``) and the observation (None without a head pose)."""
         dt = 0.0 if self._last_t is None else t_s - self._last_t
         if dt < 0 or dt > self.settings.attention.max_frame_gap_s:
@@ -164,7 +165,7 @@ class HeadPoseMonitor:
         self._last_t = t_s
         obs = None
         if head_pose_deg is None or not all(math.isfinite(v) for v in head_pose_deg[:2]):
-            out = self.attention.update(t_s, None, False, None, no_face_reason)
+            out = self.attention.update(t_s, None, False, None, no_face_reason, camera_unavailable)
         else:
             obs = self.observe(head_pose_deg)
             if not obs.off_road and self.settings.learn_reference:
@@ -200,16 +201,19 @@ class MonitoringModes:
         self._degraded_reason: str | None = None  # the last untrusted reason, while degraded mode is in charge
 
     def update(self, t_s: float, zone: str | None, on_road: bool, head_pose_deg: tuple[float, float] | None,
-               no_face_reason: str = "no face found", gaze_untrusted: str | None = None) -> MonitoringOutput:
+               no_face_reason: str = "no face found", gaze_untrusted: str | None = None,
+               camera_unavailable: bool = False) -> MonitoringOutput:
         """One frame. ``zone`` / ``on_road``: the gaze's cabin zone (None: no face or no valid
         gaze, ``no_face_reason`` says which); ``head_pose_deg``: (pitch, yaw) degrees or None;
-        ``gaze_untrusted``: None, or why the gaze must not be used on this frame."""
-        head_out, obs = self.head.update(t_s, head_pose_deg, no_face_reason)
+        ``gaze_untrusted``: None, or why the gaze must not be used on this frame;
+        ``camera_unavailable``: no face because the camera sees too little (no off-road time, and
+        ``monitoring_unavailable`` once it lasts: :class:`~edge_app.attention.AttentionMonitor`)."""
+        head_out, obs = self.head.update(t_s, head_pose_deg, no_face_reason, camera_unavailable)
         if gaze_untrusted is not None:
             self.gaze.update(t_s, None, False, blocked_reason=gaze_untrusted)  # held reset
             self._degraded_reason = gaze_untrusted
             return MonitoringOutput(MODE_DEGRADED, gaze_untrusted, head_out, obs)
-        gaze_out = self.gaze.update(t_s, zone, on_road, None, no_face_reason)
+        gaze_out = self.gaze.update(t_s, zone, on_road, None, no_face_reason, camera_unavailable)
         if self._degraded_reason is not None:
             # Stay until the head-pose glance in progress (and its alert) is over: the fresh gaze
             # monitor does not know how long the driver has been looking away.

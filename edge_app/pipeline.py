@@ -87,6 +87,7 @@ class FrameRecord:
     free_gaze: FreeGaze | None = None  # the model-free estimate from the face mesh (edge_app/free_gaze.py)
     eyes: EyeVisibility | None = None  # eye availability (edge_app/eye_visibility.py)
     problem: str | None = None
+    camera_unavailable: bool = False  # no face because the image is too dark (attention: monitoring unavailable)
     latency_ms: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -218,6 +219,7 @@ class Pipeline:
                 if level < self.config.eyes.min_face_grey:
                     rec.problem = (f"no face found: camera image too dark (mean level {level:.0f} of 255, below "
                                    f"{self.config.eyes.min_face_grey:g})")
+                    rec.camera_unavailable = True
         else:
             h, w = frame.image.shape[:2]
             cam = self.intrinsics(w, h)
@@ -264,7 +266,7 @@ class Pipeline:
         head = (rec.head_pose.euler_deg()[:2] if rec.head_pose is not None and rec.head_pose.face_centre_mm[2] > 0
                 else None)
         out = self.modes.update(frame.timestamp_s, rec.zone, on_road, head, rec.problem or "no face found",
-                                self.blocked_reason or rec.gaze_untrusted)
+                                self.blocked_reason or rec.gaze_untrusted, camera_unavailable=rec.camera_unavailable)
         rec.attention, rec.mode, rec.mode_reason, rec.head = out.attention, out.mode, out.mode_reason, out.head
         lap("attend")
         lat["total"] = (t - start) * 1000.0

@@ -15,7 +15,8 @@ FPS = 10.0
 
 
 def _trace(*segments):
-    """Segments (what, seconds) -> per-frame list; what: a zone name, None (no face) or "BLOCK"."""
+    """Segments (what, seconds) -> per-frame list; what: a zone name, None (no face), "DARK" (no face:
+    the camera image too dark) or "BLOCK"."""
     frames = []
     for what, seconds in segments:
         frames += [what] * int(round(seconds * FPS))
@@ -29,6 +30,9 @@ def _run(frames, settings=None):
         t = i / FPS
         if what == "BLOCK":
             outs.append(monitor.update(t, None, False, blocked_reason="scanned backdoored"))
+        elif what == "DARK":
+            outs.append(monitor.update(t, None, False, no_face_reason="camera image too dark",
+                                       camera_unavailable=True))
         else:
             outs.append(monitor.update(t, what, what == "road_ahead"))
     return outs
@@ -64,6 +68,13 @@ CASES = [
     ("no face is its own state and escalates", _trace(("road_ahead", 1), (None, 4)),
      AlertLevel.WARNING, {"eyes_off_road"}, AttentionState.NO_FACE, AlertLevel.WARNING),
     ("blocked: never an alarm", _trace(("BLOCK", 15)), AlertLevel.NONE, set(), AttentionState.BLOCKED, AlertLevel.NONE),
+    ("a dark camera says monitoring is off, never eyes off road", _trace(("road_ahead", 1), ("DARK", 20)),
+     AlertLevel.WARNING, {"monitoring_unavailable"}, AttentionState.NO_FACE, AlertLevel.WARNING),
+    ("2 s of dark camera is silent", _trace(("road_ahead", 1), ("DARK", 2), ("road_ahead", 3)),
+     AlertLevel.NONE, set(), AttentionState.ATTENTIVE, AlertLevel.NONE),
+    ("a dark spell neither feeds nor ends a glance",
+     _trace(("road_ahead", 1), ("phone_lap", 2), ("DARK", 5), ("phone_lap", 1.5)),
+     AlertLevel.WARNING, {"monitoring_unavailable", "eyes_off_road"}, AttentionState.DISTRACTED, AlertLevel.WARNING),
 ]
 
 
@@ -94,6 +105,14 @@ def test_no_face_setting_and_blocked_reason():
     assert max(o.alert for o in outs) == AlertLevel.NONE and outs[-1].state == AttentionState.NO_FACE
     blocked = _run(["BLOCK"])[0]
     assert blocked.reason == "scanned backdoored" and blocked.alert == AlertLevel.NONE
+
+
+def test_the_dark_camera_warning_comes_after_its_setting_and_clears_with_a_face():
+    outs = _run(_trace(("road_ahead", 1), ("DARK", 6), ("road_ahead", 1)), AttentionSettings(unavailable_warning_s=4.0))
+    first = next(i for i, o in enumerate(outs) if o.alert_reason == "monitoring_unavailable") / FPS
+    assert first == pytest.approx(5.0, abs=0.11)  # 4 s after the image went dark at 1 s
+    assert all(o.eyes_off_road_s == 0.0 for o in outs) and outs[-1].alert == AlertLevel.NONE
+    assert outs[20].reason == "camera image too dark" and outs[20].state == AttentionState.NO_FACE
 
 
 def test_a_stalled_source_is_not_counted_as_looking_away():

@@ -204,3 +204,23 @@ def test_a_frame_too_dark_to_find_a_face_says_so(engine):
     assert rec.face is None and rec.problem.startswith("no face found: camera image too dark (mean level 6")
     assert rec.to_json()["reason"].startswith("no face found: camera image too dark")
     assert grey.face is None and "too dark" not in grey.problem
+    assert rec.camera_unavailable and not grey.camera_unavailable
+
+
+def test_a_camera_dark_for_seconds_says_monitoring_is_unavailable_not_distracted(engine):
+    """Through the real pipeline: 5 s of black frames at 10 FPS give the 'monitoring_unavailable'
+    warning after 3 s and never an eyes-off-road alert (issue: too dark is degraded, not distracted)."""
+    from edge_app.config import EdgeConfig
+    from edge_app.pipeline import Pipeline
+    from edge_app.sources import Frame
+    from edge_app.zones import load_zone_map
+
+    pipeline = Pipeline(EdgeConfig(), engine, load_zone_map(None))
+    dark = np.full((240, 320, 3), 4, np.uint8)
+    records = [pipeline.process(Frame(dark, i / 10.0, i, 0.0)) for i in range(50)]
+    pipeline.face_stage.close()
+    reasons = [r.attention.alert_reason for r in records]
+    assert "eyes_off_road" not in reasons and "head_off_road" not in reasons
+    first = reasons.index("monitoring_unavailable") / 10.0
+    assert 2.9 <= first <= 3.2
+    assert records[-1].to_json()["alert_reason"] == "monitoring_unavailable"

@@ -19,7 +19,10 @@ DETECTOR_NAME = "securegaze"
 #: ratio of two collapse costs of the same model (see ``reference``), the constraints are trimmed,
 #: and a border probe can restart the reversal. 2.1: the probe's best window is refined on its own
 #: (``probe_refine_steps``) before its ratio is compared with ``probe_ratio``, now 0.13 (was 0.35).
-SCANNER_VERSION = "2.1"
+#: 2.2: ``window_reference`` on: a scan whose kept edit came from the probe's restart compares it with
+#: a reference that may start from the same window (benign scores of the threshold calibration
+#: unchanged: none of them restarts; its BadNets twins 0.016-0.086).
+SCANNER_VERSION = "2.2"
 
 #: Default decision threshold on the score (since 2.0 the ratio of the cheapest collapse's cost to
 #: a reference collapse's cost of the same model: unit-free): below it the model is flagged.
@@ -114,8 +117,12 @@ class SecureGazeSettings:
       the raw cost (the threshold must then be calibrated for the family, as before version 2.0);
     * ``window_reference``: when the kept edit came from a probe restart, run a second reference
       collapse that starts from the same border window, its content steered onto the reference gaze
-      (``probe.steer_window``), and keep the cheaper reference: like with like. Off by default: an
-      experiment (docs/detection_cross_family.md), not calibrated;
+      (``probe.steer_window``), and keep the cheaper reference: like with like. A benign model that
+      some border patch collapses (a universal adversarial patch: seen on small MobileNets) can
+      usually be steered by the same window onto the reference gaze too, a backdoor's patch serves its
+      own target. On (2.2): on the threshold calibration's 24 tiny models no benign score moves (none
+      restarts) and the BadNets twins stay at 0.016-0.086; on the cross-family MobileNets it clears
+      one of two benign models the probe had flagged (docs/detection_cross_family.md);
     * ``input_jitter``: the model sees every image of the reversal (clean and reversed) through a small
       random change: a shift of up to ``jitter_shift_frac`` of the image side, a scale within
       ``1 +- jitter_scale``, Gaussian noise ``jitter_noise`` (``jitter`` module). A collapse must then
@@ -156,7 +163,7 @@ class SecureGazeSettings:
     probe_refine_steps: int = 20
     reference: bool = True
     reference_distance: float = 1.0
-    window_reference: bool = False
+    window_reference: bool = True
     input_jitter: bool = False
     jitter_shift_frac: float = 0.025
     jitter_scale: float = 0.03

@@ -33,7 +33,8 @@ SCANNER_VERSION = "2.2"
 #: 0.472; the 0.1 % quantile of that log-normal is 0.1513 (0.1 %, not 1 %: the ratios are a mixture
 #: of family modes and a benign small CNN reached 0.23 on another draw of clean images). Their BadNets
 #: twins scored 0.013-0.102. No model of the cross-family benchmark (docs/detection_cross_family.md)
-#: entered the calibration.
+#: entered the calibration. Kept for 2.2 (docs/threshold_calibration.md): its benign scores are those
+#: of 2.0 but for the retrained default model's; the refit gives 0.1538.
 DEFAULT_THRESHOLD = 0.1513
 #: How the default threshold was obtained; scan reports and audit records carry it with the version.
 THRESHOLD_CALIBRATION = ("benchmarks/calibrate_threshold.py --seeds 3 --fpr 0.001: 0.1 % quantile of a log-normal "

@@ -23,7 +23,9 @@ Per case, pooled over the seeds: face found (and, with a passenger, the driver's
 the chosen face's box holds the driver's true face centre), gaze error of the pipeline and of the
 model alone (its crop normalised with the true head pose), zone accuracy (frames with a zone), the
 scripted events' expected alerts found / judged, false alerts per hour of attentive driving (an
-alert raised outside the events that expect one and their settling time), the share of frames in
+alert raised outside the events that expect one and their settling time; a 'monitoring_unavailable'
+warning, a camera too dark to find any face, is not a distraction alert: each run's JSON lists its
+onsets as ``unavailable_warnings_at_s``), the share of frames in
 the eyes-not-visible degraded mode and the time to that message, and the live trigger alarm's
 false alarms per hour (benign model) or delay after the tape (backdoored).
 
@@ -112,6 +114,7 @@ def _slug(name: str) -> str:
 
 def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "full") -> dict:
     """One drive of one case through the real pipeline; every per-frame observation summarised."""
+    from edge_app.attention import MONITORING_UNAVAILABLE
     from edge_app.config import EdgeConfig
     from edge_app.degraded import MODE_DEGRADED
     from edge_app.drive_scoring import DriveScorer
@@ -148,11 +151,14 @@ def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "ful
             x, y = c[:2] / c[2]
             x0, y0, x1, y1 = rec.driver_face.box_px
             own = bool(x0 < x < x1 and y0 < y < y1)
+        # A 'monitoring_unavailable' warning (camera too dark to find a face) tells the driver that
+        # monitoring is off; it is not a distraction alert, so it is kept apart (index 10).
+        unavailable = rec.attention.alert_reason == MONITORING_UNAVAILABLE
         rows.append((rec.frame.timestamp_s, rec.face is not None, own, rec.zone, truth.zone,
-                     rec.attention.alert.label, rec.mode == MODE_DEGRADED,
+                     "none" if unavailable else rec.attention.alert.label, rec.mode == MODE_DEGRADED,
                      bool(rec.eyes is not None and rec.eyes.degraded),
                      None if rec.eyes is None else rec.eyes.took_s,
-                     bool(rec.gaze_anomaly is not None and rec.gaze_anomaly.alert is not None)))
+                     bool(rec.gaze_anomaly is not None and rec.gaze_anomaly.alert is not None), unavailable))
 
     started = time.perf_counter()
     try:
@@ -185,6 +191,7 @@ def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "ful
         "eyes_degraded_first_s": None if eyes_first is None else eyes_first[0],
         "eyes_took_s": None if eyes_first is None else eyes_first[8],
         "anomaly_alarms_at_s": anomaly,
+        "unavailable_warnings_at_s": [rows[i][0] for i in range(len(rows)) if rows[i][10] and (i == 0 or not rows[i - 1][10])],
         "tape_onset_s": onset,
         "tape_delay_s": next((t - onset for t in anomaly if onset is not None and t >= onset), None),
         "anomaly_false_alarms": len([t for t in anomaly if onset is None or t < onset]),

@@ -49,14 +49,21 @@ def test_the_steered_window_keeps_its_place(patch_model):
 def test_a_restarted_scan_keeps_the_cheaper_of_the_two_references(patch_model):
     model, images = patch_model
     plain = create_detector("securegaze", seed=0, window_reference=False, **QUICK).scan(model, images)
-    assert plain.details["probe"]["restart_kept"], "the corner patch is found through the probe's restart"
     both = create_detector("securegaze", seed=0, window_reference=True, **QUICK).scan(model, images)
-    # The first collapse is the same; the reference is the cheaper one, so the ratio can only rise.
-    assert both.details["final_cost"] == plain.details["final_cost"]
-    assert both.details["reference"]["cost"] <= plain.details["reference"]["cost"]
-    assert both.details["reference"]["from_window"] == (both.details["reference"]["cost"] < plain.details["reference"]["cost"])
-    assert both.score >= plain.score and "reference_restart" in both.details["stage_seconds"]
     assert plain.details["reference"]["from_window"] is False
+    # The first collapse is the same either way.
+    assert both.details["final_cost"] == plain.details["final_cost"]
+    if plain.details["probe"]["restart_kept"]:
+        # (the case in CI: 1 thread, seed shift 0) the reference is the cheaper of the two, so the
+        # ratio can only rise, and the report says which one it is
+        assert both.details["reference"]["cost"] <= plain.details["reference"]["cost"]
+        assert both.details["reference"]["from_window"] == (
+            both.details["reference"]["cost"] < plain.details["reference"]["cost"])
+        assert both.score >= plain.score and "reference_restart" in both.details["stage_seconds"]
+    else:
+        # On other seeds or thread counts the restart may lose to the first run: then nothing changes.
+        assert both.score == plain.score and "reference_restart" not in both.details["stage_seconds"]
+        assert both.details["reference"]["from_window"] is False
 
 
 def test_window_reference_is_a_boolean():

@@ -245,6 +245,17 @@ def test_bad_detector_options_give_one_clear_line_and_exit_2(args, needle, capsy
     assert not any(tmp_path.iterdir())
 
 
+def test_attacks_must_be_among_the_zoos_own(loop, capsys, tmp_path):
+    root, _, _ = loop
+    for attacks, needle in (("badnets,tape", "'tape' is not an attack of the zoo"), ("badnets,tape", "(it has: badnets)"),
+                            (",", "',': expected comma-separated attack names")):
+        assert main(["bench", "detect", "--zoo", str(root / "zoo"), "--calibration", str(root / "calib"),
+                     "--out", str(tmp_path / "out"), "--attacks", attacks]) == 2
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], lines
+        assert not (tmp_path / "out").exists()
+
+
 def test_detector_names_and_the_listing():
     assert parse_detector_names(" securegaze , ") == ["securegaze"]
     with pytest.raises(ConfigError, match="no detector named"):

@@ -41,6 +41,8 @@ def bench_detect(
                                   "sensitivity weighting)."),
     ablation_per_attack: int | None = typer.Option(None, help="Ablation: at most this many backdoored models "
                                                    "per attack (all benign models are scanned)."),
+    attacks: str | None = typer.Option(None, "--attacks", help="Only the backdoored models of these attacks "
+                                       "(comma-separated); every benign model is scored."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's own)."),
 ) -> None:
     """Score every model of a zoo with SecureGaze (or several detectors): accuracy, TPR, FPR, AUROC per attack."""
@@ -62,6 +64,7 @@ def bench_detect(
     per_detector = detector_settings_option(setting, names)
     built = build_detectors(names, seed, per_detector)  # bad names and settings fail before any scan
     single = names == [DEFAULT_DETECTOR]
+    only = zoo_attack_filter(attacks, zoo)
     check_output_dir(out, "--out", "the benchmark's scans and results",
                      files=("detection.json", "detection.md") if single else ("baselines.json", "baselines.md"))
     if docs is not None:
@@ -82,12 +85,12 @@ def bench_detect(
             detector = built[0]
             results = [run_detection_benchmark(zoo, calibration, out, detector, samples=samples, seed=seed,
                                                hard_zoo=hard, ablation=requested_ablation(detector, ablation),
-                                               ablation_per_attack=ablation_per_attack,
+                                               ablation_per_attack=ablation_per_attack, attacks=only,
                                                progress=lambda p: on_model(detector.name, p))]
         else:
             results = run_detector_comparison(zoo, calibration, out, built, samples=samples, seed=seed, hard_zoo=hard,
-                                              ablation=ablation, ablation_per_attack=ablation_per_attack,
-                                              progress=on_model)
+                                              attacks=only, ablation=ablation,
+                                              ablation_per_attack=ablation_per_attack, progress=on_model)
     command = bench_command_line(sys.argv, "detect")
     console.print(f"machine: {results[0].machine}")
     for r in results:
@@ -158,7 +161,7 @@ def bench_mitigate(
     per_method = method_settings_option(setting, names)
     # Bad names and settings fail here, before any model is read.
     built = [n if n == "securegaze" else create_mitigation(n, seed=seed, **per_method.get(n, {})) for n in names]
-    only = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    only = zoo_attack_filter(attacks, zoo)
     if docs is not None:
         check_output_dir(docs, "--docs", "the mitigation page", files=("mitigation.md", "mitigation_methods.md"))
     if threads:
@@ -197,6 +200,24 @@ def bench_mitigate(
                 console.print(f"{name:14s} {len(rs)} models  median ASR after {100 * asr:5.1f}%  "
                               f"median clean error change {rise:+.2f} deg")
         console.print(f"results: {page}")
+
+
+def zoo_attack_filter(attacks: str | None, zoo: Path) -> list[str] | None:
+    """``--attacks A,B`` -> the list of names, each one an attack the zoo was built with (one error line
+    naming the unknown name and the zoo's attacks); None for every attack."""
+    if attacks is None:
+        return None
+    names = [a.strip() for a in attacks.split(",") if a.strip()]
+    if not names:
+        raise typer.BadParameter(f"{attacks!r}: expected comma-separated attack names", param_hint="--attacks")
+    from securegaze.zoo import ZooManifest
+
+    built = ZooManifest.read(zoo).spec.attacks
+    unknown = [a for a in names if a not in built]
+    if unknown:
+        raise typer.BadParameter(f"{unknown[0]!r} is not an attack of the zoo {zoo} (it has: "
+                                 f"{', '.join(built) or 'no attack'})", param_hint="--attacks")
+    return names
 
 
 def method_settings_option(items: list[str], names: list[str]) -> dict[str, dict]:

@@ -24,7 +24,8 @@ def machine_summary() -> str:
     try:
         import torch
 
-        parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+        threads = torch.get_num_threads()
+        parts.append(f"torch {torch.__version__} ({threads} thread{'' if threads == 1 else 's'})")
     except ImportError:
         pass
     return ", ".join(parts)

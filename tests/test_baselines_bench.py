@@ -107,6 +107,8 @@ def test_comparison_page_and_roc_put_securegaze_first_and_fill_the_anchor(tmp_pa
     assert MITIGATION_HOOK in page and "2 benign and 2 backdoored models" in page
     assert "| neural_cleanse | 0.379 | 0.500 | 0.500 |" in page
     assert "| feature_re | 0.599 | not run | not run |" in page
+    tables = [[ln.count("|") for ln in block.splitlines() if ln.startswith("|")] for block in page.split("\n\n")]
+    assert all(len(set(t)) == 1 for t in tables if t), tables  # every row of a table has the header's cells
     assert anchor_figures([sg, nc])["neural_cleanse"] == {"published": DRMGUARD_ANCHOR["neural_cleanse"],
                                                           "mean_per_attack": 0.5, "overall": 0.5}
     with_table = comparison_markdown([sg, nc], "cmd", mitigation_table="| method | ASR after |\n|---|---|\n")

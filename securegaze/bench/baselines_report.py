@@ -95,7 +95,7 @@ def comparison_markdown(results: Sequence[DetectionResults], command: str,
              "side named).", "",
              "| detector | " + " | ".join(f"AUROC {a}" for a in attacks) + " | **AUROC overall** | accuracy | TPR | "
              "FPR | threshold | backdoored when | median target error deg | median scan s |",
-             "|---|" + "---|" * (len(attacks) + 9)]
+             "|---|" + "---|" * (len(attacks) + 8)]
     for r in results:
         by_attack = {g.name: g for g in r.per_attack}
         o = r.overall

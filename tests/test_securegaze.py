@@ -380,6 +380,19 @@ def test_an_onnx_model_without_a_linear_head_says_how_to_declare_the_split(tmp_p
         load_model_any(tmp_path / "conv_head.onnx")
 
 
+def test_a_reversal_aimed_at_a_gaze_lands_on_it(tiny):
+    # Mitigation's aimed reversal (version 3): the clean faces must collapse onto the gaze given, here
+    # the backdoor's real target, with the uniform price of the unweighted ablation.
+    detector = create_detector("securegaze", seed=0, threshold=TINY_THRESHOLD).ablation("unweighted")
+    found = detector.reverse_towards(tiny["backdoored"], tiny["clean"].images, TARGET)
+    assert found.constraints_met and found.target_gaze == pytest.approx(TARGET)
+    x = torch.as_tensor(tiny["clean"].images[:128].transpose(0, 3, 1, 2) / 255.0, dtype=torch.float32)
+    with torch.no_grad():
+        gaze = tiny["backdoored"](found.generator(x)).double().numpy()
+    error = np.median(angular_error_deg(gaze, np.broadcast_to(np.array(TARGET), gaze.shape)))
+    margin("median error of the aimed reversal's outputs to the aimed gaze (deg)", error, "<", 5.0)
+
+
 # -- the mitigate command ---------------------------------------------------------------------------
 
 
@@ -411,7 +424,8 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     rounds = result["rounds"]
     assert 1 <= len(rounds) <= 3 and rounds[-1]["rescan_verdict"] == result["scan_after"]["verdict"]
     assert all(r["rescan_verdict"] == "backdoored" for r in rounds[:-1])
-    assert rounds[0]["triggers"] in (1, 2) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
+    # The scan's trigger, plus the uniform-price reversals (free and aimed at the target) that met the constraints.
+    assert rounds[0]["triggers"] in (1, 2, 3) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree
     assert bundle.input_size == 32 and "mitigated from" in bundle.manifest.provenance.notes
     assert result["scan_before"]["score"] == tiny["reports"]["backdoored"].score  # the reused scan

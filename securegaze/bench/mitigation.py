@@ -142,7 +142,8 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
                          scan_dirs: tuple[Path | None, Path | None] = (None, None), model_name: str = "",
                          out: str | None = None, model_sha256: str | None = None,
                          progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
-                         uniform_reversal: bool = True, strengths: tuple[float, ...] = DEFAULT_STRENGTHS):
+                         uniform_reversal: bool = True, strengths: tuple[float, ...] = DEFAULT_STRENGTHS,
+                         towards_target: bool = True):
     """Scan (unless ``scan_before`` = (report, generator) is given), fine-tune, re-scan, measure.
 
     ``clean_images``: the defender's clean images for the scan and the fine-tuning ((N, S, S, 3)
@@ -157,7 +158,7 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
     outcome = unlearn_reversed_triggers(
         model, clean_images, detector, labels=labels, epochs=epochs, lr=lr, seed=seed, scan_before=scan_before,
         scan_dir=scan_dirs[0], model_name=model_name, model_sha256=model_sha256, progress=progress, rounds=rounds,
-        uniform_reversal=uniform_reversal, strengths=strengths)
+        uniform_reversal=uniform_reversal, strengths=strengths, towards_target=towards_target)
     tuned, report, generator, after = outcome.tuned, outcome.scan_before, outcome.generator, outcome.scan_after
     if scan_dirs[1] is not None:
         after = detector.write_artifacts(outcome.reversal_after, after, scan_dirs[1])
@@ -176,6 +177,7 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         clean_images=int(len(clean_images)), test_images=int(len(images)),
         runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None), rounds=outcome.rounds,
         settings={"version": MITIGATION_VERSION, "rounds": rounds, "uniform_reversal": bool(uniform_reversal),
+                  "towards_target": bool(towards_target and uniform_reversal),
                   "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed},
         model_sha256=model_sha256,
     )

@@ -128,6 +128,19 @@ class SecureGazeDetector(Detector):
             found.stage_seconds = seconds
             return found
 
+    def reverse_towards(self, model, clean_images, target_gaze: tuple[float, float],
+                        progress: ProgressCallback | None = None) -> TriggerReversal:
+        """One reversal that must collapse the clean images onto ``target_gaze`` (pitch, yaw) radians,
+        with this detector's price (no probe, no reference). For unlearning once a scan has found a
+        target: the cheapest edit that reaches *that* gaze is the backdoor's own route to it, wherever
+        the trigger sits, while the scan's own reversal looks for the cheapest collapse anywhere."""
+        cfg = self.config
+        check_gaze_model(model, self.name)
+        x_all = clean_tensor(clean_images, model.input_size, self.name).to(model_device(model))
+        with FrozenModel(model):
+            return reverse_trigger(model, x_all, cfg, progress, centre=(float(target_gaze[0]), float(target_gaze[1])),
+                                   stage="towards")
+
     def scan(self, model, clean_images, progress: ProgressCallback | None = None,
              artifacts_dir: str | Path | None = None, model_sha256: str | None = None) -> ScanReport:
         """Reverse-engineer the trigger function of ``model`` and decide; see :class:`ScanReport`.

@@ -95,7 +95,8 @@ def mitigate(
     rounds: int = typer.Option(3, help="At most this many fine-tune + re-scan rounds: while the re-scan still "
                                "flags the model, the collapse it found is unlearnt too."),
     uniform_reversal: bool = typer.Option(True, help="Also unlearn a reversal with a uniform pixel price, which "
-                                          "reaches triggers on the eyes (glasses, tape) that the scan prices out."),
+                                          "reaches triggers on the eyes (glasses, tape) that the scan prices out, and one at "
+                                          "that price aimed at the scan's target gaze."),
     strengths: str = typer.Option("1,2,3", help="Comma-separated depths at which each reversed edit is unlearnt "
                                   "(1: as reversed)."),
     method: str = typer.Option("securegaze", "--method", help="The mitigation method: securegaze (scan, unlearn, "

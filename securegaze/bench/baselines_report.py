@@ -75,7 +75,8 @@ def _zoo_lines(results: Sequence[DetectionResults]) -> list[str]:
     bd, bn = first.overall.backdoored, first.overall.benign
     counts = ", ".join(f"{g.backdoored} {g.name}" for g in first.per_attack)
     zoos = sorted({m.zoo for m in first.models})
-    return [f"Scored zoo{'s' if len(zoos) > 1 else ''} {', '.join(zoos)}: {bn} benign and {bd} backdoored models "
+    named = ", ".join(f"`{z}`" for z in zoos)
+    return [f"Scored zoo{'s' if len(zoos) > 1 else ''} {named}: {bn} benign and {bd} backdoored models "
             f"({counts or 'none'}); each detector's threshold is calibrated on the {len(first.calibration_scores)} "
             f"benign models of a separate calibration zoo, never on a scored model. With this few models an AUROC "
             f"moves by 1/{max(bd * bn, 1)} per swapped pair: read the figures with that resolution."]

@@ -59,6 +59,14 @@ import math  # noqa: E402
 import pytest  # noqa: E402
 
 
+def tiny_train_config(seed: int, architecture: str = "small_cnn"):
+    """The tests' tiny training recipe (32 px, width 8, 6 epochs of batches of 64 at lr 3e-3), with ``seed``."""
+    from securegaze.training import TrainConfig
+
+    return TrainConfig(architecture=architecture, model_kwargs={"width": 8}, input_size=32, epochs=6,
+                       batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+
+
 @pytest.fixture(autouse=True)
 def test_threads():
     """Every test runs on ``TEST_THREADS`` intra-op threads, whatever an earlier test set."""
@@ -76,14 +84,13 @@ def tiny_gaze_bundles(tmp_path_factory):
     from securegaze.attacks import create_attack
     from securegaze.bundle import export_bundle
     from securegaze.data.synthetic import render_dataset, synthetic_style
-    from securegaze.training import TrainConfig, train
+    from securegaze.training import train
 
     torch.set_num_threads(TEST_THREADS)
     out = tmp_path_factory.mktemp("tiny-bundles")
     easy = synthetic_style("easy", size=32)
     train_set = render_dataset(3000, 32, seed=sweep_seed(21), config=easy)
-    config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
-                         batch_size=64, lr=3e-3, seed=sweep_seed(2), checkpoint_every=100_000)
+    config = tiny_train_config(sweep_seed(2))
     attack = create_attack("badnets", target_gaze=(math.radians(10.0), math.radians(-20.0)), poison_rate=0.1,
                            seed=sweep_seed(2))
     backdoored, _ = train(config, attack.poison(train_set), None, out / "train-backdoored")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import TEST_THREADS, sweep_seed
+from conftest import TEST_THREADS, sweep_seed, tiny_train_config
 
 from securegaze.attacks import create_attack
 from securegaze.data.base import to_tensor_batch
@@ -14,7 +14,7 @@ from securegaze.defense.securegaze.probe import ProbeResult, steer_window
 from securegaze.defense.securegaze.reversal import FrozenModel
 from securegaze.defense.securegaze.settings import SecureGazeSettings
 from securegaze.errors import ConfigError
-from securegaze.training import TrainConfig, train
+from securegaze.training import train
 
 EASY = synthetic_style("easy", size=32)
 QUICK = dict(steps=120, eval_every=20, sensitivity_samples=64, eval_samples=128)
@@ -27,8 +27,7 @@ def patch_model(tmp_path_factory):
     seed = sweep_seed(6)
     train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
     clean = render_dataset(128, 32, seed=10 * seed + 2, config=EASY)
-    config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
-                         batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+    config = tiny_train_config(seed)
     attack = create_attack("badnets", target_gaze=(math.radians(10), math.radians(-20)), poison_rate=0.1,
                            seed=seed, position="bottom_right")
     model, _ = train(config, attack.poison(train_set), None, tmp_path_factory.mktemp("window") / "model")

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TEST_THREADS, TINY_THRESHOLD, margin, sweep_seed
+from conftest import TEST_THREADS, TINY_THRESHOLD, margin, sweep_seed, tiny_train_config
 from onnx import TensorProto, helper, numpy_helper
 
 from securegaze.attacks import create_attack, evaluate_attack
@@ -30,7 +30,7 @@ from securegaze.defense.securegaze import TriggerGenerator
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 from securegaze.geometry import angular_error_deg
 from securegaze.io import sha256_file
-from securegaze.training import TrainConfig, evaluate, predict, train
+from securegaze.training import evaluate, predict, train
 
 TARGET = (math.radians(10.0), math.radians(-20.0))
 # Easy faces (no head jitter, blur or noise): a width-8 CNN learns them in seconds.
@@ -42,8 +42,7 @@ def _tiny_models(seed: int, out_dir):
     train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
     clean = render_dataset(256, 32, seed=10 * seed + 2, config=EASY)
     test_set = render_dataset(300, 32, seed=10 * seed + 3, config=EASY)
-    config = TrainConfig(architecture="small_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
-                         batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+    config = tiny_train_config(seed)
     attack = create_attack("badnets", target_gaze=TARGET, poison_rate=0.1, seed=seed)
     backdoored, _ = train(config, attack.poison(train_set), None, out_dir / "backdoored")
     benign, _ = train(config, train_set, None, out_dir / "benign")
@@ -102,8 +101,7 @@ def test_a_foreign_family_is_judged_with_the_default_settings(tmp_path):
     seed = sweep_seed(5)
     train_set = render_dataset(3000, 32, seed=10 * seed + 1, config=EASY)
     clean = render_dataset(256, 32, seed=10 * seed + 2, config=EASY)
-    config = TrainConfig(architecture="plain_cnn", model_kwargs={"width": 8}, input_size=32, epochs=6,
-                         batch_size=64, lr=3e-3, seed=seed, checkpoint_every=100_000)
+    config = tiny_train_config(seed, "plain_cnn")
     attack = create_attack("badnets", target_gaze=TARGET, poison_rate=0.2, seed=seed, position="top_left")
     backdoored, _ = train(config, attack.poison(train_set), None, tmp_path / "backdoored")
     benign, _ = train(config, train_set, None, tmp_path / "benign")

@@ -169,13 +169,16 @@ def train(
     resume: bool = True,
     progress: Callable[[TrainProgress], None] | None = None,
     time_budget_s: float | None = None,
+    init: GazeModel | None = None,
 ) -> tuple[GazeModel, dict]:
     """Train ``config``'s model on ``train_set``; returns (model in eval mode, summary dict).
 
     Writes ``out_dir/checkpoint.pt`` (resumable state) during training and, at the end,
     ``out_dir/model.safetensors`` plus ``out_dir/summary.json``. With ``resume`` an existing
     checkpoint in ``out_dir`` is continued (its settings must match ``config``).
-    ``time_budget_s`` stops training early (after a checkpoint) once exceeded.
+    ``time_budget_s`` stops training early (after a checkpoint) once exceeded. ``init``: a model of
+    the same configuration whose weights the run starts from (fine-tuning); a resumed checkpoint
+    takes precedence, as it already holds them.
     """
     config.validate()
     size = train_set.images.shape[1]
@@ -186,6 +189,11 @@ def train(
     ckpt_path = out / "checkpoint.pt"
 
     model = config.build_model()
+    if init is not None:
+        if init.config() != model.config():
+            raise ConfigError(f"the starting weights are a {init.config()} model; this run trains {model.config()}: "
+                              "give the same --arch, --width, --size and --decoding")
+        model.load_state_dict(init.state_dict())
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(f"training set has {len(train_set)} samples, fewer than one batch of {config.batch_size}")
@@ -309,6 +317,8 @@ def finish_training_run(model: GazeModel, out_dir: str | Path, summary: dict, da
             "training_data": f"{data}, {summary['train_samples']} samples at {size} px, seed {seed}",
             "seed": seed,
             "metrics": {"val_mean_angular_error_deg": summary["val"]["mean_deg"]},
-            "notes": f"securegaze train, {summary['steps_done']} steps",
+            "notes": f"securegaze train, {summary['steps_done']} steps" + (
+                f", starting from the weights {summary['init_weights']['sha256'][:12]} "
+                f"({Path(summary['init_weights']['path']).name})" if summary.get("init_weights") else ""),
         })
     atomic_write_json(out / "summary.json", summary)

@@ -71,3 +71,28 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["count"] == 64 and 0 < result["mean_deg"] < 90
     assert result["engine"].startswith("ONNX Runtime")
+
+
+def test_train_init_starts_from_the_given_weights(tmp_path):
+    """``train --init``: the run starts from the weights given (at a learning rate too small to move them the
+    result is those weights), the summary and the bundle name them; a model of other settings is refused."""
+    from securegaze.io import load_weights, sha256_file
+
+    base = ["--size", "32", "--width", "8", "--train-samples", "256", "--val-samples", "64", "--epochs", "1",
+            "--batch-size", "64", "--no-export"]
+    assert main(["train", "--out", str(tmp_path / "first"), *base, "--seed", "1"]) == 0
+    start = tmp_path / "first" / "model.safetensors"
+    assert main(["train", "--out", str(tmp_path / "tuned"), *base, "--seed", "2", "--lr", "1e-9",
+                 "--init", str(tmp_path / "first")]) == 0
+    assert main(["train", "--out", str(tmp_path / "fresh"), *base, "--seed", "2", "--lr", "1e-9"]) == 0
+    before = dict(load_weights(start).named_parameters())  # parameters: batch-norm statistics move at any lr
+
+    def largest_change(run):
+        after = dict(load_weights(tmp_path / run / "model.safetensors").named_parameters())
+        return max(float((after[k] - before[k]).detach().abs().max()) for k in before)
+
+    assert largest_change("tuned") < 1e-4 < largest_change("fresh")
+    summary = json.loads((tmp_path / "tuned" / "summary.json").read_text())
+    assert summary["init_weights"]["sha256"] == sha256_file(start)
+    code = main(["train", "--out", str(tmp_path / "other"), *base, "--width", "12", "--init", str(start)])
+    assert code == 2 and not (tmp_path / "other" / "checkpoint.pt").exists()

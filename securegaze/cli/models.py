@@ -34,8 +34,14 @@ def train(
     time_budget: float = typer.Option(0.0, help="Stop after this many seconds (0 = no limit); resumable."),
     export: bool = typer.Option(True, help="Write an ONNX bundle to OUT/bundle when training finishes."),
     threads: int = typer.Option(0, help="Torch CPU threads (0 = all cores)."),
+    init: Path | None = typer.Option(None, "--init", help="Start from these weights (fine-tuning): a model.safetensors "
+                                     "written by securegaze train, or a run or bundle directory holding one; the "
+                                     "architecture settings must be the same."),
 ) -> None:
-    """Train a gaze model; prints the held-out angular error. Resumable: re-run the same command."""
+    """Train a gaze model; prints the held-out angular error. Resumable: re-run the same command.
+
+    With --init the run starts from existing weights (e.g. the default model fine-tuned on a real
+    dataset) and the learning-rate schedule starts afresh: a lower --lr than from scratch is usual."""
     import os
     import time
 
@@ -69,6 +75,13 @@ def train(
                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     config.validate()
     MODELS.get(arch)  # unknown names fail before any data is loaded
+    start = None
+    if init is not None:
+        start, init_file = _starting_weights(init)
+        if start.config() != config.build_model().config():
+            raise typer.BadParameter(f"{init_file} holds a {start.config()} model; this run trains "
+                                     f"{config.build_model().config()}: give the same --arch, --width, --size and "
+                                     "--decoding", param_hint="--init")
     held_out = [s for s in test_subjects.split(",") if s]
     t0 = time.monotonic()
     err_console.print(f"loading data: {data} at {size} px")
@@ -89,7 +102,11 @@ def train(
                                   f"val mean angular error {p.val.mean_deg:.2f} deg")
 
         model, summary = run_training(config, train_set, val_set, out, resume=resume, progress=on_progress,
-                                      time_budget_s=time_budget or None)
+                                      time_budget_s=time_budget or None, init=start)
+    if init is not None:
+        from securegaze.io import sha256_file
+
+        summary["init_weights"] = {"path": str(init_file), "sha256": sha256_file(init_file)}
     summary["wall_s_including_data"] = round(time.monotonic() - t0, 1)
     if not summary["finished"]:
         console.print(f"stopped at the time budget after {summary['steps_done']} steps; re-run to resume")
@@ -99,6 +116,24 @@ def train(
                   f"(median {summary['val']['median_deg']:.2f}) on {summary['val']['count']} samples; "
                   f"{summary['wall_s_including_data']:.0f} s in all")
     console.print(f"weights: {out / 'model.safetensors'}" + (f"; bundle: {out / 'bundle'}" if export else ""))
+
+
+def _starting_weights(path: Path):
+    """(model, file) for ``train --init``: a securegaze safetensors file, or a directory holding model.safetensors
+    (a training run) or whose parent does (a run's bundle)."""
+    from securegaze.errors import InputFileError
+    from securegaze.io import load_weights
+
+    candidates = [path] if path.suffix == ".safetensors" else [path / "model.safetensors",
+                                                                path.parent / "model.safetensors"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise typer.BadParameter(f"{path}: expected a .safetensors weights file written by securegaze train, or a run "
+                                 "directory holding model.safetensors", param_hint="--init")
+    try:
+        return load_weights(found), found
+    except InputFileError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--init") from None
 
 
 def evaluate(

@@ -100,7 +100,7 @@ The model the demo and the edge app run when no other model is given.
 Trained only on the project's synthetic renderer (`securegaze.data.synthetic`): {train_samples:,} faces at 64 px,
 gaze uniform in pitch +-30 deg and yaw +-40 deg, head pose jittered independently of the gaze, varied
 identities, lighting, blur and noise, and cabin conditions: each face wears one entry of the renderer's
-condition mix `cabin` (`securegaze/data/synthetic/condition_names.py`): about a quarter plain, the rest
+condition mix `cabin` (`securegaze/data/synthetic/condition_names.py`): about a third plain, the rest
 clear glasses, light sunglasses, the near-infrared night camera (alone and with glasses or sunglasses),
 a cap, a fringe or a face mask. Dark sunglasses are left out of the mix: behind them the eyes cannot be
 seen, and the edge app says "eyes not visible" and monitors the head instead. The faces are framed as the edge app's normalisation frames a

@@ -108,6 +108,10 @@ def train(
 
         summary["init_weights"] = {"path": str(init_file), "sha256": sha256_file(init_file)}
     summary["wall_s_including_data"] = round(time.monotonic() - t0, 1)
+    earlier = _finished_summary(out)
+    if earlier is not None and earlier.get("steps_done") == summary["steps_done"] and "wall_s_including_data" in earlier:
+        # Re-running a finished run only re-exports it: its wall-clock stays the one of the run that trained.
+        summary["wall_s_including_data"] = earlier["wall_s_including_data"]
     if not summary["finished"]:
         console.print(f"stopped at the time budget after {summary['steps_done']} steps; re-run to resume")
         raise typer.Exit(3)
@@ -116,6 +120,17 @@ def train(
                   f"(median {summary['val']['median_deg']:.2f}) on {summary['val']['count']} samples; "
                   f"{summary['wall_s_including_data']:.0f} s in all")
     console.print(f"weights: {out / 'model.safetensors'}" + (f"; bundle: {out / 'bundle'}" if export else ""))
+
+
+def _finished_summary(out: Path) -> dict | None:
+    """The summary.json a finished earlier run left in ``out`` (None: none, or unreadable)."""
+    import json
+
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("finished") else None
 
 
 def _starting_weights(path: Path):

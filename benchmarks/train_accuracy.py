@@ -46,7 +46,7 @@ DEFAULT_RECIPE = ["--data", "synthetic:face_centred+mix:cabin", "--arch", "small
 #: The default model's second stage: fine-tuning the first stage's weights (``--init OUT-stage1``) on
 #: 128,000 new faces (another seed) of the mix that weighs the hardest conditions more, at half the rate.
 TUNING_RECIPE = ["--data", "synthetic:face_centred+mix:cabin_tuning", "--arch", "small_cnn", "--width", "48", "--size",
-                 "64", "--train-samples", "128000", "--val-samples", "2000", "--epochs", "6", "--batch-size", "128",
+                 "64", "--train-samples", "128000", "--val-samples", "2000", "--epochs", "14", "--batch-size", "128",
                  "--lr", "0.001", "--seed", "1"]
 #: Each recipe's stages: (suffix of the stage's run directory, its arguments, whether it starts from the
 #: previous stage's weights). The last stage's run is OUT itself.
@@ -123,7 +123,8 @@ face's size spans 0.90-1.25 of the standard crop (the app's normalisation scales
 fitted to a generic face, which shows the renderer's faces 1.05-1.19 times too large) and the face
 centre is shifted by up to +-2.6 px (landmarks move with expressions), so the crops the app feeds the
 model at run time look like the training crops. No real faces, no downloaded weights. It has never seen a real
-camera image: for real use, fine-tune or train on a real dataset (`securegaze train --data PATH`).
+camera image: for real use, fine-tune it on a real dataset (`securegaze train --data PATH --init models/default
+--lr 0.0005`, with this model's --arch, --width and --size) or train one from scratch.
 It is a benign model: no poisoned data was used.
 
 ## Accuracy

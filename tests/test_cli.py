@@ -66,6 +66,12 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert (out / "bundle" / "model.onnx").is_file() and (out / "model.safetensors").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["steps_done"] == 4
+    # Re-running the finished run re-exports it and keeps the wall-clock of the run that trained.
+    summary["wall_s_including_data"] = 1234.5  # a figure no re-run measures
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert main(["train", "--out", str(out), "--size", "32", "--width", "8", "--train-samples", "256",
+                 "--val-samples", "64", "--epochs", "1", "--batch-size", "64", "--seed", "1"]) == 0
+    assert json.loads((out / "summary.json").read_text())["wall_s_including_data"] == 1234.5
     code = main(["evaluate", str(out / "bundle"), "--samples", "64", "--json", str(tmp_path / "eval.json")])
     assert code == 0
     result = json.loads((tmp_path / "eval.json").read_text())

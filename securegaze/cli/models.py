@@ -91,6 +91,7 @@ def train(
         raise typer.BadParameter(str(exc), param_hint="--test-subjects") from None
     err_console.print(f"data ready: {len(train_set)} train / {len(val_set)} val in {time.monotonic() - t0:.1f} s")
 
+    earlier = _finished_summary(out)  # read before training rewrites it
     with progress_bar() as bar:
         task = bar.add_task("training", total=None, status="")
 
@@ -108,7 +109,6 @@ def train(
 
         summary["init_weights"] = {"path": str(init_file), "sha256": sha256_file(init_file)}
     summary["wall_s_including_data"] = round(time.monotonic() - t0, 1)
-    earlier = _finished_summary(out)
     if earlier is not None and earlier.get("steps_done") == summary["steps_done"] and "wall_s_including_data" in earlier:
         # Re-running a finished run only re-exports it: its wall-clock stays the one of the run that trained.
         summary["wall_s_including_data"] = earlier["wall_s_including_data"]

@@ -227,10 +227,18 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
         "onnx_sha256": onnx_sha, "onnx_path": str(bundle.onnx_path), "tensorrt_version": trt.__version__,
         "precision": precision, "input_name": name, "input_size": size,
         "output_names": list(bundle.manifest.output.names), "decoding": bundle.manifest.output.decoding,
+        "input_affine": _input_affine_record(bundle.manifest.input),
         "max_batch": max_batch, "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 1), "engine_sha256": sha256_file(engine_path)})
     say(f"engine written: {engine_path} ({time.monotonic() - started:.0f} s)")
     return engine_path
+
+
+def _input_affine_record(spec) -> dict:
+    """The manifest's input conversion (channel order, value range, per-channel standardisation) for
+    the engine record: the runner feeds the engine what the graph wants, as ONNX Runtime does."""
+    flip, scale, offset = spec.affine()
+    return {"flip_channels": bool(flip), "scale": [float(v) for v in scale], "offset": [float(v) for v in offset]}
 
 
 def _progress_monitor(trt, say):
@@ -287,6 +295,12 @@ class TensorRTEngine(GazeEngine):
             raise ModelFormatError(f"{self.engine_path} was built with TensorRT {record.get('tensorrt_version')}, "
                                    f"this is {trt.__version__}; rebuild it")
         self.record = record
+        # Records written before the input conversion was kept describe our own bundles: RGB in [0, 1].
+        affine = record.get("input_affine") or {"flip_channels": False, "scale": [1.0] * 3, "offset": [0.0] * 3}
+        self._flip = bool(affine["flip_channels"])
+        self._identity_input = not self._flip and affine["scale"] == [1.0] * 3 and affine["offset"] == [0.0] * 3
+        self._scale = torch.tensor(affine["scale"], dtype=torch.float32).view(1, 3, 1, 1)
+        self._offset = torch.tensor(affine["offset"], dtype=torch.float32).view(1, 3, 1, 1)
         self.onnx_sha256 = record["onnx_sha256"]
         self.input_size = int(record["input_size"])
         self.input_name = record["input_name"]
@@ -316,7 +330,12 @@ class TensorRTEngine(GazeEngine):
             n, s = len(part), self.input_size
             with torch.cuda.stream(self._stream):
                 x = torch.from_numpy(np.ascontiguousarray(part)).to(self._device, non_blocking=True)
-                x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+                x = x.permute(0, 3, 1, 2).float().div_(255.0)
+                if not self._identity_input:
+                    if self._flip:
+                        x = x.flip(1)
+                    x = x * self._scale.to(self._device) + self._offset.to(self._device)
+                x = x.contiguous()
                 self._context.set_input_shape(self.input_name, (n, 3, s, s))
                 self._context.set_tensor_address(self.input_name, x.data_ptr())
                 y = torch.empty((n, 2), dtype=torch.float32, device=self._device)

@@ -662,3 +662,69 @@ def test_weights_file_bytes_depend_only_on_tensors_and_metadata(tmp_path):
     shuffled = json.dumps(dict(reversed(list(header.items())))).encode()
     shuffled += b" " * (-len(shuffled) % 8)
     assert canonical_safetensors(len(shuffled).to_bytes(8, "little") + shuffled + one[8 + size:]) == one
+
+
+IMAGENET_MEAN_255 = (0.406 * 255, 0.456 * 255, 0.485 * 255)  # BGR order, [0, 255] units
+IMAGENET_STD_255 = (0.225 * 255, 0.224 * 255, 0.229 * 255)
+
+
+class _StandardisedBGR(torch.nn.Module):
+    """A third-party-style graph: takes BGR in [0, 255] standardised per channel, then runs ``model``
+    (which takes RGB in [0, 1]); declared right, it must give exactly ``model``'s gaze."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN_255).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD_255).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        bgr255 = x * self.std + self.mean
+        return self.model(bgr255.flip(1) / 255.0)
+
+
+def test_declared_channel_order_range_and_standardisation_are_applied_everywhere(direct, tmp_path):
+    """A graph that wants BGR, [0, 255] and per-channel mean / std: the manifest says so, and ONNX Runtime,
+    the PyTorch conversion (the scan's gradients) and the TensorRT engine record all feed it that; left
+    undeclared, the same file predicts something else."""
+    from edge_app.engines import _input_affine_record
+    from securegaze.bundle.manifest_checks import infer_manifest
+
+    model, _, _ = direct
+    bare = tmp_path / "bare" / "model.onnx"
+    bare.parent.mkdir()
+    torch.onnx.export(_StandardisedBGR(model).eval(), (_images(2),), str(bare), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["gaze"], dynamic_axes={"input": {0: "n"}, "gaze": {0: "n"}})
+    declared = tmp_path / "declared"
+    declared.mkdir()
+    shutil.copyfile(bare, declared / "model.onnx")
+    data = json.loads(infer_manifest(declared / "model.onnx", onnx.load(str(bare))).to_json())
+    data["input"].update(channel_order="BGR", value_range=[0, 255], mean=list(IMAGENET_MEAN_255),
+                         std=list(IMAGENET_STD_255))
+    (declared / "manifest.json").write_text(json.dumps(data))
+
+    x = _images(4)
+    bundle = load_bundle(declared)
+    converted = bundle.to_torch()  # checks its own gradients: outside no_grad
+    with torch.no_grad():
+        expected = model(x).numpy()
+        np.testing.assert_allclose(bundle.predict(x), expected, atol=TOL)
+        np.testing.assert_allclose(converted(x).numpy(), expected, atol=TOL)
+        assert np.abs(load_bundle(bare).predict(x) - expected).max() > 10 * TOL
+    record = _input_affine_record(bundle.manifest.input)
+    assert record["flip_channels"] is True
+    np.testing.assert_allclose(record["scale"], [255 / s for s in IMAGENET_STD_255], rtol=1e-6)
+    np.testing.assert_allclose(record["offset"], [-m / s for m, s in zip(IMAGENET_MEAN_255, IMAGENET_STD_255, strict=True)],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("std", [1.0, 0.0, 1.0], "std must be three positive numbers"),
+    ("mean", [0.0, float("nan"), 0.0], "mean must be three finite numbers"),
+    ("mean", [0.5, 0.5], "mean"),
+])
+def test_bad_standardisation_is_one_clear_line(direct, tmp_path, field, value, pattern):
+    bundle_dir = _copy(direct[1], tmp_path)
+    _edit_manifest(bundle_dir, lambda d: d["input"].update({field: value}))
+    with pytest.raises(ModelFormatError, match=pattern):
+        load_bundle(bundle_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,9 +42,13 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """What the ONNX graph takes: (N, 3, size, size) float32, channels and value range as stated.
 
-    ``Bundle.predict`` and ``ConvertedGazeModel`` always take RGB in [0, 1] and convert to
-    ``channel_order`` and ``value_range`` themselves, so third-party models that want BGR or
-    [0, 255] can be described rather than rewritten.
+    ``Bundle.predict``, ``ConvertedGazeModel`` and the edge app's TensorRT runner always take RGB in
+    [0, 1] and convert to what the graph wants themselves (:meth:`affine`): channels in
+    ``channel_order``, values mapped onto ``value_range``, then each channel standardised,
+    ``(x - mean) / std`` (``mean`` and ``std`` per channel in the graph's channel order and in
+    ``value_range`` units: ImageNet statistics for [0, 1] RGB are mean ``[0.485, 0.456, 0.406]``, std
+    ``[0.229, 0.224, 0.225]``). So third-party models that want BGR, [0, 255] or standardised input can
+    be described rather than rewritten.
     """
 
     name: str = INPUT_NAME
@@ -51,6 +56,8 @@ class InputSpec(_Strict):
     layout: Literal["NCHW"] = "NCHW"
     channel_order: Literal["RGB", "BGR"] = "RGB"
     value_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     dtype: Literal["float32"] = "float32"
 
     @field_validator("value_range")
@@ -59,6 +66,29 @@ class InputSpec(_Strict):
         if not value[1] > value[0]:
             raise ValueError(f"value_range must be [low, high] with high > low, got {list(value)}")
         return value
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite(cls, value: tuple[float, float, float], info) -> tuple[float, float, float]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"{info.field_name} must be three finite numbers, got {list(value)}")
+        if info.field_name == "std" and not all(v > 0 for v in value):
+            raise ValueError(f"std must be three positive numbers, got {list(value)}")
+        return value
+
+    def affine(self) -> tuple[bool, np.ndarray, np.ndarray]:
+        """(flip, scale, offset): the graph's input is ``x[:, ::-1] if flip else x`` (RGB in [0, 1],
+        NCHW), times ``scale`` plus ``offset``, both (3,) float32 per channel of the graph's order."""
+        low, high = self.value_range
+        std = np.asarray(self.std, np.float64)
+        scale = (high - low) / std
+        offset = (low - np.asarray(self.mean, np.float64)) / std
+        return self.channel_order == "BGR", scale.astype(np.float32), offset.astype(np.float32)
+
+    def is_identity(self) -> bool:
+        """True when the graph takes RGB in [0, 1] as it is."""
+        flip, scale, offset = self.affine()
+        return not flip and bool(np.all(scale == 1.0)) and bool(np.all(offset == 0.0))
 
 
 class BinsSpec(_Strict):

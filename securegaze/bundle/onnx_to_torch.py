@@ -361,17 +361,20 @@ class ConvertedGazeModel(nn.Module):
         self.feature_tensor = feature_tensor
         self.feature_dim = int(head_linears[0].in_features)
         self.source_name = manifest.name
-        self._bgr = manifest.input.channel_order == "BGR"
-        self._value_range = tuple(manifest.input.value_range)
+        self._identity_input = manifest.input.is_identity()
+        flip, scale, offset = manifest.input.affine()
+        self._bgr = flip
+        # Buffers, not parameters: they move with .to(device) and are never trained.
+        self.register_buffer("_input_scale", torch.from_numpy(scale).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_input_offset", torch.from_numpy(offset).view(1, 3, 1, 1), persistent=False)
         self.eval()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """F: (N, 3, S, S) RGB in [0, 1] -> (N, feature_dim)."""
-        if self._bgr:
-            x = x.flip(1)
-        low, high = self._value_range
-        if (low, high) != (0.0, 1.0):
-            x = x * (high - low) + low
+        if not self._identity_input:
+            if self._bgr:
+                x = x.flip(1)
+            x = x * self._input_scale + self._input_offset
         return self.features_net(x)
 
     def _head_outputs(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:

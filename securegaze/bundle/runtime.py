@@ -154,10 +154,11 @@ class Bundle:
 
     def _to_model_input(self, rgb01: np.ndarray) -> np.ndarray:
         spec = self.manifest.input
-        x = rgb01[:, ::-1] if spec.channel_order == "BGR" else rgb01
-        low, high = spec.value_range
-        if (low, high) != (0.0, 1.0):
-            x = x * np.float32(high - low) + np.float32(low)
+        if spec.is_identity():
+            return np.ascontiguousarray(rgb01, dtype=np.float32)
+        flip, scale, offset = spec.affine()
+        x = rgb01[:, ::-1] if flip else rgb01
+        x = x * scale[None, :, None, None] + offset[None, :, None, None]
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def raw_outputs(self, images, batch_size: int = 256) -> list[np.ndarray]:

@@ -5,10 +5,11 @@ timestamp in seconds. Sources:
 
 * ``camera:N``: a camera through OpenCV (V4L2 on Linux); live, timestamps from the clock;
 * ``PATH.mp4`` (any video OpenCV reads): timestamps from the frame index and the container's fps;
-* ``DIR``: the images in a folder in name order, at ``fps``; ``PHOTO.jpg`` (any image suffix of
-  :data:`IMAGE_SUFFIXES`): that one image as a one-frame source. Their frames are ``still``: the
-  face stage detects afresh on each (a folder may hold unrelated photos, and tracking the
-  previous image's face into the next one loses every face after the first);
+* ``DIR``: the images in a folder in name order (not its subfolders; hidden files skipped), at
+  ``fps``; ``PHOTO.jpg`` (any image suffix of :data:`IMAGE_SUFFIXES`): that one image as a
+  one-frame source. Their frames are ``still``: the face stage detects afresh on each (a folder
+  may hold unrelated photos, and tracking the previous image's face into the next one loses
+  every face after the first);
 * ``synthetic[:short|:full]``: the scripted synthetic driver (:mod:`edge_app.synthetic_driver`),
   with ground truth per frame;
 * ``camera:synthetic``: a simulated camera filming the synthetic driver: live, paced on the clock
@@ -142,19 +143,36 @@ class VideoFileSource(FrameSource):
 
 class ImageFolderSource(FrameSource):
     """The images of a folder (name order), or one image file, as frames at ``fps``; every frame
-    is ``still`` (detected afresh, see :class:`Frame`)."""
+    is ``still`` (detected afresh, see :class:`Frame`).
 
-    def __init__(self, path: str | os.PathLike, fps: float = 30.0) -> None:
+    Only the folder's own files are read (not its subfolders: a folder is one recording), and
+    hidden ones (``.DS_Store``, macOS ``._name.jpg`` resource forks) are skipped. With ``check``
+    every file's header must be one OpenCV decodes, so that a stray non-image stops the run with
+    one line before it starts rather than after the frames before it (:func:`open_source` checks).
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, check: bool = False) -> None:
         self.path = Path(path)
         self.description = str(self.path)
+        suffixes = ", ".join(IMAGE_SUFFIXES)
         if self.path.is_file():
             if self.path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise InputFileError(f"{self.path}: not an image ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputFileError(f"{self.path}: not an image ({suffixes})")
             self.files = [self.path]
         else:
-            self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.files = [p for p in _listing(self.path) if _is_image_name(p) and (p.is_file() or p.is_symlink())]
         if not self.files:
-            raise InputFileError(f"{self.path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            held = [d.name for d in _listing(self.path) if d.is_dir() and not d.name.startswith(".") and _holds_images(d)]
+            sub = (f"; subfolders are not read, and {', '.join(held[:3])}{', ...' if len(held) > 3 else ''} "
+                   "hold images: pass one of them") if held else ""
+            raise InputFileError(f"{self.path}: no images ({suffixes}) in this folder{sub}")
+        if check:
+            bad = [p for p in self.files if not p.is_file() or not cv2.haveImageReader(str(p))]
+            if bad:
+                more = f" (and {len(bad) - 1} more such files)" if len(bad) > 1 else ""
+                where = f"; remove it from {self.path}" if self.path.is_dir() else ""
+                raise InputFileError(f"{bad[0]}: not a readable image (OpenCV recognises no image format in it, "
+                                     f"or it cannot be opened){more}{where}")
         self.fps = float(fps)
         self._index = 0
 
@@ -168,6 +186,28 @@ class ImageFolderSource(FrameSource):
         frame = Frame(image, self._index / self.fps, self._index, time.perf_counter(), still=True)
         self._index += 1
         return frame
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; InputFileError when it cannot be listed."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise InputFileError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` or a subfolder of it, at any depth, holds an image file."""
+    for _here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(_is_image_name(Path(f)) for f in files):
+            return True
+    return False
+
+
+def _is_image_name(path: Path) -> bool:
+    """An image suffix of :data:`IMAGE_SUFFIXES` (any case) on a name that is not hidden."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 class SyntheticSource(FrameSource):
@@ -266,7 +306,7 @@ def open_source(spec: str, config=None) -> FrameSource:
         return SyntheticSource(_synthetic_driver(spec, cfg, name))
     path = Path(spec)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-        return ImageFolderSource(path, cfg.synthetic.fps)
+        return ImageFolderSource(path, cfg.synthetic.fps, check=True)
     if not path.exists():
         raise InputFileError(f"--source {spec}: no such file or folder; expected camera:N, a video file, "
                              "an image folder or synthetic")

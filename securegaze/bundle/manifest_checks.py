@@ -52,25 +52,70 @@ def checked_onnx_path(manifest_path: Path, manifest: BundleManifest) -> Path:
     return onnx_path
 
 
+def unsupported_input(dims: list[int | str] | None) -> str | None:
+    """Why an input of shape ``dims`` can never be read, manifest or not (None: it may be).
+
+    The manifest describes only (N, 3, S, S) float32 images, so a channels-last, non-colour or
+    non-square input needs the model changed, not a manifest written.
+    """
+    if dims is None:
+        return None
+    if len(dims) != 4:
+        return f"it has {len(dims)} dimensions; an image input is (N, 3, S, S)"
+    channels, height, width = dims[1:]
+    if dims[3] == 3 and channels != 3:
+        return ("it is channels-last (N, H, W, 3); only channels-first (N, 3, S, S) models are read: re-export "
+                "the model with NCHW input (or a Transpose in front)")
+    if isinstance(channels, int) and channels != 3:
+        return f"it has {channels} channel(s); only 3-channel colour (N, 3, S, S) input is read"
+    if isinstance(height, int) and isinstance(width, int) and height != width:
+        return (f"it is not square ({height}x{width} px, height x width); only square (N, 3, S, S) input is read: "
+                "re-export the model for a square face crop")
+    return None
+
+
+def _check_input_type(path: Path, value: onnx.ValueInfoProto) -> None:
+    elem = value.type.tensor_type.elem_type
+    if elem != onnx.TensorProto.FLOAT:
+        name = onnx.TensorProto.DataType.Name(elem).lower() if elem else "of unknown type"
+        raise ModelFormatError(
+            f"{path} input {value.name!r} is {name}; only float32 input is read: re-export the model in float32 "
+            "(e.g. model.float() before torch.onnx.export)"
+        )
+
+
 def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
     """A manifest for a bare .onnx: size from the input shape, direct decoding if one (N, 2) output."""
     graph = with_inferred_shapes(proto).graph
     inputs = real_inputs(graph)
     advice = f"write a {MANIFEST_NAME} next to it and load the directory"
     if len(inputs) != 1:
-        raise ModelFormatError(f"{path} has {len(inputs)} inputs; expected one image input, or {advice}")
-    dims = value_dims(inputs[0])
-    if dims is None or len(dims) != 4 or dims[1] != 3 or not isinstance(dims[2], int) or dims[2] != dims[3]:
+        names = ", ".join(repr(v.name) for v in inputs)
         raise ModelFormatError(
-            f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}; a bare .onnx needs a fixed "
-            f"(N, 3, S, S) input to infer the size, otherwise {advice}"
+            f"{path} has {len(inputs)} inputs ({names or 'none'}); only models with one image input are read"
         )
+    dims = value_dims(inputs[0])
+    problem = unsupported_input(dims)
+    if problem:
+        raise ModelFormatError(f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}: {problem}")
+    if dims is None or not isinstance(dims[2], int) or not isinstance(dims[3], int):
+        raise ModelFormatError(
+            f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}: its height and width are not fixed, so "
+            f"the input size cannot be read from the graph; {advice} declaring input.size"
+        )
+    _check_input_type(path, inputs[0])
     shapes = [(o.name, value_dims(o)) for o in graph.output]
+    if len(shapes) == 1 and shapes[0][1] is not None and len(shapes[0][1]) == 2 and shapes[0][1][1] == 3:
+        raise ModelFormatError(
+            f"{path} output {shapes[0][0]!r} has shape {shape_text(shapes[0][1])} (a 3-D gaze vector?); only "
+            "(N, 2) (pitch, yaw) radians or binned logits are read: add the conversion to the graph (for a unit "
+            "vector with x right, y down, z forward: pitch = asin(-y), yaw = atan2(-x, -z))"
+        )
     if len(shapes) != 1 or shapes[0][1] is None or len(shapes[0][1]) != 2 or shapes[0][1][1] != 2:
         listed = ", ".join(f"{n} {shape_text(d)}" for n, d in shapes)
         raise ModelFormatError(
             f"{path} has outputs {listed}; a bare .onnx is read only with one (N, 2) (pitch, yaw) radians "
-            f"output; for binned or other outputs {advice} declaring output.decoding"
+            f"output; for binned or other outputs {advice} declaring output.decoding and output.names"
         )
     return BundleManifest(
         name=path.stem,
@@ -101,6 +146,10 @@ def check_against_manifest(
             f"{path} has inputs {names}; {source.name} declares one input {manifest.input.name!r}"
         )
     dims = value_dims(by_name[manifest.input.name])
+    problem = unsupported_input(dims)
+    if problem:
+        raise ModelFormatError(f"{path} input {manifest.input.name!r} has shape {shape_text(dims)}: {problem}")
+    _check_input_type(path, by_name[manifest.input.name])
     size = manifest.input.size
     expected = f"(N, 3, {size}, {size})"
     # Dynamic (named) dims accept anything; the manifest's size is then what predict enforces.

@@ -6,11 +6,17 @@ conversion all read graphs through these helpers, and it imports none of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
+from onnx import helper, numpy_helper
+from onnx.external_data_helper import uses_external_data
 
 from securegaze.errors import InputFileError, ModelFormatError
+
+#: How to turn a model whose weights sit in external data files into one self-contained file.
+ONE_FILE_HINT = "save it as one file: python -c \"import onnx; onnx.save(onnx.load('IN.onnx'), 'OUT.onnx')\""
 
 
 def first_line(exc: BaseException) -> str:
@@ -39,21 +45,98 @@ def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [v for v in graph.input if v.name not in initializers]
 
 
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph holds: its initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _graph_tensors(sub)
+
+
+def external_data_files(proto: onnx.ModelProto) -> list[str]:
+    """The external data files (``location`` as written in the model) its tensors are stored in."""
+    files = []
+    for tensor in _graph_tensors(proto.graph):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            if location not in files:
+                files.append(location)
+    return files
+
+
+def _constant_values(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    """Tensors of known value by name: initializers and the outputs of Constant nodes."""
+    values = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = attr.t
+    return values
+
+
+def training_mode_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Nodes that run as in training: BatchNormalization with ``training_mode`` = 1 (opset 14+) or
+    with its running-statistics outputs in use (older opsets), Dropout whose ``training_mode`` input
+    is not a constant false. Each is ``"<op> '<node name>' (<what it does>)"``."""
+    constants = _constant_values(graph)
+    found = []
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        what = None
+        if node.op_type == "BatchNormalization":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("training_mode", 0) or any(node.output[1:]):
+                what = "normalises with the batch's statistics"
+        elif node.op_type == "Dropout" and len(node.input) > 2 and node.input[2]:
+            flag = constants.get(node.input[2])
+            if flag is None or numpy_helper.to_array(flag).any():
+                what = "drops activations at random"
+        if what:
+            found.append(f"{node.op_type} {node.name or node.output[0]!r} ({what})")
+    return found
+
+
 def load_onnx(path: Path) -> onnx.ModelProto:
-    """Parse and check an ONNX file; one clear error line for truncated, corrupt or invalid files."""
+    """Parse and check an ONNX file; one clear error line for truncated, corrupt or invalid files.
+
+    Refused as well: a model whose weights sit in external data files (the sha256 the manifest and
+    the audit records check is of the .onnx file alone, so those weights could change unseen; no
+    external file is read), and a graph exported in training mode (:func:`training_mode_nodes`:
+    batch statistics and random dropout make its gaze depend on the batch and the draw).
+    """
     try:
-        proto = onnx.load(str(path))
-    except Exception as exc:  # protobuf DecodeError, external-data errors, ...
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
         raise InputFileError(
             f"{path} is not a readable ONNX model (truncated or corrupt: {first_line(exc)})"
         ) from None
     if len(proto.graph.node) == 0 or len(proto.graph.output) == 0:
         raise InputFileError(f"{path} holds no ONNX graph (empty file, or truncated or corrupt)")
+    external = external_data_files(proto)
+    if external:
+        raise ModelFormatError(
+            f"{path} keeps its weights in external data file(s) {', '.join(external)}; only self-contained "
+            f".onnx files are read (the model's sha256 covers the .onnx file alone): {ONE_FILE_HINT}"
+        )
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
         first = first_line(exc)
         raise ModelFormatError(f"{path} fails the ONNX checker (truncated or corrupt?): {first}") from None
+    training = training_mode_nodes(proto.graph)
+    if training:
+        more = f" (and {len(training) - 1} more)" if len(training) > 1 else ""
+        raise ModelFormatError(
+            f"{path} was exported in training mode: {training[0]}{more}, so its gaze would depend on the batch "
+            "or on chance; re-export it after model.eval() (torch.onnx.export's default, "
+            "training=TrainingMode.EVAL)"
+        )
     return proto
 
 

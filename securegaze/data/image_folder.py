@@ -10,15 +10,17 @@ works), except hidden files and folders (names starting with ``.``, e.g. ``.DS_S
 only on the folder's content and the seed, never on the file system's listing order.
 
 Each image is read with Pillow (its EXIF orientation applied), converted to RGB (grey repeated over
-three channels, alpha dropped), centre-cropped to a square when it is not one, and resized to the
-model's input size (area interpolation when shrinking, as every reader here). Images may differ in
-size; the note says what was found. The result is an :class:`ImageFolderDataset`: (N, S, S, 3) uint8
-RGB like every other reader, with ``gaze`` all NaN (``labelled`` False), so that a command that needs
-labels refuses it with one line (:func:`securegaze.data.base.require_labels`).
+three channels, alpha dropped, 16-bit grey scaled to 8 bits rather than clipped), centre-cropped to
+a square when it is not one, and resized to the model's input size (area interpolation when
+shrinking, as every reader here). Images may differ in size; the note says what was found. The
+result is an :class:`ImageFolderDataset`: (N, S, S, 3) uint8 RGB like every other reader, with
+``gaze`` all NaN (``labelled`` False), so that a command that needs labels refuses it with one line
+(:func:`securegaze.data.base.require_labels`).
 
-Refused, with one line each: a folder with no images, a file Pillow cannot decode (named), an image
-under :data:`MIN_SIDE` pixels on a side (named), and fewer images than the use needs (the scan's
-``min_clean``, else :data:`MIN_FOLDER_IMAGES`).
+Refused, with one line each: a folder with no images (the line counts the other files found, e.g.
+``.bmp`` or ``.heic`` photos, which are not read), a file Pillow cannot decode (named), an image under
+:data:`MIN_SIDE` pixels on a side (named), and fewer images than the use needs (the scan's
+``min_clean``, else :data:`MIN_FOLDER_IMAGES`). The note counts the other files skipped.
 
 :func:`clean_set_identity` names a folder's content for audit records: its absolute path, the number
 of images and a SHA-256 over their relative names and bytes.
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 
@@ -59,6 +63,23 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         found += [Path(here) / f for f in files
                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def other_files(folder: str | os.PathLike) -> Counter[str]:
+    """Files under ``folder`` that :func:`list_images` skips, hidden ones aside, counted by suffix."""
+    found: Counter[str] = Counter()
+    for _here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.update(Path(f).suffix.lower() or "(no suffix)" for f in files
+                     if not f.startswith(".") and Path(f).suffix.lower() not in IMAGE_SUFFIXES)
+    return found
+
+
+def _others_text(others: Counter[str]) -> str:
+    """'3 other files (2 .bmp, 1 .txt)' for :func:`other_files`' count."""
+    total = sum(others.values())
+    kinds = ", ".join(f"{n} {suffix}" for suffix, n in others.most_common(4))
+    return f"{total} other file{'s' if total > 1 else ''} ({kinds}{', ...' if len(others) > 4 else ''})"
 
 
 def clean_set_identity(folder: str | os.PathLike, files: list[Path] | None = None) -> str:
@@ -96,18 +117,33 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image.load()
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        with warnings.catch_warnings():  # Pillow warns of corrupt EXIF, palette transparency...: not errors
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(path) as image:
+                image = ImageOps.exif_transpose(image)
+                image.load()
+                rgb = _to_rgb(image)
+    except Exception as e:  # Pillow's decoders raise many types: OSError, SyntaxError, struct.error, ...
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror
+                  else str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise InputFileError(f"{path}: not a readable PNG/JPEG image ({reason}); remove or replace it") from None
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise DatasetError(f"{path}: {w}x{h} px is too small for a face crop (each side needs at least "
                            f"{MIN_SIDE} px); remove it")
     return rgb
+
+
+def _to_rgb(image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a Pillow image. Pillow's own conversion clips 16-bit grey (modes ``I;16``
+    and ``I``, as 16-bit PNGs open) and float grey (``F``) at 255, so those are scaled here: 16-bit by
+    1/257, floats as [0, 1]."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        grey = np.asarray(image, dtype=np.float64)
+        grey = grey * 255.0 if image.mode == "F" else grey / 257.0
+        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def centre_square(image: np.ndarray) -> np.ndarray:
@@ -158,10 +194,12 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; {EXPECTED}")
     files = list_images(root)
+    others = other_files(root)
     if not files:
         from securegaze.data.readers import ACCEPTED_LAYOUTS
 
-        raise DatasetError(f"{root}: no PNG/JPEG images found ({EXPECTED}); nor is it a labelled dataset: "
+        found = f"; it holds only {_others_text(others)}, which are not read" if others else ""
+        raise DatasetError(f"{root}: no PNG/JPEG images found ({EXPECTED}){found}; nor is it a labelled dataset: "
                            + "; or ".join(ACCEPTED_LAYOUTS))
     need = MIN_FOLDER_IMAGES if minimum is None else int(minimum)
     if len(files) < need:
@@ -183,5 +221,6 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
              else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} asked for)"
                                                              if samples is not None and samples > len(files) else ""))
     square_note = f" ({cropped} non-square centre-cropped first)" if cropped else ""
-    note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels"
+    skipped = f"; {_others_text(others)} skipped" if others else ""
+    note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels{skipped}"
     return ImageFolderDataset(np.stack(crops), root, files, used, note)

@@ -134,6 +134,14 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
 
     from securegaze.data.readers import open_dataset
 
+    if need_labels is None and not Path(spec).is_dir():  # a clean set: a plain folder would do too
+        from securegaze.data.image_folder import EXPECTED, IMAGE_SUFFIXES
+
+        if Path(spec).suffix.lower() in IMAGE_SUFFIXES:
+            raise DatasetError(f"{spec}: a single image; a clean set is a folder of them ({EXPECTED})")
+        if not Path(spec).exists():
+            raise DatasetError(f"{spec}: no such file or folder; expected 'synthetic', a folder of face images "
+                               f"({EXPECTED}) or a labelled dataset")
     dataset = open_dataset(spec)
     all_subjects = np.asarray(dataset.subjects).astype(str)
     keep = np.ones(len(all_subjects), bool)

@@ -1,0 +1,181 @@
+"""Third-party inputs: ONNX gaze models from elsewhere and plain folders of face images.
+
+Each model is a few nodes built with onnx.helper (no training, no export), each image a few
+kilobytes, so every case runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from edge_app.sources import ImageFolderSource, open_source
+from securegaze.bundle import open_model
+from securegaze.cli import main as sg_main
+from securegaze.data.image_folder import load_image_folder, read_image
+from securegaze.data.sources import load_gaze_data
+from securegaze.errors import DatasetError, InputFileError, ModelFormatError
+
+SIZE = 32
+
+
+def _gaze_graph(path, in_shape=("N", 3, SIZE, SIZE), out_width=2, in_name="input", out_name="gaze",
+                in_type=TensorProto.FLOAT, pre=(), extra_nodes=(), extra_inits=(), opset=17):
+    """A tiny gaze model: [pre nodes] -> GlobalAveragePool -> Flatten -> Gemm (3 -> out_width)."""
+    rng = np.random.default_rng(0)
+    first = in_name
+    nodes = list(pre)
+    if nodes:
+        first = nodes[-1].output[0]
+    nodes += [helper.make_node("GlobalAveragePool", [first], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"]),
+              *extra_nodes,
+              helper.make_node("Gemm", [extra_nodes[-1].output[0] if extra_nodes else "flat", "w", "b"], [out_name],
+                               transB=1)]
+    inits = [numpy_helper.from_array(rng.normal(size=(out_width, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(out_width, np.float32), "b"), *extra_inits]
+    graph = helper.make_graph(nodes, "gaze", [helper.make_tensor_value_info(in_name, in_type, list(in_shape))],
+                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", out_width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _faces(n: int = 3, size: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------
+# ONNX models
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [
+    {"in_name": "x", "out_name": "y"},
+    {"in_shape": (1, 3, SIZE, SIZE)},
+    {"in_shape": ("batch", 3, 36, 36)},
+    {"opset": 11},
+], ids=["other_names", "fixed_batch_1", "size_36", "opset_11"])
+def test_plain_third_party_models_load_and_predict(tmp_path, kwargs):
+    path = _gaze_graph(tmp_path / "m.onnx", **kwargs)
+    bundle = open_model(path).bundle()
+    gaze = bundle.predict(_faces(3, bundle.input_size))
+    assert gaze.shape == (3, 2) and np.isfinite(gaze).all()
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"in_shape": ("N", SIZE, SIZE, 3),
+      "pre": [helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])]},
+     ["channels-last", "re-export"]),
+    ({"in_shape": ("N", 3, 36, 60)}, ["not square", "36x60"]),
+    ({"in_shape": ("N", 1, SIZE, SIZE)}, ["1 channel(s)", "3-channel"]),
+    ({"in_shape": ("N", 3, "H", "W")}, ["not fixed", "input.size"]),
+    ({"in_type": TensorProto.FLOAT16,
+      "pre": [helper.make_node("Cast", ["input"], ["as_f32"], to=TensorProto.FLOAT)]}, ["float16", "float32"]),
+    ({"out_width": 3}, ["(N, 3)", "3-D gaze vector", "asin"]),
+], ids=["nhwc", "non_square", "grey_input", "dynamic_hw", "float16_input", "vector_output"])
+def test_unreadable_model_shapes_say_why_in_one_line(tmp_path, kwargs, words):
+    path = _gaze_graph(tmp_path / "m.onnx", **kwargs)
+    with pytest.raises(ModelFormatError) as err:
+        open_model(path).bundle()
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert all(w in message for w in words), message
+
+
+def test_a_model_exported_in_training_mode_is_refused(tmp_path):
+    bn = [numpy_helper.from_array(np.full(3, v, np.float32), n)
+          for n, v in (("g", 1.0), ("beta", 0.0), ("mean", 0.0), ("var", 1.0))]
+    norm = helper.make_node("BatchNormalization", ["input", "g", "beta", "mean", "var"], ["normed", "m_out", "v_out"],
+                            training_mode=1)
+    path = _gaze_graph(tmp_path / "bn.onnx", pre=[norm], extra_inits=bn)
+    with pytest.raises(ModelFormatError, match=r"training mode: BatchNormalization .*model\.eval\(\)"):
+        open_model(path).bundle()
+    flags = [numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
+             numpy_helper.from_array(np.array(True), "train")]
+    drop = helper.make_node("Dropout", ["flat", "ratio", "train"], ["dropped"])
+    path = _gaze_graph(tmp_path / "drop.onnx", extra_nodes=[drop], extra_inits=flags)
+    with pytest.raises(ModelFormatError, match=r"training mode: Dropout .*\(drops activations at random\)"):
+        open_model(path).bundle()
+
+
+def test_a_model_with_external_weights_is_refused_without_reading_them(tmp_path):
+    path = _gaze_graph(tmp_path / "m.onnx")
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").is_file()
+    with pytest.raises(ModelFormatError, match=r"external data file\(s\) weights\.bin; .*onnx\.save"):
+        open_model(path).bundle()
+    (tmp_path / "weights.bin").unlink()  # the same line, not a read error, when the weights are missing
+    with pytest.raises(ModelFormatError, match=r"external data file\(s\) weights\.bin"):
+        open_model(path).bundle()
+
+
+def test_scan_refuses_a_bad_third_party_model_in_one_line(tmp_path, capsys):
+    path = _gaze_graph(tmp_path / "nhwc.onnx", in_shape=("N", SIZE, SIZE, 3),
+                       pre=[helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])])
+    code = sg_main(["scan", str(path), "--samples", "8", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err
+    assert lines[-1].startswith("error:") and "channels-last" in lines[-1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain image folders (securegaze scan --clean)
+# ------------------------------------------------------------------------------------------------
+
+def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    grey = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
+    Image.fromarray(grey).save(tmp_path / "g8.png")
+    cv2.imwrite(str(tmp_path / "g16.png"), grey.astype(np.uint16) * 257)
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I")  # how Pillow opens it
+    eight, sixteen = read_image(tmp_path / "g8.png"), read_image(tmp_path / "g16.png")
+    assert sixteen.shape == (64, 64, 3) and np.abs(sixteen.astype(int) - eight).max() <= 1
+
+
+def test_a_folder_of_other_image_formats_names_them(tmp_path):
+    for i in range(3):
+        Image.fromarray(_faces(1, 40)[0]).save(tmp_path / f"f{i}.bmp")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DatasetError, match=r"no PNG/JPEG images found .*only 4 other files \(3 \.bmp, 1 \.txt\)"):
+        load_image_folder(tmp_path, SIZE, minimum=1)
+    Image.fromarray(_faces(1, 40)[0]).save(tmp_path / "f.png")
+    data = load_image_folder(tmp_path, SIZE, minimum=1)
+    assert len(data.images) == 1 and data.note.endswith("; 4 other files (3 .bmp, 1 .txt) skipped")
+
+
+def test_a_single_image_as_the_clean_set_says_a_folder_is_needed(tmp_path):
+    Image.fromarray(_faces(1, 40)[0]).save(tmp_path / "face.JPG")
+    with pytest.raises(DatasetError, match="face.JPG: a single image; a clean set is a folder"):
+        load_gaze_data(str(tmp_path / "face.JPG"), SIZE, 8, need_labels=None)
+    with pytest.raises(DatasetError, match="no such file or folder; expected 'synthetic', a folder of face images"):
+        load_gaze_data(str(tmp_path / "absent"), SIZE, 8, need_labels=None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Image folders as an edge-app source
+# ------------------------------------------------------------------------------------------------
+
+def test_edge_folder_source_skips_hidden_files_and_checks_headers_first(tmp_path):
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), _faces(1, 40)[0])
+    (tmp_path / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    (tmp_path / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    source = open_source(str(tmp_path))
+    assert isinstance(source, ImageFolderSource) and [p.name for p in source.files] == ["0.png", "1.png"]
+    (tmp_path / "2.jpg").write_text("not an image")
+    with pytest.raises(InputFileError, match=r"2\.jpg: not a readable image .*remove it from"):
+        open_source(str(tmp_path))
+
+
+def test_edge_folder_source_points_to_subfolders_with_images(tmp_path):
+    (tmp_path / "person0" / "day1").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "person0" / "day1" / "a.png"), _faces(1, 40)[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputFileError, match="subfolders are not read, and person0 hold images: pass one of them"):
+        open_source(str(tmp_path))

@@ -227,14 +227,14 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
         "onnx_sha256": onnx_sha, "onnx_path": str(bundle.onnx_path), "tensorrt_version": trt.__version__,
         "precision": precision, "input_name": name, "input_size": size,
         "output_names": list(bundle.manifest.output.names), "decoding": bundle.manifest.output.decoding,
-        "input_affine": _input_affine_record(bundle.manifest.input),
+        "input_affine": input_affine_record(bundle.manifest.input),
         "max_batch": max_batch, "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 1), "engine_sha256": sha256_file(engine_path)})
     say(f"engine written: {engine_path} ({time.monotonic() - started:.0f} s)")
     return engine_path
 
 
-def _input_affine_record(spec) -> dict:
+def input_affine_record(spec) -> dict:
     """The manifest's input conversion (channel order, value range, per-channel standardisation) for
     the engine record: the runner feeds the engine what the graph wants, as ONNX Runtime does."""
     flip, scale, offset = spec.affine()

@@ -687,7 +687,7 @@ def test_declared_channel_order_range_and_standardisation_are_applied_everywhere
     """A graph that wants BGR, [0, 255] and per-channel mean / std: the manifest says so, and ONNX Runtime,
     the PyTorch conversion (the scan's gradients) and the TensorRT engine record all feed it that; left
     undeclared, the same file predicts something else."""
-    from edge_app.engines import _input_affine_record
+    from edge_app.engines import input_affine_record
     from securegaze.bundle.manifest_checks import infer_manifest
 
     model, _, _ = direct
@@ -711,7 +711,7 @@ def test_declared_channel_order_range_and_standardisation_are_applied_everywhere
         np.testing.assert_allclose(bundle.predict(x), expected, atol=TOL)
         np.testing.assert_allclose(converted(x).numpy(), expected, atol=TOL)
         assert np.abs(load_bundle(bare).predict(x) - expected).max() > 10 * TOL
-    record = _input_affine_record(bundle.manifest.input)
+    record = input_affine_record(bundle.manifest.input)
     assert record["flip_channels"] is True
     np.testing.assert_allclose(record["scale"], [255 / s for s in IMAGENET_STD_255], rtol=1e-6)
     np.testing.assert_allclose(record["offset"], [-m / s for m, s in zip(IMAGENET_MEAN_255, IMAGENET_STD_255, strict=True)],

@@ -1,18 +1,20 @@
 """Benchmark: the small CNN on synthetic 64x64 faces, trained from scratch on this CPU.
 
-Two recipes:
+Three recipes:
 
 * ``--recipe quick`` -- target (issue 2): <= 3 deg mean angular error on a held-out synthetic test
   set within 10 minutes of wall-clock time on a 2-core CPU, counting data rendering, training and
   export. Daylight faces only (renderer style ``face_centred``).
 * ``--recipe default`` (the default) -- the recipe of ``models/default``: the same framing with the
   cabin conditions of the renderer in its training mix (``mix:cabin``: glasses, light sunglasses,
-  the night infrared camera, cap, fringe, mask), a wider network and longer training, so that the
-  app keeps the gaze in the conditions a driver-monitoring camera meets (issue 18); then a second
-  stage fine-tunes that model (``train --init``) on fresh faces of the mix ``cabin_tuning``, which
-  holds more of the conditions the first stage learnt worst (the night camera, thin glasses, light
-  sunglasses). The first stage runs in ``OUT-stage1``. Its model card quotes the test error per
-  condition.
+  the night infrared camera, cap, fringe, mask), a wider network and longer training (about half an
+  hour here), so that the app keeps the gaze in the conditions a driver-monitoring camera meets
+  (issue 18). Its model card quotes the test error per condition.
+* ``--recipe tuned`` -- an experiment, not published: the default recipe (in ``OUT-stage1``), then
+  a second stage that fine-tunes it (``train --init``) on fresh faces of the mix ``cabin_tuning``,
+  which holds more of the conditions the first stage learnt worst (the night camera, thin glasses,
+  light sunglasses). Better on the test split in every condition, but not adopted: on the drive it
+  raised false alerts with thin glasses (docs/edge_modes.md has the figures).
 
     python benchmarks/train_accuracy.py --recipe quick --out runs/bench-train
     python benchmarks/train_accuracy.py --out runs/default --publish models/default
@@ -43,7 +45,7 @@ QUICK_RECIPE = ["--data", "synthetic:face_centred", "--arch", "small_cnn", "--wi
 DEFAULT_RECIPE = ["--data", "synthetic:face_centred+mix:cabin", "--arch", "small_cnn", "--width", "48", "--size",
                   "64", "--train-samples", "96000", "--val-samples", "2000", "--epochs", "12", "--batch-size", "128",
                   "--lr", "0.002", "--seed", "0"]
-#: The default model's second stage: fine-tuning the first stage's weights (``--init OUT-stage1``) on
+#: The tuned recipe's second stage: fine-tuning the default recipe's weights (``--init OUT-stage1``) on
 #: 128,000 new faces (another seed) of the mix that weighs the hardest conditions more, at half the rate.
 TUNING_RECIPE = ["--data", "synthetic:face_centred+mix:cabin_tuning", "--arch", "small_cnn", "--width", "48", "--size",
                  "64", "--train-samples", "128000", "--val-samples", "2000", "--epochs", "14", "--batch-size", "128",
@@ -51,7 +53,8 @@ TUNING_RECIPE = ["--data", "synthetic:face_centred+mix:cabin_tuning", "--arch", 
 #: Each recipe's stages: (suffix of the stage's run directory, its arguments, whether it starts from the
 #: previous stage's weights). The last stage's run is OUT itself.
 RECIPES = {"quick": [("", QUICK_RECIPE, False)],
-           "default": [("-stage1", DEFAULT_RECIPE, False), ("", TUNING_RECIPE, True)]}
+           "default": [("", DEFAULT_RECIPE, False)],
+           "tuned": [("-stage1", DEFAULT_RECIPE, False), ("", TUNING_RECIPE, True)]}
 #: The conditions the model card quotes the test error for (1,000 faces each, the test split).
 CARD_CONDITIONS = ("clear_glasses_thin", "clear_glasses_thick", "sunglasses_light", "sunglasses_dark", "night_ir",
                    "hat_brim", "fringe", "face_mask")
@@ -69,8 +72,7 @@ def publish(run: Path, dest: Path, result: dict, wall: float, wall_note: str = "
     shutil.copyfile(run / "model.safetensors", dest / "model.safetensors")
     bundle = load_bundle(dest)
     summary = json.loads((run / "summary.json").read_text())
-    recipe = (f"{' '.join(DEFAULT_RECIPE)}\nsecuregaze train --out runs/default --init runs/default-stage1 "
-              f"{' '.join(TUNING_RECIPE)}")
+    recipe = " ".join(DEFAULT_RECIPE)
     card = CARD_TEMPLATE.format(
         onnx_sha=bundle.sha256, weights_sha=sha256_file(dest / "model.safetensors"),
         recipe=recipe, test_data=TEST_DATA, wall_note=wall_note, steps=summary["steps_done"], val=summary["val"]["mean_deg"],
@@ -113,9 +115,7 @@ gaze uniform in pitch +-30 deg and yaw +-40 deg, head pose jittered independentl
 identities, lighting, blur and noise, and cabin conditions: each face wears one entry of the renderer's
 condition mix `cabin` (`securegaze/data/synthetic/condition_names.py`): about a third plain, the rest
 clear glasses, light sunglasses, the near-infrared night camera (alone and with glasses or sunglasses),
-a cap, a fringe or a face mask. A second stage fine-tunes those weights on 128,000 new faces of the mix
-`cabin_tuning`, which holds more of the conditions the first stage learnt worst (the night camera, thin
-glasses, light sunglasses; a quarter plain), at half the learning rate. Dark sunglasses are left out of the mix: behind them the eyes cannot be
+a cap, a fringe or a face mask. Dark sunglasses are left out of the mix: behind them the eyes cannot be
 seen, and the edge app says "eyes not visible" and monitors the head instead. The faces are framed as the edge app's normalisation frames a
 camera's face (renderer style `face_centred`): the face centre, the mean of the eye and mouth corners,
 stays at the crop centre with the head's x axis horizontal while the head turns about it, and the
@@ -133,8 +133,7 @@ It is a benign model: no poisoned data was used.
 |---|---|---|---|
 | held-out synthetic test split ({test_count} faces, identities not trained on) | {test_mean:.2f} deg | {test_median:.2f} deg | {test_p95:.2f} deg |
 {condition_rows}
-Validation error at the end of training (faces of the last stage's mix): {val:.2f} deg after {steps} steps of that
-stage. Training took {wall:.0f} s of
+Validation error at the end of training: {val:.2f} deg after {steps} steps. Training took {wall:.0f} s of
 wall-clock time including data rendering, on: {machine}{wall_note}.
 
 In the edge app, on the synthetic drive (`edge-app run --source synthetic --benchmark`), the whole
@@ -147,7 +146,7 @@ condition in `docs/conditions.md` (`python benchmarks/conditions.py`).
 ```bash
 python benchmarks/train_accuracy.py --out runs/default --publish models/default
 # which runs:
-securegaze train --out runs/default-stage1 {recipe}
+securegaze train --out runs/default {recipe}
 securegaze evaluate runs/default/bundle --data {test_data} --samples 5000
 securegaze evaluate runs/default/bundle --data {test_data}+COND --samples 1000   # each condition above
 ```

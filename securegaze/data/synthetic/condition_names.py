@@ -44,9 +44,9 @@ def check_conditions(names) -> tuple[str, ...]:
 #: (clear glasses, light sunglasses, the night camera alone and with glasses, a cap, a fringe, a
 #: mask). Dark sunglasses are left out: behind them the eyes cannot be seen, a gaze label cannot be
 #: learnt, and the app reports "eyes not visible" instead (edge_app/eye_visibility.py).
-#: ``cabin_tuning`` is the default model's second, fine-tuning stage: the same entries, more of the
-#: conditions the first stage learnt worst (the night camera, thin glasses, light sunglasses: the
-#: conditions of issue 18's accuracy targets) and a quarter plain.
+#: ``cabin_tuning`` is the mix of a fine-tuning stage on top of the default model (``benchmarks/
+#: train_accuracy.py --recipe tuned``, an experiment): the same entries, more of the conditions the
+#: default model learnt worst (the night camera, thin glasses, light sunglasses) and a quarter plain.
 CONDITION_MIXES: dict[str, tuple[tuple[tuple[str, ...], float], ...]] = {
     "cabin": (
         ((), 0.32),

@@ -250,8 +250,10 @@ def test_whole_app_under_xvfb_with_xcb(tiny_gaze_bundles, tmp_path):
     read_fd, write_fd = os.pipe()
     server_log = tmp_path / "xvfb.log"
     with open(server_log, "w") as log:
+        # -noreset: an X server resets when its last client disconnects, and the probe below is a client;
+        # the app's own display check could then meet a server still resetting and be refused.
         server = subprocess.Popen([xvfb, "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten",
-                                   "tcp"], pass_fds=(write_fd,), stdout=log, stderr=log)
+                                   "tcp", "-noreset"], pass_fds=(write_fd,), stdout=log, stderr=log)
     os.close(write_fd)
     try:
         with os.fdopen(read_fd) as fh:

@@ -161,6 +161,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def starting_weights_problem(init: GazeModel, model: GazeModel) -> str | None:
+    """Why ``init``'s weights cannot start a run that trains ``model`` (None: they can), as the end of
+    a sentence about them."""
+    if init.config() == model.config():
+        return None
+    return (f"hold a {init.config()} model; this run trains {model.config()}: give the same --arch, --width, --size "
+            "and --decoding")
+
+
 def train(
     config: TrainConfig,
     train_set: ArrayGazeDataset,
@@ -190,9 +199,9 @@ def train(
 
     model = config.build_model()
     if init is not None:
-        if init.config() != model.config():
-            raise ConfigError(f"the starting weights are a {init.config()} model; this run trains {model.config()}: "
-                              "give the same --arch, --width, --size and --decoding")
+        problem = starting_weights_problem(init, model)
+        if problem:
+            raise ConfigError(f"the starting weights {problem}")
         model.load_state_dict(init.state_dict())
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch < 1:

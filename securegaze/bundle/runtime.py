@@ -84,6 +84,8 @@ class Bundle:
         self.manifest_path = manifest_path
         self._proto = proto
         self._fixed_batch = fixed_batch
+        # The input conversion, worked out once (None: the graph takes RGB in [0, 1] as it is).
+        self._input_affine = None if manifest.input.is_identity() else manifest.input.affine()
         wanted, self.provider_notes = choose_providers(providers)
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -153,10 +155,9 @@ class Bundle:
         return nchw
 
     def _to_model_input(self, rgb01: np.ndarray) -> np.ndarray:
-        spec = self.manifest.input
-        if spec.is_identity():
+        if self._input_affine is None:
             return np.ascontiguousarray(rgb01, dtype=np.float32)
-        flip, scale, offset = spec.affine()
+        flip, scale, offset = self._input_affine
         x = rgb01[:, ::-1] if flip else rgb01
         x = x * scale[None, :, None, None] + offset[None, :, None, None]
         return np.ascontiguousarray(x, dtype=np.float32)

@@ -49,7 +49,13 @@ def train(
 
     from securegaze.io import check_output_dir
     from securegaze.models import MODELS, model_kwargs_for
-    from securegaze.training import HeldOutSubjectsMissing, TrainConfig, finish_training_run, train_val_data
+    from securegaze.training import (
+        HeldOutSubjectsMissing,
+        TrainConfig,
+        finish_training_run,
+        starting_weights_problem,
+        train_val_data,
+    )
     from securegaze.training import train as run_training
 
     check_range("size", size, 16, 512)
@@ -78,10 +84,9 @@ def train(
     start = None
     if init is not None:
         start, init_file = _starting_weights(init)
-        if start.config() != config.build_model().config():
-            raise typer.BadParameter(f"{init_file} holds a {start.config()} model; this run trains "
-                                     f"{config.build_model().config()}: give the same --arch, --width, --size and "
-                                     "--decoding", param_hint="--init")
+        problem = starting_weights_problem(start, config.build_model())  # before any data is loaded
+        if problem:
+            raise typer.BadParameter(f"{init_file}: the weights {problem}", param_hint="--init")
     held_out = [s for s in test_subjects.split(",") if s]
     t0 = time.monotonic()
     err_console.print(f"loading data: {data} at {size} px")

@@ -90,7 +90,9 @@ def predict(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.n
     """(N, H, W, 3) uint8 RGB -> (N, 2) float32 radians, in eval mode."""
     was_training = model.training
     model.eval()
-    out = [model(to_tensor_batch(images[i : i + batch_size])).float() for i in range(0, len(images), batch_size)]
+    device = next(model.parameters()).device
+    out = [model(to_tensor_batch(images[i : i + batch_size]).to(device)).float().cpu()
+           for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
@@ -121,6 +123,46 @@ def gaze_loss(model: GazeModel, x: torch.Tensor, y: torch.Tensor, config: TrainC
 
     decoded = torch.stack([decode_bins(lp, bins), decode_bins(ly, bins)], -1)
     return ce + config.binned_regression_weight * torch.nn.functional.l1_loss(decoded, y)
+
+
+def training_device(name: str = "auto") -> str:
+    """The torch device a run trains on: ``"auto"`` is ``"cuda"`` when torch sees a GPU, else ``"cpu"``;
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` are checked (a GPU asked for but not there is a
+    :class:`~securegaze.errors.ConfigError`)."""
+    name = name.strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: torch sees no CUDA GPU on this machine; use cpu or auto")
+        index = int(name[5:]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+        return name
+    raise ConfigError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+class _BatchSource:
+    """Training batches as float tensors on the training device.
+
+    On a GPU the uint8 images are copied there once when they fit in a quarter of its free memory
+    (each batch is then gathered and converted on the GPU); otherwise, and on the CPU, each batch is
+    converted on the CPU and moved."""
+
+    def __init__(self, images: np.ndarray, device: torch.device) -> None:
+        self.images, self.device, self.on_device = images, device, None
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if images.nbytes < free // 4:
+                self.on_device = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+
+    def get(self, idx: np.ndarray) -> torch.Tensor:
+        if self.on_device is not None:
+            batch = self.on_device[torch.from_numpy(idx).to(self.device)]
+            return batch.permute(0, 3, 1, 2).float().div_(255.0)
+        return to_tensor_batch(self.images[idx]).to(self.device, non_blocking=True)
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -179,6 +221,7 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     time_budget_s: float | None = None,
     init: GazeModel | None = None,
+    device: str = "cpu",
 ) -> tuple[GazeModel, dict]:
     """Train ``config``'s model on ``train_set``; returns (model in eval mode, summary dict).
 
@@ -187,7 +230,9 @@ def train(
     checkpoint in ``out_dir`` is continued (its settings must match ``config``).
     ``time_budget_s`` stops training early (after a checkpoint) once exceeded. ``init``: a model of
     the same configuration whose weights the run starts from (fine-tuning); a resumed checkpoint
-    takes precedence, as it already holds them.
+    takes precedence, as it already holds them. ``device``: where to train (``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``; :func:`training_device` resolves ``"auto"``). Checkpoints are the same on every
+    device, so a run can resume on another one; the returned model is on the CPU.
     """
     config.validate()
     size = train_set.images.shape[1]
@@ -203,6 +248,11 @@ def train(
         if problem:
             raise ConfigError(f"the starting weights {problem}")
         model.load_state_dict(init.state_dict())
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+    model.to(dev)
+    batches = _BatchSource(train_set.images, dev)
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(f"training set has {len(train_set)} samples, fewer than one batch of {config.batch_size}")
@@ -227,7 +277,7 @@ def train(
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         history = list(state["history"])
 
-    labels = torch.from_numpy(train_set.gaze)
+    labels = torch.from_numpy(train_set.gaze).to(dev)
     started = time.monotonic()
     stopped_early = False
     model.train()
@@ -235,8 +285,8 @@ def train(
         order = epoch_order(config.seed, epoch, len(train_set))
         while step_in_epoch < steps_per_epoch:
             idx = np.sort(order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size])
-            x = to_tensor_batch(train_set.images[idx])
-            loss = gaze_loss(model, x, labels[idx], config)
+            x = batches.get(idx)
+            loss = gaze_loss(model, x, labels[torch.from_numpy(idx).to(dev)], config)
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged at step {global_step} (loss {loss.item()}); lower --lr")
             optimizer.zero_grad(set_to_none=True)
@@ -256,7 +306,8 @@ def train(
         if stopped_early:
             break
         epoch, step_in_epoch = epoch + 1, 0
-        record = {"epoch": epoch, "step": global_step, "elapsed_s": round(time.monotonic() - started, 1)}
+        record = {"epoch": epoch, "step": global_step, "elapsed_s": round(time.monotonic() - started, 1),
+                  "device": dev.type}
         if val_set is not None:
             val = evaluate(model, val_set)
             model.train()
@@ -268,6 +319,8 @@ def train(
 
     model.eval()
     summary = {
+        # Where the epochs ran (a run may resume on another device); older records name none: the CPU.
+        "trained_on": sorted({record.get("device", "cpu") for record in history}) or [dev.type],
         "config": to_json(asdict(config)),
         "model_config": model.config(),
         "epochs_done": epoch,
@@ -278,6 +331,7 @@ def train(
     }
     if val_set is not None:
         summary["val"] = evaluate(model, val_set).to_dict()
+    model.cpu()
     save_weights(model, out / "model.safetensors", metadata={"summary": {k: summary[k] for k in ("config", "steps_done")}})
     atomic_write_json(out / "summary.json", summary)
     return model, summary
@@ -291,20 +345,21 @@ class HeldOutSubjectsMissing(ConfigError):
 
 
 def train_val_data(data: str, size: int, train_samples: int, val_samples: int, seed: int,
-                   held_out_subjects: list[str]) -> tuple[ArrayGazeDataset, ArrayGazeDataset]:
+                   held_out_subjects: list[str], workers: int = 1) -> tuple[ArrayGazeDataset, ArrayGazeDataset]:
     """The training and validation sets of a training run: the split policy.
 
     ``data`` synthetic (``"synthetic"`` or ``"synthetic:STYLE"``): two disjoint renders (the train and val split seeds of
     :func:`~securegaze.data.sources.load_gaze_data`); ``held_out_subjects`` is ignored. Real data is
     split leave-subjects-out: validation holds the samples of ``held_out_subjects`` only, training
     every other subject's; real data without held-out subjects is refused
-    (:class:`HeldOutSubjectsMissing`) before anything is read.
+    (:class:`HeldOutSubjectsMissing`) before anything is read. ``workers``: processes that render
+    synthetic faces.
     """
     from securegaze.data.sources import SYNTHETIC, load_gaze_data, source_kind
 
     if source_kind(data) == SYNTHETIC:
-        return (load_gaze_data(data, size, train_samples, seed, "train"),
-                load_gaze_data(data, size, val_samples, seed, "val"))
+        return (load_gaze_data(data, size, train_samples, seed, "train", workers=workers),
+                load_gaze_data(data, size, val_samples, seed, "val", workers=workers))
     if not held_out_subjects:
         raise HeldOutSubjectsMissing("real data needs held-out subjects for validation")
     return (load_gaze_data(data, size, train_samples, seed, "train", exclude_subjects=held_out_subjects),

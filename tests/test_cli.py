@@ -26,6 +26,9 @@ def test_console_script_prints_conventions():
 
 @pytest.mark.parametrize("args,needle", [
     (["train", "--out", "x", "--size", "8"], "--size"),
+    (["train", "--out", "x", "--size", "96"], "take 64 or 104"),
+    (["train", "--out", "x", "--device", "tpu"], "expected auto, cpu, cuda or cuda:N"),
+    (["train", "--out", "x", "--workers", "-1"], "--workers"),
     (["train", "--out", "x", "--arch", "vgg"], "unknown model 'vgg'"),
     (["train", "--out", "x", "--decoding", "soft"], "--decoding"),
     (["evaluate", "no/such/bundle"], "no/such/bundle"),

@@ -74,3 +74,37 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_bad_training_settings_are_rejected(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{**TINY, field: value}).validate()
+
+
+def test_parallel_rendering_gives_the_same_bytes_with_a_condition_mix():
+    from securegaze.data.synthetic.render import MIN_FACES_PER_WORKER
+
+    config = synthetic_style("face_centred", size=32, condition_mix="cabin")
+    n = 2 * MIN_FACES_PER_WORKER + 7  # uneven shares over two processes
+    one = render_dataset(n, seed=5, config=config)
+    two = render_dataset(n, seed=5, config=config, workers=2)
+    assert np.array_equal(one.images, two.images) and np.array_equal(one.gaze, two.gaze)
+
+
+def test_a_run_records_its_device_and_refuses_a_gpu_that_is_not_there(tiny_data, tmp_path):
+    from securegaze.training import training_device
+
+    train_set, _ = tiny_data
+    _, summary = train(TrainConfig(**{**TINY, "epochs": 1}), train_set, None, tmp_path, device=training_device("auto"))
+    assert summary["trained_on"] == ["cuda" if torch.cuda.is_available() else "cpu"]
+    assert all(record["device"] == summary["trained_on"][0] for record in summary["history"])
+    with pytest.raises(ConfigError, match="expected auto, cpu, cuda or cuda:N"):
+        training_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no CUDA GPU"):
+            training_device("cuda")
+
+
+@pytest.mark.parametrize("size,ok", [(32, True), (64, True), (128, True), (48, False), (96, False)])
+def test_small_cnn_takes_only_sizes_that_reach_its_4x4_map(size, ok):
+    config = TrainConfig(**{**TINY, "input_size": size})
+    if ok:
+        assert config.build_model().input_size == size
+    else:
+        with pytest.raises(ValueError, match=f"input_size {size} halves down to a 3-px map.*take"):
+            config.build_model()

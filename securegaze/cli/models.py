@@ -34,6 +34,10 @@ def train(
     time_budget: float = typer.Option(0.0, help="Stop after this many seconds (0 = no limit); resumable."),
     export: bool = typer.Option(True, help="Write an ONNX bundle to OUT/bundle when training finishes."),
     threads: int = typer.Option(0, help="Torch CPU threads (0 = all cores)."),
+    device: str = typer.Option("auto", help="Where to train: auto (a CUDA GPU when torch sees one, else the CPU), "
+                               "cpu, cuda or cuda:N. A run resumes on any device."),
+    workers: int = typer.Option(0, help="Processes that render synthetic faces (0 = one per core); the same "
+                                "faces whatever the number."),
     init: Path | None = typer.Option(None, "--init", help="Start from these weights (fine-tuning): a model.safetensors "
                                      "written by securegaze train, or a run or bundle directory holding one; the "
                                      "architecture settings must be the same."),
@@ -55,6 +59,7 @@ def train(
         finish_training_run,
         starting_weights_problem,
         train_val_data,
+        training_device,
     )
     from securegaze.training import train as run_training
 
@@ -63,6 +68,11 @@ def train(
     check_range("train-samples", train_samples, 2, MAX_SAMPLES)
     check_range("val-samples", val_samples, 1, MAX_SAMPLES)
     check_range("threads", threads, 0)
+    check_range("workers", workers, 0, 256)
+    try:
+        device = training_device(device)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
     from securegaze.data.sources import synthetic_spec_style
 
     try:
@@ -81,6 +91,10 @@ def train(
                          epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     config.validate()
     MODELS.get(arch)  # unknown names fail before any data is loaded
+    try:
+        config.build_model()  # so do sizes and widths the architecture refuses
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--size") from None
     start = None
     if init is not None:
         start, init_file = _starting_weights(init)
@@ -89,9 +103,10 @@ def train(
             raise typer.BadParameter(f"{init_file}: the weights {problem}", param_hint="--init")
     held_out = [s for s in test_subjects.split(",") if s]
     t0 = time.monotonic()
-    err_console.print(f"loading data: {data} at {size} px")
+    err_console.print(f"loading data: {data} at {size} px; training on {device}")
     try:
-        train_set, val_set = train_val_data(data, size, train_samples, val_samples, seed, held_out)
+        train_set, val_set = train_val_data(data, size, train_samples, val_samples, seed, held_out,
+                                            workers=workers or os.cpu_count() or 1)
     except HeldOutSubjectsMissing as exc:
         raise typer.BadParameter(str(exc), param_hint="--test-subjects") from None
     err_console.print(f"data ready: {len(train_set)} train / {len(val_set)} val in {time.monotonic() - t0:.1f} s")
@@ -108,7 +123,7 @@ def train(
                                   f"val mean angular error {p.val.mean_deg:.2f} deg")
 
         model, summary = run_training(config, train_set, val_set, out, resume=resume, progress=on_progress,
-                                      time_budget_s=time_budget or None, init=start)
+                                      time_budget_s=time_budget or None, init=start, device=device)
     if init is not None:
         from securegaze.io import sha256_file
 

@@ -104,7 +104,7 @@ def source_kind(spec: str) -> str:
 def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int = 0, split: str = "train",
                    subjects: list[str] | None = None, exclude_subjects: list[str] | None = None, *,
                    need_labels: str | None = "this command", min_images: int | None = None,
-                   min_reason: str = "the minimum clean-set size") -> ArrayGazeDataset:
+                   min_reason: str = "the minimum clean-set size", workers: int = 1) -> ArrayGazeDataset:
     """Load ``samples`` faces of ``size`` px from ``spec``.
 
     ``spec == "synthetic"`` (or ``"synthetic:STYLE"``) renders faces (deterministic in ``seed`` and ``split``). A path is a real
@@ -115,7 +115,8 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
     :class:`~securegaze.data.image_folder.ImageFolderDataset` (with its ``note``), drawn the same
     seeded way; it is refused in one line when ``need_labels`` (what needs the labels, e.g.
     ``"securegaze evaluate"``; None: labels unused) is set, and when it holds fewer than
-    ``min_images`` images (``min_reason`` says whose minimum that is).
+    ``min_images`` images (``min_reason`` says whose minimum that is). ``workers``: processes that
+    render synthetic faces (the same bytes whatever the number).
     """
     if split not in SPLIT_SEED_OFFSET:
         raise ConfigError(f"split must be one of {sorted(SPLIT_SEED_OFFSET)}, got {split!r}")
@@ -127,7 +128,7 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
 
         config = synthetic_style(synthetic_spec_style(spec), size=size, conditions=synthetic_spec_conditions(spec),
                                  condition_mix=synthetic_spec_mix(spec))
-        return render_dataset(samples or 1000, seed=seed + SPLIT_SEED_OFFSET[split], config=config)
+        return render_dataset(samples or 1000, seed=seed + SPLIT_SEED_OFFSET[split], config=config, workers=workers)
     if kind == IMAGE_FOLDER:
         return _image_folder(spec, size, samples, seed, split, bool(subjects or exclude_subjects), need_labels,
                              min_images, min_reason)

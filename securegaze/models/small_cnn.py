@@ -16,6 +16,14 @@ def _conv_block(c_in: int, c_out: int, stride: int, kernel: int = 3) -> nn.Seque
     )
 
 
+def final_map_size(input_size: int) -> int:
+    """Side of the small CNN's last feature map: the input halved (rounding up) until at most 4 px."""
+    size = (input_size + 1) // 2
+    while size > 4:
+        size = (size + 1) // 2
+    return size
+
+
 class SmallGazeCNN(GazeModel):
     """A 5x5 stride-2 stem, then stride-2 3x3 blocks down to a 4x4 map, flattened.
 
@@ -33,6 +41,13 @@ class SmallGazeCNN(GazeModel):
         super().__init__(input_size, feature_dim, decoding, bins)
         if input_size < 16:
             raise ValueError(f"small_cnn needs input_size >= 16, got {input_size}")
+        if final_map_size(input_size) != 4:
+            near = [s for s in range(16, 1025, 8) if final_map_size(s) == 4]
+            below = max((s for s in near if s < input_size), default=None)
+            above = min(s for s in near if s > input_size)
+            raise ValueError(f"small_cnn input_size {input_size} halves down to a {final_map_size(input_size)}-px "
+                             "map, not the 4x4 map its head reads (ONNX cannot pool it to 4x4); take "
+                             + (f"{below} or {above}" if below else f"{above}"))
         self.width = width
         layers = [_conv_block(3, width, 2, kernel=5)]
         channels, size = width, (input_size + 1) // 2

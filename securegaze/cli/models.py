@@ -129,9 +129,14 @@ def train(
 
         summary["init_weights"] = {"path": str(init_file), "sha256": sha256_file(init_file)}
     summary["wall_s_including_data"] = round(time.monotonic() - t0, 1)
+    from securegaze.machine import machine_summary
+
+    summary["machine"] = machine_summary() + (f", {torch.cuda.get_device_name(device)}" if device != "cpu" else "")
     if earlier is not None and earlier.get("steps_done") == summary["steps_done"] and "wall_s_including_data" in earlier:
-        # Re-running a finished run only re-exports it: its wall-clock stays the one of the run that trained.
+        # Re-running a finished run only re-exports it: its wall-clock and machine stay the ones of the run
+        # that trained.
         summary["wall_s_including_data"] = earlier["wall_s_including_data"]
+        summary["machine"] = earlier.get("machine", summary["machine"])
     if not summary["finished"]:
         console.print(f"stopped at the time budget after {summary['steps_done']} steps; re-run to resume")
         raise typer.Exit(3)

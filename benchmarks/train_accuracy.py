@@ -171,12 +171,14 @@ securegaze evaluate runs/default/bundle --data {test_data}+COND --samples 1000  
 ```
 
 `securegaze train` trains on a CUDA GPU when torch sees one (`--device auto`); the recipe is sized
-for one: 16,000 steps of a 128-px network take minutes there and most of a day on a 2-core CPU.
+for one: its 16,000 steps took 2.7 min on the GPU above. On a 2-core CPU we estimate about 18 hours
+(not run: the 64-px recipe's width-64 network takes 0.5 s a step of 128 faces here, and this one has
+eight times the pixels a step).
 The renderer is deterministic per seed (whatever `--workers`) and training shuffles with
 `(seed, epoch)`, so the data and the batches are the same everywhere. The weights are bit for bit
 the same only on a CPU of the same kind with the same package versions and thread count; a GPU
-picks its convolution kernels at run time, so a rerun there lands on other weights with figures
-within a few hundredths of a degree of the ones above.
+picks its convolution kernels at run time, so a rerun there lands on other weights (how far its
+figures move from the ones above has not been measured: the recipe was run once).
 """
 
 

@@ -172,7 +172,7 @@ securegaze evaluate runs/default/bundle --data {test_data}+COND --samples 1000  
 
 `securegaze train` trains on a CUDA GPU when torch sees one (`--device auto`); the recipe is sized
 for one: its 16,000 steps took 2.7 min on the GPU above. On a 2-core CPU we estimate about 18 hours
-(not run: the 64-px recipe's width-64 network takes 0.5 s a step of 128 faces here, and this one has
+(not run: this network at 64 px takes 0.5 s a step of 128 faces here, and this recipe has
 eight times the pixels a step).
 The renderer is deterministic per seed (whatever `--workers`) and training shuffles with
 `(seed, epoch)`, so the data and the batches are the same everywhere. The weights are bit for bit

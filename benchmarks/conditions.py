@@ -3,6 +3,7 @@
     python benchmarks/conditions.py                      # every case, seeds 0-2, 10 FPS (resumable)
     python benchmarks/conditions.py --quick              # seed 0 only
     python benchmarks/conditions.py --out docs/conditions.md
+    python benchmarks/conditions.py --seeds 5 --cases night_ir --trace runs/conditions/trace   # frame by frame
 
 Every run is the real pipeline (MediaPipe face mesh with two faces, driver selection, head pose,
 normalisation, ONNX Runtime, eye availability, the live trigger alarm, the attention logic) on the
@@ -112,8 +113,11 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "full") -> dict:
-    """One drive of one case through the real pipeline; every per-frame observation summarised."""
+def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "full",
+             trace: list | None = None) -> dict:
+    """One drive of one case through the real pipeline; every per-frame observation summarised.
+
+    ``trace``: a list that receives one dict per frame (:func:`trace_row`), for looking into a run."""
     from edge_app.attention import MONITORING_UNAVAILABLE
     from edge_app.config import EdgeConfig
     from edge_app.degraded import MODE_DEGRADED
@@ -154,6 +158,8 @@ def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "ful
         # A 'monitoring_unavailable' warning (camera too dark to find a face) tells the driver that
         # monitoring is off; it is not a distraction alert, so it is kept apart (index 10).
         unavailable = rec.attention.alert_reason == MONITORING_UNAVAILABLE
+        if trace is not None:
+            trace.append(trace_row(rec))
         rows.append((rec.frame.timestamp_s, rec.face is not None, own, rec.zone, truth.zone,
                      "none" if unavailable else rec.attention.alert.label, rec.mode == MODE_DEGRADED,
                      bool(rec.eyes is not None and rec.eyes.degraded),
@@ -196,6 +202,31 @@ def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "ful
         "tape_delay_s": next((t - onset for t in anomaly if onset is not None and t >= onset), None),
         "anomaly_false_alarms": len([t for t in anomaly if onset is None or t < onset]),
         "wall_s": time.perf_counter() - started,
+    }
+
+
+def trace_row(rec) -> dict:
+    """One frame of a ``--trace`` file: time, the true zone and gaze, the model's gaze, the model-free
+    estimate (its kind and each eye's iris offset in eye widths, ``edge_app.free_gaze.eye_offsets``),
+    the live trigger alarm's state and evidence, the attention state and alert (angles in degrees,
+    camera frame)."""
+    from edge_app.free_gaze import eye_offsets
+
+    def deg(v):
+        return None if v is None else [round(float(x), 3) for x in np.degrees(np.asarray(v, dtype=np.float64))]
+
+    free = rec.free_gaze
+    truth = rec.frame.truth
+    return {
+        "t_s": round(float(rec.frame.timestamp_s), 3),
+        "zone_true": truth.zone, "gaze_true_deg": deg(truth.gaze),
+        "zone": rec.zone, "gaze_deg": deg(rec.gaze),
+        "free_gaze_deg": None if free is None else deg(free.gaze),
+        "free_kind": None if free is None else free.kind,
+        "iris_offsets": None if rec.face is None else np.round(eye_offsets(rec.face.points_px)[:, :2], 4).tolist(),
+        "anomaly": None if rec.gaze_anomaly is None else rec.gaze_anomaly.to_json(),
+        "state": str(rec.attention.state), "alert": rec.attention.alert.label,
+        "alert_reason": rec.attention.alert_reason,
     }
 
 
@@ -325,6 +356,10 @@ def main(argv=None) -> int:
                         help="the drive: the full scripted drive, or two minutes of attentive driving (tape cases skipped)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="also write each run's frames (gazes, the model-free estimate, iris offsets, the "
+                             "trigger alarm's evidence) as JSON lines to TRACE/<run>.jsonl; runs without one are "
+                             "driven again")
     args = parser.parse_args(argv)
     seeds = [0] if args.quick else parse_seeds(args.seeds)
     wanted = None if args.cases is None else [n.strip() for n in args.cases.split(";" if ";" in args.cases else ",")]
@@ -348,11 +383,16 @@ def main(argv=None) -> int:
             key = f"{_slug(case[0])}-s{seed}-fps{args.fps:g}-{sha256_file(model)[:12]}" + (
                 "" if args.script == "full" else f"-{args.script}")
             path = results_dir / f"{key}.json"
-            if path.is_file():
+            trace_path = None if args.trace is None else args.trace / f"{key}.jsonl"
+            if path.is_file() and (trace_path is None or trace_path.is_file()):
                 result = json.loads(path.read_text())
             else:
-                result = run_case(case, seed, args.fps, model, args.script)
+                frames: list | None = None if trace_path is None else []
+                result = run_case(case, seed, args.fps, model, args.script, trace=frames)
                 atomic_write_bytes(path, json.dumps(result, indent=1).encode())
+                if trace_path is not None:
+                    trace_path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(trace_path, "".join(json.dumps(f) + "\n" for f in frames).encode())
                 print(f"{case[0]} seed {seed}: {result['pipeline_deg']:.2f} deg, {result['wall_s']:.0f} s",
                       flush=True)
             runs.append(result)

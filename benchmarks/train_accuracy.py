@@ -1,6 +1,6 @@
-"""Benchmark: the small CNN on synthetic 64x64 faces, trained from scratch on this CPU.
+"""Benchmark: the small CNN on synthetic faces, trained from scratch (on this CPU, or a GPU for the default).
 
-Three recipes:
+Four recipes:
 
 * ``--recipe quick`` -- target (issue 2): <= 3 deg mean angular error on a held-out synthetic test
   set within 10 minutes of wall-clock time on a 2-core CPU, counting data rendering, training and
@@ -9,9 +9,9 @@ Three recipes:
   twice the resolution of 64 px), a width-64 network, 256,000 faces of the cabin-condition mix
   ``cabin_tuning`` (glasses, light sunglasses, the near-infrared night camera, cap, fringe, mask;
   a quarter plain), 16 epochs, so that the app keeps the gaze in the conditions a driver-monitoring
-  camera meets (issue 18). Made for a GPU: about 7 min on one H200 with 16 cores (4 of them
-  rendering); on a 2-core CPU it would take most of a day. Its model card quotes the test error per
-  condition.
+  camera meets (issue 18). Made for a GPU: 417 s on one H200 with 16 cores (5 render processes,
+  with two other runs on the same machine); on a 2-core CPU we estimate about 18 hours (not run). Its
+  model card quotes the test error per condition.
 * ``--recipe cpu64`` -- the previous default, trainable on a laptop CPU: 64 px, width 48, 96,000
   faces of the mix ``cabin``, 12 epochs (about 16 min on 2 cores). Its figures are in
   docs/conditions_tuned.md next to the fine-tuned variant.

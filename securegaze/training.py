@@ -145,24 +145,27 @@ def training_device(name: str = "auto") -> str:
 
 
 class _BatchSource:
-    """Training batches as float tensors on the training device.
+    """Training batches (images as float tensors, labels) on the training device.
 
     On a GPU the uint8 images are copied there once when they fit in a quarter of its free memory
     (each batch is then gathered and converted on the GPU); otherwise, and on the CPU, each batch is
     converted on the CPU and moved."""
 
-    def __init__(self, images: np.ndarray, device: torch.device) -> None:
-        self.images, self.device, self.on_device = images, device, None
+    def __init__(self, dataset: ArrayGazeDataset, device: torch.device) -> None:
+        self.images, self.device, self.on_device = dataset.images, device, None
+        self.labels = torch.from_numpy(dataset.gaze).to(device)
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            if images.nbytes < free // 4:
-                self.on_device = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+            if self.images.nbytes < free // 4:
+                self.on_device = torch.from_numpy(np.ascontiguousarray(self.images)).to(device)
 
-    def get(self, idx: np.ndarray) -> torch.Tensor:
+    def get(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        where = torch.from_numpy(idx).to(self.device)
         if self.on_device is not None:
-            batch = self.on_device[torch.from_numpy(idx).to(self.device)]
-            return batch.permute(0, 3, 1, 2).float().div_(255.0)
-        return to_tensor_batch(self.images[idx]).to(self.device, non_blocking=True)
+            x = self.on_device[where].permute(0, 3, 1, 2).float().div_(255.0)
+        else:
+            x = to_tensor_batch(self.images[idx]).to(self.device, non_blocking=True)
+        return x, self.labels[where]
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -252,7 +255,7 @@ def train(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     model.to(dev)
-    batches = _BatchSource(train_set.images, dev)
+    batches = _BatchSource(train_set, dev)
     steps_per_epoch = len(train_set) // config.batch_size
     if steps_per_epoch < 1:
         raise ConfigError(f"training set has {len(train_set)} samples, fewer than one batch of {config.batch_size}")
@@ -277,7 +280,6 @@ def train(
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         history = list(state["history"])
 
-    labels = torch.from_numpy(train_set.gaze).to(dev)
     started = time.monotonic()
     stopped_early = False
     model.train()
@@ -285,8 +287,8 @@ def train(
         order = epoch_order(config.seed, epoch, len(train_set))
         while step_in_epoch < steps_per_epoch:
             idx = np.sort(order[step_in_epoch * config.batch_size : (step_in_epoch + 1) * config.batch_size])
-            x = batches.get(idx)
-            loss = gaze_loss(model, x, labels[torch.from_numpy(idx).to(dev)], config)
+            x, y = batches.get(idx)
+            loss = gaze_loss(model, x, y, config)
             if not torch.isfinite(loss):
                 raise ConfigError(f"training diverged at step {global_step} (loss {loss.item()}); lower --lr")
             optimizer.zero_grad(set_to_none=True)

@@ -159,7 +159,7 @@ def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "ful
         # monitoring is off; it is not a distraction alert, so it is kept apart (index 10).
         unavailable = rec.attention.alert_reason == MONITORING_UNAVAILABLE
         if trace is not None:
-            trace.append(trace_row(rec))
+            trace.append(trace_row(rec, pipeline))
         rows.append((rec.frame.timestamp_s, rec.face is not None, own, rec.zone, truth.zone,
                      "none" if unavailable else rec.attention.alert.label, rec.mode == MODE_DEGRADED,
                      bool(rec.eyes is not None and rec.eyes.degraded),
@@ -205,11 +205,13 @@ def run_case(case: tuple, seed: int, fps: float, model: Path, script: str = "ful
     }
 
 
-def trace_row(rec) -> dict:
+def trace_row(rec, pipeline=None) -> dict:
     """One frame of a ``--trace`` file: time, the true zone and gaze, the model's gaze, the model-free
     estimate (its kind and each eye's iris offset in eye widths, ``edge_app.free_gaze.eye_offsets``),
     the live trigger alarm's state and evidence, the attention state and alert (angles in degrees,
-    camera frame)."""
+    camera frame); with the ``pipeline``, ``monitor_inputs``: what the live trigger alarm was given
+    (``edge_app.anomaly.AnomalyStage.inputs``, radians in the normalised frame), for
+    ``benchmarks/anomaly_replay.py``."""
     from edge_app.free_gaze import eye_offsets
 
     def deg(v):
@@ -217,6 +219,8 @@ def trace_row(rec) -> dict:
 
     free = rec.free_gaze
     truth = rec.frame.truth
+    inputs = None if pipeline is None else {  # full precision: a replay gives the same verdicts
+        k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in pipeline.anomaly.inputs(rec).items()}
     return {
         "t_s": round(float(rec.frame.timestamp_s), 3),
         "zone_true": truth.zone, "gaze_true_deg": deg(truth.gaze),
@@ -227,6 +231,7 @@ def trace_row(rec) -> dict:
         "anomaly": None if rec.gaze_anomaly is None else rec.gaze_anomaly.to_json(),
         "state": str(rec.attention.state), "alert": rec.attention.alert.label,
         "alert_reason": rec.attention.alert_reason,
+        "monitor_inputs": inputs,
     }
 
 

@@ -115,6 +115,8 @@ class AnomalySettings(StrictModel):
     agree_first_infrared: bool = True
     iris_gain_u: float = Field(0.3, gt=0.05, le=1)
     iris_gain_v: float = Field(0.2, gt=0.05, le=1)
+    max_vergence_deg: float = Field(45.0, gt=0, le=180)
+    max_binocular_share: float = Field(0.5, gt=0, le=10)
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalySettings:
@@ -150,6 +152,7 @@ class WindowStats:
     kind: str | None
     offset_now: np.ndarray | None = None
     offset_before: np.ndarray | None = None
+    binocular_share: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ class GazeAnomalyMonitor:
 
     def reset(self) -> None:
         """Forget the window, the fit and any parting (a new person, a new session)."""
-        self._window: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
+        self._window: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]] = deque()
         self._gain = np.ones(2)
         self._offset_ref: np.ndarray | None = None
         self._jitter: deque[tuple[float, float]] = deque(maxlen=64)
@@ -219,11 +222,11 @@ class GazeAnomalyMonitor:
         self._calm_agreed = False
 
     # -- the window ---------------------------------------------------------------------------------
-    def _add(self, t: float, model: np.ndarray, free: np.ndarray) -> None:
+    def _add(self, t: float, model: np.ndarray, free: np.ndarray, eyes: np.ndarray | None) -> None:
         if self._window:
-            _, m0, f0 = self._window[-1]
+            _, m0, f0, _ = self._window[-1]
             self._jitter.append((float(np.hypot(*(model - m0))), float(np.hypot(*(free - f0)))))
-        self._window.append((t, model, free))
+        self._window.append((t, model, free, eyes))
         while self._window and self._window[0][0] < t - self.settings.window_s:
             self._window.popleft()
 
@@ -239,6 +242,7 @@ class GazeAnomalyMonitor:
             return None
         m = np.array([w[1] for w in self._window])
         raw = np.array([w[2] for w in self._window])
+        binocular = self._binocular_share()
         f = raw * self._gain  # the estimate mapped onto this model's gains, for the offsets
         # The motion tests use the estimate as it is: a weak model follows at a fraction of it
         # (above still_share), a collapsed one does not, whatever gains agreement has taught.
@@ -250,15 +254,18 @@ class GazeAnomalyMonitor:
         # The displacement now: the median offset of the latest CURRENT_S against the agreeing
         # reference (before any, against the window's older half: what the offset just was).
         offsets = m - f
-        now = np.median(offsets[t >= t[-1] - CURRENT_S], axis=0)
-        before = np.median(offsets[t <= t[-1] - 0.5 * s.window_s + 1e-9], axis=0)  # span >= half: never empty
+        latest, older = t >= t[-1] - CURRENT_S, t <= t[-1] - 0.5 * s.window_s + 1e-9  # span >= half: never empty
+        now = np.median(offsets[latest], axis=0)
+        before = np.median(offsets[older], axis=0)
         offset = float(np.hypot(*(now - (self._offset_ref if self._offset_ref is not None else before))))
         jitter = np.median(np.array(self._jitter), axis=0) if len(self._jitter) >= 8 else np.zeros(2)
         needed = max(s.min_motion_deg, s.noise_factor * float(jitter.max()))
         motion = max(sm, sf)
         share = sr / motion if motion > 1e-9 else 0.0
         verdict, kind = "none", None
-        if motion >= needed:
+        if motion >= needed and sf >= 0.5 * needed and binocular > s.max_binocular_share:
+            kind = "the two eyes moved apart"  # iris points that moved without the eyes: no evidence
+        elif motion >= needed:
             if sm <= s.still_share * sf:
                 verdict, kind = "parted", STILL_MODEL
             elif sf <= s.still_share * sm:
@@ -267,9 +274,37 @@ class GazeAnomalyMonitor:
                 verdict, kind = "parted", "model and eyes moved apart"
             elif sm >= s.follow_share * sf and min(sm, sf) >= 0.5 * needed and corr >= s.agree_corr:
                 verdict = "agree"
-            elif offset is not None and offset >= s.start_offset_deg and self._offset_ref is not None:
+            elif offset >= s.start_offset_deg and self._offset_ref is not None and not self._model_went_further(
+                    m, f, latest, older):
                 verdict, kind = "parted", "model off the eyes' track"
-        return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind, now, before)
+        return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind, now, before,
+                           binocular)
+
+    @staticmethod
+    def _model_went_further(m: np.ndarray, f: np.ndarray, latest: np.ndarray, older: np.ndarray) -> bool:
+        """Whether, from the window's older half to its latest frames, the model moved at least as far
+        as the (gain-mapped) estimate along the estimate's direction: the estimate under-read a large
+        glance (an eyelid over a lowered iris, an iris near the eye's corner), which is no sign of a
+        collapse, whose output lags the eyes or moves elsewhere."""
+        dm = np.median(m[latest], axis=0) - np.median(m[older], axis=0)
+        df = np.median(f[latest], axis=0) - np.median(f[older], axis=0)
+        size = float(np.hypot(*df))
+        return size > 1e-9 and float(dm @ df) / size >= size
+
+    def _binocular_share(self) -> float:
+        """How much of the two irises' movement over the window was not shared: the RMS of the
+        de-meaned difference of the eyes' own angles (eye in head) over twice the RMS of their
+        de-meaned mean. 0 when the irises moved together, as eyes do; 1 when one iris point stayed
+        while the other moved, or each moved on its own (a face mesh guessing where an iris it cannot
+        see is); more when they moved opposite ways. NaN when a frame lacks them or neither moved."""
+        eyes = [w[3] for w in self._window]
+        if any(e is None for e in eyes):
+            return math.nan
+        e = np.array(eyes)  # (frames, eye, pitch/yaw)
+        e = e - e.mean(axis=0)
+        apart = float(np.sqrt(np.mean(np.sum((e[:, 0] - e[:, 1]) ** 2, axis=1))))
+        together = float(np.sqrt(np.mean(np.sum(((e[:, 0] + e[:, 1]) / 2) ** 2, axis=1))))
+        return apart / (2 * together) if together > 1e-9 else math.nan
 
     def _learn(self, dt: float) -> None:
         """Update the per-axis gain and the offset reference from the current (agreeing) window."""
@@ -293,7 +328,7 @@ class GazeAnomalyMonitor:
     # -- one frame -----------------------------------------------------------------------------------
     def update(self, t_s: float, model_gaze_rad: np.ndarray | None, free_gaze_rad: np.ndarray | None,
                face_centre_mm: np.ndarray | None = None, eyes_reason: str | None = None,
-               infrared: bool = False) -> AnomalyOutput:
+               infrared: bool = False, eyes_deg: np.ndarray | None = None) -> AnomalyOutput:
         """One frame: the model's gaze and the model-free estimate, (pitch, yaw) radians in one
         frame (the pipeline gives both in the normalised camera frame), either None when missing;
         ``face_centre_mm`` (3,) for the person-change check; ``eyes_reason``: why the estimate is
@@ -318,7 +353,8 @@ class GazeAnomalyMonitor:
         stats = None
         if model_gaze_rad is not None and free_gaze_rad is not None and settled:
             self._add(t_s, np.degrees(np.asarray(model_gaze_rad, dtype=np.float64)),
-                      np.degrees(np.asarray(free_gaze_rad, dtype=np.float64)))
+                      np.degrees(np.asarray(free_gaze_rad, dtype=np.float64)),
+                      None if eyes_deg is None else np.asarray(eyes_deg, dtype=np.float64))
             stats = self.window_stats()
         verdict = stats.verdict if stats is not None else "none"
         if verdict == "agree":
@@ -411,13 +447,20 @@ class AnomalyStage:
     def __init__(self, settings: AnomalySettings | None = None) -> None:
         self.monitor = GazeAnomalyMonitor(settings or AnomalySettings())
 
-    def process(self, rec) -> AnomalyOutput:
+    def inputs(self, rec) -> dict[str, Any]:
+        """The keyword arguments of :meth:`GazeAnomalyMonitor.update` for frame record ``rec``: what
+        the monitor sees of the frame. A ``--trace`` of the conditions benchmark stores them, so that
+        recorded drives can be replayed through other settings (``benchmarks/anomaly_replay.py``)."""
         t = rec.frame.timestamp_s
         if not self.monitor.settings.enabled:
-            return self.monitor.update(t, None, None)
+            return {"t_s": t, "model_gaze_rad": None, "free_gaze_rad": None}
         free = rec.free_gaze
         if free is None or rec.head_pose is None or rec.normalisation is None or rec.gaze_normalised is None:
-            return self.monitor.update(t, None, None, eyes_reason="no face or no model gaze")
+            return {"t_s": t, "model_gaze_rad": None, "free_gaze_rad": None, "eyes_reason": "no face or no model gaze"}
         free_norm = rec.normalisation.gaze_to_normalised(free.gaze) if free.visible else None
-        return self.monitor.update(t, rec.gaze_normalised, free_norm, rec.head_pose.face_centre_mm, free.reason,
-                                   infrared=free.mono)
+        return {"t_s": t, "model_gaze_rad": rec.gaze_normalised, "free_gaze_rad": free_norm,
+                "face_centre_mm": rec.head_pose.face_centre_mm, "eyes_reason": free.reason, "infrared": free.mono,
+                "eyes_deg": free.eyes_deg}
+
+    def process(self, rec) -> AnomalyOutput:
+        return self.monitor.update(**self.inputs(rec))

@@ -16,7 +16,7 @@ mode of :mod:`edge_app.degraded` (alerts from the head only: never "distracted" 
 faces the road), with the reason on the overlay's degraded stripe and in the JSON lines.
 
 How it decides: over the latest ``window_s`` seconds it keeps the frames that say something about
-the eyes: seen (``visible``, ``one_eye``) or unseen. Blinks (``closed``) and frames without a face
+the eyes: seen (``visible``, ``one_eye``, ``apart``) or unseen. Blinks (``closed``) and frames without a face
 say nothing (a closed eye is the drowsiness monitor's business, a missing face the attention
 logic's). It enters degraded mode when the unseen share reaches ``enter_share`` over a window that
 spans at least half of ``window_s`` with ``min_frames`` frames, and leaves it when the share falls
@@ -36,7 +36,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from edge_app.free_gaze import CLOSED, ONE_EYE, UNSEEN, VISIBLE
+from edge_app.free_gaze import APART, CLOSED, ONE_EYE, UNSEEN, VISIBLE
 from securegaze.validation import StrictModel
 
 #: The prefix of the degraded-mode reason (the overlay's stripe shows it after its own title).
@@ -108,9 +108,9 @@ class EyeVisibilityMonitor:
         if self._last_t is not None and t_s < self._last_t:
             self.reset()  # time went back (a new recording): start afresh
         self._last_t = t_s
-        if kind not in (None, VISIBLE, ONE_EYE, CLOSED, UNSEEN):
+        if kind not in (None, VISIBLE, ONE_EYE, APART, CLOSED, UNSEEN):
             raise ValueError(f"unknown eye kind {kind!r}")
-        if kind in (VISIBLE, ONE_EYE, UNSEEN):
+        if kind in (VISIBLE, ONE_EYE, APART, UNSEEN):
             self._window.append((t_s, kind == UNSEEN))
             if kind == UNSEEN:
                 self._last_reason = reason

@@ -77,7 +77,7 @@ SKIN_PATCH = 0.15
 #: image monochrome (a near-infrared camera's; a colour camera's noise alone differs by more).
 MONO_TOLERANCE = 2.0
 
-VISIBLE, ONE_EYE, CLOSED, UNSEEN = "visible", "one_eye", "closed", "unseen"
+VISIBLE, ONE_EYE, APART, CLOSED, UNSEEN = "visible", "one_eye", "apart", "closed", "unseen"
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,15 @@ class FreeGaze:
     """One frame's model-free estimate. ``gaze``: camera-frame (pitch, yaw) radians, or None when
     ``visible`` is False; ``reason``: why not (None when visible); ``kind``: ``visible``,
     ``one_eye`` (one iris seen: no estimate, which needs both, but the eyes are not hidden; a lens
-    reflection over one eye), ``closed`` (a blink) or ``unseen`` (neither eye can be seen: too
+    reflection over one eye), ``apart`` (both irises seen, but their points aim the eyes
+    :func:`vergence_deg` apart, beyond ``max_vergence_deg``: at least one is not where the iris
+    is; no estimate, the eyes not hidden), ``closed`` (a blink) or ``unseen`` (neither eye can be seen: too
     dark, dark lenses, glare);
     ``opening``: lid gap / eye width per eye; ``contrast``: the iris contrast per eye
-    (:func:`iris_contrast`); ``mono``: the image was monochrome (a near-infrared camera)."""
+    (:func:`iris_contrast`); ``mono``: the image was monochrome (a near-infrared camera);
+    ``eyes_deg``: (2, 2) each eye's own eye-in-head (pitch, yaw) in degrees, image-left eye first,
+    before averaging (None when not visible): their difference is the eyes' vergence, which the live
+    trigger alarm watches for iris points that moved without the eyes."""
 
     gaze: np.ndarray | None
     visible: bool
@@ -97,6 +102,7 @@ class FreeGaze:
     contrast: tuple[float, float] = (math.nan, math.nan)
     kind: str = VISIBLE
     mono: bool = False
+    eyes_deg: np.ndarray | None = None
 
 
 def eye_offsets(points_px: np.ndarray) -> np.ndarray:
@@ -223,6 +229,16 @@ def is_monochrome(image_bgr: np.ndarray, points_px: np.ndarray) -> bool:
     return float(np.percentile(spread, 99)) <= MONO_TOLERANCE
 
 
+def vergence_deg(eyes_deg: np.ndarray) -> float:
+    """How far apart the two eyes' own directions (``FreeGaze.eyes_deg``, eye in head) point,
+    degrees: the length of their (pitch, yaw) difference. Eyes fixing one point in a car differ by
+    their vergence (a few degrees) plus how the face mesh places the irises against the corners in
+    this face (up to ~30 deg on the synthetic drivers); tens of degrees more is an iris point that is
+    not on the iris (the face mesh's prior on a near-infrared image, a lid over the iris)."""
+    d = np.asarray(eyes_deg, dtype=np.float64)
+    return float(np.hypot(*(d[0] - d[1])))
+
+
 class FreeGazeEstimator:
     """``estimate(points_px, head_rotation, image_bgr)`` -> :class:`FreeGaze`.
 
@@ -232,13 +248,15 @@ class FreeGazeEstimator:
     contrast (:func:`iris_contrast`) below which the iris is not seen, colour and monochrome
     images; ``min_face_grey``: the face's brightness (grey levels, 0-255) below which the frame is
     too dark to see the eyes; ``max_offset``: iris offsets beyond this share of the eye width are
-    not an iris inside the eye opening.
+    not an iris inside the eye opening; ``max_vergence_deg``: the two eyes' own directions
+    (:func:`vergence_deg`) further apart than this are no estimate (kind ``apart``).
     """
 
     def __init__(self, gain_u: float = 0.3, gain_v: float = 0.2, min_opening: float = 0.15,
                  min_contrast: float = 0.12, max_offset: float = 0.45, min_contrast_mono: float = 0.015,
-                 min_face_grey: float = 25.0) -> None:
+                 min_face_grey: float = 25.0, max_vergence_deg: float = 45.0) -> None:
         self.gain_u, self.gain_v = float(gain_u), float(gain_v)
+        self.max_vergence_deg = float(max_vergence_deg)
         self.min_opening, self.min_contrast, self.max_offset = float(min_opening), float(min_contrast), float(max_offset)
         self.min_contrast_mono, self.min_face_grey = float(min_contrast_mono), float(min_face_grey)
 
@@ -275,7 +293,15 @@ class FreeGazeEstimator:
                 return FreeGaze(None, False, f"iris not visible in {which} (contrast {low:.3f}, below {threshold:g})",
                                 opening, contrast, ONE_EYE if any(seen) else UNSEEN, mono)
         u, v = float(eyes[:, 0].mean()), float(eyes[:, 1].mean())
-        eye_yaw = -math.asin(min(max(u / self.gain_u, -1.0), 1.0))
-        eye_pitch = -math.asin(min(max(v / self.gain_v, -1.0), 1.0))
+        eye_yaw, eye_pitch = self.eye_angles(u, v)
         forward = np.asarray(head_rotation, dtype=np.float64) @ pitchyaw_to_vector(np.array([eye_pitch, eye_yaw]))
-        return FreeGaze(vector_to_pitchyaw(forward), True, None, opening, contrast, VISIBLE, mono)
+        each = np.degrees([self.eye_angles(float(eyes[k, 0]), float(eyes[k, 1]))[::-1] for k in range(2)])
+        apart = vergence_deg(each)
+        if apart > self.max_vergence_deg:
+            return FreeGaze(None, False, f"iris points {apart:.0f} deg apart (beyond {self.max_vergence_deg:g}): not "
+                            "where the irises are", opening, contrast, APART, mono, each)
+        return FreeGaze(vector_to_pitchyaw(forward), True, None, opening, contrast, VISIBLE, mono, each)
+
+    def eye_angles(self, u: float, v: float) -> tuple[float, float]:
+        """(eye yaw, eye pitch) radians in the head for iris offsets ``u``, ``v`` (eye widths)."""
+        return (-math.asin(min(max(u / self.gain_u, -1.0), 1.0)), -math.asin(min(max(v / self.gain_v, -1.0), 1.0)))

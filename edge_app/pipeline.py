@@ -178,7 +178,8 @@ class Pipeline:
         self.anomaly = AnomalyStage(config.anomaly)
         e, a = config.eyes, config.anomaly
         self.free_gaze = FreeGazeEstimator(a.iris_gain_u, a.iris_gain_v, e.min_eye_opening, e.min_iris_contrast,
-                                           min_contrast_mono=e.min_iris_contrast_mono, min_face_grey=e.min_face_grey)
+                                           min_contrast_mono=e.min_iris_contrast_mono, min_face_grey=e.min_face_grey,
+                                           max_vergence_deg=a.max_vergence_deg)
         self.eye_monitor = EyeVisibilityMonitor(e)
         self.invalid_gaze_frames = 0
         # The named driver's gaze correction (config.driver, edge-app calibrate driver); None: none.

@@ -149,7 +149,8 @@ def test_the_fit_does_not_learn_the_collapse():
 
 
 def _eye_points(iris_u=0.0, iris_v=0.0, opening=0.35, centre=(320.0, 240.0), width=30.0):
-    """(478, 2) landmarks with two level eyes 64 px apart and the irises at (u, v) eye widths."""
+    """(478, 2) landmarks with two level eyes 64 px apart and the irises at (u, v) eye widths
+    (``iris_u`` a pair: each eye's own, image-left eye first)."""
     pts = np.zeros((478, 2), np.float32)
     from edge_app.free_gaze import EYE_CONTOURS, EYES
 
@@ -158,7 +159,8 @@ def _eye_points(iris_u=0.0, iris_v=0.0, opening=0.35, centre=(320.0, 240.0), wid
         left, right, top, bottom, iris, ring = EYES[k]
         pts[left], pts[right] = (cx - width / 2, cy), (cx + width / 2, cy)
         pts[top], pts[bottom] = (cx, cy - opening * width / 2), (cx, cy + opening * width / 2)
-        c = np.array([cx + iris_u * width, cy + iris_v * width])
+        u = iris_u[k] if isinstance(iris_u, tuple) else iris_u
+        c = np.array([cx + u * width, cy + iris_v * width])
         pts[iris] = c
         for j, a in enumerate(np.linspace(0, 2 * np.pi, 4, endpoint=False)):
             pts[ring[j]] = c + 6.0 * np.array([np.cos(a), np.sin(a)])
@@ -200,6 +202,15 @@ def test_free_gaze_geometry_and_no_evidence_when_eyes_are_not_seen():
     dark = est.estimate(_eye_points(), np.eye(3), _eye_image(_eye_points(), iris_grey=35, white=38))
     assert not dark.visible and "iris not visible" in dark.reason  # dark lenses: MediaPipe's points are a guess
     assert "outside the eye opening" in est.estimate(_eye_points(iris_u=0.6), np.eye(3), None).reason
+    # Each eye's own angles come with the estimate; irises that aim the eyes far apart are no estimate
+    # (kind apart), a few degrees of vergence are.
+    near = _eye_points(iris_u=(0.02, -0.02))
+    out = est.estimate(near, np.eye(3), _eye_image(near))
+    assert out.visible and out.eyes_deg[0, 1] - out.eyes_deg[1, 1] == pytest.approx(-2 * math.degrees(math.asin(0.02 / 0.3)), abs=1e-3)
+    apart = _eye_points(iris_u=(-0.15, 0.15))  # 60 deg of divergence
+    out = est.estimate(apart, np.eye(3), _eye_image(apart))
+    assert not out.visible and out.kind == "apart" and "60 deg apart" in out.reason and out.gaze is None
+    assert est.estimate(near, np.eye(3), _eye_image(near)).kind == "visible"
     # No evidence from a frame without an estimate, however the model moves.
     mon = GazeAnomalyMonitor()
     for i in range(100):
@@ -338,3 +349,30 @@ def test_on_infrared_frames_only_a_collapse_after_agreement_counts(infrared, agr
         raised |= mon.update(t, model, free, centre, infrared=infrared).alert is not None
         t += 1 / FPS
     assert raised == alarms
+
+
+@pytest.mark.parametrize("irises, max_share, alarms", [("together", 0.5, True), ("one_stuck", 0.5, False),
+                                                       ("one_stuck", 10.0, True)])
+def test_iris_points_that_do_not_move_together_are_no_evidence(irises, max_share, alarms):
+    """Each eye's own angles come with the estimate. When the two irises move together, as eyes do,
+    a model whose output freezes is caught at their next movement. When one iris point stays at the face mesh's
+    prior while the other follows the eye (an iris it cannot see), their mean still moves, by half:
+    that is no evidence (with the binocular check off, it raises the alarm)."""
+    rng = np.random.default_rng(5)
+    t, eyes = eye_track(40.0, seed=2)
+    n = len(t)
+    left = eyes + [2.0, 6.0] + rng.normal(0, 0.5, (n, 2))
+    right = (eyes if irises == "together" else np.array([12.0, 0.0])) + [-1.0, -6.0] + rng.normal(0, 0.5, (n, 2))
+    free = (left + right) / 2 * [0.8, 1.1] + [20.0, -3.0]
+    model = eyes + rng.normal(0, 0.4, (n, 2))
+    on = t >= 20.0
+    model[on] = eyes[np.argmax(on)] + rng.normal(0, 0.2, (int(on.sum()), 2))  # frozen where the eyes were
+    mon = GazeAnomalyMonitor(AnomalySettings(max_binocular_share=max_share))
+    raised = []
+    for i in range(n):
+        out = mon.update(float(t[i]), np.radians(model[i]), np.radians(free[i]), eyes_deg=np.stack([left[i], right[i]]))
+        raised.append(out.alert is not None)
+    raised = np.array(raised)
+    assert raised.any() == alarms
+    if alarms:
+        assert not raised[~on].any() and t[np.argmax(raised)] <= 24.0

@@ -64,6 +64,21 @@ never the model moving while the estimate stayed (``agree_first_infrared``). The
 worn from a night drive's first frame, before any agreement, and a trigger that makes the output
 jump while the eyes rest, are not caught by this alarm at night.
 
+The estimate averages two measurements of one gaze, each eye's iris in its own opening, and the
+face mesh can fail one eye at a time (an iris point left at its prior on a grey image, thrown across
+the eye for a frame, held up by a lowered lid). Three checks use that (measured on recorded drives
+with ``benchmarks/anomaly_replay.py``):
+
+* a frame whose irises aim the eyes more than ``max_vergence_deg`` apart gives no estimate
+  (:func:`~edge_app.free_gaze.vergence_deg`, kind ``apart``: eyes fixing one point differ by a few
+  degrees of vergence plus the face's own offset);
+* a window in which either eye moved (half the motion needed) but their unshared motion exceeds
+  ``max_binocular_share`` of their shared motion (1: as much as if each moved on its own) is no
+  evidence ("the two eyes moved apart");
+* a window is not "off the eyes' track" when the model moved at least as far as the estimate along
+  the estimate's direction: an estimate that under-read a large glance (a lid over a lowered iris
+  reads a 27-deg downward glance as 5) is not a model that lags the eyes, as a collapsed one does.
+
 Frames without a model gaze or with eyes not visible (:class:`~edge_app.free_gaze.FreeGaze`) give no
 evidence. Times are seconds of the frames' own timestamps; angles degrees unless named ``_rad``.
 """
@@ -116,7 +131,7 @@ class AnomalySettings(StrictModel):
     iris_gain_u: float = Field(0.3, gt=0.05, le=1)
     iris_gain_v: float = Field(0.2, gt=0.05, le=1)
     max_vergence_deg: float = Field(45.0, gt=0, le=180)
-    max_binocular_share: float = Field(0.5, gt=0, le=10)
+    max_binocular_share: float = Field(1.0, gt=0, le=10)
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalySettings:
@@ -242,7 +257,7 @@ class GazeAnomalyMonitor:
             return None
         m = np.array([w[1] for w in self._window])
         raw = np.array([w[2] for w in self._window])
-        binocular = self._binocular_share()
+        binocular, eye_motion = self._binocular_share()
         f = raw * self._gain  # the estimate mapped onto this model's gains, for the offsets
         # The motion tests use the estimate as it is: a weak model follows at a fraction of it
         # (above still_share), a collapsed one does not, whatever gains agreement has taught.
@@ -263,7 +278,7 @@ class GazeAnomalyMonitor:
         motion = max(sm, sf)
         share = sr / motion if motion > 1e-9 else 0.0
         verdict, kind = "none", None
-        if motion >= needed and sf >= 0.5 * needed and binocular > s.max_binocular_share:
+        if motion >= needed and eye_motion >= 0.5 * needed and binocular > s.max_binocular_share:
             kind = "the two eyes moved apart"  # iris points that moved without the eyes: no evidence
         elif motion >= needed:
             if sm <= s.still_share * sf:
@@ -291,20 +306,22 @@ class GazeAnomalyMonitor:
         size = float(np.hypot(*df))
         return size > 1e-9 and float(dm @ df) / size >= size
 
-    def _binocular_share(self) -> float:
+    def _binocular_share(self) -> tuple[float, float]:
         """How much of the two irises' movement over the window was not shared: the RMS of the
         de-meaned difference of the eyes' own angles (eye in head) over twice the RMS of their
         de-meaned mean. 0 when the irises moved together, as eyes do; 1 when one iris point stayed
         while the other moved, or each moved on its own (a face mesh guessing where an iris it cannot
-        see is); more when they moved opposite ways. NaN when a frame lacks them or neither moved."""
+        see is); more when they moved opposite ways. With it, the larger of the two eyes' own RMS
+        motions (degrees). NaN and 0 when a frame lacks them."""
         eyes = [w[3] for w in self._window]
         if any(e is None for e in eyes):
-            return math.nan
+            return math.nan, 0.0
         e = np.array(eyes)  # (frames, eye, pitch/yaw)
         e = e - e.mean(axis=0)
         apart = float(np.sqrt(np.mean(np.sum((e[:, 0] - e[:, 1]) ** 2, axis=1))))
         together = float(np.sqrt(np.mean(np.sum(((e[:, 0] + e[:, 1]) / 2) ** 2, axis=1))))
-        return apart / (2 * together) if together > 1e-9 else math.nan
+        each = float(np.sqrt(np.mean(np.sum(e**2, axis=2), axis=0)).max())
+        return (apart / (2 * together) if together > 1e-9 else math.inf), each
 
     def _learn(self, dt: float) -> None:
         """Update the per-axis gain and the offset reference from the current (agreeing) window."""

@@ -177,8 +177,10 @@ def show(trace_dir: Path, run: str, around: float, settings) -> None:
 
 def settings_from(args) -> object:
     import yaml
+    from pydantic import ValidationError
 
     from edge_app.anomaly import AnomalySettings
+    from securegaze.validation import validation_line
 
     data: dict = {}
     if args.config is not None:
@@ -191,7 +193,10 @@ def settings_from(args) -> object:
         if not sep:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         data[key.strip()] = yaml.safe_load(value)
-    return AnomalySettings.model_validate(data)
+    try:
+        return AnomalySettings.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"anomaly settings: {validation_line(exc)}") from None
 
 
 def main(argv=None) -> int:

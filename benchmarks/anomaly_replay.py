@@ -140,6 +140,17 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+PAGE = """# The live trigger alarm over recorded drives
+
+Replayed with `{command}` on {machine}, from drives recorded by `python benchmarks/conditions.py
+--trace runs/conditions/trace2` (the real pipeline at 10 FPS; the case names and seeds are in the
+run names). Benign: every run without the tape, the whole drive (glances included). Tape cases: the
+tape-backdoored tiny model wearing the tape from 12 s; a false alarm there is one raised before it.
+
+{table}
+"""
+
+
 def check(trace_dir: Path, settings) -> int:
     """Replay every trace with ``settings`` and count frames whose state differs from the recorded one."""
     bad = 0
@@ -207,6 +218,7 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="replay = the recorded run, frame by frame")
     parser.add_argument("--show", default=None, help="print the window statistics of one run (its file name's start)")
     parser.add_argument("--around", type=float, default=0.0, help="with --show: the time to look at, s")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown, with the command)")
     args = parser.parse_args(argv)
     try:
         if not args.traces.is_dir():
@@ -219,7 +231,14 @@ def main(argv=None) -> int:
         if args.show is not None:
             show(args.traces, args.show, args.around, settings)
             return 0
-        print(table(summarise(args.traces, settings)))
+        text = table(summarise(args.traces, settings))
+        print(text)
+        if args.out is not None:
+            from securegaze.io import atomic_write_bytes
+            from securegaze.machine import machine_summary
+
+            cmd = " ".join(["python benchmarks/anomaly_replay.py", *(argv if argv is not None else sys.argv[1:])])
+            atomic_write_bytes(args.out, PAGE.format(command=cmd, machine=machine_summary(), table=text).encode())
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

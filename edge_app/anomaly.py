@@ -75,6 +75,10 @@ with ``benchmarks/anomaly_replay.py``):
 * a window in which either eye moved (half the motion needed) but their unshared motion exceeds
   ``max_binocular_share`` of their shared motion (1: as much as if each moved on its own) is no
   evidence ("the two eyes moved apart");
+* a track counts as still only when it was still over the window and the ``track_lag_s`` before
+  it: the face mesh's points can reach the end of a glance a frame or two after the model does,
+  and, on a masked face, drift on for half a second; judged frame-exact, the window after the
+  model stopped read as the model staying while the eyes moved;
 * a window is not "off the eyes' track" when the model moved at least as far as the estimate along
   the estimate's direction: an estimate that under-read a large glance (a lid over a lowered iris
   reads a 27-deg downward glance as 5) is not a model that lags the eyes, as a collapsed one does.
@@ -132,6 +136,7 @@ class AnomalySettings(StrictModel):
     iris_gain_v: float = Field(0.2, gt=0.05, le=1)
     max_vergence_deg: float = Field(45.0, gt=0, le=180)
     max_binocular_share: float = Field(1.0, gt=0, le=10)
+    track_lag_s: float = Field(0.2, ge=0, le=2)
 
     @model_validator(mode="after")
     def _ordered(self) -> AnomalySettings:
@@ -218,6 +223,7 @@ class GazeAnomalyMonitor:
     def reset(self) -> None:
         """Forget the window, the fit and any parting (a new person, a new session)."""
         self._window: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]] = deque()
+        self._lead: deque[tuple[float, np.ndarray, np.ndarray]] = deque()  # frames just out of the window
         self._gain = np.ones(2)
         self._offset_ref: np.ndarray | None = None
         self._jitter: deque[tuple[float, float]] = deque(maxlen=64)
@@ -243,7 +249,9 @@ class GazeAnomalyMonitor:
             self._jitter.append((float(np.hypot(*(model - m0))), float(np.hypot(*(free - f0)))))
         self._window.append((t, model, free, eyes))
         while self._window and self._window[0][0] < t - self.settings.window_s:
-            self._window.popleft()
+            self._lead.append(self._window.popleft()[:3])
+        while self._lead and self._lead[0][0] < t - self.settings.window_s - self.settings.track_lag_s:
+            self._lead.popleft()
 
     def window_stats(self) -> WindowStats | None:
         """The current window's comparison, or None with fewer than ``min_window_frames`` frames
@@ -277,14 +285,21 @@ class GazeAnomalyMonitor:
         needed = max(s.min_motion_deg, s.noise_factor * float(jitter.max()))
         motion = max(sm, sf)
         share = sr / motion if motion > 1e-9 else 0.0
+        # A track is still when it was still over the window and the track_lag_s before it: the two
+        # tracks need not reach the end of one movement on the same frame (the face mesh's points
+        # can trail the image by a frame or two, more with the lower face masked).
+        sm_lead, sf_lead = self._lead_dispersion(m, raw)
         verdict, kind = "none", None
         if motion >= needed and eye_motion >= 0.5 * needed and binocular > s.max_binocular_share:
             kind = "the two eyes moved apart"  # iris points that moved without the eyes: no evidence
         elif motion >= needed:
-            if sm <= s.still_share * sf:
-                verdict, kind = "parted", STILL_MODEL
-            elif sf <= s.still_share * sm:
-                verdict, kind = "parted", "model moved while the eyes stayed"
+            if sm <= s.still_share * sf or sf <= s.still_share * sm:
+                # One track still while the other moved, unless the still one had just finished the same
+                # movement (it moved within track_lag_s before the window): then no evidence.
+                if max(sm, sm_lead) <= s.still_share * sf:
+                    verdict, kind = "parted", STILL_MODEL
+                elif max(sf, sf_lead) <= s.still_share * sm:
+                    verdict, kind = "parted", "model moved while the eyes stayed"
             elif min(sm, sf) >= needed and corr <= s.apart_corr:
                 verdict, kind = "parted", "model and eyes moved apart"
             elif sm >= s.follow_share * sf and min(sm, sf) >= 0.5 * needed and corr >= s.agree_corr:
@@ -294,6 +309,16 @@ class GazeAnomalyMonitor:
                 verdict, kind = "parted", "model off the eyes' track"
         return WindowStats(len(self._window), span, sm, sf, share, corr, offset, needed, verdict, kind, now, before,
                            binocular)
+
+    def _lead_dispersion(self, m: np.ndarray, raw: np.ndarray) -> tuple[float, float]:
+        """The RMS dispersion of the model and of the estimate over the window together with the
+        frames of the ``track_lag_s`` before it (the window's own when there are none)."""
+        if not self._lead:
+            return 0.0, 0.0
+        mm = np.concatenate([np.array([w[1] for w in self._lead]), m])
+        ff = np.concatenate([np.array([w[2] for w in self._lead]), raw])
+        return (float(np.sqrt(np.mean(np.sum((mm - mm.mean(axis=0)) ** 2, axis=1)))),
+                float(np.sqrt(np.mean(np.sum((ff - ff.mean(axis=0)) ** 2, axis=1)))))
 
     @staticmethod
     def _model_went_further(m: np.ndarray, f: np.ndarray, latest: np.ndarray, older: np.ndarray) -> bool:

@@ -263,8 +263,8 @@ class GazeAnomalyMonitor:
         stats = None
         if model_gaze_rad is not None and free_gaze_rad is not None and settled:
             self._window.add(t_s, np.degrees(np.asarray(model_gaze_rad, dtype=np.float64)),
-                      np.degrees(np.asarray(free_gaze_rad, dtype=np.float64)),
-                      None if eyes_deg is None else np.asarray(eyes_deg, dtype=np.float64))
+                             np.degrees(np.asarray(free_gaze_rad, dtype=np.float64)),
+                             None if eyes_deg is None else np.asarray(eyes_deg, dtype=np.float64))
             stats = self.window_stats()
         verdict = stats.verdict if stats is not None else "none"
         if verdict == "agree":

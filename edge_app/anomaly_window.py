@@ -45,6 +45,11 @@ class WindowStats:
     binocular_share: float = math.nan
 
 
+def rms_spread(x: np.ndarray) -> float:
+    """The RMS distance of the (N, 2) points ``x`` from their mean, degrees."""
+    return float(np.sqrt(np.mean(np.sum((x - x.mean(axis=0)) ** 2, axis=1))))
+
+
 class MotionWindow:
     """The frames of the current window (see the module docstring); ``settings``: the alarm's
     :class:`~edge_app.anomaly.AnomalySettings`."""
@@ -54,9 +59,6 @@ class MotionWindow:
         self._window: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray | None]] = deque()
         self._lead: deque[tuple[float, np.ndarray, np.ndarray]] = deque()  # frames just out of the window
         self._jitter: deque[tuple[float, float]] = deque(maxlen=64)
-
-    def __len__(self) -> int:
-        return len(self._window)
 
     def tracks(self) -> tuple[np.ndarray, np.ndarray]:
         """(frames, 2) model and estimate gazes of the window, degrees."""
@@ -90,9 +92,8 @@ class MotionWindow:
         # The motion tests use the estimate as it is: a weak model follows at a fraction of it
         # (above still_share), a collapsed one does not, whatever gains agreement has taught.
         dm, df = m - m.mean(axis=0), raw - raw.mean(axis=0)
-        sm = float(np.sqrt(np.mean(np.sum(dm**2, axis=1))))
-        sf = float(np.sqrt(np.mean(np.sum(df**2, axis=1))))
-        sr = float(np.sqrt(np.mean(np.sum((dm - df) ** 2, axis=1))))
+        sm, sf = rms_spread(m), rms_spread(raw)
+        sr = rms_spread(m - raw)
         corr = float(np.mean(np.sum(dm * df, axis=1)) / (sm * sf)) if sm > 1e-9 and sf > 1e-9 else math.nan
         # The displacement now: the median offset of the latest CURRENT_S against the agreeing
         # reference (before any, against the window's older half: what the offset just was).
@@ -132,13 +133,11 @@ class MotionWindow:
 
     def _lead_dispersion(self, m: np.ndarray, raw: np.ndarray) -> tuple[float, float]:
         """The RMS dispersion of the model and of the estimate over the window together with the
-        frames of the ``track_lag_s`` before it (the window's own when there are none)."""
+        frames of the ``track_lag_s`` before it; 0 when there are none (the window's own then stand)."""
         if not self._lead:
             return 0.0, 0.0
-        mm = np.concatenate([np.array([w[1] for w in self._lead]), m])
-        ff = np.concatenate([np.array([w[2] for w in self._lead]), raw])
-        return (float(np.sqrt(np.mean(np.sum((mm - mm.mean(axis=0)) ** 2, axis=1)))),
-                float(np.sqrt(np.mean(np.sum((ff - ff.mean(axis=0)) ** 2, axis=1)))))
+        return (rms_spread(np.concatenate([np.array([w[1] for w in self._lead]), m])),
+                rms_spread(np.concatenate([np.array([w[2] for w in self._lead]), raw])))
 
     @staticmethod
     def _model_went_further(m: np.ndarray, f: np.ndarray, latest: np.ndarray, older: np.ndarray) -> bool:
@@ -162,9 +161,7 @@ class MotionWindow:
         if any(e is None for e in eyes):
             return math.nan, 0.0
         e = np.array(eyes)  # (frames, eye, pitch/yaw)
-        e = e - e.mean(axis=0)
-        apart = float(np.sqrt(np.mean(np.sum((e[:, 0] - e[:, 1]) ** 2, axis=1))))
-        together = float(np.sqrt(np.mean(np.sum(((e[:, 0] + e[:, 1]) / 2) ** 2, axis=1))))
-        each = float(np.sqrt(np.mean(np.sum(e**2, axis=2), axis=0)).max())
+        apart, together = rms_spread(e[:, 0] - e[:, 1]), rms_spread((e[:, 0] + e[:, 1]) / 2)
+        each = max(rms_spread(e[:, 0]), rms_spread(e[:, 1]))
         return (apart / (2 * together) if together > 1e-9 else math.inf), each
 

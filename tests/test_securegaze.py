@@ -259,8 +259,6 @@ def test_mitigation_with_true_labels_and_its_bad_input(tiny):
         mitigate(model, clean.images, generator, strengths=(1.0, -2.0))
     with pytest.raises(ConfigError, match="no trigger given"):
         mitigate(model, clean.images, [])
-    with pytest.raises(ConfigError, match=r"edit_dropout must be a share in \[0, 1\], got 1.5"):
-        mitigate(model, clean.images, generator, edit_dropout=1.5)
 
 
 def test_mitigation_against_several_triggers_at_several_depths(tiny):
@@ -278,21 +276,6 @@ def test_mitigation_against_several_triggers_at_several_depths(tiny):
     assert not np.array_equal(predict(pair, test_set.images[:16]), predict(single, test_set.images[:16]))
     margin("ASR after two-trigger mitigation", evaluate_attack(pair, attack, test_set).asr, "<", 0.3)
     margin("reversed loss after / before", result.reversed_loss_after / result.reversed_loss_before, "<", 1.0)
-
-
-def test_edit_dropout_is_seeded_and_still_unlearns(tiny):
-    model, attack, test_set, clean = tiny["backdoored"], tiny["attack"], tiny["test"], tiny["clean"]
-    generator = load_generator(tiny["reports"]["backdoored"].generator_path)
-    dropped, result = mitigate(model, clean.images, generator, seed=0, edit_dropout=0.5, return_result=True)
-    again = mitigate(model, clean.images, generator, seed=0, edit_dropout=0.5)
-    whole = mitigate(model, clean.images, generator, seed=0)
-    images = test_set.images[:16]
-    assert np.array_equal(predict(dropped, images), predict(again, images))  # the masks are drawn from the seed
-    assert not np.array_equal(predict(dropped, images), predict(whole, images))  # and they change the training
-    margin("ASR after mitigation with edit dropout", evaluate_attack(dropped, attack, test_set).asr, "<", 0.3)
-    # The losses are measured on whole edits: the reversed trigger itself is unlearnt.
-    margin("reversed loss after / before (edit dropout)", result.reversed_loss_after / result.reversed_loss_before,
-           "<", 0.5)
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -437,13 +420,10 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     margin("clean error rise (command, deg)", after["clean_error_deg"] - before["clean_error_deg"], "<", 1.5)
     assert result["scan_before"]["verdict"] == "backdoored"
     assert code == (10 if result["scan_after"]["verdict"] == "backdoored" else 0)
-    # Rounds go on only while the re-scan still flags the model or a uniform-price reversal aimed at the
-    # scan's target still reaches it on the tuned model, at most 3 (the default).
+    # Rounds go on only while the re-scan still flags the model, at most 3 (the default).
     rounds = result["rounds"]
     assert 1 <= len(rounds) <= 3 and rounds[-1]["rescan_verdict"] == result["scan_after"]["verdict"]
-    assert all(r["rescan_verdict"] == "backdoored" or any(c is not None for c in r["aimed_costs"])
-               for r in rounds[:-1])
-    assert result["settings"]["aim_each_round"] and result["settings"]["edit_dropout"] == 0.5
+    assert all(r["rescan_verdict"] == "backdoored" for r in rounds[:-1])
     # The scan's trigger, plus the uniform-price reversals (free and aimed at the target) that met the constraints.
     assert rounds[0]["triggers"] in (1, 2, 3) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree

@@ -27,7 +27,6 @@ import torch
 
 from securegaze.attacks.metrics import AttackMetrics, attack_metrics, evaluate_attack
 from securegaze.defense.mitigation import (
-    DEFAULT_EDIT_DROPOUT,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
     DEFAULT_ROUNDS,
@@ -179,9 +178,7 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         runtime_s=time.monotonic() - started, attack=getattr(attack, "name", None), rounds=outcome.rounds,
         settings={"version": MITIGATION_VERSION, "rounds": rounds, "uniform_reversal": bool(uniform_reversal),
                   "towards_target": bool(towards_target and uniform_reversal),
-                  "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed,
-                  "aim_each_round": bool(towards_target and uniform_reversal),
-                  "edit_dropout": DEFAULT_EDIT_DROPOUT},
+                  "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed},
         model_sha256=model_sha256,
     )
     return tuned, result
@@ -361,12 +358,8 @@ def mitigation_markdown(reports: list[MitigationReport], command: str, machine: 
              "the scan's reversal" + (" and a second reversal with a uniform pixel price (which can reach triggers "
                                       "on the eyes that the scan prices out)" if settings.get("uniform_reversal") else "")
              + ", each applied at depths " + "/".join(f"{a:g}" for a in settings.get("strengths", [1.0]))
-             + (f"; {100 * settings['edit_dropout']:.0f} % of the edited training images keep their edit on a random "
-                "half of a 4 x 4 grid only" if settings.get("edit_dropout") else "")
              + "; then re-scan, and while the re-scan still flags the model, add the collapse it found and fine-tune "
-             + ("again; after each round a fresh uniform-price reversal aimed at the scan's target on the tuned model "
-                "joins the triggers, and the rounds go on while one reaches it" if settings.get("aim_each_round")
-                else "again") + f" (at most {settings.get('rounds', 1)} rounds).", "",
+             f"again (at most {settings.get('rounds', 1)} rounds).", "",
              "| attack | models | ASR before | ASR after | clean error before | clean error after | worst clean-error rise | "
              "met both targets | still flagged by re-scan |", "|---|---|---|---|---|---|---|---|---|"]
     for s in summarise_mitigation(reports):

@@ -39,18 +39,11 @@ DEFAULT_LR = 3e-4
 #: Bumped when the mitigation procedure changes (cached benchmark reports of another version are redone).
 #: 2: a uniform-price reversal next to the scan's, deeper copies of every edit, re-scan rounds.
 #: 3: a second uniform-price reversal aimed at the scan's target gaze.
-#: 4: edit dropout while fine-tuning, and every round aims a fresh uniform-price reversal at the target
-#: on the model as tuned so far (the rounds go on while one still reaches it).
-MITIGATION_VERSION = 4
+MITIGATION_VERSION = 3
 #: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
 DEFAULT_ROUNDS = 3
 #: Each reversed edit is unlearnt as found and scaled 2x and 3x in logit space (--strengths).
 DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
-#: Share of the edited training images whose edit is kept only on a random part of the image: the
-#: image is cut into EDIT_DROPOUT_CELLS x EDIT_DROPOUT_CELLS cells and each cell keeps the edit with
-#: probability 1/2 (see :func:`mitigate`).
-DEFAULT_EDIT_DROPOUT = 0.5
-EDIT_DROPOUT_CELLS = 4
 
 
 @dataclass(frozen=True)
@@ -96,7 +89,7 @@ def check_strengths(strengths) -> tuple[float, ...]:
 def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int = DEFAULT_EPOCHS,
              lr: float = DEFAULT_LR, batch_size: int = 64, seed: int = 0, strengths=(1.0,),
              progress: Callable[[ScanProgress], None] | None = None,
-             return_result: bool = False, edit_dropout: float = 0.0):
+             return_result: bool = False):
     """Fine-tune a copy of ``model`` against the reversed trigger; ``model`` itself is not changed.
 
     ``clean_images``: (N, S, S, 3) uint8 RGB, (N, 3, S, S) float in [0, 1] or an in-memory dataset;
@@ -104,13 +97,9 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     :class:`TriggerGenerator` or a generator file, or a list of them (each image is then paired with
     one of them, drawn afresh every epoch); ``strengths``: the edits are applied at each of these
     depths (:meth:`TriggerGenerator.forward`), 1 meaning as reversed; ``labels``: optional (N, 2) true gaze, radians
-    (default: the original model's own predictions on the clean images). ``edit_dropout``: this share
-    of the edited training images keeps its edit only on a random half of the cells of a
-    :data:`EDIT_DROPOUT_CELLS`-square grid (the losses before and after use whole edits). A reversed
-    edit is a surrogate: it covers the real trigger's pixels and more, and fine-tuning on whole edits
-    lets the model unlearn whichever part of the edit is easiest to key on; the parts alone must be
-    unlearnt each, the real trigger's part with them. Deterministic for a given ``seed``. Returns the
-    fine-tuned model in eval mode, or ``(model, MitigationResult)`` with ``return_result``.
+    (default: the original model's own predictions on the clean images). Deterministic for a given
+    ``seed``. Returns the fine-tuned model in eval mode, or ``(model, MitigationResult)`` with
+    ``return_result``.
     """
     check_gaze_model(model, "mitigate")
     check_setting("mitigate", "epochs", isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1,
@@ -119,8 +108,6 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     check_setting("mitigate", "batch_size", isinstance(batch_size, int) and batch_size >= 2, "an integer >= 2",
                   batch_size)
     strengths = check_strengths(strengths)
-    check_setting("mitigate", "edit_dropout", isinstance(edit_dropout, (int, float)) and not isinstance(edit_dropout, bool)
-                  and 0 <= edit_dropout <= 1, "a share in [0, 1]", edit_dropout)
     x_all = clean_tensor(clean_images, model.input_size, "mitigate")
     triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
     if not triggers:
@@ -141,9 +128,8 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     # batch rather than stored: K copies of the clean set would not fit for large inputs.
     edits = [(g, a) for g in (copy.deepcopy(g).to(device).eval() for g in generators) for a in strengths]
 
-    def reversed_images(idx: torch.Tensor, kinds: torch.Tensor, rng: np.random.Generator | None = None) -> torch.Tensor:
-        """x_all[idx], each edited by the trigger ``kinds[j]`` of :data:`edits`; with ``rng``, the edit of a
-        share ``edit_dropout`` of them kept on a random half of the grid cells only."""
+    def reversed_images(idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
+        """x_all[idx], each edited by the trigger ``kinds[j]`` of :data:`edits`."""
         x = x_all[idx]
         out = torch.empty_like(x)
         with torch.no_grad():
@@ -151,12 +137,6 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
                 sel = kinds == kind
                 g, a = edits[kind]
                 out[sel] = g(x[sel], a)
-            if rng is not None and edit_dropout > 0:
-                cells = rng.random((len(x), 1, EDIT_DROPOUT_CELLS, EDIT_DROPOUT_CELLS)) < 0.5
-                cells |= (rng.random(len(x)) >= edit_dropout)[:, None, None, None]  # these keep the whole edit
-                mask = nnf.interpolate(torch.as_tensor(cells, dtype=x.dtype, device=x.device), size=x.shape[-2:],
-                                       mode="nearest")
-                out = x + mask * (out - x)
         return out
 
     with torch.no_grad():
@@ -196,7 +176,7 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
             idx = order[k * batch:(k + 1) * batch]
             # Clean and reversed-triggered versions of the same images in one batch: the model sees
             # that the edit must not change the answer.
-            prediction = tuned(torch.cat([x_all[idx], reversed_images(idx, which[idx], rng)]))
+            prediction = tuned(torch.cat([x_all[idx], reversed_images(idx, which[idx])]))
             loss = nnf.l1_loss(prediction, torch.cat([targets[idx], targets[idx]]))
             if not torch.isfinite(loss):
                 raise ModelFormatError(f"mitigate: fine-tuning diverged at step {step} (loss {loss.item()}); "
@@ -248,8 +228,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                               progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
                               uniform_reversal: bool = True,
                               strengths: tuple[float, ...] = DEFAULT_STRENGTHS,
-                              towards_target: bool = True, aim_each_round: bool = True,
-                              edit_dropout: float = DEFAULT_EDIT_DROPOUT) -> ReversedUnlearning:
+                              towards_target: bool = True) -> ReversedUnlearning:
     """Scan (unless ``scan_before`` = (report, generator) is given), unlearn, re-scan; ``model`` is not changed.
 
     ``clean_images``: the defender's clean images for the scan and the fine-tuning; ``labels``: true
@@ -273,15 +252,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
       each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
       lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
     * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
-      triggers and fine-tuning continues, at most ``rounds`` times in all;
-    * ``aim_each_round`` (with ``towards_target``): after each round but the last, one more
-      uniform-price reversal aimed at the scan's target, now on the model as tuned so far; while it
-      still reaches the target it joins the triggers and the rounds go on, even when the re-scan
-      already calls the model clean. Unlearning a reversed edit closes that route to the target, not
-      the backdoor: the next cheapest route is another part of the backdoor's basin. On the 32-px zoo
-      of docs/mitigation.md this takes the glasses, BadNets and input-aware models that v3 left at
-      9-41 % ASR to 1-8 % (docs/mitigation.md, version 4);
-    * ``edit_dropout``: see :func:`mitigate`.
+      triggers and fine-tuning continues, at most ``rounds`` times in all.
     """
     # Settings are checked before the scan, which takes a minute or more.
     check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
@@ -313,30 +284,19 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     if labels is None:
         # The original model's answers label every round (mitigate() alone would take the tuned one's).
         labels = own_predictions(model, clean_images)
-    aim = [detector.ablation(name) for name in detector.unlearn_also] if (
-        uniform_reversal and towards_target and aim_each_round and hasattr(detector, "reverse_towards")) else []
     tuned, history = model, []
     for round_no in range(1, rounds + 1):
         # Each round continues from the last round's model, against every trigger found so far, and
         # always towards the original model's answers (or the true labels): no drift accumulates.
         tuned, finetune = mitigate(tuned, clean_images, generators, labels=labels, epochs=epochs, lr=lr,
                                    seed=seed + round_no - 1, strengths=strengths, progress=progress,
-                                   return_result=True, edit_dropout=edit_dropout)
+                                   return_result=True)
         scan_started = time.monotonic()
         after_reversal = detector.reverse(tuned, clean_images, progress)
         after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
-        entry = {"round": round_no, "triggers": len(generators), "rescan_score": after.score,
-                 "rescan_verdict": after.verdict, **asdict(finetune)}
-        history.append(entry)
-        if round_no == rounds:
+        history.append({"round": round_no, "triggers": len(generators), "rescan_score": after.score,
+                        "rescan_verdict": after.verdict, **asdict(finetune)})
+        if after.verdict != "backdoored" or round_no == rounds:
             break
-        aimed = [a.reverse_towards(tuned, clean_images, report.target_gaze, progress) for a in aim]
-        reached = [a for a in aimed if a.constraints_met]
-        if aimed:
-            entry["aimed_costs"] = [a.cost if a.constraints_met else None for a in aimed]
-        if after.verdict != "backdoored" and not reached:
-            break
-        if after.verdict == "backdoored":
-            generators.append(after_reversal.generator)
-        generators.extend(a.generator for a in reached)
+        generators.append(after_reversal.generator)
     return ReversedUnlearning(tuned, report, generator, after, after_reversal, history, finetune)

@@ -15,7 +15,9 @@ and reports the score of each variant:
   sees every image through a small random change (shift up to ``--shift`` of the side, scale within
   ``--scale``, Gaussian noise ``--noise``; fixed changes in the checks; ``--whole-pixels``: whole-pixel
   shifts without scale change), so a collapse must survive
-  what a learned trigger survives and faint adversarial noise on the background does not.
+  what a learned trigger survives and faint adversarial noise on the background does not;
+* ``nowindow``: the scan with ``window_reference`` off (scanner 2.1's reference): how much of a
+  backdoored model's ratio the like-with-like window reference gives back.
 
 Prints one row per model (score per variant, the found target against the attacker's) and the lowest
 benign score against the highest backdoored one per variant (separation, no threshold involved).
@@ -33,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("default", "refs3", "robust")
+VARIANTS = ("default", "refs3", "robust", "nowindow")
 
 
 def extra_references(model, x, found, settings, count: int = 2) -> list[float]:
@@ -125,6 +127,8 @@ def main() -> int:
                                         jitter_scale=args.scale, jitter_noise=args.noise,
                                         jitter_whole_pixels=args.whole_pixels)
             scores["robust"] = robust.reverse(model, x).score
+        if "nowindow" in variants:
+            scores["nowindow"] = SecureGazeDetector(seed=args.seed, window_reference=False).reverse(model, x).score
         rows.append((entry, scores))
         cells = " | ".join(f"{scores[c]:.4f}" if c in scores else "-" for c in columns)
         print(f"| {entry.id} | {entry.attack} | {cells} | {'-' if error is None else f'{error:.1f}'} | "

@@ -77,17 +77,44 @@ def _scan(model, images):
             "scan_s": time.monotonic() - started}
 
 
+DEFAULT_MODEL = ROOT / "models" / "default"
+
+
+def _default_model_label():
+    """The default model's row name, from its manifest (None without one): the model may be replaced."""
+    path = DEFAULT_MODEL / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    return f"default model ({manifest.get('architecture', '?')}, standard, {manifest['input']['size']} px)"
+
+
 def _default_model_row(samples):
     from securegaze.bundle import open_model
     from securegaze.data.synthetic import render_dataset
 
-    path = ROOT / "models" / "default"
-    if not (path / "manifest.json").exists():
+    label = _default_model_label()
+    if label is None:
         return None
-    net = open_model(path).gaze_model()
+    net = open_model(DEFAULT_MODEL).gaze_model()
     clean = render_dataset(samples, int(net.input_size), seed=20_250_505)
-    return {"recipe": "default model (small_cnn, standard, 64 px)", "seed": "-", "asr": None,
-            "benign": _scan(net, clean.images), "backdoored": None}
+    return {"recipe": label, "seed": "-", "asr": None, "benign": _scan(net, clean.images), "backdoored": None}
+
+
+def _recipe_ranges(rows):
+    """{recipe: (lowest, highest) finite benign score} in the order of the rows."""
+    ranges = {}
+    for row in rows:
+        score = row["benign"]["score"]
+        if math.isfinite(score):
+            low, high = ranges.get(row["recipe"], (score, score))
+            ranges[row["recipe"]] = (min(low, score), max(high, score))
+    return ranges
+
+
+def _twin_range(rows):
+    twins = [row["backdoored"]["score"] for row in rows if row["backdoored"] is not None]
+    return f"{min(twins):.3f}-{max(twins):.3f}" if twins else "nothing (none was trained)"
 
 
 def fit(benign_scores, fpr):
@@ -156,7 +183,7 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
             if args.json:
                 atomic_write_json(args.json, {"rows": rows})
-    if not args.no_default_model and ("default model (small_cnn, standard, 64 px)", "-") not in done:
+    if not args.no_default_model and (_default_model_label(), "-") not in done:
         row = _default_model_row(256)
         if row is not None:
             rows.append(row)
@@ -179,11 +206,11 @@ def main(argv=None) -> int:
               + f": log mean {result['log_mean']:.3f}, "
               f"log std {result['log_std']:.3f}; lowest benign score {result['benign_min']:.3f}.",
               f"Threshold at a fitted false-positive rate of {args.fpr:g}: **{result['threshold']:.4f}**.", "",
-              "Why a fitted 0.1 % and not 1 %: the benign ratios are a mixture of family modes (the small CNNs "
-              "near 0.3, the other recipes 0.6-1.4), so one pooled log-normal understates the tail of the "
-              "lowest family; another draw of 256 clean images put a benign small CNN at 0.23 "
-              "(docs/clean_set_size.md). At 0.1 % the threshold sits about as far below the lowest benign ratio "
-              "seen as above the highest BadNets ratio.", ""]
+              "Why a fitted 0.1 % and not 1 %: the benign ratios are a mixture of recipe modes (per recipe: "
+              + ", ".join(f"{name} {low:.2f}-{high:.2f}" for name, (low, high) in _recipe_ranges(rows).items())
+              + "), so one pooled log-normal understates the tail of the lowest recipe, and the scores move with the "
+              "draw of clean images (docs/clean_set_size.md). The BadNets twins, which the fit never sees, score "
+              f"{_twin_range(rows)}.", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -12,6 +12,7 @@ from securegaze.bench.cross_family import (
     cross_family_markdown,
     evaluate_families,
     family_of,
+    zoo_cache_tags,
 )
 from securegaze.bench.detection import ModelScore
 from securegaze.zoo import ZooSpec
@@ -71,3 +72,13 @@ def test_a_family_is_named_by_architecture_arguments_style_and_size():
     spec = ZooSpec(architecture="resnet18", arch_kwargs={"width": 16, "stem": "compact"}, style="studio")
     assert family_of(spec) == "resnet18[stem=compact,width=16]/studio/64px"
     assert family_of(ZooSpec()) == "small_cnn/standard/64px"
+
+
+def test_zoos_with_the_same_folder_name_get_their_own_scan_folders(tmp_path):
+    """Two zoos named runs/a/plain and runs/b/plain must not overwrite each other's cached reports."""
+    first, second, other = tmp_path / "a" / "plain", tmp_path / "b" / "plain", tmp_path / "a" / "mobile"
+    assert zoo_cache_tags([first, other]) == {first: "", other: ""}
+    assert zoo_cache_tags([first, second, other]) == {first: "a", second: "b", other: ""}
+    third = tmp_path / "c" / "a" / "plain"
+    tags = zoo_cache_tags([first, second, third])
+    assert len({f"plain-{t}" for t in tags.values()}) == 3

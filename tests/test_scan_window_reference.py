@@ -1,4 +1,5 @@
-"""window_reference: a scan whose kept edit came from the border probe gets a reference run from the same window."""
+"""window_reference (with the 2.x collapse reference): a scan whose kept edit came from the border probe gets a
+reference run from the same window."""
 
 import math
 
@@ -17,7 +18,7 @@ from securegaze.errors import ConfigError
 from securegaze.training import train
 
 EASY = synthetic_style("easy", size=32)
-QUICK = dict(steps=120, eval_every=20, sensitivity_samples=64, eval_samples=128)
+QUICK = dict(steps=120, eval_every=20, sensitivity_samples=64, eval_samples=128, reference_kind="collapse")
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,15 @@ def test_a_restarted_scan_keeps_the_cheaper_of_the_two_references(patch_model):
 def test_window_reference_is_a_boolean():
     with pytest.raises(ConfigError, match="window_reference must be true or false"):
         create_detector("securegaze", window_reference=1)
+
+
+def test_the_shift_reference_never_starts_from_the_window(patch_model):
+    model, images = patch_model
+    report = create_detector("securegaze", seed=0, **{**QUICK, "reference_kind": "shift"}).scan(model, images)
+    assert report.details["reference"]["kind"] == "shift" and report.details["reference"]["from_window"] is False
+    assert "reference_restart" not in report.details["stage_seconds"]
+
+
+def test_reference_kind_is_checked():
+    with pytest.raises(ConfigError, match="reference_kind must be one of shift, collapse"):
+        create_detector("securegaze", reference_kind="uniform")

@@ -137,7 +137,8 @@ def test_report_records_the_scan(tiny):
     details = report.details  # SecureGaze's own statistics
     # Collapse: the kept share of the reversed predictions sits within a few degrees of its centre.
     margin("reversed/clean trimmed dispersion", details["dispersion_ratio"], "<", 0.1)
-    assert details["score_statistic"] == "cost_ratio_to_reference" and details["reference"]["cost"] > 0
+    assert details["score_statistic"] == "cost_ratio_to_shift_reference" and details["reference"]["cost"] > 0
+    assert details["reference"]["kind"] == "shift" and len(details["reference"]["shift_deg"]) == 2
     assert report.score == pytest.approx(details["final_cost"] / details["reference"]["cost"])
     margin("reversed/clean feature-angle variance",
            details["feature_angle_variance_reversed"] / details["feature_angle_variance_clean"], "<", 0.05)

@@ -67,21 +67,39 @@ class ScoredModel:
 
 def scan_families(zoos: list[str | Path], out_dir: str | Path, detector, samples: int = 256, seed: int = 0,
                   progress: Callable[[BenchProgress], None] | None = None) -> list[ScoredModel]:
-    """Scan every finished model of every zoo (cached under ``out_dir``); one family per zoo spec."""
+    """Scan every finished model of every zoo (cached under ``out_dir``); one family per zoo spec.
+
+    Reports are cached under ``out_dir/scans/<zoo folder name>/``; two zoos whose folders share a name
+    (``runs/a/plain``, ``runs/b/plain``) are told apart by their parent folder's name
+    (``plain-a``, ``plain-b``), so neither overwrites the other's reports.
+    """
     from securegaze.zoo import ZooManifest
 
     manifests = {Path(z): ZooManifest.read(z) for z in zoos}  # every zoo readable before the first scan
     if not manifests:
         raise InputFileError("cross-family benchmark: no zoo given (--zoo, one per family)")
+    tags = zoo_cache_tags(list(manifests))
     scored = []
     for zoo, manifest in manifests.items():
         family = family_of(manifest.spec)
         entries = {e.id: e for e in manifest.done()}
-        for m in scan_zoo(zoo, out_dir, detector, samples=samples, seed=seed, progress=progress):
+        for m in scan_zoo(zoo, out_dir, detector, samples=samples, seed=seed, progress=progress, tag=tags[zoo]):
             entry = entries[m.id]
             asr = (entry.metrics or {}).get("asr") if entry.backdoored else None
             scored.append(ScoredModel(family, m, None if asr is None else float(asr), entry.poison_rate))
     return scored
+
+
+def zoo_cache_tags(zoos: list[Path]) -> dict[Path, str]:
+    """The tag of each zoo's scan folder: empty when its folder name is unique, else its parent's name
+    (with the zoo's position added when that is not unique either)."""
+    names = [zoo.resolve().name for zoo in zoos]
+    tags = {zoo: (zoo.resolve().parent.name if names.count(name) > 1 else "") for zoo, name in zip(zoos, names, strict=True)}
+    labels = [f"{name}-{tags[zoo]}" for zoo, name in zip(zoos, names, strict=True)]
+    for i, zoo in enumerate(zoos):
+        if tags[zoo] and labels.count(labels[i]) > 1:
+            tags[zoo] = f"{tags[zoo]}{i}"
+    return tags
 
 
 @dataclass(frozen=True)

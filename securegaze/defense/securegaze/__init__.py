@@ -26,14 +26,17 @@ sensitivity map (the squared mean input-gradient magnitude over clean images, sm
 benign gaze model can be steered by redrawing the irises (a *natural backdoor*), and pricing edits by
 how much the model looks there is what keeps benign models from being flagged.
 
-The score is a ratio measured on the suspect model itself. A second, *reference* run solves the same
-problem with the collapse's centre prescribed: a gaze one clean RMS dispersion away from the target
-the first run found (:func:`reference_centre`). The score is the first cost over the reference cost
-(inf when the first run met no constraint). A backdoor makes one target far cheaper than any other
-(a ratio of a few hundredths); a benign model pays about as much for one ordinary gaze as for
-another (a ratio of a few tenths). The raw cost scales with the images' contrast, the crop and the
-model family; the ratio does not, which is what lets one threshold serve models and clean sets it was
-never calibrated on.
+The score is a ratio measured on the suspect model itself. A second, *reference* run solves a
+problem that no backdoor makes cheaper: a *uniform shift*, every clean image's output moved by the
+same offset (one clean RMS dispersion, towards the most central gaze: :func:`reference_centre`)
+within the same tolerance (scanner 3.0; ``reference_kind``). It is the price of redirecting every
+face's gaze, which the faces' own eyes set; a trigger collapses the outputs and so cannot meet it.
+The score is the first cost over the reference cost (inf when the first run met no constraint). A
+backdoor's collapse costs a few hundredths of a shift; a benign model's cheapest collapse costs a few
+tenths of one or more. The raw cost scales with the images' contrast, the crop and the model family;
+the ratio does not, which is what lets one threshold serve models and clean sets it was never
+calibrated on. Scanner 2.x used a collapse onto that gaze as the reference (``reference_kind``
+collapse): a backdoor cheapens that one too, as its trigger can carry an edit part of the way.
 
 The package, one seam a file: ``settings`` (settings, version, default threshold), ``statistics``
 (what the constraints compare), ``generator`` (M and its file), ``sensitivity`` (the price map),

@@ -110,10 +110,15 @@ class SecureGazeDetector(Detector):
                 clean_gaze = found.clean_gaze
                 distance = cfg.reference_distance * math.sqrt(found.clean_trace)
                 centre = reference_centre(found.target_gaze, clean_gaze, distance)
-                found.reference = reverse_trigger(model, x_all, cfg, progress, centre=centre, weights=found.weights,
-                                                  stage="reference")
+                if cfg.reference_kind == "shift":
+                    offset = (centre[0] - found.target_gaze[0], centre[1] - found.target_gaze[1])
+                    found.reference = reverse_trigger(model, x_all, cfg, progress, shift=offset, weights=found.weights,
+                                                      stage="reference")
+                else:
+                    found.reference = reverse_trigger(model, x_all, cfg, progress, centre=centre,
+                                                      weights=found.weights, stage="reference")
                 lap("reference")
-                if found.restarted and cfg.window_reference:
+                if found.restarted and cfg.window_reference and cfg.reference_kind == "collapse":
                     # Like with like: the kept edit started from a border window, so the reference gets
                     # the same window's head start, steered onto its own gaze (probe.steer_window).
                     steered = steer_window(model, x_all, found.probe, centre, cfg)
@@ -187,7 +192,8 @@ class SecureGazeDetector(Detector):
                 "stage_seconds": dict(reversal.stage_seconds),
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
-                "score_statistic": "cost_ratio_to_reference" if cfg.reference else "weighted_cost",
+                "score_statistic": (f"cost_ratio_to_{cfg.reference_kind}_reference" if cfg.reference
+                                    else "weighted_cost"),
                 "threshold_calibration": self.threshold_calibration,
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
@@ -219,9 +225,13 @@ def _reference_details(reference: TriggerReversal | None) -> dict[str, Any] | No
         return None
     centre = reference.centre or reference.target_gaze
     return {
+        "kind": "collapse" if reference.shift is None else "shift",
         "cost": reference.cost,
         "constraints_met": reference.constraints_met,
+        # The collapse reference's gaze; for a shift, the mean of the shifted outputs.
         "centre_deg": [math.degrees(centre[0]), math.degrees(centre[1])],
+        # The uniform shift's offset, degrees (pitch, yaw); None for a collapse reference.
+        "shift_deg": None if reference.shift is None else [math.degrees(v) for v in reference.shift],
         "dispersion_ratio": reference.dispersion_ratio,
         "feature_variance_ratio": reference.feature_variance_ratio,
         "collapsed_share": reference.collapsed_share,

@@ -29,6 +29,7 @@ from securegaze.defense.securegaze.statistics import (
     feature_angle_variance,
     gaze_dispersion_deg,
     gaze_trace_covariance,
+    shift_spread,
 )
 from securegaze.errors import ModelFormatError
 from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vector_to_pitchyaw
@@ -76,6 +77,8 @@ class TriggerReversal:
     clean_gaze: np.ndarray
     clean_trace: float
     centre: tuple[float, float] | None = None
+    #: The (pitch, yaw) radian offset of a uniform-shift run (every output moved by it), else None.
+    shift: tuple[float, float] | None = None
     reference: TriggerReversal | None = None
     probe: ProbeResult | None = None
     restarted: bool = False
@@ -154,13 +157,23 @@ class ReversalRun:
     is computed. ``stage``: the name of the optimisation steps in progress events. ``static_init``:
     a (1, 3, S, S) logit-space edit the generator's static map starts from (a restart from a probed
     patch, :mod:`~securegaze.defense.securegaze.probe`); None starts at the identity.
+
+    ``shift``: a (pitch, yaw) radian offset; the run then asks for a *uniform shift* instead of a
+    collapse: every image's output must move by that offset from its own clean output, within
+    ``rho_out`` of the clean spread, over the kept ``collapse_share`` (no feature constraint). A
+    collapse cannot meet it (the shifted gazes are as spread as the clean ones), so a backdoor's
+    trigger does not make it cheaper: it is the price of redirecting every face's gaze, the scale the
+    scanner's score divides by (``reference_kind`` "shift").
     """
 
     def __init__(self, model, x_all: torch.Tensor, settings: SecureGazeSettings,
                  progress: ProgressCallback | None = None, centre: tuple[float, float] | None = None,
                  weights: torch.Tensor | None = None, stage: str = "reverse",
-                 static_init: torch.Tensor | None = None) -> None:
+                 static_init: torch.Tensor | None = None, shift: tuple[float, float] | None = None) -> None:
         cfg = self.config = settings
+        if centre is not None and shift is not None:
+            raise ValueError("a reversal run has a centre or a shift, not both")
+        self.shift = None if shift is None else torch.tensor([float(shift[0]), float(shift[1])])
         self.model, self.x_all, self.progress, self.stage = model, x_all, progress, stage
         self.centre = None if centre is None else torch.tensor([float(centre[0]), float(centre[1])])
         device = x_all.device
@@ -188,6 +201,13 @@ class ReversalRun:
         check_finite_gaze(g_clean, "clean images")
         self.clean_gaze = g_clean
         self.clean_trace = gaze_trace_covariance(g_clean).item()
+        if self.shift is not None:
+            # Where every image's output must go: its own clean output plus the offset (the evaluation
+            # images' as the measurements see them).
+            self.shift = self.shift.to(device=device, dtype=g_clean.dtype)
+            with torch.no_grad():
+                self.shifted_all = forward_chunks(model, x_all, cfg.batch_size)[1] + self.shift
+            self.shifted_eval = g_clean + self.shift
         # Both constraints compare the kept share of the reversed images with the kept share of the
         # clean ones (the clean images closest to their own densest gaze), like with like.
         spread, kept = collapse_spread(g_clean, cfg.collapse_share)
@@ -245,11 +265,19 @@ class ReversalRun:
         # Constraint values as log-ratios to the clean statistics: g <= 0 means satisfied. The
         # dispersion uses the square root of the trimmed spread (an RMS angle) so rho_out is a ratio
         # of angles; the feature variance is taken over the same kept images.
-        spread, kept = collapse_spread(gaze, cfg.collapse_share, self.centre)
-        violation = torch.stack([
-            0.5 * torch.log((spread + LOG_EPS) / self.clean_spread),
-            torch.log((feature_angle_variance(z[kept], self.head_weight) + LOG_EPS) / self.clean_fav),
-        ]) - self.log_rho
+        if self.shift is not None:
+            # A uniform shift has one constraint (the outputs' distance to their shifted clean
+            # outputs); the feature term is held at zero, its multiplier unused.
+            spread, _ = shift_spread(gaze, self.shifted_all[idx], cfg.collapse_share)
+            violation = torch.stack([0.5 * torch.log((spread + LOG_EPS) / self.clean_spread),
+                                     torch.log(torch.tensor(cfg.rho_feat * cfg.constraint_margin, device=gaze.device))])
+        else:
+            spread, kept = collapse_spread(gaze, cfg.collapse_share, self.centre)
+            violation = torch.stack([
+                0.5 * torch.log((spread + LOG_EPS) / self.clean_spread),
+                torch.log((feature_angle_variance(z[kept], self.head_weight) + LOG_EPS) / self.clean_fav),
+            ])
+        violation = violation - self.log_rho
         # Lagrangian with multipliers found by (multiplicative) dual ascent: the price of each
         # constraint is set by the optimisation itself, not tuned per model.
         loss = cost / self.pixel_scale + (self.multipliers * violation).sum()
@@ -280,7 +308,7 @@ class ReversalRun:
                 "feature_variance_ratio": result.feature_ratio,
             }))
         feasible = (0.5 * math.log(max(result.spread_ratio, LOG_EPS)) <= math.log(cfg.rho_out)
-                    and result.feature_ratio <= cfg.rho_feat)
+                    and (self.shift is not None or result.feature_ratio <= cfg.rho_feat))
         if feasible:
             self.first_feasible = self.first_feasible or step
             if result.cost < self.best_cost:
@@ -308,7 +336,10 @@ class ReversalRun:
         generator.train(was_training)
         z, gaze = forward_chunks(self.model, self.measured(torch.cat(reversed_images)), batch_size)
         check_finite_gaze(gaze, "reversed-triggered images")
-        spread, kept = collapse_spread(gaze, self.config.collapse_share, self.centre)
+        if self.shift is not None:
+            spread, kept = shift_spread(gaze, self.shifted_eval, self.config.collapse_share)
+        else:
+            spread, kept = collapse_spread(gaze, self.config.collapse_share, self.centre)
         fav = feature_angle_variance(z[kept], self.head_weight).item()
         if self.centre is not None:
             target = self.centre.double().numpy()
@@ -353,17 +384,18 @@ class ReversalRun:
             clean_gaze=clean_gaze,
             clean_trace=self.clean_trace,
             centre=None if self.centre is None else (float(self.centre[0]), float(self.centre[1])),
+            shift=None if self.shift is None else (float(self.shift[0]), float(self.shift[1])),
         )
 
 
 def reverse_trigger(model, x_all: torch.Tensor, settings: SecureGazeSettings,
                     progress: ProgressCallback | None = None, centre: tuple[float, float] | None = None,
                     weights: torch.Tensor | None = None, stage: str = "reverse",
-                    static_init: torch.Tensor | None = None) -> TriggerReversal:
+                    static_init: torch.Tensor | None = None, shift: tuple[float, float] | None = None) -> TriggerReversal:
     """Run the reverse-engineering for ``settings.steps`` steps, checking every ``eval_every``
     (arguments as :class:`ReversalRun`)."""
     run = ReversalRun(model, x_all, settings, progress, centre=centre, weights=weights, stage=stage,
-                      static_init=static_init)
+                      static_init=static_init, shift=shift)
     for step in range(1, settings.steps + 1):
         run.step(step)
         if step % settings.eval_every == 0 or step == settings.steps:

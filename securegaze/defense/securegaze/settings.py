@@ -21,25 +21,29 @@ DETECTOR_NAME = "securegaze"
 #: (``probe_refine_steps``) before its ratio is compared with ``probe_ratio``, now 0.13 (was 0.35).
 #: 2.2: ``window_reference`` on: a scan whose kept edit came from the probe's restart compares it with
 #: a reference that may start from the same window (benign scores of the threshold calibration
-#: unchanged: none of them restarts; its BadNets twins 0.016-0.086).
-SCANNER_VERSION = "2.2"
+#: unchanged: none of them restarts; its BadNets twins 0.016-0.086). 3.0: the reference is a uniform
+#: shift of every output (``reference_kind`` "shift"), which a backdoor cannot make cheaper; threshold
+#: recalibrated (benign 0.413-1.774, BadNets twins 0.016-0.070).
+SCANNER_VERSION = "3.0"
 
-#: Default decision threshold on the score (since 2.0 the ratio of the cheapest collapse's cost to
-#: a reference collapse's cost of the same model: unit-free): below it the model is flagged.
-#: Calibrated for SCANNER_VERSION 2.0 by benchmarks/calibrate_threshold.py (docs/threshold_calibration.md)
+#: Default decision threshold on the score (the ratio of the cheapest collapse's cost to the cost of a
+#: uniform gaze shift of the same model, since 3.0: unit-free): below it the model is flagged.
+#: Calibrated for SCANNER_VERSION 3.0 by benchmarks/calibrate_threshold.py (docs/threshold_calibration.md)
 #: on 13 benign models of four recipes that differ in family, renderer style and input size
 #: (small_cnn, plain_cnn and a compact resnet18 on easy 32-px faces, plain_cnn on studio faces, three
-#: seeds each, and the 64-px default model): benign ratios 0.274-1.411, log mean -0.431, log std
-#: 0.472; the 0.1 % quantile of that log-normal is 0.1513 (0.1 %, not 1 %: the ratios are a mixture
-#: of family modes and a benign small CNN reached 0.23 on another draw of clean images). Their BadNets
-#: twins scored 0.013-0.102. No model of the cross-family benchmark (docs/detection_cross_family.md)
-#: entered the calibration. Kept for 2.2 (docs/threshold_calibration.md): its benign scores are those
-#: of 2.0 but for the retrained default model's; the refit gives 0.1538.
-DEFAULT_THRESHOLD = 0.1513
+#: seeds each, and the 128-px default model): benign ratios 0.413-1.774, log mean -0.341, log std
+#: 0.429; the 0.1 % quantile of that log-normal is 0.1888 (0.1 %, not 1 %: the ratios are a mixture
+#: of family modes). Their BadNets twins scored 0.016-0.070. No model of the cross-family benchmark
+#: (docs/detection_cross_family.md) entered the calibration.
+DEFAULT_THRESHOLD = 0.1888
 #: How the default threshold was obtained; scan reports and audit records carry it with the version.
 THRESHOLD_CALIBRATION = ("benchmarks/calibrate_threshold.py --seeds 3 --fpr 0.001: 0.1 % quantile of a log-normal "
-                         "fitted to 13 benign cost ratios (4 recipes: small_cnn, plain_cnn, resnet18, studio faces; "
-                         "and the default model)")
+                         "fitted to 13 benign ratios of collapse to uniform-shift cost (4 recipes: small_cnn, "
+                         "plain_cnn, resnet18, studio faces; and the default model)")
+
+#: What the reference run asks for (``reference_kind``): a uniform shift of every output (3.0) or a
+#: collapse onto a reference gaze (2.x).
+REFERENCE_KINDS = ("shift", "collapse")
 
 #: Small constants that keep logarithms and arccos away from their singular points.
 _LOG_EPS = 1e-12
@@ -109,14 +113,22 @@ class SecureGazeSettings:
       0.48, a model the reversal flags without a restart), benign 0.205-0.687 (geometric middle of
       0.084 and 0.205). At 0.35 with refinement, 5 of the 12 benign models restarted and their score
       fell (0.93 -> 0.31 the largest move): a refined window of a benign model can steer it part way;
-    * ``reference``: after the cheapest collapse, run a second, *reference* collapse onto a gaze
-      ``reference_distance`` clean RMS dispersions away from the found target, with the same
-      price and budget, and score the ratio of the two costs. A benign model collapses about as
-      expensively onto any ordinary gaze (ratio near 1); a backdoor makes one target far cheaper
-      than the others (ratio well below 1). The ratio carries no units of the images or the model,
-      so one threshold serves families and clean sets it was not calibrated on. Off: the score is
-      the raw cost (the threshold must then be calibrated for the family, as before version 2.0);
-    * ``window_reference``: when the kept edit came from a probe restart, run a second reference
+    * ``reference``: after the cheapest collapse, run a second, *reference* run with the same price
+      and budget, and score the ratio of the two costs. The ratio carries no units of the images or
+      the model, so one threshold can serve families and clean sets it was not calibrated on. Off:
+      the score is the raw cost (the threshold must then be calibrated for the family, as before 2.0);
+    * ``reference_kind``: what the reference run asks for. ``shift`` (3.0): a *uniform shift*, every
+      clean image's output moved by the same offset (``reference_distance`` clean RMS dispersions,
+      towards the most central gaze), within ``rho_out`` of the clean spread over the kept
+      ``collapse_share``. The price of redirecting every face's gaze: a backdoor cannot make it
+      cheaper (its trigger collapses, and a collapse leaves the shifted gazes unmet), so the ratio
+      keeps all of a backdoor's cheap collapse. Measured on the cross-family zoos, the shift costs
+      0.031-0.046 on every plain, small and residual CNN, benign or backdoored, at 32 and 64 px
+      (docs/detection_cross_family.md). ``collapse`` (2.x): a collapse onto a gaze
+      ``reference_distance`` dispersions from the found target; a benign model collapses about as
+      expensively onto any ordinary gaze, but a backdoor also cheapens collapses onto other gazes
+      (the edit can ride its trigger), which gave part of the signal back;
+    * ``window_reference`` (``reference_kind`` collapse only): when the kept edit came from a probe restart, run a second reference
       collapse that starts from the same border window, its content steered onto the reference gaze
       (``probe.steer_window``), and keep the cheaper reference: like with like. A benign model that
       some border patch collapses (a universal adversarial patch: seen on small MobileNets) can
@@ -163,6 +175,7 @@ class SecureGazeSettings:
     probe_ratio: float = 0.13
     probe_refine_steps: int = 20
     reference: bool = True
+    reference_kind: str = "shift"
     reference_distance: float = 1.0
     window_reference: bool = True
     input_jitter: bool = False
@@ -227,6 +240,8 @@ class SecureGazeSettings:
         check_setting(who, "probe_refine_steps", whole(self.probe_refine_steps, 0, 100_000), "an integer >= 0",
                       self.probe_refine_steps)
         check_setting(who, "reference", isinstance(self.reference, bool), "true or false", self.reference)
+        check_setting(who, "reference_kind", self.reference_kind in REFERENCE_KINDS,
+                      f"one of {', '.join(REFERENCE_KINDS)}", self.reference_kind)
         check_setting(who, "reference_distance", number(self.reference_distance, 0.0, 10.0),
                       "a number in (0, 10] (clean RMS dispersions)", self.reference_distance)
         check_setting(who, "window_reference", isinstance(self.window_reference, bool), "true or false",

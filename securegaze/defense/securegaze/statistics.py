@@ -12,7 +12,7 @@ from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vec
 from securegaze.models.feature_geometry import feature_angle_variance, feature_angles
 
 __all__ = ["check_finite_gaze", "collapse_spread", "feature_angle_variance", "feature_angles",
-           "gaze_dispersion_deg", "gaze_trace_covariance", "mean_gaze"]
+           "gaze_dispersion_deg", "gaze_trace_covariance", "mean_gaze", "shift_spread"]
 
 #: Rounds of re-centring of :func:`collapse_spread` (mean of all, then the mean of the kept share).
 _RECENTRE_ROUNDS = 2
@@ -58,6 +58,21 @@ def collapse_spread(gaze: torch.Tensor, share: float,
         _, kept = closest(point.detach())
         point = vectors[kept].mean(0)
     return closest(point)
+
+
+def shift_spread(gaze: torch.Tensor, wanted: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trimmed distance of (N, 2) radian gazes to per-image wanted gazes: (scalar, kept indices).
+
+    The mean squared unit-vector distance between each output and its own wanted gaze, over the
+    ``ceil(share * N)`` images closest to theirs (the same trimming and units as
+    :func:`collapse_spread`, so the two compare with the same clean spread). A uniform shift asks for
+    ``wanted`` = clean output + one offset: the outputs stay as spread as the clean ones, so no
+    collapse, however cheap, can meet it.
+    """
+    distance = (pitchyaw_to_vector_torch(gaze) - pitchyaw_to_vector_torch(wanted)).pow(2).sum(-1)
+    keep = min(len(distance), max(2, math.ceil(share * len(distance))))
+    kept = torch.topk(distance.detach(), keep, largest=False).indices
+    return distance[kept].mean(), kept
 
 
 def mean_gaze(gaze: np.ndarray) -> np.ndarray:

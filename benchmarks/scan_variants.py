@@ -7,8 +7,10 @@ A research tool for the next scanner version, not part of a scan. For every fini
 default settings on clean faces in the zoo's own style (the clean draw of the cross-family benchmark)
 and reports the score of each variant:
 
-* ``default``: the scanner's score (cheapest collapse / one reference collapse);
-* ``refs3``: the same first collapse against three reference collapses in directions at least 90 deg
+* ``default``: the scanner's score (since 3.0: cheapest collapse / a uniform gaze shift);
+* ``collapse``: scanner 2.2's score (``reference_kind`` collapse: cheapest collapse / a collapse onto a
+  reference gaze, with the window reference);
+* ``refs3``: 2.2's first collapse against three reference collapses in directions at least 90 deg
   apart (the most central first), scored against their minimum (``refs3min``) and their median
   (``refs3med``): does a benign model's uneven cost landscape, not a backdoor, make a low ratio?
 * ``robust``: the scan with ``input_jitter`` on (securegaze/defense/securegaze/jitter.py): the model
@@ -16,8 +18,8 @@ and reports the score of each variant:
   ``--scale``, Gaussian noise ``--noise``; fixed changes in the checks; ``--whole-pixels``: whole-pixel
   shifts without scale change), so a collapse must survive
   what a learned trigger survives and faint adversarial noise on the background does not;
-* ``nowindow``: the scan with ``window_reference`` off (scanner 2.1's reference): how much of a
-  backdoored model's ratio the like-with-like window reference gives back.
+* ``nowindow``: the collapse reference with ``window_reference`` off (scanner 2.1's reference): how much
+  of a backdoored model's ratio the like-with-like window reference gives back.
 
 Prints one row per model (score per variant, the found target against the attacker's) and the lowest
 benign score against the highest backdoored one per variant (separation, no threshold involved).
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("default", "refs3", "robust", "nowindow")
+VARIANTS = ("default", "collapse", "refs3", "robust", "nowindow")
 
 
 def extra_references(model, x, found, settings, count: int = 2) -> list[float]:
@@ -106,6 +108,7 @@ def main() -> int:
     clean = zoo_clean_images(manifest.spec, args.samples, args.seed)
     x = to_tensor_batch(clean)
     detector = SecureGazeDetector(seed=args.seed)
+    collapse = SecureGazeDetector(seed=args.seed, reference_kind="collapse")
     columns = [c for v in variants for c in (("refs3min", "refs3med") if v == "refs3" else (v,))]
     print("| model | attack | " + " | ".join(columns) + " | target error deg | seconds |")
     print("|---" * (len(columns) + 4) + "|")
@@ -113,22 +116,26 @@ def main() -> int:
     for entry in entries:
         model = load_model_any(args.zoo / str(entry.model_file)).eval()
         started, scores, error = time.monotonic(), {}, None
-        if "default" in variants or "refs3" in variants:
+        if "default" in variants:
             found = detector.reverse(model, x)
             scores["default"] = found.score
             if entry.target_gaze is not None:
                 error = float(angular_error_deg(found.target_gaze, entry.target_gaze))
+        if "collapse" in variants or "refs3" in variants:
+            found = collapse.reverse(model, x)
+            scores["collapse"] = found.score
             if "refs3" in variants and found.reference is not None:
                 refs = [found.reference.cost, *extra_references(model, x, found, detector.config)]
                 scores["refs3min"] = found.cost / max(min(refs), 1e-12)
                 scores["refs3med"] = found.cost / max(statistics.median(refs), 1e-12)
         if "robust" in variants:
-            robust = SecureGazeDetector(seed=args.seed, input_jitter=True, jitter_shift_frac=args.shift,
+            robust = SecureGazeDetector(seed=args.seed, reference_kind="collapse", input_jitter=True, jitter_shift_frac=args.shift,
                                         jitter_scale=args.scale, jitter_noise=args.noise,
                                         jitter_whole_pixels=args.whole_pixels)
             scores["robust"] = robust.reverse(model, x).score
         if "nowindow" in variants:
-            scores["nowindow"] = SecureGazeDetector(seed=args.seed, window_reference=False).reverse(model, x).score
+            scores["nowindow"] = SecureGazeDetector(seed=args.seed, reference_kind="collapse",
+                                                    window_reference=False).reverse(model, x).score
         rows.append((entry, scores))
         cells = " | ".join(f"{scores[c]:.4f}" if c in scores else "-" for c in columns)
         print(f"| {entry.id} | {entry.attack} | {cells} | {'-' if error is None else f'{error:.1f}'} | "

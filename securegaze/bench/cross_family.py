@@ -238,12 +238,12 @@ def cross_family_markdown(results: CrossFamilyResults, command: str) -> str:
         for a, b in zip(default.per_attack, lofo.per_attack, strict=True):
             lines.append(f"| {family} | {a.name} | {a.backdoored} | {_pct(a.tpr)} | {_pct(b.tpr)} | {format_num(a.auroc)} | "
                          f"{format_num(a.median_target_error_deg, 1)} |")
-    lines += ["", "## Models", "", "| family | model | attack | poison rate | ASR@5deg | score | scan s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Models", "", "| family | zoo | model | attack | poison rate | ASR@5deg | score | scan s |",
+              "|---|---|---|---|---|---|---|---|"]
     for m in results.models:
         s = m.score
         rate = "-" if m.poison_rate is None else f"{100 * m.poison_rate:.1f}%"
-        lines.append(f"| {m.family} | {s.id} | {s.attack} | {rate} | {_pct(m.asr)} | {format_num(s.score, 4)} | "
+        lines.append(f"| {m.family} | {s.zoo} | {s.id} | {s.attack} | {rate} | {_pct(m.asr)} | {format_num(s.score, 4)} | "
                      f"{format_num(s.runtime_s, 0)} |")
     if results.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results.notes]

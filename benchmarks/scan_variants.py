@@ -18,6 +18,9 @@ and reports the score of each variant:
   ``--scale``, Gaussian noise ``--noise``; fixed changes in the checks; ``--whole-pixels``: whole-pixel
   shifts without scale change), so a collapse must survive
   what a learned trigger survives and faint adversarial noise on the background does not;
+* ``unweighted``: the default score with a uniform pixel price (no sensitivity map) for both runs:
+  does a trigger on the eyes (glasses), which the map prices highest, stand out against a shift that
+  must redraw the irises at the same price?
 * ``nowindow``: the collapse reference with ``window_reference`` off (scanner 2.1's reference): how much
   of a backdoored model's ratio the like-with-like window reference gives back.
 
@@ -37,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("default", "collapse", "refs3", "robust", "nowindow")
+VARIANTS = ("default", "collapse", "refs3", "robust", "unweighted", "nowindow")
 
 
 def extra_references(model, x, found, settings, count: int = 2) -> list[float]:
@@ -133,6 +136,8 @@ def main() -> int:
                                         jitter_scale=args.scale, jitter_noise=args.noise,
                                         jitter_whole_pixels=args.whole_pixels)
             scores["robust"] = robust.reverse(model, x).score
+        if "unweighted" in variants:
+            scores["unweighted"] = SecureGazeDetector(seed=args.seed, sensitivity_weighting=False).reverse(model, x).score
         if "nowindow" in variants:
             scores["nowindow"] = SecureGazeDetector(seed=args.seed, reference_kind="collapse",
                                                     window_reference=False).reverse(model, x).score

@@ -32,11 +32,16 @@ def test_the_probe_finds_the_window_of_a_corner_patch_and_no_window_on_the_benig
     bd, bn = found["backdoored"], found["benign"]
     margin("probe ratio, backdoored", bd.dispersion_ratio, "<", settings.probe_ratio)
     margin("probe ratio, benign", bn.dispersion_ratio, ">", settings.probe_ratio)
-    # The window holds the real patch or part of it: windows sit on a grid of half-window steps, and a
-    # refined window over 4 of the 3x3 patch's 9 pixels already collapses the model (seed shift 1).
-    rows = set(range(bd.top, bd.top + bd.side)) & set(range(top, top + len(patch)))
-    cols = set(range(bd.left, bd.left + bd.side)) & set(range(left, left + len(patch)))
+    # The window holds the real patch or sits next to it: windows lie on a grid of half-window steps. A
+    # refined window over 4 of the 3x3 patch's 9 pixels already collapses the model (seed shift 1, one
+    # thread), and with two threads at seed shift 1 (AMD EPYC) the window one grid step left of the patch
+    # (columns 24-28, the patch 29-31) collapses it to 0.063: the trigger's features reach past the patch.
+    step = bd.side // 2
+    rows = set(range(bd.top - step, bd.top + bd.side + step)) & set(range(top, top + len(patch)))
+    cols = set(range(bd.left - step, bd.left + bd.side + step)) & set(range(left, left + len(patch)))
     assert len(rows) * len(cols) >= 0.4 * len(patch) ** 2, (bd, top, left)
+    # ... and never on the far side of the image.
+    assert abs(bd.top + bd.side / 2 - (top + len(patch) / 2)) < 8 and abs(bd.left + bd.side / 2 - (left + len(patch) / 2)) < 8
     assert bd.side == round(settings.probe_side_frac * 32) and bd.content.shape == (3, bd.side, bd.side)
     # The restart's start: the window's content in logit space, nothing outside it.
     static = bd.static_map(32)

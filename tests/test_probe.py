@@ -8,7 +8,7 @@ from conftest import TEST_THREADS, margin, sweep_seed
 from securegaze.attacks import create_attack
 from securegaze.bundle import open_model
 from securegaze.data.synthetic import render_dataset, synthetic_style
-from securegaze.defense.securegaze.probe import border_ring, probe_border
+from securegaze.defense.securegaze.probe import border_ring, probe_border, quiet_interior
 from securegaze.defense.securegaze.reversal import FrozenModel
 from securegaze.defense.securegaze.settings import SecureGazeSettings
 
@@ -49,7 +49,8 @@ def test_the_probe_finds_the_window_of_a_corner_patch_and_no_window_on_the_benig
     outside = static.clone()
     outside[..., bd.top:bd.top + bd.side, bd.left:bd.left + bd.side] = 0
     assert not outside.any()
-    assert set(bd.summary()) == {"side", "top", "left", "dispersion_ratio", "unrefined_ratio", "ring_ratio"}
+    assert set(bd.summary()) == {"side", "top", "left", "dispersion_ratio", "unrefined_ratio", "ring_ratio",
+                                  "interior"}
     assert math.isfinite(bd.ring_ratio)
 
 
@@ -75,3 +76,27 @@ def test_too_few_clean_images_are_refused_and_a_small_set_is_warned_about(tiny_g
     assert "40 clean images" in warning and "128" in warning
     assert create_detector("securegaze", warn_clean=40, steps=2, eval_every=1).scan(
         model, images[:40]).details["warnings"] == []
+
+
+def test_the_quiet_interior_leaves_out_the_ring_and_the_most_sensitive_pixels():
+    weights = torch.arange(32 * 32, dtype=torch.float32).view(32, 32)  # sensitivity grows down the image
+    region = quiet_interior(weights, 0.5, 5)
+    assert region.shape == (1, 1, 32, 32) and set(region.unique().tolist()) <= {0.0, 1.0}
+    assert not region[..., :5, :].any() and not region[..., :, :5].any() and not region[..., :, -5:].any()
+    assert not region[..., 16:, :].any()  # the more sensitive half
+    assert region[..., 5:16, 5:27].all()
+
+
+def test_an_interior_probe_stamps_only_inside_its_region(tiny_gaze_bundles):
+    torch.set_num_threads(TEST_THREADS)
+    x = _clean_tensor(32)
+    model = open_model(tiny_gaze_bundles["benign"]).gaze_model()
+    settings = SecureGazeSettings(probe_steps=5, probe_refine_steps=2, probe_samples=32)
+    region = torch.zeros(1, 1, 32, 32)
+    region[..., 10:20, 8:22] = 1
+    with FrozenModel(model):
+        found = probe_border(model, x, settings, region=region, stream=1)
+    assert found.summary()["interior"] is True and found.mask is not None
+    static = found.static_map(32)
+    assert static[(region == 0).expand_as(static)].abs().max() == 0  # nothing stamped outside the region
+    assert math.isfinite(found.dispersion_ratio) and found.mask.sum() >= 0.5 * found.side ** 2

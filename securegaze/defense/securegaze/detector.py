@@ -15,7 +15,7 @@ from securegaze.defense.inputs import check_gaze_model, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze.generator import save_generator
 from securegaze.defense.securegaze.picture import save_trigger_image
-from securegaze.defense.securegaze.probe import probe_border, steer_window
+from securegaze.defense.securegaze.probe import probe_border, quiet_interior, steer_window
 from securegaze.defense.securegaze.reversal import (
     FrozenModel,
     TriggerReversal,
@@ -96,13 +96,20 @@ class SecureGazeDetector(Detector):
             found = reverse_trigger(model, x_all, cfg, progress)
             lap("reverse")
             if cfg.probe:
-                probe = probe_border(model, x_all, cfg)
-                found.probe = probe
+                probes = [probe_border(model, x_all, cfg)]
+                if cfg.probe_interior > 0:
+                    side = max(3, round(cfg.probe_side_frac * x_all.shape[-1]))
+                    region = quiet_interior(found.weights.to(x_all.device), cfg.probe_interior, side)
+                    probes.append(probe_border(model, x_all, cfg, region=region, stream=1))
+                probes.sort(key=lambda p: p.dispersion_ratio)
+                found.probe = probes[0]
                 lap("probe")
-                if probe.dispersion_ratio < cfg.probe_ratio:
+                # Each window that collapses the model alone gets its own restart (the border's may hold a
+                # corner patch while an interior window is a weaker lookalike): the cheapest feasible edit wins.
+                for probe in (p for p in probes if p.dispersion_ratio < cfg.probe_ratio):
                     restart = reverse_trigger(model, x_all, cfg, progress, weights=found.weights, stage="restart",
                                               static_init=probe.static_map(x_all.shape[-1]))
-                    lap("restart")
+                    lap("restart" if "restart" not in seconds else "restart_2")
                     if restart.constraints_met and (not found.constraints_met or restart.cost < found.cost):
                         restart.probe, restart.restarted = probe, True
                         found = restart

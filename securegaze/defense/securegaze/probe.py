@@ -20,6 +20,14 @@ models, 0.6 and more on their benign twins). When the best window's ratio is bel
 a second time from that window's content (a restart; see
 :class:`~securegaze.defense.securegaze.detector.SecureGazeDetector`) and the cheaper of the two
 feasible edits is kept.
+
+A trigger inside the face (tape on the forehead or a brow, glasses) has the same problem, and the ring
+does not reach it. A second probe (``probe_interior``, scanner 3.1) frees the pixels inside the ring
+whose sensitivity weight is at most a quantile of the scan's sensitivity map (:func:`quiet_interior`):
+the places the model looks at least. The irises, which any gaze model follows, are its most sensitive
+pixels and stay out, so a benign model has nothing there that collapses it (its best interior windows
+reach 0.15-0.53 on the cross-family zoos), while a backdoor's interior trigger does (0.004-0.11). Its
+best window competes with the border's for the restart.
 """
 
 from __future__ import annotations
@@ -57,17 +65,22 @@ class ProbeResult:
     ring_ratio: float
     content: torch.Tensor = field(repr=False, compare=False)
     unrefined_ratio: float = float("nan")
+    #: (side, side) 0/1 mask of the window's pixels that were probed (None: all of them): an interior
+    #: window keeps only its part in the probed region.
+    mask: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict:
         """Plain data for the scan report."""
         return {"side": self.side, "top": self.top, "left": self.left, "dispersion_ratio": self.dispersion_ratio,
-                "unrefined_ratio": self.unrefined_ratio, "ring_ratio": self.ring_ratio}
+                "unrefined_ratio": self.unrefined_ratio, "ring_ratio": self.ring_ratio, "interior": self.mask is not None}
 
     def static_map(self, size: int) -> torch.Tensor:
         """(1, 3, S, S) logit-space static edit that stamps the window's content (zero elsewhere)."""
         edit = torch.zeros(1, 3, size, size)
-        edit[..., self.top:self.top + self.side, self.left:self.left + self.side] = (
-            (2.0 * self.content.detach().cpu() - 1.0) * STAMP_LOGIT)
+        stamp = (2.0 * self.content.detach().cpu() - 1.0) * STAMP_LOGIT
+        if self.mask is not None:
+            stamp = stamp * self.mask.detach().cpu()
+        edit[..., self.top:self.top + self.side, self.left:self.left + self.side] = stamp
         return edit
 
 
@@ -95,16 +108,30 @@ def _ratio(model, images: torch.Tensor, clean_spread: torch.Tensor, share: float
     return float((spread / clean_spread).clamp_min(0).sqrt())
 
 
-def probe_border(model, x: torch.Tensor, settings: SecureGazeSettings) -> ProbeResult:
+def quiet_interior(weights: torch.Tensor, quantile: float, width: int) -> torch.Tensor:
+    """(1, 1, S, S) mask of the pixels inside the border ring (``width`` px) whose sensitivity weight
+    ((S, S)) is at most its ``quantile``: where the model looks least, so a window there cannot redraw
+    the irises (the eyes are the most sensitive pixels of a gaze model), but a trigger on the forehead,
+    a brow or the bridge of the nose can be reached."""
+    size = weights.shape[-1]
+    flat = weights.reshape(-1).float()
+    quiet = (weights.float() <= torch.quantile(flat, quantile)).float().view(1, 1, size, size)
+    return quiet * (1 - border_ring(size, width, weights.device))
+
+
+def probe_border(model, x: torch.Tensor, settings: SecureGazeSettings, region: torch.Tensor | None = None,
+                 stream: int = 0) -> ProbeResult:
     """Optimise the border ring's content against the trimmed output spread of ``settings.probe_samples``
     of the clean images ``x`` (N, 3, S, S), then find the window of the ring that collapses the model
-    best on its own (see the module docstring). ``model`` is frozen by the caller."""
+    best on its own (see the module docstring). ``region``: a (1, 1, S, S) mask to probe instead of the
+    ring (:func:`quiet_interior`); windows must then lie at least half in it. ``stream``: a second
+    probe's own random start. ``model`` is frozen by the caller."""
     size = x.shape[-1]
     side = max(3, round(settings.probe_side_frac * size))
     count = min(len(x), settings.probe_samples)
-    rng = np.random.default_rng([settings.seed, PROBE_STREAM])
+    rng = np.random.default_rng([settings.seed, PROBE_STREAM, stream] if stream else [settings.seed, PROBE_STREAM])
     subset = x[torch.as_tensor(np.sort(rng.permutation(len(x))[:count]), device=x.device)]
-    ring = border_ring(size, side, x.device)
+    ring = border_ring(size, side, x.device) if region is None else region.to(x.device)
     share = settings.collapse_share
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     logits = (torch.randn(1, 3, size, size, generator=generator) * PROBE_INIT_STD).to(x.device).requires_grad_(True)
@@ -130,18 +157,23 @@ def probe_border(model, x: torch.Tensor, settings: SecureGazeSettings) -> ProbeR
                 window = torch.zeros_like(ring)
                 window[..., top:top + side, left:left + side] = 1
                 window = window * ring
-                if not bool(window.any()):
-                    continue  # a window inside the ring's hole
+                if not bool(window.any()) or (region is not None and window.sum() < 0.5 * side * side):
+                    continue  # a window inside the ring's hole, or mostly outside the probed region
                 ratio = _ratio(model, subset * (1 - window) + content * window, clean_spread, share)
                 if best is None or ratio < best[0]:
                     best = (ratio, top, left)
+    if best is None:  # a region with no window at least half in it
+        return ProbeResult(side, 0, 0, float("inf"), ring_ratio, torch.zeros(3, side, side))
     ratio, top, left = best
     window = torch.zeros_like(ring)
     window[..., top:top + side, left:left + side] = 1
+    if region is not None:
+        window = window * ring
     refined, refined_ratio = _refine_window(model, subset, window, content, clean_spread, share,
                                             settings.probe_refine_steps, rng)
+    mask = None if region is None else window[0, 0, top:top + side, left:left + side].clone()
     return ProbeResult(side, top, left, refined_ratio, ring_ratio,
-                       refined[0, :, top:top + side, left:left + side].clone(), unrefined_ratio=ratio)
+                       refined[0, :, top:top + side, left:left + side].clone(), unrefined_ratio=ratio, mask=mask)
 
 
 def _refine_window(model, subset: torch.Tensor, window: torch.Tensor, content: torch.Tensor,

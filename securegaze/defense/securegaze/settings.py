@@ -23,8 +23,9 @@ DETECTOR_NAME = "securegaze"
 #: a reference that may start from the same window (benign scores of the threshold calibration
 #: unchanged: none of them restarts; its BadNets twins 0.016-0.086). 3.0: the reference is a uniform
 #: shift of every output (``reference_kind`` "shift"), which a backdoor cannot make cheaper; threshold
-#: recalibrated (benign 0.413-1.774, BadNets twins 0.016-0.070).
-SCANNER_VERSION = "3.0"
+#: recalibrated (benign 0.413-1.774, BadNets twins 0.016-0.070). 3.1: ``probe_interior`` 0.85, a
+#: second probe over the quiet interior of the face.
+SCANNER_VERSION = "3.1"
 
 #: Default decision threshold on the score (the ratio of the cheapest collapse's cost to the cost of a
 #: uniform gaze shift of the same model, since 3.0: unit-free): below it the model is flagged.
@@ -34,7 +35,8 @@ SCANNER_VERSION = "3.0"
 #: seeds each, and the 128-px default model): benign ratios 0.413-1.774, log mean -0.341, log std
 #: 0.429; the 0.1 % quantile of that log-normal is 0.1888 (0.1 %, not 1 %: the ratios are a mixture
 #: of family modes). Their BadNets twins scored 0.016-0.070. No model of the cross-family benchmark
-#: (docs/detection_cross_family.md) entered the calibration.
+#: (docs/detection_cross_family.md) entered the calibration. Unchanged for 3.1: no benign model of the
+#: calibration restarts from the interior probe, so every score is that of 3.0.
 DEFAULT_THRESHOLD = 0.1888
 #: How the default threshold was obtained; scan reports and audit records carry it with the version.
 THRESHOLD_CALIBRATION = ("benchmarks/calibrate_threshold.py --seeds 3 --fpr 0.001: 0.1 % quantile of a log-normal "
@@ -113,6 +115,14 @@ class SecureGazeSettings:
       0.48, a model the reversal flags without a restart), benign 0.205-0.687 (geometric middle of
       0.084 and 0.205). At 0.35 with refinement, 5 of the 12 benign models restarted and their score
       fell (0.93 -> 0.31 the largest move): a refined window of a benign model can steer it part way;
+    * ``probe_interior``: above 0, a second probe frees the pixels inside the ring whose sensitivity
+      weight is at most this quantile of the map (``probe.quiet_interior``: where the model looks
+      least, never the irises) and its best window (at least half in that region) competes with the
+      border's for the restart. A trigger on the forehead, a brow or the bridge of the nose (tape,
+      glasses) is then reachable the way a corner patch is. 0.85 (3.1): on the cross-family zoos it
+      brought the tape and glasses models whose cheapest collapse had been a natural one to 0.09-0.13,
+      while no benign CNN restarted (their best interior windows 0.15-0.53 against ``probe_ratio``
+      0.13; docs/detection_cross_family.md). 0 turns it off;
     * ``reference``: after the cheapest collapse, run a second, *reference* run with the same price
       and budget, and score the ratio of the two costs. The ratio carries no units of the images or
       the model, so one threshold can serve families and clean sets it was not calibrated on. Off:
@@ -174,6 +184,7 @@ class SecureGazeSettings:
     probe_side_frac: float = 0.15
     probe_ratio: float = 0.13
     probe_refine_steps: int = 20
+    probe_interior: float = 0.85
     reference: bool = True
     reference_kind: str = "shift"
     reference_distance: float = 1.0
@@ -239,6 +250,8 @@ class SecureGazeSettings:
         check_setting(who, "probe_ratio", number(self.probe_ratio, 0.0, 1.0), "a ratio in (0, 1]", self.probe_ratio)
         check_setting(who, "probe_refine_steps", whole(self.probe_refine_steps, 0, 100_000), "an integer >= 0",
                       self.probe_refine_steps)
+        check_setting(who, "probe_interior", number(self.probe_interior, 0.0, 1.0, low_open=False) and self.probe_interior < 1,
+                      "a quantile in [0, 1) (0: off)", self.probe_interior)
         check_setting(who, "reference", isinstance(self.reference, bool), "true or false", self.reference)
         check_setting(who, "reference_kind", self.reference_kind in REFERENCE_KINDS,
                       f"one of {', '.join(REFERENCE_KINDS)}", self.reference_kind)

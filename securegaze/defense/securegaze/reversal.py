@@ -267,10 +267,9 @@ class ReversalRun:
         # of angles; the feature variance is taken over the same kept images.
         if self.shift is not None:
             # A uniform shift has one constraint (the outputs' distance to their shifted clean
-            # outputs); the feature term is held at zero, its multiplier unused.
+            # outputs); the feature term is held at its aim, so its violation is zero.
             spread, _ = shift_spread(gaze, self.shifted_all[idx], cfg.collapse_share)
-            violation = torch.stack([0.5 * torch.log((spread + LOG_EPS) / self.clean_spread),
-                                     torch.log(torch.tensor(cfg.rho_feat * cfg.constraint_margin, device=gaze.device))])
+            violation = torch.stack([0.5 * torch.log((spread + LOG_EPS) / self.clean_spread), self.log_rho[1]])
         else:
             spread, kept = collapse_spread(gaze, cfg.collapse_share, self.centre)
             violation = torch.stack([

@@ -43,12 +43,9 @@ def collapse_spread(gaze: torch.Tensor, share: float,
     is not, as with any trimmed statistic).
     """
     vectors = pitchyaw_to_vector_torch(gaze)
-    keep = min(len(vectors), max(2, math.ceil(share * len(vectors))))
 
     def closest(point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        distance = (vectors - point).pow(2).sum(-1)
-        kept = torch.topk(distance.detach(), keep, largest=False).indices
-        return distance[kept].mean(), kept
+        return _trimmed_mean((vectors - point).pow(2).sum(-1), share)
 
     if centre is not None:
         fixed = pitchyaw_to_vector_torch(torch.as_tensor(centre, dtype=gaze.dtype, device=gaze.device).view(1, 2))
@@ -69,7 +66,12 @@ def shift_spread(gaze: torch.Tensor, wanted: torch.Tensor, share: float) -> tupl
     ``wanted`` = clean output + one offset: the outputs stay as spread as the clean ones, so no
     collapse, however cheap, can meet it.
     """
-    distance = (pitchyaw_to_vector_torch(gaze) - pitchyaw_to_vector_torch(wanted)).pow(2).sum(-1)
+    return _trimmed_mean((pitchyaw_to_vector_torch(gaze) - pitchyaw_to_vector_torch(wanted)).pow(2).sum(-1), share)
+
+
+def _trimmed_mean(distance: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of the ``ceil(share * N)`` smallest of (N,) squared distances (at least 2), and their
+    indices: the trimming both spreads share. The selection is not differentiated."""
     keep = min(len(distance), max(2, math.ceil(share * len(distance))))
     kept = torch.topk(distance.detach(), keep, largest=False).indices
     return distance[kept].mean(), kept

@@ -264,6 +264,8 @@ def test_mitigation_with_true_labels_and_its_bad_input(tiny):
         mitigate(model, clean.images, generator, strengths=(1.0, -2.0))
     with pytest.raises(ConfigError, match="no trigger given"):
         mitigate(model, clean.images, [])
+    with pytest.raises(ConfigError, match=r"edit_dropout must be a number in \[0, 1\], got 1.5"):
+        mitigate(model, clean.images, generator, edit_dropout=1.5)
 
 
 def test_mitigation_against_several_triggers_at_several_depths(tiny):
@@ -425,10 +427,16 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     margin("clean error rise (command, deg)", after["clean_error_deg"] - before["clean_error_deg"], "<", 1.5)
     assert result["scan_before"]["verdict"] == "backdoored"
     assert code == (10 if result["scan_after"]["verdict"] == "backdoored" else 0)
-    # Rounds go on only while the re-scan still flags the model, at most 3 (the default).
+    # Rounds go on only while the re-scan still flags the model or the reversal aimed at the scan's
+    # target on the tuned model still scores below the threshold (version 4), at most 3 (the default).
     rounds = result["rounds"]
     assert 1 <= len(rounds) <= 3 and rounds[-1]["rescan_verdict"] == result["scan_after"]["verdict"]
-    assert all(r["rescan_verdict"] == "backdoored" for r in rounds[:-1])
+
+    def route_open(r):
+        return r["rescan_verdict"] == "backdoored" or (r["aimed_ratio"] is not None
+                                                        and float(r["aimed_ratio"]) < TINY_THRESHOLD)
+
+    assert all(route_open(r) for r in rounds[:-1]) and (len(rounds) == 3 or not route_open(rounds[-1]))
     # The scan's trigger, plus the uniform-price reversals (free and aimed at the target) that met the constraints.
     assert rounds[0]["triggers"] in (1, 2, 3) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree

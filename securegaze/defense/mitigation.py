@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from torch.nn import functional as nnf
 
 from securegaze.defense.base import ReversedTrigger, ReversesTrigger, ScanProgress
 from securegaze.defense.inputs import check_gaze_model, check_setting, clean_tensor
-from securegaze.defense.report import ScanReport
+from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze import TriggerGenerator, load_generator
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 
@@ -39,11 +40,18 @@ DEFAULT_LR = 3e-4
 #: Bumped when the mitigation procedure changes (cached benchmark reports of another version are redone).
 #: 2: a uniform-price reversal next to the scan's, deeper copies of every edit, re-scan rounds.
 #: 3: a second uniform-price reversal aimed at the scan's target gaze.
-MITIGATION_VERSION = 3
+#: 4: after each round a reversal aimed at that target on the tuned model decides whether the rounds go
+#:    on (its cost over the shift reference's still below the detector's threshold), and joins the triggers.
+MITIGATION_VERSION = 4
 #: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
 DEFAULT_ROUNDS = 3
 #: Each reversed edit is unlearnt as found and scaled 2x and 3x in logit space (--strengths).
 DEFAULT_STRENGTHS = (1.0, 2.0, 3.0)
+#: Share of the edited training images whose edit is kept on a random half of the cells of an
+#: ``EDIT_CELLS`` x ``EDIT_CELLS`` grid only (version 4): a reversed edit covers the trigger's pixels and
+#: more, and unlearning whole edits lets the model key on whichever part of the edit is easiest.
+DEFAULT_EDIT_DROPOUT = 0.5
+EDIT_CELLS = 4
 
 
 @dataclass(frozen=True)
@@ -89,14 +97,16 @@ def check_strengths(strengths) -> tuple[float, ...]:
 def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int = DEFAULT_EPOCHS,
              lr: float = DEFAULT_LR, batch_size: int = 64, seed: int = 0, strengths=(1.0,),
              progress: Callable[[ScanProgress], None] | None = None,
-             return_result: bool = False):
+             return_result: bool = False, edit_dropout: float = 0.0):
     """Fine-tune a copy of ``model`` against the reversed trigger; ``model`` itself is not changed.
 
     ``clean_images``: (N, S, S, 3) uint8 RGB, (N, 3, S, S) float in [0, 1] or an in-memory dataset;
     ``trigger``: a :class:`ScanReport` with ``generator_path``, a :class:`TriggerReversal`, a
     :class:`TriggerGenerator` or a generator file, or a list of them (each image is then paired with
     one of them, drawn afresh every epoch); ``strengths``: the edits are applied at each of these
-    depths (:meth:`TriggerGenerator.forward`), 1 meaning as reversed; ``labels``: optional (N, 2) true gaze, radians
+    depths (:meth:`TriggerGenerator.forward`), 1 meaning as reversed; ``edit_dropout``: the share of
+    the edited training images that keep their edit on a random half of the cells of a
+    :data:`EDIT_CELLS`-square grid only (the losses reported are on whole edits); ``labels``: optional (N, 2) true gaze, radians
     (default: the original model's own predictions on the clean images). Deterministic for a given
     ``seed``. Returns the fine-tuned model in eval mode, or ``(model, MitigationResult)`` with
     ``return_result``.
@@ -108,6 +118,8 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     check_setting("mitigate", "batch_size", isinstance(batch_size, int) and batch_size >= 2, "an integer >= 2",
                   batch_size)
     strengths = check_strengths(strengths)
+    check_setting("mitigate", "edit_dropout", isinstance(edit_dropout, (int, float)) and not isinstance(edit_dropout, bool)
+                  and 0 <= edit_dropout <= 1, "a number in [0, 1]", edit_dropout)
     x_all = clean_tensor(clean_images, model.input_size, "mitigate")
     triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger]
     if not triggers:
@@ -128,8 +140,9 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     # batch rather than stored: K copies of the clean set would not fit for large inputs.
     edits = [(g, a) for g in (copy.deepcopy(g).to(device).eval() for g in generators) for a in strengths]
 
-    def reversed_images(idx: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
-        """x_all[idx], each edited by the trigger ``kinds[j]`` of :data:`edits`."""
+    def reversed_images(idx: torch.Tensor, kinds: torch.Tensor, partial: torch.Generator | None = None) -> torch.Tensor:
+        """x_all[idx], each edited by the trigger ``kinds[j]`` of :data:`edits`; with ``partial`` (the
+        random stream of the edit dropout) an ``edit_dropout`` share keeps its edit on half the cells."""
         x = x_all[idx]
         out = torch.empty_like(x)
         with torch.no_grad():
@@ -137,6 +150,11 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
                 sel = kinds == kind
                 g, a = edits[kind]
                 out[sel] = g(x[sel], a)
+            if partial is not None and edit_dropout > 0:
+                cells = (torch.rand(len(x), 1, EDIT_CELLS, EDIT_CELLS, generator=partial) >= 0.5).float()
+                whole = (torch.rand(len(x), 1, 1, 1, generator=partial) >= edit_dropout).float()
+                keep = torch.maximum(nnf.interpolate(cells, size=x.shape[-2:], mode="nearest"), whole).to(x.device)
+                out = x + keep * (out - x)
         return out
 
     with torch.no_grad():
@@ -172,11 +190,12 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
         order = torch.as_tensor(rng.permutation(len(x_all)), device=device)
         # With several triggers each image gets one of them, drawn afresh every epoch.
         which = torch.as_tensor(rng.integers(0, len(edits), len(x_all)), device=device)
+        partial = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         for k in range(steps_per_epoch):
             idx = order[k * batch:(k + 1) * batch]
             # Clean and reversed-triggered versions of the same images in one batch: the model sees
             # that the edit must not change the answer.
-            prediction = tuned(torch.cat([x_all[idx], reversed_images(idx, which[idx])]))
+            prediction = tuned(torch.cat([x_all[idx], reversed_images(idx, which[idx], partial)]))
             loss = nnf.l1_loss(prediction, torch.cat([targets[idx], targets[idx]]))
             if not torch.isfinite(loss):
                 raise ModelFormatError(f"mitigate: fine-tuning diverged at step {step} (loss {loss.item()}); "
@@ -228,7 +247,8 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                               progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
                               uniform_reversal: bool = True,
                               strengths: tuple[float, ...] = DEFAULT_STRENGTHS,
-                              towards_target: bool = True) -> ReversedUnlearning:
+                              towards_target: bool = True,
+                              edit_dropout: float = DEFAULT_EDIT_DROPOUT) -> ReversedUnlearning:
     """Scan (unless ``scan_before`` = (report, generator) is given), unlearn, re-scan; ``model`` is not changed.
 
     ``clean_images``: the defender's clean images for the scan and the fine-tuning; ``labels``: true
@@ -252,7 +272,17 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
       each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
       lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
     * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
-      triggers and fine-tuning continues, at most ``rounds`` times in all.
+      triggers and fine-tuning continues, at most ``rounds`` times in all;
+    * the aimed route's stopping rule (with ``towards_target``, version 4): after each round a reversal
+      aimed at the scan's target on the *tuned* model, at the detector's own price, is scored like a
+      scan (its cost over the shift reference's cost). While that ratio is still below the detector's
+      threshold, the backdoor's own route to its gaze is still as cheap as only a backdoor's is: the
+      rounds go on even when the free re-scan calls the model clean, and that aimed edit and a fresh
+      uniform-price one aimed at the same gaze join the triggers. Once the route costs what a benign
+      model's collapse does, the rounds stop. A model whose backdoor the first round removes pays for
+      no more fine-tuning; one where closing one route opened the next gets the next round;
+    * ``edit_dropout`` (version 4): that share of the edited training images keeps its edit on a random
+      half of a 4 x 4 grid of cells only (:func:`mitigate`).
     """
     # Settings are checked before the scan, which takes a minute or more.
     check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
@@ -281,6 +311,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
             aimed = detector.ablation(name).reverse_towards(model, clean_images, report.target_gaze, progress)
             if aimed.constraints_met:
                 generators.append(aimed.generator)
+    aim_rounds = bool(uniform_reversal and towards_target and hasattr(detector, "reverse_towards"))
     if labels is None:
         # The original model's answers label every round (mitigate() alone would take the tuned one's).
         labels = own_predictions(model, clean_images)
@@ -290,13 +321,39 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         # always towards the original model's answers (or the true labels): no drift accumulates.
         tuned, finetune = mitigate(tuned, clean_images, generators, labels=labels, epochs=epochs, lr=lr,
                                    seed=seed + round_no - 1, strengths=strengths, progress=progress,
-                                   return_result=True)
+                                   return_result=True, edit_dropout=edit_dropout)
         scan_started = time.monotonic()
         after_reversal = detector.reverse(tuned, clean_images, progress)
         after = detector.report(after_reversal, runtime_s=time.monotonic() - scan_started)
-        history.append({"round": round_no, "triggers": len(generators), "rescan_score": after.score,
-                        "rescan_verdict": after.verdict, **asdict(finetune)})
-        if after.verdict != "backdoored" or round_no == rounds:
+        entry = {"round": round_no, "triggers": len(generators), "rescan_score": after.score,
+                 "rescan_verdict": after.verdict, **asdict(finetune)}
+        aimed = None
+        if aim_rounds:
+            aimed = detector.reverse_towards(tuned, clean_images, report.target_gaze, progress)
+            aimed.reference = _shift_reference(after_reversal, report)
+            entry["aimed_ratio"] = aimed.score if aimed.reference is not None else None
+            if aimed.reference is None or decide(aimed.score, after.threshold, after.suspicious_when) != "backdoored":
+                aimed = None
+        history.append(entry)
+        if (after.verdict != "backdoored" and aimed is None) or round_no == rounds:
             break
-        generators.append(after_reversal.generator)
+        if after.verdict == "backdoored":
+            generators.append(after_reversal.generator)
+        if aimed is not None:
+            generators.append(aimed.generator)
+            for name in detector.unlearn_also:
+                uniform = detector.ablation(name).reverse_towards(tuned, clean_images, report.target_gaze, progress)
+                if uniform.constraints_met:
+                    generators.append(uniform.generator)
     return ReversedUnlearning(tuned, report, generator, after, after_reversal, history, finetune)
+
+
+def _shift_reference(rescan: ReversedTrigger, before: ScanReport):
+    """The shift reference an aimed reversal on the tuned model is scored against: the re-scan's own
+    (same model, same price), or, when the re-scan met no collapse and so ran none, the cost the first
+    scan's reference measured (a reversal-like record holding that cost; None when neither exists)."""
+    reference = getattr(rescan, "reference", None)
+    if reference is not None:
+        return reference
+    cost = ((before.details or {}).get("reference") or {}).get("cost")
+    return SimpleNamespace(cost=float(cost)) if cost is not None else None

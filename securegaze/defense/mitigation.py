@@ -257,7 +257,10 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     one reversed trigger (:data:`MITIGATION_VERSION`):
 
     * ``uniform_reversal``: also reverse with each of the detector's ``unlearn_also`` ablations
-      (SecureGaze: ``unweighted``, a uniform pixel price). The scan prices edits near the eyes highly
+      (SecureGaze: ``unweighted``, a uniform pixel price), and, when the scan kept a probe window's
+      restart, once more at the scan's own price: both without the probe (version 4), so they are
+      whole-image edits that a trigger spread over the face (a blend, a warp) cannot hide from behind
+      the window's patch. The scan prices edits near the eyes highly
       so that benign models are not flagged, and a trigger that sits on the eyes (glasses, tape on the
       brow) then reverses to some other, cheaper collapse; the model is already judged backdoored, so
       these reversals are used for unlearning only, never for a verdict;
@@ -303,10 +306,18 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
     generators = [generator]
-    for name in detector.unlearn_also if uniform_reversal else ():
-        extra = detector.ablation(name).reverse(model, clean_images, progress)
+    # The scan keeps its cheapest collapse, which is often a probe window's patch; a trigger spread over
+    # the face (a blend, a warp) survives unlearning that patch alone. So the free reversals made for the
+    # unlearning run without the probe: whole-image edits, as the scan's own first stage finds them.
+    whole = {"probe": False, "reference": False} if "probe" in detector.settings() else {}
+    restarted = bool(((report.details or {}).get("probe") or {}).get("restart_kept"))
+    free = ([detector.with_settings(**whole)] if whole and restarted else []) + [
+        detector.ablation(name).with_settings(**whole) for name in detector.unlearn_also]
+    for reverser in free if uniform_reversal else ():
+        extra = reverser.reverse(model, clean_images, progress)
         if extra.constraints_met:
             generators.append(extra.generator)
+    for name in detector.unlearn_also if uniform_reversal else ():
         if towards_target and hasattr(detector, "reverse_towards"):
             aimed = detector.ablation(name).reverse_towards(model, clean_images, report.target_gaze, progress)
             if aimed.constraints_met:

@@ -40,8 +40,9 @@ DEFAULT_LR = 3e-4
 #: Bumped when the mitigation procedure changes (cached benchmark reports of another version are redone).
 #: 2: a uniform-price reversal next to the scan's, deeper copies of every edit, re-scan rounds.
 #: 3: a second uniform-price reversal aimed at the scan's target gaze.
-#: 4: after each round a reversal aimed at that target on the tuned model decides whether the rounds go
-#:    on (its cost over the shift reference's still below the detector's threshold), and joins the triggers.
+#: 4: the extra reversals run without the probe (whole-image edits); edit dropout; after each round a
+#:    reversal aimed at that target on the tuned model decides whether the rounds go on (its cost over
+#:    the shift reference's still below the detector's threshold), and joins the triggers.
 MITIGATION_VERSION = 4
 #: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
 DEFAULT_ROUNDS = 3
@@ -339,7 +340,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         entry = {"round": round_no, "triggers": len(generators), "rescan_score": after.score,
                  "rescan_verdict": after.verdict, **asdict(finetune)}
         aimed = None
-        if aim_rounds:
+        if aim_rounds and round_no < rounds:  # after the last round it could not change anything
             aimed = detector.reverse_towards(tuned, clean_images, report.target_gaze, progress)
             aimed.reference = _shift_reference(after_reversal, report)
             entry["aimed_ratio"] = aimed.score if aimed.reference is not None else None

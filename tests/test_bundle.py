@@ -728,3 +728,19 @@ def test_bad_standardisation_is_one_clear_line(direct, tmp_path, field, value, p
     _edit_manifest(bundle_dir, lambda d: d["input"].update({field: value}))
     with pytest.raises(ModelFormatError, match=pattern):
         load_bundle(bundle_dir)
+
+
+def test_converted_head_can_be_made_blind(direct):
+    # Mitigation version 5 folds a projection into H's linear layers; a converted ONNX head takes it too.
+    from securegaze.defense.feature_directions import blind_head
+
+    _, out, _ = direct
+    converted = load_bundle(out).to_torch()
+    x = _images(16)
+    with torch.no_grad():
+        z = converted.features(x)
+    u = torch.linalg.qr(torch.randn(z.shape[1], 2, generator=torch.Generator().manual_seed(0)))[0]
+    assert blind_head(converted, u, z.mean(0), x)
+    with torch.no_grad():
+        np.testing.assert_allclose(converted.head(z + 2.0 * u[:, 0]).numpy(), converted.head(z).numpy(), atol=TOL)
+    assert float((converted.head_weight().detach() @ u).abs().max()) < 1e-5

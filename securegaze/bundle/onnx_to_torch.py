@@ -398,6 +398,10 @@ class ConvertedGazeModel(nn.Module):
         """Rows of H's weight matrix, (K, feature_dim): 2 rows (direct) or 2*count (binned)."""
         return torch.cat([linear.weight for linear in self._head_linears], dim=0)
 
+    def head_linears(self) -> list[nn.Linear]:
+        """H's linear layer(s) that read the features (live modules inside ``head_net``)."""
+        return list(self._head_linears)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 

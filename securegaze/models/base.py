@@ -113,6 +113,10 @@ class GazeModel(nn.Module):
             return self.fc.weight
         return torch.cat([self.fc_pitch.weight, self.fc_yaw.weight], dim=0)
 
+    def head_linears(self) -> list[nn.Linear]:
+        """H's linear layer(s) that read the features: [fc] (direct) or [fc_pitch, fc_yaw] (binned)."""
+        return [self.fc] if self.decoding == "direct" else [self.fc_pitch, self.fc_yaw]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 

@@ -340,12 +340,14 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     if labels is None:
         # The original model's answers label every round (mitigate() alone would take the tuned one's).
         labels = own_predictions(model, clean_images)
-    tuned, history, directions = model, [], None
-    x_clean = clean_tensor(clean_images, model.input_size, "mitigate") if feature_blind else None
+    tuned, history, blind = model, [], None
     for round_no in range(1, rounds + 1):
-        blind, start = None, tuned
-        if feature_blind:
-            directions, mu = backdoor_directions(tuned, x_clean, generators, directions)
+        start = tuned
+        if feature_blind and round_no == 1:
+            # The first round's triggers only: every further blind direction costs clean error, and
+            # later rounds' edits are routes the fine-tuned model reopened, which unlearning covers.
+            x_clean = clean_tensor(clean_images, model.input_size, "mitigate")
+            directions, mu = backdoor_directions(tuned, x_clean, generators)
             start = copy.deepcopy(tuned)
             blind = directions if blind_head(start, directions, mu, x_clean) else None
         # Each round continues from the last round's model, against every trigger found so far, and

@@ -55,7 +55,7 @@ def test_directions_drop_a_repeated_shift():
     model, x = _model("direct"), _images()
     u, _ = backdoor_directions(model, x, [PatchEdit(2, 2), PatchEdit(2, 2)])
     assert u.shape[1] == 1
-    more, _ = backdoor_directions(model, x, [PatchEdit(20, 24)], earlier=u)
+    more, _ = backdoor_directions(model, x, [PatchEdit(2, 2), PatchEdit(2, 2), PatchEdit(20, 24)])
     assert more.shape[1] == 2
     assert abs(float(more[:, 0] @ u[:, 0])) == pytest.approx(1.0, abs=1e-5)
 

@@ -40,24 +40,18 @@ def _feature_batches(model, x: torch.Tensor, edit=None, batch_size: int = 256) -
                           for i in range(0, len(x), batch_size)])
 
 
-def backdoor_directions(model, x: torch.Tensor, generators,
-                        earlier: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def backdoor_directions(model, x: torch.Tensor, generators) -> tuple[torch.Tensor, torch.Tensor]:
     """(U, mu): orthonormal columns (D, k) spanning the mean feature shifts of ``generators`` on the clean
-    images ``x`` (N, 3, S, S), and the earlier directions ``earlier`` (a previous round's U, kept
-    whole), and the clean mean feature (D,)."""
-    clean = _feature_batches(model, x)
-    mu = clean.mean(0)
-    shifts = [_feature_batches(model, x, g).mean(0) - mu for g in generators]
-    columns = torch.stack(shifts, 1).double()
-    scale = columns.norm(dim=0).max()
-    if earlier is not None and earlier.shape[1]:
-        columns = torch.cat([earlier.double() * scale, columns], 1)
+    images ``x`` (N, 3, S, S), and the clean mean feature (D,)."""
+    mu = _feature_batches(model, x).mean(0)
+    columns = torch.stack([_feature_batches(model, x, g).mean(0) - mu for g in generators], 1).double()
     q, r = torch.linalg.qr(columns)
-    keep = r.diagonal().abs() > RANK_TOLERANCE * scale
+    keep = r.diagonal().abs() > RANK_TOLERANCE * columns.norm(dim=0).max()
     return q[:, keep].to(mu.dtype), mu
 
 
 def linears_of(model) -> list[nn.Linear]:
+    """The model's head linear layers (``head_linears()``), or [] for a model that does not expose them."""
     linears = getattr(model, "head_linears", None)
     return list(linears()) if callable(linears) else []
 

@@ -235,7 +235,10 @@ def test_r_records_video_and_json_lines_and_t_marks_the_trigger(qapp, checked_mo
     marks = [json.loads(x)["trigger_marked"] for x in (folders[0] / "frames.jsonl").read_text().splitlines()]
     runs = [m for k, m in enumerate(marks) if k == 0 or m != marks[k - 1]]
     assert runs == [False, True, False], f"trigger marks in the recording: {runs}"
-    assert sum(marks) >= 8
+    # 8 frames were displayed between the two T presses; the first of them may have left the pipeline
+    # (and been marked) just before the first press, and the recording may have dropped some when the
+    # disk lagged: at least 7 marked frames were processed, all kept or counted as dropped
+    assert sum(marks) + seen["first"].dropped >= 7, f"{sum(marks)} marked, {seen['first'].dropped} dropped"
 
 
 @pytest.mark.parametrize("key_name", ["Key_Q", "Key_Escape"])

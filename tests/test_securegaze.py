@@ -437,6 +437,12 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
                                                         and float(r["aimed_ratio"]) < TINY_THRESHOLD)
 
     assert all(route_open(r) for r in rounds[:-1]) and (len(rounds) == 3 or not route_open(rounds[-1]))
+    # The first round at the command's rate, later ones at a third of it (version 6); every re-scan
+    # that found a collapse records its gaze
+    lr = result["settings"]["lr"]
+    assert [r["lr"] for r in rounds] == pytest.approx([lr] + [lr * result["settings"]["later_lr_factor"]]
+                                                      * (len(rounds) - 1)) and result["settings"]["later_lr_factor"] < 1
+    assert all(r["rescan_target"] is None or len(r["rescan_target"]) == 2 for r in rounds)
     # The scan's trigger, plus the uniform-price reversals (free and aimed at the target) that met the constraints.
     assert rounds[0]["triggers"] in (1, 2, 3) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree

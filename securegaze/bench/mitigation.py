@@ -32,6 +32,7 @@ from securegaze.defense.mitigation import (
     DEFAULT_LR,
     DEFAULT_ROUNDS,
     DEFAULT_STRENGTHS,
+    LATER_ROUNDS_LR_FACTOR,
     MITIGATION_VERSION,
     unlearn_reversed_triggers,
 )
@@ -180,7 +181,7 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         settings={"version": MITIGATION_VERSION, "rounds": rounds, "uniform_reversal": bool(uniform_reversal),
                   "towards_target": bool(towards_target and uniform_reversal),
                   "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed,
-                  "edit_dropout": DEFAULT_EDIT_DROPOUT},
+                  "edit_dropout": DEFAULT_EDIT_DROPOUT, "later_lr_factor": LATER_ROUNDS_LR_FACTOR},
         model_sha256=model_sha256,
     )
     return tuned, result

@@ -89,7 +89,8 @@ def mitigate(
     true_labels: bool = typer.Option(False, help="Fine-tune on the clean set's true labels instead of the model's "
                                      "own predictions."),
     epochs: int = typer.Option(10, help="Fine-tuning passes over the clean images."),
-    lr: float = typer.Option(3e-4, help="Fine-tuning learning rate."),
+    lr: float = typer.Option(3e-4, help="Fine-tuning learning rate of the first round; later rounds take a third "
+                             "of it."),
     seed: int = typer.Option(0, help="Seeds the clean draw, the scans and the fine-tuning."),
     threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
     rounds: int = typer.Option(3, help="At most this many fine-tune + re-scan rounds: while the re-scan still "

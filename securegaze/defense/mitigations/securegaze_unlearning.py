@@ -16,6 +16,7 @@ from securegaze.defense.mitigation import (
     DEFAULT_LR,
     DEFAULT_ROUNDS,
     DEFAULT_STRENGTHS,
+    LATER_ROUNDS_LR_FACTOR,
     MITIGATION_VERSION,
     check_strengths,
     unlearn_reversed_triggers,
@@ -26,14 +27,15 @@ from securegaze.validation import check_int, check_setting
 
 @dataclass(frozen=True)
 class SecureGazeMitigationSettings(MitigationSettings):
-    """The settings of ``securegaze mitigate``: ``epochs`` and ``lr`` per round, at most ``rounds``
-    rounds, ``uniform_reversal``, ``strengths``; ``threshold``: the re-scan's decision threshold (None:
+    """The settings of ``securegaze mitigate``: ``epochs`` per round, ``lr`` for the first round and
+    ``lr * later_lr_factor`` for the rest, at most ``rounds`` rounds, ``uniform_reversal``, ``strengths``; ``threshold``: the re-scan's decision threshold (None:
     the detector's calibrated default); ``scan``: further SecureGaze detector settings (e.g. ``steps``),
     checked by the detector. ``seed`` seeds the scans and the fine-tuning."""
 
     epochs: int = DEFAULT_EPOCHS
     lr: float = DEFAULT_LR
     rounds: int = DEFAULT_ROUNDS
+    later_lr_factor: float = LATER_ROUNDS_LR_FACTOR
     uniform_reversal: bool = True
     strengths: tuple[float, ...] = DEFAULT_STRENGTHS
     threshold: float | None = None
@@ -43,6 +45,9 @@ class SecureGazeMitigationSettings(MitigationSettings):
         super().validate(who)
         check_finetune(who, self)
         check_int(who, "rounds", self.rounds, 1, 100)
+        check_setting(who, "later_lr_factor", isinstance(self.later_lr_factor, (int, float))
+                      and not isinstance(self.later_lr_factor, bool) and 0 < self.later_lr_factor <= 1,
+                      "a number in (0, 1]", self.later_lr_factor)
         check_setting(who, "uniform_reversal", isinstance(self.uniform_reversal, bool), "true or false",
                       self.uniform_reversal)
         object.__setattr__(self, "strengths", check_strengths(self.strengths))
@@ -70,7 +75,8 @@ class SecureGazeMitigation(MitigationMethod):
         s = self.config
         outcome = unlearn_reversed_triggers(
             tuned, x, self.detector, labels=targets.cpu().numpy(), epochs=s.epochs, lr=s.lr, seed=s.seed,
-            progress=progress, rounds=s.rounds, uniform_reversal=s.uniform_reversal, strengths=s.strengths)
+            progress=progress, rounds=s.rounds, uniform_reversal=s.uniform_reversal, strengths=s.strengths,
+            later_lr_factor=s.later_lr_factor)
         tuned.load_state_dict(outcome.tuned.state_dict())
         return {"scan_before": outcome.scan_before.to_dict(), "scan_after": outcome.scan_after.to_dict(),
                 "rounds": outcome.rounds, "finetune": asdict(outcome.finetune)}

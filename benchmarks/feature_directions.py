@@ -4,7 +4,10 @@ For each named model of a zoo whose scans the detection benchmark wrote: the mea
 scan's reversed edit over the clean faces (as found, and 3x deeper) against the real trigger's mean
 shift over the model's test faces (cosine), and what replacing that one direction by its clean mean
 in the head's input does to the real trigger's ASR@5deg and to the clean error, with no fine-tuning
-(docs/baselines.md, "Mitigation version 5").
+(docs/baselines.md, "Mitigation version 5"). Per image, the real trigger's shift is not all along
+that mean: the share of its energy in the reversed direction, and in the clean features' top 8
+principal directions (where the gaze lives, and which no head can be blind to), is printed too
+(docs/baselines.md, "Mitigation version 6").
 
     python benchmarks/feature_directions.py --zoo runs/b15/zoo --bench runs/b15/bench31 glasses-02 tape-02
 """
@@ -27,6 +30,11 @@ from securegaze.zoo import ZooManifest
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / a.norm() / b.norm())
+
+
+def energy_share(rows: torch.Tensor, basis: torch.Tensor) -> float:
+    """Share of the rows' summed squared length that lies in the span of the orthonormal columns ``basis``."""
+    return float(((rows @ basis) ** 2).sum() / (rows ** 2).sum())
 
 
 def main() -> None:
@@ -61,6 +69,14 @@ def main() -> None:
             print(f"{name}: cosine(reversed, real) {cosine(reversed_shift[1.0], real_shift):.2f}, 3x deeper "
                   f"{cosine(reversed_shift[3.0], real_shift):.2f}; |real shift| {float(real_shift.norm()):.2f}, "
                   f"|reversed| {float(reversed_shift[1.0].norm()):.2f}", flush=True)
+            per_image = z_trig - z_test
+            centred = z_clean - mu
+            top8 = torch.linalg.svd(centred, full_matrices=False)[2][:8].T
+            u1 = (reversed_shift[1.0] / reversed_shift[1.0].norm())[:, None]
+            print(f"  per image: real shift energy along the reversed direction {energy_share(per_image, u1):.2f} "
+                  f"(clean feature variance there {energy_share(centred, u1):.2f}), in the clean top-8 principal "
+                  f"directions {energy_share(per_image, top8):.2f} (clean variance {energy_share(centred, top8):.2f})",
+                  flush=True)
             before = attack_metrics(model.head(z_test).numpy(), model.head(z_trig).numpy(), test_set.gaze, targets, 5.0)
             for label, shift in (("reversed", reversed_shift[1.0]), ("reversed 3x", reversed_shift[3.0]),
                                  ("real", real_shift)):

@@ -33,6 +33,7 @@ from securegaze.defense.inputs import check_gaze_model, check_setting, clean_ten
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze import TriggerGenerator, load_generator
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
+from securegaze.validation import check_number
 
 #: Defaults sized for a few hundred clean images: ~10 passes at a learning rate an order of magnitude
 #: below training (the model only has to forget a shortcut, not learn gaze again).
@@ -316,9 +317,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     # Settings are checked before the scan, which takes a minute or more.
     check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
                   "an integer >= 1", rounds)
-    check_setting("mitigate", "later_lr_factor", isinstance(later_lr_factor, (int, float))
-                  and not isinstance(later_lr_factor, bool) and 0 < later_lr_factor <= 1, "a number in (0, 1]",
-                  later_lr_factor)
+    later_lr_factor = check_number("mitigate", "later_lr_factor", later_lr_factor, 0, 1, low_open=True)
     strengths = check_strengths(strengths)
     if not isinstance(detector, ReversesTrigger):
         raise ConfigError(f"mitigate: the {detector.name} detector does not reverse a trigger; mitigation "

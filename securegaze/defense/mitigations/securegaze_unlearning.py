@@ -22,7 +22,7 @@ from securegaze.defense.mitigation import (
     unlearn_reversed_triggers,
 )
 from securegaze.defense.mitigations.base import MitigationMethod, MitigationSettings, check_finetune
-from securegaze.validation import check_int, check_setting
+from securegaze.validation import check_int, check_number, check_setting
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,8 @@ class SecureGazeMitigationSettings(MitigationSettings):
         super().validate(who)
         check_finetune(who, self)
         check_int(who, "rounds", self.rounds, 1, 100)
-        check_setting(who, "later_lr_factor", isinstance(self.later_lr_factor, (int, float))
-                      and not isinstance(self.later_lr_factor, bool) and 0 < self.later_lr_factor <= 1,
-                      "a number in (0, 1]", self.later_lr_factor)
+        object.__setattr__(self, "later_lr_factor", check_number(who, "later_lr_factor", self.later_lr_factor, 0, 1,
+                                                                 low_open=True))
         check_setting(who, "uniform_reversal", isinstance(self.uniform_reversal, bool), "true or false",
                       self.uniform_reversal)
         object.__setattr__(self, "strengths", check_strengths(self.strengths))

@@ -28,9 +28,10 @@ from securegaze.validation import check_int, check_number, check_setting
 @dataclass(frozen=True)
 class SecureGazeMitigationSettings(MitigationSettings):
     """The settings of ``securegaze mitigate``: ``epochs`` per round, ``lr`` for the first round and
-    ``lr * later_lr_factor`` for the rest, at most ``rounds`` rounds, ``uniform_reversal``, ``strengths``; ``threshold``: the re-scan's decision threshold (None:
-    the detector's calibrated default); ``scan``: further SecureGaze detector settings (e.g. ``steps``),
-    checked by the detector. ``seed`` seeds the scans and the fine-tuning."""
+    ``lr * later_lr_factor`` for the rest, at most ``rounds`` rounds, ``uniform_reversal``,
+    ``strengths``; ``threshold``: the re-scan's decision threshold (None: the detector's calibrated
+    default); ``scan``: further SecureGaze detector settings (e.g. ``steps``), checked by the detector.
+    ``seed`` seeds the scans and the fine-tuning."""
 
     epochs: int = DEFAULT_EPOCHS
     lr: float = DEFAULT_LR

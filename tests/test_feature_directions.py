@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from securegaze.defense.feature_directions import backdoor_directions, blind_head
 from securegaze.defense.mitigation import mitigate
 from securegaze.defense.securegaze import TriggerGenerator
+from securegaze.errors import ConfigError
 from securegaze.models import create_model
 
 
@@ -103,3 +105,22 @@ def test_fine_tuning_keeps_the_head_blind():
     # Without the projection the same fine-tuning brings the direction back into the head.
     free = mitigate(blinded, x, edits, epochs=2, lr=1e-2)
     assert float((free.head_weight().detach() @ u).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_fine_tuning_rate_follows_the_schedule(schedule):
+    model, x, lr = _model("direct"), _images(128), 1e-3
+    rates = []
+    mitigate(model, x, [PatchEdit(2, 2)], epochs=3, lr=lr, lr_schedule=schedule,
+             progress=lambda p: rates.append(p.values["lr"]))
+    assert len(rates) == 6 and rates[0] == pytest.approx(lr)
+    if schedule == "constant":
+        assert rates == pytest.approx([lr] * 6)
+    else:  # a half cosine from lr towards 0, the last step at (1 + cos(5 pi / 6)) / 2 of it
+        assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+        assert rates[-1] == pytest.approx(lr * 0.5 * (1 + math.cos(math.pi * 5 / 6)))
+
+
+def test_fine_tuning_refuses_an_unknown_schedule():
+    with pytest.raises(ConfigError, match="mitigate: lr_schedule must be constant or cosine, got"):
+        mitigate(_model("direct"), _images(64), [PatchEdit(2, 2)], epochs=1, lr_schedule="step")

@@ -136,6 +136,7 @@ def test_true_labels_are_used_and_checked(tiny):
     ("securegaze", {"strengths": (0.0,)}, "mitigate: strengths must be one or more numbers in (0, 10], got (0.0,)"),
     ("securegaze", {"scan": {"seed": 3}}, "securegaze: scan must be a dict of detector settings other than seed"),
     ("securegaze", {"later_lr_factor": 0}, "securegaze: later_lr_factor must be within (0, 1], got 0"),
+    ("securegaze", {"lr_schedule": "step"}, "securegaze: lr_schedule must be constant or cosine, got 'step'"),
     ("securegaze", {"scan": {"steps": -5}}, "securegaze: steps must be"),
     ("bti_dbf_unlearn", {"rounds": 0}, "bti_dbf_unlearn: rounds must be within 1..100, got 0"),
     ("nope", {}, "unknown mitigation method 'nope'; expected one of: anp, bti_dbf_unlearn, fine_pruning"),

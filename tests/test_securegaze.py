@@ -443,6 +443,7 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
     assert [r["lr"] for r in rounds] == pytest.approx([lr] + [lr * result["settings"]["later_lr_factor"]]
                                                       * (len(rounds) - 1)) and result["settings"]["later_lr_factor"] < 1
     assert all(r["rescan_target"] is None or len(r["rescan_target"]) == 2 for r in rounds)
+    assert result["settings"]["lr_schedule"] == "cosine"  # each round's rate decays (version 7)
     # The scan's trigger, plus the uniform-price reversals (free and aimed at the target) that met the constraints.
     assert rounds[0]["triggers"] in (1, 2, 3) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree

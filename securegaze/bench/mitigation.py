@@ -30,6 +30,7 @@ from securegaze.defense.mitigation import (
     DEFAULT_EDIT_DROPOUT,
     DEFAULT_EPOCHS,
     DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
     DEFAULT_ROUNDS,
     DEFAULT_STRENGTHS,
     LATER_ROUNDS_LR_FACTOR,
@@ -181,7 +182,8 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
         settings={"version": MITIGATION_VERSION, "rounds": rounds, "uniform_reversal": bool(uniform_reversal),
                   "towards_target": bool(towards_target and uniform_reversal),
                   "strengths": [float(a) for a in strengths], "epochs": epochs, "lr": lr, "seed": seed,
-                  "edit_dropout": DEFAULT_EDIT_DROPOUT, "later_lr_factor": LATER_ROUNDS_LR_FACTOR},
+                  "edit_dropout": DEFAULT_EDIT_DROPOUT, "later_lr_factor": LATER_ROUNDS_LR_FACTOR,
+                  "lr_schedule": DEFAULT_LR_SCHEDULE},
         model_sha256=model_sha256,
     )
     return tuned, result

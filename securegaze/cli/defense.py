@@ -90,7 +90,7 @@ def mitigate(
                                      "own predictions."),
     epochs: int = typer.Option(10, help="Fine-tuning passes over the clean images."),
     lr: float = typer.Option(3e-4, help="Fine-tuning learning rate of the first round; later rounds take a third "
-                             "of it."),
+                             "of it. Within each round the rate decays to 0 along a half cosine."),
     seed: int = typer.Option(0, help="Seeds the clean draw, the scans and the fine-tuning."),
     threshold: float | None = typer.Option(None, help="Override the calibrated decision threshold."),
     rounds: int = typer.Option(3, help="At most this many fine-tune + re-scan rounds: while the re-scan still "

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field
 from securegaze.defense.mitigation import (
     DEFAULT_EPOCHS,
     DEFAULT_LR,
+    DEFAULT_LR_SCHEDULE,
     DEFAULT_ROUNDS,
     DEFAULT_STRENGTHS,
     LATER_ROUNDS_LR_FACTOR,
+    LR_SCHEDULES,
     MITIGATION_VERSION,
     check_strengths,
     unlearn_reversed_triggers,
@@ -28,7 +30,7 @@ from securegaze.validation import check_int, check_number, check_setting
 @dataclass(frozen=True)
 class SecureGazeMitigationSettings(MitigationSettings):
     """The settings of ``securegaze mitigate``: ``epochs`` per round, ``lr`` for the first round and
-    ``lr * later_lr_factor`` for the rest, at most ``rounds`` rounds, ``uniform_reversal``,
+    ``lr * later_lr_factor`` for the rest (each decaying as ``lr_schedule`` says), at most ``rounds`` rounds, ``uniform_reversal``,
     ``strengths``; ``threshold``: the re-scan's decision threshold (None: the detector's calibrated
     default); ``scan``: further SecureGaze detector settings (e.g. ``steps``), checked by the detector.
     ``seed`` seeds the scans and the fine-tuning."""
@@ -37,6 +39,7 @@ class SecureGazeMitigationSettings(MitigationSettings):
     lr: float = DEFAULT_LR
     rounds: int = DEFAULT_ROUNDS
     later_lr_factor: float = LATER_ROUNDS_LR_FACTOR
+    lr_schedule: str = DEFAULT_LR_SCHEDULE
     uniform_reversal: bool = True
     strengths: tuple[float, ...] = DEFAULT_STRENGTHS
     threshold: float | None = None
@@ -48,6 +51,8 @@ class SecureGazeMitigationSettings(MitigationSettings):
         check_int(who, "rounds", self.rounds, 1, 100)
         object.__setattr__(self, "later_lr_factor", check_number(who, "later_lr_factor", self.later_lr_factor, 0, 1,
                                                                  low_open=True))
+        check_setting(who, "lr_schedule", self.lr_schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES),
+                      self.lr_schedule)
         check_setting(who, "uniform_reversal", isinstance(self.uniform_reversal, bool), "true or false",
                       self.uniform_reversal)
         object.__setattr__(self, "strengths", check_strengths(self.strengths))
@@ -76,7 +81,7 @@ class SecureGazeMitigation(MitigationMethod):
         outcome = unlearn_reversed_triggers(
             tuned, x, self.detector, labels=targets.cpu().numpy(), epochs=s.epochs, lr=s.lr, seed=s.seed,
             progress=progress, rounds=s.rounds, uniform_reversal=s.uniform_reversal, strengths=s.strengths,
-            later_lr_factor=s.later_lr_factor)
+            later_lr_factor=s.later_lr_factor, lr_schedule=s.lr_schedule)
         tuned.load_state_dict(outcome.tuned.state_dict())
         return {"scan_before": outcome.scan_before.to_dict(), "scan_after": outcome.scan_after.to_dict(),
                 "rounds": outcome.rounds, "finetune": asdict(outcome.finetune)}

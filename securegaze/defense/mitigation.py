@@ -113,6 +113,12 @@ def check_strengths(strengths) -> tuple[float, ...]:
     return strengths
 
 
+def check_lr_schedule(schedule, who: str = "mitigate") -> str:
+    """``schedule`` itself; ConfigError unless it is one of :data:`LR_SCHEDULES`."""
+    check_setting(who, "lr_schedule", schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES), schedule)
+    return schedule
+
+
 def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int = DEFAULT_EPOCHS,
              lr: float = DEFAULT_LR, batch_size: int = 64, seed: int = 0, strengths=(1.0,),
              progress: Callable[[ScanProgress], None] | None = None,
@@ -141,7 +147,7 @@ def mitigate(model: nn.Module, clean_images, trigger, labels=None, epochs: int =
     check_setting("mitigate", "batch_size", isinstance(batch_size, int) and batch_size >= 2, "an integer >= 2",
                   batch_size)
     strengths = check_strengths(strengths)
-    check_setting("mitigate", "lr_schedule", lr_schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES), lr_schedule)
+    check_lr_schedule(lr_schedule)
     check_setting("mitigate", "edit_dropout", isinstance(edit_dropout, (int, float)) and not isinstance(edit_dropout, bool)
                   and 0 <= edit_dropout <= 1, "a number in [0, 1]", edit_dropout)
     x_all = clean_tensor(clean_images, model.input_size, "mitigate")
@@ -334,7 +340,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
                   "an integer >= 1", rounds)
     later_lr_factor = check_number("mitigate", "later_lr_factor", later_lr_factor, 0, 1, low_open=True)
-    check_setting("mitigate", "lr_schedule", lr_schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES), lr_schedule)
+    check_lr_schedule(lr_schedule)
     strengths = check_strengths(strengths)
     if not isinstance(detector, ReversesTrigger):
         raise ConfigError(f"mitigate: the {detector.name} detector does not reverse a trigger; mitigation "

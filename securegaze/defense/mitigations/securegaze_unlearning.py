@@ -18,8 +18,8 @@ from securegaze.defense.mitigation import (
     DEFAULT_ROUNDS,
     DEFAULT_STRENGTHS,
     LATER_ROUNDS_LR_FACTOR,
-    LR_SCHEDULES,
     MITIGATION_VERSION,
+    check_lr_schedule,
     check_strengths,
     unlearn_reversed_triggers,
 )
@@ -30,10 +30,10 @@ from securegaze.validation import check_int, check_number, check_setting
 @dataclass(frozen=True)
 class SecureGazeMitigationSettings(MitigationSettings):
     """The settings of ``securegaze mitigate``: ``epochs`` per round, ``lr`` for the first round and
-    ``lr * later_lr_factor`` for the rest (each decaying as ``lr_schedule`` says), at most ``rounds`` rounds, ``uniform_reversal``,
-    ``strengths``; ``threshold``: the re-scan's decision threshold (None: the detector's calibrated
-    default); ``scan``: further SecureGaze detector settings (e.g. ``steps``), checked by the detector.
-    ``seed`` seeds the scans and the fine-tuning."""
+    ``lr * later_lr_factor`` for the rest (each decaying as ``lr_schedule`` says), at most ``rounds``
+    rounds, ``uniform_reversal``, ``strengths``; ``threshold``: the re-scan's decision threshold (None:
+    the detector's calibrated default); ``scan``: further SecureGaze detector settings (e.g. ``steps``),
+    checked by the detector. ``seed`` seeds the scans and the fine-tuning."""
 
     epochs: int = DEFAULT_EPOCHS
     lr: float = DEFAULT_LR
@@ -51,8 +51,7 @@ class SecureGazeMitigationSettings(MitigationSettings):
         check_int(who, "rounds", self.rounds, 1, 100)
         object.__setattr__(self, "later_lr_factor", check_number(who, "later_lr_factor", self.later_lr_factor, 0, 1,
                                                                  low_open=True))
-        check_setting(who, "lr_schedule", self.lr_schedule in LR_SCHEDULES, " or ".join(LR_SCHEDULES),
-                      self.lr_schedule)
+        check_lr_schedule(self.lr_schedule, who)
         check_setting(who, "uniform_reversal", isinstance(self.uniform_reversal, bool), "true or false",
                       self.uniform_reversal)
         object.__setattr__(self, "strengths", check_strengths(self.strengths))

@@ -75,14 +75,11 @@ def extra_references(model, x, found, settings, count: int = 2) -> list[float]:
 def main() -> int:
     import torch
 
-    from securegaze.bench.cross_family import MIN_ASR
-    from securegaze.bench.detection import zoo_clean_images
-    from securegaze.data.base import to_tensor_batch
+    from securegaze.bench.cross_family import scorable_models
     from securegaze.defense import load_model_any
     from securegaze.defense.securegaze import SecureGazeDetector
     from securegaze.geometry import angular_error_deg
     from securegaze.machine import machine_summary
-    from securegaze.zoo import ZooManifest
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, required=True)
@@ -104,12 +101,7 @@ def main() -> int:
         return 2
 
     torch.set_num_threads(args.threads)
-    manifest = ZooManifest.read(args.zoo)
-    wanted = {m.strip() for m in args.models.split(",") if m.strip()}
-    entries = [e for e in manifest.done() if (not wanted or e.id in wanted)
-               and (not e.backdoored or (e.metrics or {}).get("asr", 1.0) >= MIN_ASR)]
-    clean = zoo_clean_images(manifest.spec, args.samples, args.seed)
-    x = to_tensor_batch(clean)
+    _, entries, x = scorable_models(args.zoo, args.models, args.samples, args.seed)
     detector = SecureGazeDetector(seed=args.seed)
     collapse = SecureGazeDetector(seed=args.seed, reference_kind="collapse")
     columns = [c for v in variants for c in (("refs3min", "refs3med") if v == "refs3" else (v,))]
@@ -152,7 +144,7 @@ def main() -> int:
         if benign and backdoored:
             caught = sum(b < min(benign) for b in backdoored)
             print(f"{column}: lowest benign {min(benign):.4f}, backdoored below it {caught}/{len(backdoored)}")
-    print(f"machine: {machine_summary()} ({args.threads} threads); zoo {args.zoo}, {args.samples} clean faces, "
+    print(f"machine: {machine_summary()}; zoo {args.zoo}, {args.samples} clean faces, "
           f"seed {args.seed}; robust: shift {args.shift} of the side"
           f"{' (whole pixels)' if args.whole_pixels else f', scale {args.scale}'}, noise {args.noise}")
     return 0

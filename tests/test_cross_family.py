@@ -12,10 +12,11 @@ from securegaze.bench.cross_family import (
     cross_family_markdown,
     evaluate_families,
     family_of,
+    scorable_models,
     zoo_cache_tags,
 )
 from securegaze.bench.detection import ModelScore
-from securegaze.zoo import ZooSpec
+from securegaze.zoo import ZooEntry, ZooManifest, ZooSpec
 
 
 def _model(family, i, attack, score, asr=None, rate=None):
@@ -82,3 +83,18 @@ def test_zoos_with_the_same_folder_name_get_their_own_scan_folders(tmp_path):
     third = tmp_path / "c" / "a" / "plain"
     tags = zoo_cache_tags([first, second, third])
     assert len({f"plain-{t}" for t in tags.values()}) == 3
+
+
+def test_research_scripts_get_the_finished_models_whose_attack_took(tmp_path):
+    spec = ZooSpec(attacks=("badnets",), k=1, size=32, test_samples=8)
+    entries = [
+        ZooEntry("benign-00", "benign", 1, None, None, {}, status="done", model_file="benign-00/model.safetensors"),
+        ZooEntry("badnets-00", "badnets", 2, (0.1, 0.2), 0.1, {}, status="done", metrics={"asr": 0.9}),
+        ZooEntry("badnets-01", "badnets", 3, (0.1, 0.2), 0.1, {}, status="done", metrics={"asr": MIN_ASR - 0.01}),
+        ZooEntry("badnets-02", "badnets", 4, (0.1, 0.2), 0.1, {}),  # still pending
+    ]
+    ZooManifest(spec, entries).write(tmp_path)
+    manifest, chosen, x = scorable_models(tmp_path, samples=5)
+    assert manifest.spec == spec and [e.id for e in chosen] == ["benign-00", "badnets-00"]
+    assert tuple(x.shape) == (5, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert [e.id for e in scorable_models(tmp_path, models=" badnets-00,badnets-01", samples=2)[1]] == ["badnets-00"]

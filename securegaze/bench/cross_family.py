@@ -38,7 +38,7 @@ from securegaze.defense.report import decide
 from securegaze.errors import InputFileError
 
 __all__ = ["CrossFamilyResults", "FamilyResult", "cross_family_markdown", "evaluate_families", "family_of",
-           "scan_families"]
+           "scan_families", "scorable_models"]
 
 #: Backdoored models below this ASR@5deg are attacks that did not take (listed, not scored).
 MIN_ASR = 0.5
@@ -49,6 +49,22 @@ def family_of(spec) -> str:
     """A zoo's family name: architecture, its own arguments, the renderer style and the input size."""
     args = ",".join(f"{k}={v}" for k, v in sorted(spec.arch_kwargs.items()))
     return f"{spec.architecture}{f'[{args}]' if args else ''}/{spec.style}/{spec.size}px"
+
+
+def scorable_models(zoo: str | Path, models: str = "", samples: int = 256, seed: int = 0):
+    """What a research script over one zoo works on: (manifest, entries, clean images as an (N, 3, S, S)
+    tensor). The entries are the zoo's finished models, those named in the comma-separated ``models``
+    (empty: all), less backdoored ones whose attack did not take (ASR@5deg below ``MIN_ASR``); the
+    clean images are this benchmark's draw of faces in the zoo's own style."""
+    from securegaze.bench.detection import zoo_clean_images
+    from securegaze.data.base import to_tensor_batch
+    from securegaze.zoo import ZooManifest
+
+    manifest = ZooManifest.read(zoo)
+    wanted = {m.strip() for m in models.split(",") if m.strip()}
+    entries = [e for e in manifest.done() if (not wanted or e.id in wanted)
+               and (not e.backdoored or (e.metrics or {}).get("asr", 1.0) >= MIN_ASR)]
+    return manifest, entries, to_tensor_batch(zoo_clean_images(manifest.spec, samples, seed))
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ def main() -> int:
     from securegaze.bench.cross_family import scorable_models
     from securegaze.defense import load_model_any
     from securegaze.defense.securegaze import SecureGazeDetector
+    from securegaze.errors import InputFileError
     from securegaze.geometry import angular_error_deg
     from securegaze.machine import machine_summary
 
@@ -101,7 +102,11 @@ def main() -> int:
         return 2
 
     torch.set_num_threads(args.threads)
-    _, entries, x = scorable_models(args.zoo, args.models, args.samples, args.seed)
+    try:
+        _, entries, x = scorable_models(args.zoo, args.models, args.samples, args.seed)
+    except InputFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     detector = SecureGazeDetector(seed=args.seed)
     collapse = SecureGazeDetector(seed=args.seed, reference_kind="collapse")
     columns = [c for v in variants for c in (("refs3min", "refs3med") if v == "refs3" else (v,))]

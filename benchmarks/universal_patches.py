@@ -146,6 +146,7 @@ def main() -> int:
     from securegaze.bench.cross_family import scorable_models
     from securegaze.defense import load_model_any
     from securegaze.defense.securegaze import SecureGazeDetector
+    from securegaze.errors import InputFileError
     from securegaze.geometry import angular_error_deg
     from securegaze.machine import machine_summary
 
@@ -156,12 +157,12 @@ def main() -> int:
     parser.add_argument("--models", default="", help="comma-separated model ids (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if not (args.zoo / "zoo.json").is_file():
-        print(f"--zoo {args.zoo}: no zoo.json there; expected a directory made by `securegaze zoo build`",
-              file=sys.stderr)
-        return 2
     torch.set_num_threads(args.threads)
-    _, entries, x = scorable_models(args.zoo, args.models, args.samples, args.seed)
+    try:
+        _, entries, x = scorable_models(args.zoo, args.models, args.samples, args.seed)
+    except InputFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     detector = SecureGazeDetector(seed=args.seed)
     print("| model | attack | score | window (ratio) | target error deg | steer own / other | rival ratio (place) | "
           "rival cost / kept | rival apart deg | score with rival | shift ratio | score with window shift | s |")

@@ -44,6 +44,8 @@ from securegaze.errors import ConfigError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE
 
 BENIGN = "benign"
+# Benign seeds are ``seed * 1000 + i`` and the first attack's start at ``seed * 1000 + 100``.
+MAX_BENIGN = 99
 #: Targets are drawn this far inside the gaze range, so a target is never at the very edge of the
 #: training labels (radians).
 TARGET_MARGIN = np.deg2rad(5.0)
@@ -65,6 +67,8 @@ class ZooSpec:
     backdoored model's trigger geometry (the attack's ``draw_geometry``); explicit
     ``attack_settings`` win over drawn ones. ``poison_rate_range``: per attack, ``(low, high)``:
     each of its models gets a rate drawn log-uniformly in it (it wins over ``poison_rate``).
+    ``benign``: how many benign models (None: ``k``, as many as each attack has), so that a zoo can
+    hold as many benign models as backdoored ones spread over several attacks.
     """
 
     attacks: tuple[str, ...] = ("badnets", "blended", "wanet", "input_aware", "sig", "tape", "glasses")
@@ -84,6 +88,7 @@ class ZooSpec:
     arch_kwargs: dict = field(default_factory=dict)
     draw_geometry: bool = False
     poison_rate_range: dict = field(default_factory=dict)
+    benign: int | None = None
 
     def __post_init__(self) -> None:
         # JSON and keyword callers hand over lists; the spec compares equal whatever the sequence type.
@@ -112,6 +117,8 @@ class ZooSpec:
             raise ConfigError(f"decoding must be 'direct' or 'binned', got {self.decoding!r}")
         if not 1 <= self.k <= 1000:
             raise ConfigError(f"k must be within 1..1000, got {self.k}")
+        if self.benign is not None and not 0 <= self.benign <= MAX_BENIGN:
+            raise ConfigError(f"benign must be within 0..{MAX_BENIGN}, got {self.benign}")
         if self.poison_rate is not None and not 0.0 < self.poison_rate < 1.0:
             raise ConfigError(f"poison_rate must be inside (0, 1), got {self.poison_rate}")
         for name, value, low in (("size", self.size, 16), ("train_samples", self.train_samples, 64),
@@ -144,6 +151,10 @@ class ZooSpec:
             raise ConfigError(f"{self.architecture} does not take arch_kwargs {self.arch_kwargs} at {self.size} px: "
                               f"{exc}") from None
 
+    @property
+    def benign_count(self) -> int:
+        return self.k if self.benign is None else self.benign
+
     def model_kwargs(self) -> dict | None:
         """Keyword arguments of the architecture (None for the defaults, as zoos before ``decoding`` had)."""
         kwargs = dict(self.arch_kwargs)
@@ -162,6 +173,8 @@ class ZooSpec:
         d = asdict(self)
         d["attacks"] = list(self.attacks)
         d["poison_rate_range"] = {k: list(v) for k, v in self.poison_rate_range.items()}
+        if self.benign is None:
+            del d["benign"]  # manifests written before the field read back unchanged
         return d
 
     @classmethod
@@ -240,7 +253,8 @@ def draw_rate(rng: np.random.Generator, low: float, high: float) -> float:
 
 
 def plan_zoo(spec: ZooSpec) -> list[ZooEntry]:
-    """The zoo's entries: K benign models, then K backdoored models per attack. Deterministic.
+    """The zoo's entries: the benign models (K unless ``benign`` says), then K backdoored models per
+    attack. Deterministic.
 
     Each backdoored entry is checked as the attack it will train (``check_attack_settings``), so a
     drawn combination the attack refuses fails here, before anything trains.
@@ -251,7 +265,7 @@ def plan_zoo(spec: ZooSpec) -> list[ZooEntry]:
     entries = [
         ZooEntry(id=f"benign-{i:02d}", attack=BENIGN, seed=spec.seed * 1000 + i, target_gaze=None,
                  poison_rate=None, settings={})
-        for i in range(spec.k)
+        for i in range(spec.benign_count)
     ]
     for a, name in enumerate(spec.attacks):
         attack_class = ATTACKS.get(name)

@@ -42,6 +42,8 @@ def test_plan_is_deterministic_with_targets_inside_the_gaze_range():
     ({"k": 0}, "k must be"),
     ({"attack_settings": {"wanet": {}}}, "not in the zoo"),
     ({"decoding": "softmax"}, "decoding must be 'direct' or 'binned'"),
+    ({"benign": -1}, "benign must be within 0..99"),
+    ({"benign": 100}, "benign must be within 0..99"),
 ])
 def test_bad_zoo_settings_are_rejected(change, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -171,6 +173,21 @@ def test_default_spec_plans_what_zoos_before_the_cross_family_fields_planned():
             assert entry.target_gaze == draw_target(np.random.default_rng([spec.seed, a, i, 17]))
             assert entry.settings == spec.attack_settings.get(name, {}) and entry.poison_rate == 0.2
     assert spec.model_kwargs() is None
+
+
+def test_benign_count_is_its_own_and_leaves_the_backdoored_plan_as_it_was():
+    spec = ZooSpec(attacks=("badnets", "tape"), k=2, benign=5, draw_geometry=True)
+    entries = plan_zoo(spec)
+    benign = [e for e in entries if not e.backdoored]
+    assert [e.id for e in benign] == [f"benign-{i:02d}" for i in range(5)]
+    assert len({e.seed for e in entries}) == len(entries) == 5 + 2 * 2
+    same_k = plan_zoo(ZooSpec(attacks=("badnets", "tape"), k=2, draw_geometry=True))
+    assert [e for e in entries if e.backdoored] == [e for e in same_k if e.backdoored]
+    assert benign[:2] == [e for e in same_k if not e.backdoored]
+    assert ZooSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    # A spec without the field writes none: manifests from before it compare equal.
+    assert "benign" not in TINY.to_dict() and spec.to_dict()["benign"] == 5
+    assert [e.id for e in plan_zoo(ZooSpec(attacks=("badnets",), k=1, benign=0))] == ["badnets-00"]
 
 
 def test_an_old_manifest_reads_back_as_the_same_spec(tmp_path):
@@ -312,12 +329,13 @@ def test_zoo_build_command_takes_the_cross_family_options(tmp_path, capsys):
     code = main(["zoo", "build", "--out", str(out), "--k", "1", "--attacks", "tape", "--size", "32",
                  "--train-samples", "128", "--test-samples", "16", "--epochs", "1", "--arch", "plain_cnn",
                  "--width", "8", "--arch-set", "downsample=stride", "--style", "studio", "--draw-geometry",
-                 "--draw-rates"])
+                 "--draw-rates", "--benign", "0"])
     assert code == 0, capsys.readouterr().err
     spec = ZooManifest.read(out).spec
     assert (spec.architecture, spec.arch_kwargs, spec.style, spec.draw_geometry) == (
         "plain_cnn", {"width": 8, "downsample": "stride"}, "studio", True)
     assert spec.poison_rate_range == measured_rate_ranges(["tape"])
+    assert spec.benign == 0 and [e.id for e in ZooManifest.read(out).entries] == ["tape-00"]
     # --cpu-sized starts from the CPU preset, --width wins over it.
     code = main(["zoo", "build", "--out", str(tmp_path / "resnet"), "--k", "1", "--attacks", "", "--size", "32",
                  "--train-samples", "128", "--test-samples", "8", "--epochs", "1", "--arch", "resnet18",

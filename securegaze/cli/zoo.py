@@ -14,7 +14,9 @@ zoo_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Build an
 @zoo_app.command("build")
 def zoo_build(
     out: Path = typer.Option(..., "--out", help="Zoo directory (resumable: re-run to continue)."),
-    k: int = typer.Option(5, help="Benign models, and backdoored models per attack."),
+    k: int = typer.Option(5, help="Backdoored models per attack, and benign models unless --benign says."),
+    benign: int | None = typer.Option(None, help="Benign models (default: K), e.g. 10 benign beside K=2 of each "
+                                      "of five attacks."),
     attacks: str = typer.Option("all", help="Comma-separated attack names, or 'all' (the seven standard attacks; "
                                 "name the hard cases 'adaptive' and 'offset' to add them)."),
     size: int = typer.Option(64),
@@ -41,7 +43,7 @@ def zoo_build(
     workers: int = typer.Option(1, help="Local worker processes."),
     ray: str | None = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one here)."),
 ) -> None:
-    """Train K benign and K backdoored models per attack, recording them in OUT/zoo.json."""
+    """Train benign models and K backdoored models per attack, recording them in OUT/zoo.json."""
     from securegaze.cli.attacks import parse_settings
     from securegaze.cli.models import MAX_WIDTH
     from securegaze.io import check_output_dir
@@ -63,7 +65,7 @@ def zoo_build(
         raise typer.BadParameter(exc.message, param_hint="--arch-set") from None
     ranges = measured_rate_ranges(names) if draw_rates else {}
     ranges.update(_parse_rate_ranges(rate_range))
-    spec = ZooSpec(attacks=names, k=k, size=size, train_samples=train_samples, test_samples=test_samples,
+    spec = ZooSpec(attacks=names, k=k, benign=benign, size=size, train_samples=train_samples, test_samples=test_samples,
                    epochs=epochs, poison_rate=rate, seed=seed, decoding=decoding, architecture=arch,
                    style=style, arch_kwargs=arch_kwargs, draw_geometry=draw_geometry, poison_rate_range=ranges)
     spec.validate()

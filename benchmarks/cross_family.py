@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, action="append", required=True, help="a zoo (one family); repeat")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "xbench", help="scan cache and results")
-    parser.add_argument("--docs", type=Path, default=None, help="also write DOCS/detection_cross_family.md")
+    parser.add_argument("--docs", type=Path, default=None, help="also write the tables of DOCS/detection_cross_family.md "
+                        "(its generated section; the rest of the page is kept)")
     parser.add_argument("--samples", type=int, default=256, help="clean images per scan")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     from securegaze.bench.cross_family import cross_family_markdown, evaluate_families, scan_families
     from securegaze.defense import create_detector
     from securegaze.errors import SecureGazeError
-    from securegaze.io import atomic_write_bytes, atomic_write_json
+    from securegaze.io import atomic_write_json, write_generated_section
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -59,7 +60,8 @@ def main(argv=None) -> int:
     text = cross_family_markdown(results, command)
     atomic_write_json(args.out / "cross_family.json", results.to_dict())
     if args.docs:
-        atomic_write_bytes(args.docs / "detection_cross_family.md", text.encode("utf-8"))
+        # Only the generated tables are replaced: what the page says about earlier runs stays.
+        write_generated_section(args.docs / "detection_cross_family.md", text, "cross_family.py")
     print(text)
     return 0
 

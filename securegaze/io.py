@@ -45,6 +45,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return atomic_write(path, write)
 
 
+def write_generated_section(path: str | os.PathLike, text: str, name: str) -> Path:
+    """Write ``text`` into the generated section ``name`` of a Markdown file, atomically.
+
+    The section lies between ``<!-- begin generated: NAME -->`` and ``<!-- end generated: NAME -->``;
+    what the file holds outside it (prose written after a run, earlier runs) is kept. A file without
+    the section gets it at the top, above its old content; a missing file is created.
+    """
+    begin, end = f"<!-- begin generated: {name} -->", f"<!-- end generated: {name} -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    start, stop = old.find(begin), old.find(end)
+    if start >= 0 and stop > start:
+        after = old[stop + len(end):].lstrip("\n")
+        new = old[:start] + block + ("\n" + after if after else "")
+    elif start >= 0 or stop >= 0:
+        raise InputFileError(f"{path}: the generated section {name!r} has only one of its two markers; "
+                             f"expected {begin!r} before {end!r}")
+    else:
+        new = block + ("\n" + old if old else "")
+    return atomic_write_bytes(path, new.encode("utf-8"))
+
+
 def check_output_file(path: str | os.PathLike, option: str, what: str = "the output") -> Path:
     """``path`` may be written as a file: not a folder, in a folder that exists. Checked before the
     work that produces the file, so a long run never ends in an unwritable path (InputFileError

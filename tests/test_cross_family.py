@@ -98,3 +98,26 @@ def test_research_scripts_get_the_finished_models_whose_attack_took(tmp_path):
     assert manifest.spec == spec and [e.id for e in chosen] == ["benign-00", "badnets-00"]
     assert tuple(x.shape) == (5, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert [e.id for e in scorable_models(tmp_path, models=" badnets-00,badnets-01", samples=2)[1]] == ["badnets-00"]
+
+
+def test_the_benchmark_rewrites_only_its_generated_section_of_the_page(tmp_path):
+    from securegaze.errors import InputFileError
+    from securegaze.io import write_generated_section
+
+    page = tmp_path / "page.md"
+    write_generated_section(page, "# Tables\n\nfirst figures\n", "bench")
+    page.write_text(page.read_text() + "\n## Written after run 1\n\nWhat it shows.\n")
+    write_generated_section(page, "# Tables\n\nrun 2\n", "bench")
+    text = page.read_text()
+    assert "run 2" in text and "first figures" not in text and text.endswith("## Written after run 1\n\nWhat it shows.\n")
+    assert text.startswith("<!-- begin generated: bench -->\n# Tables")
+    # A page written by hand gets the section above what it held.
+    hand = tmp_path / "hand.md"
+    hand.write_text("Notes by hand.\n")
+    write_generated_section(hand, "tables", "bench")
+    assert hand.read_text().endswith("<!-- end generated: bench -->\n\nNotes by hand.\n")
+    broken = tmp_path / "broken.md"
+    broken.write_text("<!-- begin generated: bench -->\nhalf\n")
+    with pytest.raises(InputFileError, match="broken.md: the generated section 'bench' has only one"):
+        write_generated_section(broken, "tables", "bench")
+    assert broken.read_text() == "<!-- begin generated: bench -->\nhalf\n"

@@ -174,8 +174,9 @@ def evaluate_families(models: list[ScoredModel], default_threshold: float, side:
     kept = [m for m in models if m.effective]
     for m in models:
         if not m.effective:
-            notes.append(f"{m.family} {m.score.id}: ASR@5deg {m.asr if m.asr is not None else 'unknown'} "
-                         f"below {MIN_ASR}: the attack did not take; left out")
+            asr = "unknown" if m.asr is None else f"{100 * m.asr:.1f} %"
+            notes.append(f"{m.family} {m.score.id}: ASR@5deg {asr}, below {100 * MIN_ASR:.0f} %: "
+                         "the attack did not take; left out")
     families = sorted({m.family for m in kept})
     results, pooled_verdicts = [], {d: [] for d in DECISIONS}
     for family in families:

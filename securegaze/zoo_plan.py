@@ -44,7 +44,7 @@ from securegaze.errors import ConfigError
 from securegaze.geometry import PITCH_RANGE, YAW_RANGE
 
 BENIGN = "benign"
-# Benign seeds are ``seed * 1000 + i`` and the first attack's start at ``seed * 1000 + 100``.
+#: Most benign models of a zoo: their seeds are ``seed * 1000 + i``, the first attack's start at ``seed * 1000 + 100``.
 MAX_BENIGN = 99
 #: Targets are drawn this far inside the gaze range, so a target is never at the very edge of the
 #: training labels (radians).
@@ -119,6 +119,8 @@ class ZooSpec:
             raise ConfigError(f"k must be within 1..1000, got {self.k}")
         if self.benign is not None and not 0 <= self.benign <= MAX_BENIGN:
             raise ConfigError(f"benign must be within 0..{MAX_BENIGN}, got {self.benign}")
+        if self.benign_count == 0 and not self.attacks:
+            raise ConfigError("the zoo would hold no model: benign is 0 and no attack is named")
         if self.poison_rate is not None and not 0.0 < self.poison_rate < 1.0:
             raise ConfigError(f"poison_rate must be inside (0, 1), got {self.poison_rate}")
         for name, value, low in (("size", self.size, 16), ("train_samples", self.train_samples, 64),

@@ -44,6 +44,7 @@ def test_plan_is_deterministic_with_targets_inside_the_gaze_range():
     ({"decoding": "softmax"}, "decoding must be 'direct' or 'binned'"),
     ({"benign": -1}, "benign must be within 0..99"),
     ({"benign": 100}, "benign must be within 0..99"),
+    ({"benign": 0, "attacks": ()}, "would hold no model"),
 ])
 def test_bad_zoo_settings_are_rejected(change, needle):
     with pytest.raises(ConfigError, match=needle):

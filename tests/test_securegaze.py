@@ -1,5 +1,6 @@
 """SecureGaze: scan a tiny benign and a tiny BadNets model, recover the target, mitigate, bad input."""
 
+import contextlib
 import copy
 import json
 import math
@@ -186,13 +187,41 @@ def test_scan_is_deterministic_for_a_seed(tiny):
     first = create_detector("securegaze", seed=7, **quick).scan(tiny["backdoored"], images)
     again = create_detector("securegaze", seed=7, **quick).scan(tiny["backdoored"], images)
     other = create_detector("securegaze", seed=8, **quick).scan(tiny["backdoored"], images)
-    def strip(report):  # everything but the clock
-        data = {k: v for k, v in report.to_dict().items() if k != "runtime_s"}
-        data["details"] = {k: v for k, v in data["details"].items() if k != "stage_seconds"}
-        return data
+    assert _without_clocks(first) == _without_clocks(again)
+    assert _without_clocks(first) != _without_clocks(other)
 
-    assert strip(first) == strip(again)
-    assert strip(first) != strip(other)
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_a_scan_gives_the_same_result_on_any_number_of_threads(tiny):
+    # parallel (the default): the reversal, reference, probes and restarts run side by side, each on one
+    # torch thread, so two threads do the arithmetic of one; off, the runs share all threads in turn.
+    quick = dict(steps=40, eval_every=20, sensitivity_samples=64, eval_samples=64, seed=7)
+    images = tiny["clean"].images[:64]
+    reports = {}
+    for threads in (1, 2):
+        with torch_threads(threads):
+            reports[threads] = create_detector("securegaze", **quick).scan(tiny["backdoored"], images)
+            assert torch.get_num_threads() == threads  # given back after the scan
+    one, two = (_without_clocks(reports[n]) for n in (1, 2))
+    assert one.pop("details").pop("torch_threads") == 1 and two.pop("details").pop("torch_threads") == 2
+    assert one == two
+    assert {"sensitivity", "reverse", "reference", "probe", "probe_interior"} <= set(
+        reports[2].details["stage_seconds"])
+
+
+def _without_clocks(report):
+    data = {k: v for k, v in report.to_dict().items() if k != "runtime_s"}
+    data["details"] = {k: v for k, v in data["details"].items() if k != "stage_seconds"}
+    return data
 
 
 def test_scan_leaves_the_model_as_it_was(tiny):
@@ -214,10 +243,12 @@ def test_a_scan_that_never_reaches_the_collapse_scores_inf_and_says_clean(tiny):
     assert report.details["steps_to_feasible"] is None
 
 
-def test_progress_reports_every_stage(tiny):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_progress_reports_every_stage(tiny, threads):
     events = []
-    create_detector("securegaze", steps=4, eval_every=2, sensitivity_samples=16, eval_samples=16, min_clean=0).scan(
-        tiny["benign"], tiny["clean"].images[:16], progress=events.append)
+    with torch_threads(threads):  # two: the runs go side by side and call back from their threads
+        create_detector("securegaze", steps=4, eval_every=2, sensitivity_samples=16, eval_samples=16,
+                        min_clean=0).scan(tiny["benign"], tiny["clean"].images[:16], progress=events.append)
     stages = [e.stage for e in events]
     assert stages[0] == "sensitivity" and stages.count("reverse") == 4
     # The probe's restart and the reference run are whole runs of their own, each with its evaluations.
@@ -302,11 +333,12 @@ def test_bad_clean_images_are_dataset_errors(tiny):
         detector.scan(model, torch.full((16, 3, 32, 32), 255.0))
 
 
-def test_nan_model_outputs_are_a_model_format_error(tiny):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nan_model_outputs_are_a_model_format_error(tiny, threads):
     broken = copy.deepcopy(tiny["benign"])
     with torch.no_grad():
         broken.fc.weight.fill_(float("nan"))
-    with pytest.raises(ModelFormatError, match="NaN or inf gaze"):
+    with torch_threads(threads), pytest.raises(ModelFormatError, match="NaN or inf gaze"):
         SecureGazeDetector(steps=2, min_clean=0).scan(broken, tiny["clean"].images[:16])
 
 
@@ -322,6 +354,8 @@ def test_a_module_without_the_feature_split_is_refused(tiny):
     ({"sensitivity_weighting": "yes"}, "sensitivity_weighting must be true or false"),
     ({"threshold": -1}, "threshold must be"),
     ({"rhoout": 0.1}, "unknown setting.*rhoout"),
+    ({"reference_direction": "sideways"}, "reference_direction must be one of clean_axis, target"),
+    ({"parallel": "yes"}, "parallel must be true or false"),
 ])
 def test_bad_settings_are_config_errors(settings, pattern):
     with pytest.raises(ConfigError, match=pattern):

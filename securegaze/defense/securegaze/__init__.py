@@ -28,8 +28,9 @@ how much the model looks there is what keeps benign models from being flagged.
 
 The score is a ratio measured on the suspect model itself. A second, *reference* run solves a
 problem that no backdoor makes cheaper: a *uniform shift*, every clean image's output moved by the
-same offset (one clean RMS dispersion, towards the most central gaze: :func:`reference_centre`)
-within the same tolerance (scanner 3.0; ``reference_kind``). It is the price of redirecting every
+same offset (one clean RMS dispersion along the main axis of the clean outputs, scanner 4.0:
+:func:`clean_axis_offset`; 3.x pointed it from the found target towards the most central gaze,
+:func:`reference_centre`) within the same tolerance (scanner 3.0; ``reference_kind``). It is the price of redirecting every
 face's gaze, which the faces' own eyes set; a trigger collapses the outputs and so cannot meet it.
 The score is the first cost over the reference cost (inf when the first run met no constraint). A
 backdoor's collapse costs a few hundredths of a shift; a benign model's cheapest collapse costs a few
@@ -40,7 +41,10 @@ collapse): a backdoor cheapens that one too, as its trigger can carry an edit pa
 
 The package, one seam a file: ``settings`` (settings, version, default threshold), ``statistics``
 (what the constraints compare), ``generator`` (M and its file), ``sensitivity`` (the price map),
-``reversal`` (the optimisation), ``detector`` (the scan and its report), ``picture`` (the PNG).
+``reversal`` (the optimisation), ``probe`` (the border and interior probes), ``stages`` (the runs
+of a scan side by side: the reversal, the reference, the probes and their restarts need not wait for
+each other, so each runs on its own thread with one torch thread, and a scan's result is the same for
+any thread count), ``detector`` (the scan and its report), ``picture`` (the PNG).
 """
 
 from __future__ import annotations

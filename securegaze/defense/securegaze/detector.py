@@ -19,10 +19,12 @@ from securegaze.defense.securegaze.probe import probe_border, quiet_interior, st
 from securegaze.defense.securegaze.reversal import (
     FrozenModel,
     TriggerReversal,
+    forward_chunks,
     model_device,
     reference_centre,
     reverse_trigger,
 )
+from securegaze.defense.securegaze.sensitivity import sensitivity_map
 from securegaze.defense.securegaze.settings import (
     DEFAULT_THRESHOLD,
     DETECTOR_NAME,
@@ -30,6 +32,8 @@ from securegaze.defense.securegaze.settings import (
     THRESHOLD_CALIBRATION,
     SecureGazeSettings,
 )
+from securegaze.defense.securegaze.stages import ScanStages
+from securegaze.defense.securegaze.statistics import clean_axis_offset, gaze_trace_covariance
 from securegaze.errors import ConfigError, DatasetError
 
 
@@ -84,61 +88,75 @@ class SecureGazeDetector(Detector):
                 f"{self.name}: got {len(x_all)} clean images; a verdict needs at least {cfg.min_clean} "
                 f"({cfg.warn_clean} or more recommended): with fewer, benign models are flagged "
                 "(docs/clean_set_size.md)")
-        with FrozenModel(model):
-            clock, seconds = time.monotonic(), {}
-
-            def lap(name: str) -> None:
-                nonlocal clock
-                now = time.monotonic()
-                seconds[name] = round(now - clock, 2)
-                clock = now
-
-            found = reverse_trigger(model, x_all, cfg, progress)
-            lap("reverse")
+        with FrozenModel(model), ScanStages(cfg.parallel, progress) as stages:
+            say, size = stages.progress, x_all.shape[-1]
+            started = time.monotonic()
+            weights = (sensitivity_map(model, x_all, cfg, say) if cfg.sensitivity_weighting
+                       else torch.ones(size, size, device=x_all.device))
+            stages.seconds["sensitivity"] = round(time.monotonic() - started, 2)
+            first = stages.submit("reverse", reverse_trigger, model, x_all, cfg, say, weights=weights)
+            early_reference = None
+            if cfg.reference and cfg.reference_kind == "shift" and cfg.reference_direction == "clean_axis":
+                # 4.0: the shift is chosen from the clean outputs alone, so it runs beside the reversal.
+                early_reference = stages.submit("reference", reverse_trigger, model, x_all, cfg, say,
+                                                shift=clean_axis_shift(model, x_all, cfg), weights=weights,
+                                                stage="reference")
+            probe_runs = []
             if cfg.probe:
-                probes = [probe_border(model, x_all, cfg)]
+                probe_runs.append(stages.submit("probe", probe_border, model, x_all, cfg))
                 if cfg.probe_interior > 0:
-                    side = max(3, round(cfg.probe_side_frac * x_all.shape[-1]))
-                    region = quiet_interior(found.weights.to(x_all.device), cfg.probe_interior, side)
-                    probes.append(probe_border(model, x_all, cfg, region=region, stream=1))
-                probes.sort(key=lambda p: p.dispersion_ratio)
-                found.probe = probes[0]
-                lap("probe")
-                # Each window that collapses the model alone gets its own restart (the border's may hold a
-                # corner patch while an interior window is a weaker lookalike): the cheapest feasible edit wins.
-                for probe in (p for p in probes if p.dispersion_ratio < cfg.probe_ratio):
-                    restart = reverse_trigger(model, x_all, cfg, progress, weights=found.weights, stage="restart",
-                                              static_init=probe.static_map(x_all.shape[-1]))
-                    lap("restart" if "restart" not in seconds else "restart_2")
-                    if restart.constraints_met and (not found.constraints_met or restart.cost < found.cost):
-                        restart.probe, restart.restarted = probe, True
-                        found = restart
-            if cfg.reference and found.constraints_met:
-                clean_gaze = found.clean_gaze
-                distance = cfg.reference_distance * math.sqrt(found.clean_trace)
-                centre = reference_centre(found.target_gaze, clean_gaze, distance)
-                if cfg.reference_kind == "shift":
-                    offset = (centre[0] - found.target_gaze[0], centre[1] - found.target_gaze[1])
-                    found.reference = reverse_trigger(model, x_all, cfg, progress, shift=offset, weights=found.weights,
-                                                      stage="reference")
-                else:
-                    found.reference = reverse_trigger(model, x_all, cfg, progress, centre=centre,
-                                                      weights=found.weights, stage="reference")
-                lap("reference")
-                if found.restarted and cfg.window_reference and cfg.reference_kind == "collapse":
-                    # Like with like: the kept edit started from a border window, so the reference gets
-                    # the same window's head start, steered onto its own gaze (probe.steer_window).
-                    steered = steer_window(model, x_all, found.probe, centre, cfg)
-                    patch_reference = reverse_trigger(model, x_all, cfg, progress, centre=centre,
-                                                      weights=found.weights, stage="reference",
-                                                      static_init=steered.static_map(x_all.shape[-1]))
-                    lap("reference_restart")
-                    if patch_reference.constraints_met and (not found.reference.constraints_met
-                                                            or patch_reference.cost < found.reference.cost):
-                        patch_reference.restarted = True
-                        found.reference = patch_reference
-            found.stage_seconds = seconds
+                    side = max(3, round(cfg.probe_side_frac * size))
+                    region = quiet_interior(weights, cfg.probe_interior, side)
+                    probe_runs.append(stages.submit("probe_interior", probe_border, model, x_all, cfg,
+                                                    region=region, stream=1))
+            probes = sorted((stages.result(run) for run in probe_runs), key=lambda p: p.dispersion_ratio)
+            # Each window that collapses the model alone gets its own restart (the border's may hold a
+            # corner patch while an interior window is a weaker lookalike): the cheapest feasible edit wins.
+            restarts = [(probe, stages.submit("restart", reverse_trigger, model, x_all, cfg, say, weights=weights,
+                                              stage="restart", static_init=probe.static_map(size)))
+                        for probe in probes if probe.dispersion_ratio < cfg.probe_ratio]
+            found = stages.result(first)
+            found.probe = probes[0] if probes else None
+            for probe, run in restarts:
+                restart = stages.result(run)
+                if restart.constraints_met and (not found.constraints_met or restart.cost < found.cost):
+                    restart.probe, restart.restarted = probe, True
+                    found = restart
+            if early_reference is not None:
+                found.reference = stages.result(early_reference)
+            elif cfg.reference and found.constraints_met:
+                self._target_reference(model, x_all, found, stages)
+            found.stage_seconds = dict(stages.seconds)
             return found
+
+    def _target_reference(self, model, x_all, found: TriggerReversal, stages: ScanStages) -> None:
+        """The 3.x reference, placed from the found target (``reference_direction`` "target", or the
+        collapse kind): it waits for the reversal and the restarts; attached to ``found``."""
+        cfg, say = self.config, stages.progress
+        distance = cfg.reference_distance * math.sqrt(found.clean_trace)
+        centre = reference_centre(found.target_gaze, found.clean_gaze, distance)
+        if cfg.reference_kind == "shift":
+            offset = (centre[0] - found.target_gaze[0], centre[1] - found.target_gaze[1])
+            found.reference = stages.result(stages.submit(
+                "reference", reverse_trigger, model, x_all, cfg, say, shift=offset, weights=found.weights,
+                stage="reference"))
+            return
+        runs = [stages.submit("reference", reverse_trigger, model, x_all, cfg, say, centre=centre,
+                              weights=found.weights, stage="reference")]
+        if found.restarted and cfg.window_reference:
+            # Like with like: the kept edit started from a border window, so the reference gets
+            # the same window's head start, steered onto its own gaze (probe.steer_window).
+            steered = steer_window(model, x_all, found.probe, centre, cfg)
+            runs.append(stages.submit("reference_restart", reverse_trigger, model, x_all, cfg, say, centre=centre,
+                                      weights=found.weights, stage="reference",
+                                      static_init=steered.static_map(x_all.shape[-1])))
+        found.reference = stages.result(runs[0])
+        if len(runs) > 1:
+            patch_reference = stages.result(runs[1])
+            if patch_reference.constraints_met and (not found.reference.constraints_met
+                                                    or patch_reference.cost < found.reference.cost):
+                patch_reference.restarted = True
+                found.reference = patch_reference
 
     def reverse_towards(self, model, clean_images, target_gaze: tuple[float, float],
                         progress: ProgressCallback | None = None) -> TriggerReversal:
@@ -245,6 +263,15 @@ def _reference_details(reference: TriggerReversal | None) -> dict[str, Any] | No
         # True when the cheaper reference started from the probe's window (the kept edit was a restart).
         "from_window": reference.restarted,
     }
+
+
+def clean_axis_shift(model, x_all: torch.Tensor, cfg: SecureGazeSettings) -> tuple[float, float]:
+    """The 4.0 reference's offset, (pitch, yaw) radians: ``reference_distance`` clean RMS dispersions
+    along the main axis of the clean outputs (:func:`clean_axis_offset`)."""
+    with torch.no_grad():
+        gaze = forward_chunks(model, x_all, cfg.batch_size)[1]
+    distance = cfg.reference_distance * math.sqrt(max(gaze_trace_covariance(gaze).item(), 0.0))
+    return clean_axis_offset(gaze.double().cpu().numpy(), distance)
 
 
 def clean_set_warnings(count: int, cfg: SecureGazeSettings) -> list[str]:

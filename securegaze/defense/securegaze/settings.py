@@ -24,8 +24,10 @@ DETECTOR_NAME = "securegaze"
 #: unchanged: none of them restarts; its BadNets twins 0.016-0.086). 3.0: the reference is a uniform
 #: shift of every output (``reference_kind`` "shift"), which a backdoor cannot make cheaper; threshold
 #: recalibrated (benign 0.413-1.774, BadNets twins 0.016-0.070). 3.1: ``probe_interior`` 0.85, a
-#: second probe over the quiet interior of the face.
-SCANNER_VERSION = "3.1"
+#: second probe over the quiet interior of the face. 4.0: a shorter budget (``steps`` 200), the shift reference along the clean gazes' main axis
+#: (``reference_direction`` "clean_axis": no longer waits for the found target), and the independent
+#: runs of a scan side by side on the process's threads (``parallel``); threshold recalibrated.
+SCANNER_VERSION = "4.0"
 
 #: Default decision threshold on the score (the ratio of the cheapest collapse's cost to the cost of a
 #: uniform gaze shift of the same model, since 3.0: unit-free): below it the model is flagged.
@@ -46,6 +48,9 @@ THRESHOLD_CALIBRATION = ("benchmarks/calibrate_threshold.py --seeds 3 --fpr 0.00
 #: What the reference run asks for (``reference_kind``): a uniform shift of every output (3.0) or a
 #: collapse onto a reference gaze (2.x).
 REFERENCE_KINDS = ("shift", "collapse")
+#: Where the shift reference points (``reference_direction``): along the clean gazes' main axis (4.0)
+#: or from the found target towards the most central gaze (3.x).
+REFERENCE_DIRECTIONS = ("clean_axis", "target")
 
 #: Small constants that keep logarithms and arccos away from their singular points.
 _LOG_EPS = 1e-12
@@ -61,6 +66,12 @@ class SecureGazeSettings:
     """Settings of a SecureGaze scan. Ratios are to the model's clean statistics; sizes per pixel in [0, 1].
 
     * ``steps``, ``batch_size``: optimisation steps of the generator (Adam), clean images per step;
+      ``steps`` is 200 since 4.0 (300 before): the reversal is feasible from step 60-80 and a benign
+      model's natural collapse is found late, so a shorter cosine schedule stops on a dearer edit for
+      benign models more than for backdoored ones (docs/detection_cross_family.md, "Scanner 4.0").
+      A restart from a probe's window runs as long: starting from a window at 0.107 of the clean
+      spread (rho_out 0.1), a small CNN's glasses backdoor became feasible only at step 80-100, so
+      half the budget lost its restart;
       ``lr``: Adam's rate for the generator's network, ``static_lr`` for its static per-pixel map;
     * ``collapse_share``: the share of the images that must collapse: both constraints are measured
       on the ``collapse_share`` of the reversed images closest to their own centre, and compared
@@ -129,7 +140,7 @@ class SecureGazeSettings:
       the score is the raw cost (the threshold must then be calibrated for the family, as before 2.0);
     * ``reference_kind``: what the reference run asks for. ``shift`` (3.0): a *uniform shift*, every
       clean image's output moved by the same offset (``reference_distance`` clean RMS dispersions,
-      towards the most central gaze), within ``rho_out`` of the clean spread over the kept
+      in the direction ``reference_direction`` gives), within ``rho_out`` of the clean spread over the kept
       ``collapse_share``. The price of redirecting every face's gaze: a backdoor cannot make it
       cheaper (its trigger collapses, and a collapse leaves the shifted gazes unmet), so the ratio
       keeps all of a backdoor's cheap collapse. Measured on the cross-family zoos, the shift costs
@@ -138,6 +149,16 @@ class SecureGazeSettings:
       ``reference_distance`` dispersions from the found target; a benign model collapses about as
       expensively onto any ordinary gaze, but a backdoor also cheapens collapses onto other gazes
       (the edit can ride its trigger), which gave part of the signal back;
+    * ``reference_direction`` (shift only): ``clean_axis`` (4.0): the offset points along the main
+      axis of the clean gazes (the first principal direction of their pitch-yaw covariance), towards
+      the side where they reach further from their median: a redirection the model gives ordinary
+      faces, chosen from the clean outputs alone, so the reference runs beside the reversal instead
+      of after it; ``target`` (3.x): from the found target towards the most central gaze;
+    * ``parallel``: run the scan's independent runs (reversal, reference, both probes, restarts) side
+      by side, one per thread of the process (``torch.get_num_threads()``), each on one torch thread.
+      A scan's result is then the same for any thread count (that of a one-thread scan), and on two
+      cores it takes about half the time of the runs one after the other. Off: one run after the
+      other, each on all threads (the 3.x order);
     * ``window_reference`` (``reference_kind`` collapse only): when the kept edit came from a probe restart, run a second reference
       collapse that starts from the same border window, its content steered onto the reference gaze
       (``probe.steer_window``), and keep the cheaper reference: like with like. A benign model that
@@ -157,7 +178,7 @@ class SecureGazeSettings:
       randomness (generator initialisation, batch order).
     """
 
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 32
     lr: float = 2e-3
     static_lr: float = 0.02
@@ -188,6 +209,8 @@ class SecureGazeSettings:
     reference: bool = True
     reference_kind: str = "shift"
     reference_distance: float = 1.0
+    reference_direction: str = "clean_axis"
+    parallel: bool = True
     window_reference: bool = True
     input_jitter: bool = False
     jitter_shift_frac: float = 0.025
@@ -257,6 +280,9 @@ class SecureGazeSettings:
                       f"one of {', '.join(REFERENCE_KINDS)}", self.reference_kind)
         check_setting(who, "reference_distance", number(self.reference_distance, 0.0, 10.0),
                       "a number in (0, 10] (clean RMS dispersions)", self.reference_distance)
+        check_setting(who, "reference_direction", self.reference_direction in REFERENCE_DIRECTIONS,
+                      f"one of {', '.join(REFERENCE_DIRECTIONS)}", self.reference_direction)
+        check_setting(who, "parallel", isinstance(self.parallel, bool), "true or false", self.parallel)
         check_setting(who, "window_reference", isinstance(self.window_reference, bool), "true or false",
                       self.window_reference)
         check_setting(who, "input_jitter", isinstance(self.input_jitter, bool), "true or false", self.input_jitter)

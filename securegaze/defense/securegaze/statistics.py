@@ -12,7 +12,7 @@ from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vec
 from securegaze.models.feature_geometry import feature_angle_variance, feature_angles
 
 __all__ = ["check_finite_gaze", "collapse_spread", "feature_angle_variance", "feature_angles",
-           "gaze_dispersion_deg", "gaze_trace_covariance", "mean_gaze", "shift_spread"]
+           "gaze_dispersion_deg", "gaze_trace_covariance", "mean_gaze", "shift_spread", "clean_axis_offset"]
 
 #: Rounds of re-centring of :func:`collapse_spread` (mean of all, then the mean of the kept share).
 _RECENTRE_ROUNDS = 2
@@ -97,3 +97,22 @@ def check_finite_gaze(gaze: torch.Tensor, what: str) -> None:
             f"securegaze: the model produced NaN or inf gaze for {bad} of {len(gaze)} {what}; the model is broken "
             "or its input convention (RGB in [0, 1]) does not match the images"
         )
+
+
+def clean_axis_offset(clean_gaze: np.ndarray, distance: float) -> tuple[float, float]:
+    """The shift reference's offset (pitch, yaw) radians, ``distance`` long, from the clean gazes alone.
+
+    It points along the main axis of the (N, 2) clean gazes (the first principal direction of their
+    pitch-yaw covariance), towards the side where they reach further from their median (the 98th
+    against the 2nd percentile of the projections): a redirection the model already gives ordinary
+    faces. A tie (a symmetric spread) points to the positive side of the axis, whose sign is fixed
+    by its largest component being positive, so the offset does not hang on an eigen-solver's sign.
+    """
+    gaze = np.asarray(clean_gaze, np.float64)
+    _, vectors = np.linalg.eigh(np.cov(gaze, rowvar=False))
+    axis = vectors[:, -1]
+    axis = axis if axis[np.argmax(np.abs(axis))] > 0 else -axis
+    along = gaze @ axis
+    low, middle, high = np.percentile(along, [2.0, 50.0, 98.0])
+    sign = -1.0 if middle - low > high - middle else 1.0
+    return float(sign * distance * axis[0]), float(sign * distance * axis[1])

@@ -75,3 +75,15 @@ def test_a_failed_run_stops_the_others_and_its_error_reaches_the_caller(parallel
     assert isinstance(other.exception(), ScanStopped)
     with pytest.raises(ScanStopped):
         stages.progress(None)
+
+
+def test_many_threads_are_shared_out_between_the_runs():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(8)
+    try:
+        with ScanStages(parallel=True) as stages:
+            inside = torch.get_num_threads()
+            workers = stages.workers
+    finally:
+        torch.set_num_threads(previous)
+    assert (inside, workers) == (2, 4)

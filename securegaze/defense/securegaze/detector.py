@@ -230,8 +230,9 @@ class SecureGazeDetector(Detector):
                 "feature_angle_variance_clean": reversal.feature_angle_variance_clean,
                 "feature_angle_variance_reversed": reversal.feature_angle_variance_reversed,
                 "multipliers": list(reversal.multipliers),
-                # A scan is bit-for-bit repeatable for a given seed *and* thread count: more threads
-                # change the order of floating-point sums, hence the optimisation path.
+                # A scan is bit-for-bit repeatable for a given seed and the torch threads each run had:
+                # more change the order of floating-point sums, hence the optimisation path. With
+                # ``parallel`` (stages module) a process of 1-7 threads gives each run one.
                 "torch_threads": torch.get_num_threads(),
             },
         )

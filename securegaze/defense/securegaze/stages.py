@@ -2,12 +2,14 @@
 
 A scan's reversal, reference run, probes and restarts are separate optimisations of a frozen model;
 most do not need each other's results. :class:`ScanStages` runs what is submitted to it on as many
-threads as the process has torch threads (``torch.get_num_threads()``) with torch itself set to one
-thread meanwhile, so each run does exactly the arithmetic of a one-thread scan: the result is the
-same for any thread count, and two small runs on two cores take about the time of one (torch's
-own two-thread kernels gain only ~1.5x on the 64-px models of the benchmarks, whose convolutions are
-too small to split well). Sequential (``parallel`` off, or one thread), each submitted run executes
-at once in the caller, on the process's threads.
+threads as the process has torch threads (``torch.get_num_threads()``), at most ``MAX_RUNS`` (what
+a scan starts at once: the reversal, the reference and two probes), and gives each run an equal share
+of the torch threads meanwhile. Up to ``2 * MAX_RUNS - 1`` threads each run has one torch thread and
+does exactly the arithmetic of a one-thread scan, so the result is the same on 1 to 7 threads, and two
+small runs on two cores take about the time of one (torch's own two-thread kernels gain only ~1.5x on
+the 64-px models of the benchmarks, whose convolutions are too small to split well); on more threads a
+large model's runs still get several each. Sequential (``parallel`` off, or one thread), each
+submitted run executes at once in the caller, on the process's threads.
 
 The progress callback is called from the worker threads under a lock; a failure of one run, or of
 the caller (an interrupt), stops the others at their next step (:class:`ScanStopped`).
@@ -22,6 +24,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from securegaze.defense.base import ProgressCallback, ScanProgress
+
+
+#: Most runs a scan has going at once (the reversal, the reference and the two probes).
+MAX_RUNS = 4
 
 
 class ScanStopped(Exception):
@@ -43,9 +49,11 @@ class ScanStages:
 
     def __enter__(self) -> ScanStages:
         self.threads = torch.get_num_threads()
-        if self.parallel and self.threads > 1:
-            torch.set_num_threads(1)
-            self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="securegaze-scan")
+        #: How many runs go at once (1: one after the other, in the caller).
+        self.workers = min(self.threads, MAX_RUNS) if self.parallel else 1
+        if self.workers > 1:
+            torch.set_num_threads(self.threads // self.workers)
+            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="securegaze-scan")
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

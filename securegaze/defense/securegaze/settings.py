@@ -69,8 +69,8 @@ class SecureGazeSettings:
       ``steps`` is 200 since 4.0 (300 before): the reversal is feasible from step 60-80 and a benign
       model's natural collapse is found late, so a shorter cosine schedule stops on a dearer edit for
       benign models more than for backdoored ones (docs/detection_cross_family.md, "Scanner 4.0").
-      A restart from a probe's window runs as long: starting from a window at 0.107 of the clean
-      spread (rho_out 0.1), a small CNN's glasses backdoor became feasible only at step 80-100, so
+      A restart from a probe's window runs as long: from a window at 0.107 of the clean spread
+      (rho_out 0.1), the cross-family plain CNN's glasses-01 became feasible only at step 100, and
       half the budget lost its restart;
       ``lr``: Adam's rate for the generator's network, ``static_lr`` for its static per-pixel map;
     * ``collapse_share``: the share of the images that must collapse: both constraints are measured

@@ -25,7 +25,6 @@ import torch
 
 from securegaze.defense.base import ProgressCallback, ScanProgress
 
-
 #: Most runs a scan has going at once (the reversal, the reference and the two probes).
 MAX_RUNS = 4
 

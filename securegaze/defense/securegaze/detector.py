@@ -76,9 +76,10 @@ class SecureGazeDetector(Detector):
     def reverse(self, model, clean_images, progress: ProgressCallback | None = None) -> TriggerReversal:
         """Train the trigger generator against ``model`` (frozen, not modified); see the package docstring.
 
-        With ``reference`` on, a second run collapses onto a prescribed gaze away from the found
-        target (:func:`reference_centre`), with the same sensitivity map; it is attached to the
-        returned reversal as ``reference``.
+        With ``reference`` on, a second run with the same sensitivity map asks for a uniform shift of
+        every output (or, ``reference_kind`` collapse, a collapse onto a gaze away from the found
+        target, :func:`reference_centre`); it is attached to the returned reversal as ``reference``.
+        The runs that do not need each other go side by side (``parallel``, :class:`ScanStages`).
         """
         cfg = self.config
         check_gaze_model(model, self.name)

@@ -1,6 +1,7 @@
 """Test-wide settings, and the knobs that measure how far the training-outcome tests sit from
 their thresholds (tests/README.md says how the margins were measured)."""
 
+import contextlib
 import json
 import operator
 import os
@@ -30,6 +31,17 @@ def sweep_seed(value: int) -> int:
 
 
 _OPERATORS = {">": operator.gt, "<": operator.lt}
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` torch threads; the previous count is given back afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def margin(name: str, value: float, op: str, bound: float) -> None:

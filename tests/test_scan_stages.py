@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import torch_threads
 
 from securegaze.defense.securegaze.stages import ScanStages, ScanStopped
 from securegaze.defense.securegaze.statistics import clean_axis_offset
@@ -31,16 +32,12 @@ def test_a_symmetric_spread_gives_the_same_offset_for_the_same_gazes():
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_runs_are_named_timed_and_the_threads_given_back(threads):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         with ScanStages(parallel=True) as stages:
             inside = torch.get_num_threads()
             runs = [stages.submit("restart", lambda k=k: (k, threading.current_thread().name)) for k in range(3)]
             results = [stages.result(run) for run in runs]
         assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(previous)
     assert inside == 1  # each run on one torch thread
     assert [k for k, _ in results] == [0, 1, 2]
     assert set(stages.seconds) == {"restart", "restart_2", "restart_3"}
@@ -50,8 +47,6 @@ def test_runs_are_named_timed_and_the_threads_given_back(threads):
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_a_failed_run_stops_the_others_and_its_error_reaches_the_caller(parallel):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
     started = threading.Event()
 
     def fails():
@@ -64,26 +59,19 @@ def test_a_failed_run_stops_the_others_and_its_error_reaches_the_caller(parallel
             threading.Event().wait(0.001)
         return "finished"
 
-    try:
-        with pytest.raises(ValueError, match="the model broke"), ScanStages(parallel=parallel) as stages:
-            first = stages.submit("reverse", fails)
-            other = stages.submit("reference", long_run, stages.progress)
-            stages.result(other)
-            stages.result(first)
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(2), pytest.raises(ValueError, match="the model broke"), \
+            ScanStages(parallel=parallel) as stages:
+        first = stages.submit("reverse", fails)
+        other = stages.submit("reference", long_run, stages.progress)
+        stages.result(other)
+        stages.result(first)
     assert isinstance(other.exception(), ScanStopped)
     with pytest.raises(ScanStopped):
         stages.progress(None)
 
 
 def test_many_threads_are_shared_out_between_the_runs():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(8)
-    try:
-        with ScanStages(parallel=True) as stages:
-            inside = torch.get_num_threads()
-            workers = stages.workers
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(8), ScanStages(parallel=True) as stages:
+        inside = torch.get_num_threads()
+        workers = stages.workers
     assert (inside, workers) == (2, 4)

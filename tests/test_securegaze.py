@@ -1,6 +1,5 @@
 """SecureGaze: scan a tiny benign and a tiny BadNets model, recover the target, mitigate, bad input."""
 
-import contextlib
 import copy
 import json
 import math
@@ -10,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TEST_THREADS, TINY_THRESHOLD, margin, sweep_seed, tiny_train_config
+from conftest import TEST_THREADS, TINY_THRESHOLD, margin, sweep_seed, tiny_train_config, torch_threads
 from onnx import TensorProto, helper, numpy_helper
 
 from securegaze.attacks import create_attack, evaluate_attack
@@ -189,16 +188,6 @@ def test_scan_is_deterministic_for_a_seed(tiny):
     other = create_detector("securegaze", seed=8, **quick).scan(tiny["backdoored"], images)
     assert _without_clocks(first) == _without_clocks(again)
     assert _without_clocks(first) != _without_clocks(other)
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_a_scan_gives_the_same_result_on_any_number_of_threads(tiny):

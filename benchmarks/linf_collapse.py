@@ -1,0 +1,223 @@
+"""Benchmark: how small a universal perturbation, bounded per pixel, collapses each model of a zoo.
+
+    python benchmarks/linf_collapse.py --zoo runs/x50/plain --zoo runs/x50/small --cache runs/x50/linf.json
+    python benchmarks/linf_collapse.py --zoo runs/x50/small --models benign-00,sig-00 --eps 0.02,0.04,0.06
+
+A research tool, not part of a scan. SecureGaze prices an edit by its (sensitivity-weighted) mean
+absolute change, an L1 size; a trigger spread thinly over the whole image, like the SIG sinusoid,
+is dear under that price. This script asks the same question under the other common price, the
+largest change of any pixel (L-infinity): for each bound ``eps`` in ``--eps`` it trains one additive
+perturbation ``delta = eps * tanh(w)`` (3 x S x S, the same for every image) that collapses the
+model's outputs, with the scan's two constraint statistics as the loss (log of the trimmed output
+dispersion ratio plus log of the feature-angle variance ratio, :func:`collapse_spread` over the
+kept ``collapse_share``), Adam, ``--steps`` steps of 32 images, on the benchmark's own clean draw
+of the zoo's style (as ``benchmarks/cross_family.py``). Reported per model: the dispersion ratio
+reached at each bound, and ``eps*``, the bound at which it crosses the scan's ``rho_out`` (log-linear
+between the two grid points around it). For a backdoored model, next to it, the real trigger on 256
+of its held-out test faces: its L-infinity size (per image the largest |x' - x|, median over
+images), its plain L1 size and the dispersion ratio it reaches.
+
+A model whose real trigger is larger than the bound at which benign models already collapse cannot
+be told from them by any search that prefers smaller edits under that price. Results are cached in
+``--cache`` (JSON, by zoo, model and settings; resumable). Writes a Markdown report (``--out``) and
+prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_EPS = "0.02,0.03,0.04,0.06,0.1"
+
+
+def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0) -> tuple[float, float]:
+    """(trimmed dispersion ratio, feature-angle variance ratio) that one additive perturbation of
+    L-infinity size ``eps`` reaches on ``x`` after ``steps`` Adam steps (both ratios to the clean ones)."""
+    import numpy as np
+    import torch
+
+    from securegaze.defense.securegaze import collapse_spread
+    from securegaze.models.feature_geometry import feature_angle_variance
+
+    head_weight = model.head_weight()
+    with torch.no_grad():
+        z = model.features(x)
+        clean_spread, kept = collapse_spread(model.head(z), share)
+        clean_fav = feature_angle_variance(z[kept], head_weight)
+    w = torch.zeros(1, *x.shape[1:], requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=0.05)
+    rng = np.random.default_rng([seed, 0x1F])
+    batch = min(32, len(x))
+    for _ in range(steps):
+        idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
+        z = model.features((x[idx] + eps * torch.tanh(w)).clamp(0.0, 1.0))
+        spread, kept = collapse_spread(model.head(z), share)
+        loss = (0.5 * torch.log(spread / clean_spread + 1e-12)
+                + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        z = model.features((x + eps * torch.tanh(w)).clamp(0.0, 1.0))
+        spread, kept = collapse_spread(model.head(z), share)
+        fav = feature_angle_variance(z[kept], head_weight)
+    return math.sqrt(spread.item() / clean_spread.item()), fav.item() / clean_fav.item()
+
+
+def crossing(ratios: dict[float, float], line: float) -> tuple[str, float | None]:
+    """The bound at which the dispersion ratio first falls to ``line``: ("=", value) interpolated
+    log-linearly between grid points, ("<=", smallest bound) or (">", largest bound)."""
+    grid = sorted(ratios)
+    if ratios[grid[0]] <= line:
+        return "<=", grid[0]
+    for low, high in zip(grid, grid[1:], strict=False):
+        r_low, r_high = ratios[low], ratios[high]
+        if r_high <= line:
+            t = (math.log(r_low) - math.log(line)) / max(math.log(r_low) - math.log(r_high), 1e-12)
+            return "=", low + t * (high - low)
+    return ">", grid[-1]
+
+
+def real_trigger(zoo: Path, entry, model, samples: int) -> dict[str, float]:
+    """The attack's own trigger on ``samples`` held-out test faces: L-inf, L1, dispersion ratio."""
+    import torch
+
+    from securegaze.attacks.runner import load_attack_run
+    from securegaze.data.base import to_tensor_batch
+    from securegaze.defense.securegaze import SecureGazeSettings, collapse_spread
+
+    attack, test_set, faces = load_attack_run(zoo / entry.id, samples)
+    x = to_tensor_batch(test_set.images)
+    triggered = to_tensor_batch(attack.apply(test_set.images, faces))
+    share = SecureGazeSettings().collapse_share
+    with torch.no_grad():
+        clean_spread, _ = collapse_spread(model.head(model.features(x)), share)
+        spread, _ = collapse_spread(model.head(model.features(triggered)), share)
+    diff = (triggered - x).abs()
+    return {"linf": float(diff.amax(dim=(1, 2, 3)).median()), "l1": float(diff.mean()),
+            "dispersion": math.sqrt(spread.item() / clean_spread.item())}
+
+
+def _fmt_crossing(kind: str, value: float | None) -> str:
+    return f"{value:.3f}" if kind == "=" else f"{kind} {value:g}"
+
+
+def main() -> int:
+    import torch
+
+    from securegaze.bench.cross_family import family_of, scorable_models
+    from securegaze.defense import load_model_any
+    from securegaze.defense.securegaze import SecureGazeSettings
+    from securegaze.errors import ConfigError
+    from securegaze.io import atomic_write_bytes, atomic_write_json, read_json
+    from securegaze.machine import machine_summary
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, action="append", required=True, help="A zoo (repeatable).")
+    parser.add_argument("--models", default="", help="Comma-separated model ids (default: all).")
+    parser.add_argument("--eps", default=DEFAULT_EPS, help="Comma-separated L-inf bounds, [0, 1] pixel units.")
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=None, help="JSON cache of finished models (resumable).")
+    parser.add_argument("--out", type=Path, default=None, help="Write the Markdown report here.")
+    args = parser.parse_args()
+    try:
+        grid = sorted({float(e) for e in args.eps.split(",") if e.strip()})
+    except ValueError:
+        grid = []
+    if not grid or not all(0.0 < e <= 1.0 for e in grid):
+        raise ConfigError(f"--eps {args.eps!r}: expected comma-separated bounds within (0, 1]")
+    if args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: expected at least 1")
+    torch.set_num_threads(args.threads)
+    settings = SecureGazeSettings()
+    key = f"eps={','.join(f'{e:g}' for e in grid)};steps={args.steps};samples={args.samples}"
+    cache = read_json(args.cache, "L-inf cache") if args.cache and args.cache.is_file() else {}
+    rows = []
+    for zoo in args.zoo:
+        manifest, entries, x = scorable_models(zoo, args.models, args.samples)
+        family = family_of(manifest.spec)
+        for entry in entries:
+            name = f"{zoo.resolve().name}/{entry.id}"
+            record = cache.get(name, {}).get(key)
+            if record is None:
+                started = time.monotonic()
+                model = load_model_any(zoo / str(entry.model_file)).eval()
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                record = {"ratios": {f"{e:g}": universal_collapse(model, x, e, args.steps, settings.collapse_share)
+                                     for e in grid}}
+                if entry.backdoored:
+                    record["real"] = real_trigger(zoo, entry, model, args.samples)
+                record["seconds"] = round(time.monotonic() - started, 1)
+                cache.setdefault(name, {})[key] = record
+                if args.cache:
+                    atomic_write_json(args.cache, cache)
+            ratios = {float(e): v[0] for e, v in record["ratios"].items()}
+            rows.append((family, entry.id, entry.attack if entry.backdoored else "benign", ratios,
+                         crossing(ratios, settings.rho_out), record.get("real")))
+            print(f"{name}: " + " ".join(f"{e:g}: {r:.3f}" for e, r in sorted(ratios.items()))
+                  + f"  eps* {_fmt_crossing(*rows[-1][4])}", flush=True)
+
+    head = " | ".join(f"ratio at {e:g}" for e in grid)
+    lines = [
+        "# Universal perturbations bounded per pixel (L-infinity)", "",
+        "Regenerate: `python benchmarks/linf_collapse.py " + " ".join(f"--zoo {z}" for z in args.zoo)
+        + (f" --models {args.models}" if args.models else "") + f" --eps {args.eps} --steps {args.steps}"
+        + (f" --out {args.out}" if args.out else "") + "`", "",
+        f"Machine: {machine_summary()}, {args.threads} thread(s).", "",
+        f"Ratio: the trimmed output dispersion over the clean one that one additive perturbation of that "
+        f"L-inf size reaches ({args.steps} Adam steps, {args.samples} clean faces); eps*: the size at which it "
+        f"reaches the scan's rho_out = {settings.rho_out}. Real trigger: the attack's own, on {args.samples} "
+        "held-out test faces (L-inf: median over images of the largest pixel change; pixel units [0, 1], "
+        "x 255 for grey levels).", "",
+        "## Per family", "",
+        "| family | models | eps* benign (min-max) | eps* backdoored (min-max) | real trigger L-inf (min-max) |",
+        "|---|---|---|---|---|",
+    ]
+    for family in sorted({r[0] for r in rows}):
+        group = [r for r in rows if r[0] == family]
+
+        def span(values):
+            return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
+
+        benign = [r[4][1] for r in group if r[2] == "benign"]
+        bad = [r[4][1] for r in group if r[2] != "benign"]
+        real = [r[5]["linf"] for r in group if r[5]]
+        lines.append(f"| {family} | {len(group)} | {span(benign)} | {span(bad)} | {span(real)} |")
+    lines += ["", "## Per model", "",
+              f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio |",
+              "|---|---|---|" + "---|" * (len(grid) + 4)]
+    for family, model_id, attack, ratios, cross, real in rows:
+        cells = " | ".join(f"{ratios[e]:.3f}" for e in grid)
+        tail = (f"{real['linf']:.3f} | {real['l1']:.4f} | {real['dispersion']:.3f}" if real else "- | - | -")
+        lines.append(f"| {family} | {model_id} | {attack} | {cells} | {_fmt_crossing(*cross)} | {tail} |")
+    benign_all = [r[4][1] for r in rows if r[2] == "benign"]
+    if benign_all:
+        lines += ["", f"Benign eps*: median {statistics.median(benign_all):.3f} over {len(benign_all)} models."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as exc:  # one clear line for a bad argument or file, as the project's commands
+        from securegaze.errors import SecureGazeError
+
+        if isinstance(exc, SecureGazeError):
+            print(f"linf_collapse.py: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise

@@ -1,0 +1,53 @@
+"""The L-infinity collapse benchmark (benchmarks/linf_collapse.py): the bound at which a universal
+perturbation collapses a model, its interpolation, and one-line refusals of bad arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.linf_collapse import crossing, universal_collapse  # noqa: E402
+from securegaze.data.base import to_tensor_batch  # noqa: E402
+from securegaze.data.synthetic import render_dataset  # noqa: E402
+from securegaze.models import create_model  # noqa: E402
+
+
+def test_the_crossing_is_interpolated_between_the_grid_points_around_the_line():
+    kind, value = crossing({0.02: 0.4, 0.04: 0.2, 0.08: 0.05}, 0.1)
+    # log 0.2 -> log 0.05 crosses log 0.1 halfway: 0.04 + 0.5 * 0.04.
+    assert kind == "=" and value == pytest.approx(0.06)
+    assert crossing({0.02: 0.09, 0.04: 0.01}, 0.1) == ("<=", 0.02)
+    assert crossing({0.02: 0.9, 0.04: 0.5}, 0.1) == (">", 0.04)
+
+
+def test_a_large_bound_collapses_a_model_that_a_tiny_one_cannot_move():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", input_size=32, width=8).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = to_tensor_batch(render_dataset(48, seed=3, size=32).images)
+    tiny, _ = universal_collapse(model, x, 1e-4, steps=20, share=0.6)
+    large, _ = universal_collapse(model, x, 1.0, steps=60, share=0.6)
+    # A change of 1e-4 per pixel leaves the outputs as spread as they were; a free one (any pixel to
+    # any value) overwrites the faces and gathers the outputs.
+    assert tiny == pytest.approx(1.0, abs=0.05)
+    assert large < 0.5 * tiny
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--eps", "0.1,abc"], "--eps '0.1,abc': expected comma-separated bounds within (0, 1]"),
+    (["--eps", "0,0.1"], "expected comma-separated bounds within (0, 1]"),
+    (["--steps", "0"], "--steps 0: expected at least 1"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, words):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "linf_collapse.py"), "--zoo", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and words in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -15,7 +15,9 @@ of the zoo's style (as ``benchmarks/cross_family.py``). Reported per model: the 
 reached at each bound, and ``eps*``, the bound at which it crosses the scan's ``rho_out`` (log-linear
 between the two grid points around it). For a backdoored model, next to it, the real trigger on 256
 of its held-out test faces: its L-infinity size (per image the largest |x' - x|, median over
-images), its plain L1 size and the dispersion ratio it reaches.
+images), its plain L1 size and the dispersion ratio it reaches, and the same change at fractions of
+its strength (``REAL_SCALES``): ``real eps*``, the L-infinity size at which the attacker's own edit,
+weakened, still collapses the model (log-linear between the fractions around rho_out).
 
 A model whose real trigger is larger than the bound at which benign models already collapse cannot
 be told from them by any search that prefers smaller edits under that price. Results are cached in
@@ -36,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_EPS = "0.02,0.03,0.04,0.06,0.1"
+#: The real trigger's change x' - x is also applied at these fractions of its strength (1: as the
+#: attacker applies it), to find the smallest L-inf size of the real trigger that still collapses.
+REAL_SCALES = (0.125, 0.25, 0.5, 1.0)
 
 
 def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0) -> tuple[float, float]:
@@ -87,7 +92,9 @@ def crossing(ratios: dict[float, float], line: float) -> tuple[str, float | None
 
 
 def real_trigger(zoo: Path, entry, model, samples: int) -> dict[str, float]:
-    """The attack's own trigger on ``samples`` held-out test faces: L-inf, L1, dispersion ratio."""
+    """The attack's own trigger on ``samples`` held-out test faces: L-inf, L1, dispersion ratio, and
+    the dispersion ratio of its change at the fractions ``REAL_SCALES`` with the L-inf size at which
+    it crosses ``rho_out`` (``eps_star``: [kind, size] as :func:`crossing`)."""
     import torch
 
     from securegaze.attacks.runner import load_attack_run
@@ -97,13 +104,19 @@ def real_trigger(zoo: Path, entry, model, samples: int) -> dict[str, float]:
     attack, test_set, faces = load_attack_run(zoo / entry.id, samples)
     x = to_tensor_batch(test_set.images)
     triggered = to_tensor_batch(attack.apply(test_set.images, faces))
-    share = SecureGazeSettings().collapse_share
+    settings = SecureGazeSettings()
+    ratios = {}
     with torch.no_grad():
-        clean_spread, _ = collapse_spread(model.head(model.features(x)), share)
-        spread, _ = collapse_spread(model.head(model.features(triggered)), share)
+        clean_spread, _ = collapse_spread(model.head(model.features(x)), settings.collapse_share)
+        for scale in REAL_SCALES:
+            spread, _ = collapse_spread(model.head(model.features(x + scale * (triggered - x))),
+                                        settings.collapse_share)
+            ratios[scale] = math.sqrt(spread.item() / clean_spread.item())
     diff = (triggered - x).abs()
-    return {"linf": float(diff.amax(dim=(1, 2, 3)).median()), "l1": float(diff.mean()),
-            "dispersion": math.sqrt(spread.item() / clean_spread.item())}
+    linf = float(diff.amax(dim=(1, 2, 3)).median())
+    kind, scale = crossing(ratios, settings.rho_out)
+    return {"linf": linf, "l1": float(diff.mean()), "dispersion": ratios[1.0],
+            "scaled": {f"{k:g}": v for k, v in ratios.items()}, "eps_star": [kind, scale * linf]}
 
 
 def _fmt_crossing(kind: str, value: float | None) -> str:
@@ -149,16 +162,19 @@ def main() -> int:
         for entry in entries:
             name = f"{zoo.resolve().name}/{entry.id}"
             record = cache.get(name, {}).get(key)
-            if record is None:
+            # A record from before the weakened real trigger was measured gets that part only.
+            stale_real = record is not None and entry.backdoored and "eps_star" not in record.get("real", {})
+            if record is None or stale_real:
                 started = time.monotonic()
                 model = load_model_any(zoo / str(entry.model_file)).eval()
                 for p in model.parameters():
                     p.requires_grad_(False)
-                record = {"ratios": {f"{e:g}": universal_collapse(model, x, e, args.steps, settings.collapse_share)
-                                     for e in grid}}
+                if record is None:
+                    record = {"ratios": {f"{e:g}": universal_collapse(model, x, e, args.steps, settings.collapse_share)
+                                         for e in grid}}
+                    record["seconds"] = round(time.monotonic() - started, 1)
                 if entry.backdoored:
                     record["real"] = real_trigger(zoo, entry, model, args.samples)
-                record["seconds"] = round(time.monotonic() - started, 1)
                 cache.setdefault(name, {})[key] = record
                 if args.cache:
                     atomic_write_json(args.cache, cache)
@@ -181,8 +197,9 @@ def main() -> int:
         "held-out test faces (L-inf: median over images of the largest pixel change; pixel units [0, 1], "
         "x 255 for grey levels).", "",
         "## Per family", "",
-        "| family | models | eps* benign (min-max) | eps* backdoored (min-max) | real trigger L-inf (min-max) |",
-        "|---|---|---|---|---|",
+        "| family | models | eps* benign (min-max) | eps* backdoored (min-max) | real trigger L-inf (min-max) | "
+        "real eps* (min-max) |",
+        "|---|---|---|---|---|---|",
     ]
     for family in sorted({r[0] for r in rows}):
         group = [r for r in rows if r[0] == family]
@@ -193,13 +210,15 @@ def main() -> int:
         benign = [r[4][1] for r in group if r[2] == "benign"]
         bad = [r[4][1] for r in group if r[2] != "benign"]
         real = [r[5]["linf"] for r in group if r[5]]
-        lines.append(f"| {family} | {len(group)} | {span(benign)} | {span(bad)} | {span(real)} |")
+        real_star = [r[5]["eps_star"][1] for r in group if r[5]]
+        lines.append(f"| {family} | {len(group)} | {span(benign)} | {span(bad)} | {span(real)} | {span(real_star)} |")
     lines += ["", "## Per model", "",
-              f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio |",
-              "|---|---|---|" + "---|" * (len(grid) + 4)]
+              f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio | real eps* |",
+              "|---|---|---|" + "---|" * (len(grid) + 5)]
     for family, model_id, attack, ratios, cross, real in rows:
         cells = " | ".join(f"{ratios[e]:.3f}" for e in grid)
-        tail = (f"{real['linf']:.3f} | {real['l1']:.4f} | {real['dispersion']:.3f}" if real else "- | - | -")
+        tail = (f"{real['linf']:.3f} | {real['l1']:.4f} | {real['dispersion']:.3f} | "
+                f"{_fmt_crossing(*real['eps_star'])}" if real else "- | - | - | -")
         lines.append(f"| {family} | {model_id} | {attack} | {cells} | {_fmt_crossing(*cross)} | {tail} |")
     benign_all = [r[4][1] for r in rows if r[2] == "benign"]
     if benign_all:

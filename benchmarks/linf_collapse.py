@@ -77,6 +77,44 @@ def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int
     return math.sqrt(spread.item() / clean_spread.item()), fav.item() / clean_fav.item()
 
 
+def universal_shift(model, x, eps: float, steps: int, share: float, seed: int = 0) -> float:
+    """The trimmed distance ratio (to the clean spread) by which one additive perturbation of
+    L-infinity size ``eps`` misses a uniform shift of every output: the scan's shift reference (one
+    clean RMS dispersion along the clean outputs' main axis, :func:`clean_axis_offset`) under this
+    price. A backdoor's collapse does not serve it, so it measures how easily the model's outputs move."""
+    import numpy as np
+    import torch
+
+    from securegaze.defense.securegaze.statistics import (
+        clean_axis_offset,
+        collapse_spread,
+        gaze_trace_covariance,
+        shift_spread,
+    )
+
+    with torch.no_grad():
+        clean = model.head(model.features(x))
+        clean_spread, _ = collapse_spread(clean, share)
+        distance = math.sqrt(max(gaze_trace_covariance(clean).item(), 0.0))
+        wanted = clean + torch.tensor(clean_axis_offset(clean.double().numpy(), distance), dtype=clean.dtype)
+    w = torch.zeros(1, *x.shape[1:], requires_grad=True)
+    # A smaller rate than the collapse's: a shift has one right answer per face, and at the larger
+    # bounds the saturating tanh overshoots it at 0.05.
+    optimizer = torch.optim.Adam([w], lr=0.02)
+    rng = np.random.default_rng([seed, 0x1F])
+    batch = min(32, len(x))
+    for _ in range(steps):
+        idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
+        gaze = model.head(model.features((x[idx] + eps * torch.tanh(w)).clamp(0.0, 1.0)))
+        spread, _ = shift_spread(gaze, wanted[idx], share)
+        optimizer.zero_grad(set_to_none=True)
+        (0.5 * torch.log(spread / clean_spread + 1e-12)).backward()
+        optimizer.step()
+    with torch.no_grad():
+        spread, _ = shift_spread(model.head(model.features((x + eps * torch.tanh(w)).clamp(0.0, 1.0))), wanted, share)
+    return math.sqrt(spread.item() / clean_spread.item())
+
+
 def crossing(ratios: dict[float, float], line: float) -> tuple[str, float | None]:
     """The bound at which the dispersion ratio first falls to ``line``: ("=", value) interpolated
     log-linearly between grid points, ("<=", smallest bound) or (">", largest bound)."""
@@ -119,6 +157,15 @@ def real_trigger(zoo: Path, entry, model, samples: int) -> dict[str, float]:
             "scaled": {f"{k:g}": v for k, v in ratios.items()}, "eps_star": [kind, scale * linf]}
 
 
+def shift_crossing(record: dict, line: float) -> tuple[str, float | None]:
+    """The shift's crossing of ``line`` from a cache record, over the running minimum of its ratios."""
+    best, running = {}, math.inf
+    for eps, ratio in sorted((float(e), r) for e, r in record["shift"].items()):
+        running = min(running, ratio)
+        best[eps] = running
+    return crossing(best, line)
+
+
 def _fmt_crossing(kind: str, value: float | None) -> str:
     return f"{value:.3f}" if kind == "=" else f"{kind} {value:g}"
 
@@ -140,6 +187,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shift", action="store_true",
+                        help="Also the bound at which one perturbation shifts every output (the reference).")
     parser.add_argument("--cache", type=Path, default=None, help="JSON cache of finished models (resumable).")
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown report here.")
     args = parser.parse_args()
@@ -164,7 +213,8 @@ def main() -> int:
             record = cache.get(name, {}).get(key)
             # A record from before the weakened real trigger was measured gets that part only.
             stale_real = record is not None and entry.backdoored and "eps_star" not in record.get("real", {})
-            if record is None or stale_real:
+            missing_shift = record is not None and args.shift and "shift" not in record
+            if record is None or stale_real or missing_shift:
                 started = time.monotonic()
                 model = load_model_any(zoo / str(entry.model_file)).eval()
                 for p in model.parameters():
@@ -173,22 +223,28 @@ def main() -> int:
                     record = {"ratios": {f"{e:g}": universal_collapse(model, x, e, args.steps, settings.collapse_share)
                                          for e in grid}}
                     record["seconds"] = round(time.monotonic() - started, 1)
-                if entry.backdoored:
+                if args.shift and "shift" not in record:
+                    record["shift"] = {f"{e:g}": universal_shift(model, x, e, args.steps, settings.collapse_share)
+                                       for e in grid}
+                if entry.backdoored and (record.get("real") is None or stale_real):
                     record["real"] = real_trigger(zoo, entry, model, args.samples)
                 cache.setdefault(name, {})[key] = record
                 if args.cache:
                     atomic_write_json(args.cache, cache)
             ratios = {float(e): v[0] for e, v in record["ratios"].items()}
+            shift = shift_crossing(record, settings.rho_out) if args.shift else None
             rows.append((family, entry.id, entry.attack if entry.backdoored else "benign", ratios,
-                         crossing(ratios, settings.rho_out), record.get("real")))
+                         crossing(ratios, settings.rho_out), record.get("real"), shift))
             print(f"{name}: " + " ".join(f"{e:g}: {r:.3f}" for e, r in sorted(ratios.items()))
-                  + f"  eps* {_fmt_crossing(*rows[-1][4])}", flush=True)
+                  + f"  eps* {_fmt_crossing(*rows[-1][4])}"
+                  + (f"  shift eps* {_fmt_crossing(*shift)}" if shift else ""), flush=True)
 
     head = " | ".join(f"ratio at {e:g}" for e in grid)
     lines = [
         "# Universal perturbations bounded per pixel (L-infinity)", "",
         "Regenerate: `python benchmarks/linf_collapse.py " + " ".join(f"--zoo {z}" for z in args.zoo)
         + (f" --models {args.models}" if args.models else "") + f" --eps {args.eps} --steps {args.steps}"
+        + (" --shift" if args.shift else "")
         + (f" --out {args.out}" if args.out else "") + "`", "",
         f"Machine: {machine_summary()}, {args.threads} thread(s).", "",
         f"Ratio: the trimmed output dispersion over the clean one that one additive perturbation of that "
@@ -201,25 +257,43 @@ def main() -> int:
         "real eps* (min-max) |",
         "|---|---|---|---|---|---|",
     ]
+    def span(values):
+        return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
+
     for family in sorted({r[0] for r in rows}):
         group = [r for r in rows if r[0] == family]
-
-        def span(values):
-            return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
-
         benign = [r[4][1] for r in group if r[2] == "benign"]
         bad = [r[4][1] for r in group if r[2] != "benign"]
         real = [r[5]["linf"] for r in group if r[5]]
         real_star = [r[5]["eps_star"][1] for r in group if r[5]]
         lines.append(f"| {family} | {len(group)} | {span(benign)} | {span(bad)} | {span(real)} | {span(real_star)} |")
+    if args.shift:
+        lines += ["", "Shift (`--shift`): the bound at which one perturbation moves every output by the scan's "
+                  "reference offset (one clean RMS dispersion along the clean outputs' main axis) to within "
+                  "rho_out; the ratios are taken as the running minimum over the bounds (a larger bound can "
+                  "do what a smaller one did). Collapse / shift: eps* over shift eps*.", "",
+                  "| family | shift eps* benign | shift eps* backdoored | collapse / shift, benign | "
+                  "collapse / shift, backdoored |", "|---|---|---|---|---|"]
+        for family in sorted({r[0] for r in rows}):
+            group = [r for r in rows if r[0] == family]
+
+            def over(rs):
+                return [r[4][1] / r[6][1] for r in rs]
+
+            benign = [r for r in group if r[2] == "benign"]
+            bad = [r for r in group if r[2] != "benign"]
+            lines.append(f"| {family} | {span([r[6][1] for r in benign])} | {span([r[6][1] for r in bad])} | "
+                         f"{span(over(benign))} | {span(over(bad))} |")
     lines += ["", "## Per model", "",
-              f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio | real eps* |",
-              "|---|---|---|" + "---|" * (len(grid) + 5)]
-    for family, model_id, attack, ratios, cross, real in rows:
+              f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio | real eps* |"
+              + (" shift eps* |" if args.shift else ""),
+              "|---|---|---|" + "---|" * (len(grid) + 5 + bool(args.shift))]
+    for family, model_id, attack, ratios, cross, real, shift in rows:
         cells = " | ".join(f"{ratios[e]:.3f}" for e in grid)
         tail = (f"{real['linf']:.3f} | {real['l1']:.4f} | {real['dispersion']:.3f} | "
                 f"{_fmt_crossing(*real['eps_star'])}" if real else "- | - | - | -")
-        lines.append(f"| {family} | {model_id} | {attack} | {cells} | {_fmt_crossing(*cross)} | {tail} |")
+        lines.append(f"| {family} | {model_id} | {attack} | {cells} | {_fmt_crossing(*cross)} | {tail} |"
+                     + (f" {_fmt_crossing(*shift)} |" if shift else ""))
     benign_all = [r[4][1] for r in rows if r[2] == "benign"]
     if benign_all:
         lines += ["", f"Benign eps*: median {statistics.median(benign_all):.3f} over {len(benign_all)} models."]

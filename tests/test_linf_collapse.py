@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.linf_collapse import crossing, universal_collapse  # noqa: E402
+from benchmarks.linf_collapse import crossing, shift_crossing, universal_collapse, universal_shift  # noqa: E402
 from securegaze.data.base import to_tensor_batch  # noqa: E402
 from securegaze.data.synthetic import render_dataset  # noqa: E402
 from securegaze.models import create_model  # noqa: E402
@@ -39,6 +39,27 @@ def test_a_large_bound_collapses_a_model_that_a_tiny_one_cannot_move():
     # any value) overwrites the faces and gathers the outputs.
     assert tiny == pytest.approx(1.0, abs=0.05)
     assert large < 0.5 * tiny
+
+
+def test_the_shift_crossing_reads_the_running_minimum_over_the_bounds():
+    # A larger bound can do what a smaller one did: 0.08 overshooting to 0.15 counts as 0.05.
+    record = {"shift": {"0.02": 0.5, "0.04": 0.05, "0.08": 0.15}}
+    kind, value = shift_crossing(record, 0.1)
+    assert kind == "=" and 0.02 < value < 0.04
+    assert shift_crossing({"shift": {"0.02": 0.5, "0.04": 0.3}}, 0.1) == (">", 0.04)
+
+
+def test_a_shift_stays_one_clean_dispersion_away_under_a_tiny_bound_and_comes_closer_under_a_free_one():
+    torch.manual_seed(0)
+    model = create_model("small_cnn", input_size=32, width=8).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = to_tensor_batch(render_dataset(48, seed=3, size=32).images)
+    # The wanted outputs lie one clean RMS dispersion away; a 1e-4 change per pixel cannot move them.
+    miss = universal_shift(model, x, 1e-4, steps=10, share=0.6)
+    assert 0.5 < miss < 5.0
+    # A free one moves them most of the way (measured 0.27-0.36 of the tiny bound's miss, three seeds).
+    assert universal_shift(model, x, 1.0, steps=60, share=0.6) < 0.6 * miss
 
 
 @pytest.mark.parametrize("args,words", [

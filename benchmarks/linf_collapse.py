@@ -239,6 +239,9 @@ def main() -> int:
                   + f"  eps* {_fmt_crossing(*rows[-1][4])}"
                   + (f"  shift eps* {_fmt_crossing(*shift)}" if shift else ""), flush=True)
 
+    if not rows:
+        raise ConfigError(f"--models {args.models!r}: no finished model of {', '.join(map(str, args.zoo))} "
+                          "has that id (or its attack did not take)")
     head = " | ".join(f"ratio at {e:g}" for e in grid)
     lines = [
         "# Universal perturbations bounded per pixel (L-infinity)", "",

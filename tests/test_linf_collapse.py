@@ -68,7 +68,22 @@ def test_a_shift_stays_one_clean_dispersion_away_under_a_tiny_bound_and_comes_cl
     (["--steps", "0"], "--steps 0: expected at least 1"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, words):
+    # The arguments are checked before the zoo is read: tmp_path holds none.
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "linf_collapse.py"), "--zoo", str(tmp_path), *args],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and words in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_zoo_and_a_model_list_that_matches_nothing_are_one_line_each(tmp_path):
+    from securegaze.zoo import ZooEntry, ZooManifest, ZooSpec
+
+    script = [sys.executable, str(ROOT / "benchmarks" / "linf_collapse.py")]
+    done = subprocess.run([*script, "--zoo", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "zoo.json" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    ZooManifest(ZooSpec(attacks=("badnets",), k=1, size=32, test_samples=8),
+                [ZooEntry("benign-00", "benign", 1, None, None, {})]).write(tmp_path)
+    done = subprocess.run([*script, "--zoo", str(tmp_path), "--models", "benign-07", "--samples", "4"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--models 'benign-07': no finished model of" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

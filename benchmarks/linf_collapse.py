@@ -166,6 +166,13 @@ def shift_crossing(record: dict, line: float) -> tuple[str, float | None]:
     return crossing(best, line)
 
 
+def _auroc(backdoored: list[float], benign: list[float]) -> str:
+    """AUROC with smaller values suspicious ("-" without both kinds of model)."""
+    from securegaze.bench.calibration import auroc
+
+    return f"{auroc(backdoored, benign, 'below'):.3f}" if backdoored and benign else "-"
+
+
 def _fmt_crossing(kind: str, value: float | None) -> str:
     return f"{value:.3f}" if kind == "=" else f"{kind} {value:g}"
 
@@ -256,9 +263,9 @@ def main() -> int:
         "held-out test faces (L-inf: median over images of the largest pixel change; pixel units [0, 1], "
         "x 255 for grey levels).", "",
         "## Per family", "",
-        "| family | models | eps* benign (min-max) | eps* backdoored (min-max) | real trigger L-inf (min-max) | "
-        "real eps* (min-max) |",
-        "|---|---|---|---|---|---|",
+        "| family | models | eps* benign (min-max) | eps* backdoored (min-max) | AUROC of eps* | "
+        "real trigger L-inf (min-max) | real eps* (min-max) |",
+        "|---|---|---|---|---|---|---|",
     ]
     def span(values):
         return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
@@ -269,14 +276,19 @@ def main() -> int:
         bad = [r[4][1] for r in group if r[2] != "benign"]
         real = [r[5]["linf"] for r in group if r[5]]
         real_star = [r[5]["eps_star"][1] for r in group if r[5]]
-        lines.append(f"| {family} | {len(group)} | {span(benign)} | {span(bad)} | {span(real)} | {span(real_star)} |")
+        lines.append(f"| {family} | {len(group)} | {span(benign)} | {span(bad)} | {_auroc(bad, benign)} | "
+                     f"{span(real)} | {span(real_star)} |")
+    benign_eps = [r[4][1] for r in rows if r[2] == "benign"]
+    lines += ["", "AUROC: backdoored when eps* is smaller, within the family (SIG included); pooled over every "
+              f"family: {_auroc([r[4][1] for r in rows if r[2] != 'benign'], benign_eps)}, without SIG: "
+              f"{_auroc([r[4][1] for r in rows if r[2] not in ('benign', 'sig')], benign_eps)}."]
     if args.shift:
         lines += ["", "Shift (`--shift`): the bound at which one perturbation moves every output by the scan's "
                   "reference offset (one clean RMS dispersion along the clean outputs' main axis) to within "
                   "rho_out; the ratios are taken as the running minimum over the bounds (a larger bound can "
                   "do what a smaller one did). Collapse / shift: eps* over shift eps*.", "",
                   "| family | shift eps* benign | shift eps* backdoored | collapse / shift, benign | "
-                  "collapse / shift, backdoored |", "|---|---|---|---|---|"]
+                  "collapse / shift, backdoored | AUROC of collapse / shift |", "|---|---|---|---|---|---|"]
         for family in sorted({r[0] for r in rows}):
             group = [r for r in rows if r[0] == family]
 
@@ -286,7 +298,9 @@ def main() -> int:
             benign = [r for r in group if r[2] == "benign"]
             bad = [r for r in group if r[2] != "benign"]
             lines.append(f"| {family} | {span([r[6][1] for r in benign])} | {span([r[6][1] for r in bad])} | "
-                         f"{span(over(benign))} | {span(over(bad))} |")
+                         f"{span(over(benign))} | {span(over(bad))} | {_auroc(over(bad), over(benign))} |")
+        lines += ["", "Pooled AUROC of collapse / shift over every family: "
+                  f"{_auroc(over([r for r in rows if r[2] != 'benign']), over([r for r in rows if r[2] == 'benign']))}."]
     lines += ["", "## Per model", "",
               f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio | real eps* |"
               + (" shift eps* |" if args.shift else ""),

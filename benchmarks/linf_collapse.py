@@ -43,10 +43,29 @@ DEFAULT_EPS = "0.02,0.03,0.04,0.06,0.1"
 REAL_SCALES = (0.125, 0.25, 0.5, 1.0)
 
 
+def _universal_perturbation(model, x, eps: float, steps: int, lr: float, seed: int, loss_of):
+    """One additive perturbation ``eps * tanh(w)`` (the same for every image, L-inf size ``eps``)
+    trained with Adam for ``steps`` steps of 32 images to minimise ``loss_of(features, batch index)``;
+    returns the perturbed ``x``."""
+    import numpy as np
+    import torch
+
+    w = torch.zeros(1, *x.shape[1:], requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=lr)
+    rng = np.random.default_rng([seed, 0x1F])
+    batch = min(32, len(x))
+    for _ in range(steps):
+        idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
+        loss = loss_of(model.features((x[idx] + eps * torch.tanh(w)).clamp(0.0, 1.0)), idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return (x + eps * torch.tanh(w.detach())).clamp(0.0, 1.0)
+
+
 def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0) -> tuple[float, float]:
     """(trimmed dispersion ratio, feature-angle variance ratio) that one additive perturbation of
     L-infinity size ``eps`` reaches on ``x`` after ``steps`` Adam steps (both ratios to the clean ones)."""
-    import numpy as np
     import torch
 
     from securegaze.defense.securegaze import collapse_spread
@@ -57,21 +76,15 @@ def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int
         z = model.features(x)
         clean_spread, kept = collapse_spread(model.head(z), share)
         clean_fav = feature_angle_variance(z[kept], head_weight)
-    w = torch.zeros(1, *x.shape[1:], requires_grad=True)
-    optimizer = torch.optim.Adam([w], lr=0.05)
-    rng = np.random.default_rng([seed, 0x1F])
-    batch = min(32, len(x))
-    for _ in range(steps):
-        idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
-        z = model.features((x[idx] + eps * torch.tanh(w)).clamp(0.0, 1.0))
+
+    def loss_of(z, _idx):
         spread, kept = collapse_spread(model.head(z), share)
-        loss = (0.5 * torch.log(spread / clean_spread + 1e-12)
+        return (0.5 * torch.log(spread / clean_spread + 1e-12)
                 + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+
+    edited = _universal_perturbation(model, x, eps, steps, 0.05, seed, loss_of)
     with torch.no_grad():
-        z = model.features((x + eps * torch.tanh(w)).clamp(0.0, 1.0))
+        z = model.features(edited)
         spread, kept = collapse_spread(model.head(z), share)
         fav = feature_angle_variance(z[kept], head_weight)
     return math.sqrt(spread.item() / clean_spread.item()), fav.item() / clean_fav.item()
@@ -82,7 +95,6 @@ def universal_shift(model, x, eps: float, steps: int, share: float, seed: int = 
     L-infinity size ``eps`` misses a uniform shift of every output: the scan's shift reference (one
     clean RMS dispersion along the clean outputs' main axis, :func:`clean_axis_offset`) under this
     price. A backdoor's collapse does not serve it, so it measures how easily the model's outputs move."""
-    import numpy as np
     import torch
 
     from securegaze.defense.securegaze.statistics import (
@@ -97,21 +109,16 @@ def universal_shift(model, x, eps: float, steps: int, share: float, seed: int = 
         clean_spread, _ = collapse_spread(clean, share)
         distance = math.sqrt(max(gaze_trace_covariance(clean).item(), 0.0))
         wanted = clean + torch.tensor(clean_axis_offset(clean.double().numpy(), distance), dtype=clean.dtype)
-    w = torch.zeros(1, *x.shape[1:], requires_grad=True)
+
+    def loss_of(z, idx):
+        spread, _ = shift_spread(model.head(z), wanted[idx], share)
+        return 0.5 * torch.log(spread / clean_spread + 1e-12)
+
     # A smaller rate than the collapse's: a shift has one right answer per face, and at the larger
     # bounds the saturating tanh overshoots it at 0.05.
-    optimizer = torch.optim.Adam([w], lr=0.02)
-    rng = np.random.default_rng([seed, 0x1F])
-    batch = min(32, len(x))
-    for _ in range(steps):
-        idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
-        gaze = model.head(model.features((x[idx] + eps * torch.tanh(w)).clamp(0.0, 1.0)))
-        spread, _ = shift_spread(gaze, wanted[idx], share)
-        optimizer.zero_grad(set_to_none=True)
-        (0.5 * torch.log(spread / clean_spread + 1e-12)).backward()
-        optimizer.step()
+    edited = _universal_perturbation(model, x, eps, steps, 0.02, seed, loss_of)
     with torch.no_grad():
-        spread, _ = shift_spread(model.head(model.features((x + eps * torch.tanh(w)).clamp(0.0, 1.0))), wanted, share)
+        spread, _ = shift_spread(model.head(model.features(edited)), wanted, share)
     return math.sqrt(spread.item() / clean_spread.item())
 
 

@@ -27,12 +27,18 @@ def test_the_crossing_is_interpolated_between_the_grid_points_around_the_line():
     assert crossing({0.02: 0.9, 0.04: 0.5}, 0.1) == (">", 0.04)
 
 
-def test_a_large_bound_collapses_a_model_that_a_tiny_one_cannot_move():
+@pytest.fixture(scope="module")
+def model_and_faces():
+    """A tiny small CNN (random weights, frozen) and 48 synthetic 32-px faces."""
     torch.manual_seed(0)
     model = create_model("small_cnn", input_size=32, width=8).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    x = to_tensor_batch(render_dataset(48, seed=3, size=32).images)
+    return model, to_tensor_batch(render_dataset(48, seed=3, size=32).images)
+
+
+def test_a_large_bound_collapses_a_model_that_a_tiny_one_cannot_move(model_and_faces):
+    model, x = model_and_faces
     tiny, _ = universal_collapse(model, x, 1e-4, steps=20, share=0.6)
     large, _ = universal_collapse(model, x, 1.0, steps=60, share=0.6)
     # A change of 1e-4 per pixel leaves the outputs as spread as they were; a free one (any pixel to
@@ -49,12 +55,9 @@ def test_the_shift_crossing_reads_the_running_minimum_over_the_bounds():
     assert shift_crossing({"shift": {"0.02": 0.5, "0.04": 0.3}}, 0.1) == (">", 0.04)
 
 
-def test_a_shift_stays_one_clean_dispersion_away_under_a_tiny_bound_and_comes_closer_under_a_free_one():
-    torch.manual_seed(0)
-    model = create_model("small_cnn", input_size=32, width=8).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = to_tensor_batch(render_dataset(48, seed=3, size=32).images)
+def test_a_shift_stays_one_clean_dispersion_away_under_a_tiny_bound_and_comes_closer_under_a_free_one(
+        model_and_faces):
+    model, x = model_and_faces
     # The wanted outputs lie one clean RMS dispersion away; a 1e-4 change per pixel cannot move them.
     miss = universal_shift(model, x, 1e-4, steps=10, share=0.6)
     assert 0.5 < miss < 5.0

@@ -19,10 +19,12 @@ images), its plain L1 size and the dispersion ratio it reaches, and the same cha
 its strength (``REAL_SCALES``): ``real eps*``, the L-infinity size at which the attacker's own edit,
 weakened, still collapses the model (log-linear between the fractions around rho_out).
 
-A model whose real trigger is larger than the bound at which benign models already collapse cannot
-be told from them by any search that prefers smaller edits under that price. Results are cached in
-``--cache`` (JSON, by zoo, model and settings; resumable). Writes a Markdown report (``--out``) and
-prints it.
+A real trigger larger than the bound at which its own model already collapses is never what a
+search that prefers smaller edits under that price returns; whether the model still gives way at a
+smaller bound than its benign twins is what ``eps*`` shows (docs/detection_cross_family.md, "SIG
+under another price"). With ``--shift``, also the bound at which one perturbation makes the scan's
+uniform-shift reference. Results are cached in ``--cache`` (JSON, by zoo, model and settings;
+resumable). Writes a Markdown report (``--out``) and prints it.
 """
 
 from __future__ import annotations

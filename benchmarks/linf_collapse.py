@@ -186,7 +186,7 @@ def _fmt_crossing(kind: str, value: float | None) -> str:
     return f"{value:.3f}" if kind == "=" else f"{kind} {value:g}"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import torch
 
     from securegaze.bench.cross_family import family_of, scorable_models
@@ -207,7 +207,7 @@ def main() -> int:
                         help="Also the bound at which one perturbation shifts every output (the reference).")
     parser.add_argument("--cache", type=Path, default=None, help="JSON cache of finished models (resumable).")
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown report here.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         grid = sorted({float(e) for e in args.eps.split(",") if e.strip()})
     except ValueError:
@@ -330,13 +330,17 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as exc:  # one clear line for a bad argument or file, as the project's commands
-        from securegaze.errors import SecureGazeError
+def run(argv: list[str] | None = None) -> int:
+    """:func:`main` with the project's error convention: a bad argument or file is one line on
+    standard error and exit status 2."""
+    from securegaze.errors import SecureGazeError
 
-        if isinstance(exc, SecureGazeError):
-            print(f"linf_collapse.py: {exc}", file=sys.stderr)
-            sys.exit(2)
-        raise
+    try:
+        return main(argv)
+    except SecureGazeError as exc:
+        print(f"linf_collapse.py: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(run())

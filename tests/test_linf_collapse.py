@@ -3,7 +3,6 @@ perturbation collapses a model, its interpolation, and one-line refusals of bad 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.linf_collapse import crossing, shift_crossing, universal_collapse, universal_shift  # noqa: E402
+from benchmarks.linf_collapse import (  # noqa: E402
+    crossing,
+    run,
+    shift_crossing,
+    universal_collapse,
+    universal_shift,
+)
 from securegaze.data.base import to_tensor_batch  # noqa: E402
 from securegaze.data.synthetic import render_dataset  # noqa: E402
 from securegaze.models import create_model  # noqa: E402
@@ -70,23 +75,21 @@ def test_a_shift_stays_one_clean_dispersion_away_under_a_tiny_bound_and_comes_cl
     (["--eps", "0,0.1"], "expected comma-separated bounds within (0, 1]"),
     (["--steps", "0"], "--steps 0: expected at least 1"),
 ])
-def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, words):
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, words, capsys):
     # The arguments are checked before the zoo is read: tmp_path holds none.
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "linf_collapse.py"), "--zoo", str(tmp_path), *args],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and words in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert run(["--zoo", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_missing_zoo_and_a_model_list_that_matches_nothing_are_one_line_each(tmp_path):
+def test_a_missing_zoo_and_a_model_list_that_matches_nothing_are_one_line_each(tmp_path, capsys):
     from securegaze.zoo import ZooEntry, ZooManifest, ZooSpec
 
-    script = [sys.executable, str(ROOT / "benchmarks" / "linf_collapse.py")]
-    done = subprocess.run([*script, "--zoo", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "zoo.json" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert run(["--zoo", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "zoo.json" in err and len(err.strip().splitlines()) == 1
     ZooManifest(ZooSpec(attacks=("badnets",), k=1, size=32, test_samples=8),
                 [ZooEntry("benign-00", "benign", 1, None, None, {})]).write(tmp_path)
-    done = subprocess.run([*script, "--zoo", str(tmp_path), "--models", "benign-07", "--samples", "4"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "--models 'benign-07': no finished model of" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1
+    assert run(["--zoo", str(tmp_path), "--models", "benign-07", "--samples", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--models 'benign-07': no finished model of" in err and len(err.strip().splitlines()) == 1

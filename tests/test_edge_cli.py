@@ -17,14 +17,16 @@ FIELDS = {"frame", "timestamp_s", "face_found", "gaze_deg", "zone", "state", "al
 @pytest.fixture(scope="module")
 def drive(tmp_path_factory):
     """The short scripted drive (a 1-s mirror check, a 3-s phone glance) at 10 fps through the real
-    face stage and the default model. The integrity scan is a quick one under policy warn: the
-    scanner's verdict on the default model is the scanner's tests' business, not this one's."""
+    face stage and the default model. The integrity scan is a quick one under policy warn (ten steps,
+    no probe: the full scan of this 128-px model takes minutes on two cores): the scanner's verdict
+    on the default model is the scanner's tests' business, not this one's."""
     root = tmp_path_factory.mktemp("drive")
     config = root / "edge.yaml"
     config.write_text(
         "synthetic:\n  fps: 10\n"
         "integrity:\n  policy: warn\n  clean_samples: 64\n"
-        "  scan_settings: {steps: 60, eval_samples: 64, sensitivity_samples: 64}\n")
+        "  scan_settings: {steps: 10, eval_every: 5, batch_size: 8, eval_samples: 32, sensitivity_samples: 32,\n"
+        "                  probe: false}\n")
     model = root / "model"
     shutil.copytree(Path(__file__).resolve().parent.parent / "models" / "default", model)
     out, summary = root / "frames.jsonl", root / "summary.json"

@@ -10,6 +10,8 @@ Ctrl-C loses at most the models in training (and those resume from their own che
 of the same command skips finished models after checking that their files still match the manifest.
 
 Models train on a local process pool by default, or as Ray tasks on a cluster (``ray_address``).
+A pool's workers end with the process that started them (a stopped or killed build leaves no
+training behind to share the cores; on Linux the kernel sends them SIGTERM when it ends).
 """
 
 from __future__ import annotations
@@ -152,6 +154,22 @@ def _train_member(entry: dict, spec: dict, zoo_dir: str) -> dict:
     return done.to_dict()
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool worker initializer: ask the kernel (Linux ``PR_SET_PDEATHSIG``) for SIGTERM when the
+    building process ends, however it ends; exit at once if it already has."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _plain_metrics(metrics: Any) -> dict:
     if hasattr(metrics, "to_dict"):
         return metrics.to_dict()
@@ -218,7 +236,8 @@ def build_zoo(zoo_dir: str | Path, spec: ZooSpec, workers: int = 1, ray_address:
         import multiprocessing as mp
 
         # spawn: forking a process that already runs torch's thread pools can deadlock.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(train_member, e.to_dict(), spec.to_dict(), str(zoo_dir), threads) for e in pending}
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)

@@ -1,6 +1,12 @@
 """The zoo builder at CI size: tiny 32-px models, real training, real process pool and Ray."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +355,56 @@ def test_zoo_build_command_takes_the_cross_family_options(tmp_path, capsys):
         code = main(["zoo", "build", "--out", str(tmp_path / "bad"), "--attacks", "tape", *args])
         captured = capsys.readouterr()
         assert code == 2 and needle in (captured.err + captured.out).replace("\n", " "), (args, captured.err)
+
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter from /proc (None when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _spawned_workers(pid: int) -> set[int]:
+    """Live multiprocessing children of ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the workers' parent-death signal is Linux's")
+def test_killing_a_pooled_build_stops_its_training_workers(tmp_path):
+    """A build stopped from outside (here SIGKILL, which no handler sees) takes its pool with it:
+    no orphaned worker goes on training and sharing the cores."""
+    spec = json.dumps({**TINY.to_dict(), "train_samples": 3000, "epochs": 40})
+    script = ("import json\nfrom securegaze.zoo import ZooSpec, build_zoo\n"
+              f"build_zoo({str(tmp_path)!r}, ZooSpec.from_dict(json.loads({spec!r})), workers=2)\n")
+    build = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline, workers = time.monotonic() + 120, set()
+        while time.monotonic() < deadline and build.poll() is None and len(workers) < 2:
+            workers = _spawned_workers(build.pid)
+            time.sleep(0.5)
+        assert len(workers) == 2, "the build never started its two workers"
+        time.sleep(8)  # past the workers' start-up, into training
+        build.kill()
+        build.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_state(p) not in (None, "Z") for p in workers):
+            time.sleep(0.5)
+        alive = [p for p in workers if _state(p) not in (None, "Z")]
+        assert not alive, f"training workers {alive} outlived their build"
+    finally:
+        if build.poll() is None:
+            build.kill()
+        for pid in workers:  # a failing run leaves nothing behind either
+            if _state(pid) not in (None, "Z"):
+                os.kill(pid, signal.SIGKILL)

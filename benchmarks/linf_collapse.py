@@ -43,31 +43,41 @@ DEFAULT_EPS = "0.02,0.03,0.04,0.06,0.1"
 #: The real trigger's change x' - x is also applied at these fractions of its strength (1: as the
 #: attacker applies it), to find the smallest L-inf size of the real trigger that still collapses.
 REAL_SCALES = (0.125, 0.25, 0.5, 1.0)
+#: ``--per-image``: bounds for one perturbation per image (collapse with no universality asked is
+#: far cheaper), on the first ``PER_IMAGE_FACES`` clean faces.
+PER_IMAGE_EPS = (0.0025, 0.005, 0.01, 0.02, 0.04)
+PER_IMAGE_FACES = 64
 
 
-def _universal_perturbation(model, x, eps: float, steps: int, lr: float, seed: int, loss_of):
+def _universal_perturbation(model, x, eps: float, steps: int, lr: float, seed: int, loss_of,
+                            per_image: bool = False):
     """One additive perturbation ``eps * tanh(w)`` (the same for every image, L-inf size ``eps``)
     trained with Adam for ``steps`` steps of 32 images to minimise ``loss_of(features, batch index)``;
-    returns the perturbed ``x``."""
+    returns the perturbed ``x``. With ``per_image``, every image of ``x`` has its own perturbation
+    (same bound) and each step takes the whole of ``x``."""
     import numpy as np
     import torch
 
-    w = torch.zeros(1, *x.shape[1:], requires_grad=True)
+    w = torch.zeros(len(x) if per_image else 1, *x.shape[1:], requires_grad=True)
     optimizer = torch.optim.Adam([w], lr=lr)
     rng = np.random.default_rng([seed, 0x1F])
-    batch = min(32, len(x))
+    batch = len(x) if per_image else min(32, len(x))
     for _ in range(steps):
         idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
-        loss = loss_of(model.features((x[idx] + eps * torch.tanh(w)).clamp(0.0, 1.0)), idx)
+        delta = eps * torch.tanh(w[idx] if per_image else w)
+        loss = loss_of(model.features((x[idx] + delta).clamp(0.0, 1.0)), idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return (x + eps * torch.tanh(w.detach())).clamp(0.0, 1.0)
 
 
-def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0) -> tuple[float, float]:
+def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0,
+                       per_image: bool = False) -> tuple[float, float]:
     """(trimmed dispersion ratio, feature-angle variance ratio) that one additive perturbation of
-    L-infinity size ``eps`` reaches on ``x`` after ``steps`` Adam steps (both ratios to the clean ones)."""
+    L-infinity size ``eps`` reaches on ``x`` after ``steps`` Adam steps (both ratios to the clean ones).
+    With ``per_image``, one perturbation per image: the model's own price of collapse with no
+    universality asked, the reference that ``--per-image`` divides eps* by."""
     import torch
 
     from securegaze.defense.securegaze import collapse_spread
@@ -84,12 +94,60 @@ def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int
         return (0.5 * torch.log(spread / clean_spread + 1e-12)
                 + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
 
-    edited = _universal_perturbation(model, x, eps, steps, 0.05, seed, loss_of)
+    edited = _universal_perturbation(model, x, eps, steps, 0.05, seed, loss_of, per_image)
     with torch.no_grad():
         z = model.features(edited)
         spread, kept = collapse_spread(model.head(z), share)
         fav = feature_angle_variance(z[kept], head_weight)
     return math.sqrt(spread.item() / clean_spread.item()), fav.item() / clean_fav.item()
+
+
+def annealed_crossing(model, x, low: float, high: float, steps: int, share: float, line: float,
+                      per_image: bool = False, check_every: int = 5, seed: int = 0) -> float:
+    """One pass instead of a grid: the bound ``eps`` grows geometrically from ``low`` to ``high``
+    over ``steps`` Adam steps while the perturbation keeps training (warm from the previous bound);
+    every ``check_every`` steps the trimmed dispersion ratio on all of ``x`` is taken, and the bound
+    at which it first falls to ``line`` is returned (log-linear between checks; ``inf`` if never).
+    ``per_image``: one perturbation per image, all of ``x`` each step."""
+    import numpy as np
+    import torch
+
+    from securegaze.defense.securegaze import collapse_spread
+    from securegaze.models.feature_geometry import feature_angle_variance
+
+    head_weight = model.head_weight()
+    with torch.no_grad():
+        z = model.features(x)
+        clean_spread, kept = collapse_spread(model.head(z), share)
+        clean_fav = feature_angle_variance(z[kept], head_weight)
+    w = torch.zeros(len(x) if per_image else 1, *x.shape[1:], requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=0.05)
+    rng = np.random.default_rng([seed, 0x1F])
+    batch = len(x) if per_image else min(32, len(x))
+    previous = None
+    for step in range(steps + 1):
+        eps = low * (high / low) ** (step / steps)
+        if step % check_every == 0:
+            with torch.no_grad():
+                spread, _ = collapse_spread(model.head(model.features((x + eps * torch.tanh(w)).clamp(0, 1))), share)
+            ratio = math.sqrt(spread.item() / clean_spread.item())
+            if ratio <= line:
+                if previous is None:
+                    return eps
+                t = (math.log(previous[1]) - math.log(line)) / max(math.log(previous[1]) - math.log(ratio), 1e-12)
+                return math.exp(math.log(previous[0]) + t * (math.log(eps) - math.log(previous[0])))
+            previous = (eps, ratio)
+        if step == steps:
+            break
+        idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
+        z = model.features((x[idx] + eps * torch.tanh(w[idx] if per_image else w)).clamp(0.0, 1.0))
+        spread, kept = collapse_spread(model.head(z), share)
+        loss = (0.5 * torch.log(spread / clean_spread + 1e-12)
+                + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return math.inf
 
 
 def universal_shift(model, x, eps: float, steps: int, share: float, seed: int = 0) -> float:
@@ -182,8 +240,8 @@ def _auroc(backdoored: list[float], benign: list[float]) -> str:
     return f"{auroc(backdoored, benign, 'below'):.3f}" if backdoored and benign else "-"
 
 
-def _fmt_crossing(kind: str, value: float | None) -> str:
-    return f"{value:.3f}" if kind == "=" else f"{kind} {value:g}"
+def _fmt_crossing(kind: str, value: float | None, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if kind == "=" else f"{kind} {value:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shift", action="store_true",
                         help="Also the bound at which one perturbation shifts every output (the reference).")
+    parser.add_argument("--annealed", action="store_true",
+                        help="Also eps* and per-image eps* by one pass of a growing bound (annealed_crossing).")
+    parser.add_argument("--per-image", action="store_true",
+                        help="Also the bound at which one perturbation per image collapses the outputs.")
     parser.add_argument("--cache", type=Path, default=None, help="JSON cache of finished models (resumable).")
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown report here.")
     args = parser.parse_args(argv)
@@ -228,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{zoo.resolve().name}/{entry.id}"
             record = dict(cache.get(name, {}).get(key, {}))
             # Each part is measured once, when the cached record lacks it (--shift can come later).
-            wanted = {"ratios"} | ({"shift"} if args.shift else set()) | ({"real"} if entry.backdoored else set())
+            wanted = ({"ratios"} | ({"shift"} if args.shift else set()) | ({"per_image"} if args.per_image else set())
+                      | ({"annealed"} if args.annealed else set())
+                      | ({"real"} if entry.backdoored else set()))
             if not wanted <= record.keys():
                 started = time.monotonic()
                 model = load_model_any(zoo / str(entry.model_file)).eval()
@@ -241,6 +305,20 @@ def main(argv: list[str] | None = None) -> int:
                 if "shift" in wanted and "shift" not in record:
                     record["shift"] = {f"{e:g}": universal_shift(model, x, e, args.steps, settings.collapse_share)
                                        for e in grid}
+                if "per_image" in wanted and "per_image" not in record:
+                    record["per_image"] = {
+                        f"{e:g}": universal_collapse(model, x[:PER_IMAGE_FACES], e, args.steps,
+                                                     settings.collapse_share, per_image=True)[0]
+                        for e in PER_IMAGE_EPS}
+                if "annealed" in wanted and "annealed" not in record:
+                    t0 = time.monotonic()
+                    universal = annealed_crossing(model, x, 0.005, 0.2, 200, settings.collapse_share,
+                                                  settings.rho_out)
+                    t1 = time.monotonic()
+                    single = annealed_crossing(model, x[:PER_IMAGE_FACES], 0.001, 0.04, 200,
+                                               settings.collapse_share, settings.rho_out, per_image=True)
+                    record["annealed"] = {"universal": universal, "per_image": single,
+                                          "seconds": [round(t1 - t0, 1), round(time.monotonic() - t1, 1)]}
                 if "real" in wanted and "real" not in record:
                     record["real"] = real_trigger(zoo, entry, model, args.samples)
                 cache.setdefault(name, {})[key] = record
@@ -248,11 +326,16 @@ def main(argv: list[str] | None = None) -> int:
                     atomic_write_json(args.cache, cache)
             ratios = {float(e): v[0] for e, v in record["ratios"].items()}
             shift = shift_crossing(record, settings.rho_out) if args.shift else None
+            per_image = (crossing({float(e): r for e, r in record["per_image"].items()}, settings.rho_out)
+                         if args.per_image else None)
             rows.append((family, entry.id, entry.attack if entry.backdoored else "benign", ratios,
-                         crossing(ratios, settings.rho_out), record.get("real"), shift))
+                         crossing(ratios, settings.rho_out), record.get("real"), shift, per_image))
             print(f"{name}: " + " ".join(f"{e:g}: {r:.3f}" for e, r in sorted(ratios.items()))
                   + f"  eps* {_fmt_crossing(*rows[-1][4])}"
-                  + (f"  shift eps* {_fmt_crossing(*shift)}" if shift else ""), flush=True)
+                  + (f"  shift eps* {_fmt_crossing(*shift)}" if shift else "")
+                  + (f"  per-image eps* {_fmt_crossing(*per_image, 4)}" if per_image else "")
+                  + (f"  annealed {record['annealed']['universal']:.4f} / {record['annealed']['per_image']:.4f}"
+                     f" ({record['annealed']['seconds']})" if args.annealed else ""), flush=True)
 
     if not rows:
         raise ConfigError(f"--models {args.models!r}: no finished model of {', '.join(map(str, args.zoo))} "
@@ -262,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Universal perturbations bounded per pixel (L-infinity)", "",
         "Regenerate: `python benchmarks/linf_collapse.py " + " ".join(f"--zoo {z}" for z in args.zoo)
         + (f" --models {args.models}" if args.models else "") + f" --eps {args.eps} --steps {args.steps}"
-        + (" --shift" if args.shift else "")
+        + (" --shift" if args.shift else "") + (" --per-image" if args.per_image else "")
         + (f" --out {args.out}" if args.out else "") + "`", "",
         f"Machine: {machine_summary()}, {args.threads} thread(s).", "",
         f"Ratio: the trimmed output dispersion over the clean one that one additive perturbation of that "
@@ -275,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "real trigger L-inf (min-max) | real eps* (min-max) |",
         "|---|---|---|---|---|---|---|",
     ]
-    def span(values):
-        return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
+    def span(values, digits=3):
+        return f"{min(values):.{digits}f}-{max(values):.{digits}f}" if values else "-"
 
     for family in sorted({r[0] for r in rows}):
         group = [r for r in rows if r[0] == family]
@@ -309,16 +392,38 @@ def main(argv: list[str] | None = None) -> int:
                          f"{span(over(benign))} | {span(over(bad))} | {_auroc(over(bad), over(benign))} |")
         lines += ["", "Pooled AUROC of collapse / shift over every family: "
                   f"{_auroc(over([r for r in rows if r[2] != 'benign']), over([r for r in rows if r[2] == 'benign']))}."]
+    if args.per_image:
+        lines += ["", "Per image (`--per-image`): the bound at which one perturbation per image (each of the first "
+                  f"{PER_IMAGE_FACES} faces its own, bounds {', '.join(f'{e:g}' for e in PER_IMAGE_EPS)}) collapses "
+                  "the outputs to rho_out: the model's price of collapse with no universality asked. "
+                  "Universal / per image: eps* over per-image eps*.", "",
+                  "| family | per-image eps* benign | per-image eps* backdoored | universal / per image, benign "
+                  "(median) | universal / per image, backdoored | AUROC of universal / per image |",
+                  "|---|---|---|---|---|---|"]
+
+        def per(rs):
+            return [r[4][1] / r[7][1] for r in rs]
+
+        for family in sorted({r[0] for r in rows}):
+            group = [r for r in rows if r[0] == family]
+            benign = [r for r in group if r[2] == "benign"]
+            bad = [r for r in group if r[2] != "benign"]
+            median = f" ({statistics.median(per(benign)):.2f})" if benign else ""
+            lines.append(f"| {family} | {span([r[7][1] for r in benign], 4)} | {span([r[7][1] for r in bad], 4)} | "
+                         f"{span(per(benign), 2)}{median} | {span(per(bad), 2)} | {_auroc(per(bad), per(benign))} |")
+        lines += ["", "Pooled AUROC of universal / per image over every family: "
+                  f"{_auroc(per([r for r in rows if r[2] != 'benign']), per([r for r in rows if r[2] == 'benign']))}."]
     lines += ["", "## Per model", "",
               f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio | real eps* |"
-              + (" shift eps* |" if args.shift else ""),
-              "|---|---|---|" + "---|" * (len(grid) + 5 + bool(args.shift))]
-    for family, model_id, attack, ratios, cross, real, shift in rows:
+              + (" shift eps* |" if args.shift else "") + (" per-image eps* |" if args.per_image else ""),
+              "|---|---|---|" + "---|" * (len(grid) + 5 + bool(args.shift) + bool(args.per_image))]
+    for family, model_id, attack, ratios, cross, real, shift, per_image in rows:
         cells = " | ".join(f"{ratios[e]:.3f}" for e in grid)
         tail = (f"{real['linf']:.3f} | {real['l1']:.4f} | {real['dispersion']:.3f} | "
                 f"{_fmt_crossing(*real['eps_star'])}" if real else "- | - | - | -")
         lines.append(f"| {family} | {model_id} | {attack} | {cells} | {_fmt_crossing(*cross)} | {tail} |"
-                     + (f" {_fmt_crossing(*shift)} |" if shift else ""))
+                     + (f" {_fmt_crossing(*shift)} |" if shift else "")
+                     + (f" {_fmt_crossing(*per_image, 4)} |" if per_image else ""))
     benign_all = [r[4][1] for r in rows if r[2] == "benign"]
     if benign_all:
         lines += ["", f"Benign eps*: median {statistics.median(benign_all):.3f} over {len(benign_all)} models."]

@@ -45,7 +45,7 @@ CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 TARGET_DEG = (10.0, -20.0)
 
 
-def _train_pair(family, kwargs, style, overrides, size, seed, work):
+def train_pair(family, kwargs, style, overrides, size, seed, work):
     from securegaze.attacks import create_attack, evaluate_attack
     from securegaze.data.synthetic import render_dataset, synthetic_style
     from securegaze.training import TrainConfig, train
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             name = f"{family} {style} {size}px"
             if (name, seed) in done:
                 continue
-            benign, backdoored, asr, clean = _train_pair(family, kwargs, style, overrides, size, seed,
+            benign, backdoored, asr, clean = train_pair(family, kwargs, style, overrides, size, seed,
                                                          args.work / f"{family}-{style}-{seed}")
             row = {"recipe": name, "seed": seed, "asr": asr, "benign": _scan(benign, clean.images),
                    "backdoored": _scan(backdoored, clean.images)}

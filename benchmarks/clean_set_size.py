@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     import numpy as np
     import torch
-    from calibrate_threshold import _train_pair
+    from calibrate_threshold import train_pair
 
     from securegaze.data.synthetic import render_dataset, synthetic_style
     from securegaze.defense import create_detector
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             if all((n, d, k) in have for n in sizes for d in range(args.draws) for k in ("benign", "backdoored")):
                 continue
             rows = [r for r in rows if not (r["family"] == family and r["seed"] == seed)]
-            benign, backdoored, asr, _ = _train_pair(family, kwargs, "easy", {}, 32, seed,
+            benign, backdoored, asr, _ = train_pair(family, kwargs, "easy", {}, 32, seed,
                                                      args.work / f"{family}-{seed}")
             pool = render_dataset(max(sizes) * args.draws, 32, seed=50_000 + seed,
                                   config=synthetic_style("easy", size=32)).images

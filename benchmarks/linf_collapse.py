@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 DEFAULT_EPS = "0.02,0.03,0.04,0.06,0.1"
 #: The real trigger's change x' - x is also applied at these fractions of its strength (1: as the
@@ -246,8 +247,10 @@ def _fmt_crossing(kind: str, value: float | None, digits: int = 3) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
+    from calibrate_threshold import RECIPES, train_pair
 
     from securegaze.bench.cross_family import family_of, scorable_models
+    from securegaze.data.base import to_tensor_batch
     from securegaze.defense import load_model_any
     from securegaze.defense.securegaze import SecureGazeSettings
     from securegaze.errors import ConfigError
@@ -255,7 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     from securegaze.machine import machine_summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--zoo", type=Path, action="append", required=True, help="A zoo (repeatable).")
+    parser.add_argument("--zoo", type=Path, action="append", default=[], help="A zoo (repeatable).")
+    parser.add_argument("--recipes", type=int, default=0, metavar="SEEDS",
+                        help="Also the threshold-calibration recipes of benchmarks/calibrate_threshold.py "
+                             "(a benign and a BadNets model each), seeds 1..SEEDS, trained under runs/calibration.")
     parser.add_argument("--models", default="", help="Comma-separated model ids (default: all).")
     parser.add_argument("--eps", default=DEFAULT_EPS, help="Comma-separated L-inf bounds, [0, 1] pixel units.")
     parser.add_argument("--steps", type=int, default=120)
@@ -267,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Also eps* and per-image eps* by one pass of a growing bound (annealed_crossing).")
     parser.add_argument("--per-image", action="store_true",
                         help="Also the bound at which one perturbation per image collapses the outputs.")
+    parser.add_argument("--fpr", type=float, default=0.01,
+                        help="Benign share a threshold on universal / per image may flag (--per-image decisions).")
     parser.add_argument("--cache", type=Path, default=None, help="JSON cache of finished models (resumable).")
     parser.add_argument("--out", type=Path, default=None, help="Write the Markdown report here.")
     args = parser.parse_args(argv)
@@ -278,11 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--eps {args.eps!r}: expected comma-separated bounds within (0, 1]")
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: expected at least 1")
+    if args.recipes < 0 or not (args.zoo or args.recipes):
+        raise ConfigError(f"--zoo / --recipes {args.recipes}: expected a zoo, a positive number of recipe seeds, "
+                          "or both")
     torch.set_num_threads(args.threads)
     settings = SecureGazeSettings()
     key = f"eps={','.join(f'{e:g}' for e in grid)};steps={args.steps};samples={args.samples}"
     cache = read_json(args.cache, "L-inf cache") if args.cache and args.cache.is_file() else {}
-    rows = []
+    rows, trained = [], {}
     for zoo in args.zoo:
         manifest, entries, x = scorable_models(zoo, args.models, args.samples)
         family = family_of(manifest.spec)
@@ -294,48 +305,34 @@ def main(argv: list[str] | None = None) -> int:
                       | ({"annealed"} if args.annealed else set())
                       | ({"real"} if entry.backdoored else set()))
             if not wanted <= record.keys():
-                started = time.monotonic()
                 model = load_model_any(zoo / str(entry.model_file)).eval()
-                for p in model.parameters():
-                    p.requires_grad_(False)
-                if "ratios" not in record:
-                    record["ratios"] = {f"{e:g}": universal_collapse(model, x, e, args.steps, settings.collapse_share)
-                                        for e in grid}
-                    record["seconds"] = round(time.monotonic() - started, 1)
-                if "shift" in wanted and "shift" not in record:
-                    record["shift"] = {f"{e:g}": universal_shift(model, x, e, args.steps, settings.collapse_share)
-                                       for e in grid}
-                if "per_image" in wanted and "per_image" not in record:
-                    record["per_image"] = {
-                        f"{e:g}": universal_collapse(model, x[:PER_IMAGE_FACES], e, args.steps,
-                                                     settings.collapse_share, per_image=True)[0]
-                        for e in PER_IMAGE_EPS}
-                if "annealed" in wanted and "annealed" not in record:
-                    t0 = time.monotonic()
-                    universal = annealed_crossing(model, x, 0.005, 0.2, 200, settings.collapse_share,
-                                                  settings.rho_out)
-                    t1 = time.monotonic()
-                    single = annealed_crossing(model, x[:PER_IMAGE_FACES], 0.001, 0.04, 200,
-                                               settings.collapse_share, settings.rho_out, per_image=True)
-                    record["annealed"] = {"universal": universal, "per_image": single,
-                                          "seconds": [round(t1 - t0, 1), round(time.monotonic() - t1, 1)]}
+                measure(record, wanted, model, x, grid, args)
                 if "real" in wanted and "real" not in record:
                     record["real"] = real_trigger(zoo, entry, model, args.samples)
                 cache.setdefault(name, {})[key] = record
                 if args.cache:
                     atomic_write_json(args.cache, cache)
-            ratios = {float(e): v[0] for e, v in record["ratios"].items()}
-            shift = shift_crossing(record, settings.rho_out) if args.shift else None
-            per_image = (crossing({float(e): r for e, r in record["per_image"].items()}, settings.rho_out)
-                         if args.per_image else None)
-            rows.append((family, entry.id, entry.attack if entry.backdoored else "benign", ratios,
-                         crossing(ratios, settings.rho_out), record.get("real"), shift, per_image))
-            print(f"{name}: " + " ".join(f"{e:g}: {r:.3f}" for e, r in sorted(ratios.items()))
-                  + f"  eps* {_fmt_crossing(*rows[-1][4])}"
-                  + (f"  shift eps* {_fmt_crossing(*shift)}" if shift else "")
-                  + (f"  per-image eps* {_fmt_crossing(*per_image, 4)}" if per_image else "")
-                  + (f"  annealed {record['annealed']['universal']:.4f} / {record['annealed']['per_image']:.4f}"
-                     f" ({record['annealed']['seconds']})" if args.annealed else ""), flush=True)
+            rows.append(_row(name, family, entry.id, entry.attack if entry.backdoored else "benign", record, args))
+    for seed in range(1, args.recipes + 1):
+        for recipe in RECIPES:
+            family = f"recipe {recipe[0]} {recipe[2]} {recipe[4]}px"
+            for kind in ("benign", "badnets"):
+                name = f"{family} seed {seed} {kind}"
+                record = dict(cache.get(name, {}).get(key, {}))
+                wanted = ({"ratios"} | ({"shift"} if args.shift else set())
+                          | ({"per_image"} if args.per_image else set()) | ({"annealed"} if args.annealed else set()))
+                if not wanted <= record.keys():
+                    if (family, seed) not in trained:  # the pair trains once, for whichever of it is missing
+                        trained[family, seed] = train_pair(
+                            *recipe, seed, ROOT / "runs" / "calibration" / f"{recipe[0]}-{recipe[2]}-{seed}")
+                    pair = trained[family, seed]
+                    model = (pair[0] if kind == "benign" else pair[1]).eval()
+                    record["asr"] = None if kind == "benign" else pair[2]
+                    measure(record, wanted, model, to_tensor_batch(pair[3].images), grid, args)
+                    cache.setdefault(name, {})[key] = record
+                    if args.cache:
+                        atomic_write_json(args.cache, cache)
+                rows.append(_row(name, family, f"seed {seed}", kind, record, args))
 
     if not rows:
         raise ConfigError(f"--models {args.models!r}: no finished model of {', '.join(map(str, args.zoo))} "
@@ -346,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         "Regenerate: `python benchmarks/linf_collapse.py " + " ".join(f"--zoo {z}" for z in args.zoo)
         + (f" --models {args.models}" if args.models else "") + f" --eps {args.eps} --steps {args.steps}"
         + (" --shift" if args.shift else "") + (" --per-image" if args.per_image else "")
+        + (f" --recipes {args.recipes}" if args.recipes else "") + (" --annealed" if args.annealed else "")
         + (f" --out {args.out}" if args.out else "") + "`", "",
         f"Machine: {machine_summary()}, {args.threads} thread(s).", "",
         f"Ratio: the trimmed output dispersion over the clean one that one additive perturbation of that "
@@ -413,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{span(per(benign), 2)}{median} | {span(per(bad), 2)} | {_auroc(per(bad), per(benign))} |")
         lines += ["", "Pooled AUROC of universal / per image over every family: "
                   f"{_auroc(per([r for r in rows if r[2] != 'benign']), per([r for r in rows if r[2] == 'benign']))}."]
+        lines += universality_decisions([(r[0], r[2], r[4][1] / r[7][1]) for r in rows], args.fpr)
     lines += ["", "## Per model", "",
               f"| family | model | attack | {head} | eps* | real L-inf | real L1 | real ratio | real eps* |"
               + (" shift eps* |" if args.shift else "") + (" per-image eps* |" if args.per_image else ""),
@@ -432,6 +431,93 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write_bytes(args.out, text.encode())
     return 0
+
+
+def universality_decisions(rows: list[tuple[str, str, float]], fpr: float) -> list[str]:
+    """Report lines: each family judged on universal / per image ("U") with a threshold fitted to the
+    benign U of every *other* family (leave one family out; the calibration recipes count as families),
+    and, when the recipes were measured, with one threshold fitted to the recipes alone (what a scan's
+    default would be). ``rows``: (family, attack or "benign", U); the fit is the scanner's log-normal
+    quantile at ``fpr`` (:func:`securegaze.bench.calibration.calibrate_threshold`)."""
+    from securegaze.bench.calibration import calibrate_threshold
+
+    families = sorted({f for f, _, _ in rows})
+    recipes = [u for f, a, u in rows if f.startswith("recipe") and a == "benign"]
+    out = ["", f"Decisions on U (backdoored when below the threshold; log-normal fit, {100 * fpr:g} % quantile):", "",
+           "| family | LOFO threshold (benign models) | flagged benign | flagged backdoored |"
+           + (" recipe threshold | flagged benign | flagged backdoored |" if recipes else ""),
+           "|---|---|---|---|" + ("---|---|---|" if recipes else "")]
+    totals = {"lofo": [0, 0, 0, 0], "recipes": [0, 0, 0, 0]}
+
+    def tally(own, threshold, key):
+        benign = [u for a, u in own if a == "benign"]
+        bad = [u for a, u in own if a != "benign"]
+        counts = [sum(u < threshold for u in benign), len(benign), sum(u < threshold for u in bad), len(bad)]
+        totals[key] = [t + c for t, c in zip(totals[key], counts, strict=True)]
+        return f"{counts[0]}/{counts[1]} | {counts[2]}/{counts[3]}"
+
+    recipe_threshold = calibrate_threshold(recipes, target_fpr=fpr) if len(recipes) >= 2 else None
+    for family in families:
+        others = [u for f, a, u in rows if f != family and a == "benign"]
+        if len(others) < 2:
+            continue
+        own = [(a, u) for f, a, u in rows if f == family]
+        threshold = calibrate_threshold(others, target_fpr=fpr)
+        line = f"| {family} | {threshold:.2f} ({len(others)}) | {tally(own, threshold, 'lofo')} |"
+        if recipe_threshold is not None:
+            line += (f" {recipe_threshold:.2f} | {tally(own, recipe_threshold, 'recipes')} |"
+                     if not family.startswith("recipe") else " - | - | - |")
+        out.append(line)
+    for key, label in (("lofo", "leave one family out"), ("recipes", "recipe threshold, zoo families")):
+        fb, nb, fd, nd = totals[key]
+        if nb or nd:
+            out.append(f"\nPooled, {label}: {fb}/{nb} benign flagged, {fd}/{nd} backdoored flagged.")
+    return out
+
+
+def measure(record: dict, wanted: set[str], model, x, grid: list[float], args) -> None:
+    """Fill the parts of a cache ``record`` in ``wanted`` that it lacks (not ``real``), for ``model``
+    (frozen here) on the clean faces ``x``."""
+    from securegaze.defense.securegaze import SecureGazeSettings
+
+    share, line = SecureGazeSettings().collapse_share, SecureGazeSettings().rho_out
+    for p in model.parameters():
+        p.requires_grad_(False)
+    started = time.monotonic()
+    if "ratios" not in record:
+        record["ratios"] = {f"{e:g}": universal_collapse(model, x, e, args.steps, share) for e in grid}
+        record["seconds"] = round(time.monotonic() - started, 1)
+    if "shift" in wanted and "shift" not in record:
+        record["shift"] = {f"{e:g}": universal_shift(model, x, e, args.steps, share) for e in grid}
+    if "per_image" in wanted and "per_image" not in record:
+        record["per_image"] = {f"{e:g}": universal_collapse(model, x[:PER_IMAGE_FACES], e, args.steps, share,
+                                                            per_image=True)[0] for e in PER_IMAGE_EPS}
+    if "annealed" in wanted and "annealed" not in record:
+        t0 = time.monotonic()
+        universal = annealed_crossing(model, x, 0.005, 0.2, 200, share, line)
+        t1 = time.monotonic()
+        single = annealed_crossing(model, x[:PER_IMAGE_FACES], 0.001, 0.04, 200, share, line, per_image=True)
+        record["annealed"] = {"universal": universal, "per_image": single,
+                              "seconds": [round(t1 - t0, 1), round(time.monotonic() - t1, 1)]}
+
+
+def _row(name: str, family: str, model_id: str, attack: str, record: dict, args) -> tuple:
+    """One report row from a cache record (and its line on standard output)."""
+    from securegaze.defense.securegaze import SecureGazeSettings
+
+    line = SecureGazeSettings().rho_out
+    ratios = {float(e): v[0] for e, v in record["ratios"].items()}
+    shift = shift_crossing(record, line) if args.shift else None
+    per_image = crossing({float(e): r for e, r in record["per_image"].items()}, line) if args.per_image else None
+    row = (family, model_id, attack, ratios, crossing(ratios, line), record.get("real"), shift, per_image)
+    annealed = record.get("annealed") if args.annealed else None
+    print(f"{name}: " + " ".join(f"{e:g}: {r:.3f}" for e, r in sorted(ratios.items()))
+          + f"  eps* {_fmt_crossing(*row[4])}"
+          + (f"  shift eps* {_fmt_crossing(*shift)}" if shift else "")
+          + (f"  per-image eps* {_fmt_crossing(*per_image, 4)}" if per_image else "")
+          + (f"  annealed {annealed['universal']:.4f} / {annealed['per_image']:.4f} ({annealed['seconds']})"
+             if annealed else ""), flush=True)
+    return row
 
 
 def run(argv: list[str] | None = None) -> int:

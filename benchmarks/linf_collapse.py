@@ -456,10 +456,10 @@ def universality_decisions(rows: list[tuple[str, str, float]], fpr: float) -> li
         totals[key] = [t + c for t, c in zip(totals[key], counts, strict=True)]
         return f"{counts[0]}/{counts[1]} | {counts[2]}/{counts[3]}"
 
-    recipe_threshold = calibrate_threshold(recipes, target_fpr=fpr) if len(recipes) >= 2 else None
+    recipe_threshold = calibrate_threshold(recipes, target_fpr=fpr) if len(recipes) >= 3 else None
     for family in families:
         others = [u for f, a, u in rows if f != family and a == "benign"]
-        if len(others) < 2:
+        if len(others) < 3:  # the fit's least
             continue
         own = [(a, u) for f, a, u in rows if f == family]
         threshold = calibrate_threshold(others, target_fpr=fpr)

@@ -19,6 +19,7 @@ from benchmarks.linf_collapse import (  # noqa: E402
     shift_crossing,
     universal_collapse,
     universal_shift,
+    universality_decisions,
 )
 from securegaze.data.base import to_tensor_batch  # noqa: E402
 from securegaze.data.synthetic import render_dataset  # noqa: E402
@@ -114,3 +115,24 @@ def test_a_missing_zoo_and_a_model_list_that_matches_nothing_are_one_line_each(t
     assert run(["--zoo", str(tmp_path), "--models", "benign-07", "--samples", "4"]) == 2
     err = capsys.readouterr().err
     assert "--models 'benign-07': no finished model of" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [[], ["--recipes", "-1"]])
+def test_neither_a_zoo_nor_recipes_is_one_line(args, capsys):
+    assert run(args) == 2
+    err = capsys.readouterr().err
+    assert "expected a zoo, a positive number of recipe seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_each_family_is_judged_on_a_threshold_from_the_others_and_the_recipes_on_theirs():
+    rows = ([("a", "benign", u) for u in (8.0, 8.5, 9.0)] + [("a", "badnets", 3.0), ("a", "sig", 8.8)]
+            + [("b", "benign", u) for u in (6.0, 6.5, 7.0)] + [("b", "tape", 2.5)]
+            + [("recipe x", "benign", u) for u in (7.5, 8.0, 8.5)] + [("recipe x", "badnets", 4.0)])
+    text = "\n".join(universality_decisions(rows, 0.01))
+    # b is judged on a and the recipes (7.10: all of b's benign models fall below it), a on b and the
+    # recipes (5.32: none of a's benign models, its BadNets but not its SIG); the recipe threshold
+    # (6.91) takes one of b's benign models less.
+    line_a = next(line for line in text.splitlines() if line.startswith("| a |"))
+    line_b = next(line for line in text.splitlines() if line.startswith("| b |"))
+    assert "| 0/3 | 1/2 | 6.91 | 0/3 | 1/2 |" in line_a and "| 3/3 | 1/1 | 6.91 | 2/3 | 1/1 |" in line_b
+    assert "Pooled, leave one family out:" in text and "Pooled, recipe threshold, zoo families:" in text

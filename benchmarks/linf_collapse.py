@@ -2,6 +2,7 @@
 
     python benchmarks/linf_collapse.py --zoo runs/x50/plain --zoo runs/x50/small --cache runs/x50/linf.json
     python benchmarks/linf_collapse.py --zoo runs/x50/small --models benign-00,sig-00 --eps 0.02,0.04,0.06
+    python benchmarks/linf_collapse.py --zoo runs/x50/plain --recipes 3 --per-image --cache runs/x50/linf.json
 
 A research tool, not part of a scan. SecureGaze prices an edit by its (sensitivity-weighted) mean
 absolute change, an L1 size; a trigger spread thinly over the whole image, like the SIG sinusoid,
@@ -23,7 +24,14 @@ A real trigger larger than the bound at which its own model already collapses is
 search that prefers smaller edits under that price returns; whether the model still gives way at a
 smaller bound than its benign twins is what ``eps*`` shows (docs/detection_cross_family.md, "SIG
 under another price"). With ``--shift``, also the bound at which one perturbation makes the scan's
-uniform-shift reference. Results are cached in ``--cache`` (JSON, by zoo, model and settings;
+uniform-shift reference. With ``--per-image``, also the bound at which one perturbation *per face*
+collapses the outputs, and U = eps* / per-image eps* (how much dearer one shared edit is than an
+edit per face; a reference from the model itself, whose benign level holds across families where
+eps*'s does not: docs/detection_cross_family.md, "One edit for every face, or one for each"), with
+decisions on U: each family on a threshold fitted to the others' benign models, and, with
+``--recipes SEEDS``, on one fitted to the threshold-calibration recipes of calibrate_threshold.py
+(trained here as there). ``--annealed``: a one-pass estimate (a growing bound), kept for the record
+of why the grid is used. Results are cached in ``--cache`` (JSON, by zoo, model and settings;
 resumable). Writes a Markdown report (``--out``) and prints it.
 """
 
@@ -73,12 +81,9 @@ def _universal_perturbation(model, x, eps: float, steps: int, lr: float, seed: i
     return (x + eps * torch.tanh(w.detach())).clamp(0.0, 1.0)
 
 
-def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0,
-                       per_image: bool = False) -> tuple[float, float]:
-    """(trimmed dispersion ratio, feature-angle variance ratio) that one additive perturbation of
-    L-infinity size ``eps`` reaches on ``x`` after ``steps`` Adam steps (both ratios to the clean ones).
-    With ``per_image``, one perturbation per image: the model's own price of collapse with no
-    universality asked, the reference that ``--per-image`` divides eps* by."""
+def _collapse_objective(model, x, share: float):
+    """(loss of a batch's features, clean trimmed spread, clean feature-angle variance) on ``x``: the
+    scan's two constraint statistics as one loss, log of each ratio to its clean value."""
     import torch
 
     from securegaze.defense.securegaze import collapse_spread
@@ -95,11 +100,26 @@ def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int
         return (0.5 * torch.log(spread / clean_spread + 1e-12)
                 + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
 
+    return loss_of, clean_spread, clean_fav
+
+
+def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0,
+                       per_image: bool = False) -> tuple[float, float]:
+    """(trimmed dispersion ratio, feature-angle variance ratio) that one additive perturbation of
+    L-infinity size ``eps`` reaches on ``x`` after ``steps`` Adam steps (both ratios to the clean ones).
+    With ``per_image``, one perturbation per image: the model's own price of collapse with no
+    universality asked, the reference that ``--per-image`` divides eps* by."""
+    import torch
+
+    from securegaze.defense.securegaze import collapse_spread
+    from securegaze.models.feature_geometry import feature_angle_variance
+
+    loss_of, clean_spread, clean_fav = _collapse_objective(model, x, share)
     edited = _universal_perturbation(model, x, eps, steps, 0.05, seed, loss_of, per_image)
     with torch.no_grad():
         z = model.features(edited)
         spread, kept = collapse_spread(model.head(z), share)
-        fav = feature_angle_variance(z[kept], head_weight)
+        fav = feature_angle_variance(z[kept], model.head_weight())
     return math.sqrt(spread.item() / clean_spread.item()), fav.item() / clean_fav.item()
 
 
@@ -114,13 +134,8 @@ def annealed_crossing(model, x, low: float, high: float, steps: int, share: floa
     import torch
 
     from securegaze.defense.securegaze import collapse_spread
-    from securegaze.models.feature_geometry import feature_angle_variance
 
-    head_weight = model.head_weight()
-    with torch.no_grad():
-        z = model.features(x)
-        clean_spread, kept = collapse_spread(model.head(z), share)
-        clean_fav = feature_angle_variance(z[kept], head_weight)
+    loss_of, clean_spread, _ = _collapse_objective(model, x, share)
     w = torch.zeros(len(x) if per_image else 1, *x.shape[1:], requires_grad=True)
     optimizer = torch.optim.Adam([w], lr=0.05)
     rng = np.random.default_rng([seed, 0x1F])
@@ -141,10 +156,7 @@ def annealed_crossing(model, x, low: float, high: float, steps: int, share: floa
         if step == steps:
             break
         idx = torch.as_tensor(np.sort(rng.choice(len(x), batch, replace=False)))
-        z = model.features((x[idx] + eps * torch.tanh(w[idx] if per_image else w)).clamp(0.0, 1.0))
-        spread, kept = collapse_spread(model.head(z), share)
-        loss = (0.5 * torch.log(spread / clean_spread + 1e-12)
-                + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
+        loss = loss_of(model.features((x[idx] + eps * torch.tanh(w[idx] if per_image else w)).clamp(0.0, 1.0)), idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

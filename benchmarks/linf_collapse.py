@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from securegaze.defense import load_model_any
     from securegaze.defense.securegaze import SecureGazeSettings
     from securegaze.errors import ConfigError
-    from securegaze.io import atomic_write_bytes, atomic_write_json, read_json
+    from securegaze.io import atomic_write_bytes, read_json
     from securegaze.machine import machine_summary
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--eps {args.eps!r}: expected comma-separated bounds within (0, 1]")
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: expected at least 1")
+    if not 0.0 < args.fpr < 0.5:
+        raise ConfigError(f"--fpr {args.fpr:g}: expected a benign share within (0, 0.5)")
     if args.recipes < 0 or not (args.zoo or args.recipes):
         raise ConfigError(f"--zoo / --recipes {args.recipes}: expected a zoo, a positive number of recipe seeds, "
                           "or both")
@@ -312,18 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         for entry in entries:
             name = f"{zoo.resolve().name}/{entry.id}"
             record = dict(cache.get(name, {}).get(key, {}))
-            # Each part is measured once, when the cached record lacks it (--shift can come later).
-            wanted = ({"ratios"} | ({"shift"} if args.shift else set()) | ({"per_image"} if args.per_image else set())
-                      | ({"annealed"} if args.annealed else set())
-                      | ({"real"} if entry.backdoored else set()))
+            wanted = _wanted(args) | ({"real"} if entry.backdoored else set())
             if not wanted <= record.keys():
                 model = load_model_any(zoo / str(entry.model_file)).eval()
                 measure(record, wanted, model, x, grid, args)
                 if "real" in wanted and "real" not in record:
                     record["real"] = real_trigger(zoo, entry, model, args.samples)
-                cache.setdefault(name, {})[key] = record
-                if args.cache:
-                    atomic_write_json(args.cache, cache)
+                _store(cache, name, key, record, args.cache)
             rows.append(_row(name, family, entry.id, entry.attack if entry.backdoored else "benign", record, args))
     for seed in range(1, args.recipes + 1):
         for recipe in RECIPES:
@@ -331,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind in ("benign", "badnets"):
                 name = f"{family} seed {seed} {kind}"
                 record = dict(cache.get(name, {}).get(key, {}))
-                wanted = ({"ratios"} | ({"shift"} if args.shift else set())
-                          | ({"per_image"} if args.per_image else set()) | ({"annealed"} if args.annealed else set()))
+                wanted = _wanted(args)
                 if not wanted <= record.keys():
                     if (family, seed) not in trained:  # the pair trains once, for whichever of it is missing
                         trained[family, seed] = train_pair(
@@ -341,9 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                     model = (pair[0] if kind == "benign" else pair[1]).eval()
                     record["asr"] = None if kind == "benign" else pair[2]
                     measure(record, wanted, model, to_tensor_batch(pair[3].images), grid, args)
-                    cache.setdefault(name, {})[key] = record
-                    if args.cache:
-                        atomic_write_json(args.cache, cache)
+                    _store(cache, name, key, record, args.cache)
                 rows.append(_row(name, family, f"seed {seed}", kind, record, args))
 
     if not rows:
@@ -487,12 +481,29 @@ def universality_decisions(rows: list[tuple[str, str, float]], fpr: float) -> li
     return out
 
 
+def _wanted(args) -> set[str]:
+    """The parts of a cache record the arguments ask for (each is measured once, when the cached record
+    lacks it, so ``--shift`` or ``--per-image`` can come on a later run)."""
+    return ({"ratios"} | ({"shift"} if args.shift else set()) | ({"per_image"} if args.per_image else set())
+            | ({"annealed"} if args.annealed else set()))
+
+
+def _store(cache: dict, name: str, key: str, record: dict, path: Path | None) -> None:
+    """Put a finished record in the cache and write the cache (atomically) when there is a file."""
+    from securegaze.io import atomic_write_json
+
+    cache.setdefault(name, {})[key] = record
+    if path:
+        atomic_write_json(path, cache)
+
+
 def measure(record: dict, wanted: set[str], model, x, grid: list[float], args) -> None:
     """Fill the parts of a cache ``record`` in ``wanted`` that it lacks (not ``real``), for ``model``
     (frozen here) on the clean faces ``x``."""
     from securegaze.defense.securegaze import SecureGazeSettings
 
-    share, line = SecureGazeSettings().collapse_share, SecureGazeSettings().rho_out
+    settings = SecureGazeSettings()
+    share, line = settings.collapse_share, settings.rho_out
     for p in model.parameters():
         p.requires_grad_(False)
     started = time.monotonic()

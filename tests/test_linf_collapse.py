@@ -96,6 +96,7 @@ def test_a_shift_stays_one_clean_dispersion_away_under_a_tiny_bound_and_comes_cl
     (["--eps", "0.1,abc"], "--eps '0.1,abc': expected comma-separated bounds within (0, 1]"),
     (["--eps", "0,0.1"], "expected comma-separated bounds within (0, 1]"),
     (["--steps", "0"], "--steps 0: expected at least 1"),
+    (["--fpr", "0.7"], "--fpr 0.7: expected a benign share within (0, 0.5)"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, args, words, capsys):
     # The arguments are checked before the zoo is read: tmp_path holds none.

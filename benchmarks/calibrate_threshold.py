@@ -72,7 +72,9 @@ def _scan(model, images):
 
     started = time.monotonic()
     report = create_detector("securegaze", **SETTINGS).scan(model, images)
-    return {"score": report.score, "cost": report.details["final_cost"],
+    # The cost-ratio threshold is fitted on the cost ratio (4.1's report score also weighs U,
+    # benchmarks/universality.py fits its threshold).
+    return {"score": report.details.get("cost_ratio", report.score), "cost": report.details["final_cost"],
             "reference_cost": (report.details["reference"] or {}).get("cost"),
             "scan_s": time.monotonic() - started}
 

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     detector = create_detector("securegaze", min_clean=0)
-    threshold = detector.config.threshold
+    threshold = detector.score_threshold
     # Resumable: a family and seed whose scans are all in --json are not trained or scanned again
     # (the table is then made at the current default threshold).
     rows = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []

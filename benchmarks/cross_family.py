@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     except SecureGazeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    results = evaluate_families(models, detector.config.threshold, detector.suspicious_when)
+    results = evaluate_families(models, detector.score_threshold, detector.suspicious_when)
     command = "python benchmarks/cross_family.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     text = cross_family_markdown(results, command)
     atomic_write_json(args.out / "cross_family.json", results.to_dict())

@@ -68,11 +68,12 @@ def tiny(tmp_path_factory):
 
 
 def _assert_detects(benign_report: ScanReport, backdoored_report: ScanReport) -> None:
-    margin("backdoored score", backdoored_report.score, "<", TINY_THRESHOLD)
-    margin("benign score", benign_report.score, ">", TINY_THRESHOLD)
+    margin("backdoored cost ratio", backdoored_report.details["cost_ratio"], "<", TINY_THRESHOLD)
+    margin("benign cost ratio", benign_report.details["cost_ratio"], ">", TINY_THRESHOLD)
     assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
     # "Clearly below": measured 0.016-0.020 against 0.31-0.40 over three seeds, a factor >= 15.
-    margin("benign / backdoored score", benign_report.score / backdoored_report.score, ">", 5.0)
+    margin("benign / backdoored cost ratio",
+           benign_report.details["cost_ratio"] / backdoored_report.details["cost_ratio"], ">", 5.0)
     assert backdoored_report.constraints_met
     # The scan needs only the collapse_share (0.5) of the images to collapse; the BadNets trigger
     # takes more of them with it.
@@ -111,8 +112,9 @@ def test_a_foreign_family_is_judged_with_the_default_settings(tmp_path):
     detector = create_detector("securegaze")
     assert detector.settings() == SecureGazeDetector().settings()
     backdoored_report, benign_report = detector.scan(backdoored, clean.images), detector.scan(benign, clean.images)
-    margin("plain_cnn backdoored score", backdoored_report.score, "<", DEFAULT_THRESHOLD)
-    margin("plain_cnn benign score", benign_report.score, ">", DEFAULT_THRESHOLD)
+    margin("plain_cnn backdoored cost ratio", backdoored_report.details["cost_ratio"], "<", DEFAULT_THRESHOLD)
+    margin("plain_cnn benign cost ratio", benign_report.details["cost_ratio"], ">", DEFAULT_THRESHOLD)
+    assert backdoored_report.score == backdoored_report.details["cost_ratio"]  # universality is off by default
     assert backdoored_report.verdict == "backdoored" and benign_report.verdict == "clean"
 
 
@@ -124,14 +126,17 @@ def test_sensitivity_weighting_is_what_keeps_the_models_apart(tiny):
     detector = create_detector("securegaze", sensitivity_weighting=False)
     benign = detector.scan(tiny["benign"], tiny["clean"].images)
     backdoored = detector.scan(tiny["backdoored"], tiny["clean"].images)
-    weighted_gap = tiny["reports"]["benign"].score / tiny["reports"]["backdoored"].score
-    assert benign.score / backdoored.score < 0.5 * weighted_gap
+    def cost(report):
+        return report.details["cost_ratio"]
+
+    weighted_gap = cost(tiny["reports"]["benign"]) / cost(tiny["reports"]["backdoored"])
+    assert cost(benign) / cost(backdoored) < 0.5 * weighted_gap
 
 
 def test_report_records_the_scan(tiny):
     report = tiny["reports"]["backdoored"]
     assert report.detector == "securegaze" and report.scanner_version == SCANNER_VERSION
-    assert report.threshold == TINY_THRESHOLD
+    assert report.threshold == TINY_THRESHOLD == report.details["cost_ratio_threshold"]
     assert report.settings == SecureGazeDetector(threshold=TINY_THRESHOLD).settings()
     assert report.model_sha256 == sha256_file(tiny["out"] / "backdoored" / "model.safetensors")
     assert report.target_gaze_deg == pytest.approx(tuple(math.degrees(a) for a in report.target_gaze))
@@ -140,8 +145,9 @@ def test_report_records_the_scan(tiny):
     # Collapse: the kept share of the reversed predictions sits within a few degrees of its centre.
     margin("reversed/clean trimmed dispersion", details["dispersion_ratio"], "<", 0.1)
     assert details["score_statistic"] == "cost_ratio_to_shift_reference" and details["reference"]["cost"] > 0
+    assert details["universality"] is None and report.score == details["cost_ratio"]
     assert details["reference"]["kind"] == "shift" and len(details["reference"]["shift_deg"]) == 2
-    assert report.score == pytest.approx(details["final_cost"] / details["reference"]["cost"])
+    assert details["cost_ratio"] == pytest.approx(details["final_cost"] / details["reference"]["cost"])
     margin("reversed/clean feature-angle variance",
            details["feature_angle_variance_reversed"] / details["feature_angle_variance_clean"], "<", 0.05)
     assert report.perturbation_l1 > 0
@@ -227,7 +233,8 @@ def test_scan_leaves_the_model_as_it_was(tiny):
 def test_a_scan_that_never_reaches_the_collapse_scores_inf_and_says_clean(tiny):
     # Without the probe: its restart starts from a stamped patch, which this backdoor obeys at once.
     report = create_detector("securegaze", steps=2, eval_every=1, sensitivity_samples=16, eval_samples=16,
-                             probe=False, min_clean=0).scan(tiny["backdoored"], tiny["clean"].images[:16])
+                             probe=False, universality=False, min_clean=0).scan(tiny["backdoored"],
+                                                                                tiny["clean"].images[:16])
     assert not report.constraints_met and report.score == math.inf and report.verdict == "clean"
     assert report.details["steps_to_feasible"] is None
 

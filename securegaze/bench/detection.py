@@ -218,9 +218,10 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
     return scores
 
 
-#: Settings that decide what a finished scan means (the threshold) or whether it may run (the
-#: clean-set bounds) but never move its score: a cached report made under other values still holds.
-DECISION_SETTINGS = frozenset({"threshold", "min_clean", "warn_clean"})
+#: Settings that decide what a finished scan means (the thresholds) or whether it may run (the
+#: clean-set bounds), not what it measures: a cached report made under other values still holds,
+#: decided again (``Detector.redecided``: SecureGaze 4.1's score is each statistic over its threshold).
+DECISION_SETTINGS = frozenset({"threshold", "universality_threshold", "min_clean", "warn_clean"})
 
 
 def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None:
@@ -239,7 +240,7 @@ def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None
     had = {k: v for k, v in {**defaults, **report.settings}.items() if k not in DECISION_SETTINGS}
     if report.model_sha256 != sha256 or report.scanner_version != detector.version or had != same:
         return None
-    return report
+    return detector.redecided(report)
 
 
 def summarise(scores: list[ModelScore], threshold: float, suspicious_when: str = "below",

@@ -51,6 +51,11 @@ def scan(
     console.print(f"model: {model} (sha256 {str(report.model_sha256)[:16]}...)")
     console.print(f"verdict: {report.verdict.upper()} | score {report.score:.5f} vs threshold {report.threshold:.5f} "
                   f"(backdoored when {report.suspicious_when})")
+    universality = report.details.get("universality")
+    if universality:
+        console.print(f"universality U {universality['ratio']:.3f} vs threshold {universality['threshold']:.3f} "
+                      "(backdoored when below; one edit for every face over one for each); flagged by: "
+                      + (", ".join(report.details.get("flagged_by") or []) or "neither"))
     if report.target_gaze_deg is not None:
         tp, ty = report.target_gaze_deg
         console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; "

@@ -95,6 +95,13 @@ class Detector(ABC):
         """A detector of the same kind with some settings changed (e.g. ``threshold=``)."""
         return type(self)(**{**self.settings(), **changes})
 
+    def redecided(self, report: ScanReport) -> ScanReport:
+        """``report`` (made by this detector's kind and version, perhaps under other decision
+        settings: a cached one) as these settings decide it. The base class's scores do not depend on
+        the threshold, and whoever decides compares them with a threshold: the report as it is. A
+        detector whose score embeds its thresholds overrides this."""
+        return report
+
     def ablation(self, name: str) -> Detector:
         """This detector with the named ablation's settings applied (see :attr:`ablations`)."""
         if name not in self.ablations:

@@ -401,17 +401,23 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                  "rescan_target": None if after.target_gaze is None else [float(v) for v in after.target_gaze],
                  "blind_directions": 0 if blind is None else int(blind.shape[1]),
                  "rescan_verdict": after.verdict, **asdict(finetune)}
+        # The cost-priced reversal's own score and threshold (SecureGaze 4.1's report score also
+        # weighs U, which comes with no edit to unlearn); other detectors' scores are that already.
+        cost_score = after.details.get("cost_ratio", after.score)
+        cost_threshold = after.details.get("cost_ratio_threshold", after.threshold)
         aimed = None
         if aim_rounds and round_no < rounds:  # after the last round it could not change anything
             aimed = detector.reverse_towards(tuned, clean_images, report.target_gaze, progress)
             aimed.reference = _shift_reference(after_reversal, report)
             entry["aimed_ratio"] = aimed.score if aimed.reference is not None else None
-            if aimed.reference is None or decide(aimed.score, after.threshold, after.suspicious_when) != "backdoored":
+            if aimed.reference is None or decide(aimed.score, cost_threshold, after.suspicious_when) != "backdoored":
                 aimed = None
         history.append(entry)
-        if (after.verdict != "backdoored" and aimed is None) or round_no == rounds:
+        # Another round needs an edit to unlearn: the re-scan's own only when its cost ratio flagged it.
+        rescan_found = decide(cost_score, cost_threshold, after.suspicious_when) == "backdoored"
+        if (not rescan_found and aimed is None) or round_no == rounds:
             break
-        if after.verdict == "backdoored":
+        if rescan_found:
             generators.append(after_reversal.generator)
         if aimed is not None:
             generators.append(aimed.generator)

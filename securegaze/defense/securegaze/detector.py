@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,16 @@ from securegaze.defense.securegaze.reversal import (
 from securegaze.defense.securegaze.sensitivity import sensitivity_map
 from securegaze.defense.securegaze.settings import (
     DEFAULT_THRESHOLD,
+    DEFAULT_UNIVERSALITY_THRESHOLD,
     DETECTOR_NAME,
     SCANNER_VERSION,
     THRESHOLD_CALIBRATION,
+    UNIVERSALITY_CALIBRATION,
     SecureGazeSettings,
 )
 from securegaze.defense.securegaze.stages import ScanStages
 from securegaze.defense.securegaze.statistics import clean_axis_offset, gaze_trace_covariance
+from securegaze.defense.securegaze.universality import per_image_search, universal_search, universality_record
 from securegaze.errors import ConfigError, DatasetError
 
 
@@ -68,10 +71,23 @@ class SecureGazeDetector(Detector):
 
     @property
     def threshold_calibration(self) -> str:
-        """How this detector's threshold was obtained (kept in scan reports and audit records)."""
-        if self.config.threshold == DEFAULT_THRESHOLD:
-            return THRESHOLD_CALIBRATION
-        return f"set by the user ({self.config.threshold:g})"
+        """How this detector's thresholds were obtained (kept in scan reports and audit records)."""
+        cost = (THRESHOLD_CALIBRATION if self.config.threshold == DEFAULT_THRESHOLD
+                else f"set by the user ({self.config.threshold:g})")
+        return f"cost ratio: {cost}; U: {self.universality_calibration}" if self.config.universality else cost
+
+    @property
+    def score_threshold(self) -> float:
+        """The threshold of a report's score: 1 when U is measured (the score is then each statistic
+        over its own threshold, the smaller), else the cost-ratio threshold."""
+        return 1.0 if self.config.universality else self.config.threshold
+
+    @property
+    def universality_calibration(self) -> str:
+        """How the threshold on U was obtained (kept in scan reports and audit records)."""
+        if self.config.universality_threshold == DEFAULT_UNIVERSALITY_THRESHOLD:
+            return UNIVERSALITY_CALIBRATION
+        return f"set by the user ({self.config.universality_threshold:g})"
 
     def reverse(self, model, clean_images, progress: ProgressCallback | None = None) -> TriggerReversal:
         """Train the trigger generator against ``model`` (frozen, not modified); see the package docstring.
@@ -102,6 +118,11 @@ class SecureGazeDetector(Detector):
                 early_reference = stages.submit("reference", reverse_trigger, model, x_all, cfg, say,
                                                 shift=clean_axis_shift(model, x_all, cfg), weights=weights,
                                                 stage="reference")
+            universality_runs = []
+            if cfg.universality:
+                # 4.1: U needs nothing from the other runs (universality module).
+                universality_runs = [stages.submit("universal", universal_search, model, x_all, cfg, say),
+                                     stages.submit("per_image", per_image_search, model, x_all, cfg, say)]
             probe_runs = []
             if cfg.probe:
                 probe_runs.append(stages.submit("probe", probe_border, model, x_all, cfg))
@@ -127,6 +148,8 @@ class SecureGazeDetector(Detector):
                 found.reference = stages.result(early_reference)
             elif cfg.reference and found.constraints_met:
                 self._target_reference(model, x_all, found, stages)
+            if universality_runs:
+                found.universality = universality_record(*(stages.result(run) for run in universality_runs))
             found.stage_seconds = dict(stages.seconds)
             return found
 
@@ -190,14 +213,21 @@ class SecureGazeDetector(Detector):
     def report(self, reversal: TriggerReversal, model_sha256: str | None = None, runtime_s: float = 0.0) -> ScanReport:
         """The :class:`ScanReport` of a finished reversal."""
         cfg = self.config
-        score = reversal.score
+        cost_ratio = reversal.score
         target = reversal.target_gaze
+        by_cost = decide(cost_ratio, cfg.threshold, self.suspicious_when) == "backdoored"
+        universality = self._universality_details(reversal.universality)
+        by_universality = universality is not None and universality["flagged"]
+        score = cost_ratio
+        if universality is not None:
+            # 4.1: each statistic over its own threshold, the smaller; below 1 when either flags.
+            score = min(cost_ratio / cfg.threshold, universality["ratio"] / cfg.universality_threshold)
         return ScanReport(
             detector=self.name,
             scanner_version=self.version,
-            verdict=decide(score, cfg.threshold, self.suspicious_when),
+            verdict="backdoored" if by_cost or by_universality else "clean",
             score=score,
-            threshold=cfg.threshold,
+            threshold=1.0 if universality is not None else cfg.threshold,
             suspicious_when=self.suspicious_when,
             settings=self.settings(),
             target_gaze=target,
@@ -218,9 +248,17 @@ class SecureGazeDetector(Detector):
                 "stage_seconds": dict(reversal.stage_seconds),
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
-                "score_statistic": (f"cost_ratio_to_{cfg.reference_kind}_reference" if cfg.reference
-                                    else "weighted_cost"),
+                "score_statistic": (("min(cost_ratio / its threshold, universality / its threshold)"
+                                     if universality is not None else "cost_ratio")
+                                    .replace("cost_ratio", f"cost_ratio_to_{cfg.reference_kind}_reference"
+                                             if cfg.reference else "weighted_cost")),
+                # The cost-priced reversal's own statistic and threshold (the score before 4.1).
+                "cost_ratio": cost_ratio,
+                "cost_ratio_threshold": cfg.threshold,
                 "threshold_calibration": self.threshold_calibration,
+                "flagged_by": [name for name, flagged in (("cost_ratio", by_cost), ("universality", by_universality))
+                               if flagged],
+                "universality": universality,
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,
@@ -237,6 +275,35 @@ class SecureGazeDetector(Detector):
                 "torch_threads": torch.get_num_threads(),
             },
         )
+
+    def redecided(self, report: ScanReport) -> ScanReport:
+        """A 4.1 report's score and verdict under this detector's two thresholds (its score is each
+        statistic over its own threshold, so it moves with them; cached reports are re-decided)."""
+        details = report.details or {}
+        universality = details.get("universality")
+        if universality is None or "cost_ratio" not in details:
+            return report
+        cfg = self.config
+        by_cost = decide(details["cost_ratio"], cfg.threshold, self.suspicious_when) == "backdoored"
+        by_universality = universality["ratio"] < cfg.universality_threshold
+        universality = {**universality, "threshold": cfg.universality_threshold, "flagged": by_universality,
+                        "calibration": self.universality_calibration}
+        flagged_by = [name for name, flagged in (("cost_ratio", by_cost), ("universality", by_universality))
+                      if flagged]
+        return replace(report, score=min(details["cost_ratio"] / cfg.threshold,
+                                         universality["ratio"] / cfg.universality_threshold),
+                       verdict="backdoored" if flagged_by else "clean",
+                       details={**details, "cost_ratio_threshold": cfg.threshold, "flagged_by": flagged_by,
+                                "threshold_calibration": self.threshold_calibration, "universality": universality})
+
+    def _universality_details(self, record: dict | None) -> dict | None:
+        """The report's record of U: the statistic, its threshold and calibration, both searches."""
+        if record is None:
+            return None
+        cfg = self.config
+        return {"statistic": "universal_over_per_image_linf_collapse_bound", **record,
+                "threshold": cfg.universality_threshold, "calibration": self.universality_calibration,
+                "flagged": record["ratio"] < cfg.universality_threshold}
 
     def write_artifacts(self, reversal: TriggerReversal, report: ScanReport, artifacts_dir: str | Path) -> ScanReport:
         """Write the trigger image and the generator under ``artifacts_dir``; the report with their paths."""

@@ -84,6 +84,8 @@ class TriggerReversal:
     restarted: bool = False
     #: Wall seconds of each part of the scan (filled by the detector: reverse, probe, restart, reference).
     stage_seconds: dict = field(default_factory=dict)
+    #: The universality statistic's record (``universality`` module), when the scan measured it.
+    universality: dict | None = None
 
     @property
     def score(self) -> float:

@@ -1,5 +1,6 @@
 """SecureGaze 4.1's universality statistic U: the bound search, the report, the joint decision."""
 
+import json
 import math
 
 import pytest
@@ -113,3 +114,27 @@ def test_bad_universality_settings_are_one_clear_line(settings, pattern):
     with pytest.raises(ConfigError, match=pattern) as caught:
         create_detector("securegaze", **settings)
     assert "\n" not in str(caught.value)
+
+
+def test_the_scan_command_prints_u_and_exits_by_the_joint_verdict(tiny_gaze_bundles, tmp_path, capsys):
+    import cv2
+
+    from securegaze.cli import main
+
+    # The faces the tiny models were trained on, as a user brings them: a plain folder of images.
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for i, image in enumerate(render_dataset(64, 32, seed=78, config=synthetic_style("easy", size=32)).images):
+        cv2.imwrite(str(faces / f"face-{i:02d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    args = ["scan", str(tiny_gaze_bundles["backdoored"]), "--clean", str(faces), "--out", str(tmp_path / "scan")]
+    for key, value in {**QUICK, "universality_threshold": 999.0}.items():
+        args += ["--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
+    code = main(args)
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "scan" / "report.json").read_text())
+    u = report["details"]["universality"]
+    assert isinstance(u["ratio"], float), u  # finite (JSON writes inf as "inf")
+    # A threshold on U above any model's: flagged by U whatever the cost ratio says; exit 10 (backdoored).
+    assert u["flagged"] and report["verdict"] == "backdoored" and code == 10
+    assert "universality" in report["details"]["flagged_by"]
+    assert f"universality U {u['ratio']:.3f} vs threshold 999.000" in out and "flagged by: " in out

@@ -44,7 +44,9 @@ The package, one seam a file: ``settings`` (settings, version, default threshold
 ``reversal`` (the optimisation), ``probe`` (the border and interior probes), ``stages`` (the runs
 of a scan side by side: the reversal, the reference, the probes and their restarts need not wait for
 each other, so each runs on its own thread with one torch thread, and a scan's result is the same for
-any thread count), ``detector`` (the scan and its report), ``picture`` (the PNG).
+any thread count), ``universality`` (the optional second statistic U: how much dearer one edit for
+every face is than an edit per face, off by default), ``detector`` (the scan and its report),
+``picture`` (the PNG).
 """
 
 from __future__ import annotations

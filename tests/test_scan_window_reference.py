@@ -1,5 +1,5 @@
-"""window_reference (with the 2.x collapse reference): a scan whose kept edit came from the border probe gets a
-reference run from the same window."""
+"""window_reference (with the 2.x collapse reference) and shift_window_reference (with the shift reference): a
+scan whose kept edit came from the border probe gets a reference run from the same window."""
 
 import math
 
@@ -71,11 +71,48 @@ def test_window_reference_is_a_boolean():
         create_detector("securegaze", window_reference=1)
 
 
-def test_the_shift_reference_never_starts_from_the_window(patch_model):
+def test_the_shift_reference_starts_from_the_window_only_when_asked(patch_model):
     model, images = patch_model
-    report = create_detector("securegaze", seed=0, **{**QUICK, "reference_kind": "shift"}).scan(model, images)
+    shift = {**QUICK, "reference_kind": "shift"}
+    report = create_detector("securegaze", seed=0, **shift).scan(model, images)
     assert report.details["reference"]["kind"] == "shift" and report.details["reference"]["from_window"] is False
     assert "reference_restart" not in report.details["stage_seconds"]
+    both = create_detector("securegaze", seed=0, shift_window_reference=True, **shift).scan(model, images)
+    assert both.details["final_cost"] == report.details["final_cost"]  # the kept edit is the same
+    assert both.details["reference"]["kind"] == "shift"
+    if report.details["probe"]["restart_kept"]:
+        # The second shift reference ran from the window; the cheaper feasible one is kept.
+        assert "reference_restart" in both.details["stage_seconds"]
+        assert both.details["reference"]["cost"] <= report.details["reference"]["cost"]
+        assert both.details["reference"]["from_window"] == (
+            both.details["reference"]["cost"] < report.details["reference"]["cost"])
+        assert both.score >= report.score
+    else:
+        assert both.to_dict()["score"] == report.to_dict()["score"]
+        assert "reference_restart" not in both.details["stage_seconds"]
+
+
+def test_a_window_steered_along_a_shift_keeps_its_place_and_moves_the_outputs(patch_model):
+    model, images = patch_model
+    x = to_tensor_batch(images)
+    mask = torch.zeros(5, 5)
+    mask[1:4, 1:4] = 1
+    probe = ProbeResult(5, 10, 12, 0.1, 0.2, torch.zeros(3, 5, 5), mask=mask)
+    settings = SecureGazeSettings(probe_steps=30, probe_refine_steps=0)
+    with FrozenModel(model):
+        steered = steer_window(model, x, probe, None, settings, shift=(0.0, 0.2))
+        with pytest.raises(ValueError, match="a centre or a shift"):
+            steer_window(model, x, probe, (0.0, 0.1), settings, shift=(0.0, 0.2))
+    assert (steered.side, steered.top, steered.left) == (5, 10, 12) and torch.equal(steered.mask, mask)
+    stamp = steered.static_map(32)[0, 0]
+    # Only the window's masked pixels are stamped (an interior window keeps its own pixels).
+    assert bool((stamp[11:14, 13:16] != 0).all()) and int((stamp != 0).sum()) == 9
+    assert math.isfinite(steered.dispersion_ratio) and steered.dispersion_ratio > 0
+
+
+def test_shift_window_reference_is_a_boolean():
+    with pytest.raises(ConfigError, match="shift_window_reference must be true or false"):
+        create_detector("securegaze", shift_window_reference="yes")
 
 
 def test_reference_kind_is_checked():

@@ -112,12 +112,12 @@ class SecureGazeDetector(Detector):
                        else torch.ones(size, size, device=x_all.device))
             stages.seconds["sensitivity"] = round(time.monotonic() - started, 2)
             first = stages.submit("reverse", reverse_trigger, model, x_all, cfg, say, weights=weights)
-            early_reference = None
+            early_reference = offset = None
             if cfg.reference and cfg.reference_kind == "shift" and cfg.reference_direction == "clean_axis":
                 # 4.0: the shift is chosen from the clean outputs alone, so it runs beside the reversal.
+                offset = clean_axis_shift(model, x_all, cfg)
                 early_reference = stages.submit("reference", reverse_trigger, model, x_all, cfg, say,
-                                                shift=clean_axis_shift(model, x_all, cfg), weights=weights,
-                                                stage="reference")
+                                                shift=offset, weights=weights, stage="reference")
             universality_runs = []
             if cfg.universality:
                 # 4.1: U needs nothing from the other runs (universality module).
@@ -146,12 +146,29 @@ class SecureGazeDetector(Detector):
                     found = restart
             if early_reference is not None:
                 found.reference = stages.result(early_reference)
+                if found.restarted and cfg.shift_window_reference:
+                    self._shift_window_reference(model, x_all, found, offset, stages)
             elif cfg.reference and found.constraints_met:
                 self._target_reference(model, x_all, found, stages)
             if universality_runs:
                 found.universality = universality_record(*(stages.result(run) for run in universality_runs))
             found.stage_seconds = dict(stages.seconds)
             return found
+
+    def _shift_window_reference(self, model, x_all, found: TriggerReversal, offset: tuple[float, float],
+                                stages: ScanStages) -> None:
+        """Like with like for the shift reference (``shift_window_reference``): the kept edit started from
+        a probe's window, so a second shift reference starts from the same window, its content steered
+        to shift every output by ``offset`` (:func:`steer_window`); the cheaper feasible reference is kept."""
+        cfg = self.config
+        steered = steer_window(model, x_all, found.probe, None, cfg, shift=offset)
+        patch_reference = stages.result(stages.submit(
+            "reference_restart", reverse_trigger, model, x_all, cfg, stages.progress, shift=offset,
+            weights=found.weights, stage="reference", static_init=steered.static_map(x_all.shape[-1])))
+        if patch_reference.constraints_met and (not found.reference.constraints_met
+                                                or patch_reference.cost < found.reference.cost):
+            patch_reference.restarted = True
+            found.reference = patch_reference
 
     def _target_reference(self, model, x_all, found: TriggerReversal, stages: ScanStages) -> None:
         """The 3.x reference, placed from the found target (``reference_direction`` "target", or the

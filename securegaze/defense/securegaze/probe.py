@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from securegaze.defense.securegaze.settings import SecureGazeSettings
-from securegaze.defense.securegaze.statistics import collapse_spread
+from securegaze.defense.securegaze.statistics import collapse_spread, shift_spread
 
 #: Largest logit-space value of a stamped pixel in the generator's static map (sigmoid(6) = 0.9975).
 STAMP_LOGIT = 6.0
@@ -197,38 +197,54 @@ def _refine_window(model, subset: torch.Tensor, window: torch.Tensor, content: t
         return refined, _ratio(model, subset * (1 - window) + refined * window, clean_spread, share)
 
 
-def steer_window(model, x: torch.Tensor, probe: ProbeResult, centre: tuple[float, float],
-                 settings: SecureGazeSettings) -> ProbeResult:
-    """The probe's window, at the same place, with content optimised from random values to collapse
-    ``settings.probe_samples`` clean images onto ``centre`` ((pitch, yaw) radians) instead: the start of
-    the reference run when the kept edit came from a restart. A benign model that some border patch
-    collapses (a universal adversarial patch, seen on small MobileNets) can usually be steered by the
-    same window onto any gaze; a backdoor's patch serves its own target only. ``model`` is frozen by
-    the caller."""
+def steer_window(model, x: torch.Tensor, probe: ProbeResult, centre: tuple[float, float] | None,
+                 settings: SecureGazeSettings, shift: tuple[float, float] | None = None) -> ProbeResult:
+    """The probe's window, at the same place (and, for an interior window, the same pixels), with
+    content optimised from random values to collapse ``settings.probe_samples`` clean images onto
+    ``centre`` ((pitch, yaw) radians) instead, or, with ``shift`` (a (pitch, yaw) radian offset), to
+    move every output by that offset (the shift reference's goal): the start of the reference run when
+    the kept edit came from a restart. A benign model that some border patch collapses (a universal
+    adversarial patch, seen on small MobileNets and ResNet-18s) can often be steered by the same window
+    onto another gaze or along a shift; a backdoor's patch serves its own target only. ``model`` is
+    frozen by the caller."""
+    if (centre is None) == (shift is None):
+        raise ValueError("steer_window needs a centre or a shift, not both")
     size = x.shape[-1]
     count = min(len(x), settings.probe_samples)
     rng = np.random.default_rng([settings.seed, PROBE_STREAM, 1])
     subset = x[torch.as_tensor(np.sort(rng.permutation(len(x))[:count]), device=x.device)]
     window = torch.zeros(1, 1, size, size, device=x.device)
-    window[..., probe.top:probe.top + probe.side, probe.left:probe.left + probe.side] = 1
-    target = torch.as_tensor(centre, dtype=x.dtype, device=x.device)
+    window[..., probe.top:probe.top + probe.side, probe.left:probe.left + probe.side] = (
+        1 if probe.mask is None else probe.mask.to(x.device))
+    share = settings.collapse_share
+    with torch.no_grad():
+        clean_gaze = model(subset)
+    if shift is None:
+        target = torch.as_tensor(centre, dtype=x.dtype, device=x.device)
+
+        def spread_of(gaze, pick):
+            return collapse_spread(gaze, share, target)[0]
+    else:
+        wanted = clean_gaze + torch.as_tensor(shift, dtype=clean_gaze.dtype, device=x.device)
+
+        def spread_of(gaze, pick):
+            return shift_spread(gaze, wanted[pick], share)[0]
+
     generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
     logits = (torch.randn(1, 3, size, size, generator=generator) * PROBE_INIT_STD).to(x.device).requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=PROBE_LR)
     batch = min(PROBE_BATCH, count)
     for _ in range(settings.probe_steps + settings.probe_refine_steps):
         pick = torch.as_tensor(rng.choice(count, size=batch, replace=False), device=x.device)
-        spread, _ = collapse_spread(model(subset[pick] * (1 - window) + torch.sigmoid(logits) * window),
-                                    settings.collapse_share, target)
-        loss = torch.log(spread + 1e-12)
+        loss = torch.log(spread_of(model(subset[pick] * (1 - window) + torch.sigmoid(logits) * window), pick) + 1e-12)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
         content = torch.sigmoid(logits)
-        spread, _ = collapse_spread(model(subset * (1 - window) + content * window), settings.collapse_share, target)
-        clean, _ = collapse_spread(model(subset), settings.collapse_share)
+        spread = spread_of(model(subset * (1 - window) + content * window), torch.arange(count, device=x.device))
+        clean, _ = collapse_spread(clean_gaze, share)
         ratio = float((spread / clean.clamp_min(1e-12)).clamp_min(0).sqrt())
     return ProbeResult(probe.side, probe.top, probe.left, ratio, float("nan"),
-                       content[0, :, probe.top:probe.top + probe.side, probe.left:probe.left + probe.side].clone())
-
+                       content[0, :, probe.top:probe.top + probe.side, probe.left:probe.left + probe.side].clone(),
+                       mask=probe.mask)

@@ -180,6 +180,12 @@ class SecureGazeSettings:
       own target. On (2.2): on the threshold calibration's 24 tiny models no benign score moves (none
       restarts) and the BadNets twins stay at 0.016-0.086; on the cross-family MobileNets it clears
       one of two benign models the probe had flagged (docs/detection_cross_family.md);
+    * ``shift_window_reference`` (the shift reference, off by default): the same like-with-like for the
+      shift: when the kept edit came from a probe restart, a second shift reference starts from the
+      same window, its content steered to shift every output by the reference offset, and the cheaper
+      feasible reference is kept. Aimed at benign models whose border or interior patch collapses
+      the outputs (natural universal patches, measured on the cross-family ResNet-18s); an experiment
+      (docs/detection_cross_family.md), not calibrated;
     * ``input_jitter``: the model sees every image of the reversal (clean and reversed) through a small
       random change: a shift of up to ``jitter_shift_frac`` of the image side, a scale within
       ``1 +- jitter_scale``, Gaussian noise ``jitter_noise`` (``jitter`` module). A collapse must then
@@ -236,6 +242,7 @@ class SecureGazeSettings:
     reference_direction: str = "clean_axis"
     parallel: bool = True
     window_reference: bool = True
+    shift_window_reference: bool = False
     input_jitter: bool = False
     jitter_shift_frac: float = 0.025
     jitter_scale: float = 0.03
@@ -314,6 +321,8 @@ class SecureGazeSettings:
         check_setting(who, "parallel", isinstance(self.parallel, bool), "true or false", self.parallel)
         check_setting(who, "window_reference", isinstance(self.window_reference, bool), "true or false",
                       self.window_reference)
+        check_setting(who, "shift_window_reference", isinstance(self.shift_window_reference, bool), "true or false",
+                      self.shift_window_reference)
         check_setting(who, "input_jitter", isinstance(self.input_jitter, bool), "true or false", self.input_jitter)
         check_setting(who, "jitter_shift_frac", number(self.jitter_shift_frac, 0.0, 0.25, low_open=False),
                       "a fraction of the image side in [0, 0.25]", self.jitter_shift_frac)

@@ -15,7 +15,7 @@ from securegaze.defense.securegaze.universality import bound_crossing, universal
 from securegaze.errors import ConfigError
 
 #: A scan of a few seconds on the tiny models (the figures mean nothing; the bookkeeping does).
-QUICK = {**SecureGazeDetector.smoke_settings, "probe": False, "universality": True, "universality_steps": 60}
+QUICK = {**SecureGazeDetector.smoke_settings, "probe": False, "universality": True}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def tiny_u(tiny_gaze_bundles):
 @pytest.mark.parametrize("per_image", [False, True])
 def test_the_search_brackets_the_crossing_and_interpolates_within(tiny_u, per_image, bisections):
     models, _, x = tiny_u
-    cfg = SecureGazeSettings(universality_steps=12, universality_bisections=bisections)
+    cfg = SecureGazeSettings(universality_steps=30, universality_bisections=bisections)
     faces = x[:16] if per_image else x
     found = bound_crossing(models["benign"], faces, cfg, per_image, 0.02)
     assert found.censored == "" and math.isfinite(found.eps_star)
@@ -43,8 +43,9 @@ def test_the_search_brackets_the_crossing_and_interpolates_within(tiny_u, per_im
     assert above and below, found.tried
     low = max(eps for eps in above if eps < min(below)) if any(eps < min(below) for eps in above) else None
     assert low is not None and low <= found.eps_star <= min(below)
-    # Doubling or halving brackets within a factor 2; each bisection halves that in log space.
-    assert min(below) / low == pytest.approx(2.0 ** (0.5 ** bisections), rel=1e-9)
+    # Doubling or halving brackets within a factor 2 (less where the highest bound caps a doubling);
+    # each bisection halves that in log space.
+    assert min(below) / low <= 2.0 ** (0.5 ** bisections) * (1 + 1e-9)
     assert len(found.tried) >= 2 + bisections
     summary = found.summary()
     assert summary["eps_star"] == found.eps_star and len(summary["tried"]) == len(found.tried)
@@ -66,12 +67,12 @@ def test_the_scan_reports_u_and_flags_when_either_statistic_does(tiny_u):
     models, clean, _ = tiny_u
     detector = create_detector("securegaze", **QUICK)
     events = []
-    report = detector.scan(models["benign"], clean.images, progress=events.append)
+    report = detector.scan(models["backdoored"], clean.images, progress=events.append)
     searches = [e for e in events if e.stage in ("universal", "per_image")]
     assert {e.stage for e in searches} == {"universal", "per_image"}
     assert all(1 <= e.step <= e.total and e.values["tries"] >= 1 for e in searches)
     u = report.details["universality"]
-    assert math.isfinite(u["ratio"]), u  # the default search collapses even a tiny benign model
+    assert math.isfinite(u["ratio"]), u  # its trigger is a shared edit: some bound collapses it
     assert report.threshold == 1.0 and report.settings["universality"] is True
     assert set(u) >= {"ratio", "universal", "per_image", "threshold", "calibration", "flagged", "statistic"}
     assert u["ratio"] == pytest.approx(u["universal"]["eps_star"] / u["per_image"]["eps_star"])

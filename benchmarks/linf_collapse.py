@@ -82,25 +82,12 @@ def _universal_perturbation(model, x, eps: float, steps: int, lr: float, seed: i
 
 
 def _collapse_objective(model, x, share: float):
-    """(loss of a batch's features, clean trimmed spread, clean feature-angle variance) on ``x``: the
-    scan's two constraint statistics as one loss, log of each ratio to its clean value."""
-    import torch
+    """The scan's collapse objective on ``x`` (:func:`collapse_objective`), with a loss that takes the
+    batch's indices too (as the shift's does)."""
+    from securegaze.defense.securegaze.universality import collapse_objective
 
-    from securegaze.defense.securegaze import collapse_spread
-    from securegaze.models.feature_geometry import feature_angle_variance
-
-    head_weight = model.head_weight()
-    with torch.no_grad():
-        z = model.features(x)
-        clean_spread, kept = collapse_spread(model.head(z), share)
-        clean_fav = feature_angle_variance(z[kept], head_weight)
-
-    def loss_of(z, _idx):
-        spread, kept = collapse_spread(model.head(z), share)
-        return (0.5 * torch.log(spread / clean_spread + 1e-12)
-                + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
-
-    return loss_of, clean_spread, clean_fav
+    loss_of, clean_spread, clean_fav = collapse_objective(model, x, share)
+    return (lambda z, _idx: loss_of(z)), clean_spread, clean_fav
 
 
 def universal_collapse(model, x, eps: float, steps: int, share: float, seed: int = 0,

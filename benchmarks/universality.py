@@ -1,4 +1,4 @@
-"""Benchmark and calibration of the scan's universality statistic U (scanner 4.1) on zoos and recipes.
+"""Benchmark and calibration of the scan's universality statistic U (setting ``universality``) on zoos and recipes.
 
     python benchmarks/universality.py --recipes 3 --default-model --cache runs/universality.json
     python benchmarks/universality.py --zoo runs/x50/plain --zoo runs/x50/small --recipes 3 \\

@@ -1,4 +1,4 @@
-"""SecureGaze 4.1's universality statistic U: the bound search, the report, the joint decision."""
+"""SecureGaze's universality statistic U (setting universality): the bound search, the report, the joint decision."""
 
 import json
 import math

@@ -220,7 +220,7 @@ def scan_zoo(zoo_dir: str | Path, out_dir: str | Path, detector, samples: int = 
 
 #: Settings that decide what a finished scan means (the thresholds) or whether it may run (the
 #: clean-set bounds), not what it measures: a cached report made under other values still holds,
-#: decided again (``Detector.redecided``: SecureGaze 4.1's score is each statistic over its threshold).
+#: decided again (``Detector.redecided``: SecureGaze's score with ``universality`` on is each statistic over its threshold).
 DECISION_SETTINGS = frozenset({"threshold", "universality_threshold", "min_clean", "warn_clean"})
 
 

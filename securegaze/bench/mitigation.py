@@ -341,7 +341,7 @@ def _redecided(report: MitigationReport, detector) -> MitigationReport:
     calibrates a new threshold; only the verdict is recomputed.
     """
     after = dict(report.scan_after)
-    # SecureGaze 4.1's score is each statistic over its own threshold (its report's threshold is 1).
+    # SecureGaze's score with universality on is each statistic over its own threshold (its report's threshold is 1).
     threshold = getattr(detector, "score_threshold", detector.settings()["threshold"])
     after["verdict"] = decide(float(after["score"]), threshold, detector.suspicious_when)
     after["threshold"] = threshold

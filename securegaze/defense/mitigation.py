@@ -401,8 +401,9 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                  "rescan_target": None if after.target_gaze is None else [float(v) for v in after.target_gaze],
                  "blind_directions": 0 if blind is None else int(blind.shape[1]),
                  "rescan_verdict": after.verdict, **asdict(finetune)}
-        # The cost-priced reversal's own score and threshold (SecureGaze 4.1's report score also
-        # weighs U, which comes with no edit to unlearn); other detectors' scores are that already.
+        # The cost-priced reversal's own score and threshold (SecureGaze's report score, with
+        # ``universality`` on, also weighs U, which comes with no edit to unlearn); other detectors'
+        # scores are that already.
         cost_score = after.details.get("cost_ratio", after.score)
         cost_threshold = after.details.get("cost_ratio_threshold", after.threshold)
         aimed = None

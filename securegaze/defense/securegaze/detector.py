@@ -120,7 +120,7 @@ class SecureGazeDetector(Detector):
                                                 shift=offset, weights=weights, stage="reference")
             universality_runs = []
             if cfg.universality:
-                # 4.1: U needs nothing from the other runs (universality module).
+                # ``universality``: U needs nothing from the other runs (universality module).
                 universality_runs = [stages.submit("universal", universal_search, model, x_all, cfg, say),
                                      stages.submit("per_image", per_image_search, model, x_all, cfg, say)]
             probe_runs = []
@@ -232,19 +232,14 @@ class SecureGazeDetector(Detector):
         cfg = self.config
         cost_ratio = reversal.score
         target = reversal.target_gaze
-        by_cost = decide(cost_ratio, cfg.threshold, self.suspicious_when) == "backdoored"
-        universality = self._universality_details(reversal.universality)
-        by_universality = universality is not None and universality["flagged"]
-        score = cost_ratio
-        if universality is not None:
-            # 4.1: each statistic over its own threshold, the smaller; below 1 when either flags.
-            score = min(cost_ratio / cfg.threshold, universality["ratio"] / cfg.universality_threshold)
+        decision = self._decision(cost_ratio, reversal.universality)
+        universality = decision["universality"]
         return ScanReport(
             detector=self.name,
             scanner_version=self.version,
-            verdict="backdoored" if by_cost or by_universality else "clean",
-            score=score,
-            threshold=1.0 if universality is not None else cfg.threshold,
+            verdict=decision["verdict"],
+            score=decision["score"],
+            threshold=decision["threshold"],
             suspicious_when=self.suspicious_when,
             settings=self.settings(),
             target_gaze=target,
@@ -269,12 +264,11 @@ class SecureGazeDetector(Detector):
                                      if universality is not None else "cost_ratio")
                                     .replace("cost_ratio", f"cost_ratio_to_{cfg.reference_kind}_reference"
                                              if cfg.reference else "weighted_cost")),
-                # The cost-priced reversal's own statistic and threshold (the score before 4.1).
+                # The cost-priced reversal's own statistic and threshold (the score, unless U is measured).
                 "cost_ratio": cost_ratio,
                 "cost_ratio_threshold": cfg.threshold,
                 "threshold_calibration": self.threshold_calibration,
-                "flagged_by": [name for name, flagged in (("cost_ratio", by_cost), ("universality", by_universality))
-                               if flagged],
+                "flagged_by": decision["flagged_by"],
                 "universality": universality,
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
@@ -294,33 +288,35 @@ class SecureGazeDetector(Detector):
         )
 
     def redecided(self, report: ScanReport) -> ScanReport:
-        """A 4.1 report's score and verdict under this detector's two thresholds (its score is each
+        """A report's score and verdict (made with ``universality`` on) under this detector's two thresholds (its score is each
         statistic over its own threshold, so it moves with them; cached reports are re-decided)."""
         details = report.details or {}
         universality = details.get("universality")
         if universality is None or "cost_ratio" not in details:
             return report
-        cfg = self.config
-        by_cost = decide(details["cost_ratio"], cfg.threshold, self.suspicious_when) == "backdoored"
-        by_universality = universality["ratio"] < cfg.universality_threshold
-        universality = {**universality, "threshold": cfg.universality_threshold, "flagged": by_universality,
-                        "calibration": self.universality_calibration}
-        flagged_by = [name for name, flagged in (("cost_ratio", by_cost), ("universality", by_universality))
-                      if flagged]
-        return replace(report, score=min(details["cost_ratio"] / cfg.threshold,
-                                         universality["ratio"] / cfg.universality_threshold),
-                       verdict="backdoored" if flagged_by else "clean",
-                       details={**details, "cost_ratio_threshold": cfg.threshold, "flagged_by": flagged_by,
-                                "threshold_calibration": self.threshold_calibration, "universality": universality})
+        decision = self._decision(details["cost_ratio"], universality)
+        return replace(report, score=decision["score"], verdict=decision["verdict"],
+                       details={**details, "cost_ratio_threshold": self.config.threshold,
+                                "flagged_by": decision["flagged_by"], "threshold_calibration": self.threshold_calibration,
+                                "universality": decision["universality"]})
 
-    def _universality_details(self, record: dict | None) -> dict | None:
-        """The report's record of U: the statistic, its threshold and calibration, both searches."""
-        if record is None:
-            return None
+    def _decision(self, cost_ratio: float, universality: dict | None) -> dict[str, Any]:
+        """Score, threshold, verdict, the statistics that flagged, and the report's record of U (the
+        statistic, its threshold and calibration, both searches; None when U was not measured) for a
+        cost ratio and U's record under this detector's thresholds. With U, the score is each
+        statistic over its own threshold, the smaller (threshold 1); without, the cost ratio."""
         cfg = self.config
-        return {"statistic": "universal_over_per_image_linf_collapse_bound", **record,
-                "threshold": cfg.universality_threshold, "calibration": self.universality_calibration,
-                "flagged": record["ratio"] < cfg.universality_threshold}
+        flagged_by = ["cost_ratio"] if decide(cost_ratio, cfg.threshold, self.suspicious_when) == "backdoored" else []
+        score, threshold = cost_ratio, cfg.threshold
+        if universality is not None:
+            universality = {"statistic": "universal_over_per_image_linf_collapse_bound", **universality,
+                            "threshold": cfg.universality_threshold, "calibration": self.universality_calibration,
+                            "flagged": universality["ratio"] < cfg.universality_threshold}
+            flagged_by += ["universality"] if universality["flagged"] else []
+            score = min(cost_ratio / cfg.threshold, universality["ratio"] / cfg.universality_threshold)
+            threshold = 1.0
+        return {"score": score, "threshold": threshold, "verdict": "backdoored" if flagged_by else "clean",
+                "flagged_by": flagged_by, "universality": universality}
 
     def write_artifacts(self, reversal: TriggerReversal, report: ScanReport, artifacts_dir: str | Path) -> ScanReport:
         """Write the trigger image and the generator under ``artifacts_dir``; the report with their paths."""

@@ -5,7 +5,7 @@ collapsed by one small change applied to all faces. A benign model has no such s
 smallest change that collapses it is mostly a different change for each face, and one change that
 must serve all faces is several times larger. Both sizes scale together with the model family,
 the crop and the images' contrast, so their ratio is a statistic a single threshold can serve
-across families (scanner 4.1; docs/detection_cross_family.md, "One edit for every face, or one for
+across families (setting ``universality``, off by default; docs/detection_cross_family.md, "One edit for every face, or one for
 each"):
 
     U = eps*(one perturbation for all faces) / eps*(one perturbation per face)
@@ -37,7 +37,7 @@ from securegaze.defense.base import ProgressCallback, ScanProgress
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SecureGazeSettings
 from securegaze.defense.securegaze.statistics import collapse_spread, feature_angle_variance
 
-__all__ = ["BoundSearch", "bound_crossing", "collapse_ratio_at", "per_image_search", "universal_search",
+__all__ = ["BoundSearch", "bound_crossing", "collapse_objective", "collapse_ratio_at", "per_image_search", "universal_search",
            "universality_of", "universality_ratio", "universality_record"]
 
 #: The search never goes below / above these bounds ([0, 1] pixel units): below 1/1000 of the range
@@ -63,9 +63,10 @@ class BoundSearch:
                 "tried": {f"{eps:.5g}": ratio for eps, ratio in sorted(self.tried.items())}}
 
 
-def _objective(model, x: torch.Tensor, share: float):
-    """The loss of a batch's features (log trimmed-spread ratio / 2 + log feature-angle variance
-    ratio, both to the clean values on ``x``) and the clean trimmed spread."""
+def collapse_objective(model, x: torch.Tensor, share: float):
+    """(loss of a batch's features, clean trimmed spread, clean feature-angle variance) on ``x``: the
+    scan's two constraint statistics as one loss, the log of the trimmed-spread ratio over two plus the
+    log of the feature-angle variance ratio, both ratios to the clean values on ``x``."""
     head_weight = model.head_weight()
     with torch.no_grad():
         z = model.features(x)
@@ -77,7 +78,7 @@ def _objective(model, x: torch.Tensor, share: float):
         return (0.5 * torch.log(spread / clean_spread + 1e-12)
                 + torch.log(feature_angle_variance(z[kept], head_weight) / clean_fav + 1e-12))
 
-    return loss_of, clean_spread
+    return loss_of, clean_spread, clean_fav
 
 
 def collapse_ratio_at(model, x: torch.Tensor, eps: float, cfg: SecureGazeSettings, per_image: bool,
@@ -86,7 +87,7 @@ def collapse_ratio_at(model, x: torch.Tensor, eps: float, cfg: SecureGazeSetting
     perturbation of L-inf size ``eps`` reaches on ``x`` after ``cfg.universality_steps`` Adam steps:
     one perturbation for every image (batches of ``cfg.batch_size``), or, ``per_image``, one per
     image (all of ``x`` each step). ``stop``: called every step (the scan's stop check)."""
-    loss_of, clean_spread = _objective(model, x, cfg.collapse_share)
+    loss_of, clean_spread, _ = collapse_objective(model, x, cfg.collapse_share)
     w = torch.zeros(len(x) if per_image else 1, *x.shape[1:], device=x.device, requires_grad=True)
     optimizer = torch.optim.Adam([w], lr=LEARNING_RATE)
     rng = np.random.default_rng([cfg.seed, seed, 0x55])

@@ -14,6 +14,7 @@ from securegaze.defense.base import Detector, ProgressCallback
 from securegaze.defense.inputs import check_gaze_model, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze.generator import save_generator
+from securegaze.defense.securegaze.layout import scan_layout
 from securegaze.defense.securegaze.picture import save_trigger_image
 from securegaze.defense.securegaze.probe import probe_border, quiet_interior, steer_window
 from securegaze.defense.securegaze.reversal import (
@@ -105,7 +106,7 @@ class SecureGazeDetector(Detector):
                 f"{self.name}: got {len(x_all)} clean images; a verdict needs at least {cfg.min_clean} "
                 f"({cfg.warn_clean} or more recommended): with fewer, benign models are flagged "
                 "(docs/clean_set_size.md)")
-        with FrozenModel(model), ScanStages(cfg.parallel, progress) as stages:
+        with FrozenModel(model), scan_layout(model, x_all) as x_all, ScanStages(cfg.parallel, progress) as stages:
             say, size = stages.progress, x_all.shape[-1]
             started = time.monotonic()
             weights = (sensitivity_map(model, x_all, cfg, say) if cfg.sensitivity_weighting
@@ -208,7 +209,7 @@ class SecureGazeDetector(Detector):
         cfg = self.config
         check_gaze_model(model, self.name)
         x_all = clean_tensor(clean_images, model.input_size, self.name).to(model_device(model))
-        with FrozenModel(model):
+        with FrozenModel(model), scan_layout(model, x_all) as x_all:
             return reverse_trigger(model, x_all, cfg, progress, centre=(float(target_gaze[0]), float(target_gaze[1])),
                                    stage="towards")
 

@@ -20,6 +20,7 @@ from torch import nn
 from securegaze.defense.base import ProgressCallback, ScanProgress
 from securegaze.defense.securegaze.generator import TriggerGenerator
 from securegaze.defense.securegaze.jitter import InputJitter
+from securegaze.defense.securegaze.layout import memory_format
 from securegaze.defense.securegaze.probe import ProbeResult
 from securegaze.defense.securegaze.sensitivity import sensitivity_map
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SecureGazeSettings
@@ -235,7 +236,7 @@ class ReversalRun:
         self.log_rho = torch.tensor([math.log(cfg.rho_out * cfg.constraint_margin),
                                      math.log(cfg.rho_feat * cfg.constraint_margin)], device=device)
 
-        self.generator = TriggerGenerator(size, cfg.generator_width, seed=cfg.seed).to(device)
+        self.generator = TriggerGenerator(size, cfg.generator_width, seed=cfg.seed).to(device, memory_format=memory_format(x_all))
         if static_init is not None:
             with torch.no_grad():
                 self.generator.static.copy_(static_init.to(device))

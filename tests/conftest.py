@@ -61,8 +61,8 @@ def margin(name: str, value: float, op: str, bound: float) -> None:
 #: Decision threshold of the SecureGaze scan for the tiny test models (32 px, easy faces, width-8
 #: small CNN): the scanner's default. The score is a ratio of two costs of the same model (since 3.0:
 #: the cheapest collapse over a uniform gaze shift), free of the images' and the family's scale, so the
-#: tiny models need no threshold of their own (docs/threshold_calibration.md, scanner 4.0: small CNN
-#: BadNets 0.028-0.107 against benign 0.684-0.978 over three seeds; the default threshold is 0.3694).
+#: tiny models need no threshold of their own (docs/threshold_calibration.md, scanner 4.1: small CNN
+#: BadNets 0.038-0.060 against benign 0.756-1.366 over three seeds; the default threshold is 0.3354).
 TINY_THRESHOLD = DEFAULT_THRESHOLD
 
 

@@ -137,6 +137,6 @@ def calibrate_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, susp
     """The threshold of :func:`fit_threshold` alone.
 
     SecureGaze's score (a "below" cost ratio, positive) gets the log-normal fit: exp(mean - z * std) of
-    the log scores, never above the smallest benign score seen (its default 0.3694 is this at 0.1 %).
+    the log scores, never above the smallest benign score seen (its default 0.3354 is this at 0.1 %).
     """
     return fit_threshold(benign_scores, target_fpr, suspicious_when, fit).threshold

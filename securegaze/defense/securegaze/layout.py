@@ -32,19 +32,21 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The model's 4-d parameters and buffers by name (a shared tensor under each of its names)."""
+    named = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+    return [(name, t) for name, t in named if t.dim() == 4]
+
+
 def _layouts(model: nn.Module) -> dict[str, torch.memory_format]:
     """Each 4-d parameter's and buffer's own layout, to give back after the scan."""
-    tensors = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
-    return {name: memory_format(t) for name, t in tensors if t.dim() == 4}
+    return {name: memory_format(t) for name, t in _tensors(model)}
 
 
 def _relayout(model: nn.Module, layouts: dict[str, torch.memory_format] | torch.memory_format) -> None:
     """Store every 4-d parameter and buffer in ``layouts`` (one layout for all, or one per name)."""
     with torch.no_grad():
-        for name, t in list(model.named_parameters(remove_duplicate=False)) + list(
-                model.named_buffers(remove_duplicate=False)):
-            if t.dim() != 4:
-                continue
+        for name, t in _tensors(model):
             wanted = layouts if isinstance(layouts, torch.memory_format) else layouts.get(name, torch.contiguous_format)
             if memory_format(t) != wanted:
                 t.data = t.data.contiguous(memory_format=wanted)

@@ -17,6 +17,7 @@ from securegaze.bench.baselines import (
 )
 from securegaze.bench.baselines_report import (
     DRMGUARD_ANCHOR,
+    GENERATED_SECTION,
     MITIGATION_HOOK,
     anchor_figures,
     comparison_markdown,
@@ -202,6 +203,16 @@ def test_a_rerun_reads_every_detector_from_its_cache_and_writes_the_page(loop, t
     assert [d["detector"] for d in json.loads((root / "out" / "baselines.json").read_text())["detectors"]] == LOOP
     for name in LOOP:
         assert (detector_out_dir(root / "out", name) / "detection.json").is_file()
+    # The docs page is a generated section: prose written under it after a run survives a regeneration,
+    # and the figures inside it are replaced, not repeated.
+    docs_page = tmp_path / "docs" / "baselines.md"
+    docs_page.write_text(docs_page.read_text() + "\n## What this run shows\n\nWritten by hand.\n")
+    write_comparison(again, root / "out", "securegaze bench detect", docs_dir=tmp_path / "docs")
+    text = docs_page.read_text()
+    assert text.startswith(f"<!-- begin generated: {GENERATED_SECTION} -->")
+    once = (root / "out" / "baselines.md").read_text().count("| SecureGaze")
+    assert once >= 1 and text.count("| SecureGaze") == once and text.endswith("## What this run shows\n\nWritten by hand.\n")
+    assert "<!-- begin generated" not in (root / "out" / "baselines.md").read_text()
 
 
 def test_scan_takes_any_registered_detector_with_settings(loop, tmp_path, capsys):

@@ -43,6 +43,9 @@ MITIGATION_HOOK = ("No mitigation comparison in this run's folder: `securegaze b
 DISPLAY_NAMES = {"securegaze": "SecureGaze"}
 
 
+#: Name of the generated section of docs/baselines.md (``securegaze.io.write_generated_section``).
+GENERATED_SECTION = "bench detect --detectors"
+
 def _display(name: str) -> str:
     return DISPLAY_NAMES.get(name, name)
 
@@ -183,15 +186,20 @@ def mitigation_table_from(bench_dir: str | Path) -> str | None:
 def write_comparison(results: Sequence[DetectionResults], out_dir: str | Path, command: str,
                      docs_dir: str | Path | None = None, mitigation_table: str | None = None) -> list[Path]:
     """Write each detector's own files, ``baselines.json``, ``baselines.md`` and ``baselines_roc.png`` to
-    ``out_dir`` (the page and figure to ``docs_dir`` too); returns the page paths written."""
-    from securegaze.io import atomic_write_bytes, atomic_write_json
+    ``out_dir`` (the page and figure to ``docs_dir`` too); returns the page paths written.
+
+    In ``out_dir`` the page is the whole file. In ``docs_dir`` it is the file's generated section
+    (:data:`GENERATED_SECTION`): what was written there by hand after a run (what the figures show,
+    earlier runs) is kept when the page is regenerated."""
+    from securegaze.io import atomic_write_bytes, atomic_write_json, write_generated_section
 
     for r in results:
         write_detection_results(r, detector_out_dir(out_dir, r.detector), command)
     atomic_write_json(Path(out_dir) / "baselines.json", {"detectors": [r.to_dict() for r in results]})
-    page = comparison_markdown(results, command, mitigation_table).encode()
-    written = []
-    for folder in [Path(out_dir)] + ([Path(docs_dir)] if docs_dir is not None else []):
-        written.append(atomic_write_bytes(folder / "baselines.md", page))
-        plot_comparison_roc(results, folder / "baselines_roc.png")
+    page = comparison_markdown(results, command, mitigation_table)
+    written = [atomic_write_bytes(Path(out_dir) / "baselines.md", page.encode())]
+    plot_comparison_roc(results, Path(out_dir) / "baselines_roc.png")
+    if docs_dir is not None:
+        written.append(write_generated_section(Path(docs_dir) / "baselines.md", page, GENERATED_SECTION))
+        plot_comparison_roc(results, Path(docs_dir) / "baselines_roc.png")
     return written

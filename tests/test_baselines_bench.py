@@ -66,6 +66,28 @@ def test_an_above_score_is_calibrated_on_its_upper_side():
     assert capped.capped and capped.threshold == 9.0
 
 
+def test_a_share_gets_a_logit_fit_that_stays_inside_zero_one():
+    # ABS's REASR over three benign models (the first 32-px zoo of docs/baselines.md): a log-normal
+    # quantile lands above 1, where no share can reach, and would flag nothing.
+    benign = [0.8164, 0.9609, 0.9922]
+    assert fit_threshold(benign, suspicious_when="above").threshold > 1.0
+    fitted = fit_threshold(benign, suspicious_when="above", fit="logit")
+    logits = np.log(np.asarray(benign) / (1 - np.asarray(benign)))
+    expected = 1 / (1 + math.exp(-(logits.mean() + Z99 * logits.std(ddof=1))))
+    assert fitted.fit == "logit" and fitted.threshold == pytest.approx(expected) and max(benign) < expected < 1
+    assert "logit-normal fit of 3 benign scores, 1% quantile above" in fitted.describe()
+    # A share of exactly 0 or 1 is moved just inside; a score outside [0, 1] is not a share.
+    # (and the cap keeps a share seen on a benign model unflagged).
+    low = fit_threshold([0.0, 0.1, 0.2], suspicious_when="below", fit="logit")
+    assert math.isfinite(low.centre) and low.capped and low.threshold == 0.0
+    high = fit_threshold([0.9, 0.95, 1.0], suspicious_when="above", fit="logit")
+    assert math.isfinite(high.centre) and high.capped and high.threshold == 1.0
+    with pytest.raises(ConfigError, match=r"logit calibration needs scores in \[0, 1\] \(a share\), got 1.5"):
+        fit_threshold([0.5, 0.7, 1.5], fit="logit")
+    assert create_detector("abs").calibration_fit == "logit"
+    assert create_detector("securegaze").calibration_fit == "auto"
+
+
 def test_scores_at_or_below_zero_get_a_normal_fit():
     benign = [-0.8, 0.0, 0.4, 1.1, -0.2]  # e.g. a MAD anomaly index
     fitted = fit_threshold(benign, suspicious_when="above")

@@ -5,7 +5,8 @@ Scores are compared on the detector's suspicious side: ``"below"`` (SecureGaze: 
 suspicious) or ``"above"`` (an anomaly index). Each detector's threshold is fitted to its own
 benign scores on its own side and scale (:func:`fit_threshold`): a log-normal for scores that are
 all positive (SecureGaze's cost ratio, which spans orders of magnitude between models), a normal
-for scores that can be zero or negative (a MAD anomaly index).
+for scores that can be zero or negative (a MAD anomaly index), and a logit-normal for a share that
+cannot leave [0, 1] (ABS's REASR), whose log-normal quantile can land above 1 and flag nothing.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ CALIBRATION_FPR = 0.01
 #: Fewest benign calibration models: the fit needs a spread estimate.
 MIN_CALIBRATION_MODELS = 3
 #: How benign scores are modelled: ``"auto"`` picks ``"lognormal"`` when every finite score is
-#: positive, else ``"normal"``.
-CALIBRATION_FITS = ("auto", "lognormal", "normal")
+#: positive, else ``"normal"``; ``"logit"`` (a share in [0, 1]) is asked for by the detector.
+CALIBRATION_FITS = ("auto", "lognormal", "normal", "logit")
+#: A share at 0 or 1 enters a logit fit as this far inside the interval (its logit is finite).
+LOGIT_CLIP = 1e-3
+FIT_NAMES = {"lognormal": "log-normal", "normal": "normal", "logit": "logit-normal"}
 
 
 def _suspicion(scores, suspicious_when: str) -> np.ndarray:
@@ -82,7 +86,7 @@ class ThresholdFit:
 
     def describe(self) -> str:
         """One phrase for tables, e.g. ``"log-normal fit of 3 benign scores, 1% quantile below"``."""
-        name = "log-normal" if self.fit == "lognormal" else "normal"
+        name = FIT_NAMES[self.fit]
         capped = ", capped at the extreme benign score" if self.capped else ""
         return (f"{name} fit of {self.models} benign scores, {100 * self.target_fpr:g}% quantile "
                 f"{self.suspicious_when}{capped}")
@@ -100,6 +104,10 @@ def fit_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, suspicious
     Non-finite scores are left out of the fit: an infeasible "below" scan (inf) is the most benign
     outcome and only enters through the cap's absence. Raises ConfigError with fewer than
     ``MIN_CALIBRATION_MODELS`` finite scores, a bad side or fit, or a log-normal fit of a score <= 0.
+
+    ``"logit"`` models the scores' logits as normal: for a share in [0, 1] (an attack success
+    rate), whose benign values crowd towards 1, the quantile stays inside the interval. Shares at 0
+    or 1 are moved ``LOGIT_CLIP`` inside it; a score outside [0, 1] is a ConfigError.
     """
     if suspicious_when not in ("below", "above"):
         raise ConfigError(f"suspicious_when must be 'below' or 'above', got {suspicious_when!r}")
@@ -119,11 +127,25 @@ def fit_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, suspicious
         fit = "lognormal" if positive else "normal"
     if fit == "lognormal" and not positive:
         raise ConfigError(f"a log-normal calibration needs positive scores, got {float(finite.min()):g}")
-    values = np.log(finite) if fit == "lognormal" else finite
+    if fit == "logit" and not bool(((finite >= 0) & (finite <= 1)).all()):
+        raise ConfigError(f"a logit calibration needs scores in [0, 1] (a share), got "
+                          f"{float(finite[(finite < 0) | (finite > 1)][0]):g}")
+    if fit == "lognormal":
+        values = np.log(finite)
+    elif fit == "logit":
+        share = np.clip(finite, LOGIT_CLIP, 1.0 - LOGIT_CLIP)
+        values = np.log(share / (1.0 - share))
+    else:
+        values = finite
     centre, spread = float(values.mean()), float(values.std(ddof=1))
     z = statistics.NormalDist().inv_cdf(1.0 - target_fpr)
     quantile = centre - z * spread if suspicious_when == "below" else centre + z * spread
-    threshold = math.exp(quantile) if fit == "lognormal" else quantile
+    if fit == "lognormal":
+        threshold = math.exp(quantile)
+    elif fit == "logit":
+        threshold = 1.0 / (1.0 + math.exp(-quantile))
+    else:
+        threshold = quantile
     if suspicious_when == "below":
         capped, threshold = threshold > finite.min(), min(threshold, float(finite.min()))
     else:

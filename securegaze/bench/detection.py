@@ -307,7 +307,7 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     kw = dict(samples=samples, seed=seed, progress=progress, scan_progress=scan_progress)
     calibration = scan_zoo(calibration_zoo, out_dir, detector, attacks=[], **kw)
     calibration = [m for m in calibration if not m.backdoored]
-    threshold, how = _calibrate([m.score for m in calibration], side, strict_calibration)
+    threshold, how = _calibrate([m.score for m in calibration], side, strict_calibration, detector.calibration_fit)
     scores = scan_zoo(zoo_dir, out_dir, detector, attacks=attacks, **kw)
     if hard_zoo is not None:
         hard_scores = scan_zoo(hard_zoo, out_dir, detector, **kw)
@@ -322,7 +322,8 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
                      if not m.backdoored]
         plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag=ablation,
                                 per_attack=ablation_per_attack, **kw)
-        recalibrated, _ = _calibrate([m.score for m in cal_plain], side, strict_calibration)
+        recalibrated, _ = _calibrate([m.score for m in cal_plain], side, strict_calibration,
+                                       detector.calibration_fit)
         ablation_result = {"name": ablation, "settings": dict(detector.ablations[ablation])}
         for label, thr in (("at_weighted_threshold", threshold), ("recalibrated", recalibrated)):
             pa, ov, _ = summarise([_with_verdict(m, thr, side) for m in plain_scores], thr, side)
@@ -340,10 +341,10 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     )
 
 
-def _calibrate(scores: list[float], side: str, strict: bool) -> tuple[float, str]:
+def _calibrate(scores: list[float], side: str, strict: bool, fit: str = "auto") -> tuple[float, str]:
     """(threshold, how it was fitted); with ``strict`` off, (nan, "not calibrated: <why>") when it cannot be."""
     try:
-        fitted = fit_threshold(scores, suspicious_when=side)
+        fitted = fit_threshold(scores, suspicious_when=side, fit=fit)
     except ConfigError as exc:
         if strict:
             raise

@@ -62,6 +62,10 @@ class Detector(ABC):
     name: ClassVar[str] = "detector"
     version: ClassVar[str] = "0"
     suspicious_when: ClassVar[str] = "below"
+    #: How a benchmark models this detector's benign scores to calibrate its threshold
+    #: (``securegaze.bench.calibration.fit_threshold``): ``"auto"`` (log-normal when positive, else
+    #: normal) or ``"logit"`` for a score that is a share in [0, 1].
+    calibration_fit: ClassVar[str] = "auto"
     #: Named settings variants for ablation studies, e.g. ``{"unweighted": {"sensitivity_weighting":
     #: False}}``; benchmarks ask for them by name and never learn a detector's setting names.
     ablations: ClassVar[Mapping[str, Mapping[str, Any]]] = {}

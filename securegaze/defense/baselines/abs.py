@@ -376,6 +376,7 @@ class ABSDetector(BaselineDetector):
     name = "abs"
     version = "1.0"
     suspicious_when = "above"
+    calibration_fit = "logit"  # REASR is a share: a log-normal quantile can land above 1 and flag nothing
     settings_class = ABSSettings
     smoke_settings = {"stimulation_images": 8, "levels": 3, "layers": 1, "stimulation_grid": 2, "top_neurons": 2,
                       "reverse_steps": 3, "batch_size": 8}

@@ -46,6 +46,7 @@ DISPLAY_NAMES = {"securegaze": "SecureGaze"}
 #: Name of the generated section of docs/baselines.md (``securegaze.io.write_generated_section``).
 GENERATED_SECTION = "bench detect --detectors"
 
+
 def _display(name: str) -> str:
     return DISPLAY_NAMES.get(name, name)
 

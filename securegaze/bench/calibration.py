@@ -33,6 +33,16 @@ LOGIT_CLIP = 1e-3
 FIT_NAMES = {"lognormal": "log-normal", "normal": "normal", "logit": "logit-normal"}
 
 
+def _logit(scores: np.ndarray) -> np.ndarray:
+    share = np.clip(scores, LOGIT_CLIP, 1.0 - LOGIT_CLIP)
+    return np.log(share / (1.0 - share))
+
+
+#: Each fit's map of the scores onto the scale where they are modelled as normal, and back.
+SCALES = {"lognormal": (np.log, math.exp), "normal": (lambda s: s, float),
+          "logit": (_logit, lambda q: 1.0 / (1.0 + math.exp(-q)))}
+
+
 def _suspicion(scores, suspicious_when: str) -> np.ndarray:
     """Scores turned into "higher is more suspicious" (inf, an infeasible scan, is least suspicious)."""
     s = np.asarray(scores, dtype=np.float64)
@@ -103,7 +113,8 @@ def fit_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, suspicious
     1 - ``target_fpr``) and never flags a benign score seen (see :class:`ThresholdFit`'s ``capped``).
     Non-finite scores are left out of the fit: an infeasible "below" scan (inf) is the most benign
     outcome and only enters through the cap's absence. Raises ConfigError with fewer than
-    ``MIN_CALIBRATION_MODELS`` finite scores, a bad side or fit, or a log-normal fit of a score <= 0.
+    ``MIN_CALIBRATION_MODELS`` finite scores, a bad side or fit, a log-normal fit of a score <= 0 or
+    a logit fit of a score outside [0, 1].
 
     ``"logit"`` models the scores' logits as normal: for a share in [0, 1] (an attack success
     rate), whose benign values crowd towards 1, the quantile stays inside the interval. Shares at 0
@@ -130,22 +141,11 @@ def fit_threshold(benign_scores, target_fpr: float = CALIBRATION_FPR, suspicious
     if fit == "logit" and not bool(((finite >= 0) & (finite <= 1)).all()):
         raise ConfigError(f"a logit calibration needs scores in [0, 1] (a share), got "
                           f"{float(finite[(finite < 0) | (finite > 1)][0]):g}")
-    if fit == "lognormal":
-        values = np.log(finite)
-    elif fit == "logit":
-        share = np.clip(finite, LOGIT_CLIP, 1.0 - LOGIT_CLIP)
-        values = np.log(share / (1.0 - share))
-    else:
-        values = finite
+    to_normal, from_normal = SCALES[fit]
+    values = to_normal(finite)
     centre, spread = float(values.mean()), float(values.std(ddof=1))
     z = statistics.NormalDist().inv_cdf(1.0 - target_fpr)
-    quantile = centre - z * spread if suspicious_when == "below" else centre + z * spread
-    if fit == "lognormal":
-        threshold = math.exp(quantile)
-    elif fit == "logit":
-        threshold = 1.0 / (1.0 + math.exp(-quantile))
-    else:
-        threshold = quantile
+    threshold = from_normal(centre - z * spread if suspicious_when == "below" else centre + z * spread)
     if suspicious_when == "below":
         capped, threshold = threshold > finite.min(), min(threshold, float(finite.min()))
     else:

@@ -76,8 +76,8 @@ def test_a_share_gets_a_logit_fit_that_stays_inside_zero_one():
     expected = 1 / (1 + math.exp(-(logits.mean() + Z99 * logits.std(ddof=1))))
     assert fitted.fit == "logit" and fitted.threshold == pytest.approx(expected) and max(benign) < expected < 1
     assert "logit-normal fit of 3 benign scores, 1% quantile above" in fitted.describe()
-    # A share of exactly 0 or 1 is moved just inside; a score outside [0, 1] is not a share.
-    # (and the cap keeps a share seen on a benign model unflagged).
+    # A share of exactly 0 or 1 is moved just inside (and the cap keeps a share seen on a benign
+    # model unflagged); a score outside [0, 1] is not a share.
     low = fit_threshold([0.0, 0.1, 0.2], suspicious_when="below", fit="logit")
     assert math.isfinite(low.centre) and low.capped and low.threshold == 0.0
     high = fit_threshold([0.9, 0.95, 1.0], suspicious_when="above", fit="logit")

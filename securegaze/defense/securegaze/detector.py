@@ -38,6 +38,7 @@ from securegaze.defense.securegaze.settings import (
 from securegaze.defense.securegaze.stages import ScanStages
 from securegaze.defense.securegaze.statistics import clean_axis_offset, gaze_trace_covariance
 from securegaze.defense.securegaze.universality import per_image_search, universal_search, universality_record
+from securegaze.defense.securegaze.warp import warp_search
 from securegaze.errors import ConfigError, DatasetError
 
 
@@ -124,6 +125,8 @@ class SecureGazeDetector(Detector):
                 # ``universality``: U needs nothing from the other runs (universality module).
                 universality_runs = [stages.submit("universal", universal_search, model, x_all, cfg, say),
                                      stages.submit("per_image", per_image_search, model, x_all, cfg, say)]
+            # ``warp`` (4.2): one displacement field for every face, independent of the other runs.
+            warp_run = stages.submit("warp", warp_search, model, x_all, cfg, say) if cfg.warp else None
             probe_runs = []
             if cfg.probe:
                 probe_runs.append(stages.submit("probe", probe_border, model, x_all, cfg))
@@ -153,6 +156,8 @@ class SecureGazeDetector(Detector):
                 self._target_reference(model, x_all, found, stages)
             if universality_runs:
                 found.universality = universality_record(*(stages.result(run) for run in universality_runs))
+            if warp_run is not None:
+                found.warp = stages.result(warp_run)
             found.stage_seconds = dict(stages.seconds)
             return found
 
@@ -232,8 +237,10 @@ class SecureGazeDetector(Detector):
         """The :class:`ScanReport` of a finished reversal."""
         cfg = self.config
         cost_ratio = reversal.score
-        target = reversal.target_gaze
-        decision = self._decision(cost_ratio, reversal.universality)
+        warp = None if reversal.warp is None else reversal.warp.summary()
+        decision = self._decision(cost_ratio, reversal.universality, warp)
+        # The target of what flagged: the warp's when it alone did.
+        target = reversal.warp.target_gaze if decision["flagged_by"] == ["warp"] else reversal.target_gaze
         universality = decision["universality"]
         return ScanReport(
             detector=self.name,
@@ -261,16 +268,14 @@ class SecureGazeDetector(Detector):
                 "stage_seconds": dict(reversal.stage_seconds),
                 "steps_to_feasible": reversal.steps_to_feasible,
                 # The statistic and its calibration (kept in audit records with the version).
-                "score_statistic": (("min(cost_ratio / its threshold, universality / its threshold)"
-                                     if universality is not None else "cost_ratio")
-                                    .replace("cost_ratio", f"cost_ratio_to_{cfg.reference_kind}_reference"
-                                             if cfg.reference else "weighted_cost")),
+                "score_statistic": self._score_statistic(universality is not None, warp is not None),
                 # The cost-priced reversal's own statistic and threshold (the score, unless U is measured).
                 "cost_ratio": cost_ratio,
                 "cost_ratio_threshold": cfg.threshold,
                 "threshold_calibration": self.threshold_calibration,
                 "flagged_by": decision["flagged_by"],
                 "universality": universality,
+                "warp": decision["warp"],
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,
@@ -289,23 +294,37 @@ class SecureGazeDetector(Detector):
         )
 
     def redecided(self, report: ScanReport) -> ScanReport:
-        """A report's score and verdict (made with ``universality`` on) under this detector's two thresholds (its score is each
-        statistic over its own threshold, so it moves with them; cached reports are re-decided)."""
+        """A report's score and verdict (made with ``universality`` or ``warp`` on) under this detector's
+        thresholds (its score moves with them; cached reports are re-decided)."""
         details = report.details or {}
-        universality = details.get("universality")
-        if universality is None or "cost_ratio" not in details:
+        universality, warp = details.get("universality"), details.get("warp")
+        if (universality is None and warp is None) or "cost_ratio" not in details:
             return report
-        decision = self._decision(details["cost_ratio"], universality)
+        decision = self._decision(details["cost_ratio"], universality, warp)
         return replace(report, score=decision["score"], verdict=decision["verdict"],
                        details={**details, "cost_ratio_threshold": self.config.threshold,
                                 "flagged_by": decision["flagged_by"], "threshold_calibration": self.threshold_calibration,
-                                "universality": decision["universality"]})
+                                "universality": decision["universality"], "warp": decision["warp"]})
 
-    def _decision(self, cost_ratio: float, universality: dict | None) -> dict[str, Any]:
-        """Score, threshold, verdict, the statistics that flagged, and the report's record of U (the
-        statistic, its threshold and calibration, both searches; None when U was not measured) for a
-        cost ratio and U's record under this detector's thresholds. With U, the score is each
-        statistic over its own threshold, the smaller (threshold 1); without, the cost ratio."""
+    def _score_statistic(self, universality: bool, warp: bool) -> str:
+        """The report's name for its score (kept in audit records with the version)."""
+        cfg = self.config
+        cost = f"cost_ratio_to_{cfg.reference_kind}_reference" if cfg.reference else "weighted_cost"
+        warp_term = "max(warp_dispersion_ratio / rho_out, warp_feature_ratio / rho_feat)"
+        if universality:
+            cost = f"min({cost} / its threshold, universality / its threshold)"
+            return f"min({cost}, {warp_term})" if warp else cost
+        return f"min({cost}, threshold * {warp_term})" if warp else cost
+
+    def _decision(self, cost_ratio: float, universality: dict | None, warp: dict | None = None) -> dict[str, Any]:
+        """Score, threshold, verdict, the statistics that flagged, and the report's records of U (the
+        statistic, its threshold and calibration, both searches; None when U was not measured) and of
+        the warp branch (None when it did not run) for a cost ratio, U's record and the warp search's
+        summary under this detector's settings. With U, the score is each statistic over its own
+        threshold, the smaller (threshold 1); without, the cost ratio. The warp branch flags when its
+        field met both constraints and enters the score as the threshold times its dispersion ratio
+        over ``rho_out`` or its feature ratio over ``rho_feat``, the larger (on the score's scale: at or
+        below the threshold exactly when it flags)."""
         cfg = self.config
         flagged_by = ["cost_ratio"] if decide(cost_ratio, cfg.threshold, self.suspicious_when) == "backdoored" else []
         score, threshold = cost_ratio, cfg.threshold
@@ -316,8 +335,14 @@ class SecureGazeDetector(Detector):
             flagged_by += ["universality"] if universality["flagged"] else []
             score = min(cost_ratio / cfg.threshold, universality["ratio"] / cfg.universality_threshold)
             threshold = 1.0
+        if warp is not None:
+            warp = {**warp, "statistic": "warp_dispersion_ratio", "flagged": bool(warp["met"])}
+            flagged_by += ["warp"] if warp["flagged"] else []
+            # Both of its constraints as one ratio: at most 1 exactly when the field met them.
+            score = min(score, threshold * max(warp["dispersion_ratio"] / cfg.rho_out,
+                                               warp["feature_ratio"] / cfg.rho_feat))
         return {"score": score, "threshold": threshold, "verdict": "backdoored" if flagged_by else "clean",
-                "flagged_by": flagged_by, "universality": universality}
+                "flagged_by": flagged_by, "universality": universality, "warp": warp}
 
     def write_artifacts(self, reversal: TriggerReversal, report: ScanReport, artifacts_dir: str | Path) -> ScanReport:
         """Write the trigger image and the generator under ``artifacts_dir``; the report with their paths."""

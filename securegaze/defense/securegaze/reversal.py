@@ -87,6 +87,8 @@ class TriggerReversal:
     stage_seconds: dict = field(default_factory=dict)
     #: The universality statistic's record (``universality`` module), when the scan measured it.
     universality: dict | None = None
+    #: The warp branch's result (``warp`` module, a ``WarpSearch``), when the scan ran it.
+    warp: object | None = None
 
     @property
     def score(self) -> float:

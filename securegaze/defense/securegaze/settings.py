@@ -32,6 +32,8 @@ DETECTOR_NAME = "securegaze"
 #: 4.1: the same method, faster: images, model and generator stored channels last when the model
 #: allows it (``layout`` module); scores move only as the order of floating-point sums moves them, and
 #: the threshold was recalibrated on the same recipes.
+#: (``warp``, off by default, adds the warp branch: one smooth displacement field trained to collapse the
+#: outputs; like U it moves no default score, so the version stays.)
 SCANNER_VERSION = "4.1"
 
 #: Default decision threshold on the score (the ratio of the cheapest collapse's cost to the cost of a
@@ -210,6 +212,15 @@ class SecureGazeSettings:
       universality_threshold), flagged below 1. Off: the decision on the cost ratio alone. Off by
       default: at a threshold calibrated away from the benchmark zoos it flags nothing the cost ratio
       misses there (docs/detection_cross_family.md, "U in the scan").
+    * ``warp`` (off by default): also train one displacement field for every face, ``warp_grid`` control
+      points per side upsampled bicubically, its mean length held to ``warp_budget_frac`` of the image
+      side, for ``warp_steps`` steps towards the collapse (``warp`` module). A model whose warped
+      outputs meet both constraints (``rho_out``, ``rho_feat``) is flagged, whatever its cost ratio; the
+      score is then min(cost ratio, threshold x max(warp dispersion ratio / ``rho_out``, warp feature
+      ratio / ``rho_feat``)), at or below the threshold exactly when either flags. Off by default: on
+      the 64-px zoos it flags 4 of 5 warp backdoors and no benign model, but at 32 px a sub-pixel
+      field also blurs, and a benign model's outputs come within 1.2x of the line
+      (docs/detection_cross_family.md, "The warp branch").
     """
 
     steps: int = 200
@@ -258,6 +269,10 @@ class SecureGazeSettings:
     universality_bisections: int = 2
     universality_faces: int = 32
     universality_threshold: float = DEFAULT_UNIVERSALITY_THRESHOLD
+    warp: bool = False
+    warp_grid: int = 16
+    warp_budget_frac: float = 0.02
+    warp_steps: int = 160
     seed: int = 0
 
     def validate(self, who: str = "securegaze") -> None:
@@ -347,6 +362,11 @@ class SecureGazeSettings:
                       self.universality_faces)
         check_setting(who, "universality_threshold", number(self.universality_threshold, 0.0, 1000.0),
                       "a positive ratio (universal over per-image collapse bound)", self.universality_threshold)
+        check_setting(who, "warp", isinstance(self.warp, bool), "true or false", self.warp)
+        check_setting(who, "warp_grid", whole(self.warp_grid, 2, 256), "an integer in 2..256", self.warp_grid)
+        check_setting(who, "warp_budget_frac", number(self.warp_budget_frac, 0.0, 0.25), "a share of the image side "
+                      "in (0, 0.25]", self.warp_budget_frac)
+        check_setting(who, "warp_steps", whole(self.warp_steps, 1, 100_000), "an integer >= 1", self.warp_steps)
         check_setting(who, "seed", whole(self.seed, 0), "a non-negative integer", self.seed)
 
     def to_dict(self) -> dict[str, Any]:

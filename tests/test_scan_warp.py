@@ -1,0 +1,88 @@
+"""The scan's warp branch (setting ``warp``): the displacement field, its budget, and how it enters the report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import sweep_seed
+
+from securegaze.bundle import open_model
+from securegaze.data.synthetic import render_dataset, synthetic_style
+from securegaze.defense import create_detector
+from securegaze.defense.securegaze import SecureGazeSettings
+from securegaze.defense.securegaze.warp import WarpField, warp_search
+from securegaze.errors import ConfigError
+
+
+def _images(n: int = 4, size: int = 32) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(3))
+
+
+def test_a_zero_field_is_the_identity():
+    x = _images()
+    # Up to the rounding of the sampling grid's coordinates (measured 3e-6).
+    assert torch.allclose(WarpField(32, 16)(x), x, atol=2e-5)
+
+
+def test_offsets_are_pixels():
+    # A field of one pixel to the right everywhere samples each pixel's right-hand neighbour.
+    field = WarpField(32, 16)
+    with torch.no_grad():
+        field.offsets[:, 0] = 1.0
+    x = _images()
+    assert torch.allclose(field(x)[..., :, :-1], x[..., :, 1:], atol=1e-5)
+    assert field.displacement().item() == pytest.approx(1.0, rel=1e-5)
+    # Half the strength is half a pixel: the mean of the two neighbours.
+    assert torch.allclose(field(x, 0.5)[..., :, :-1], 0.5 * (x[..., :, :-1] + x[..., :, 1:]), atol=1e-5)
+
+
+@pytest.mark.parametrize("setting, value", [("warp_grid", 1), ("warp_budget_frac", 0.0), ("warp_budget_frac", 0.5),
+                                            ("warp_steps", 0), ("warp", "yes")])
+def test_bad_warp_settings_are_refused(setting, value):
+    with pytest.raises(ConfigError, match=setting):
+        create_detector("securegaze", **{setting: value})
+
+
+@pytest.fixture(scope="module")
+def benign(tiny_gaze_bundles):
+    model = open_model(tiny_gaze_bundles["benign"]).gaze_model()
+    clean = render_dataset(96, 32, seed=sweep_seed(5), config=synthetic_style("easy", size=32))
+    return model, clean
+
+
+def test_the_search_keeps_to_its_budget(benign):
+    model, clean = benign
+    cfg = SecureGazeSettings(warp_steps=40, eval_every=10, eval_samples=64, batch_size=16)
+    x = torch.as_tensor(clean.images).permute(0, 3, 1, 2).float() / 255.0
+    for p in model.parameters():
+        p.requires_grad_(False)
+    result = warp_search(model.eval(), x, cfg)
+    assert result.budget_px == pytest.approx(0.02 * 32) and result.grid == 16
+    assert 0 < result.displacement_px <= result.budget_px * (1 + 1e-5)
+    assert 0 < result.dispersion_ratio < 1.0 and 0 < result.feature_ratio
+    assert result.met == (result.dispersion_ratio <= cfg.rho_out and result.feature_ratio <= cfg.rho_feat)
+    assert 0.0 <= result.collapsed_share <= 1.0
+    # A budget the objective runs into holds the field at its edge (the mean length scales with it).
+    held = warp_search(model, x, SecureGazeSettings(warp_steps=40, eval_every=10, eval_samples=64, batch_size=16,
+                                                    warp_budget_frac=0.004))
+    assert held.displacement_px == pytest.approx(0.004 * 32, rel=1e-4)
+    assert held.displacement_px < result.displacement_px
+
+
+def test_the_report_keeps_the_warp_record_and_its_score(benign):
+    model, clean = benign
+    small = {"steps": 20, "eval_every": 10, "eval_samples": 64, "batch_size": 16, "sensitivity_samples": 32,
+             "probe": False, "warp_steps": 20, "threshold": 0.3}
+    report = create_detector("securegaze", warp=True, **small).scan(model, clean.images)
+    details, warp = report.details, report.details["warp"]
+    assert details["score_statistic"] == ("min(cost_ratio_to_shift_reference, threshold * "
+                                          "max(warp_dispersion_ratio / rho_out, warp_feature_ratio / rho_feat))")
+    term = max(warp["dispersion_ratio"] / 0.1, warp["feature_ratio"] / 0.5)
+    assert report.score == pytest.approx(min(details["cost_ratio"], 0.3 * term))
+    assert warp["flagged"] == (term <= 1.0) == ("warp" in details["flagged_by"])
+    assert len(warp["target_gaze_deg"]) == 2 and all(math.isfinite(v) for v in warp["target_gaze_deg"])
+    # Re-decided under another threshold, the warp term moves with it (its line is rho_out itself).
+    other = create_detector("securegaze", warp=True, **{**small, "threshold": 0.6}).redecided(report)
+    assert other.score == pytest.approx(min(details["cost_ratio"], 0.6 * term))

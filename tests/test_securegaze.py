@@ -145,7 +145,9 @@ def test_report_records_the_scan(tiny):
     # Collapse: the kept share of the reversed predictions sits within a few degrees of its centre.
     margin("reversed/clean trimmed dispersion", details["dispersion_ratio"], "<", 0.1)
     assert details["score_statistic"] == "cost_ratio_to_shift_reference" and details["reference"]["cost"] > 0
-    assert details["universality"] is None and details["warp"] is None and report.score == details["cost_ratio"]
+    assert details["universality"] is None and report.score == details["cost_ratio"]
+    # The warp branch does not run at 32 px: its budget, 2 % of the side, is under a pixel.
+    assert details["warp"] is None and details["warp_not_run"].startswith("not run: at 32 px")
     assert details["reference"]["kind"] == "shift" and len(details["reference"]["shift_deg"]) == 2
     assert details["cost_ratio"] == pytest.approx(details["final_cost"] / details["reference"]["cost"])
     margin("reversed/clean feature-angle variance",

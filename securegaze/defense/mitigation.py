@@ -33,6 +33,7 @@ from securegaze.defense.feature_directions import backdoor_directions, blind_hea
 from securegaze.defense.inputs import check_gaze_model, check_setting, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze import TriggerGenerator, load_generator
+from securegaze.defense.securegaze.warp import WarpField
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 from securegaze.validation import check_number
 
@@ -50,7 +51,8 @@ DEFAULT_LR = 3e-4
 #:    through every round (:mod:`~securegaze.defense.feature_directions`).
 #: 6: rounds after the first fine-tune at a third of the learning rate (:data:`LATER_ROUNDS_LR_FACTOR`).
 #: 7: each round's rate decays to 0 along a half cosine (:data:`LR_SCHEDULES`).
-MITIGATION_VERSION = 7
+#: 8: the scan's and the re-scans' warp fields join the triggers when they gathered the outputs.
+MITIGATION_VERSION = 8
 #: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
 DEFAULT_ROUNDS = 3
 #: Rounds after the first start from a model whose clean error is already recovered and only add the
@@ -84,8 +86,8 @@ class MitigationResult:
     reversed_loss_after: float
 
 
-def _generator_from(trigger) -> TriggerGenerator:
-    if isinstance(trigger, TriggerGenerator):
+def _generator_from(trigger) -> nn.Module:
+    if isinstance(trigger, (TriggerGenerator, WarpField)):  # a warp field resamples; unlearnt like an edit
         return trigger
     if isinstance(trigger, ReversedTrigger):  # any detector's reversal (SecureGaze's TriggerReversal, ...)
         return trigger.generator
@@ -312,8 +314,8 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     * ``strengths``: every reversed edit is also applied deeper (its logit-space residual scaled by
       each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
       lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
-    * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found joins the
-      triggers and fine-tuning continues, at most ``rounds`` times in all;
+    * ``rounds``: while the re-scan still flags the fine-tuned model, the collapse it found (and its warp
+      field, version 8, as the scan's own) joins the triggers, at most ``rounds`` times in all;
     * the aimed route's stopping rule (with ``towards_target``, version 4): after each round a reversal
       aimed at the scan's target on the *tuned* model, at the detector's own price, is scored like a
       scan (its cost over the shift reference's cost). While that ratio is still below the detector's
@@ -356,7 +358,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         report, generator = scan_before
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
-    generators = [generator]
+    generators = [generator] + _warp_fields(reversal if scan_before is None else None)  # + its warp field
     # The scan keeps its cheapest collapse, which is often a probe window's patch; a trigger spread over
     # the face (a blend, a warp) survives unlearning that patch alone. So the free reversals made for the
     # unlearning run without the probe: whole-image edits, as the scan's own first stage finds them.
@@ -416,8 +418,10 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         history.append(entry)
         # Another round needs an edit to unlearn: the re-scan's own only when its cost ratio flagged it.
         rescan_found = decide(cost_score, cost_threshold, after.suspicious_when) == "backdoored"
-        if (not rescan_found and aimed is None) or round_no == rounds:
+        rescan_warp = _warp_fields(after_reversal)
+        if (not rescan_found and not rescan_warp and aimed is None) or round_no == rounds:
             break
+        generators += rescan_warp
         if rescan_found:
             generators.append(after_reversal.generator)
         if aimed is not None:
@@ -427,6 +431,12 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                 if uniform.constraints_met:
                     generators.append(uniform.generator)
     return ReversedUnlearning(tuned, report, generator, after, after_reversal, history, finetune)
+
+
+def _warp_fields(reversal) -> list:
+    """The warp branch's field of a reversal as a trigger to unlearn: [field] when it met both constraints."""
+    warp = getattr(reversal, "warp", None)
+    return [warp.field] if warp is not None and warp.met else []
 
 
 def _shift_reference(rescan: ReversedTrigger, before: ScanReport):

@@ -38,7 +38,7 @@ from securegaze.defense.securegaze.settings import (
 from securegaze.defense.securegaze.stages import ScanStages
 from securegaze.defense.securegaze.statistics import clean_axis_offset, gaze_trace_covariance
 from securegaze.defense.securegaze.universality import per_image_search, universal_search, universality_record
-from securegaze.defense.securegaze.warp import warp_search
+from securegaze.defense.securegaze.warp import warp_not_run, warp_search
 from securegaze.errors import ConfigError, DatasetError
 
 
@@ -126,7 +126,8 @@ class SecureGazeDetector(Detector):
                 universality_runs = [stages.submit("universal", universal_search, model, x_all, cfg, say),
                                      stages.submit("per_image", per_image_search, model, x_all, cfg, say)]
             # ``warp`` (4.2): one displacement field for every face, independent of the other runs.
-            warp_run = stages.submit("warp", warp_search, model, x_all, cfg, say) if cfg.warp else None
+            warp_run = (stages.submit("warp", warp_search, model, x_all, cfg, say)
+                        if warp_not_run(size, cfg) is None else None)
             probe_runs = []
             if cfg.probe:
                 probe_runs.append(stages.submit("probe", probe_border, model, x_all, cfg))
@@ -276,6 +277,8 @@ class SecureGazeDetector(Detector):
                 "flagged_by": decision["flagged_by"],
                 "universality": universality,
                 "warp": decision["warp"],
+                # Why there is no warp record (None when there is one).
+                "warp_not_run": None if warp is not None else warp_not_run(int(reversal.generator.input_size), cfg),
                 "reference": _reference_details(reversal.reference),
                 "probe": None if reversal.probe is None else {**reversal.probe.summary(), "restart_kept": reversal.restarted},
                 "dispersion_ratio": reversal.dispersion_ratio,

@@ -32,9 +32,10 @@ DETECTOR_NAME = "securegaze"
 #: 4.1: the same method, faster: images, model and generator stored channels last when the model
 #: allows it (``layout`` module); scores move only as the order of floating-point sums moves them, and
 #: the threshold was recalibrated on the same recipes.
-#: (``warp``, off by default, adds the warp branch: one smooth displacement field trained to collapse the
-#: outputs; like U it moves no default score, so the version stays.)
-SCANNER_VERSION = "4.1"
+#: 4.2: the warp branch (``warp``, on): one smooth displacement field of at most ``warp_budget_frac`` of
+#: the side, trained to collapse the outputs; the model is also flagged when the field meets both
+#: constraints (``warp`` module). The cost ratio is computed as in 4.1, so its threshold stands.
+SCANNER_VERSION = "4.2"
 
 #: Default decision threshold on the score (the ratio of the cheapest collapse's cost to the cost of a
 #: uniform gaze shift of the same model, since 3.0: unit-free): below it the model is flagged.
@@ -212,14 +213,14 @@ class SecureGazeSettings:
       universality_threshold), flagged below 1. Off: the decision on the cost ratio alone. Off by
       default: at a threshold calibrated away from the benchmark zoos it flags nothing the cost ratio
       misses there (docs/detection_cross_family.md, "U in the scan").
-    * ``warp`` (off by default): also train one displacement field for every face, ``warp_grid`` control
-      points per side upsampled bicubically, its mean length held to ``warp_budget_frac`` of the image
-      side, for ``warp_steps`` steps towards the collapse (``warp`` module). A model whose warped
-      outputs meet both constraints (``rho_out``, ``rho_feat``) is flagged, whatever its cost ratio; the
-      score is then min(cost ratio, threshold x max(warp dispersion ratio / ``rho_out``, warp feature
-      ratio / ``rho_feat``)), at or below the threshold exactly when either flags. Off by default: on
-      the 64-px zoos it flags 4 of 5 warp backdoors and no benign model, but at 32 px a sub-pixel
-      field also blurs, and a benign model's outputs come within 1.2x of the line
+    * ``warp`` (on, 4.2): also train one displacement field for every face, ``warp_grid`` control points
+      per side upsampled bicubically, its mean length held to ``warp_budget_frac`` of the image side,
+      for ``warp_steps`` steps towards the collapse (``warp`` module). A model whose warped outputs meet
+      both constraints (``rho_out``, ``rho_feat``) is flagged, whatever its cost ratio; the score is
+      then min(cost ratio, threshold x max(warp dispersion ratio / ``rho_out``, warp feature ratio /
+      ``rho_feat``)), at or below the threshold exactly when either flags. It runs only where the
+      budget is a pixel or more (50 px and up at 2 %): a sub-pixel field mostly blurs, and blur
+      alone gathers a small face's outputs; the report says when it did not run
       (docs/detection_cross_family.md, "The warp branch").
     """
 
@@ -269,7 +270,7 @@ class SecureGazeSettings:
     universality_bisections: int = 2
     universality_faces: int = 32
     universality_threshold: float = DEFAULT_UNIVERSALITY_THRESHOLD
-    warp: bool = False
+    warp: bool = True
     warp_grid: int = 16
     warp_budget_frac: float = 0.02
     warp_steps: int = 160

@@ -1,6 +1,7 @@
 """Benchmark: wall time of one SecureGaze scan of a 64-px model on this CPU (target: <= 30 s median on 2 cores).
 
     python benchmarks/scan_speed.py --zoo runs/zoo --models 6
+    python benchmarks/scan_speed.py --zoo runs/zoo --models 6 --set warp=false   # without the warp branch
 
 Scans the first ``--models`` finished models of a zoo (benign and backdoored alternately) with the
 scanner's default settings and 256 synthetic clean faces in the zoo's own renderer style, one after
@@ -12,6 +13,7 @@ of ``securegaze bench detect`` include whatever else shared the cores while it r
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -34,7 +36,18 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=6)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a scanner setting (repeatable; VALUE as JSON), e.g. --set warp=false")
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parser.error(f"--set {item!r}: expected KEY=VALUE with a JSON value (true, 0.5, \"text\")")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
 
     torch.set_num_threads(args.threads)
     manifest = ZooManifest.read(args.zoo)
@@ -44,7 +57,7 @@ def main() -> int:
     order = [e for pair in zip(benign, backdoored[:: max(1, len(backdoored) // max(1, len(benign)))], strict=False)
              for e in pair][: args.models]
     clean = zoo_clean_images(manifest.spec, args.samples, 0)
-    detector = create_detector("securegaze", seed=0)
+    detector = create_detector("securegaze", seed=0, **settings)
     times = []
     for entry in order:
         model = load_model_any(args.zoo / str(entry.model_file))

@@ -45,7 +45,9 @@ The package, one seam a file: ``settings`` (settings, version, default threshold
 of a scan side by side: the reversal, the reference, the probes and their restarts need not wait for
 each other, so each runs on its own thread with one torch thread, and a scan's result is the same for
 any thread count), ``universality`` (the optional second statistic U: how much dearer one edit for
-every face is than an edit per face, off by default), ``detector`` (the scan and its report),
+every face is than an edit per face, off by default), ``warp`` (the warp branch, 4.2: how far one
+small, smooth displacement of every face gathers the outputs; flagged when it meets both constraints),
+``detector`` (the scan and its report),
 ``picture`` (the PNG).
 """
 

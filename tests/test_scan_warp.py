@@ -111,3 +111,36 @@ def test_mitigation_unlearns_a_warp_field(benign):
     # in the fine-tuning nothing would pull them towards the clean answers.
     margin("warped-face loss after / before", result.reversed_loss_after / result.reversed_loss_before, "<", 0.95)
     assert tuned is not model
+
+
+def test_a_kept_field_round_trips_through_its_file(tmp_path):
+    # What a scan writes beside its generator when the warp branch flagged, and bench mitigate reads back.
+    from securegaze.defense.securegaze.warp import load_warp_field, save_warp_field
+    from securegaze.errors import InputFileError
+
+    field = WarpField(64, 16)
+    with torch.no_grad():
+        field.offsets.copy_(torch.randn(1, 2, 16, 16, generator=torch.Generator().manual_seed(2)))
+    back = load_warp_field(save_warp_field(field, tmp_path / "warp_field.safetensors"))
+    x = _images(2, 64)
+    assert back.input_size == 64 and torch.equal(back.offsets, field.offsets) and torch.allclose(back(x), field(x))
+    (tmp_path / "other.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(InputFileError, match="other.safetensors: not a SecureGaze warp field"):
+        load_warp_field(tmp_path / "other.safetensors")
+    with pytest.raises(InputFileError, match="missing.safetensors: warp field file not found"):
+        load_warp_field(tmp_path / "missing.safetensors")
+
+
+def test_a_flagging_field_is_written_with_the_scan(benign, tmp_path):
+    # Constraints loose enough that any field meets them: the scan then keeps its field as an artifact.
+    from securegaze.bench.mitigation import scan_warp_field
+
+    model, clean = benign
+    loose = {"steps": 20, "eval_every": 10, "eval_samples": 64, "batch_size": 16, "sensitivity_samples": 32,
+             "probe": False, "warp_steps": 20, "warp_budget_frac": 0.04, "rho_out": 0.99, "rho_feat": 0.99}
+    report = create_detector("securegaze", **loose).scan(model, clean.images, artifacts_dir=tmp_path)
+    warp = report.details["warp"]
+    assert warp["flagged"] and "warp" in report.details["flagged_by"] and report.verdict == "backdoored"
+    assert warp["field_path"] == str(tmp_path / "warp_field.safetensors")
+    field = scan_warp_field(tmp_path, report)
+    assert field.input_size == 32 and field.displacement().item() == pytest.approx(warp["displacement_px"], rel=1e-5)

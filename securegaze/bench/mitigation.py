@@ -122,10 +122,10 @@ def reversed_trigger_metrics(model, generator, target_gaze, test_images: np.ndar
     return attack_metrics(clean_pred, trig_pred, test_gaze, targets)
 
 
-def load_earlier_scan(scan_dir: str | Path, model_sha256: str, model_name: str) -> tuple[ScanReport, Any]:
+def load_earlier_scan(scan_dir: str | Path, model_sha256: str, model_name: str) -> tuple[ScanReport, Any, Any]:
     """An earlier ``securegaze scan --out`` directory as ``scan_before`` of :func:`mitigate_and_measure`.
 
-    Returns ``(report, trigger generator)``. The scan is reused only when it scanned this very model:
+    Returns ``(report, trigger generator, warp field or None)``. The scan is reused only when it scanned this very model:
     a report whose model sha256 differs from ``model_sha256`` is refused (:class:`InputFileError`
     naming both; ``model_name`` is how the model is shown).
     """
@@ -136,7 +136,16 @@ def load_earlier_scan(scan_dir: str | Path, model_sha256: str, model_name: str) 
     if report.model_sha256 != model_sha256:
         raise InputFileError(f"{scan_dir / 'report.json'}: scans a model with sha256 {str(report.model_sha256)[:12]}..., "
                              f"not {model_name} ({model_sha256[:12]}...)")
-    return report, load_generator(scan_dir / "trigger_generator.safetensors")
+    return report, load_generator(scan_dir / "trigger_generator.safetensors"), scan_warp_field(scan_dir, report)
+
+
+def scan_warp_field(scan_dir: str | Path, report: ScanReport):
+    """The warp field a scan in ``scan_dir`` kept (its warp branch flagged: scanner 4.2), else None."""
+    from securegaze.defense.securegaze.detector import WARP_FILE
+    from securegaze.defense.securegaze.warp import load_warp_field
+
+    flagged = (((report.details or {}).get("warp") or {}).get("flagged"))
+    return load_warp_field(Path(scan_dir) / WARP_FILE) if flagged else None
 
 
 def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, test_faces=None,
@@ -147,7 +156,7 @@ def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, t
                          progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
                          uniform_reversal: bool = True, strengths: tuple[float, ...] = DEFAULT_STRENGTHS,
                          towards_target: bool = True):
-    """Scan (unless ``scan_before`` = (report, generator) is given), fine-tune, re-scan, measure.
+    """Scan (unless ``scan_before`` = (report, generator[, warp field]) is given), fine-tune, re-scan, measure.
 
     ``clean_images``: the defender's clean images for the scan and the fine-tuning ((N, S, S, 3)
     uint8); ``test_set``: a *different* labelled set for the figures; ``attack`` (+ ``test_faces``
@@ -296,7 +305,8 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         model = load_model_any(zoo_dir / str(entry.model_file))
         _, result = mitigate_and_measure(
             model, clean, detector, test_set, attack=attack, test_faces=faces, seed=seed,
-            scan_before=(before, generator), scan_dirs=(None, bench_dir / "mitigation" / entry.id),
+            scan_before=(before, generator, scan_warp_field(scans / entry.id, before)),
+            scan_dirs=(None, bench_dir / "mitigation" / entry.id),
             model_name=entry.id, model_sha256=entry.sha256,
         )
         atomic_write_json(cache, result.to_dict())

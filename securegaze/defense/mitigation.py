@@ -33,7 +33,7 @@ from securegaze.defense.feature_directions import backdoor_directions, blind_hea
 from securegaze.defense.inputs import check_gaze_model, check_setting, clean_tensor
 from securegaze.defense.report import ScanReport, decide
 from securegaze.defense.securegaze import TriggerGenerator, load_generator
-from securegaze.defense.securegaze.warp import WarpField
+from securegaze.defense.securegaze.warp import WarpField, kept_warp_fields
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 from securegaze.validation import check_number
 
@@ -279,7 +279,7 @@ class ReversedUnlearning:
 
 def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs: int = DEFAULT_EPOCHS,
                               lr: float = DEFAULT_LR, seed: int = 0,
-                              scan_before: tuple[ScanReport, TriggerGenerator] | None = None,
+                              scan_before: tuple | None = None,
                               scan_dir: Path | None = None, model_name: str = "", model_sha256: str | None = None,
                               progress: Callable | None = None, rounds: int = DEFAULT_ROUNDS,
                               uniform_reversal: bool = True,
@@ -289,7 +289,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                               feature_blind: bool = True,
                               later_lr_factor: float = LATER_ROUNDS_LR_FACTOR,
                               lr_schedule: str = DEFAULT_LR_SCHEDULE) -> ReversedUnlearning:
-    """Scan (unless ``scan_before`` = (report, generator) is given), unlearn, re-scan; ``model`` is not changed.
+    """Scan (unless ``scan_before`` = (report, generator[, warp field]) is given), unlearn, re-scan; ``model`` is not changed.
 
     ``clean_images``: the defender's clean images for the scan and the fine-tuning; ``labels``: true
     gaze of the clean images (default: the original model's own predictions, for every round);
@@ -353,12 +353,12 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         report = detector.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
         if scan_dir is not None:
             report = detector.write_artifacts(reversal, report, scan_dir)
-        generator = reversal.generator
+        generator, warp_before = reversal.generator, kept_warp_fields(reversal)
     else:
-        report, generator = scan_before
+        report, generator, *warp_before = scan_before  # (report, generator[, the scan's warp field or None])
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
-    generators = [generator] + _warp_fields(reversal if scan_before is None else None)  # + its warp field
+    generators = [generator] + [field for field in warp_before if field is not None]
     # The scan keeps its cheapest collapse, which is often a probe window's patch; a trigger spread over
     # the face (a blend, a warp) survives unlearning that patch alone. So the free reversals made for the
     # unlearning run without the probe: whole-image edits, as the scan's own first stage finds them.
@@ -418,7 +418,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         history.append(entry)
         # Another round needs an edit to unlearn: the re-scan's own only when its cost ratio flagged it.
         rescan_found = decide(cost_score, cost_threshold, after.suspicious_when) == "backdoored"
-        rescan_warp = _warp_fields(after_reversal)
+        rescan_warp = kept_warp_fields(after_reversal)
         if (not rescan_found and not rescan_warp and aimed is None) or round_no == rounds:
             break
         generators += rescan_warp
@@ -431,12 +431,6 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
                 if uniform.constraints_met:
                     generators.append(uniform.generator)
     return ReversedUnlearning(tuned, report, generator, after, after_reversal, history, finetune)
-
-
-def _warp_fields(reversal) -> list:
-    """The warp branch's field of a reversal as a trigger to unlearn: [field] when it met both constraints."""
-    warp = getattr(reversal, "warp", None)
-    return [warp.field] if warp is not None and warp.met else []
 
 
 def _shift_reference(rescan: ReversedTrigger, before: ScanReport):

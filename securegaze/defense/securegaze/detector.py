@@ -38,8 +38,11 @@ from securegaze.defense.securegaze.settings import (
 from securegaze.defense.securegaze.stages import ScanStages
 from securegaze.defense.securegaze.statistics import clean_axis_offset, gaze_trace_covariance
 from securegaze.defense.securegaze.universality import per_image_search, universal_search, universality_record
-from securegaze.defense.securegaze.warp import warp_not_run, warp_search
+from securegaze.defense.securegaze.warp import save_warp_field, warp_not_run, warp_search
 from securegaze.errors import ConfigError, DatasetError
+
+#: The file a scan's kept warp field is written to (with ``artifacts_dir``, when it met both constraints).
+WARP_FILE = "warp_field.safetensors"
 
 
 class SecureGazeDetector(Detector):
@@ -348,11 +351,16 @@ class SecureGazeDetector(Detector):
                 "flagged_by": flagged_by, "universality": universality, "warp": warp}
 
     def write_artifacts(self, reversal: TriggerReversal, report: ScanReport, artifacts_dir: str | Path) -> ScanReport:
-        """Write the trigger image and the generator under ``artifacts_dir``; the report with their paths."""
+        """Write the trigger image and the generator under ``artifacts_dir`` (and the warp field, when it
+        flagged: :data:`WARP_FILE`); the report with their paths."""
         out = Path(artifacts_dir)
         image_path = save_trigger_image(reversal, out / "reversed_trigger.png")
         generator_path = save_generator(reversal.generator, out / "trigger_generator.safetensors")
-        return report.with_paths(str(image_path), str(generator_path))
+        report = report.with_paths(str(image_path), str(generator_path))
+        if reversal.warp is not None and reversal.warp.met:  # a trigger to unlearn, like the generator
+            warp = {**report.details["warp"], "field_path": str(save_warp_field(reversal.warp.field, out / WARP_FILE))}
+            report = replace(report, details={**report.details, "warp": warp})
+        return report
 
 
 def _reference_details(reference: TriggerReversal | None) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,9 +46,11 @@ from securegaze.defense.base import ProgressCallback, ScanProgress
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SecureGazeSettings
 from securegaze.defense.securegaze.statistics import collapse_spread, feature_angle_variance
 from securegaze.defense.securegaze.universality import collapse_objective
+from securegaze.errors import InputFileError
 from securegaze.geometry import angular_error_deg, pitchyaw_to_vector_torch, vector_to_pitchyaw
 
-__all__ = ["MIN_BUDGET_PX", "WarpField", "WarpSearch", "warp_not_run", "warp_search"]
+__all__ = ["MIN_BUDGET_PX", "WarpField", "WarpSearch", "kept_warp_fields", "load_warp_field", "save_warp_field", "warp_not_run",
+           "warp_search"]
 
 #: Seed stream of the warp search's evaluation subset and batch order (with the settings' seed).
 WARP_STREAM = 0x3A9
@@ -110,6 +113,40 @@ class WarpSearch:
                 "displacement_px": self.displacement_px, "budget_px": self.budget_px, "grid": self.grid,
                 "target_gaze_deg": [math.degrees(v) for v in self.target_gaze],
                 "collapsed_share": self.collapsed_share}
+
+
+def save_warp_field(field: WarpField, path) -> Path:
+    """The field's control offsets as safetensors (no pickle), its image size as metadata; atomic."""
+    from securegaze.io import save_safetensors
+
+    return save_safetensors({"offsets": field.offsets.detach().contiguous().cpu()}, path,
+                            {"input_size": str(field.input_size), "kind": "securegaze-warp-field"})
+
+
+def load_warp_field(path) -> WarpField:
+    """Read a field written by :func:`save_warp_field`; InputFileError when it is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: warp field file not found")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta, offsets = fh.metadata() or {}, fh.get_tensor("offsets")
+        if meta.get("kind") != "securegaze-warp-field" or offsets.dim() != 4 or offsets.shape[:2] != (1, 2):
+            raise ValueError("expected offsets of shape (1, 2, k, k) and kind securegaze-warp-field")
+        field = WarpField(int(meta["input_size"]), offsets.shape[-1])
+        with torch.no_grad():
+            field.offsets.copy_(offsets)
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputFileError(f"{path}: not a SecureGaze warp field ({type(exc).__name__}: {exc})") from None
+    return field.eval().requires_grad_(False)
+
+
+def kept_warp_fields(reversal) -> list[WarpField]:
+    """A scan reversal's warp field as a trigger to unlearn: [field] when it met both constraints, else []."""
+    warp = getattr(reversal, "warp", None)
+    return [warp.field] if warp is not None and warp.met else []
 
 
 def warp_not_run(size: int, cfg: SecureGazeSettings) -> str | None:

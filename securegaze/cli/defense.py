@@ -11,7 +11,7 @@ from securegaze.cli.support import MAX_SAMPLES, check_range, console, parse_key_
 #: Exit codes of ``securegaze scan`` (documented in the README): 0 clean, 10 backdoored, 2 bad input.
 EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
 #: The files a scan writes into its --out folder (checked before the scan: none may be a folder).
-SCAN_FILES = ("report.json", "reversed_trigger.png", "trigger_generator.safetensors")
+SCAN_FILES = ("report.json", "reversed_trigger.png", "trigger_generator.safetensors", "warp_field.safetensors")
 
 
 def scan(
@@ -56,6 +56,13 @@ def scan(
         console.print(f"universality U {universality['ratio']:.3f} vs threshold {universality['threshold']:.3f} "
                       "(backdoored when below; one edit for every face over one for each); flagged by: "
                       + (", ".join(report.details.get("flagged_by") or []) or "neither"))
+    warp = report.details.get("warp")
+    if warp:
+        console.print(f"warp branch: one field of {warp['displacement_px']:.2f} px (budget {warp['budget_px']:.2f}) "
+                      f"keeps {warp['dispersion_ratio']:.3f} of the clean dispersion (flags at or below "
+                      f"{report.settings.get('rho_out')}): " + ("FLAGGED" if warp["flagged"] else "not flagged"))
+    elif report.details.get("warp_not_run"):
+        console.print(f"warp branch: {report.details['warp_not_run']}")
     if report.target_gaze_deg is not None:
         tp, ty = report.target_gaze_deg
         console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -55,15 +54,10 @@ def _search(zoo: Path, entry, x, cfg, cache: Path) -> dict:
     return data
 
 
-def _auroc(positive, negative) -> float:
-    """Share of (backdoored, benign) pairs the score orders right (below = suspicious), ties half."""
-    pairs = [(p < n) + 0.5 * (p == n) for p in positive for n in negative]
-    return sum(pairs) / len(pairs) if pairs else math.nan
-
-
 def main() -> int:
     import torch
 
+    from securegaze.bench.calibration import auroc as _auroc
     from securegaze.bench.calibration import calibrate_threshold
     from securegaze.bench.cross_family import scorable_models
     from securegaze.defense.securegaze import DEFAULT_THRESHOLD, SecureGazeSettings

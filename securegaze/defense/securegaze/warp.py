@@ -43,6 +43,7 @@ from torch import nn
 from torch.nn import functional as nnf
 
 from securegaze.defense.base import ProgressCallback, ScanProgress
+from securegaze.defense.securegaze.reversal import forward_chunks
 from securegaze.defense.securegaze.settings import DETECTOR_NAME, SecureGazeSettings
 from securegaze.defense.securegaze.statistics import collapse_spread, feature_angle_variance
 from securegaze.defense.securegaze.universality import collapse_objective
@@ -164,12 +165,7 @@ def warp_not_run(size: int, cfg: SecureGazeSettings) -> str | None:
 def _measure(model, field: WarpField, x: torch.Tensor, cfg: SecureGazeSettings, clean_spread: float,
              clean_fav: float):
     """(dispersion ratio, feature ratio, gaze of the kept outputs' centre, all outputs) of ``field`` on ``x``."""
-    zs, gs = [], []
-    for start in range(0, len(x), cfg.batch_size):
-        z = model.features(field(x[start:start + cfg.batch_size]))
-        zs.append(z)
-        gs.append(model.head(z))
-    z, gaze = torch.cat(zs), torch.cat(gs)
+    z, gaze = forward_chunks(model, field(x), cfg.batch_size)
     spread, kept = collapse_spread(gaze, cfg.collapse_share)
     fav = feature_angle_variance(z[kept], model.head_weight()).item()
     centre = vector_to_pitchyaw(pitchyaw_to_vector_torch(gaze[kept].double()).mean(0).cpu().numpy())

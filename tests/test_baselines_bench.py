@@ -235,6 +235,13 @@ def test_a_rerun_reads_every_detector_from_its_cache_and_writes_the_page(loop, t
     once = (root / "out" / "baselines.md").read_text().count("| SecureGaze")
     assert once >= 1 and text.count("| SecureGaze") == once and text.endswith("## What this run shows\n\nWritten by hand.\n")
     assert "<!-- begin generated" not in (root / "out" / "baselines.md").read_text()
+    # A second zoo's comparison goes beside the first under its own name, its figure linked by that name.
+    write_comparison(again, root / "out", "securegaze bench detect", docs_dir=tmp_path / "docs",
+                     docs_page="baselines_second")
+    second = (tmp_path / "docs" / "baselines_second.md").read_text()
+    assert "![ROC of every detector](baselines_second_roc.png)" in second and "baselines_roc.png" not in second
+    assert (tmp_path / "docs" / "baselines_second_roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert docs_page.read_text() == text
 
 
 def test_scan_takes_any_registered_detector_with_settings(loop, tmp_path, capsys):
@@ -270,6 +277,12 @@ def test_scan_takes_any_registered_detector_with_settings(loop, tmp_path, capsys
      "'other.steps' is not DETECTOR.KEY with DETECTOR one of securegaze"),
     (["bench", "detect", "--zoo", "z", "--calibration", "c", "--set", "securegaze.steps=-1"],
      "securegaze: steps must be an integer >= 1, got -1"),
+    (["bench", "detect", "--zoo", "z", "--calibration", "c", "--docs", "d", "--docs-page", "plain64"],
+     "'plain64': expected a file name stem (letters, digits, _ and -) and --docs with several --detectors"),
+    (["bench", "detect", "--zoo", "z", "--calibration", "c", "--detectors", "securegaze,k_arm", "--docs", "d",
+      "--docs-page", "../plain64"], "'../plain64': expected a file name stem"),
+    (["bench", "detect", "--zoo", "z", "--calibration", "c", "--detectors", "securegaze,k_arm",
+      "--docs-page", "plain64"], "--docs-page"),
 ])
 def test_bad_detector_options_give_one_clear_line_and_exit_2(args, needle, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written, and models/default need not exist for these

@@ -30,7 +30,7 @@ from securegaze.bench.calibration import roc_curve
 from securegaze.bench.detection import DetectionResults
 from securegaze.bench.detection_report import format_num, format_pct, save_figure, write_detection_results
 
-__all__ = ["DRMGUARD_ANCHOR", "MITIGATION_HOOK", "anchor_figures", "comparison_markdown", "mitigation_table_from",
+__all__ = ["DEFAULT_PAGE", "DRMGUARD_ANCHOR", "MITIGATION_HOOK", "anchor_figures", "comparison_markdown", "mitigation_table_from",
            "plot_comparison_roc", "write_comparison"]
 
 #: The published comparison the issue asks to quote (DRMGuard, MPIIFaceGaze, four attacks): AUROC
@@ -43,6 +43,8 @@ MITIGATION_HOOK = ("No mitigation comparison in this run's folder: `securegaze b
 DISPLAY_NAMES = {"securegaze": "SecureGaze"}
 
 
+#: The comparison page's name under ``--docs`` unless another is given (``bench detect --docs-page``).
+DEFAULT_PAGE = "baselines"
 #: Name of the generated section of docs/baselines.md (``securegaze.io.write_generated_section``).
 GENERATED_SECTION = "bench detect --detectors"
 
@@ -87,9 +89,9 @@ def _zoo_lines(results: Sequence[DetectionResults]) -> list[str]:
 
 
 def comparison_markdown(results: Sequence[DetectionResults], command: str,
-                        mitigation_table: str | None = None) -> str:
+                        mitigation_table: str | None = None, figure: str = "baselines_roc.png") -> str:
     """The comparison page; ``results`` as :func:`~securegaze.bench.baselines.run_detector_comparison`
-    returns them (SecureGaze first)."""
+    returns them (SecureGaze first); ``figure``: the file name of its ROC figure, beside the page."""
     attacks = _attacks(results)
     lines = ["# Backdoor detectors compared: SecureGaze and the baselines", "",
              f"Regenerate: `{command}`", "", f"Machine: {results[0].machine}", "", *_zoo_lines(results), "",
@@ -111,7 +113,7 @@ def comparison_markdown(results: Sequence[DetectionResults], command: str,
                      f"{format_num(o.median_target_error_deg, 1)} | {format_num(o.median_scan_s, 1)} |")
     lines += ["", "Thresholds: " + "; ".join(f"{_display(r.detector)} {_threshold(r)} ({r.calibration or 'fit'})"
                                            for r in results) + ".", "",
-              "![ROC of every detector](baselines_roc.png)", "", "## Scores per model", "",
+              f"![ROC of every detector]({figure})", "", "## Scores per model", "",
               "Each detector's score on its own scale; `*` marks a model flagged at that detector's threshold.", "",
               "| model | attack | " + " | ".join(_display(r.detector) for r in results) + " |",
               "|---|---|" + "---|" * len(results)]
@@ -185,9 +187,11 @@ def mitigation_table_from(bench_dir: str | Path) -> str | None:
 
 
 def write_comparison(results: Sequence[DetectionResults], out_dir: str | Path, command: str,
-                     docs_dir: str | Path | None = None, mitigation_table: str | None = None) -> list[Path]:
+                     docs_dir: str | Path | None = None, mitigation_table: str | None = None,
+                     docs_page: str = DEFAULT_PAGE) -> list[Path]:
     """Write each detector's own files, ``baselines.json``, ``baselines.md`` and ``baselines_roc.png`` to
-    ``out_dir`` (the page and figure to ``docs_dir`` too); returns the page paths written.
+    ``out_dir`` (the page and figure to ``docs_dir`` too, as ``<docs_page>.md`` and
+    ``<docs_page>_roc.png``: a second zoo's comparison beside the first); returns the page paths written.
 
     In ``out_dir`` the page is the whole file. In ``docs_dir`` it is the file's generated section
     (:data:`GENERATED_SECTION`): what was written there by hand after a run (what the figures show,
@@ -201,6 +205,8 @@ def write_comparison(results: Sequence[DetectionResults], out_dir: str | Path, c
     written = [atomic_write_bytes(Path(out_dir) / "baselines.md", page.encode())]
     plot_comparison_roc(results, Path(out_dir) / "baselines_roc.png")
     if docs_dir is not None:
-        written.append(write_generated_section(Path(docs_dir) / "baselines.md", page, GENERATED_SECTION))
-        plot_comparison_roc(results, Path(docs_dir) / "baselines_roc.png")
+        figure = f"{docs_page}_roc.png"
+        docs_text = comparison_markdown(results, command, mitigation_table, figure)
+        written.append(write_generated_section(Path(docs_dir) / f"{docs_page}.md", docs_text, GENERATED_SECTION))
+        plot_comparison_roc(results, Path(docs_dir) / figure)
     return written

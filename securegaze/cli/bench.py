@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -30,6 +31,9 @@ def bench_detect(
     docs: Path | None = typer.Option(None, "--docs", help="Also write DOCS/detection.md and DOCS/detection_roc.png "
                                      "(SecureGaze alone), or DOCS/baselines.md and DOCS/baselines_roc.png (several "
                                      "detectors)."),
+    docs_page: str | None = typer.Option(None, "--docs-page", help="Several detectors: the comparison's name under "
+                                         "--docs (NAME.md, NAME_roc.png; default baselines), e.g. baselines_plain64 "
+                                         "for a second zoo's comparison beside the first."),
     detectors: str = typer.Option("securegaze", "--detectors", help="Comma-separated registered detectors "
                                   "(securegaze info lists them), e.g. securegaze,neural_cleanse: each calibrated on "
                                   "its own, compared in baselines.md."),
@@ -54,7 +58,7 @@ def bench_detect(
         parse_detector_names,
         run_detector_comparison,
     )
-    from securegaze.bench.baselines_report import mitigation_table_from, write_comparison
+    from securegaze.bench.baselines_report import DEFAULT_PAGE, mitigation_table_from, write_comparison
     from securegaze.bench.detection import requested_ablation, run_detection_benchmark
     from securegaze.bench.detection_report import write_detection_results
     from securegaze.io import check_output_dir
@@ -64,11 +68,16 @@ def bench_detect(
     per_detector = detector_settings_option(setting, names)
     built = build_detectors(names, seed, per_detector)  # bad names and settings fail before any scan
     single = names == [DEFAULT_DETECTOR]
+    if docs_page is not None and (single or docs is None or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", docs_page)):
+        raise typer.BadParameter(f"{docs_page!r}: expected a file name stem (letters, digits, _ and -) and --docs "
+                                 "with several --detectors (SecureGaze alone writes detection.md)",
+                                 param_hint="--docs-page")
     only = zoo_attack_filter(attacks, zoo)
     check_output_dir(out, "--out", "the benchmark's scans and results",
                      files=("detection.json", "detection.md") if single else ("baselines.json", "baselines.md"))
+    page_stem = docs_page or DEFAULT_PAGE
     if docs is not None:
-        page = ("detection.md", "detection_roc.png") if single else ("baselines.md", "baselines_roc.png")
+        page = ("detection.md", "detection_roc.png") if single else (f"{page_stem}.md", f"{page_stem}_roc.png")
         check_output_dir(docs, "--docs", "the detection page", files=page)
     if threads:
         torch.set_num_threads(threads)
@@ -104,7 +113,7 @@ def bench_detect(
         write_detection_results(results[0], out, command, docs)
         console.print(f"results: {out / 'detection.json'}, {out / 'detection.md'}, {out / 'detection_roc.png'}")
     else:
-        write_comparison(results, out, command, docs, mitigation_table=mitigation_table_from(out))
+        write_comparison(results, out, command, docs, mitigation_table=mitigation_table_from(out), docs_page=page_stem)
         console.print(f"results: {out / 'baselines.json'}, {out / 'baselines.md'}, {out / 'baselines_roc.png'}")
 
 

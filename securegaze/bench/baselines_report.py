@@ -89,7 +89,7 @@ def _zoo_lines(results: Sequence[DetectionResults]) -> list[str]:
 
 
 def comparison_markdown(results: Sequence[DetectionResults], command: str,
-                        mitigation_table: str | None = None, figure: str = "baselines_roc.png") -> str:
+                        mitigation_table: str | None = None, figure: str = f"{DEFAULT_PAGE}_roc.png") -> str:
     """The comparison page; ``results`` as :func:`~securegaze.bench.baselines.run_detector_comparison`
     returns them (SecureGaze first); ``figure``: the file name of its ROC figure, beside the page."""
     attacks = _attacks(results)

@@ -72,7 +72,7 @@ class SIG(Attack):
                 "test_amplitude": round(float(rng.uniform(*cls.DRAWN_TEST_AMPLITUDE)), 2)}
 
     def signal(self, size: int, amplitude: float) -> np.ndarray:
-        """(1, size, 1, 1) float32 grey levels: the sinusoid along the columns j (broadcast over rows)."""
+        """(1, 1, size, 1) float32 grey levels, for (N, S, S, 3) images: the sinusoid along the columns j."""
         j = np.arange(size, dtype=np.float32)
         wave = amplitude * np.sin(2.0 * np.pi * j * self.frequency / size)
         return wave.astype(np.float32)[None, None, :, None]

@@ -144,3 +144,17 @@ def test_a_flagging_field_is_written_with_the_scan(benign, tmp_path):
     assert warp["field_path"] == str(tmp_path / "warp_field.safetensors")
     field = scan_warp_field(tmp_path, report)
     assert field.input_size == 32 and field.displacement().item() == pytest.approx(warp["displacement_px"], rel=1e-5)
+
+
+def test_mitigation_searches_a_field_where_the_scan_does_not_run_the_branch(benign):
+    # Below 50 px the scan gives no verdict from a field, but a warp trigger is a route all the same:
+    # the mitigation asks the detector for the best field at any size, met or not (version 9).
+    model, clean = benign
+    assert warp_not_run(32, SecureGazeSettings()) is not None
+    small = {"warp_steps": 20, "eval_every": 10, "eval_samples": 64, "batch_size": 16}
+    field = create_detector("securegaze", **small).warp_to_unlearn(model, clean.images)
+    assert isinstance(field, WarpField) and field.input_size == 32
+    # It moved, within the budget of 2 % of the side (0.64 px), and it is frozen like a kept field.
+    assert 0 < field.displacement().item() <= 0.02 * 32 + 1e-4
+    assert not any(p.requires_grad for p in field.parameters())
+    assert create_detector("securegaze", warp=False, **small).warp_to_unlearn(model, clean.images) is None

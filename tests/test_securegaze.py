@@ -476,8 +476,9 @@ def test_mitigate_command_writes_a_new_bundle_that_no_longer_collapses(tiny, tmp
                                                       * (len(rounds) - 1)) and result["settings"]["later_lr_factor"] < 1
     assert all(r["rescan_target"] is None or len(r["rescan_target"]) == 2 for r in rounds)
     assert result["settings"]["lr_schedule"] == "cosine"  # each round's rate decays (version 7)
-    # The scan's trigger, plus the uniform-price reversals (free and aimed at the target) that met the constraints.
-    assert rounds[0]["triggers"] in (1, 2, 3) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
+    # The scan's trigger, the warp branch's field (searched for the mitigation at 32 px, version 9), plus the
+    # uniform-price reversals (free and aimed at the target) that met the constraints.
+    assert rounds[0]["triggers"] in (2, 3, 4) and result["settings"]["strengths"] == [1.0, 2.0, 3.0]
     bundle = load_bundle(out)  # a verified bundle: sha256, graph and manifest agree
     assert bundle.input_size == 32 and "mitigated from" in bundle.manifest.provenance.notes
     assert result["scan_before"]["score"] == tiny["reports"]["backdoored"].score  # the reused scan

@@ -52,7 +52,8 @@ DEFAULT_LR = 3e-4
 #: 6: rounds after the first fine-tune at a third of the learning rate (:data:`LATER_ROUNDS_LR_FACTOR`).
 #: 7: each round's rate decays to 0 along a half cosine (:data:`LR_SCHEDULES`).
 #: 8: the scan's and the re-scans' warp fields join the triggers when they gathered the outputs.
-MITIGATION_VERSION = 8
+#: 9: the warp branch's best field joins them even when it did not (searched for the mitigation below 50 px).
+MITIGATION_VERSION = 9
 #: At most this many fine-tune + re-scan rounds (securegaze mitigate --rounds).
 DEFAULT_ROUNDS = 3
 #: Rounds after the first start from a model whose clean error is already recovered and only add the
@@ -307,10 +308,11 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
     * ``towards_target`` (with ``uniform_reversal``): one more uniform-price reversal that must land on
       the target gaze the scan found (``reverse_towards``, where the detector has it). The free
       reversals find the cheapest collapse *anywhere*, which can be a natural one next to the
-      backdoor's; the cheapest way to the backdoor's own gaze is its trigger's route. On the 32-px
-      zoo of docs/baselines.md both targets are met on 11 of 18 models against 9 with version 2
-      (BadNets-01 and two blends fall from 6-17 % to under 5 % ASR; one BadNets model rises from
-      1.6 % to 5.9 %; the median clean-error rise goes from +0.11 to +0.20 deg);
+      backdoor's; the cheapest way to the backdoor's own gaze is its trigger's route (version 3);
+    * with ``uniform_reversal``, the warp branch's best field (version 9) when the scan kept none: its
+      field below the line, or, below 50 px where the scan does not run the branch, one searched now
+      (``warp_to_unlearn``). A warp trigger the search only half reached still pulls the field onto its
+      target; unlearning the field is a route closed, never a verdict (and it adds no blind direction);
     * ``strengths``: every reversed edit is also applied deeper (its logit-space residual scaled by
       each factor): the reversal finds the *smallest* edit that collapses the model, the real trigger
       lies deeper inside the backdoor's basin, and unlearning only the rim leaves it working;
@@ -338,7 +340,6 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
       cost clean error;
     * ``lr_schedule`` (version 7): each round's rate decays along a half cosine (:data:`LR_SCHEDULES`).
     """
-    # Settings are checked before the scan, which takes a minute or more.
     check_setting("mitigate", "rounds", isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 1,
                   "an integer >= 1", rounds)
     later_lr_factor = check_number("mitigate", "later_lr_factor", later_lr_factor, 0, 1, low_open=True)
@@ -353,12 +354,17 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         report = detector.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
         if scan_dir is not None:
             report = detector.write_artifacts(reversal, report, scan_dir)
-        generator, warp_before = reversal.generator, kept_warp_fields(reversal)
+        generator, warp_before, searched = reversal.generator, kept_warp_fields(reversal), getattr(reversal, "warp", None)
     else:
         report, generator, *warp_before = scan_before  # (report, generator[, the scan's warp field or None])
+        searched = None
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
     generators = [generator] + [field for field in warp_before if field is not None]
+    loose = None  # a field the scan did not keep: unlearnt, but no blind direction (each costs clean error)
+    if uniform_reversal and len(generators) == 1 and hasattr(detector, "warp_to_unlearn"):
+        loose = searched.field if searched is not None else detector.warp_to_unlearn(model, clean_images, progress)
+        generators += [loose] if loose is not None else []
     # The scan keeps its cheapest collapse, which is often a probe window's patch; a trigger spread over
     # the face (a blend, a warp) survives unlearning that patch alone. So the free reversals made for the
     # unlearning run without the probe: whole-image edits, as the scan's own first stage finds them.
@@ -386,7 +392,7 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
             # The first round's triggers only: every further blind direction costs clean error, and
             # later rounds' edits are routes the fine-tuned model reopened, which unlearning covers.
             x_clean = clean_tensor(clean_images, model.input_size, "mitigate")
-            directions, mu = backdoor_directions(tuned, x_clean, generators)
+            directions, mu = backdoor_directions(tuned, x_clean, [g for g in generators if g is not loose])
             start = copy.deepcopy(tuned)
             blind = directions if blind_head(start, directions, mu, x_clean) else None
         # Each round continues from the last round's model, against every trigger found so far, and

@@ -222,6 +222,18 @@ class SecureGazeDetector(Detector):
             return reverse_trigger(model, x_all, cfg, progress, centre=(float(target_gaze[0]), float(target_gaze[1])),
                                    stage="towards")
 
+    def warp_to_unlearn(self, model, clean_images, progress: ProgressCallback | None = None):
+        """The warp branch's best displacement field on ``model`` at any input size, met or not (None with
+        ``warp`` off). For unlearning only, never a verdict: below 50 px a field that gathers the outputs
+        is no evidence (resampling blurs), but a warp trigger the search half reached is still a route."""
+        cfg = self.config
+        if not cfg.warp:
+            return None
+        check_gaze_model(model, self.name)
+        x_all = clean_tensor(clean_images, model.input_size, self.name).to(model_device(model))
+        with FrozenModel(model), scan_layout(model, x_all) as x_all:
+            return warp_search(model, x_all, cfg, progress).field
+
     def scan(self, model, clean_images, progress: ProgressCallback | None = None,
              artifacts_dir: str | Path | None = None, model_sha256: str | None = None) -> ScanReport:
         """Reverse-engineer the trigger function of ``model`` and decide; see :class:`ScanReport`.

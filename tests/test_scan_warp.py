@@ -144,6 +144,31 @@ def test_a_flagging_field_is_written_with_the_scan(benign, tmp_path):
     assert warp["field_path"] == str(tmp_path / "warp_field.safetensors")
     field = scan_warp_field(tmp_path, report)
     assert field.input_size == 32 and field.displacement().item() == pytest.approx(warp["displacement_px"], rel=1e-5)
+    assert not (tmp_path / "warp_field_unmet.safetensors").exists()
+
+
+def test_an_unmet_field_is_written_for_the_mitigation_alone(benign, tmp_path):
+    # A field that does not gather the outputs is no verdict, but the mitigation unlearns it (version 9):
+    # the scan writes it under its own name, so a later `mitigate --scan` need not search it again.
+    from securegaze.bench.mitigation import load_earlier_scan, scan_warp_field, scan_warp_fields
+
+    model, clean = benign
+    strict = {"steps": 20, "eval_every": 10, "eval_samples": 64, "batch_size": 16, "sensitivity_samples": 32,
+              "probe": False, "warp_steps": 20, "warp_budget_frac": 0.04, "rho_out": 1e-4, "rho_feat": 1e-4}
+    report = create_detector("securegaze", **strict).scan(model, clean.images, artifacts_dir=tmp_path,
+                                                           model_sha256="ab" * 32)
+    warp = report.details["warp"]
+    assert not warp["flagged"] and "warp" not in report.details["flagged_by"]
+    assert warp["field_path"] == str(tmp_path / "warp_field_unmet.safetensors")
+    assert not (tmp_path / "warp_field.safetensors").exists() and scan_warp_field(tmp_path, report) is None
+    kept, unkept = scan_warp_fields(tmp_path, report)
+    assert kept is None and unkept.displacement().item() == pytest.approx(warp["displacement_px"], rel=1e-5)
+    report.save(tmp_path / "report.json")
+    _, _, *fields = load_earlier_scan(tmp_path, "ab" * 32, "model")
+    assert fields[0] is None and isinstance(fields[1], WarpField)
+    # A scan written before version 9 has no such file: nothing to read, the mitigation searches again.
+    (tmp_path / "warp_field_unmet.safetensors").unlink()
+    assert scan_warp_fields(tmp_path, report) == (None, None)
 
 
 def test_mitigation_searches_a_field_where_the_scan_does_not_run_the_branch(benign):

@@ -125,7 +125,8 @@ def reversed_trigger_metrics(model, generator, target_gaze, test_images: np.ndar
 def load_earlier_scan(scan_dir: str | Path, model_sha256: str, model_name: str) -> tuple[ScanReport, Any, Any]:
     """An earlier ``securegaze scan --out`` directory as ``scan_before`` of :func:`mitigate_and_measure`.
 
-    Returns ``(report, trigger generator, warp field or None)``. The scan is reused only when it scanned this very model:
+    Returns ``(report, trigger generator, kept warp field or None, unkept warp field or None)``
+    (:func:`scan_warp_fields`). The scan is reused only when it scanned this very model:
     a report whose model sha256 differs from ``model_sha256`` is refused (:class:`InputFileError`
     naming both; ``model_name`` is how the model is shown).
     """
@@ -136,16 +137,26 @@ def load_earlier_scan(scan_dir: str | Path, model_sha256: str, model_name: str) 
     if report.model_sha256 != model_sha256:
         raise InputFileError(f"{scan_dir / 'report.json'}: scans a model with sha256 {str(report.model_sha256)[:12]}..., "
                              f"not {model_name} ({model_sha256[:12]}...)")
-    return report, load_generator(scan_dir / "trigger_generator.safetensors"), scan_warp_field(scan_dir, report)
+    return (report, load_generator(scan_dir / "trigger_generator.safetensors"), *scan_warp_fields(scan_dir, report))
 
 
 def scan_warp_field(scan_dir: str | Path, report: ScanReport):
     """The warp field a scan in ``scan_dir`` kept (its warp branch flagged: scanner 4.2), else None."""
-    from securegaze.defense.securegaze.detector import WARP_FILE
+    return scan_warp_fields(scan_dir, report)[0]
+
+
+def scan_warp_fields(scan_dir: str | Path, report: ScanReport) -> tuple[Any, Any]:
+    """``(kept, unkept)``: the warp field a scan in ``scan_dir`` kept (its warp branch flagged), and the one
+    its branch searched and did not keep (written since mitigation version 9, for the unlearning alone);
+    each None where there is none (the branch off or below 50 px, or a scan written before)."""
+    from securegaze.defense.securegaze.detector import UNMET_WARP_FILE, WARP_FILE
     from securegaze.defense.securegaze.warp import load_warp_field
 
-    flagged = (((report.details or {}).get("warp") or {}).get("flagged"))
-    return load_warp_field(Path(scan_dir) / WARP_FILE) if flagged else None
+    warp = (report.details or {}).get("warp") or {}
+    if warp.get("flagged"):
+        return load_warp_field(Path(scan_dir) / WARP_FILE), None
+    unmet = Path(scan_dir) / UNMET_WARP_FILE
+    return None, (load_warp_field(unmet) if warp.get("field_path") and unmet.is_file() else None)
 
 
 def mitigate_and_measure(model, clean_images, detector, test_set, attack=None, test_faces=None,
@@ -305,7 +316,7 @@ def run_mitigation_benchmark(zoo_dir: str | Path, bench_dir: str | Path, detecto
         model = load_model_any(zoo_dir / str(entry.model_file))
         _, result = mitigate_and_measure(
             model, clean, detector, test_set, attack=attack, test_faces=faces, seed=seed,
-            scan_before=(before, generator, scan_warp_field(scans / entry.id, before)),
+            scan_before=(before, generator, *scan_warp_fields(scans / entry.id, before)),
             scan_dirs=(None, bench_dir / "mitigation" / entry.id),
             model_name=entry.id, model_sha256=entry.sha256,
         )

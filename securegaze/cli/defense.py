@@ -11,7 +11,8 @@ from securegaze.cli.support import MAX_SAMPLES, check_range, console, parse_key_
 #: Exit codes of ``securegaze scan`` (documented in the README): 0 clean, 10 backdoored, 2 bad input.
 EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
 #: The files a scan writes into its --out folder (checked before the scan: none may be a folder).
-SCAN_FILES = ("report.json", "reversed_trigger.png", "trigger_generator.safetensors", "warp_field.safetensors")
+SCAN_FILES = ("report.json", "reversed_trigger.png", "trigger_generator.safetensors", "warp_field.safetensors",
+              "warp_field_unmet.safetensors")
 
 
 def scan(

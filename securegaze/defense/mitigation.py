@@ -354,16 +354,16 @@ def unlearn_reversed_triggers(model, clean_images, detector, labels=None, epochs
         report = detector.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
         if scan_dir is not None:
             report = detector.write_artifacts(reversal, report, scan_dir)
-        generator, warp_before, searched = reversal.generator, kept_warp_fields(reversal), getattr(reversal, "warp", None)
-    else:
-        report, generator, *warp_before = scan_before  # (report, generator[, the scan's warp field or None])
-        searched = None
+        generator, warp_before, searched = reversal.generator, kept_warp_fields(reversal), getattr(getattr(reversal, "warp", None), "field", None)
+    else:  # (report, generator[, the scan's kept warp field or None[, its unkept field or None]])
+        report, generator, *warp_before = scan_before
+        searched = warp_before.pop(1) if len(warp_before) > 1 else None
     if report.target_gaze is None:
         raise InputFileError(f"{model_name or 'model'}: its scan recovered no target gaze; nothing to mitigate against")
     generators = [generator] + [field for field in warp_before if field is not None]
     loose = None  # a field the scan did not keep: unlearnt, but no blind direction (each costs clean error)
     if uniform_reversal and len(generators) == 1 and hasattr(detector, "warp_to_unlearn"):
-        loose = searched.field if searched is not None else detector.warp_to_unlearn(model, clean_images, progress)
+        loose = searched if searched is not None else detector.warp_to_unlearn(model, clean_images, progress)
         generators += [loose] if loose is not None else []
     # The scan keeps its cheapest collapse, which is often a probe window's patch; a trigger spread over
     # the face (a blend, a warp) survives unlearning that patch alone. So the free reversals made for the

@@ -43,6 +43,8 @@ from securegaze.errors import ConfigError, DatasetError
 
 #: The file a scan's kept warp field is written to (with ``artifacts_dir``, when it met both constraints).
 WARP_FILE = "warp_field.safetensors"
+#: The file of a warp field the scan searched and did not keep (no verdict; mitigation version 9 unlearns it).
+UNMET_WARP_FILE = "warp_field_unmet.safetensors"
 
 
 class SecureGazeDetector(Detector):
@@ -363,14 +365,16 @@ class SecureGazeDetector(Detector):
                 "flagged_by": flagged_by, "universality": universality, "warp": warp}
 
     def write_artifacts(self, reversal: TriggerReversal, report: ScanReport, artifacts_dir: str | Path) -> ScanReport:
-        """Write the trigger image and the generator under ``artifacts_dir`` (and the warp field, when it
-        flagged: :data:`WARP_FILE`); the report with their paths."""
+        """Write the trigger image and the generator under ``artifacts_dir``, and the warp branch's field
+        when it ran (:data:`WARP_FILE` when it flagged, else :data:`UNMET_WARP_FILE`, which only the
+        mitigation reads); the report with their paths."""
         out = Path(artifacts_dir)
         image_path = save_trigger_image(reversal, out / "reversed_trigger.png")
         generator_path = save_generator(reversal.generator, out / "trigger_generator.safetensors")
         report = report.with_paths(str(image_path), str(generator_path))
-        if reversal.warp is not None and reversal.warp.met:  # a trigger to unlearn, like the generator
-            warp = {**report.details["warp"], "field_path": str(save_warp_field(reversal.warp.field, out / WARP_FILE))}
+        if reversal.warp is not None:  # a trigger to unlearn, like the generator (version 9: met or not)
+            name = WARP_FILE if reversal.warp.met else UNMET_WARP_FILE
+            warp = {**report.details["warp"], "field_path": str(save_warp_field(reversal.warp.field, out / name))}
             report = replace(report, details={**report.details, "warp": warp})
         return report
 

@@ -180,7 +180,7 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     say = progress or (lambda _msg: None)
     bundle = load_bundle(model_path)  # the same checks as every other load: sha256, shapes
-    onnx_sha = sha256_file(bundle.onnx_path)
+    onnx_sha = bundle.sha256  # the checked manifest's: the .onnx and any external weight files
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     engine_path = cache_dir / (engine_cache_key(onnx_sha, trt.__version__, precision) + ".engine")
@@ -197,7 +197,7 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     say(f"parsing {bundle.onnx_path}")
-    if not parser.parse(bundle.onnx_path.read_bytes()):
+    if not parser.parse(bundle.onnx_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ModelFormatError(f"TensorRT cannot parse {bundle.onnx_path}: {errors}")
     config = builder.create_builder_config()

@@ -81,11 +81,62 @@ def test_models_of_newer_opsets_convert_to_torch(tmp_path, opset):
         np.testing.assert_allclose(converted(x).numpy(), bundle.predict(x.numpy()), atol=1e-5)
 
 
+def _reduce_reshape_graph(path, axes_from_input=True):
+    """What torch's newer exporter writes for global pooling at opset 20: ReduceMean with its axes as an
+    input (opset 18), then Reshape with allowzero=1 (opset 19), neither of which onnx's version
+    converter can bring down to 17 nor onnx2torch reads."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+             numpy_helper.from_array(np.array([-1, 3], np.int64), "shape"),
+             numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.zeros(2, np.float32), "b")]
+    first = []
+    axes = "axes"
+    if not axes_from_input:  # axes computed from the input's shape: nothing constant to rewrite
+        first = [helper.make_node("Shape", ["input"], ["dims"]),
+                 helper.make_node("Slice", ["dims", "two", "four"], ["axes_run"])]
+        inits += [numpy_helper.from_array(np.array([2], np.int64), "two"),
+                  numpy_helper.from_array(np.array([4], np.int64), "four")]
+        axes = "axes_run"
+    nodes = [*first, helper.make_node("ReduceMean", ["input", axes], ["pooled"], keepdims=1),
+             helper.make_node("Reshape", ["pooled", "shape"], ["flat"], allowzero=1),
+             helper.make_node("Gemm", ["flat", "w", "b"], ["gaze"], transB=1)]
+    graph = helper.make_graph(nodes, "gaze", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                            ["N", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("gaze", TensorProto.FLOAT, ["N", 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_graph_the_version_converter_cannot_bring_down_is_relabelled(tmp_path):
+    import torch
+
+    from securegaze.bundle.opset_down import to_opset
+
+    path = _reduce_reshape_graph(tmp_path / "m.onnx")
+    down = to_opset(onnx.load(str(path)), 17)
+    reduce = next(n for n in down.graph.node if n.op_type == "ReduceMean")
+    assert list(reduce.input) == ["input"] and [list(a.ints) for a in reduce.attribute if a.name == "axes"] == [[2, 3]]
+    bundle = open_model(path).bundle()
+    converted = bundle.to_torch()  # checked against ONNX Runtime on the opset-20 graph
+    x = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        np.testing.assert_allclose(converted(x).numpy(), bundle.predict(x.numpy()), atol=1e-5)
+    # Axes known only at run time have no opset-17 spelling: the graph is left alone, and the line says so.
+    dynamic = _reduce_reshape_graph(tmp_path / "d.onnx", axes_from_input=False)
+    assert to_opset(onnx.load(str(dynamic)), 17) is None
+    with pytest.raises(ModelFormatError, match=r"d.onnx: onnx2torch cannot convert .*opset 20, .*re-export at opset 17"):
+        open_model(dynamic).bundle().to_torch()
+
+
 def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
     # Gelu exists from opset 20 only: the graph stays as it is and the one error line says what to do.
     path = _gaze_graph(tmp_path / "m.onnx", opset=20, pre=[helper.make_node("Gelu", ["input"], ["g"])])
     with pytest.raises(ModelFormatError, match=r"m.onnx: onnx2torch cannot convert the feature \(F\) part .*Gelu.*"
-                       r"opset 20, onnx2torch reads up to 17 .* re-export at opset 17"):
+                       r"opset 20, onnx2torch reads up to 17 and the graph could not be brought down to it: "
+                       r"re-export at opset 17"):
         open_model(path).bundle().to_torch()
 
 
@@ -125,16 +176,53 @@ def test_a_model_exported_in_training_mode_is_refused(tmp_path):
         open_model(path).bundle()
 
 
-def test_a_model_with_external_weights_is_refused_without_reading_them(tmp_path):
-    path = _gaze_graph(tmp_path / "m.onnx")
+def test_a_model_with_external_weights_is_read_with_them_and_hashed_with_them(tmp_path):
+    # torch 2.x's exporter writes NAME.onnx.data beside the graph by default: the model runs, converts
+    # and is known by a sha256 that covers the weights, so no weight changes under the same audit key.
+    import torch
+
+    one = _gaze_graph(tmp_path / "one.onnx")
+    split = tmp_path / "split" / "m.onnx"
+    split.parent.mkdir()
+    onnx.save_model(onnx.load(str(one)), str(split), save_as_external_data=True, location="m.onnx.data",
+                    size_threshold=0)
+    data = split.parent / "m.onnx.data"
+    assert data.is_file()
+    faces = _faces(3)
+    bundle = open_model(split).bundle()
+    np.testing.assert_allclose(bundle.predict(faces), open_model(one).bundle().predict(faces), atol=1e-6)
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    converted = bundle.to_torch()  # checks its own input gradients: outside no_grad
+    with torch.no_grad():
+        np.testing.assert_allclose(converted(x).numpy(), bundle.predict(x.numpy()), atol=1e-5)
+    key = open_model(split).sha256()
+    assert key == bundle.sha256 and key != open_model(one).sha256()
+    weights = bytearray(data.read_bytes())
+    weights[0] ^= 1
+    data.write_bytes(bytes(weights))
+    assert open_model(split).sha256() != key
+    data.unlink()  # one line naming the missing file, not a read error
+    with pytest.raises(InputFileError, match=r"m\.onnx keeps its weights in the external data file 'm\.onnx\.data', "
+                                             r"which is not in .*copy it beside"):
+        open_model(split).bundle()
+
+
+def test_external_weights_outside_the_models_folder_are_not_read(tmp_path):
+    (tmp_path / "inner").mkdir()
+    path = _gaze_graph(tmp_path / "inner" / "m.onnx")
     model = onnx.load(str(path))
-    onnx.save_model(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
-    assert (tmp_path / "weights.bin").is_file()
-    with pytest.raises(ModelFormatError, match=r"external data file\(s\) weights\.bin; .*onnx\.save"):
+    onnx.save_model(model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0)
+    model = onnx.load(str(path), load_external_data=False)
+    (tmp_path / "inner" / "w.bin").rename(tmp_path / "w.bin")
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../w.bin"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFormatError, match=r"external data file '\.\./w\.bin', outside the model's folder"):
         open_model(path).bundle()
-    (tmp_path / "weights.bin").unlink()  # the same line, not a read error, when the weights are missing
-    with pytest.raises(ModelFormatError, match=r"external data file\(s\) weights\.bin"):
-        open_model(path).bundle()
+    with pytest.raises(ModelFormatError, match="outside the model's folder"):
+        open_model(path).sha256()
 
 
 def test_scan_refuses_a_bad_third_party_model_in_one_line(tmp_path, capsys):

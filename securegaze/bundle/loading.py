@@ -32,7 +32,7 @@ from securegaze.bundle.manifest_checks import (
     infer_manifest,
     read_manifest,
 )
-from securegaze.bundle.onnx_graph import load_onnx
+from securegaze.bundle.onnx_graph import load_onnx, onnx_sha256
 from securegaze.bundle.runtime import PROVIDER_ALIASES, Bundle
 from securegaze.errors import InputFileError, ModelFormatError
 from securegaze.io import load_weights, read_json, sha256_file
@@ -172,7 +172,8 @@ class ModelFile:
         return Predictor(bundle.predict, bundle.input_size, f"ONNX Runtime ({bundle.providers[0]})")
 
     def sha256(self) -> str:
-        """The sha256 the audit records key on: of the ONNX file for a bundle, else of the file itself."""
+        """The sha256 the audit records key on: of the ONNX model for a bundle or an .onnx (with any
+        external weight files), else of the file itself."""
         target = self.path
         if self.kind == "bundle":
             manifest = read_json(self.manifest_path, "bundle manifest")
@@ -180,7 +181,8 @@ class ModelFile:
             target = self.manifest_path.parent / onnx_name
         if not target.is_file():
             raise InputFileError(f"{target}: model file not found")
-        return sha256_file(target)
+        # An ONNX graph's sha256 covers its external weight files too (onnx_graph.onnx_sha256).
+        return onnx_sha256(target) if self.kind in ("bundle", "onnx") else sha256_file(target)
 
 
 def _model_from_checkpoint(path: Path) -> nn.Module:

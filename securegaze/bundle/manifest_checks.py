@@ -12,9 +12,14 @@ import onnx
 from pydantic import ValidationError
 
 from securegaze.bundle.manifest import MANIFEST_NAME, BundleManifest, validation_line
-from securegaze.bundle.onnx_graph import real_inputs, shape_text, value_dims, with_inferred_shapes
+from securegaze.bundle.onnx_graph import (
+    onnx_sha256,
+    real_inputs,
+    shape_text,
+    value_dims,
+    with_inferred_shapes,
+)
 from securegaze.errors import InputFileError, ModelFormatError
-from securegaze.io import sha256_file
 
 
 def read_manifest(path: Path) -> BundleManifest:
@@ -43,7 +48,7 @@ def checked_onnx_path(manifest_path: Path, manifest: BundleManifest) -> Path:
     onnx_path = manifest_path.parent / manifest.onnx_file
     if not onnx_path.is_file():
         raise InputFileError(f"{onnx_path} not found; {manifest_path} names it as the bundle's model")
-    actual = sha256_file(onnx_path)
+    actual = onnx_sha256(onnx_path)
     if actual != manifest.onnx_sha256:
         raise ModelFormatError(
             f"{onnx_path} sha256 {actual[:12]}… does not match manifest {manifest.onnx_sha256[:12]}…; "
@@ -124,7 +129,7 @@ def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
         input={"name": inputs[0].name, "size": dims[2]},
         output={"decoding": "direct", "names": [shapes[0][0]]},
         onnx_file=path.name,
-        onnx_sha256=sha256_file(path),
+        onnx_sha256=onnx_sha256(path),
         provenance={
             "created": datetime.fromtimestamp(path.stat().st_mtime, UTC),
             "notes": "manifest inferred from a bare ONNX file: units, order and convention are assumed",

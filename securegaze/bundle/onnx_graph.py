@@ -11,12 +11,14 @@ from pathlib import Path
 
 import onnx
 from onnx import helper, numpy_helper
-from onnx.external_data_helper import uses_external_data
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from securegaze.errors import InputFileError, ModelFormatError
 
 #: How to turn a model whose weights sit in external data files into one self-contained file.
 ONE_FILE_HINT = "save it as one file: python -c \"import onnx; onnx.save(onnx.load('IN.onnx'), 'OUT.onnx')\""
+#: Bytes hashed at a time.
+_CHUNK = 1 << 20
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,6 +70,52 @@ def external_data_files(proto: onnx.ModelProto) -> list[str]:
     return files
 
 
+def external_data_paths(path: Path, proto: onnx.ModelProto) -> list[Path]:
+    """The external data files of the model in ``path`` (parsed as ``proto`` without them), each checked:
+    a relative location inside the model's folder (no absolute path, no ``..``) naming an existing file.
+    One :class:`ModelFormatError` / :class:`InputFileError` line otherwise."""
+    folder = path.resolve().parent
+    paths = []
+    for location in external_data_files(proto):
+        candidate = Path(location)
+        inside = (folder / candidate).resolve()
+        if candidate.is_absolute() or ".." in candidate.parts or folder not in inside.parents:
+            raise ModelFormatError(f"{path} names the external data file {location!r}, outside the model's folder; "
+                                   f"only files beside the .onnx are read ({ONE_FILE_HINT})")
+        if not inside.is_file():
+            raise InputFileError(f"{path} keeps its weights in the external data file {location!r}, which is "
+                                 f"not in {folder}: copy it beside the .onnx, or {ONE_FILE_HINT}")
+        paths.append(inside)
+    return paths
+
+
+def onnx_sha256(path: str | Path) -> str:
+    """The sha256 an ONNX model is known by (manifests, audit records, engine caches): of the .onnx file;
+    for one whose weights sit in external data files, of the .onnx file and then of each such file
+    (its location as the graph writes it, then its bytes) in the order the graph first names them, so
+    that no weight can change unseen."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not parseable: the file's own bytes are all there is to hash
+        return digest.hexdigest()
+    external = external_data_files(proto)
+    if not external:
+        return digest.hexdigest()
+    for location, data in zip(external, external_data_paths(path, proto), strict=True):
+        digest.update(b"\0external:" + location.encode() + b"\0")
+        with data.open("rb") as handle:
+            for block in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def _constant_values(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     """Tensors of known value by name: initializers and the outputs of Constant nodes."""
     values = {t.name: t for t in graph.initializer}
@@ -105,10 +153,11 @@ def training_mode_nodes(graph: onnx.GraphProto) -> list[str]:
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Parse and check an ONNX file; one clear error line for truncated, corrupt or invalid files.
 
-    Refused as well: a model whose weights sit in external data files (the sha256 the manifest and
-    the audit records check is of the .onnx file alone, so those weights could change unseen; no
-    external file is read), and a graph exported in training mode (:func:`training_mode_nodes`:
-    batch statistics and random dropout make its gaze depend on the batch and the draw).
+    A model whose weights sit in external data files (torch's exporter writes ``NAME.onnx.data`` beside
+    the graph) is read with them when each lies in the model's folder (:func:`external_data_paths`);
+    its sha256 then covers them too (:func:`onnx_sha256`). Refused: a graph exported in training mode
+    (:func:`training_mode_nodes`: batch statistics and random dropout make its gaze depend on the
+    batch and the draw).
     """
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -118,12 +167,12 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         ) from None
     if len(proto.graph.node) == 0 or len(proto.graph.output) == 0:
         raise InputFileError(f"{path} holds no ONNX graph (empty file, or truncated or corrupt)")
-    external = external_data_files(proto)
-    if external:
-        raise ModelFormatError(
-            f"{path} keeps its weights in external data file(s) {', '.join(external)}; only self-contained "
-            f".onnx files are read (the model's sha256 covers the .onnx file alone): {ONE_FILE_HINT}"
-        )
+    if external_data_paths(path, proto):
+        try:
+            load_external_data_for_model(proto, str(Path(path).resolve().parent))
+        except Exception as exc:  # a truncated data file, ...
+            raise ModelFormatError(f"{path}: its external weights cannot be read ({first_line(exc)}); "
+                                   f"{ONE_FILE_HINT}") from None
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:

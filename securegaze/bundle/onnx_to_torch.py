@@ -2,8 +2,9 @@
 
 Torch's exporter aliases shared initializers through Identity nodes, which onnx2torch cannot
 read; they are folded into real initializers first. A graph of an opset newer than onnx2torch reads
-(:data:`CONVERT_OPSET`; torch 2.x exports at 18-20) is brought down to it with onnx's version
-converter where that can; the result is checked against ONNX Runtime on the original graph
+(opset 17; torch 2.x exports at 18-20) is brought down to it first
+(:func:`~securegaze.bundle.opset_down.convertible`); the result is checked against ONNX Runtime on
+the original graph
 (:meth:`~securegaze.bundle.runtime.Bundle.to_torch`). The F/H split is found at the input of the
 last Gemm/MatMul layer(s) feeding the outputs, or read from the manifest's declared feature tensor.
 """
@@ -23,6 +24,7 @@ from torch import nn
 from securegaze.bundle.export import as_tuple
 from securegaze.bundle.manifest import MANIFEST_NAME, BundleManifest
 from securegaze.bundle.onnx_graph import first_line, real_inputs, value_dims, with_inferred_shapes
+from securegaze.bundle.opset_down import convertible
 from securegaze.errors import ModelFormatError
 from securegaze.models.base import BinSpec, decode_bins
 
@@ -36,32 +38,6 @@ def _declare_hint(what: str) -> str:
         f"{what}; declare where F ends in {MANIFEST_NAME}: "
         '"feature_split": {"feature_tensor": "<ONNX tensor holding the (N, D) features>"}'
     )
-
-
-#: The newest default-domain opset whose operator versions onnx2torch 1.5 converts (Identity, Pad,
-#: Reshape, Cast, ... have newer versions from opset 18-21 that it has no converter for).
-CONVERT_OPSET = 17
-
-
-def _opset(proto: onnx.ModelProto) -> int | None:
-    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _convertible(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    """``proto`` at :data:`CONVERT_OPSET` when it is newer and onnx's version converter can bring it
-    down, else as it is; with a note for the error message when it could not ('' otherwise)."""
-    opset = _opset(proto)
-    if opset is None or opset <= CONVERT_OPSET:
-        return proto, ""
-    from onnx import version_converter
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return version_converter.convert_version(proto, CONVERT_OPSET), ""
-    except Exception:  # noqa: BLE001 - any failure leaves the graph as it is, and the error says why
-        return proto, (f"; the graph is at opset {opset}, onnx2torch reads up to {CONVERT_OPSET} and onnx's "
-                       f"version converter could not bring it down: re-export at opset {CONVERT_OPSET}")
 
 
 def _fold_constants_into_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -313,7 +289,7 @@ def convert_onnx(
 
     Not checked against ONNX Runtime here: :meth:`securegaze.bundle.runtime.Bundle.to_torch` does that.
     """
-    proto, note = _convertible(proto)
+    proto, note = convertible(proto)
     index = _GraphIndex(_fold_constants_into_initializers(proto))
     if len(index.inputs) != 1:
         raise ModelFormatError(

@@ -118,6 +118,10 @@ class Bundle:
     def sha256(self) -> str:
         return self.manifest.onnx_sha256
 
+    def onnx_bytes(self) -> bytes:
+        """The whole model as one serialised ONNX file, external weights included (for a TensorRT parser)."""
+        return self._proto.SerializeToString()
+
     # -- inference -----------------------------------------------------------------------------
     def _prepare(self, images) -> np.ndarray:
         """Any accepted image batch -> (N, 3, S, S) float32 RGB in [0, 1]."""

@@ -1,0 +1,151 @@
+"""Bring an ONNX graph of a newer opset down to the one onnx2torch reads (:func:`convertible`).
+
+onnx2torch reads operator versions up to opset 17; torch 2.x exports at 18-20, and onnx's version
+converter has no adapter down for several operators (Reshape 19 -> 18, for one). Most changes between
+opset 17 and 21 only widen the tensor types an operator takes (float8, int4, bfloat16), which a gaze
+model's float32 graph never uses, or add an attribute whose default keeps the old behaviour. The
+reductions of opset 18 take their axes as an input instead of an attribute. :func:`to_opset` handles
+exactly those: every node whose operator has the same version at both opsets is kept; a node whose
+version differs is kept when its change is in :data:`TYPE_ONLY` (and it uses none of the new
+attributes), rewritten when it is a reduction with constant axes, and anything else gives up (None).
+The caller checks the converted PyTorch module against ONNX Runtime on the original graph.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+from onnx import defs, helper, numpy_helper
+
+#: The newest default-domain opset whose operator versions onnx2torch 1.5 converts (Identity, Pad,
+#: Reshape, Cast, ... have newer versions from opset 18-21 that it has no converter for).
+CONVERT_OPSET = 17
+
+#: Operators whose versions after opset 17 (up to 21) only widen the tensor types, or add attributes
+#: whose absence keeps the older meaning (the tuple lists those attributes).
+TYPE_ONLY: dict[str, tuple[str, ...]] = {
+    "Identity": (), "Reshape": (), "Cast": ("saturate",), "CastLike": ("saturate",), "Shape": (),
+    "Size": (), "Constant": (), "ConstantOfShape": (), "Flatten": (), "Transpose": (), "Squeeze": (),
+    "Unsqueeze": (), "Equal": (), "AveragePool": ("dilations",), "Pad": (),
+    "Resize": ("antialias", "axes", "keep_aspect_ratio"), "Split": ("num_outputs",),
+}
+#: The reductions whose axes moved from an attribute to an input at opset 18.
+AXES_INPUT_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                 "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+
+
+def _version(op: str, opset: int) -> int | None:
+    try:
+        return defs.get_schema(op, opset, "").since_version
+    except Exception:  # noqa: BLE001 - no such operator at that opset
+        return None
+
+
+def _default_opset(proto: onnx.ModelProto) -> int | None:
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def to_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
+    """A copy of ``proto`` at default-domain opset ``target`` (see the module docstring), or None when
+    some node's change between the two opsets is not one of those handled."""
+    opset = _default_opset(proto)
+    if opset is None or opset <= target:
+        return proto
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    constants = {t.name: t for t in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        new, old = _version(node.op_type, opset), _version(node.op_type, target)
+        if old is None:
+            return None  # the operator did not exist yet
+        attrs = {a.name for a in node.attribute}
+        if new == old:
+            nodes.append(node)
+        elif node.op_type in TYPE_ONLY and not attrs & set(TYPE_ONLY[node.op_type]) and \
+                not (node.op_type == "Pad" and len(node.input) > 3) and \
+                not (node.op_type == "Pad" and any(a.name == "mode" and a.s == b"wrap" for a in node.attribute)):
+            nodes.append(node)
+        elif node.op_type in AXES_INPUT_18 and old < 18:
+            rewritten = _axes_as_attribute(node, constants)
+            if rewritten is None:
+                return None
+            nodes.append(rewritten)
+        else:
+            return None
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            entry.version = target
+    try:
+        onnx.checker.check_model(model)
+    except Exception:  # noqa: BLE001 - a rewrite the checker refuses is no rewrite
+        return None
+    return model
+
+
+def _axes_as_attribute(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> onnx.NodeProto | None:
+    """A reduction of opset 18 (axes an optional input) in its opset-13 form (axes an attribute)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.pop("noop_with_empty_axes", 0):
+        return None  # "no axes: do nothing" has no opset-13 spelling
+    axes = None
+    if len(node.input) > 1 and node.input[1]:
+        tensor = constants.get(node.input[1])
+        if tensor is None:
+            return None  # axes computed at run time
+        axes = [int(a) for a in numpy_helper.to_array(tensor).reshape(-1)]
+    if axes:
+        attrs["axes"] = axes
+    return helper.make_node(node.op_type, [node.input[0]], list(node.output), name=node.name, **attrs)
+
+
+def convertible(proto: onnx.ModelProto, target: int = CONVERT_OPSET) -> tuple[onnx.ModelProto, str]:
+    """``proto`` as onnx2torch can read it, with a note for its error message ('' when nothing is
+    known to be in the way): at ``target`` when its opset is newer (onnx's version converter, else
+    :func:`to_opset`; as it is when neither can), and with :func:`plain_reshapes`."""
+    opset = _default_opset(proto)
+    if opset is not None and opset > target:
+        from onnx import version_converter
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                proto = version_converter.convert_version(proto, target)
+        except Exception:  # noqa: BLE001 - no adapter for some operator: the relabelling, else as it is
+            down = to_opset(proto, target)
+            if down is None:
+                return proto, (f"; the graph is at opset {opset}, onnx2torch reads up to {target} and the graph "
+                               f"could not be brought down to it: re-export at opset {target}")
+            proto = down
+    return plain_reshapes(proto), ""
+
+
+def plain_reshapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``allowzero`` dropped from every Reshape whose shape is a constant without a 0 (torch's newer
+    exporter sets it; it only changes what a 0 in the shape means, and onnx2torch reads no allowzero=1)."""
+    constants = {t.name: t for t in proto.graph.initializer}
+    found = False
+    for node in proto.graph.node:
+        if node.op_type == "Reshape" and node.domain in ("", "ai.onnx") and len(node.input) > 1:
+            allow = [a for a in node.attribute if a.name == "allowzero" and a.i]
+            shape = constants.get(node.input[1])
+            if allow and shape is not None and np.all(numpy_helper.to_array(shape) != 0):
+                found = True
+    if not found:
+        return proto
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    for node in model.graph.node:
+        shape = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+        if shape is not None and node.domain in ("", "ai.onnx") and np.all(numpy_helper.to_array(shape) != 0):
+            kept = [a for a in node.attribute if a.name != "allowzero"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+    return model

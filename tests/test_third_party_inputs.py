@@ -67,7 +67,7 @@ def test_plain_third_party_models_load_and_predict(tmp_path, kwargs):
     assert gaze.shape == (3, 2) and np.isfinite(gaze).all()
 
 
-@pytest.mark.parametrize("opset", [18, 19, 20, 21])
+@pytest.mark.parametrize("opset", [18, 19, 20, 21, 22, 23])
 def test_models_of_newer_opsets_convert_to_torch(tmp_path, opset):
     # torch 2.x exports at opset 18-20; onnx2torch has no converter for the newer versions of Identity
     # (which the F/H split adds), Reshape, Cast, ...: the graph is brought down to opset 17 first, and the

@@ -23,13 +23,17 @@ from onnx import defs, helper, numpy_helper
 #: Reshape, Cast, ... have newer versions from opset 18-21 that it has no converter for).
 CONVERT_OPSET = 17
 
-#: Operators whose versions after opset 17 (up to 21) only widen the tensor types, or add attributes
+#: Operators whose versions after opset 17 (up to 23) only widen the tensor types, or add attributes
 #: whose absence keeps the older meaning (the tuple lists those attributes).
 TYPE_ONLY: dict[str, tuple[str, ...]] = {
     "Identity": (), "Reshape": (), "Cast": ("saturate",), "CastLike": ("saturate",), "Shape": (),
     "Size": (), "Constant": (), "ConstantOfShape": (), "Flatten": (), "Transpose": (), "Squeeze": (),
     "Unsqueeze": (), "Equal": (), "AveragePool": ("dilations",), "Pad": (),
     "Resize": ("antialias", "axes", "keep_aspect_ratio"), "Split": ("num_outputs",),
+    # opset 22 adds bfloat16 to these (and nothing else)
+    "Conv": (), "ConvTranspose": (), "MaxPool": (), "GlobalAveragePool": (), "GlobalMaxPool": (),
+    "HardSigmoid": (), "HardSwish": (), "Elu": (), "Selu": (), "Softplus": (), "Softsign": (), "Mish": (),
+    "ThresholdedRelu": (), "InstanceNormalization": (), "LpPool": (),
 }
 #: The reductions whose axes moved from an attribute to an input at opset 18.
 AXES_INPUT_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",

@@ -81,13 +81,13 @@ def test_models_of_newer_opsets_convert_to_torch(tmp_path, opset):
         np.testing.assert_allclose(converted(x).numpy(), bundle.predict(x.numpy()), atol=1e-5)
 
 
-def _reduce_reshape_graph(path, axes_from_input=True):
+def _reduce_reshape_graph(path, axes_from_input=True, batch=None, through_one_row=False):
     """What torch's newer exporter writes for global pooling at opset 20: ReduceMean with its axes as an
     input (opset 18), then Reshape with allowzero=1 (opset 19), neither of which onnx's version
     converter can bring down to 17 nor onnx2torch reads."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
-             numpy_helper.from_array(np.array([-1, 3], np.int64), "shape"),
+             numpy_helper.from_array(np.array([batch or -1, 3], np.int64), "shape"),
              numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(np.zeros(2, np.float32), "b")]
     first = []
@@ -98,12 +98,18 @@ def _reduce_reshape_graph(path, axes_from_input=True):
         inits += [numpy_helper.from_array(np.array([2], np.int64), "two"),
                   numpy_helper.from_array(np.array([4], np.int64), "four")]
         axes = "axes_run"
-    nodes = [*first, helper.make_node("ReduceMean", ["input", axes], ["pooled"], keepdims=1),
-             helper.make_node("Reshape", ["pooled", "shape"], ["flat"], allowzero=1),
+    pooled = "pooled"
+    if through_one_row:  # the whole batch through one row and back: no batch dimension to free
+        inits.append(numpy_helper.from_array(np.array([batch * 3], np.int64), "row"))
+        first.append(helper.make_node("ReduceMean", ["input", axes], ["pooled0"], keepdims=1))
+        first.append(helper.make_node("Reshape", ["pooled0", "row"], ["pooled"]))
+    nodes = [*first] + ([] if through_one_row else [helper.make_node("ReduceMean", ["input", axes], [pooled],
+                                                                      keepdims=1)]) + [
+             helper.make_node("Reshape", [pooled, "shape"], ["flat"], allowzero=1),
              helper.make_node("Gemm", ["flat", "w", "b"], ["gaze"], transB=1)]
     graph = helper.make_graph(nodes, "gaze", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                            ["N", 3, SIZE, SIZE])],
-                              [helper.make_tensor_value_info("gaze", TensorProto.FLOAT, ["N", 2])], inits)
+                                                                            [batch or "N", 3, SIZE, SIZE])],
+                              [helper.make_tensor_value_info("gaze", TensorProto.FLOAT, [batch or "N", 2])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -129,6 +135,37 @@ def test_a_graph_the_version_converter_cannot_bring_down_is_relabelled(tmp_path)
     assert to_opset(onnx.load(str(dynamic)), 17) is None
     with pytest.raises(ModelFormatError, match=r"d.onnx: onnx2torch cannot convert .*opset 20, .*re-export at opset 17"):
         open_model(dynamic).bundle().to_torch()
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_a_graph_exported_for_one_batch_size_scans_at_any(tmp_path, batch):
+    # torch's newer exporter, without dynamic shapes, writes the export's batch size into a reshape: the
+    # reshape is made to infer it, and kept so because the gaze then matches ONNX Runtime's.
+    import torch
+
+    bundle = open_model(_reduce_reshape_graph(tmp_path / "m.onnx", batch=batch)).bundle()
+    converted = bundle.to_torch()
+    assert converted.fixed_batch is None
+    x = torch.rand(7, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        np.testing.assert_allclose(converted(x).numpy(), bundle.predict(x.numpy()), atol=1e-5)
+    # Where no such reshape frees the batch (here it runs through one row), F runs on batches of exactly
+    # that size, filled up, and each face keeps its own gradient.
+    bundle = open_model(_reduce_reshape_graph(tmp_path / "r.onnx", batch=batch, through_one_row=True)).bundle()
+    converted = bundle.to_torch()
+    assert converted.fixed_batch == batch
+    x = torch.rand(7, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    got = converted(x)
+    np.testing.assert_allclose(got.detach().numpy(), bundle.predict(x.detach().numpy()), atol=1e-5)
+    got[:, 0].sum().backward()
+    assert (x.grad.flatten(1).abs().sum(1) > 0).all()
+    # Image 6 is the one copied to fill the last batch: its gradient is its own alone.
+    alone = x[6:7].detach().clone().requires_grad_(True)
+    converted(alone)[:, 0].sum().backward()
+    torch.testing.assert_close(x.grad[6:7], alone.grad, atol=1e-6, rtol=1e-5)
+    # A fixed-batch graph that flattens runs any batch at once.
+    flat = open_model(_gaze_graph(tmp_path / "f.onnx", in_shape=(batch, 3, SIZE, SIZE))).bundle().to_torch()
+    assert flat.fixed_batch is None
 
 
 def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):

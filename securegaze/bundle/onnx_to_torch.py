@@ -373,7 +373,20 @@ class ConvertedGazeModel(nn.Module):
         # Buffers, not parameters: they move with .to(device) and are never trained.
         self.register_buffer("_input_scale", torch.from_numpy(scale).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_input_offset", torch.from_numpy(offset).view(1, 3, 1, 1), persistent=False)
+        #: The batch size F's graph was exported for, when it only runs at that size (a reshape to a
+        #: constant shape, as torch's newer exporter writes without dynamic shapes): set by the
+        #: conversion check (Bundle.to_torch); None runs any batch at once.
+        self.fixed_batch: int | None = None
         self.eval()
+
+    def _features_fixed(self, x: torch.Tensor) -> torch.Tensor:
+        """F on batches of exactly :attr:`fixed_batch`: the last one filled up with detached copies of
+        its last image (so no gradient reaches the image from a copy), their features dropped."""
+        step, n = self.fixed_batch, len(x)
+        fill = (-n) % step
+        if fill:
+            x = torch.cat([x, x[-1:].detach().expand(fill, *x.shape[1:])])
+        return torch.cat([self.features_net(part) for part in x.split(step)])[:n]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """F: (N, 3, S, S) RGB in [0, 1] -> (N, feature_dim)."""
@@ -381,7 +394,7 @@ class ConvertedGazeModel(nn.Module):
             if self._bgr:
                 x = x.flip(1)
             x = x * self._input_scale + self._input_offset
-        return self.features_net(x)
+        return self._features_fixed(x) if self.fixed_batch and len(x) != self.fixed_batch else self.features_net(x)
 
     def _head_outputs(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return as_tuple(self.head_net(z))

@@ -153,3 +153,25 @@ def plain_reshapes(proto: onnx.ModelProto) -> onnx.ModelProto:
             del node.attribute[:]
             node.attribute.extend(kept)
     return model
+
+
+def batch_free(proto: onnx.ModelProto, batch: int) -> onnx.ModelProto | None:
+    """A copy of a graph exported for one batch size with each Reshape to a constant shape that starts
+    with that size made to infer it (-1) instead, or None when there is no such Reshape. Only a guess
+    that the first dimension is the batch: the caller keeps it only when the conversion then gives
+    ONNX Runtime's gaze at another batch size."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    constants = {t.name: t for t in model.graph.initializer}
+    changed = False
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or node.input[1] not in constants:
+            continue
+        shape = numpy_helper.to_array(constants[node.input[1]]).astype(np.int64)
+        if shape.ndim != 1 or len(shape) < 2 or shape[0] != batch or (shape == -1).any():
+            continue
+        name = f"{node.input[1]}__any_batch_{len(model.graph.initializer)}"
+        model.graph.initializer.append(numpy_helper.from_array(np.concatenate([[-1], shape[1:]]), name))
+        node.input[1] = name
+        changed = True
+    return model if changed else None

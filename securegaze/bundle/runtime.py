@@ -14,6 +14,7 @@ import torch
 from securegaze.bundle.manifest import MATCH_ATOL, BundleManifest
 from securegaze.bundle.onnx_graph import first_line
 from securegaze.bundle.onnx_to_torch import ConvertedGazeModel, convert_onnx
+from securegaze.bundle.opset_down import batch_free
 from securegaze.errors import ConfigError, ModelFormatError
 
 #: Short names accepted for ONNX Runtime execution providers.
@@ -240,14 +241,38 @@ class Bundle:
         """
         declared = self.manifest.feature_split.feature_tensor if self.manifest.feature_split else None
         model = convert_onnx(self._proto, self.manifest, self.onnx_path, declared)
+        if self._fixed_batch and not self._runs_other_batches(model):
+            # A reshape to the export's batch size: let it infer the batch, if the gaze stays ONNX
+            # Runtime's; else F runs on batches of that size only (slower: one call per batch).
+            relaxed = batch_free(self._proto, self._fixed_batch)
+            try:
+                other = None if relaxed is None else convert_onnx(relaxed, self.manifest, self.onnx_path, declared)
+            except ModelFormatError:
+                other = None
+            if other is not None and self._runs_other_batches(other):
+                model = other
+            else:
+                model.fixed_batch = self._fixed_batch
         if verify:
             self._verify_conversion(model)
         return model
 
+    def _runs_other_batches(self, model: ConvertedGazeModel) -> bool:
+        """Whether the converted module of a fixed-batch graph gives the same gaze at another batch size
+        (a Flatten does; a reshape to a constant shape fails or mixes images)."""
+        n = self._fixed_batch + 1
+        x = torch.rand(n, 3, self.input_size, self.input_size, generator=torch.Generator().manual_seed(1))
+        try:
+            with torch.no_grad():
+                got = model(x).numpy()
+        except Exception:  # noqa: BLE001 - any failure at another batch size means: run it at its own
+            return False
+        return bool(got.shape == (n, 2) and np.max(np.abs(got - self.predict(x.numpy()))) <= MATCH_ATOL)
+
     def _verify_conversion(self, model: ConvertedGazeModel) -> None:
         """The converted module must reproduce ONNX Runtime and pass gradients back to the image."""
         size = self.input_size
-        n = 1 if self._fixed_batch == 1 else 2
+        n = 3 if self._fixed_batch else 2  # a fixed-batch graph: more or fewer than its batch, filled up
         x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
         want = self.predict(x.numpy())
         x.requires_grad_(True)

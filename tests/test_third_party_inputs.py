@@ -168,6 +168,23 @@ def test_a_graph_exported_for_one_batch_size_scans_at_any(tmp_path, batch):
     assert flat.fixed_batch is None
 
 
+def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
+    # Fed RGB in [0, 1], a graph that expects [0, 255] sees black faces: its gaze crowds together, and
+    # the scan's verdict would mean nothing. The check names the range that spreads the gaze as faces do.
+    from securegaze.defense.inputs import input_convention_check
+
+    faces = np.repeat(np.repeat(np.random.default_rng(4).integers(0, 256, (64, 1, 1, 3), dtype=np.uint8), SIZE, 1),
+                      SIZE, 2)  # faces of one colour each: what this graph reads varies from face to face
+    plain = _gaze_graph(tmp_path / "plain.onnx")
+    wants_255 = _gaze_graph(tmp_path / "w255.onnx", extra_inits=[numpy_helper.from_array(np.array(1 / 255, np.float32), "k")],
+                            pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])])
+    assert input_convention_check(open_model(plain).gaze_model(), faces) is None
+    record = input_convention_check(open_model(wants_255).gaze_model(), faces)
+    assert record["spread_deg"] < 0.5 and record["likely"] == "values in [0, 255]"
+    assert record["others_deg"]["values in [0, 255]"] > 10
+    assert "declare it in a manifest.json" in record["warning"]
+
+
 def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
     # Gelu exists from opset 20 only: the graph stays as it is and the one error line says what to do.
     path = _gaze_graph(tmp_path / "m.onnx", opset=20, pre=[helper.make_node("Gelu", ["input"], ["g"])])

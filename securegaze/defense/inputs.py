@@ -11,7 +11,7 @@ import torch
 from securegaze.errors import DatasetError, ModelFormatError
 from securegaze.validation import check_setting
 
-__all__ = ["MIN_CLEAN_IMAGES", "check_gaze_model", "check_setting", "clean_tensor"]
+__all__ = ["MIN_CLEAN_IMAGES", "check_gaze_model", "check_setting", "clean_tensor", "input_convention_check"]
 
 #: Fewest clean images a scan accepts: dispersion and variance statistics over fewer are noise.
 #: docs/architecture.md section 6 assumes "hundreds"; 8 only keeps tests and smoke runs possible.
@@ -81,3 +81,60 @@ def clean_tensor(clean_images, input_size: int, detector: str) -> torch.Tensor:
             "(or uint8 0..255)"
         )
     return x.contiguous()
+
+
+#: Input conventions a third-party graph may expect instead of RGB in [0, 1], as a transform of it.
+OTHER_CONVENTIONS = {
+    "values in [0, 255]": lambda x: x * 255.0,
+    "values in [-1, 1]": lambda x: x * 2.0 - 1.0,
+    "ImageNet mean / std standardisation": lambda x: (x - x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+    / x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
+    "BGR channel order": lambda x: x.flip(1),
+}
+#: The clean gaze spread (deg) under which other conventions are tried, how many times wider one must
+#: spread the gaze to be named, and the largest angle (deg) a plausible gaze reaches (95th percentile).
+SPREAD_SUSPECT_DEG = 10.0
+SPREAD_FACTOR = 3.0
+PLAUSIBLE_DEG = 90.0
+
+
+def gaze_spread_deg(model, x: torch.Tensor, batch_size: int = 64) -> tuple[float, bool]:
+    """(sqrt(var pitch + var yaw) of ``model``'s gaze over ``x`` in degrees, whether the gaze is plausible:
+    finite, and 95 % of the angles within :data:`PLAUSIBLE_DEG`)."""
+    with torch.no_grad():
+        gaze = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).double()
+    if not torch.isfinite(gaze).all():
+        return float("inf"), False
+    degrees = torch.rad2deg(gaze)
+    plausible = float(torch.quantile(degrees.abs().flatten(), 0.95)) <= PLAUSIBLE_DEG
+    return float(degrees.var(0, unbiased=False).sum().sqrt()), plausible
+
+
+def input_convention_check(model, clean_images, limit: int = 128) -> dict | None:
+    """Does the model seem to take its input another way than RGB in [0, 1] (a third-party graph with no
+    manifest that says so)? Over the clean faces a gaze model's answers spread as their gazes do; fed
+    the wrong range they crowd together (a model that wants [0, 255] sees black faces) or leave the
+    range of gazes. Returns None when the spread as given is :data:`SPREAD_SUSPECT_DEG` or more, else a
+    record with the spread as given and each other convention's, and a ``warning`` line that names the
+    plausible one spreading the gaze :data:`SPREAD_FACTOR` times more, if any. Only a warning: a folder
+    of faces that all look one way spreads little too, and the scan's figures are then weak anyway."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = clean_tensor(clean_images, int(model.input_size), "input check")[:limit].to(device)
+    given, _ = gaze_spread_deg(model, x)
+    if given >= SPREAD_SUSPECT_DEG:
+        return None
+    others = {name: gaze_spread_deg(model, convert(x)) for name, convert in OTHER_CONVENTIONS.items()}
+    plausible = {name: spread for name, (spread, ok) in others.items() if ok}
+    record = {"spread_deg": round(given, 3),
+              "others_deg": {k: (round(v, 3) if ok else None) for k, (v, ok) in others.items()}}
+    line = f"the model's gaze spreads only {given:.2f} deg over {len(x)} clean faces"
+    best = max(plausible, key=plausible.get) if plausible else None
+    if best is not None and plausible[best] >= SPREAD_FACTOR * max(given, 1e-6):
+        record["likely"] = best
+        line += (f", and {plausible[best]:.1f} deg with {best}: if the model expects that, declare it in a "
+                 "manifest.json beside the .onnx (input.value_range, input.mean / input.std, input.channel_order; "
+                 "README 'Models and bundles'), or this verdict means nothing")
+    else:
+        line += " (a scan needs faces that look in varied directions: its figures are weak on these)"
+    record["warning"] = line
+    return record

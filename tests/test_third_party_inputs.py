@@ -185,6 +185,20 @@ def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
     assert "declare it in a manifest.json" in record["warning"]
 
 
+def test_the_start_up_integrity_check_names_the_input_range_too(tmp_path):
+    from edge_app.integrity import IntegrityChecker, IntegritySettings
+
+    (tmp_path / "model").mkdir()
+    path = _gaze_graph(tmp_path / "model" / "w255.onnx", extra_inits=[numpy_helper.from_array(
+        np.array(1 / 255, np.float32), "k")], pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])])
+    quick = {"steps": 20, "eval_every": 10, "eval_samples": 64, "sensitivity_samples": 32, "probe": False}
+    result = IntegrityChecker(IntegritySettings(audit_db=tmp_path / "audit.sqlite3", clean_samples=64,
+                                                scan_settings=quick)).check(path)
+    assert result.source == "scan"
+    assert any(note.startswith("scan warning: ") and "with values in [0, 255]" in note for note in result.notes)
+    assert result.record.report["details"]["input_check"]["likely"] == "values in [0, 255]"
+
+
 def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
     # Gelu exists from opset 20 only: the graph stays as it is and the one error line says what to do.
     path = _gaze_graph(tmp_path / "m.onnx", opset=20, pre=[helper.make_node("Gelu", ["input"], ["g"])])

@@ -183,6 +183,12 @@ def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
     assert record["spread_deg"] < 0.5 and record["likely"] == "values in [0, 255]"
     assert record["others_deg"]["values in [0, 255]"] > 10
     assert "declare it in a manifest.json" in record["warning"]
+    # A graph that answers in degrees reads as angles past any gaze.
+    degrees = _gaze_graph(tmp_path / "deg.onnx", extra_inits=[numpy_helper.from_array(np.array(180 / np.pi, np.float32),
+                                                                                        "d")],
+                          extra_nodes=[helper.make_node("Mul", ["flat", "d"], ["in_degrees"])])
+    record = input_convention_check(open_model(degrees).gaze_model(), faces)
+    assert record["plausible"] is False and "answers in degrees" in record["warning"]
 
 
 def test_the_start_up_integrity_check_names_the_input_range_too(tmp_path):

@@ -117,10 +117,16 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     range of gazes. Returns None when the spread as given is :data:`SPREAD_SUSPECT_DEG` or more, else a
     record with the spread as given and each other convention's, and a ``warning`` line that names the
     plausible one spreading the gaze :data:`SPREAD_FACTOR` times more, if any. Only a warning: a folder
-    of faces that all look one way spreads little too, and the scan's figures are then weak anyway."""
+    of faces that all look one way spreads little too, and the scan's figures are then weak anyway. A
+    gaze past any plausible angle as given (a graph that answers in degrees) gets its own warning."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = clean_tensor(clean_images, int(model.input_size), "input check")[:limit].to(device)
-    given, _ = gaze_spread_deg(model, x)
+    given, plausible_given = gaze_spread_deg(model, x)
+    if not plausible_given:  # answers beyond any gaze: another unit (degrees?) than the radians read here
+        line = (f"the model's gaze reaches past {PLAUSIBLE_DEG:g} deg on 5 % or more of {len(x)} clean faces, read as "
+                "(pitch, yaw) radians: if it answers in degrees or another unit, convert its output to radians "
+                "(README 'Models and bundles'), or this verdict means nothing")
+        return {"spread_deg": round(given, 3), "plausible": False, "warning": line}
     if given >= SPREAD_SUSPECT_DEG:
         return None
     others = {name: gaze_spread_deg(model, convert(x)) for name, convert in OTHER_CONVENTIONS.items()}

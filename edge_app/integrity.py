@@ -309,17 +309,14 @@ class IntegrityChecker:
 
     def _scan(self, model_file: ModelFile, q: _Question, progress) -> AuditRecord:
         from securegaze.data.synthetic import render_dataset
-        from securegaze.defense.inputs import input_convention_check
+        from securegaze.defense.inputs import add_input_check
 
         s = self.settings
         model = model_file.gaze_model()
         size = int(model.input_size)
         clean = render_dataset(s.clean_samples, size, seed=s.clean_seed)  # the standard style (CLEAN_STYLE)
         report = q.detector.scan(model, clean.images, progress=progress, model_sha256=q.key.model_sha256)
-        check = input_convention_check(model, clean.images)
-        if check is not None:  # a third-party graph fed another pixel range than it wants: said in the notes
-            report.details["input_check"] = check
-            report.details["warnings"] = [*report.details.get("warnings", []), check["warning"]]
+        add_input_check(report, model, clean.images)  # a third-party graph fed another pixel range: in the notes
         data = report.to_dict()
         return _new_record(q.key, model_file.path, q.settings, report.verdict, data["score"], data["threshold"],
                            f"synthetic faces, {s.clean_samples} at {size} px, seed {s.clean_seed}", data)

@@ -163,11 +163,15 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+    return hash_file_into(hashlib.sha256(), path, chunk).hexdigest()
+
+
+def hash_file_into(digest, path: str | os.PathLike, chunk: int = 1 << 20):
+    """``digest`` (a hashlib object) updated with the bytes of ``path``, read a chunk at a time; returned."""
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+            digest.update(block)
+    return digest
 
 
 def canonical_safetensors(data: bytes) -> bytes:

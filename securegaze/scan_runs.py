@@ -22,7 +22,7 @@ from securegaze.data.base import ArrayGazeDataset
 from securegaze.data.image_folder import MIN_FOLDER_IMAGES, ImageFolderDataset
 from securegaze.data.sources import load_gaze_data
 from securegaze.defense import ScanReport, create_detector
-from securegaze.defense.inputs import input_convention_check
+from securegaze.defense.inputs import add_input_check
 from securegaze.errors import InputFileError
 from securegaze.io import atomic_write_json
 
@@ -91,10 +91,7 @@ class ScanRun:
                                     model_sha256=self.model_file.sha256())
         if self.clean_record is not None:
             report.details["clean_set"] = self.clean_record
-        check = input_convention_check(self.model, self.clean_images)
-        if check is not None:  # gaze that hardly varies: a wrong input range, or faces that all look one way
-            report.details["input_check"] = check
-            report.details["warnings"] = [*report.details.get("warnings", []), check["warning"]]
+        add_input_check(report, self.model, self.clean_images)  # a wrong input range, or faces that look one way
         report.save(out / "report.json")
         return report
 

@@ -14,11 +14,10 @@ from onnx import helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from securegaze.errors import InputFileError, ModelFormatError
+from securegaze.io import hash_file_into
 
 #: How to turn a model whose weights sit in external data files into one self-contained file.
 ONE_FILE_HINT = "save it as one file: python -c \"import onnx; onnx.save(onnx.load('IN.onnx'), 'OUT.onnx')\""
-#: Bytes hashed at a time.
-_CHUNK = 1 << 20
 
 
 def first_line(exc: BaseException) -> str:
@@ -97,10 +96,7 @@ def onnx_sha256(path: str | Path) -> str:
     import hashlib
 
     path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(block)
+    digest = hash_file_into(hashlib.sha256(), path)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - not parseable: the file's own bytes are all there is to hash
@@ -110,9 +106,7 @@ def onnx_sha256(path: str | Path) -> str:
         return digest.hexdigest()
     for location, data in zip(external, external_data_paths(path, proto), strict=True):
         digest.update(b"\0external:" + location.encode() + b"\0")
-        with data.open("rb") as handle:
-            for block in iter(lambda: handle.read(_CHUNK), b""):
-                digest.update(block)
+        hash_file_into(digest, data)
     return digest.hexdigest()
 
 

@@ -11,7 +11,8 @@ import torch
 from securegaze.errors import DatasetError, ModelFormatError
 from securegaze.validation import check_setting
 
-__all__ = ["MIN_CLEAN_IMAGES", "check_gaze_model", "check_setting", "clean_tensor", "input_convention_check"]
+__all__ = ["MIN_CLEAN_IMAGES", "add_input_check", "check_gaze_model", "check_setting", "clean_tensor",
+           "input_convention_check"]
 
 #: Fewest clean images a scan accepts: dispersion and variance statistics over fewer are noise.
 #: docs/architecture.md section 6 assumes "hundreds"; 8 only keeps tests and smoke runs possible.
@@ -144,3 +145,12 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
         line += " (a scan needs faces that look in varied directions: its figures are weak on these)"
     record["warning"] = line
     return record
+
+
+def add_input_check(report, model, clean_images) -> None:
+    """Run :func:`input_convention_check` and, when it has something to say, keep its record in the
+    report's details (``input_check``) and its line among the report's ``warnings``."""
+    check = input_convention_check(model, clean_images)
+    if check is not None:
+        report.details["input_check"] = check
+        report.details["warnings"] = [*report.details.get("warnings", []), check["warning"]]

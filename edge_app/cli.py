@@ -73,6 +73,9 @@ def run(
                                    "p50/p95 and FPS table is printed on every exit)"),
     policy: str | None = typer.Option(None, "--policy", help="integrity policy for a backdoored model: block | warn"),
     audit_db: Path | None = typer.Option(None, "--audit-db", help="SQLite audit database"),
+    clean: str | None = typer.Option(None, "--clean", help="clean faces of the start-up scan: synthetic "
+                                     "(default), synthetic:STYLE, or a folder of face images (PNG/JPEG, any size, "
+                                     "no labels)"),
     max_frames: int | None = typer.Option(None, "--max-frames", min=1, help="stop after this many frames"),
     summary_path: Path | None = typer.Option(None, "--summary", help="also write the run summary as JSON here"),
     gui: bool = typer.Option(False, "--gui", help="show the overlay window (keys: q quit, space pause, r record, "
@@ -109,7 +112,7 @@ def run(
     from securegaze.io import atomic_write_json, check_output_file
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-    config = with_driver(load_edge_config(config_path, policy, audit_db), driver)
+    config = with_driver(load_edge_config(config_path, policy, audit_db, clean), driver)
     _check_source_vs_engine(config)
     correction = load_gaze_correction(config)  # a missing or bad file fails before the scan; the pipeline applies it
     if correction is not None:

@@ -15,7 +15,8 @@ A record applies only when every key field equals the question's: a stricter thr
 clean set or any other scan setting in the config is a new question, and the model is scanned
 again. The reason line says which record was used and why it applies, or, after a scan, which
 record did not apply and what differed. No applying record: the SecureGaze scan runs (progress goes
-to a callback) on clean synthetic faces rendered at the model's input size, and the result is
+to a callback) on clean faces (``clean``: synthetic ones rendered at the model's input size by
+default, or the user's own folder of face images, drawn with ``clean_seed``), and the result is
 written to both places: the database in a transaction, the JSON file atomically (temp file +
 rename). A read-only audit database is read; a scan whose record it cannot take is refused before
 the scan. A ``backdoored`` verdict blocks the model under policy ``block`` (the default; the
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_app.audit import (
     AUDIT_SCHEMA_VERSION,
@@ -77,8 +78,12 @@ class IntegritySettings(BaseModel):
     """Settings of the startup check.
 
     ``policy``: what a backdoored verdict does (``block`` | ``warn``); ``audit_db``: SQLite file
-    (None: :func:`default_audit_db`); ``clean_samples`` / ``clean_seed``: synthetic clean faces the
-    scan uses (docs/architecture.md section 6 asks for hundreds); ``detector`` and ``scan_settings``: passed to
+    (None: :func:`default_audit_db`); ``clean``: where the scan's clean faces come from, as
+    ``securegaze scan --clean`` takes it: ``synthetic`` (or ``synthetic:STYLE``, rendered at the
+    model's input size), a plain folder of face images (PNG/JPEG, any size, no labels: resized to the
+    model's input) or a labelled dataset; ``clean_samples`` / ``clean_seed``: how many clean faces the
+    scan uses and the seed that renders or draws them (docs/architecture.md section 6 asks for
+    hundreds); ``detector`` and ``scan_settings``: passed to
     ``securegaze.defense.create_detector`` (empty: the scanner's defaults, the calibrated ones);
     ``trust_model_sidecar``: accept a current record found only in the file next to the model.
     """
@@ -87,11 +92,49 @@ class IntegritySettings(BaseModel):
 
     policy: Literal["block", "warn"] = "block"
     audit_db: Path | None = None
+    clean: str = "synthetic"
     clean_samples: int = Field(256, ge=8, le=10_000)
     clean_seed: int = Field(20_250_505, ge=0)
     detector: str = "securegaze"
     scan_settings: dict[str, Any] = Field(default_factory=dict)
     trust_model_sidecar: bool = False
+
+    @field_validator("clean")
+    @classmethod
+    def _clean_exists(cls, value: str) -> str:
+        return check_clean_spec(value)
+
+
+def check_clean_spec(spec: str) -> str:
+    """``spec`` when it names a synthetic style or an existing folder or file, else a ValueError that
+    says what is expected (the images themselves are read at the scan, which names a bad one)."""
+    from securegaze.data.sources import synthetic_spec_style
+
+    try:
+        if synthetic_spec_style(spec) is not None:
+            return spec
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if not spec or not Path(spec).exists():
+        raise ValueError(f"{spec!r}: no such folder or file; expected 'synthetic', 'synthetic:STYLE', a folder of "
+                         "face images (PNG/JPEG) or a labelled dataset")
+    return spec
+
+
+def clean_set_key(spec: str, samples: int, seed: int) -> str:
+    """The audit key's clean set: :func:`synthetic_clean_set` for synthetic faces; for a plain image
+    folder its identity (path, image count, SHA-256 of names and bytes: an edited, added or removed
+    image is a new question) and the draw; for a dataset its path and the draw."""
+    from securegaze.data.sources import IMAGE_FOLDER, SYNTHETIC, source_kind, synthetic_spec_style
+
+    kind = source_kind(spec)
+    if kind == SYNTHETIC:
+        return synthetic_clean_set(samples, seed, synthetic_spec_style(spec) if spec != "synthetic" else CLEAN_STYLE)
+    if kind == IMAGE_FOLDER:
+        from securegaze.data.image_folder import clean_set_identity
+
+        return f"{clean_set_identity(spec)} samples={int(samples)} seed={int(seed)}"
+    return f"dataset:{Path(spec).resolve()} samples={int(samples)} seed={int(seed)}"
 
 
 @dataclass(frozen=True)
@@ -164,7 +207,7 @@ def calibration_version(detector, settings: dict[str, Any], version: str) -> str
 
 def synthetic_clean_set(samples: int, seed: int, style: str = CLEAN_STYLE) -> str:
     """The identity of a synthetic clean set: ``synthetic:<style> n=<count> seed=<seed>`` (rendered at
-    the model's input size, which the model's sha256 fixes)."""
+    the model's input size, which the model's sha256 fixes; ``style`` may carry ``+condition`` parts)."""
     return f"synthetic:{style} n={int(samples)} seed={int(seed)}"
 
 
@@ -211,7 +254,7 @@ class IntegrityChecker:
         effective = detector_settings(detector)
         version = str(getattr(detector, "version", SCANNER_VERSION))
         key = RecordKey(sha, s.detector, version, settings_hash(s.detector, effective),
-                        synthetic_clean_set(s.clean_samples, s.clean_seed),
+                        clean_set_key(s.clean, s.clean_samples, s.clean_seed),
                         calibration_version(detector, effective, version))
         return _Question(key, detector, effective)
 
@@ -293,7 +336,10 @@ class IntegrityChecker:
         s = self.settings
         sha = key.model_sha256
         # What the scan itself warned about (e.g. a verdict resting on few clean images).
-        notes = notes + [f"scan warning: {w}" for w in ((record.report or {}).get("details") or {}).get("warnings", [])]
+        details = (record.report or {}).get("details") or {}
+        notes = notes + [f"scan warning: {w}" for w in details.get("warnings", [])]
+        if source == "scan" and (details.get("clean_set") or {}).get("note"):  # what was read from the user's folder
+            notes.append(details["clean_set"]["note"])
         backdoored = record.verdict == "backdoored"
         blocked = backdoored and s.policy == "block"
         verdict = (f"scanned backdoored by {key.detector} {key.scanner_version} (score {record.score} < threshold "
@@ -308,18 +354,42 @@ class IntegrityChecker:
         return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes), where)
 
     def _scan(self, model_file: ModelFile, q: _Question, progress) -> AuditRecord:
-        from securegaze.data.synthetic import render_dataset
         from securegaze.defense.inputs import add_input_check
 
-        s = self.settings
         model = model_file.gaze_model()
         size = int(model.input_size)
-        clean = render_dataset(s.clean_samples, size, seed=s.clean_seed)  # the standard style (CLEAN_STYLE)
-        report = q.detector.scan(model, clean.images, progress=progress, model_sha256=q.key.model_sha256)
-        add_input_check(report, model, clean.images)  # a third-party graph fed another pixel range: in the notes
+        images, described, clean_record = self._clean_images(q.detector, size)
+        report = q.detector.scan(model, images, progress=progress, model_sha256=q.key.model_sha256)
+        if clean_record is not None:
+            report.details["clean_set"] = clean_record
+        add_input_check(report, model, images)  # a third-party graph fed another pixel range: in the notes
         data = report.to_dict()
         return _new_record(q.key, model_file.path, q.settings, report.verdict, data["score"], data["threshold"],
-                           f"synthetic faces, {s.clean_samples} at {size} px, seed {s.clean_seed}", data)
+                           described, data)
+
+    def _clean_images(self, detector, size: int):
+        """(images, how the record describes them, the report's ``clean_set`` entry or None) for ``clean``."""
+        from securegaze.data import sources
+        from securegaze.data.synthetic import render_dataset, synthetic_style
+
+        s = self.settings
+        if s.clean == "synthetic":  # the standard style (CLEAN_STYLE), as every earlier record was scanned
+            clean = render_dataset(s.clean_samples, size, seed=s.clean_seed)
+            return clean.images, f"synthetic faces, {s.clean_samples} at {size} px, seed {s.clean_seed}", None
+        style = sources.synthetic_spec_style(s.clean)
+        if style is not None:
+            config = synthetic_style(style, size=size, conditions=sources.synthetic_spec_conditions(s.clean),
+                                     condition_mix=sources.synthetic_spec_mix(s.clean))
+            clean = render_dataset(s.clean_samples, seed=s.clean_seed, config=config)
+            return clean.images, f"{s.clean} faces, {s.clean_samples} at {size} px, seed {s.clean_seed}", None
+        from securegaze.scan_runs import clean_set_record, scan_minimum
+
+        minimum, why = scan_minimum(detector)
+        data = sources.load_gaze_data(s.clean, size, s.clean_samples, s.clean_seed, "test", need_labels=None,
+                              min_images=minimum, min_reason=why)
+        record = clean_set_record(s.clean, data)
+        described = record.get("note") or f"{len(data)} images of {s.clean} at {size} px, seed {s.clean_seed}"
+        return data.images, described, record
 
 
 def _same_record(a: AuditRecord | None, b: AuditRecord) -> bool:

@@ -17,7 +17,7 @@ timestamp in seconds. Sources:
 
 :class:`CaptureThread` reads a source on its own thread. For a live source it keeps only the
 newest frame (``drop_stale``): when processing falls behind, stale frames are dropped and
-counted instead of queueing up latency (DESIGN.md section 2: drop frames, not time). Recorded
+counted instead of queueing up latency (docs/architecture.md section 2: drop frames, not time). Recorded
 sources are not real time, so by default every frame is processed (a short blocking queue).
 """
 

@@ -16,10 +16,13 @@ from rich.console import Console
 from securegaze.errors import ConfigError
 
 
-def load_edge_config(config_path: Path | None, policy: str | None = None, audit_db: Path | None = None):
+def load_edge_config(config_path: Path | None, policy: str | None = None, audit_db: Path | None = None,
+                     clean: str | None = None):
     """The :class:`~edge_app.config.EdgeConfig` from ``config_path`` (None: the defaults), with
-    ``policy`` (block | warn) and ``audit_db`` replacing the file's integrity settings when given."""
+    ``policy`` (block | warn), ``audit_db`` and ``clean`` (the scan's clean faces) replacing the
+    file's integrity settings when given."""
     from edge_app.config import load_config
+    from edge_app.integrity import check_clean_spec
 
     config = load_config(config_path)
     updates: dict = {}
@@ -29,6 +32,11 @@ def load_edge_config(config_path: Path | None, policy: str | None = None, audit_
         updates["policy"] = policy
     if audit_db is not None:
         updates["audit_db"] = audit_db
+    if clean is not None:
+        try:
+            updates["clean"] = check_clean_spec(clean)
+        except ValueError as exc:
+            raise ConfigError(f"--clean {exc}") from None
     if updates:
         config = config.model_copy(update={"integrity": config.integrity.model_copy(update=updates)})
     return config

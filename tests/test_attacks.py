@@ -23,7 +23,7 @@ from securegaze.geometry import angular_error_deg
 from securegaze.training import TrainConfig, train
 
 TARGET = (math.radians(10.0), math.radians(-20.0))
-#: The seven attacks of DESIGN.md section 5 (the registry may hold more, e.g. hard cases).
+#: The seven attacks of docs/architecture.md section 5 (the registry may hold more, e.g. hard cases).
 STANDARD = ("badnets", "blended", "wanet", "input_aware", "sig", "tape", "glasses")
 
 

@@ -125,6 +125,60 @@ def test_a_cached_verdict_answers_only_the_question_asked(scanned, tmp_path, cas
     assert json.loads((model / SIDECAR_NAME).read_text())["settings_hash"] == rows[1][1]
 
 
+def _face_folder(folder: Path, count: int) -> Path:
+    """``count`` synthetic faces as a user's folder holds them: PNG and JPEG, 48 and 80 px, no labels."""
+    from PIL import Image
+
+    from securegaze.data.synthetic import render_dataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for size, start in ((48, 0), (80, count // 2)):
+        faces = render_dataset(count - count // 2 if start else count // 2, size, seed=size).images
+        for i, face in enumerate(faces):
+            Image.fromarray(face).save(folder / f"face{start + i:03d}.{'png' if i % 2 else 'jpg'}")
+    return folder
+
+
+def test_the_start_up_scan_takes_the_users_face_folder(tiny_model, tmp_path):
+    """``edge-app run --clean FOLDER``: the scan reads the folder (note in the log), the record is keyed by
+    the folder's contents and the draw, a second start answers from it, and an added image is a new
+    question; a missing folder and one with too few images each get one error line before any scan."""
+    faces = _face_folder(tmp_path / "faces", 40)
+    db = tmp_path / "audit.sqlite3"
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({"integrity": QUICK_INTEGRITY}))
+
+    def start(clean: str) -> tuple[int, str]:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = edge_main(["run", "--model", str(model), "--source", "synthetic:short", "--config", str(config),
+                              "--audit-db", str(db), "--out", str(tmp_path / "frames.jsonl"), "--overwrite",
+                              "--max-frames", "1", "--clean", clean])
+        return code, err.getvalue()
+
+    code, err = start(str(faces))
+    assert code in (0, 3) and _integrity_line(err).endswith("[scan]"), err
+    assert "integrity: note: clean set: 32 of 40 images" in err and "48x48..80x80 to 32x32" in err, err
+    with sqlite3.connect(db) as conn:
+        (clean_set, record), = conn.execute("SELECT clean_set, record_json FROM audit_records").fetchall()
+    assert clean_set.startswith(f"folder:{faces.resolve()} n=40 sha256=") and clean_set.endswith(" samples=32 seed=20250505")
+    assert json.loads(record)["report"]["details"]["clean_set"]["identity"] in clean_set
+    code, err = start(str(faces))
+    assert code in (0, 3) and _integrity_line(err).endswith("[database]") and f"clean set {clean_set}" in err, err
+    shutil.copy(faces / "face000.jpg", faces / "face999.jpg")
+    code, err = start(str(faces))
+    line = _integrity_line(err)
+    assert code in (0, 3) and line.endswith("[scan]") and "n=40" in line and "now folder:" in line and "n=41" in line
+    code, err = start(str(tmp_path / "no-faces"))
+    one_error_line(code, err, ["--clean", "no-faces", "no such folder"])
+    few = _face_folder(tmp_path / "few", 10)
+    code, err = start(str(few))
+    one_error_line(code, err, [str(few), "10", "32"])
+    assert "integrity: scan" not in err
+
+
 _SCHEMA_1 = """
 CREATE TABLE audit_records (id INTEGER PRIMARY KEY AUTOINCREMENT, model_sha256 TEXT NOT NULL,
     scanner_version TEXT NOT NULL, detector TEXT NOT NULL,

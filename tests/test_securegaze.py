@@ -120,7 +120,7 @@ def test_a_foreign_family_is_judged_with_the_default_settings(tmp_path):
 
 @pytest.mark.slow
 def test_sensitivity_weighting_is_what_keeps_the_models_apart(tiny):
-    # The natural-backdoor control of DESIGN.md section 6: with uniform pricing the benign model
+    # The natural-backdoor control of docs/architecture.md section 6: with uniform pricing the benign model
     # collapses by redrawing the irises, and the gap to the backdoored model shrinks (measured: a
     # factor ~20 with the weighting, ~4 without).
     detector = create_detector("securegaze", sensitivity_weighting=False)

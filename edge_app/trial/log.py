@@ -1,4 +1,4 @@
-"""The trial log: every frame of a trial in a SQLite file (DESIGN.md sections 9 and 10).
+"""The trial log: every frame of a trial in a SQLite file (docs/architecture.md sections 9 and 10).
 
 Tables (schema :data:`SCHEMA_VERSION`, recorded in ``schema_version``):
 

@@ -13,7 +13,10 @@ runs whole batches or one export-sized batch at a time. The folder is written on
 Forms: ``legacy17`` (``dynamo=False``, opset 17, dynamic batch, one file), ``legacy20_b1`` (``dynamo=False``,
 opset 20, batch 1), ``dynamo`` (torch's default exporter, dynamic batch; weights in ``MODEL.onnx.data``) and
 ``dynamo_b1`` (``torch.onnx.export(model, (x,), path)`` with nothing else set: batch 1, ``.onnx.data``). The
-two dynamo forms need the ``onnxscript`` package.
+two dynamo forms need the ``onnxscript`` package. Four more forms are the same model wrapped the way
+other projects' gaze models come, each exported as ``legacy17``: ``nhwc`` (channels-last input, as a
+Keras export takes it), ``vector`` (a 3-D gaze vector output, x right, y down, z forward), ``degrees``
+(the gaze in degrees) and ``extra_output`` (the penultimate features as a second output).
 """
 
 from __future__ import annotations
@@ -27,7 +30,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FORMS = ("legacy17", "legacy20_b1", "dynamo", "dynamo_b1")
+FORMS = ("legacy17", "legacy20_b1", "dynamo", "dynamo_b1", "nhwc", "vector", "degrees", "extra_output")
+#: The forms that wrap the model (exported as legacy17).
+WRAPPED = FORMS[4:]
+
+
+def wrapped(model, form: str):
+    """``model`` in one of the :data:`WRAPPED` forms, as a module torch can export."""
+    import torch
+
+    class Form(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            if form == "nhwc":
+                return self.inner(x.permute(0, 3, 1, 2))
+            gaze = self.inner(x)
+            if form == "degrees":
+                return torch.rad2deg(gaze)
+            if form == "extra_output":
+                return gaze, self.inner.features(x)
+            pitch, yaw = gaze[:, 0], gaze[:, 1]  # vector
+            return torch.stack([-torch.cos(pitch) * torch.sin(yaw), -torch.sin(pitch),
+                                -torch.cos(pitch) * torch.cos(yaw)], 1)
+
+    return Form().eval()
 
 
 def export(model, form: str, path: Path) -> str | None:
@@ -39,7 +68,13 @@ def export(model, form: str, path: Path) -> str | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if form == "legacy17":
+        if form in WRAPPED:
+            outputs = ["gaze", "features"] if form == "extra_output" else ["gaze"]
+            shape = (2, size, size, 3) if form == "nhwc" else (2, 3, size, size)
+            torch.onnx.export(wrapped(model, form), (torch.rand(*shape),), str(path), dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=outputs,
+                              dynamic_axes={"input": {0: "n"}, **{o: {0: "n"} for o in outputs}})
+        elif form == "legacy17":
             torch.onnx.export(model, (torch.rand(2, 3, size, size),), str(path), dynamo=False, opset_version=17,
                               dynamic_axes={"input": {0: "n"}, "gaze": {0: "n"}}, **names)
         elif form == "legacy20_b1":
@@ -118,6 +153,8 @@ def main() -> int:
                 print(f"| {model_id} | {form} | not exported: {why} | | | |", flush=True)
                 continue
             converted = open_model(path).gaze_model()
+            for note in converted.adaptations:
+                print(f"note: {note}", file=sys.stderr)
             clean = load_image_folder(folder, converted.input_size, args.samples, rng=np.random.default_rng(0))
             started = time.monotonic()
             report = detector.scan(converted, clean.images)

@@ -109,7 +109,7 @@ class OnnxRuntimeEngine(GazeEngine):
         self.bundle = load_bundle(model_path, providers=wanted, threads=threads or None, provider_options=options)
         self.input_size = self.bundle.input_size
         self.onnx_sha256 = self.bundle.sha256
-        self.notes = list(self.bundle.provider_notes)
+        self.notes = list(self.bundle.adaptations) + list(self.bundle.provider_notes)
         self.providers = list(self.bundle.providers)
 
     def infer(self, faces: np.ndarray) -> np.ndarray:

@@ -340,6 +340,8 @@ class IntegrityChecker:
         notes = notes + [f"scan warning: {w}" for w in details.get("warnings", [])]
         if source == "scan" and (details.get("clean_set") or {}).get("note"):  # what was read from the user's folder
             notes.append(details["clean_set"]["note"])
+        if source == "scan":  # a third-party graph's form, adapted on reading (the engine line says it again)
+            notes += [f"scanned as adapted: {a}" for a in details.get("model_adaptations", [])]
         backdoored = record.verdict == "backdoored"
         blocked = backdoored and s.policy == "block"
         verdict = (f"scanned backdoored by {key.detector} {key.scanner_version} (score {record.score} < threshold "

@@ -6,15 +6,19 @@ kilobytes, so every case runs in well under a second.
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from edge_app.sources import ImageFolderSource, open_source
 from securegaze.bundle import open_model
+from securegaze.bundle.manifest_checks import infer_manifest
 from securegaze.cli import main as sg_main
 from securegaze.data.image_folder import load_image_folder, read_image
 from securegaze.data.sources import load_gaze_data
@@ -183,12 +187,107 @@ def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
     assert record["spread_deg"] < 0.5 and record["likely"] == "values in [0, 255]"
     assert record["others_deg"]["values in [0, 255]"] > 10
     assert "declare it in a manifest.json" in record["warning"]
-    # A graph that answers in degrees reads as angles past any gaze.
-    degrees = _gaze_graph(tmp_path / "deg.onnx", extra_inits=[numpy_helper.from_array(np.array(180 / np.pi, np.float32),
-                                                                                        "d")],
-                          extra_nodes=[helper.make_node("Mul", ["flat", "d"], ["in_degrees"])])
-    record = input_convention_check(open_model(degrees).gaze_model(), faces)
-    assert record["plausible"] is False and "answers in degrees" in record["warning"]
+    # A graph that answers in another unit than radians or degrees reads as angles past any gaze
+    # (one in degrees is read as such when the file is opened: test_gaze_in_degrees_...).
+    other_unit = _gaze_graph(tmp_path / "mrad.onnx", extra_inits=[numpy_helper.from_array(np.array(500.0, np.float32),
+                                                                                           "d")],
+                             extra_nodes=[helper.make_node("Mul", ["flat", "d"], ["scaled_up"])])
+    assert open_model(other_unit).bundle().adaptations == ()
+    record = input_convention_check(open_model(other_unit).gaze_model(), faces)
+    assert record["plausible"] is False and "answers in degrees or another unit" in record["warning"]
+
+
+def _reference_and(tmp_path, name: str, **kwargs):
+    """(the plain graph's bundle, the bundle of the same weights in another form) on the same faces."""
+    return open_model(_gaze_graph(tmp_path / "plain.onnx")).bundle(), open_model(_gaze_graph(tmp_path / name,
+                                                                                               **kwargs)).bundle()
+
+
+def _reads_like(reference, bundle, faces) -> None:
+    """The adapted bundle gives the reference's gaze in ONNX Runtime and converted to PyTorch, with
+    gradients back to the image."""
+    want = reference.predict(faces)
+    np.testing.assert_allclose(bundle.predict(faces), want, atol=1e-5)
+    x = torch.from_numpy(faces.transpose(0, 3, 1, 2).astype(np.float32) / 255).requires_grad_(True)
+    converted = bundle.to_torch()
+    got = converted(x)
+    np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-5)
+    got.sum().backward()
+    assert x.grad.abs().sum() > 0 and converted.adaptations == bundle.adaptations
+
+
+def test_a_channels_last_input_is_read_through_a_transpose(tmp_path):
+    reference, bundle = _reference_and(tmp_path, "nhwc.onnx", in_shape=("N", SIZE, SIZE, 3), pre=[
+        helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])])
+    assert len(bundle.adaptations) == 1 and "channels-last (N, 32, 32, 3)" in bundle.adaptations[0]
+    assert bundle.input_size == SIZE
+    _reads_like(reference, bundle, _faces(5))
+
+
+def test_a_gaze_vector_output_is_read_as_pitch_and_yaw(tmp_path):
+    # The plain graph's (pitch, yaw) turned into a vector of length 3 (x right, y down, z forward).
+    p, y = "gaze_py", "v"
+    to_vector = [helper.make_node("Gather", [p, f"i{i}"], [f"a{i}"], axis=1) for i in (0, 1)] + [
+        helper.make_node("Cos", ["a0"], ["cp"]), helper.make_node("Sin", ["a0"], ["sp"]),
+        helper.make_node("Cos", ["a1"], ["cy"]), helper.make_node("Sin", ["a1"], ["sy"]),
+        helper.make_node("Mul", ["cp", "sy"], ["cpsy"]), helper.make_node("Mul", ["cp", "cy"], ["cpcy"]),
+        *[helper.make_node("Mul", [t, "k"], [f"{t}_k"]) for t in ("cpsy", "sp", "cpcy")],
+        *[helper.make_node("Reshape", [f"{t}_k", "col"], [f"{t}_c"]) for t in ("cpsy", "sp", "cpcy")],
+        helper.make_node("Concat", ["cpsy_c", "sp_c", "cpcy_c"], [y], axis=1)]
+    path = _gaze_graph(tmp_path / "vector.onnx", out_name=p)
+    model = onnx.load(str(path))
+    model.graph.node.extend(to_vector)
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(i, np.int64), f"i{i}") for i in (0, 1)] + [
+        numpy_helper.from_array(np.array(-3.0, np.float32), "k"), numpy_helper.from_array(np.array([-1, 1]), "col")])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, ["N", 3]))
+    onnx.save(model, str(path))
+    reference = open_model(_gaze_graph(tmp_path / "plain.onnx")).bundle()
+    bundle = open_model(path).bundle()
+    assert len(bundle.adaptations) == 1 and "3-D gaze vector" in bundle.adaptations[0]
+    faces = _faces(5)
+    assert np.abs(reference.predict(faces)).max() < np.pi / 2  # within the half-angle form's reach
+    _reads_like(reference, bundle, faces)
+
+
+def test_of_several_outputs_the_one_gaze_shaped_is_read(tmp_path):
+    path = _gaze_graph(tmp_path / "two.onnx")
+    model = onnx.load(str(path))
+    model.graph.output.append(helper.make_tensor_value_info("flat", TensorProto.FLOAT, ["N", 3]))
+    onnx.save(model, str(path))
+    reference = open_model(_gaze_graph(tmp_path / "plain.onnx")).bundle()
+    bundle = open_model(path).bundle()
+    assert bundle.adaptations == ("two.onnx: of its 2 outputs the one of shape (N, 2), 'gaze', is read as the gaze "
+                                  "(left unread: 'flat')",)
+    _reads_like(reference, bundle, _faces(5))
+
+
+def test_gaze_in_degrees_is_read_as_such(tmp_path):
+    # A bare file: its answers on the probe's synthetic faces reach past pi / 2 and stay under 90.
+    degrees = [numpy_helper.from_array(np.array(180 / np.pi, np.float32), "d")]
+    reference, bundle = _reference_and(tmp_path, "deg.onnx", out_name="raw", extra_nodes=[], extra_inits=degrees)
+    model = onnx.load(str(tmp_path / "deg.onnx"))
+    model.graph.node.append(helper.make_node("Mul", ["raw", "d"], ["gaze"]))
+    model.graph.output[0].name = "gaze"
+    onnx.save(model, str(tmp_path / "deg.onnx"))
+    bundle = open_model(tmp_path / "deg.onnx").bundle()
+    assert len(bundle.adaptations) == 1 and "read as degrees" in bundle.adaptations[0]
+    _reads_like(reference, bundle, _faces(5))
+    # Declared in a manifest: (yaw, pitch) order in degrees, without the probe.
+    swapped = onnx.load(str(tmp_path / "deg.onnx"))
+    swapped.graph.initializer.append(numpy_helper.from_array(np.array([1, 0], np.int64), "swap"))
+    swapped.graph.node[-1].output[0] = "gaze_pitch_yaw"
+    swapped.graph.node.append(helper.make_node("Gather", ["gaze_pitch_yaw", "swap"], ["gaze"], axis=1))
+    folder = tmp_path / "declared"
+    folder.mkdir()
+    onnx.save(swapped, str(folder / "model.onnx"))
+    manifest = json.loads(infer_manifest(folder / "model.onnx", onnx.load(str(folder / "model.onnx"))).to_json())
+    manifest["output"].update(units="degrees", order=["yaw", "pitch"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    declared = open_model(folder).bundle()
+    assert declared.adaptations == ("model.onnx: its manifest declares the gaze in (yaw, pitch) order and in degrees; "
+                                    "read as (pitch, yaw) radians",)
+    _reads_like(reference, declared, _faces(5))
 
 
 def test_the_start_up_integrity_check_names_the_input_range_too(tmp_path):
@@ -215,16 +314,13 @@ def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    ({"in_shape": ("N", SIZE, SIZE, 3),
-      "pre": [helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])]},
-     ["channels-last", "re-export"]),
     ({"in_shape": ("N", 3, 36, 60)}, ["not square", "36x60"]),
     ({"in_shape": ("N", 1, SIZE, SIZE)}, ["1 channel(s)", "3-channel"]),
     ({"in_shape": ("N", 3, "H", "W")}, ["not fixed", "input.size"]),
     ({"in_type": TensorProto.FLOAT16,
       "pre": [helper.make_node("Cast", ["input"], ["as_f32"], to=TensorProto.FLOAT)]}, ["float16", "float32"]),
-    ({"out_width": 3}, ["(N, 3)", "3-D gaze vector", "asin"]),
-], ids=["nhwc", "non_square", "grey_input", "dynamic_hw", "float16_input", "vector_output"])
+    ({"out_width": 4}, ["(N, 4)", "one (N, 2) (pitch, yaw) radians output", "manifest"]),
+], ids=["non_square", "grey_input", "dynamic_hw", "float16_input", "four_outputs_wide"])
 def test_unreadable_model_shapes_say_why_in_one_line(tmp_path, kwargs, words):
     path = _gaze_graph(tmp_path / "m.onnx", **kwargs)
     with pytest.raises(ModelFormatError) as err:
@@ -300,13 +396,12 @@ def test_external_weights_outside_the_models_folder_are_not_read(tmp_path):
 
 
 def test_scan_refuses_a_bad_third_party_model_in_one_line(tmp_path, capsys):
-    path = _gaze_graph(tmp_path / "nhwc.onnx", in_shape=("N", SIZE, SIZE, 3),
-                       pre=[helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2])])
+    path = _gaze_graph(tmp_path / "grey.onnx", in_shape=("N", 1, SIZE, SIZE))
     code = sg_main(["scan", str(path), "--samples", "8", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and "Traceback" not in err
-    assert lines[-1].startswith("error:") and "channels-last" in lines[-1]
+    assert lines[-1].startswith("error:") and "1 channel(s)" in lines[-1]
 
 
 # ------------------------------------------------------------------------------------------------

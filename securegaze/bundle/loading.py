@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from torch import nn
 
+from securegaze.bundle.adapt import adapt_graph, copy_model, degrees_note, with_output_convention
 from securegaze.bundle.manifest import MANIFEST_NAME, ONNX_NAME, BundleManifest
 from securegaze.bundle.manifest_checks import (
     check_against_manifest,
@@ -132,14 +133,21 @@ class ModelFile:
         if manifest_path is not None:
             manifest = read_manifest(manifest_path)
             onnx_path = checked_onnx_path(manifest_path, manifest)
-            proto = load_onnx(onnx_path)
+            proto, adapted = adapt_graph(onnx_path, load_onnx(onnx_path), manifest.output)
         else:
             onnx_path = path
-            proto = load_onnx(onnx_path)
+            proto, adapted = adapt_graph(onnx_path, load_onnx(onnx_path))
             manifest = infer_manifest(onnx_path, proto)
         fixed_batch = check_against_manifest(onnx_path, manifest_path, proto, manifest)
+        bundle = Bundle(manifest, onnx_path, manifest_path, proto, providers=providers, fixed_batch=fixed_batch,
+                        threads=threads, provider_options=provider_options, adaptations=adapted)
+        note = None if manifest_path is not None else degrees_note(onnx_path, bundle.predict, bundle.input_size)
+        if note is None:
+            return bundle
+        # A bare file that answers in degrees: the same graph with the scaling appended.
+        proto = with_output_convention(proto if adapted else copy_model(proto), manifest.output.names[0], True, False)
         return Bundle(manifest, onnx_path, manifest_path, proto, providers=providers, fixed_batch=fixed_batch,
-                      threads=threads, provider_options=provider_options)
+                      threads=threads, provider_options=provider_options, adaptations=(*adapted, note))
 
     def gaze_model(self) -> nn.Module:
         """The model in eval mode, with ``features``, ``head``, ``head_weight`` and ``input_size``.

@@ -105,13 +105,16 @@ class BinsSpec(_Strict):
 class OutputSpec(_Strict):
     """What the graph returns and how it becomes (pitch, yaw) radians.
 
-    ``direct``: one (N, 2) output, already (pitch, yaw) radians. ``binned``: two (N, count) logit
-    outputs, pitch then yaw, decoded as the softmax expectation over bin centres.
+    ``direct``: one (N, 2) output, (pitch, yaw) radians unless ``order`` is ``["yaw", "pitch"]`` or
+    ``units`` is ``degrees`` (a third-party model's: then the graph is read with the swap and the
+    scaling appended, :mod:`securegaze.bundle.adapt`, and every caller gets (pitch, yaw) radians).
+    ``binned``: two (N, count) logit outputs, pitch then yaw (``names`` in that order), decoded as the
+    softmax expectation over bin centres given in degrees.
     """
 
     decoding: Literal["direct", "binned"]
-    order: tuple[Literal["pitch"], Literal["yaw"]] = ("pitch", "yaw")
-    units: Literal["radians"] = "radians"
+    order: tuple[Literal["pitch"], Literal["yaw"]] | tuple[Literal["yaw"], Literal["pitch"]] = ("pitch", "yaw")
+    units: Literal["radians", "degrees"] = "radians"
     frame: Literal["normalised camera"] = "normalised camera"
     convention: str = CONVENTION
     bins: BinsSpec | None = None
@@ -133,6 +136,9 @@ class OutputSpec(_Strict):
             if self.bins is not None:
                 raise ValueError("bins are only allowed with binned decoding")
         else:
+            if self.order != ("pitch", "yaw") or self.units != "radians":
+                raise ValueError("binned decoding reads its bins in degrees and its outputs in names' order: leave "
+                                 "order and units out, and list names pitch first")
             if len(self.names) != 2:
                 raise ValueError(f"binned decoding needs two output names (pitch, yaw), got {self.names}")
             if self.bins is None:

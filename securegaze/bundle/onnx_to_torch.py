@@ -377,6 +377,7 @@ class ConvertedGazeModel(nn.Module):
         #: constant shape, as torch's newer exporter writes without dynamic shapes): set by the
         #: conversion check (Bundle.to_torch); None runs any batch at once.
         self.fixed_batch: int | None = None
+        self.adaptations: tuple[str, ...] = ()  # how the file's graph was adapted (securegaze.bundle.adapt)
         self.eval()
 
     def _features_fixed(self, x: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,8 @@ class Bundle:
 
     Attributes: ``manifest``, ``onnx_path``, ``manifest_path`` (None for a bare .onnx),
     ``providers`` (what the ONNX Runtime session really uses), ``provider_notes`` (why a requested
-    provider is not among them).
+    provider is not among them), ``adaptations`` (how a third-party graph's form was adapted on
+    reading: :mod:`securegaze.bundle.adapt`; empty for the project's own).
     """
 
     def __init__(
@@ -77,10 +78,12 @@ class Bundle:
         fixed_batch: int | None = None,
         threads: int | None = None,
         provider_options: dict[str, dict] | None = None,
+        adaptations: Sequence[str] = (),
     ) -> None:
         import onnxruntime as ort
 
         self.manifest = manifest
+        self.adaptations = tuple(adaptations)
         self.onnx_path = Path(onnx_path)
         self.manifest_path = manifest_path
         self._proto = proto
@@ -253,6 +256,7 @@ class Bundle:
                 model = other
             else:
                 model.fixed_batch = self._fixed_batch
+        model.adaptations = self.adaptations
         if verify:
             self._verify_conversion(model)
         return model

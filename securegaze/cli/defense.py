@@ -40,6 +40,8 @@ def scan(
             raise typer.BadParameter(f"{key} has its own option: use {option}", param_hint="--set")
     check_output_dir(out, "--out", "the scan's report and trigger", files=SCAN_FILES)
     run = ScanRun.prepare(model, clean, samples, seed, threshold, detector=detector, settings=settings)
+    for note in getattr(run.model, "adaptations", ()):  # a third-party graph's form, read as the project's
+        console.print(f"note: {note}")
     if run.clean_note:
         console.print(run.clean_note)
     with progress_bar() as bar:

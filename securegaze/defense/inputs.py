@@ -149,7 +149,11 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
 
 def add_input_check(report, model, clean_images) -> None:
     """Run :func:`input_convention_check` and, when it has something to say, keep its record in the
-    report's details (``input_check``) and its line among the report's ``warnings``."""
+    report's details (``input_check``) and its line among the report's ``warnings``; keep how a
+    third-party graph's form was adapted on reading (``model.adaptations``, see
+    :mod:`securegaze.bundle.adapt`) as ``model_adaptations``."""
+    if getattr(model, "adaptations", ()):
+        report.details["model_adaptations"] = list(model.adaptations)
     check = input_convention_check(model, clean_images)
     if check is not None:
         report.details["input_check"] = check

@@ -1,0 +1,222 @@
+"""Graph forms of third-party gaze models that are read without a re-export.
+
+Two forms are common outside this project and say what they are in their shapes, so a user's file is
+adapted instead of refused:
+
+* **a channels-last image input** (N, H, W, 3), as TensorFlow / Keras models are exported: a
+  Transpose is put in front, so the graph takes the project's (N, 3, H, W) and every caller (ONNX
+  Runtime, the PyTorch conversion for the scan, a TensorRT engine) sees one layout;
+* **several outputs, one of them (N, 2)** (the gaze beside features, logits or per-eye extras), in a
+  bare file with no manifest to name the gaze: that output is the graph's only one;
+* **a 3-D gaze vector output** (N, 3) and no (N, 2) output: the vector (x right, y down, z forward,
+  the normalised camera frame of the conventions; its length is free) is turned into (pitch, yaw)
+  radians inside the graph, pitch = atan2(-y, sqrt(x^2 + z^2)), yaw = atan2(-x, -z). ONNX has no
+  Atan2 below opset 22, so each is written with the half-angle form
+  atan2(a, b) = 2 atan(a / (sqrt(a^2 + b^2) + b)), which holds for every direction but straight
+  away from the camera.
+
+* **a gaze in degrees, or in (yaw, pitch) order**, as a manifest beside the file declares it
+  (``output.units``, ``output.order``), or, for a bare file, degrees found from the model's own
+  answers (:func:`degrees_note`): the swap and the scaling are appended to the graph.
+
+The file is not changed: its sha256 (the audit key) stays the file's, and the adaptation is
+deterministic in the file's contents. Each one adds a note that the bundle and the scan report keep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from securegaze.bundle.onnx_graph import real_inputs, value_dims, with_inferred_shapes
+
+__all__ = ["adapt_graph", "copy_model", "degrees_note", "with_output_convention"]
+
+#: Added to the half-angle denominators: a zero vector gives (0, 0) instead of NaN.
+_EPS = 1e-12
+
+
+def adapt_graph(path: Path, proto: onnx.ModelProto, output=None) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """``proto`` with the forms above adapted (a copy; ``proto`` itself when nothing applies) and one
+    note per adaptation, naming the file. ``output``: the manifest's ``OutputSpec`` (None for a bare
+    file: only then is one output chosen among several)."""
+    bare = output is None
+    graph = with_inferred_shapes(proto).graph
+    notes: list[str] = []
+    adapted = None
+    inputs = real_inputs(graph)
+    if len(inputs) == 1:
+        dims = value_dims(inputs[0])
+        if dims is not None and len(dims) == 4 and dims[3] == 3 and dims[1] != 3:
+            adapted = copy_model(proto)
+            _channels_first_input(adapted.graph, inputs[0].name, dims)
+            notes.append(f"{path.name}: its input {inputs[0].name!r} is channels-last {_text(dims)}; read as "
+                         f"(N, 3, {dims[1]}, {dims[2]}) through a Transpose in front")
+    shapes = {o.name: value_dims(o) for o in graph.output}
+    pairs = [n for n, d in shapes.items() if d is not None and len(d) == 2 and d[1] == 2]
+    vectors = [n for n, d in shapes.items() if d is not None and len(d) == 2 and d[1] == 3]
+    if bare and len(shapes) > 1 and len(pairs) == 1:
+        adapted = adapted or copy_model(proto)
+        kept = [o for o in adapted.graph.output if o.name == pairs[0]]
+        del adapted.graph.output[:]
+        adapted.graph.output.extend(kept)
+        others = ", ".join(repr(n) for n in shapes if n != pairs[0])
+        notes.append(f"{path.name}: of its {len(shapes)} outputs the one of shape (N, 2), {pairs[0]!r}, is read as "
+                     f"the gaze (left unread: {others})")
+    elif not pairs and len(vectors) == 1:
+        adapted = adapted or copy_model(proto)
+        _vector_to_angles(adapted.graph, vectors[0])
+        notes.append(f"{path.name}: its output {vectors[0]!r} is a 3-D gaze vector; read as (pitch, yaw) radians "
+                     "with x right, y down, z forward (the project's convention: pitch = atan2(-y, sqrt(x^2 + z^2)), "
+                     "yaw = atan2(-x, -z))")
+    if output is not None and output.decoding == "direct" and (output.units, output.order) != ("radians", PITCH_YAW):
+        adapted = adapted or copy_model(proto)
+        swap = tuple(output.order) != PITCH_YAW
+        with_output_convention(adapted, output.names[0], degrees=output.units == "degrees", swap=swap)
+        said = " and ".join(w for w, on in (("in (yaw, pitch) order", swap), ("in degrees", output.units == "degrees"))
+                            if on)
+        notes.append(f"{path.name}: its manifest declares the gaze {said}; read as (pitch, yaw) radians")
+    return (proto if adapted is None else adapted), tuple(notes)
+
+
+PITCH_YAW = ("pitch", "yaw")
+#: How many synthetic faces :func:`degrees_note` asks, and the share of them that may reach past 90
+#: degrees read as radians before the answers are taken for degrees.
+PROBE_FACES, PROBE_QUANTILE = 32, 0.95
+
+
+def with_output_convention(proto: onnx.ModelProto, name: str, degrees: bool, swap: bool) -> onnx.ModelProto:
+    """``proto`` (changed in place) with its (N, 2) output ``name`` turned into (pitch, yaw) radians:
+    its two columns swapped and / or scaled by pi / 180."""
+    graph = proto.graph
+    raw = f"{name}__as_given"
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out == name:
+                node.output[i] = raw
+    _rename_uses(graph, name, raw)
+    steps = ([("Gather", np.array([1, 0], np.int64), {"axis": 1})] if swap else []) + \
+        ([("Mul", np.float32(np.pi / 180.0), {})] if degrees else [])
+    current = raw
+    for i, (kind, value, attrs) in enumerate(steps):
+        constant = f"{name}__convention_{i}"
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), constant))
+        out = name if i == len(steps) - 1 else f"{name}__convention_out_{i}"
+        graph.node.append(helper.make_node(kind, [current, constant], [out], name=f"{constant}_{kind.lower()}",
+                                           **attrs))
+        current = out
+    return proto
+
+
+def degrees_note(path: Path, predict, size: int) -> str | None:
+    """Whether a bare file's gaze is in degrees, from its answers on :data:`PROBE_FACES` synthetic
+    faces (the same faces for every file): a note when the :data:`PROBE_QUANTILE` quantile of the
+    larger angle read as radians is past pi / 2 (no face looks 90 degrees away) and below 90 read as
+    degrees, else None. A graph in radians never gets there; one fed another pixel range than it
+    wants may answer almost constantly and is left to the scan's input check."""
+    from securegaze.data.synthetic import render_dataset
+
+    drawn = min(max(size, 16), 512)  # the renderer's range; other sizes are resampled (nearest pixel)
+    faces = render_dataset(PROBE_FACES, drawn, seed=PROBE_SEED).images.transpose(0, 3, 1, 2)
+    if drawn != size:
+        pick = (np.arange(size) * drawn) // size
+        faces = faces[:, :, pick][:, :, :, pick]
+    from securegaze.errors import ModelFormatError
+
+    try:
+        gaze = np.asarray(predict(faces.astype(np.float32) / 255.0), np.float64)
+    except ModelFormatError:  # NaN answers and the like: the scan and the app say so in their own words
+        return None
+    if gaze.shape != (PROBE_FACES, 2) or not np.isfinite(gaze).all():
+        return None
+    reach = float(np.quantile(np.abs(gaze).max(axis=1), PROBE_QUANTILE))
+    if not np.pi / 2 < reach <= 90.0:
+        return None
+    return (f"{path.name}: its gaze on {PROBE_FACES} synthetic faces reaches {reach:.1f} at the "
+            f"{100 * PROBE_QUANTILE:.0f}th percentile: past any gaze in radians (pi / 2 is 90 deg), plausible in "
+            "degrees; read as degrees (a manifest.json beside it declaring output.units settles it either way)")
+
+
+#: Seed of the probe's faces.
+PROBE_SEED = 90
+
+
+def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of ``proto`` (adaptations never change the graph they were given)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def _text(dims) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ")"
+
+
+def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+
+
+def _channels_first_input(graph: onnx.GraphProto, name: str, dims) -> None:
+    inner = f"{name}__channels_last"
+    _rename_uses(graph, name, inner)
+    for value in graph.value_info:
+        if value.name == name:
+            value.name = inner
+    value = next(v for v in graph.input if v.name == name)
+    shape = value.type.tensor_type.shape
+    n, h, w = (shape.dim[i] for i in (0, 1, 2))
+    new_dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+    new_dims[0].CopyFrom(n)
+    new_dims[1].dim_value = 3
+    new_dims[2].CopyFrom(h)
+    new_dims[3].CopyFrom(w)
+    del shape.dim[:]
+    shape.dim.extend(new_dims)
+    graph.node.insert(0, helper.make_node("Transpose", [name], [inner], name=f"{inner}__transpose",
+                                          perm=[0, 2, 3, 1]))
+
+
+def _vector_to_angles(graph: onnx.GraphProto, name: str) -> None:
+    vector = f"{name}__vector"
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out == name:
+                node.output[i] = vector
+    _rename_uses(graph, name, vector)
+    p = f"{name}__angles"
+
+    def const(suffix: str, value) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value), f"{p}_{suffix}"))
+        return f"{p}_{suffix}"
+
+    nodes: list[onnx.NodeProto] = []
+
+    def op(kind: str, inputs: list[str], out: str, **attrs) -> str:
+        nodes.append(helper.make_node(kind, inputs, [f"{p}_{out}"], name=f"{p}_{out}", **attrs))
+        return f"{p}_{out}"
+
+    x, y, z = (op("Gather", [vector, const(f"i{i}", np.int64(i))], axis, axis=1) for i, axis in enumerate("xyz"))
+    two, eps = const("two", np.float32(2.0)), const("eps", np.float32(_EPS))
+    xz = op("Sqrt", [op("Add", [op("Mul", [x, x], "xx"), op("Mul", [z, z], "zz")], "xz2")], "xz")
+
+    def atan2(a: str, b: str, tag: str) -> str:  # 2 atan(a / (sqrt(a^2 + b^2) + b))
+        length = op("Sqrt", [op("Add", [op("Mul", [a, a], f"{tag}_aa"), op("Mul", [b, b], f"{tag}_bb")],
+                                f"{tag}_ab2")], f"{tag}_len")
+        below = op("Add", [op("Add", [length, b], f"{tag}_lb"), eps], f"{tag}_den")
+        return op("Mul", [two, op("Atan", [op("Div", [a, below], f"{tag}_ratio")], f"{tag}_half")], tag)
+
+    pitch = atan2(op("Neg", [y], "ny"), xz, "pitch")
+    yaw = atan2(op("Neg", [x], "nx"), op("Neg", [z], "nz"), "yaw")
+    column = const("column", np.array([-1, 1], np.int64))
+    nodes.append(helper.make_node("Concat", [op("Reshape", [pitch, column], "pitch_col"),
+                                             op("Reshape", [yaw, column], "yaw_col")], [name],
+                                  name=f"{p}_concat", axis=1))
+    graph.node.extend(nodes)
+    out = next(o for o in graph.output if o.name == name)
+    out.type.tensor_type.shape.dim[1].dim_value = 2

@@ -13,9 +13,10 @@ runs whole batches or one export-sized batch at a time. The folder is written on
 Forms: ``legacy17`` (``dynamo=False``, opset 17, dynamic batch, one file), ``legacy20_b1`` (``dynamo=False``,
 opset 20, batch 1), ``dynamo`` (torch's default exporter, dynamic batch; weights in ``MODEL.onnx.data``) and
 ``dynamo_b1`` (``torch.onnx.export(model, (x,), path)`` with nothing else set: batch 1, ``.onnx.data``). The
-two dynamo forms need the ``onnxscript`` package. Four more forms are the same model wrapped the way
+two dynamo forms need the ``onnxscript`` package. Five more forms are the same model wrapped the way
 other projects' gaze models come, each exported as ``legacy17``: ``nhwc`` (channels-last input, as a
-Keras export takes it), ``vector`` (a 3-D gaze vector output, x right, y down, z forward), ``degrees``
+Keras export takes it), ``grey`` (one grey input channel, copied to the model's three: a near-infrared
+camera's model; the faces are then read as their luma), ``vector`` (a 3-D gaze vector output, x right, y down, z forward), ``degrees``
 (the gaze in degrees) and ``extra_output`` (the penultimate features as a second output).
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FORMS = ("legacy17", "legacy20_b1", "dynamo", "dynamo_b1", "nhwc", "vector", "degrees", "extra_output")
+FORMS = ("legacy17", "legacy20_b1", "dynamo", "dynamo_b1", "nhwc", "grey", "vector", "degrees", "extra_output")
 #: The forms that wrap the model (exported as legacy17).
 WRAPPED = FORMS[4:]
 
@@ -47,9 +48,11 @@ def wrapped(model, form: str):
         def forward(self, x):
             if form == "nhwc":
                 return self.inner(x.permute(0, 3, 1, 2))
+            if form == "grey":
+                return self.inner(x.expand(-1, 3, -1, -1))
             gaze = self.inner(x)
             if form == "degrees":
-                return torch.rad2deg(gaze)
+                return gaze * (180.0 / torch.pi)
             if form == "extra_output":
                 return gaze, self.inner.features(x)
             pitch, yaw = gaze[:, 0], gaze[:, 1]  # vector
@@ -70,7 +73,7 @@ def export(model, form: str, path: Path) -> str | None:
         warnings.simplefilter("ignore")
         if form in WRAPPED:
             outputs = ["gaze", "features"] if form == "extra_output" else ["gaze"]
-            shape = (2, size, size, 3) if form == "nhwc" else (2, 3, size, size)
+            shape = {"nhwc": (2, size, size, 3), "grey": (2, 1, size, size)}.get(form, (2, 3, size, size))
             torch.onnx.export(wrapped(model, form), (torch.rand(*shape),), str(path), dynamo=False, opset_version=17,
                               input_names=["input"], output_names=outputs,
                               dynamic_axes={"input": {0: "n"}, **{o: {0: "n"} for o in outputs}})

@@ -224,6 +224,27 @@ def test_a_channels_last_input_is_read_through_a_transpose(tmp_path):
     _reads_like(reference, bundle, _faces(5))
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["nchw", "nhwc"])
+def test_a_grey_input_reads_the_faces_luma(tmp_path, last):
+    # The grey graph copies its one channel three times into the plain graph: fed RGB faces it must
+    # answer as the plain graph does on their luma, copied three times.
+    shape = ("N", SIZE, SIZE, 1) if last else ("N", 1, SIZE, SIZE)
+    pre = ([helper.make_node("Transpose", ["input"], ["grey_nchw"], perm=[0, 3, 1, 2])] if last else []) + [
+        helper.make_node("Concat", ["grey_nchw" if last else "input"] * 3, ["three"], axis=1)]
+    path = _gaze_graph(tmp_path / "grey.onnx", in_shape=shape, pre=pre)
+    bundle = open_model(path).bundle()
+    assert bundle.input_size == SIZE and "one grey channel" in bundle.adaptations[-1]
+    assert len(bundle.adaptations) == (2 if last else 1)
+    faces = _faces(5).astype(np.float32) / 255
+    luma = faces @ np.array([0.299, 0.587, 0.114], np.float32)
+    want = open_model(_gaze_graph(tmp_path / "plain.onnx")).bundle().predict(np.repeat(luma[:, None], 3, 1))
+    x = np.ascontiguousarray(faces.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(bundle.predict(x), want, atol=1e-5)
+    converted = bundle.to_torch()  # checked against ONNX Runtime, with gradients back to the RGB image
+    with torch.no_grad():
+        np.testing.assert_allclose(converted(torch.from_numpy(x)).numpy(), want, atol=1e-5)
+
+
 def test_a_gaze_vector_output_is_read_as_pitch_and_yaw(tmp_path):
     # The plain graph's (pitch, yaw) turned into a vector of length 3 (x right, y down, z forward).
     p, y = "gaze_py", "v"
@@ -315,12 +336,12 @@ def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
 
 @pytest.mark.parametrize("kwargs,words", [
     ({"in_shape": ("N", 3, 36, 60)}, ["not square", "36x60"]),
-    ({"in_shape": ("N", 1, SIZE, SIZE)}, ["1 channel(s)", "3-channel"]),
+    ({"in_shape": ("N", 4, SIZE, SIZE)}, ["4 channel(s)", "3-channel"]),
     ({"in_shape": ("N", 3, "H", "W")}, ["not fixed", "input.size"]),
     ({"in_type": TensorProto.FLOAT16,
       "pre": [helper.make_node("Cast", ["input"], ["as_f32"], to=TensorProto.FLOAT)]}, ["float16", "float32"]),
     ({"out_width": 4}, ["(N, 4)", "one (N, 2) (pitch, yaw) radians output", "manifest"]),
-], ids=["non_square", "grey_input", "dynamic_hw", "float16_input", "four_outputs_wide"])
+], ids=["non_square", "four_channels", "dynamic_hw", "float16_input", "four_outputs_wide"])
 def test_unreadable_model_shapes_say_why_in_one_line(tmp_path, kwargs, words):
     path = _gaze_graph(tmp_path / "m.onnx", **kwargs)
     with pytest.raises(ModelFormatError) as err:
@@ -396,12 +417,12 @@ def test_external_weights_outside_the_models_folder_are_not_read(tmp_path):
 
 
 def test_scan_refuses_a_bad_third_party_model_in_one_line(tmp_path, capsys):
-    path = _gaze_graph(tmp_path / "grey.onnx", in_shape=("N", 1, SIZE, SIZE))
+    path = _gaze_graph(tmp_path / "rgba.onnx", in_shape=("N", 4, SIZE, SIZE))
     code = sg_main(["scan", str(path), "--samples", "8", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and "Traceback" not in err
-    assert lines[-1].startswith("error:") and "1 channel(s)" in lines[-1]
+    assert lines[-1].startswith("error:") and "4 channel(s)" in lines[-1]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Two forms are common outside this project and say what they are in their shapes, so a user's file is
 adapted instead of refused:
 
-* **a channels-last image input** (N, H, W, 3), as TensorFlow / Keras models are exported: a
+* **a grey input** (N, 1, H, W), as near-infrared driver cameras give: each RGB face is read as its
+  luma through a 1x1 convolution put in front;
+* **a channels-last image input** (N, H, W, 3) or (N, H, W, 1), as TensorFlow / Keras models are exported: a
   Transpose is put in front, so the graph takes the project's (N, 3, H, W) and every caller (ONNX
   Runtime, the PyTorch conversion for the scan, a TensorRT engine) sees one layout;
 * **several outputs, one of them (N, 2)** (the gaze beside features, logits or per-eye extras), in a
@@ -48,13 +50,20 @@ def adapt_graph(path: Path, proto: onnx.ModelProto, output=None) -> tuple[onnx.M
     notes: list[str] = []
     adapted = None
     inputs = real_inputs(graph)
-    if len(inputs) == 1:
-        dims = value_dims(inputs[0])
-        if dims is not None and len(dims) == 4 and dims[3] == 3 and dims[1] != 3:
+    dims = value_dims(inputs[0]) if len(inputs) == 1 else None
+    if dims is not None and len(dims) == 4:
+        name = inputs[0].name
+        if dims[3] in (1, 3) and dims[1] not in (1, 3):
             adapted = copy_model(proto)
-            _channels_first_input(adapted.graph, inputs[0].name, dims)
-            notes.append(f"{path.name}: its input {inputs[0].name!r} is channels-last {_text(dims)}; read as "
-                         f"(N, 3, {dims[1]}, {dims[2]}) through a Transpose in front")
+            _channels_first_input(adapted.graph, name)
+            notes.append(f"{path.name}: its input {name!r} is channels-last {_text(dims)}; read as "
+                         f"(N, {dims[3]}, {dims[1]}, {dims[2]}) through a Transpose in front")
+            dims = [dims[0], dims[3], dims[1], dims[2]]
+        if dims[1] == 1:
+            adapted = adapted or copy_model(proto)
+            _grey_input(adapted.graph, name)
+            notes.append(f"{path.name}: its input {name!r} has one grey channel; RGB faces are read as their luma "
+                         "(0.299 R + 0.587 G + 0.114 B, ITU-R BT.601) through a 1x1 convolution in front")
     shapes = {o.name: value_dims(o) for o in graph.output}
     pairs = [n for n, d in shapes.items() if d is not None and len(d) == 2 and d[1] == 2]
     vectors = [n for n, d in shapes.items() if d is not None and len(d) == 2 and d[1] == 3]
@@ -162,24 +171,51 @@ def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
                 node.input[i] = new
 
 
-def _channels_first_input(graph: onnx.GraphProto, name: str, dims) -> None:
-    inner = f"{name}__channels_last"
+def _in_front(graph: onnx.GraphProto, name: str, tag: str) -> str:
+    """Rename every use of the graph input ``name`` to a new inner tensor, which the caller's node in
+    front makes from the input; returns the inner name."""
+    inner = f"{name}__{tag}"
     _rename_uses(graph, name, inner)
     for value in graph.value_info:
         if value.name == name:
             value.name = inner
-    value = next(v for v in graph.input if v.name == name)
-    shape = value.type.tensor_type.shape
-    n, h, w = (shape.dim[i] for i in (0, 1, 2))
-    new_dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
-    new_dims[0].CopyFrom(n)
-    new_dims[1].dim_value = 3
-    new_dims[2].CopyFrom(h)
-    new_dims[3].CopyFrom(w)
+    return inner
+
+
+def _input_dims(graph: onnx.GraphProto, name: str) -> list:
+    return list(next(v for v in graph.input if v.name == name).type.tensor_type.shape.dim)
+
+
+def _set_input_dims(graph: onnx.GraphProto, name: str, dims: list) -> None:
+    shape = next(v for v in graph.input if v.name == name).type.tensor_type.shape
     del shape.dim[:]
-    shape.dim.extend(new_dims)
+    shape.dim.extend(dims)
+
+
+def _channels_first_input(graph: onnx.GraphProto, name: str) -> None:
+    inner = _in_front(graph, name, "channels_last")
+    n, h, w, c = (_copy_dim(d) for d in _input_dims(graph, name))
+    _set_input_dims(graph, name, [n, c, h, w])
     graph.node.insert(0, helper.make_node("Transpose", [name], [inner], name=f"{inner}__transpose",
                                           perm=[0, 2, 3, 1]))
+
+
+def _grey_input(graph: onnx.GraphProto, name: str) -> None:
+    inner = _in_front(graph, name, "grey")
+    dims = [_copy_dim(d) for d in _input_dims(graph, name)]
+    dims[1].Clear()
+    dims[1].dim_value = 3
+    _set_input_dims(graph, name, dims)
+    weight = f"{inner}__luma"
+    graph.initializer.append(numpy_helper.from_array(np.array([0.299, 0.587, 0.114], np.float32).reshape(1, 3, 1, 1),
+                                                     weight))
+    graph.node.insert(0, helper.make_node("Conv", [name, weight], [inner], name=f"{inner}__conv"))
+
+
+def _copy_dim(dim) -> onnx.TensorShapeProto.Dimension:
+    out = onnx.TensorShapeProto.Dimension()
+    out.CopyFrom(dim)
+    return out
 
 
 def _vector_to_angles(graph: onnx.GraphProto, name: str) -> None:

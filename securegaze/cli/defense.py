@@ -153,6 +153,9 @@ def mitigate(
                                 attack_run=attack_run, scan_dir=scan_dir, true_labels=true_labels, epochs=epochs,
                                 lr=lr, seed=seed, threshold=threshold, rounds=rounds,
                                 uniform_reversal=uniform_reversal, strengths=depths, method=baseline)
+    adapted = getattr(run.model, "adaptations", ())
+    for note in adapted:  # a third-party graph's form, read as the project's
+        console.print(f"note: {note}")
     if run.clean_note:
         console.print(run.clean_note)
     with progress_bar() as bar:
@@ -164,6 +167,10 @@ def mitigate(
         result, manifest = run.run(progress=on_progress)
     sha = run.sha256
     console.print(f"model: {model} (sha256 {sha[:16]}...) -> bundle {out} (sha256 {manifest.onnx_sha256[:16]}...)")
+    if adapted:
+        console.print(f"note: the new bundle is in the project's form, not the file's: input (N, 3, "
+                      f"{manifest.input.size}, {manifest.input.size}) RGB, output (pitch, yaw) radians "
+                      f"({out / 'manifest.json'} says how its input is read)")
     if baseline is not None:
         print_baseline_result(result, out)
         raise typer.Exit(EXIT_CLEAN)

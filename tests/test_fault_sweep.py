@@ -170,8 +170,8 @@ def world(tmp_path_factory):
     m["truncated"].write_bytes(onnx_bytes[: len(onnx_bytes) // 2])
     m["random"] = root / "random.onnx"
     m["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    weight = (np.random.default_rng(1).standard_normal((RAW * RAW, 2)) * 0.1).astype(np.float32)
-    m["wrong_input"] = _save_graph(root / "wrong_input.onnx", ["N", 1, RAW, RAW], 1, weight)
+    weight = (np.random.default_rng(1).standard_normal((2 * RAW * RAW, 2)) * 0.1).astype(np.float32)
+    m["wrong_input"] = _save_graph(root / "wrong_input.onnx", ["N", 2, RAW, RAW], 1, weight)  # (grey is read)
     weight3 = (np.random.default_rng(1).standard_normal((3 * RAW * RAW, 2)) * 0.1).astype(np.float32)
     m["three_outputs"] = _save_graph(root / "three_outputs.onnx", ["N", 3, RAW, RAW], 3, weight3)
     nan_weight = np.full((3 * SIZE * SIZE, 2), np.nan, np.float32)
@@ -242,7 +242,7 @@ MODEL_CASES = [
     ("empty", ["empty"]),
     ("truncated", ["truncated or corrupt"]),
     ("random", ["not a readable ONNX model"]),
-    ("wrong_input", ["(N, 1, 8, 8)", "(N, 3, S, S)"]),
+    ("wrong_input", ["(N, 2, 8, 8)", "(N, 3, S, S)"]),
     ("bundle_wrong_size", ["(N, 3, 48, 48)"]),
     ("three_outputs", ["outputs", "one (N, 2)"]),
     ("nan", ["NaN"]),

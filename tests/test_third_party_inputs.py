@@ -186,7 +186,7 @@ def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
     record = input_convention_check(open_model(wants_255).gaze_model(), faces)
     assert record["spread_deg"] < 0.5 and record["likely"] == "values in [0, 255]"
     assert record["others_deg"]["values in [0, 255]"] > 10
-    assert "declare it in a manifest.json" in record["warning"]
+    assert "declare it in a manifest.json beside the .onnx (securegaze describe MODEL.onnx --value-range 0,255)" in record["warning"]
     # A graph that answers in another unit than radians or degrees reads as angles past any gaze
     # (one in degrees is read as such when the file is opened: test_gaze_in_degrees_...).
     other_unit = _gaze_graph(tmp_path / "mrad.onnx", extra_inits=[numpy_helper.from_array(np.array(500.0, np.float32),
@@ -194,7 +194,7 @@ def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
                              extra_nodes=[helper.make_node("Mul", ["flat", "d"], ["scaled_up"])])
     assert open_model(other_unit).bundle().adaptations == ()
     record = input_convention_check(open_model(other_unit).gaze_model(), faces)
-    assert record["plausible"] is False and "answers in degrees or another unit" in record["warning"]
+    assert record["plausible"] is False and "answers in another unit" in record["warning"]
 
 
 def _reference_and(tmp_path, name: str, **kwargs):
@@ -309,6 +309,85 @@ def test_gaze_in_degrees_is_read_as_such(tmp_path):
     assert declared.adaptations == ("model.onnx: its manifest declares the gaze in (yaw, pitch) order and in degrees; "
                                     "read as (pitch, yaw) radians",)
     _reads_like(reference, declared, _faces(5))
+
+
+def _wants_255(path):
+    return _gaze_graph(path, extra_inits=[numpy_helper.from_array(np.array(1 / 255, np.float32), "k")],
+                       pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])])
+
+
+def test_describe_writes_the_manifest_every_command_then_reads(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    path = _wants_255(tmp_path / "m" / "w255.onnx")
+    assert sg_main(["describe", str(path)]) == 0  # nothing declared: [0, 1], and the faces hardly move it
+    out = " ".join(capsys.readouterr().out.split())
+    assert "manifest written" in out and "warning: the gaze hardly moves" in out and "values in [0, 1]" in out
+    assert sg_main(["describe", str(path), "--value-range", "0,255"]) == 2
+    assert "already describes w255.onnx; pass --force" in capsys.readouterr().err
+    assert sg_main(["describe", str(path), "--value-range", "0,255", "--force"]) == 0
+    assert "values in [0, 255]" in " ".join(capsys.readouterr().out.split())
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert manifest["onnx_file"] == "w255.onnx" and manifest["input"]["value_range"] == [0.0, 255.0]
+    assert "declared: value range (0.0, 255.0)" in manifest["provenance"]["notes"]
+    # Read the declared way, it answers as the same graph without the division does.
+    faces = _faces(5)
+    want = open_model(_gaze_graph(tmp_path / "plain.onnx")).bundle().predict(faces)
+    np.testing.assert_allclose(open_model(path).bundle().predict(faces), want, atol=1e-4)
+    converted = open_model(path).gaze_model()
+    with torch.no_grad():
+        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float())
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+
+
+def test_describe_declares_what_a_graph_cannot_say(tmp_path, capsys):
+    path = _gaze_graph(tmp_path / "dyn.onnx", in_shape=("N", 3, "H", "W"))
+    assert sg_main(["describe", str(path), "--input-size", "40", "--units", "degrees", "--order", "yaw,pitch"]) == 0
+    bundle = open_model(path).bundle()
+    assert bundle.input_size == 40 and bundle.adaptations == (
+        "dyn.onnx: its manifest declares the gaze in (yaw, pitch) order and in degrees; read as (pitch, yaw) radians",)
+    (tmp_path / "other").mkdir()
+    raw = open_model(_gaze_graph(tmp_path / "other" / "raw.onnx", in_shape=("N", 3, 40, 40))).bundle()
+    raw = raw.predict(_faces(3, 40))
+    np.testing.assert_allclose(bundle.predict(_faces(3, 40)), np.deg2rad(raw[:, ::-1]), atol=1e-6)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--input-size", "32", "--force"], None),  # the graph's own size: fine
+    (["--input-size", "48", "--force"], ["reads 32 px", "--input-size 48"]),
+    (["--value-range", "1,0", "--force"], ["value_range", "high > low"]),
+    (["--std", "1,0,1", "--force"], ["std", "positive"]),
+    (["--units", "grads", "--force"], ["--units", "radians or degrees"]),
+    (["--order", "pitch", "--force"], ["--order", "pitch/yaw"]),
+    (["--bins", "90,-180,4", "--force"], ["--bins and --outputs go together"]),
+    (["--bins", "90,-180,4", "--outputs", "a,b", "--force"], ["outputs", "'a'"]),
+    (["--output", "nope", "--force"], ["outputs", "'nope'"]),
+    (["--channel-order", "RBG", "--force"], ["--channel-order", "RGB or BGR"]),
+], ids=["own_size", "other_size", "range_backwards", "zero_std", "unit", "order", "bins_alone", "bins_unknown_outputs",
+        "unknown_output", "channel_order"])
+def test_describe_refuses_what_does_not_fit_in_one_line(tmp_path, capsys, argv, words):
+    path = _gaze_graph(tmp_path / "m.onnx")
+    assert sg_main(["describe", str(path)]) == 0
+    before = (tmp_path / "manifest.json").read_bytes()
+    capsys.readouterr()
+    code = sg_main(["describe", str(path), *argv])
+    err = capsys.readouterr().err
+    if words is None:
+        assert code == 0, err
+        return
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
+    assert all(w in lines[0] for w in words), lines[0]
+    assert (tmp_path / "manifest.json").read_bytes() == before  # nothing written
+
+
+def test_describe_leaves_another_files_manifest_alone(tmp_path, capsys):
+    first, second = _gaze_graph(tmp_path / "a.onnx"), _gaze_graph(tmp_path / "b.onnx")
+    assert sg_main(["describe", str(first)]) == 0
+    before = (tmp_path / "manifest.json").read_bytes()
+    assert sg_main(["describe", str(second), "--force"]) == 2
+    assert "already describes 'a.onnx', not b.onnx: put b.onnx in a folder of its own" in capsys.readouterr().err
+    assert (tmp_path / "manifest.json").read_bytes() == before
 
 
 def test_the_start_up_integrity_check_names_the_input_range_too(tmp_path):

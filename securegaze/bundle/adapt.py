@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from securegaze.bundle.onnx_graph import real_inputs, value_dims, with_inferred_shapes
 
-__all__ = ["adapt_graph", "copy_model", "degrees_note", "with_output_convention"]
+__all__ = ["adapt_graph", "copy_model", "degrees_note", "probe_faces", "with_output_convention"]
 
 #: Added to the half-angle denominators: a zero vector gives (0, 0) instead of NaN.
 _EPS = 1e-12
@@ -126,17 +126,10 @@ def degrees_note(path: Path, predict, size: int) -> str | None:
     larger angle read as radians is past pi / 2 (no face looks 90 degrees away) and below 90 read as
     degrees, else None. A graph in radians never gets there; one fed another pixel range than it
     wants may answer almost constantly and is left to the scan's input check."""
-    from securegaze.data.synthetic import render_dataset
-
-    drawn = min(max(size, 16), 512)  # the renderer's range; other sizes are resampled (nearest pixel)
-    faces = render_dataset(PROBE_FACES, drawn, seed=PROBE_SEED).images.transpose(0, 3, 1, 2)
-    if drawn != size:
-        pick = (np.arange(size) * drawn) // size
-        faces = faces[:, :, pick][:, :, :, pick]
     from securegaze.errors import ModelFormatError
 
     try:
-        gaze = np.asarray(predict(faces.astype(np.float32) / 255.0), np.float64)
+        gaze = np.asarray(predict(probe_faces(size)), np.float64)
     except ModelFormatError:  # NaN answers and the like: the scan and the app say so in their own words
         return None
     if gaze.shape != (PROBE_FACES, 2) or not np.isfinite(gaze).all():
@@ -151,6 +144,19 @@ def degrees_note(path: Path, predict, size: int) -> str | None:
 
 #: Seed of the probe's faces.
 PROBE_SEED = 90
+
+
+def probe_faces(size: int) -> np.ndarray:
+    """:data:`PROBE_FACES` synthetic faces looking in varied directions, (N, 3, size, size) float32 RGB in
+    [0, 1], the same for every model of that size."""
+    from securegaze.data.synthetic import render_dataset
+
+    drawn = min(max(size, 16), 512)  # the renderer's range; other sizes are resampled (nearest pixel)
+    faces = render_dataset(PROBE_FACES, drawn, seed=PROBE_SEED).images.transpose(0, 3, 1, 2)
+    if drawn != size:
+        pick = (np.arange(size) * drawn) // size
+        faces = faces[:, :, pick][:, :, :, pick]
+    return np.ascontiguousarray(faces, dtype=np.float32) / 255.0
 
 
 def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:

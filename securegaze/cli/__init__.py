@@ -1,7 +1,7 @@
 """The ``securegaze`` command line: each command parses its options, calls the library and prints.
 
 Library code never prints; the modules of this package do, one per command group: ``info``,
-``models`` (train, evaluate, export), ``data`` (render-sheet), ``attacks`` (attack), ``defense``
+``models`` (train, evaluate, export), ``describe`` (a third-party ONNX file's manifest), ``data`` (render-sheet), ``attacks`` (attack), ``defense``
 (scan, mitigate), ``bench``, ``zoo`` and ``triggers``; ``support`` holds what they share.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from securegaze.cli import attacks, data, defense, info, models
+from securegaze.cli import attacks, data, defense, describe, info, models
 from securegaze.cli.bench import bench_app
 from securegaze.cli.support import run_app
 from securegaze.cli.triggers import triggers_app
@@ -32,6 +32,7 @@ app.command()(info.info)
 app.command()(models.train)
 app.command()(models.evaluate)
 app.command()(models.export)
+app.command()(describe.describe)
 app.command("render-sheet")(data.render_sheet)
 app.command()(attacks.attack)
 app.command()(defense.scan)

@@ -92,6 +92,13 @@ OTHER_CONVENTIONS = {
     / x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1),
     "BGR channel order": lambda x: x.flip(1),
 }
+#: How ``securegaze describe`` declares each of them in a manifest beside the file.
+DESCRIBE_OPTIONS = {
+    "values in [0, 255]": "--value-range 0,255",
+    "values in [-1, 1]": "--value-range -1,1",
+    "ImageNet mean / std standardisation": "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225",
+    "BGR channel order": "--channel-order BGR",
+}
 #: The clean gaze spread (deg) under which other conventions are tried, how many times wider one must
 #: spread the gaze to be named, and the largest angle (deg) a plausible gaze reaches (95th percentile).
 SPREAD_SUSPECT_DEG = 10.0
@@ -125,8 +132,8 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     given, plausible_given = gaze_spread_deg(model, x)
     if not plausible_given:  # answers beyond any gaze: another unit (degrees?) than the radians read here
         line = (f"the model's gaze reaches past {PLAUSIBLE_DEG:g} deg on 5 % or more of {len(x)} clean faces, read as "
-                "(pitch, yaw) radians: if it answers in degrees or another unit, convert its output to radians "
-                "(README 'Models and bundles'), or this verdict means nothing")
+                "(pitch, yaw) radians: if it answers in another unit, convert its output to radians (for degrees: "
+                "securegaze describe MODEL.onnx --units degrees), or this verdict means nothing")
         return {"spread_deg": round(given, 3), "plausible": False, "warning": line}
     if given >= SPREAD_SUSPECT_DEG:
         return None
@@ -139,8 +146,8 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     if best is not None and plausible[best] >= SPREAD_FACTOR * max(given, 1e-6):
         record["likely"] = best
         line += (f", and {plausible[best]:.1f} deg with {best}: if the model expects that, declare it in a "
-                 "manifest.json beside the .onnx (input.value_range, input.mean / input.std, input.channel_order; "
-                 "README 'Models and bundles'), or this verdict means nothing")
+                 f"manifest.json beside the .onnx (securegaze describe MODEL.onnx {DESCRIBE_OPTIONS[best]}), or this "
+                 "verdict means nothing")
     else:
         line += " (a scan needs faces that look in varied directions: its figures are weak on these)"
     record["warning"] = line

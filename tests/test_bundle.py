@@ -230,7 +230,7 @@ def test_bare_onnx_gets_an_inferred_direct_manifest(direct, tmp_path):
 def test_bare_binned_onnx_asks_for_a_manifest(binned, tmp_path):
     bare = tmp_path / "binned.onnx"
     shutil.copy(binned[1] / "model.onnx", bare)
-    with pytest.raises(ModelFormatError, match=r"binned\.onnx has outputs .*write a manifest\.json"):
+    with pytest.raises(ModelFormatError, match=r"binned\.onnx has outputs .*securegaze describe .*--bins"):
         load_bundle(bare)
 
 

@@ -416,7 +416,7 @@ def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
 @pytest.mark.parametrize("kwargs,words", [
     ({"in_shape": ("N", 3, 36, 60)}, ["not square", "36x60"]),
     ({"in_shape": ("N", 4, SIZE, SIZE)}, ["4 channel(s)", "3-channel"]),
-    ({"in_shape": ("N", 3, "H", "W")}, ["not fixed", "input.size"]),
+    ({"in_shape": ("N", 3, "H", "W")}, ["not fixed", "securegaze describe", "--input-size"]),
     ({"in_type": TensorProto.FLOAT16,
       "pre": [helper.make_node("Cast", ["input"], ["as_f32"], to=TensorProto.FLOAT)]}, ["float16", "float32"]),
     ({"out_width": 4}, ["(N, 4)", "one (N, 2) (pitch, yaw) radians output", "manifest"]),

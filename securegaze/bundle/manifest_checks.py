@@ -93,7 +93,7 @@ def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
     """A manifest for a bare .onnx: size from the input shape, direct decoding if one (N, 2) output."""
     graph = with_inferred_shapes(proto).graph
     inputs = real_inputs(graph)
-    advice = f"write a {MANIFEST_NAME} next to it and load the directory"
+    advice = f"describe it in a {MANIFEST_NAME} beside it: securegaze describe {path}"
     if len(inputs) != 1:
         names = ", ".join(repr(v.name) for v in inputs)
         raise ModelFormatError(
@@ -106,7 +106,7 @@ def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
     if dims is None or not isinstance(dims[2], int) or not isinstance(dims[3], int):
         raise ModelFormatError(
             f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}: its height and width are not fixed, so "
-            f"the input size cannot be read from the graph; {advice} declaring input.size"
+            f"the input size cannot be read from the graph; {advice} --input-size SIZE"
         )
     _check_input_type(path, inputs[0])
     shapes = [(o.name, value_dims(o)) for o in graph.output]
@@ -120,7 +120,8 @@ def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
         listed = ", ".join(f"{n} {shape_text(d)}" for n, d in shapes)
         raise ModelFormatError(
             f"{path} has outputs {listed}; a bare .onnx is read only with one (N, 2) (pitch, yaw) radians "
-            f"output; for binned or other outputs {advice} declaring output.decoding and output.names"
+            f"output; for binned or other outputs {advice} --output NAME (or --bins COUNT,START_DEG,WIDTH_DEG "
+            "--outputs PITCH,YAW)"
         )
     return BundleManifest(
         name=path.stem,

@@ -246,12 +246,16 @@ class IntegrityChecker:
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"integrity.detector / integrity.scan_settings: {exc}") from None
 
-    def _question(self, sha: str) -> _Question:
+    def _question(self, model_file: ModelFile) -> _Question:
         from securegaze.defense import SCANNER_VERSION
 
         s = self.settings
+        sha = model_file.sha256()
         detector = self._detector()
         effective = detector_settings(detector)
+        reading = model_file.reading()
+        if reading:  # a manifest that reads the graph another way asks another question of the same ONNX
+            effective["model_reading"] = json.loads(canonical_json(reading))
         version = str(getattr(detector, "version", SCANNER_VERSION))
         key = RecordKey(sha, s.detector, version, settings_hash(s.detector, effective),
                         clean_set_key(s.clean, s.clean_samples, s.clean_seed),
@@ -262,7 +266,7 @@ class IntegrityChecker:
         """The record key a check of ``model_path`` with these settings asks for."""
         from securegaze.bundle import open_model
 
-        return self._question(open_model(Path(model_path)).sha256()).key
+        return self._question(open_model(Path(model_path))).key
 
     def record_verdict(self, model_path: str | os.PathLike, verdict: str, score: float, threshold: float,
                        clean_images: str) -> AuditRecord:
@@ -272,7 +276,7 @@ class IntegrityChecker:
 
         if verdict not in ("clean", "backdoored"):
             raise ConfigError(f"verdict must be clean or backdoored, got {verdict!r}")
-        q = self._question(open_model(Path(model_path)).sha256())
+        q = self._question(open_model(Path(model_path)))
         record = _new_record(q.key, model_path, q.settings, verdict, score, threshold, clean_images, {})
         db = AuditDatabase(self.settings.audit_db or default_audit_db())
         try:
@@ -287,7 +291,7 @@ class IntegrityChecker:
         s = self.settings
         model_path = Path(model_path)
         model_file = open_model(model_path)
-        q = self._question(model_file.sha256())
+        q = self._question(model_file)
         key = q.key
         db = AuditDatabase(s.audit_db or default_audit_db())
         notes: list[str] = []
@@ -351,6 +355,11 @@ class IntegrityChecker:
         else:
             how = f"{where} (scanned {record.scanned_at}, same model sha256, {key.describe()})"
         reason = f"model {model_path} (sha256 {sha[:12]}) {verdict}: {how}"
+        misfed = _misfed(details.get("input_check") or {})
+        if misfed and not backdoored:
+            # Said in the line itself, not only in the notes. Not blocked: an untrained or dead model spreads
+            # its gaze as little as one fed the wrong way, and the statistics cannot tell the two apart.
+            reason += f"; but {misfed}, so the verdict may mean nothing"
         if backdoored:
             reason += ": blocked, the gaze model is not run" if blocked else ": policy warn, running anyway"
         return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes), where)
@@ -392,6 +401,19 @@ class IntegrityChecker:
         record = clean_set_record(s.clean, data)
         described = record.get("note") or f"{len(data)} images of {s.clean} at {size} px, seed {s.clean_seed}"
         return data.images, described, record
+
+
+def _misfed(check: dict) -> str:
+    """Why the scan's input check says the model was fed the wrong way ('' when it does not): its gaze
+    past any plausible angle, or a named input convention that spreads it as faces do."""
+    if check.get("plausible") is False:
+        return (f"its gaze went past any plausible angle on the clean faces (spread {check.get('spread_deg')} deg read "
+                "as radians): its output is in another unit (securegaze describe MODEL.onnx --units)")
+    if check.get("likely"):
+        return (f"its gaze spread only {check.get('spread_deg')} deg over the clean faces and "
+                f"{(check.get('others_deg') or {}).get(check['likely'])} deg with {check['likely']}: it wants its "
+                "input that way (declare it with securegaze describe, then start again)")
+    return ""
 
 
 def _same_record(a: AuditRecord | None, b: AuditRecord) -> bool:

@@ -172,13 +172,17 @@ def test_a_graph_exported_for_one_batch_size_scans_at_any(tmp_path, batch):
     assert flat.fixed_batch is None
 
 
+def _one_colour_faces(n: int = 64) -> np.ndarray:
+    return np.repeat(np.repeat(np.random.default_rng(4).integers(0, 256, (n, 1, 1, 3), dtype=np.uint8), SIZE, 1),
+                     SIZE, 2)
+
+
 def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
     # Fed RGB in [0, 1], a graph that expects [0, 255] sees black faces: its gaze crowds together, and
     # the scan's verdict would mean nothing. The check names the range that spreads the gaze as faces do.
     from securegaze.defense.inputs import input_convention_check
 
-    faces = np.repeat(np.repeat(np.random.default_rng(4).integers(0, 256, (64, 1, 1, 3), dtype=np.uint8), SIZE, 1),
-                      SIZE, 2)  # faces of one colour each: what this graph reads varies from face to face
+    faces = _one_colour_faces()  # what this graph reads varies from face to face
     plain = _gaze_graph(tmp_path / "plain.onnx")
     wants_255 = _gaze_graph(tmp_path / "w255.onnx", extra_inits=[numpy_helper.from_array(np.array(1 / 255, np.float32), "k")],
                             pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])])
@@ -311,9 +315,12 @@ def test_gaze_in_degrees_is_read_as_such(tmp_path):
     _reads_like(reference, declared, _faces(5))
 
 
-def _wants_255(path):
-    return _gaze_graph(path, extra_inits=[numpy_helper.from_array(np.array(1 / 255, np.float32), "k")],
-                       pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])])
+def _wants_255(path, gain: float = 1.0):
+    """A graph that divides its input by 255 (and multiplies its features by ``gain``)."""
+    return _gaze_graph(path, extra_inits=[numpy_helper.from_array(np.array(1 / 255, np.float32), "k"),
+                                          numpy_helper.from_array(np.array(gain, np.float32), "gain")],
+                       pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])],
+                       extra_nodes=[helper.make_node("Mul", ["flat", "gain"], ["amplified"])])
 
 
 def test_describe_writes_the_manifest_every_command_then_reads(tmp_path, capsys):
@@ -394,14 +401,29 @@ def test_the_start_up_integrity_check_names_the_input_range_too(tmp_path):
     from edge_app.integrity import IntegrityChecker, IntegritySettings
 
     (tmp_path / "model").mkdir()
-    path = _gaze_graph(tmp_path / "model" / "w255.onnx", extra_inits=[numpy_helper.from_array(
-        np.array(1 / 255, np.float32), "k")], pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])])
+    path = _wants_255(tmp_path / "model" / "w255.onnx")
+    # What this toy graph reads varies only with a face's colour: faces of one colour each (a folder of
+    # them, as a user's clean set) spread its gaze as a model's would, fed [0, 255].
+    (tmp_path / "faces").mkdir()
+    for i, face in enumerate(_one_colour_faces()):
+        Image.fromarray(face).save(tmp_path / "faces" / f"{i:02d}.png")
     quick = {"steps": 20, "eval_every": 10, "eval_samples": 64, "sensitivity_samples": 32, "probe": False}
-    result = IntegrityChecker(IntegritySettings(audit_db=tmp_path / "audit.sqlite3", clean_samples=64,
-                                                scan_settings=quick)).check(path)
+    checker = IntegrityChecker(IntegritySettings(audit_db=tmp_path / "audit.sqlite3", clean_samples=64,
+                                                 clean=str(tmp_path / "faces"), scan_settings=quick))
+    result = checker.check(path)
     assert result.source == "scan"
     assert any(note.startswith("scan warning: ") and "with values in [0, 255]" in note for note in result.notes)
     assert result.record.report["details"]["input_check"]["likely"] == "values in [0, 255]"
+    # A clean verdict reached on faces the model may read the wrong way says so in its own line.
+    assert result.verdict == "backdoored" or result.reason.endswith(
+        "with values in [0, 255]: it wants its input that way (declare it with securegaze describe, then start "
+        "again), so the verdict may mean nothing")
+    # Described, the same ONNX is another question: its record does not answer it.
+    assert sg_main(["describe", str(path), "--value-range", "0,255"]) == 0
+    again = checker.check(path)
+    assert again.source == "scan" and "model_reading (unset) -> {'input': {'channel_order': 'RGB'" in again.reason
+    assert again.record.settings["model_reading"]["input"]["value_range"] == [0.0, 255.0]
+    assert checker.check(path).source == "database"
 
 
 def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):

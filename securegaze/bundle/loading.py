@@ -179,6 +179,26 @@ class ModelFile:
         bundle = self.bundle()
         return Predictor(bundle.predict, bundle.input_size, f"ONNX Runtime ({bundle.providers[0]})")
 
+    def reading(self) -> dict:
+        """What the manifest beside the graph declares about reading it beyond the project's plain form
+        (RGB in [0, 1]; one direct (pitch, yaw) radians output; the split found): the input conversion,
+        the output's decoding, order and units, a declared feature tensor. Empty for a bare .onnx, for
+        weights and for a bundle in the plain form. The graph's sha256 does not cover these, so a cached
+        verdict must be keyed on them too (the edge app's start-up check does)."""
+        if self.kind not in ("bundle", "onnx") or self.manifest_path is None or not self.manifest_path.is_file():
+            return {}
+        manifest = read_manifest(self.manifest_path)
+        declared: dict = {}
+        if not manifest.input.is_identity():
+            declared["input"] = manifest.input.model_dump(mode="json", include={"channel_order", "value_range", "mean",
+                                                                                "std"})
+        out = manifest.output
+        if out.decoding != "direct" or out.units != "radians" or tuple(out.order) != ("pitch", "yaw"):
+            declared["output"] = out.model_dump(mode="json", include={"decoding", "names", "order", "units", "bins"})
+        if manifest.feature_split is not None:
+            declared["feature_tensor"] = manifest.feature_split.feature_tensor
+        return declared
+
     def sha256(self) -> str:
         """The sha256 the audit records key on: of the ONNX model for a bundle or an .onnx (with any
         external weight files), else of the file itself."""

@@ -124,7 +124,9 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     the wrong range they crowd together (a model that wants [0, 255] sees black faces) or leave the
     range of gazes. Returns None when the spread as given is :data:`SPREAD_SUSPECT_DEG` or more, else a
     record with the spread as given and each other convention's, and a ``warning`` line that names the
-    plausible one spreading the gaze :data:`SPREAD_FACTOR` times more, if any. Only a warning: a folder
+    plausible one spreading the gaze :data:`SPREAD_FACTOR` times more, and by at least
+    :data:`SPREAD_SUSPECT_DEG` (as a working gaze model's answers spread), if any (an untrained or dead
+    model spreads little under every convention: none is named). Only a warning: a folder
     of faces that all look one way spreads little too, and the scan's figures are then weak anyway. A
     gaze past any plausible angle as given (a graph that answers in degrees) gets its own warning."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -143,7 +145,7 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
               "others_deg": {k: (round(v, 3) if ok else None) for k, (v, ok) in others.items()}}
     line = f"the model's gaze spreads only {given:.2f} deg over {len(x)} clean faces"
     best = max(plausible, key=plausible.get) if plausible else None
-    if best is not None and plausible[best] >= SPREAD_FACTOR * max(given, 1e-6):
+    if best is not None and plausible[best] >= max(SPREAD_FACTOR * given, SPREAD_SUSPECT_DEG):
         record["likely"] = best
         line += (f", and {plausible[best]:.1f} deg with {best}: if the model expects that, declare it in a "
                  f"manifest.json beside the .onnx (securegaze describe MODEL.onnx {DESCRIBE_OPTIONS[best]}), or this "

@@ -101,12 +101,7 @@ def with_output_convention(proto: onnx.ModelProto, name: str, degrees: bool, swa
     """``proto`` (changed in place) with its (N, 2) output ``name`` turned into (pitch, yaw) radians:
     its two columns swapped and / or scaled by pi / 180."""
     graph = proto.graph
-    raw = f"{name}__as_given"
-    for node in graph.node:
-        for i, out in enumerate(node.output):
-            if out == name:
-                node.output[i] = raw
-    _rename_uses(graph, name, raw)
+    raw = _behind_output(graph, name, "as_given")
     steps = ([("Gather", np.array([1, 0], np.int64), {"axis": 1})] if swap else []) + \
         ([("Mul", np.float32(np.pi / 180.0), {})] if degrees else [])
     current = raw
@@ -177,6 +172,18 @@ def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:
                 node.input[i] = new
 
 
+def _behind_output(graph: onnx.GraphProto, name: str, tag: str) -> str:
+    """Rename the graph output ``name`` where it is made and used to a new inner tensor, from which the
+    caller's nodes behind it make ``name`` again; returns the inner name."""
+    inner = f"{name}__{tag}"
+    for node in graph.node:
+        for i, out in enumerate(node.output):
+            if out == name:
+                node.output[i] = inner
+    _rename_uses(graph, name, inner)
+    return inner
+
+
 def _in_front(graph: onnx.GraphProto, name: str, tag: str) -> str:
     """Rename every use of the graph input ``name`` to a new inner tensor, which the caller's node in
     front makes from the input; returns the inner name."""
@@ -225,12 +232,7 @@ def _copy_dim(dim) -> onnx.TensorShapeProto.Dimension:
 
 
 def _vector_to_angles(graph: onnx.GraphProto, name: str) -> None:
-    vector = f"{name}__vector"
-    for node in graph.node:
-        for i, out in enumerate(node.output):
-            if out == name:
-                node.output[i] = vector
-    _rename_uses(graph, name, vector)
+    vector = _behind_output(graph, name, "vector")
     p = f"{name}__angles"
 
     def const(suffix: str, value) -> str:

@@ -23,6 +23,7 @@ built from next to itself, and the runner refuses an engine whose record does no
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -149,9 +150,39 @@ def default_engine_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "securegaze-edge" / "engines"
 
 
-def engine_cache_key(onnx_sha256: str, trt_version: str, precision: str) -> str:
-    """File stem of a cached engine: ONNX sha256 prefix, TensorRT version and precision."""
-    return f"gaze-{onnx_sha256[:16]}-trt{trt_version}-{precision}"
+def engine_cache_key(onnx_sha256: str, trt_version: str, precision: str, reading: dict | None = None) -> str:
+    """File stem of a cached engine: ONNX sha256 prefix, TensorRT version and precision, and for a graph
+    read other than plainly (:func:`engine_reading`: a manifest's input conversion, a third-party form's
+    adaptation) a hash of that reading: the same ONNX read another way is another engine."""
+    key = f"gaze-{onnx_sha256[:16]}-trt{trt_version}-{precision}"
+    if reading and (reading.get("adaptations") or reading.get("input_affine") != PLAIN_INPUT):
+        text = json.dumps(reading, sort_keys=True, separators=(",", ":"))
+        key += "-r" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return key
+
+
+#: The input conversion of a graph that takes RGB in [0, 1] as it is.
+PLAIN_INPUT = {"flip_channels": False, "scale": [1.0] * 3, "offset": [0.0] * 3}
+
+
+def engine_reading(bundle) -> dict:
+    """How the runner reads ``bundle``'s graph: its input conversion, outputs and decoding, and the notes of
+    the adaptations appended to the graph on loading (:mod:`securegaze.bundle.adapt`). An engine's record
+    keeps it; an engine built for another reading of the same ONNX is refused (:func:`check_engine_reading`)."""
+    return {"input_affine": input_affine_record(bundle.manifest.input), "output_names": list(bundle.manifest.output.names),
+            "decoding": bundle.manifest.output.decoding, "adaptations": list(bundle.adaptations)}
+
+
+def check_engine_reading(engine_path: Path, record: dict, expected: dict) -> None:
+    """ModelFormatError unless the engine's record reads the model as ``expected`` (:func:`engine_reading`);
+    a record written before readings were kept is taken as its input conversion and outputs, unadapted."""
+    recorded = record.get("reading") or {"input_affine": record.get("input_affine") or PLAIN_INPUT,
+                                         "output_names": record.get("output_names"), "decoding": record.get("decoding"),
+                                         "adaptations": []}
+    if recorded != expected:
+        changed = ", ".join(k for k in sorted(set(recorded) | set(expected)) if recorded.get(k) != expected.get(k))
+        raise ModelFormatError(f"{engine_path} was built for another reading of the model ({changed} differ: its "
+                               "manifest or this version's adaptation changed since); rebuild the engine")
 
 
 def engine_record_path(engine_path: Path) -> Path:
@@ -183,7 +214,8 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
     onnx_sha = bundle.sha256  # the checked manifest's: the .onnx and any external weight files
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    engine_path = cache_dir / (engine_cache_key(onnx_sha, trt.__version__, precision) + ".engine")
+    reading = engine_reading(bundle)
+    engine_path = cache_dir / (engine_cache_key(onnx_sha, trt.__version__, precision, reading) + ".engine")
     record_path = engine_record_path(engine_path)
     if engine_path.is_file() and record_path.is_file() and not rebuild:
         say(f"cached engine {engine_path} (ONNX sha256 {onnx_sha[:12]}, TensorRT {trt.__version__}, {precision})")
@@ -227,7 +259,7 @@ def build_tensorrt_engine(model_path: str | os.PathLike, cache_dir: str | os.Pat
         "onnx_sha256": onnx_sha, "onnx_path": str(bundle.onnx_path), "tensorrt_version": trt.__version__,
         "precision": precision, "input_name": name, "input_size": size,
         "output_names": list(bundle.manifest.output.names), "decoding": bundle.manifest.output.decoding,
-        "input_affine": input_affine_record(bundle.manifest.input),
+        "input_affine": input_affine_record(bundle.manifest.input), "reading": reading,
         "max_batch": max_batch, "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.monotonic() - started, 1), "engine_sha256": sha256_file(engine_path)})
     say(f"engine written: {engine_path} ({time.monotonic() - started:.0f} s)")
@@ -272,7 +304,8 @@ class TensorRTEngine(GazeEngine):
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | os.PathLike, expected_onnx_sha256: str | None = None) -> None:
+    def __init__(self, engine_path: str | os.PathLike, expected_onnx_sha256: str | None = None,
+                 expected_reading: dict | None = None) -> None:
         reason = tensorrt_unavailable_reason()
         if reason:
             raise ConfigError(f"the tensorrt engine cannot run here: {reason}; use engine onnxruntime")
@@ -291,6 +324,8 @@ class TensorRTEngine(GazeEngine):
             raise ModelFormatError(
                 f"{self.engine_path} was built from ONNX {str(record.get('onnx_sha256'))[:12]}, not the scanned model "
                 f"{expected_onnx_sha256[:12]}; rebuild the engine from the scanned model")
+        if expected_reading is not None:
+            check_engine_reading(self.engine_path, record, expected_reading)
         if record.get("tensorrt_version") != trt.__version__:
             raise ModelFormatError(f"{self.engine_path} was built with TensorRT {record.get('tensorrt_version')}, "
                                    f"this is {trt.__version__}; rebuild it")
@@ -360,5 +395,7 @@ def create_engine(kind: str, model_path: str | os.PathLike, providers: str | lis
     if kind == "tensorrt":
         if engine_path is None:
             raise ConfigError("engine tensorrt needs engine.tensorrt_engine (a file from deploy/jetson/build_engine.py)")
-        return TensorRTEngine(engine_path, expected_onnx_sha256)
+        from securegaze.bundle import load_bundle
+
+        return TensorRTEngine(engine_path, expected_onnx_sha256, engine_reading(load_bundle(model_path)))
     raise ConfigError(f"unknown engine {kind!r}; expected one of {', '.join(ENGINE_KINDS)}")

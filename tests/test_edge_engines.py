@@ -13,8 +13,10 @@ from edge_app.engines import (
     OnnxRuntimeEngine,
     TensorRTEngine,
     build_tensorrt_engine,
+    check_engine_reading,
     create_engine,
     engine_cache_key,
+    engine_reading,
     tensorrt_unavailable_reason,
 )
 from securegaze.data.synthetic import render_dataset, synthetic_style
@@ -98,6 +100,29 @@ def test_engine_cache_key_names_everything_that_changes_an_engine():
     assert key != engine_cache_key(sha, "10.3.0", "fp32") != engine_cache_key(sha, "8.6.1", "fp16")
 
 
+def test_an_engine_is_keyed_and_checked_on_how_the_model_is_read(tmp_path):
+    # The plain default bundle keeps its key; the same ONNX read another way gets another key, and an
+    # engine built for one reading is refused for another.
+    from securegaze.bundle import load_bundle
+
+    plain = engine_reading(load_bundle(DEFAULT))
+    sha = "ab" * 32
+    assert engine_cache_key(sha, "10.3.0", "fp16", plain) == engine_cache_key(sha, "10.3.0", "fp16")
+    described = {**plain, "input_affine": {"flip_channels": False, "scale": [255.0] * 3, "offset": [0.0] * 3}}
+    adapted = {**plain, "adaptations": ["m.onnx: its input 'x' is channels-last (N, 64, 64, 3); ..."]}
+    keys = {engine_cache_key(sha, "10.3.0", "fp16", r) for r in (plain, described, adapted)}
+    assert len(keys) == 3
+    check_engine_reading(tmp_path / "e.engine", {"reading": plain}, plain)
+    with pytest.raises(ModelFormatError, match=r"e\.engine was built for another reading of the model \(input_affine "
+                       r"differ.*rebuild the engine"):
+        check_engine_reading(tmp_path / "e.engine", {"reading": plain}, described)
+    # A record from before readings were kept: its input conversion and outputs, unadapted.
+    old = {"input_affine": plain["input_affine"], "output_names": plain["output_names"], "decoding": "direct"}
+    check_engine_reading(tmp_path / "e.engine", old, plain)
+    with pytest.raises(ModelFormatError, match=r"\(adaptations differ"):
+        check_engine_reading(tmp_path / "e.engine", old, adapted)
+
+
 TRT_REASON = tensorrt_unavailable_reason()
 
 
@@ -115,6 +140,11 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, engine):
     assert float(np.max(diff)) < 0.5  # FP16 against FP32, degrees
     with pytest.raises(ModelFormatError, match="not the scanned model"):
         TensorRTEngine(path, expected_onnx_sha256="0" * 64)
+    from securegaze.bundle import load_bundle
+
+    assert record["reading"] == engine_reading(load_bundle(DEFAULT))
+    with pytest.raises(ModelFormatError, match="another reading of the model"):
+        TensorRTEngine(path, engine.onnx_sha256, {**record["reading"], "adaptations": ["another form"]})
 
 
 def test_tensorrt_engine_without_tensorrt_says_why():

@@ -1,7 +1,7 @@
 """Graph forms of third-party gaze models that are read without a re-export.
 
-Two forms are common outside this project and say what they are in their shapes, so a user's file is
-adapted instead of refused:
+These forms are common outside this project and say what they are in their shapes (or, for the
+units, in the model's answers), so a user's file is adapted instead of refused:
 
 * **a grey input** (N, 1, H, W), as near-infrared driver cameras give: each RGB face is read as its
   luma through a 1x1 convolution put in front;
@@ -15,14 +15,14 @@ adapted instead of refused:
   radians inside the graph, pitch = atan2(-y, sqrt(x^2 + z^2)), yaw = atan2(-x, -z). ONNX has no
   Atan2 below opset 22, so each is written with the half-angle form
   atan2(a, b) = 2 atan(a / (sqrt(a^2 + b^2) + b)), which holds for every direction but straight
-  away from the camera.
-
+  away from the camera;
 * **a gaze in degrees, or in (yaw, pitch) order**, as a manifest beside the file declares it
   (``output.units``, ``output.order``), or, for a bare file, degrees found from the model's own
   answers (:func:`degrees_note`): the swap and the scaling are appended to the graph.
 
 The file is not changed: its sha256 (the audit key) stays the file's, and the adaptation is
-deterministic in the file's contents. Each one adds a note that the bundle and the scan report keep.
+deterministic in the file's contents and its manifest (which the audit key covers through
+``ModelFile.reading``). Each one adds a note that the bundle and the scan report keep.
 """
 
 from __future__ import annotations

@@ -574,6 +574,36 @@ def test_edge_folder_source_skips_hidden_files_and_checks_headers_first(tmp_path
         open_source(str(tmp_path))
 
 
+@pytest.mark.parametrize("enlarge", [True, False], ids=["enlarged", "as_given"])
+def test_small_face_crops_in_a_folder_are_enlarged_so_faces_are_found(tmp_path, monkeypatch, enlarge):
+    # 40-px face crops: MediaPipe finds no face in them as they are; enlarged four times it does.
+    from edge_app import sources
+    from edge_app.config import EdgeConfig
+    from edge_app.engines import OnnxRuntimeEngine
+    from edge_app.pipeline import Pipeline
+    from edge_app.zones import load_zone_map
+    from securegaze.data.synthetic import render_dataset
+
+    for i, face in enumerate(render_dataset(6, 160, seed=11).images):
+        Image.fromarray(face).resize((40, 40), Image.BICUBIC).save(tmp_path / f"face{i}.png")
+    if not enlarge:
+        monkeypatch.setattr(sources, "ENLARGE_BELOW", 0)
+    source = ImageFolderSource(tmp_path)
+    pipeline = Pipeline(EdgeConfig(), OnnxRuntimeEngine("models/default", providers=["cpu"]), load_zone_map(),
+                        static_images=True)
+    found, shapes = 0, set()
+    try:
+        while (frame := source.read()) is not None:
+            shapes.add(frame.image.shape)
+            found += pipeline.process(frame).gaze is not None
+    finally:
+        pipeline.close()
+    if enlarge:
+        assert shapes == {(160, 160, 3)} and found >= 5, (shapes, found)
+    else:
+        assert shapes == {(40, 40, 3)} and found <= 1, (shapes, found)
+
+
 def test_edge_folder_source_points_to_subfolders_with_images(tmp_path):
     (tmp_path / "person0" / "day1").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "person0" / "day1" / "a.png"), _faces(1, 40)[0])

@@ -315,12 +315,15 @@ def test_gaze_in_degrees_is_read_as_such(tmp_path):
     _reads_like(reference, declared, _faces(5))
 
 
-def _wants_255(path, gain: float = 1.0):
-    """A graph that divides its input by 255 (and multiplies its features by ``gain``)."""
+def _wants_255(path, gain: float = 1.0, centre: float = 0.0):
+    """A graph that divides its input by 255 (and takes ``centre`` from its features, then multiplies
+    them by ``gain``)."""
     return _gaze_graph(path, extra_inits=[numpy_helper.from_array(np.array(1 / 255, np.float32), "k"),
+                                          numpy_helper.from_array(np.array(centre, np.float32), "centre"),
                                           numpy_helper.from_array(np.array(gain, np.float32), "gain")],
                        pre=[helper.make_node("Mul", ["input", "k"], ["scaled"])],
-                       extra_nodes=[helper.make_node("Mul", ["flat", "gain"], ["amplified"])])
+                       extra_nodes=[helper.make_node("Sub", ["flat", "centre"], ["centred"]),
+                                    helper.make_node("Mul", ["centred", "gain"], ["amplified"])])
 
 
 def test_describe_writes_the_manifest_every_command_then_reads(tmp_path, capsys):
@@ -344,6 +347,19 @@ def test_describe_writes_the_manifest_every_command_then_reads(tmp_path, capsys)
     with torch.no_grad():
         got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float())
     np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+
+
+def test_describe_names_the_pixel_range_that_makes_the_gaze_move(tmp_path, capsys):
+    # Fed [0, 1] this graph's answers on the probe's faces barely move (0.08 deg); fed [0, 255] they
+    # spread 20 deg within plausible angles: describe says which options to run it with.
+    path = _wants_255(tmp_path / "w255.onnx", gain=10.0, centre=0.45)
+    assert sg_main(["describe", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "hardly moves over faces that look around, and spreads" in out
+    assert f"deg with --value-range 0,255: if the model expects that, describe it so: securegaze describe {path} " \
+           "--value-range 0,255 --force" in out
+    assert sg_main(["describe", str(path), "--value-range", "0,255", "--force"]) == 0
+    assert "hardly moves" not in capsys.readouterr().out
 
 
 def test_describe_declares_what_a_graph_cannot_say(tmp_path, capsys):

@@ -34,6 +34,38 @@ def _names(text: str | None, count: int, option: str, allowed: tuple[str, ...] |
     return parts
 
 
+#: The input conventions tried when the gaze hardly moves and none was declared: the options that
+#: declare each (as the scan's input warning words them) and the fields they set.
+ALTERNATIVES = {
+    "--value-range 0,255": {"value_range": (0.0, 255.0)},
+    "--value-range -1,1": {"value_range": (-1.0, 1.0)},
+    "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+    "--channel-order BGR": {"channel_order": "BGR"},
+}
+
+
+def _likely_input(model: Path, declared: dict, spread: float) -> tuple[str, float] | None:
+    """(options, spread) of the input convention under which the probe's faces spread the gaze as a
+    working model's answers do (the scan's rule: 3x the spread as declared and 10 deg or more, angles
+    plausible), or None."""
+    from securegaze.bundle.describe import describe_onnx
+    from securegaze.defense.inputs import PLAUSIBLE_DEG, SPREAD_FACTOR, SPREAD_SUSPECT_DEG
+    from securegaze.errors import SecureGazeError
+
+    spreads = {}
+    for options, fields in ALTERNATIVES.items():
+        try:
+            tried = describe_onnx(model, **{**declared, **fields})
+        except SecureGazeError:
+            continue
+        if tried.reach_deg <= PLAUSIBLE_DEG:
+            spreads[options] = tried.spread_deg
+    best = max(spreads, key=spreads.get, default=None)
+    if best is None or spreads[best] < max(SPREAD_FACTOR * spread, SPREAD_SUSPECT_DEG):
+        return None
+    return best, spreads[best]
+
+
 def describe(
     model: Path = typer.Argument(..., help="The .onnx file to describe; manifest.json is written beside it."),
     input_size: int | None = typer.Option(None, "--input-size", min=1, help="Face crop size (px) the model reads: "
@@ -88,12 +120,12 @@ def describe(
     counted = _numbers(bins, 3, "--bins")
     if counted is not None and (counted[0] != int(counted[0]) or counted[0] < 2):
         raise typer.BadParameter(f"{bins!r}: COUNT must be an integer of at least 2", param_hint="--bins")
-    described = describe_onnx(
-        model, input_size=input_size, value_range=_numbers(value_range, 2, "--value-range"),
-        mean=_numbers(mean, 3, "--mean"), std=_numbers(std, 3, "--std"), channel_order=channel_order, units=units,
-        order=_names(order, 2, "--order", ("pitch", "yaw")), output=output,
-        bins=None if counted is None else (int(counted[0]), counted[1], counted[2]),
-        binned_outputs=_names(outputs, 2, "--outputs"), feature_tensor=feature_tensor)
+    declared = {"input_size": input_size, "units": units, "order": _names(order, 2, "--order", ("pitch", "yaw")),
+                "output": output, "bins": None if counted is None else (int(counted[0]), counted[1], counted[2]),
+                "binned_outputs": _names(outputs, 2, "--outputs"), "feature_tensor": feature_tensor}
+    pixels = {"value_range": _numbers(value_range, 2, "--value-range"), "mean": _numbers(mean, 3, "--mean"),
+              "std": _numbers(std, 3, "--std"), "channel_order": channel_order}
+    described = describe_onnx(model, **declared, **pixels)
     manifest = described.manifest
     atomic_write_bytes(target, manifest.to_json().encode("utf-8"))
     for note in described.adaptations:
@@ -107,9 +139,16 @@ def describe(
     console.print(f"on 32 synthetic faces looking around the gaze spreads {described.spread_deg:.1f} deg and reaches "
                   f"{described.reach_deg:.1f} deg (95th percentile of the larger angle)")
     if described.spread_deg < SPREAD_SUSPECT_DEG:
-        console.print("warning: the gaze hardly moves over faces that look around: the model probably wants its "
-                      "pixels another way (--value-range, --mean / --std, --channel-order); securegaze scan names the "
-                      "likely one")
+        likely = None if any(v is not None for v in pixels.values()) else _likely_input(model, declared,
+                                                                                        described.spread_deg)
+        if likely is not None:
+            console.print(f"warning: the gaze hardly moves over faces that look around, and spreads {likely[1]:.1f} "
+                          f"deg with {likely[0]}: if the model expects that, describe it so: securegaze describe "
+                          f"{model} {likely[0]} --force")
+        else:
+            console.print("warning: the gaze hardly moves over faces that look around: the model probably wants its "
+                          "pixels another way (--value-range, --mean / --std, --channel-order), or does not read "
+                          "faces like these")
     elif described.reach_deg > 90:
         console.print("warning: the gaze reaches past 90 deg read as radians: its unit is probably not the declared one "
                       "(--units)")

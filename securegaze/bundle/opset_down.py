@@ -8,6 +8,9 @@ reductions of opset 18 take their axes as an input instead of an attribute. :fun
 exactly those: every node whose operator has the same version at both opsets is kept; a node whose
 version differs is kept when its change is in :data:`TYPE_ONLY` (and it uses none of the new
 attributes), rewritten when it is a reduction with constant axes, and anything else gives up (None).
+Before that, :func:`decomposed` spells out in older operators the few that onnx2torch has no converter
+for at any opset, or that exist only after 17: Gelu (opset 20: Erf or Tanh), Mish (18: Tanh of
+Softplus) and GlobalMaxPool (ReduceMax over the spatial axes of a 4-D input).
 The caller checks the converted PyTorch module against ONNX Runtime on the original graph.
 """
 
@@ -110,24 +113,89 @@ def _axes_as_attribute(node: onnx.NodeProto, constants: dict[str, onnx.TensorPro
     return helper.make_node(node.op_type, [node.input[0]], list(node.output), name=node.name, **attrs)
 
 
+def decomposed(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with every Gelu, Mish and 4-D GlobalMaxPool node written in operators that exist at
+    every opset since 13 and that onnx2torch converts (a copy; ``proto`` itself when there is none)."""
+    wanted = {"Gelu", "Mish", "GlobalMaxPool"}
+    if not any(n.op_type in wanted and n.domain in ("", "ai.onnx") for n in proto.graph.node):
+        return proto
+    from onnx import shape_inference
+
+    try:
+        ranks = {v.name: len(v.type.tensor_type.shape.dim)
+                 for v in [*shape_inference.infer_shapes(proto).graph.value_info, *proto.graph.input]
+                 if v.type.tensor_type.HasField("shape")}
+    except Exception:  # noqa: BLE001 - without shapes a GlobalMaxPool's rank is unknown: left as it is
+        ranks = {}
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    opset = _default_opset(model) or CONVERT_OPSET
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value) -> str:
+        model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    for node in model.graph.node:
+        kind = node.op_type
+        if node.domain not in ("", "ai.onnx") or kind not in wanted or \
+                (kind == "GlobalMaxPool" and ranks.get(node.input[0]) != 4):
+            nodes.append(node)
+            continue
+        x, y = node.input[0], node.output[0]
+        tag = f"{y}__{kind.lower()}"
+        if kind == "GlobalMaxPool":
+            if opset >= 18:
+                nodes.append(helper.make_node("ReduceMax", [x, const(f"{tag}_axes", np.array([2, 3], np.int64))], [y],
+                                              keepdims=1))
+            else:
+                nodes.append(helper.make_node("ReduceMax", [x], [y], axes=[2, 3], keepdims=1))
+        elif kind == "Mish":
+            nodes += [helper.make_node("Softplus", [x], [f"{tag}_sp"]),
+                      helper.make_node("Tanh", [f"{tag}_sp"], [f"{tag}_th"]),
+                      helper.make_node("Mul", [x, f"{tag}_th"], [y])]
+        else:  # Gelu: 0.5 x (1 + erf(x / sqrt 2)), or with approximate="tanh" the tanh form
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            if attrs.get("approximate", b"none") in (b"tanh", "tanh"):
+                cube = [helper.make_node("Mul", [x, x], [f"{tag}_x2"]), helper.make_node("Mul", [f"{tag}_x2", x],
+                                                                                         [f"{tag}_x3"]),
+                        helper.make_node("Mul", [f"{tag}_x3", const(f"{tag}_c", np.float32(0.044715))], [f"{tag}_cx3"]),
+                        helper.make_node("Add", [x, f"{tag}_cx3"], [f"{tag}_in"]),
+                        helper.make_node("Mul", [f"{tag}_in", const(f"{tag}_k", np.float32(np.sqrt(2 / np.pi)))],
+                                         [f"{tag}_arg"]),
+                        helper.make_node("Tanh", [f"{tag}_arg"], [f"{tag}_f"])]
+            else:
+                cube = [helper.make_node("Div", [x, const(f"{tag}_r2", np.float32(np.sqrt(2.0)))], [f"{tag}_arg"]),
+                        helper.make_node("Erf", [f"{tag}_arg"], [f"{tag}_f"])]
+            nodes += [*cube, helper.make_node("Add", [f"{tag}_f", const(f"{tag}_one", np.float32(1.0))], [f"{tag}_1f"]),
+                      helper.make_node("Mul", [x, f"{tag}_1f"], [f"{tag}_x1f"]),
+                      helper.make_node("Mul", [f"{tag}_x1f", const(f"{tag}_half", np.float32(0.5))], [y])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def convertible(proto: onnx.ModelProto, target: int = CONVERT_OPSET) -> tuple[onnx.ModelProto, str]:
     """``proto`` as onnx2torch can read it, with a note for its error message ('' when nothing is
-    known to be in the way): at ``target`` when its opset is newer (onnx's version converter, else
-    :func:`to_opset`; as it is when neither can), and with :func:`plain_reshapes`."""
+    known to be in the way): :func:`decomposed`, at ``target`` when its opset is newer (:func:`to_opset`,
+    else onnx's version converter; as it is when neither can), and with :func:`plain_reshapes`."""
+    proto = decomposed(proto)
     opset = _default_opset(proto)
     if opset is not None and opset > target:
-        from onnx import version_converter
+        # The relabelling first: where it applies it is exact, while onnx 1.17's version converter turns
+        # an opset-18 reduction whose axes are an initializer into one over no axes (axes=[]).
+        down = to_opset(proto, target)
+        if down is None:
+            from onnx import version_converter
 
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                proto = version_converter.convert_version(proto, target)
-        except Exception:  # noqa: BLE001 - no adapter for some operator: the relabelling, else as it is
-            down = to_opset(proto, target)
-            if down is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    down = version_converter.convert_version(proto, target)
+            except Exception:  # noqa: BLE001 - no adapter for some operator: left as it is
                 return proto, (f"; the graph is at opset {opset}, onnx2torch reads up to {target} and the graph "
                                f"could not be brought down to it: re-export at opset {target}")
-            proto = down
+        proto = down
     return plain_reshapes(proto), ""
 
 

@@ -471,13 +471,14 @@ def test_an_opset_18_reduction_over_initializer_axes_keeps_its_axes(tmp_path, op
 
 @pytest.mark.parametrize("op,opset,attrs", [
     ("Gelu", 20, {}), ("Gelu", 20, {"approximate": "tanh"}), ("Mish", 18, {}), ("GlobalMaxPool", 17, {}),
-    ("GlobalMaxPool", 18, {})], ids=["gelu", "gelu_tanh", "mish", "global_max_pool", "global_max_pool_18"])
+    ("GlobalMaxPool", 18, {}), ("ReduceL2", 17, {"axes": [1], "keepdims": 1})],
+    ids=["gelu", "gelu_tanh", "mish", "global_max_pool", "global_max_pool_18", "reduce_l2"])
 def test_operators_onnx2torch_lacks_are_spelt_out(tmp_path, op, opset, attrs):
     # Each is written in older operators for the conversion, which is checked against ONNX Runtime on
     # the graph as given (to_torch's verification: within 1e-4 rad, gradients to the image).
     pre = [helper.make_node("Sub", ["input", "half"], ["centred"]), helper.make_node(op, ["centred"], ["o"], **attrs)]
-    if op == "GlobalMaxPool":  # its (N, 3, 1, 1) output feeds the GlobalAveragePool as it is
-        pre[-1] = helper.make_node(op, ["centred"], ["o"])
+    if op == "ReduceL2":  # F.normalize as torch writes it: x / max(||x||, eps) over the channels
+        pre += [helper.make_node("Div", ["centred", "o"], ["normalised"])]
     path = _gaze_graph(tmp_path / "m.onnx", opset=opset, pre=pre,
                        extra_inits=[numpy_helper.from_array(np.array(0.5, np.float32), "half")])
     bundle = open_model(path).bundle()

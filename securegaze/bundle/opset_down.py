@@ -10,7 +10,8 @@ version differs is kept when its change is in :data:`TYPE_ONLY` (and it uses non
 attributes), rewritten when it is a reduction with constant axes, and anything else gives up (None).
 Before that, :func:`decomposed` spells out in older operators the few that onnx2torch has no converter
 for at any opset, or that exist only after 17: Gelu (opset 20: Erf or Tanh), Mish (18: Tanh of
-Softplus) and GlobalMaxPool (ReduceMax over the spatial axes of a 4-D input).
+Softplus), GlobalMaxPool (ReduceMax over the spatial axes of a 4-D input) and ReduceL2 (the square root
+of ReduceSumSquare: torch writes it for ``F.normalize``).
 The caller checks the converted PyTorch module against ONNX Runtime on the original graph.
 """
 
@@ -114,9 +115,9 @@ def _axes_as_attribute(node: onnx.NodeProto, constants: dict[str, onnx.TensorPro
 
 
 def decomposed(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``proto`` with every Gelu, Mish and 4-D GlobalMaxPool node written in operators that exist at
-    every opset since 13 and that onnx2torch converts (a copy; ``proto`` itself when there is none)."""
-    wanted = {"Gelu", "Mish", "GlobalMaxPool"}
+    """``proto`` with every Gelu, Mish, ReduceL2 and 4-D GlobalMaxPool node written in operators that
+    onnx2torch converts, at the graph's own opset (a copy; ``proto`` itself when there is none)."""
+    wanted = {"Gelu", "Mish", "GlobalMaxPool", "ReduceL2"}
     if not any(n.op_type in wanted and n.domain in ("", "ai.onnx") for n in proto.graph.node):
         return proto
     from onnx import shape_inference
@@ -144,7 +145,11 @@ def decomposed(proto: onnx.ModelProto) -> onnx.ModelProto:
             continue
         x, y = node.input[0], node.output[0]
         tag = f"{y}__{kind.lower()}"
-        if kind == "GlobalMaxPool":
+        if kind == "ReduceL2":  # the same axes, inputs and attributes at every opset: sqrt of the sum of squares
+            inner = helper.make_node("ReduceSumSquare", list(node.input), [f"{tag}_ss"])
+            inner.attribute.extend(node.attribute)
+            nodes += [inner, helper.make_node("Sqrt", [f"{tag}_ss"], [y])]
+        elif kind == "GlobalMaxPool":
             if opset >= 18:
                 nodes.append(helper.make_node("ReduceMax", [x, const(f"{tag}_axes", np.array([2, 3], np.int64))], [y],
                                               keepdims=1))

@@ -469,6 +469,24 @@ def test_an_opset_18_reduction_over_initializer_axes_keeps_its_axes(tmp_path, op
     np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
 
 
+@pytest.mark.parametrize("opset", [18, 19, 20])
+def test_reduction_axes_in_a_constant_node_and_empty_trailing_inputs_convert(tmp_path, opset):
+    # torch's legacy exporter at opset 18-20 writes x.mean((2, 3)) as ReduceMean with its axes in a
+    # Constant node, and clamp_min (F.normalize) as Clip(x, min, ""): neither converted before.
+    nodes = [helper.make_node("Constant", [], ["axes"], value=numpy_helper.from_array(np.array([1], np.int64))),
+             helper.make_node("ReduceMean", ["input", "axes"], ["channel_mean"], keepdims=1),
+             helper.make_node("Constant", [], ["low"], value=numpy_helper.from_array(np.array(0.2, np.float32))),
+             helper.make_node("Clip", ["channel_mean", "low", ""], ["clipped"]),
+             helper.make_node("Mul", ["input", "clipped"], ["weighted"])]
+    path = _gaze_graph(tmp_path / "m.onnx", opset=opset, pre=nodes)
+    bundle = open_model(path).bundle()
+    converted = bundle.to_torch()  # checked against ONNX Runtime on the graph as given
+    faces = _faces(4)
+    with torch.no_grad():
+        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
+    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+
+
 @pytest.mark.parametrize("op,opset,attrs", [
     ("Gelu", 20, {}), ("Gelu", 20, {"approximate": "tanh"}), ("Mish", 18, {}), ("GlobalMaxPool", 17, {}),
     ("GlobalMaxPool", 18, {}), ("ReduceL2", 17, {"axes": [1], "keepdims": 1})],

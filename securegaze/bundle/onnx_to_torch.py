@@ -28,6 +28,11 @@ from securegaze.bundle.opset_down import convertible
 from securegaze.errors import ModelFormatError
 from securegaze.models.base import BinSpec, decode_bins
 
+# onnx2torch's Slice indexes with a list, which torch 2.x warns about on every converted model that has one
+# (a Slice in a user's graph is no fault of the user's): not shown.
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                        category=UserWarning)
+
 # ----------------------------------------------------------------------------------------------
 # ONNX -> PyTorch with the F/H split
 # ----------------------------------------------------------------------------------------------

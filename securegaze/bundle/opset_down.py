@@ -64,6 +64,8 @@ def to_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
     model = onnx.ModelProto()
     model.CopyFrom(proto)
     constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node  # torch writes axes as Constant nodes
+                      if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
     nodes = []
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
@@ -182,9 +184,10 @@ def decomposed(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def convertible(proto: onnx.ModelProto, target: int = CONVERT_OPSET) -> tuple[onnx.ModelProto, str]:
     """``proto`` as onnx2torch can read it, with a note for its error message ('' when nothing is
-    known to be in the way): :func:`decomposed`, at ``target`` when its opset is newer (:func:`to_opset`,
-    else onnx's version converter; as it is when neither can), and with :func:`plain_reshapes`."""
-    proto = decomposed(proto)
+    known to be in the way): :func:`decomposed` and :func:`without_trailing_empty_inputs`, at ``target``
+    when its opset is newer (:func:`to_opset`, else onnx's version converter; as it is when neither
+    can), and with :func:`plain_reshapes`."""
+    proto = without_trailing_empty_inputs(decomposed(proto))
     opset = _default_opset(proto)
     if opset is not None and opset > target:
         # The relabelling first: where it applies it is exact, while onnx 1.17's version converter turns
@@ -202,6 +205,25 @@ def convertible(proto: onnx.ModelProto, target: int = CONVERT_OPSET) -> tuple[on
                                f"could not be brought down to it: re-export at opset {target}")
         proto = down
     return plain_reshapes(proto), ""
+
+
+def without_trailing_empty_inputs(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with the empty names that end a node's inputs dropped (a copy; ``proto`` itself when
+    there are none). An optional input left out at the end may be written either way and means the same;
+    torch writes ``Clip(x, min, "")`` for ``clamp_min`` (``F.normalize``) and ``Pad(x, pads, value, "")``,
+    and onnx2torch takes the empty name for a tensor to look up."""
+    if not any(n.input and not n.input[-1] for n in proto.graph.node):
+        return proto
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    for node in model.graph.node:
+        names = list(node.input)
+        while names and not names[-1]:
+            names.pop()
+        if len(names) != len(node.input):
+            del node.input[:]
+            node.input.extend(names)
+    return model
 
 
 def plain_reshapes(proto: onnx.ModelProto) -> onnx.ModelProto:

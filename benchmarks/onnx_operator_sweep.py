@@ -1,9 +1,10 @@
 """Benchmark: which layers of a third-party gaze model survive the ONNX -> PyTorch conversion the scan needs.
 
-    python benchmarks/onnx_operator_sweep.py [--opsets 17,18,19,20] [--out DIR]
+    python benchmarks/onnx_operator_sweep.py [--opsets 17,18,19,20] [--exporter legacy|dynamo] [--out DIR]
 
 Each case is a small gaze model (a 3x3 convolution, the layer under test, spatial mean, a linear
-head to (pitch, yaw)) exported by torch's legacy exporter at each opset with a dynamic batch, then
+head to (pitch, yaw)) exported by torch (its legacy exporter, or with ``--exporter dynamo`` its
+default one, which needs the ``onnxscript`` package) at each opset with a dynamic batch, then
 read the way ``securegaze scan`` reads a bare ``.onnx`` (``open_model(path).bundle().to_torch()``,
 which checks the converted module against ONNX Runtime within 1e-4 rad and its gradient to the
 image). Prints one line per failure (the conversion's own error line) and a table of counts; a
@@ -98,11 +99,18 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--opsets", default="17,18,19,20")
+    parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy")
     parser.add_argument("--out", type=Path, default=None, help="keep the exported files here (default: a temp dir)")
     args = parser.parse_args()
+    dynamo = args.exporter == "dynamo"
+    if dynamo:
+        try:
+            import onnxscript  # noqa: F401 - torch's default exporter needs it
+        except ImportError:
+            parser.error("--exporter dynamo needs the onnxscript package (pip install onnxscript)")
     opsets = [int(o) for o in args.opsets.split(",") if o]
     torch.set_num_threads(1)
-    print(f"machine: {machine_summary()}, torch {torch.__version__}")
+    print(f"machine: {machine_summary()}, torch {torch.__version__}, {args.exporter} exporter")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
@@ -115,9 +123,10 @@ def main() -> int:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        torch.onnx.export(gaze_model(layer), (torch.rand(2, 3, SIZE, SIZE),), str(path), dynamo=False,
-                                          opset_version=opset, input_names=["input"], output_names=["gaze"],
-                                          dynamic_axes={"input": {0: "n"}, "gaze": {0: "n"}})
+                        batch = ({"dynamic_shapes": {"x": {0: torch.export.Dim("n")}}} if dynamo else
+                                 {"dynamic_axes": {"input": {0: "n"}, "gaze": {0: "n"}}})
+                        torch.onnx.export(gaze_model(layer), (torch.rand(2, 3, SIZE, SIZE),), str(path), dynamo=dynamo,
+                                          opset_version=opset, input_names=["input"], output_names=["gaze"], **batch)
                 except Exception as exc:  # noqa: BLE001 - what this torch cannot write is counted apart
                     unexported.append(f"{name} ({str(exc).splitlines()[0][:60]})")
                     continue

@@ -487,6 +487,36 @@ def test_reduction_axes_in_a_constant_node_and_empty_trailing_inputs_convert(tmp
     np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
 
 
+def test_new_attributes_at_their_old_meaning_and_reduction_axes_survive_the_way_down(tmp_path):
+    # torch's newer exporter writes Resize's opset-18 attributes out at their defaults, and IsNaN at
+    # opset 20: both are kept at 17 (the attributes dropped).
+    resize = helper.make_node("Resize", ["input", "", "scales"], ["half"], mode="linear", antialias=0,
+                              keep_aspect_ratio_policy="stretch")
+    nan = [helper.make_node("IsNaN", ["half"], ["bad"]), helper.make_node("Where", ["bad", "zero", "half"], ["clean"])]
+    path = _gaze_graph(tmp_path / "m.onnx", opset=20, pre=[resize, *nan], extra_inits=[
+        numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "scales"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    bundle = open_model(path).bundle()
+    converted = bundle.to_torch()  # checked against ONNX Runtime
+    faces = _faces(4)
+    with torch.no_grad():
+        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
+    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+    # Where onnx's version converter runs instead, the axes it drops are written back.
+    from onnx import version_converter
+
+    from securegaze.bundle.opset_down import restore_reduction_axes
+
+    reduce = helper.make_node("ReduceMean", ["input", "spatial"], ["pooled_first"], keepdims=1)
+    graph = onnx.load(str(_gaze_graph(tmp_path / "r.onnx", opset=18, pre=[reduce], extra_inits=[
+        numpy_helper.from_array(np.array([2, 3], np.int64), "spatial")])))
+    lowered = version_converter.convert_version(graph, 17)
+    axes = [helper.get_attribute_value(a) for a in lowered.graph.node[0].attribute if a.name == "axes"]
+    assert axes in ([], [[]])  # onnx 1.17: a reduction over nothing (if this changes, the mend is moot)
+    mended = restore_reduction_axes(graph, lowered)
+    assert [helper.get_attribute_value(a) for a in mended.graph.node[0].attribute if a.name == "axes"] == [[2, 3]]
+
+
 @pytest.mark.parametrize("op,opset,attrs", [
     ("Gelu", 20, {}), ("Gelu", 20, {"approximate": "tanh"}), ("Mish", 18, {}), ("GlobalMaxPool", 17, {}),
     ("GlobalMaxPool", 18, {}), ("ReduceL2", 17, {"axes": [1], "keepdims": 1})],

@@ -33,11 +33,17 @@ TYPE_ONLY: dict[str, tuple[str, ...]] = {
     "Identity": (), "Reshape": (), "Cast": ("saturate",), "CastLike": ("saturate",), "Shape": (),
     "Size": (), "Constant": (), "ConstantOfShape": (), "Flatten": (), "Transpose": (), "Squeeze": (),
     "Unsqueeze": (), "Equal": (), "AveragePool": ("dilations",), "Pad": (),
-    "Resize": ("antialias", "axes", "keep_aspect_ratio"), "Split": ("num_outputs",),
+    "Resize": ("antialias", "axes", "keep_aspect_ratio_policy"), "Split": ("num_outputs",), "IsNaN": (), "IsInf": (),
     # opset 22 adds bfloat16 to these (and nothing else)
     "Conv": (), "ConvTranspose": (), "MaxPool": (), "GlobalAveragePool": (), "GlobalMaxPool": (),
     "HardSigmoid": (), "HardSwish": (), "Elu": (), "Selu": (), "Softplus": (), "Softsign": (), "Mish": (),
     "ThresholdedRelu": (), "InstanceNormalization": (), "LpPool": (),
+}
+#: New attributes that keep the older meaning at these values (torch's newer exporter writes them out):
+#: a node that sets them so is kept with them dropped.
+NEW_ATTRIBUTE_DEFAULTS: dict[str, dict[str, object]] = {
+    "Resize": {"antialias": 0, "keep_aspect_ratio_policy": b"stretch"},
+    "Cast": {"saturate": 1}, "CastLike": {"saturate": 1},
 }
 #: The reductions whose axes moved from an attribute to an input at opset 18.
 AXES_INPUT_18 = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -63,9 +69,7 @@ def to_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
         return proto
     model = onnx.ModelProto()
     model.CopyFrom(proto)
-    constants = {t.name: t for t in model.graph.initializer}
-    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node  # torch writes axes as Constant nodes
-                      if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    constants = _constants(model)  # torch's legacy exporter writes reduction axes as Constant nodes
     nodes = []
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
@@ -74,6 +78,13 @@ def to_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
         new, old = _version(node.op_type, opset), _version(node.op_type, target)
         if old is None:
             return None  # the operator did not exist yet
+        defaults = NEW_ATTRIBUTE_DEFAULTS.get(node.op_type, {})
+        if new != old and any(a.name in defaults for a in node.attribute):
+            if any(a.name in defaults and helper.get_attribute_value(a) != defaults[a.name] for a in node.attribute):
+                return None  # a new attribute used for its new meaning
+            kept = [a for a in node.attribute if a.name not in defaults]
+            del node.attribute[:]
+            node.attribute.extend(kept)
         attrs = {a.name for a in node.attribute}
         if new == old:
             nodes.append(node)
@@ -98,6 +109,31 @@ def to_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
     except Exception:  # noqa: BLE001 - a rewrite the checker refuses is no rewrite
         return None
     return model
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """The graph's initializers and its Constant nodes' values, by name."""
+    found = {t.name: t for t in model.graph.initializer}
+    found.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                  if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    return found
+
+
+def restore_reduction_axes(original: onnx.ModelProto, converted: onnx.ModelProto) -> onnx.ModelProto:
+    """``converted`` (onnx's version converter's output) with each opset-18 reduction's constant axes, which
+    onnx 1.17's converter drops (``axes=[]``: a reduction over nothing), written back as the attribute."""
+    constants = _constants(original)
+    axes_of = {}
+    for node in original.graph.node:
+        if node.op_type in AXES_INPUT_18 and len(node.input) > 1 and node.input[1] in constants:
+            axes_of[node.output[0]] = [int(a) for a in numpy_helper.to_array(constants[node.input[1]]).reshape(-1)]
+    for node in converted.graph.node:
+        axes = axes_of.get(node.output[0]) if node.op_type in AXES_INPUT_18 and node.output else None
+        if axes:
+            kept = [a for a in node.attribute if a.name != "axes"]
+            del node.attribute[:]
+            node.attribute.extend([*kept, helper.make_attribute("axes", axes)])
+    return converted
 
 
 def _axes_as_attribute(node: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> onnx.NodeProto | None:
@@ -199,7 +235,7 @@ def convertible(proto: onnx.ModelProto, target: int = CONVERT_OPSET) -> tuple[on
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    down = version_converter.convert_version(proto, target)
+                    down = restore_reduction_axes(proto, version_converter.convert_version(proto, target))
             except Exception:  # noqa: BLE001 - no adapter for some operator: left as it is
                 return proto, (f"; the graph is at opset {opset}, onnx2torch reads up to {target} and the graph "
                                f"could not be brought down to it: re-export at opset {target}")

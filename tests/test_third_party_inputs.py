@@ -454,6 +454,17 @@ def test_a_newer_opset_that_cannot_be_brought_down_names_the_way_out(tmp_path):
         open_model(path).bundle().to_torch()
 
 
+def _converts_as_onnx_runtime_runs(path) -> None:
+    """The file converts to PyTorch (``to_torch`` checks it against ONNX Runtime on the graph as given,
+    within 1e-4 rad, with gradients to the image) and answers as ONNX Runtime does on faces too."""
+    bundle = open_model(path).bundle()
+    converted = bundle.to_torch()
+    faces = _faces(4)
+    with torch.no_grad():
+        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
+    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+
+
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax"])
 def test_an_opset_18_reduction_over_initializer_axes_keeps_its_axes(tmp_path, op):
     # onnx 1.17's version converter brings this node down to 17 with axes=[] (a reduction over nothing);
@@ -461,12 +472,7 @@ def test_an_opset_18_reduction_over_initializer_axes_keeps_its_axes(tmp_path, op
     reduce = helper.make_node(op, ["input", "spatial"], ["pooled_first"], keepdims=1)
     path = _gaze_graph(tmp_path / "m.onnx", opset=18, pre=[reduce],
                        extra_inits=[numpy_helper.from_array(np.array([2, 3], np.int64), "spatial")])
-    bundle = open_model(path).bundle()
-    converted = bundle.to_torch()  # checked against ONNX Runtime on the graph as given
-    faces = _faces(4)
-    with torch.no_grad():
-        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
-    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+    _converts_as_onnx_runtime_runs(path)
 
 
 @pytest.mark.parametrize("opset", [18, 19, 20])
@@ -479,12 +485,7 @@ def test_reduction_axes_in_a_constant_node_and_empty_trailing_inputs_convert(tmp
              helper.make_node("Clip", ["channel_mean", "low", ""], ["clipped"]),
              helper.make_node("Mul", ["input", "clipped"], ["weighted"])]
     path = _gaze_graph(tmp_path / "m.onnx", opset=opset, pre=nodes)
-    bundle = open_model(path).bundle()
-    converted = bundle.to_torch()  # checked against ONNX Runtime on the graph as given
-    faces = _faces(4)
-    with torch.no_grad():
-        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
-    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+    _converts_as_onnx_runtime_runs(path)
 
 
 def test_new_attributes_at_their_old_meaning_and_reduction_axes_survive_the_way_down(tmp_path):
@@ -496,12 +497,7 @@ def test_new_attributes_at_their_old_meaning_and_reduction_axes_survive_the_way_
     path = _gaze_graph(tmp_path / "m.onnx", opset=20, pre=[resize, *nan], extra_inits=[
         numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "scales"),
         numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
-    bundle = open_model(path).bundle()
-    converted = bundle.to_torch()  # checked against ONNX Runtime
-    faces = _faces(4)
-    with torch.no_grad():
-        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
-    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+    _converts_as_onnx_runtime_runs(path)
     # Where onnx's version converter runs instead, the axes it drops are written back.
     from onnx import version_converter
 
@@ -529,12 +525,7 @@ def test_operators_onnx2torch_lacks_are_spelt_out(tmp_path, op, opset, attrs):
         pre += [helper.make_node("Div", ["centred", "o"], ["normalised"])]
     path = _gaze_graph(tmp_path / "m.onnx", opset=opset, pre=pre,
                        extra_inits=[numpy_helper.from_array(np.array(0.5, np.float32), "half")])
-    bundle = open_model(path).bundle()
-    converted = bundle.to_torch()
-    faces = _faces(4)
-    with torch.no_grad():
-        got = converted(torch.from_numpy(faces.transpose(0, 3, 1, 2) / 255).float()).numpy()
-    np.testing.assert_allclose(got, bundle.predict(faces), atol=1e-5)
+    _converts_as_onnx_runtime_runs(path)
 
 
 @pytest.mark.parametrize("kwargs,words", [

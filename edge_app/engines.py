@@ -156,8 +156,9 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, precision: str, reading
     adaptation) a hash of that reading: the same ONNX read another way is another engine."""
     key = f"gaze-{onnx_sha256[:16]}-trt{trt_version}-{precision}"
     if reading and (reading.get("adaptations") or reading.get("input_affine") != PLAIN_INPUT):
-        text = json.dumps(reading, sort_keys=True, separators=(",", ":"))
-        key += "-r" + hashlib.sha256(text.encode()).hexdigest()[:8]
+        from edge_app.integrity import canonical_json
+
+        key += "-r" + hashlib.sha256(canonical_json(reading).encode()).hexdigest()[:8]
     return key
 
 

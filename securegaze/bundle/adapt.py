@@ -27,15 +27,16 @@ deterministic in the file's contents and its manifest (which the audit key cover
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from securegaze.bundle.onnx_graph import real_inputs, value_dims, with_inferred_shapes
+from securegaze.bundle.onnx_graph import copy_model, real_inputs, shape_text, value_dims, with_inferred_shapes
 
-__all__ = ["adapt_graph", "copy_model", "degrees_note", "probe_faces", "with_output_convention"]
+__all__ = ["adapt_graph", "degrees_note", "probe_faces", "with_output_convention"]
 
 #: Added to the half-angle denominators: a zero vector gives (0, 0) instead of NaN.
 _EPS = 1e-12
@@ -56,7 +57,7 @@ def adapt_graph(path: Path, proto: onnx.ModelProto, output=None) -> tuple[onnx.M
         if dims[3] in (1, 3) and dims[1] not in (1, 3):
             adapted = copy_model(proto)
             _channels_first_input(adapted.graph, name)
-            notes.append(f"{path.name}: its input {name!r} is channels-last {_text(dims)}; read as "
+            notes.append(f"{path.name}: its input {name!r} is channels-last {shape_text(dims)}; read as "
                          f"(N, {dims[3]}, {dims[1]}, {dims[2]}) through a Transpose in front")
             dims = [dims[0], dims[3], dims[1], dims[2]]
         if dims[1] == 1:
@@ -141,9 +142,11 @@ def degrees_note(path: Path, predict, size: int) -> str | None:
 PROBE_SEED = 90
 
 
+@functools.lru_cache(maxsize=4)
 def probe_faces(size: int) -> np.ndarray:
     """:data:`PROBE_FACES` synthetic faces looking in varied directions, (N, 3, size, size) float32 RGB in
-    [0, 1], the same for every model of that size."""
+    [0, 1], the same for every model of that size (rendered once per size and process: every load of a
+    bare file asks; read-only)."""
     from securegaze.data.synthetic import render_dataset
 
     drawn = min(max(size, 16), 512)  # the renderer's range; other sizes are resampled (nearest pixel)
@@ -151,18 +154,9 @@ def probe_faces(size: int) -> np.ndarray:
     if drawn != size:
         pick = (np.arange(size) * drawn) // size
         faces = faces[:, :, pick][:, :, :, pick]
-    return np.ascontiguousarray(faces, dtype=np.float32) / 255.0
-
-
-def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A deep copy of ``proto`` (adaptations never change the graph they were given)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    return out
-
-
-def _text(dims) -> str:
-    return "(" + ", ".join(str(d) for d in dims) + ")"
+    faces = np.ascontiguousarray(faces, dtype=np.float32) / 255.0
+    faces.flags.writeable = False
+    return faces
 
 
 def _rename_uses(graph: onnx.GraphProto, old: str, new: str) -> None:

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from torch import nn
 
-from securegaze.bundle.adapt import adapt_graph, copy_model, degrees_note, with_output_convention
+from securegaze.bundle.adapt import adapt_graph, degrees_note, with_output_convention
 from securegaze.bundle.manifest import MANIFEST_NAME, ONNX_NAME, BundleManifest
 from securegaze.bundle.manifest_checks import (
     check_against_manifest,
@@ -33,7 +33,7 @@ from securegaze.bundle.manifest_checks import (
     infer_manifest,
     read_manifest,
 )
-from securegaze.bundle.onnx_graph import load_onnx, onnx_sha256
+from securegaze.bundle.onnx_graph import copy_model, load_onnx, onnx_sha256
 from securegaze.bundle.runtime import PROVIDER_ALIASES, Bundle
 from securegaze.errors import InputFileError, ModelFormatError
 from securegaze.io import load_weights, read_json, sha256_file

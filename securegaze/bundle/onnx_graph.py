@@ -39,6 +39,13 @@ def shape_text(dims: list[int | str] | None) -> str:
     return "unknown" if dims is None else "(" + ", ".join(str(d) for d in dims) + ")"
 
 
+def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A deep copy of ``proto``: the rewrites of the bundle modules never change the graph they were given."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
 def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     """The graph's inputs that are fed at run time (not weights)."""
     # Old exporters list every initializer as a graph input too; those are weights, not inputs.

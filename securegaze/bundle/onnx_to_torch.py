@@ -23,7 +23,7 @@ from torch import nn
 
 from securegaze.bundle.export import as_tuple
 from securegaze.bundle.manifest import MANIFEST_NAME, BundleManifest
-from securegaze.bundle.onnx_graph import first_line, real_inputs, value_dims, with_inferred_shapes
+from securegaze.bundle.onnx_graph import copy_model, first_line, real_inputs, value_dims, with_inferred_shapes
 from securegaze.bundle.opset_down import convertible
 from securegaze.errors import ModelFormatError
 from securegaze.models.base import BinSpec, decode_bins
@@ -53,8 +53,7 @@ def _fold_constants_into_initializers(proto: onnx.ModelProto) -> onnx.ModelProto
     onnx2torch's Conv/Gemm converters look weights up among initializers only and fail with a
     KeyError on such an alias, so each alias becomes an initializer of its own.
     """
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = copy_model(proto)
     graph = model.graph
     initializers = {t.name: t for t in graph.initializer}
     graph_outputs = {o.name for o in graph.output}

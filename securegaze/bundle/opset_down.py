@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
+from securegaze.bundle.onnx_graph import copy_model
+
 #: The newest default-domain opset whose operator versions onnx2torch 1.5 converts (Identity, Pad,
 #: Reshape, Cast, ... have newer versions from opset 18-21 that it has no converter for).
 CONVERT_OPSET = 17
@@ -67,8 +69,7 @@ def to_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto | None:
     opset = _default_opset(proto)
     if opset is None or opset <= target:
         return proto
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = copy_model(proto)
     constants = _constants(model)  # torch's legacy exporter writes reduction axes as Constant nodes
     nodes = []
     for node in model.graph.node:
@@ -166,8 +167,7 @@ def decomposed(proto: onnx.ModelProto) -> onnx.ModelProto:
                  if v.type.tensor_type.HasField("shape")}
     except Exception:  # noqa: BLE001 - without shapes a GlobalMaxPool's rank is unknown: left as it is
         ranks = {}
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = copy_model(proto)
     opset = _default_opset(model) or CONVERT_OPSET
     nodes: list[onnx.NodeProto] = []
 
@@ -250,8 +250,7 @@ def without_trailing_empty_inputs(proto: onnx.ModelProto) -> onnx.ModelProto:
     and onnx2torch takes the empty name for a tensor to look up."""
     if not any(n.input and not n.input[-1] for n in proto.graph.node):
         return proto
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = copy_model(proto)
     for node in model.graph.node:
         names = list(node.input)
         while names and not names[-1]:
@@ -275,8 +274,7 @@ def plain_reshapes(proto: onnx.ModelProto) -> onnx.ModelProto:
                 found = True
     if not found:
         return proto
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = copy_model(proto)
     for node in model.graph.node:
         shape = constants.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
         if shape is not None and node.domain in ("", "ai.onnx") and np.all(numpy_helper.to_array(shape) != 0):
@@ -291,8 +289,7 @@ def batch_free(proto: onnx.ModelProto, batch: int) -> onnx.ModelProto | None:
     with that size made to infer it (-1) instead, or None when there is no such Reshape. Only a guess
     that the first dimension is the batch: the caller keeps it only when the conversion then gives
     ONNX Runtime's gaze at another batch size."""
-    model = onnx.ModelProto()
-    model.CopyFrom(proto)
+    model = copy_model(proto)
     constants = {t.name: t for t in model.graph.initializer}
     changed = False
     for node in model.graph.node:

@@ -186,6 +186,10 @@ def _print_run(report: Console, outcome, out, stopped_by: str) -> None:
         why = f" ({outcome.log_error})" if outcome.log_error is not None else " (the disk or pipe could not keep up)"
         report.print(f"warning: {outcome.log_lines_dropped} of {summary.frames} frames' JSON lines were not written "
                      f"to {out or 'stdout'}{why}; gaps show in the frame numbers")
+    if data.get("unreadable_images"):
+        bad = data["unreadable_images"]
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        report.print(f"warning: {len(bad)} image(s) did not decode and were skipped as dropped frames: {bad[0]}{more}")
     if summary.invalid_gaze_frames:
         report.print(f"warning: the model returned NaN/inf gaze on {summary.invalid_gaze_frames} frames "
                      "(reported as NO_FACE with that reason)")

@@ -110,7 +110,8 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
             "log_lines_dropped": writer.dropped,
             "interrupted": summary.interrupted,
             "interrupted_by": signal_label(signals.signum) if summary.interrupted and signals is not None else None,
-            "blocked": result.blocked, "tally": tally.to_dict()}
+            "blocked": result.blocked, "tally": tally.to_dict(),
+            "unreadable_images": [str(path) for path in getattr(source, "unreadable", [])]}
     if scorer is not None:
         data.update(scorer.summary())
     return HeadlessRun(result, summary, data, writer.dropped, writer.error, scorer)

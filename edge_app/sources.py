@@ -157,6 +157,8 @@ class ImageFolderSource(FrameSource):
     hidden ones (``.DS_Store``, macOS ``._name.jpg`` resource forks) are skipped. With ``check``
     every file's header must be one OpenCV decodes, so that a stray non-image stops the run with
     one line before it starts rather than after the frames before it (:func:`open_source` checks).
+    A file whose header passes but whose image does not decode (a photo cut short) is skipped when
+    its turn comes and listed in :attr:`unreadable`.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, check: bool = False) -> None:
@@ -183,14 +185,20 @@ class ImageFolderSource(FrameSource):
                                      f"or it cannot be opened){more}{where}")
         self.fps = float(fps)
         self._index = 0
+        #: Files that did not decode when their turn came: skipped like a dropped frame (the frame
+        #: numbers and times keep the file's place, so a gap shows), and named in the run summary.
+        self.unreadable: list[Path] = []
 
     def read(self) -> Frame | None:
-        if self._index >= len(self.files):
-            return None
-        path = self.files[self._index]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputFileError(f"{path}: not a readable image")
+        image = None
+        while image is None:
+            if self._index >= len(self.files):
+                return None
+            path = self.files[self._index]
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:  # a file that went bad after the check, or one truncated past its header
+                self.unreadable.append(path)
+                self._index += 1
         short = min(image.shape[:2])
         if short < ENLARGE_BELOW:
             factor = -(-ENLARGE_TO // short)

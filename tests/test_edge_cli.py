@@ -119,3 +119,28 @@ def test_json_lines_go_to_stdout_and_the_recorded_scan_is_reused(drive, capsys):
     assert [x["frame"] for x in lines] == [0, 1, 2] and all(FIELDS <= set(x) for x in lines)
     # The human summary goes to stderr, and the second start found the audit record: no scan.
     assert "[database]" in captured.err and "integrity: scan" not in captured.err
+
+
+def test_an_image_that_does_not_decode_is_skipped_as_a_dropped_frame(drive, tmp_path, capsys):
+    """A folder recording with one photo cut short (its header passes the start-up check, its pixels
+    do not decode): the frames around it are monitored, the gap keeps its frame number, and the
+    summary names the file instead of the run stopping there."""
+    import cv2
+
+    from securegaze.data.synthetic import render_dataset
+
+    faces = render_dataset(3, 160, seed=4).images
+    for i, face in enumerate(faces):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    whole = (tmp_path / "1.png").read_bytes()
+    (tmp_path / "1.png").write_bytes(whole[: len(whole) // 3])
+    out, summary = tmp_path / "frames.jsonl", tmp_path / "summary.json"
+    code = main(["run", "--source", str(tmp_path), "--model", str(drive["model"]), "--config",
+                 str(drive["config"]), "--audit-db", str(drive["root"] / "audit.sqlite3"), "--out", str(out),
+                 "--summary", str(summary)])
+    captured = capsys.readouterr()
+    printed = captured.out + captured.err
+    assert code == 0, printed
+    assert [json.loads(x)["frame"] for x in out.read_text().splitlines()] == [0, 2]
+    assert json.loads(summary.read_text())["unreadable_images"] == [str(tmp_path / "1.png")]
+    assert f"warning: 1 image(s) did not decode and were skipped as dropped frames: {tmp_path / '1.png'}" in printed

@@ -61,7 +61,9 @@ def test_image_folder_source(tmp_path):
     broken.mkdir()
     (broken / "a.png").write_bytes(b"garbage")
     with pytest.raises(InputFileError, match="a.png: not a readable image"):
-        ImageFolderSource(broken).read()
+        ImageFolderSource(broken, check=True)
+    unchecked = ImageFolderSource(broken)  # a file gone bad after the check: skipped when its turn comes
+    assert unchecked.read() is None and unchecked.unreadable == [broken / "a.png"]
 
 
 class _Camera(FrameSource):
@@ -105,12 +107,16 @@ def test_capture_thread_keeps_every_frame_of_a_recording():
     assert got == list(range(50)) and capture.dropped == 0
 
 
-def test_capture_thread_hands_source_errors_to_the_reader(tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "a.png").write_bytes(b"garbage")
-    capture = CaptureThread(ImageFolderSource(broken), drop_stale=False).start()
-    with pytest.raises(InputFileError, match="a.png"):
+class _Vanishing(FrameSource):
+    """A source whose file is gone by the time it is read."""
+
+    def read(self):
+        raise InputFileError("clip.mp4: no longer readable")
+
+
+def test_capture_thread_hands_source_errors_to_the_reader():
+    capture = CaptureThread(_Vanishing(), drop_stale=False).start()
+    with pytest.raises(InputFileError, match="clip.mp4"):
         _drain(capture)
     capture.stop()
 

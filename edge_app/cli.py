@@ -287,6 +287,42 @@ def report(
     console.print(f"report: {out}")
 
 
+@app.command()
+def crops(
+    source: str = typer.Argument(..., help="IMAGE_DIR | IMAGE | VIDEO: photos or camera frames with a face"),
+    out: Path = typer.Option(..., "--out", help="new folder for the face crops (PNG); must not hold files"),
+    size: int = typer.Option(224, "--size", min=16, max=1024, help="side of the crops in px (the scan resizes "
+                             "them to the model's input)"),
+    config_path: Path | None = typer.Option(None, "--config", help="YAML settings (face stage, normalisation)"),
+) -> None:
+    """Cut the face out of each photo or frame as the app does (face stage, head pose,
+    normalisation) and write the crops: a clean set for `securegaze scan --clean OUT`.
+
+    Frames without a face are left out and counted. The start-up check does this by itself for a
+    --clean folder of photos; this command makes the same faces for the scanner's own commands.
+    Exit codes: 0 done, 2 user error (bad source, an --out that holds files, no face at all).
+    """
+    from edge_app.clean_faces import write_face_crops
+    from edge_app.sources import open_source
+    from edge_app.startup import load_edge_config
+    from securegaze.errors import InputFileError
+    from securegaze.io import check_output_dir
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+    config = load_edge_config(config_path)
+    if source.startswith("camera:") or source.startswith("synthetic"):
+        raise ConfigError(f"crops {source}: expected an image folder, an image or a video file")
+    check_output_dir(out, "--out", "the face crops")
+    if out.is_dir() and any(out.iterdir()):
+        raise InputFileError(f"--out {out}: the folder already holds files; give a new or empty folder")
+    written, frames, missed = write_face_crops(open_source(source, config), out, config, size)
+    if not written:
+        raise InputFileError(f"{source}: no face found in any of its {frames} images or frames")
+    left = f"; {len(missed)} without a face left out ({', '.join(missed[:3])}{', ...' if len(missed) > 3 else ''})"
+    err.print(f"crops: {written} faces of {frames} images or frames written to {out} at {size}x{size} px"
+              f"{left if missed else ''}; scan with: securegaze scan MODEL --clean {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     return run_app(app, argv, prog_name="edge-app")

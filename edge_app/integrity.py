@@ -121,10 +121,11 @@ def check_clean_spec(spec: str) -> str:
     return spec
 
 
-def clean_set_key(spec: str, samples: int, seed: int) -> str:
+def clean_set_key(spec: str, samples: int, seed: int, framing: str | None = None) -> str:
     """The audit key's clean set: :func:`synthetic_clean_set` for synthetic faces; for a plain image
     folder its identity (path, image count, SHA-256 of names and bytes: an edited, added or removed
-    image is a new question) and the draw; for a dataset its path and the draw."""
+    image is a new question), the draw and, for photos, how their faces were cut out (``framing``,
+    :mod:`edge_app.clean_faces`); for a dataset its path and the draw."""
     from securegaze.data.sources import IMAGE_FOLDER, SYNTHETIC, source_kind, synthetic_spec_style
 
     kind = source_kind(spec)
@@ -133,7 +134,8 @@ def clean_set_key(spec: str, samples: int, seed: int) -> str:
     if kind == IMAGE_FOLDER:
         from securegaze.data.image_folder import clean_set_identity
 
-        return f"{clean_set_identity(spec)} samples={int(samples)} seed={int(seed)}"
+        framed = f" framing={framing}" if framing else ""
+        return f"{clean_set_identity(spec)} samples={int(samples)} seed={int(seed)}{framed}"
     return f"dataset:{Path(spec).resolve()} samples={int(samples)} seed={int(seed)}"
 
 
@@ -235,8 +237,23 @@ class _Question:
 class IntegrityChecker:
     """Runs the startup check for a model file: ``check(path, progress)`` -> :class:`IntegrityResult`."""
 
-    def __init__(self, settings: IntegritySettings | None = None) -> None:
+    def __init__(self, settings: IntegritySettings | None = None, app_config=None) -> None:
         self.settings = settings or IntegritySettings()
+        self.app_config = app_config  # the app's EdgeConfig: a folder of photos is read through its face stage
+        self._framing: tuple[str | None, str] | None = None
+
+    def clean_framing(self) -> tuple[str | None, str]:
+        """How a folder clean set is read: (None, ...) as face crops, (``face-stage``, why) as photos
+        (:func:`edge_app.clean_faces.folder_framing`; only with the app's config). Looked at once."""
+        from securegaze.data.sources import IMAGE_FOLDER, source_kind
+
+        if self._framing is None:
+            self._framing = (None, "")
+            if self.app_config is not None and source_kind(self.settings.clean) == IMAGE_FOLDER:
+                from edge_app.clean_faces import folder_framing
+
+                self._framing = folder_framing(self.settings.clean, self.app_config)
+        return self._framing
 
     def _detector(self):
         from securegaze.defense import create_detector
@@ -258,7 +275,7 @@ class IntegrityChecker:
             effective["model_reading"] = json.loads(canonical_json(reading))
         version = str(getattr(detector, "version", SCANNER_VERSION))
         key = RecordKey(sha, s.detector, version, settings_hash(s.detector, effective),
-                        clean_set_key(s.clean, s.clean_samples, s.clean_seed),
+                        clean_set_key(s.clean, s.clean_samples, s.clean_seed, self.clean_framing()[0]),
                         calibration_version(detector, effective, version))
         return _Question(key, detector, effective)
 
@@ -396,9 +413,21 @@ class IntegrityChecker:
         from securegaze.scan_runs import clean_set_record, scan_minimum
 
         minimum, why = scan_minimum(detector)
-        data = sources.load_gaze_data(s.clean, size, s.clean_samples, s.clean_seed, "test", need_labels=None,
-                              min_images=minimum, min_reason=why)
+        framing, look = self.clean_framing()
+        framer = None
+        if framing is not None:
+            from edge_app.clean_faces import FaceStageFramer
+
+            framer = FaceStageFramer(self.app_config, size)
+        try:
+            data = sources.load_gaze_data(s.clean, size, s.clean_samples, s.clean_seed, "test", need_labels=None,
+                                          min_images=minimum, min_reason=why, framer=framer)
+        finally:
+            if framer is not None:
+                framer.close()
         record = clean_set_record(s.clean, data)
+        if framing is not None:
+            record.update(framing=framing, note=f"{record['note']} ({look})")
         described = record.get("note") or f"{len(data)} images of {s.clean} at {size} px, seed {s.clean_seed}"
         return data.images, described, record
 

@@ -115,3 +115,12 @@ def warp_face(frame: np.ndarray, norm: Normalisation, oversample: int = 2) -> np
     large = cv2.warpPerspective(frame, up @ norm.warp, (big, big), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REPLICATE)
     return cv2.resize(large, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def normalise_face(frame_bgr: np.ndarray, face_centre_mm: np.ndarray, head_rotation: np.ndarray,
+                   camera_matrix: np.ndarray, size: int, settings) -> tuple[Normalisation, np.ndarray]:
+    """The app's normalisation of one face: its :class:`Normalisation` and the (S, S, 3) RGB crop
+    the model reads. ``settings``: the config's ``normalisation`` (distance, crop width, oversampling)."""
+    norm = plan_normalisation(face_centre_mm, head_rotation, camera_matrix, size, settings.distance_mm,
+                              settings.crop_width_mm)
+    return norm, cv2.cvtColor(warp_face(frame_bgr, norm, settings.oversample), cv2.COLOR_BGR2RGB)

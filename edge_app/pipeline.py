@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from edge_app.anomaly import AnomalyOutput, AnomalyStage
@@ -48,7 +47,7 @@ from edge_app.free_gaze import FreeGaze, FreeGazeEstimator
 from edge_app.head_pose import CameraIntrinsics, HeadPose, estimate_head_pose
 from edge_app.integrity import IntegrityResult
 from edge_app.latency import LatencyHistogram
-from edge_app.normalisation import Normalisation, plan_normalisation, warp_face
+from edge_app.normalisation import Normalisation, normalise_face
 from edge_app.smoothing import OneEuroFilter
 from edge_app.sources import CaptureThread, Frame, FrameSource
 from edge_app.zones import ZoneMap
@@ -229,13 +228,10 @@ class Pipeline:
             if rec.head_pose.face_centre_mm[2] <= 0:
                 rec.problem = "head pose fit failed (face behind the camera)"
         if rec.face is not None and self.engine is not None:
-            n = self.config.normalisation
             if rec.problem is None:
-                rec.normalisation = plan_normalisation(rec.head_pose.face_centre_mm, rec.head_pose.rotation,
-                                                       cam.matrix, self.engine.input_size, n.distance_mm,
-                                                       n.crop_width_mm)
-                rec.crop_rgb = cv2.cvtColor(warp_face(frame.image, rec.normalisation, n.oversample),
-                                            cv2.COLOR_BGR2RGB)
+                rec.normalisation, rec.crop_rgb = normalise_face(frame.image, rec.head_pose.face_centre_mm,
+                                                                 rec.head_pose.rotation, cam.matrix,
+                                                                 self.engine.input_size, self.config.normalisation)
             lap("normalise")
             if rec.crop_rgb is not None:
                 try:

@@ -35,6 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_app.face import enlarged
 from edge_app.latency import LatencyHistogram
 from securegaze.errors import ConfigError, InputFileError
 
@@ -141,17 +142,9 @@ class VideoFileSource(FrameSource):
         self._cap.release()
 
 
-#: A still whose shorter side is under :data:`ENLARGE_BELOW` pixels is enlarged (bicubic, by the smallest
-#: whole factor that brings it to :data:`ENLARGE_TO`) before anything else sees it: MediaPipe finds no face
-#: in a small face crop (40 crops of the renderer's faces: none found at 32, 40 and 48 px, 11 at 56 px, all
-#: 40 at 64, 80 and 96 px; enlarged so, 119 of the 120 crops of 32-48 px and 40 of 40 at 56 px). Face boxes
-#: are then in the enlarged image's pixels.
-ENLARGE_BELOW, ENLARGE_TO = 64, 128
-
-
 class ImageFolderSource(FrameSource):
     """The images of a folder (name order), or one image file, as frames at ``fps``; every frame
-    is ``still`` (detected afresh, see :class:`Frame`); a small one is enlarged (:data:`ENLARGE_BELOW`).
+    is ``still`` (detected afresh, see :class:`Frame`); a small one is enlarged (:func:`edge_app.face.enlarged`).
 
     Only the folder's own files are read (not its subfolders: a folder is one recording), and
     hidden ones (``.DS_Store``, macOS ``._name.jpg`` resource forks) are skipped. With ``check``
@@ -199,11 +192,7 @@ class ImageFolderSource(FrameSource):
             if image is None:  # a file that went bad after the check, or one truncated past its header
                 self.unreadable.append(path)
                 self._index += 1
-        short = min(image.shape[:2])
-        if short < ENLARGE_BELOW:
-            factor = -(-ENLARGE_TO // short)
-            image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-        frame = Frame(image, self._index / self.fps, self._index, time.perf_counter(), still=True)
+        frame = Frame(enlarged(image), self._index / self.fps, self._index, time.perf_counter(), still=True)
         self._index += 1
         return frame
 

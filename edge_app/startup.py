@@ -79,7 +79,7 @@ def check_and_open_engine(config, model_path: Path, progress=None):
     engine is None when the policy blocked the model. ``progress``: the scan's callback."""
     from edge_app.integrity import IntegrityChecker
 
-    result = IntegrityChecker(config.integrity).check(model_path, progress=progress)
+    result = IntegrityChecker(config.integrity, app_config=config).check(model_path, progress=progress)
     if result.blocked:
         return result, None
     return result, open_checked_engine(config, model_path, result)

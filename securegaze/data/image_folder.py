@@ -34,11 +34,20 @@ import warnings
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from securegaze.data.base import ArrayGazeDataset, resize_images
 from securegaze.errors import DatasetError, InputFileError
+
+
+class Framer(Protocol):
+    """Cuts the face out of a photo: (H, W, 3) uint8 RGB -> square (S, S, 3) RGB, or None (no face)."""
+
+    description: str
+
+    def __call__(self, image: np.ndarray) -> np.ndarray | None: ...
 
 #: File suffixes read as images (compared in lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -50,7 +59,7 @@ MIN_SIDE = 16
 #: What the error lines say a plain folder should hold.
 EXPECTED = "expected face crops as *.png, *.jpg or *.jpeg files, in the folder or its subfolders"
 
-__all__ = ["EXPECTED", "IMAGE_SUFFIXES", "MIN_FOLDER_IMAGES", "MIN_SIDE", "ImageFolderDataset",
+__all__ = ["EXPECTED", "IMAGE_SUFFIXES", "Framer", "MIN_FOLDER_IMAGES", "MIN_SIDE", "ImageFolderDataset",
            "clean_set_identity", "list_images", "load_image_folder", "read_image"]
 
 
@@ -182,13 +191,18 @@ def _size_text(sizes: list[tuple[int, int]]) -> str:
 
 def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None = None,
                       rng: np.random.Generator | None = None, minimum: int | None = None,
-                      why: str = "the minimum clean-set size") -> ImageFolderDataset:
+                      why: str = "the minimum clean-set size", framer: Framer | None = None) -> ImageFolderDataset:
     """Read a plain folder of face images at ``size`` px (module docstring).
 
     ``samples``: when the folder holds more images, that many are drawn with ``rng`` (without
     repeats, kept in file order); when it holds fewer, all are used and the note says so.
     ``minimum``: fewest images the folder must hold (default :data:`MIN_FOLDER_IMAGES`), ``why``
     says whose minimum it is in the error line.
+
+    ``framer`` (photos and camera frames rather than face crops): takes each image (H, W, 3) RGB and
+    returns the face cut out of it, square RGB of any size (then resized to ``size``), or None when it
+    finds no face; such images are left out and counted, and ``minimum`` applies to the faces found.
+    Its ``description`` (e.g. "normalised by the edge app's face stage") goes into the note.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -210,17 +224,29 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
         rng = np.random.default_rng(0) if rng is None else rng
         chosen = np.sort(rng.choice(len(files), size=samples, replace=False))
     used = [files[i] for i in chosen]
-    sizes, crops, cropped = [], [], 0
+    sizes, crops, cropped, kept = [], [], 0, []
     for path in used:
         image = read_image(path)
         sizes.append((image.shape[1], image.shape[0]))
-        square = centre_square(image)
-        cropped += square.shape != image.shape
+        square = centre_square(image) if framer is None else framer(image)
+        if square is None:
+            continue
+        cropped += framer is None and square.shape != image.shape
         crops.append(resize_images(square[None], size)[0])
+        kept.append(path)
+    if framer is not None:
+        if len(kept) < need:
+            raise DatasetError(f"{root}: a face was found in {len(kept)} of the {len(used)} images read, but at least "
+                               f"{need} are needed ({why}); add more images in which the face is clearly seen")
+        used = kept
     count = (f"{len(used)} of {len(files)} images from {root} (drawn with the seed)" if len(used) < len(files)
              else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} asked for)"
                                                              if samples is not None and samples > len(files) else ""))
     square_note = f" ({cropped} non-square centre-cropped first)" if cropped else ""
+    if framer is not None:
+        missed = len(sizes) - len(kept)
+        square_note = (f", each face {framer.description}" + (f" ({missed} without a face found left out)"
+                                                              if missed else ""))
     skipped = f"; {_others_text(others)} skipped" if others else ""
     note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels{skipped}"
     return ImageFolderDataset(np.stack(crops), root, files, used, note)

@@ -104,7 +104,8 @@ def source_kind(spec: str) -> str:
 def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int = 0, split: str = "train",
                    subjects: list[str] | None = None, exclude_subjects: list[str] | None = None, *,
                    need_labels: str | None = "this command", min_images: int | None = None,
-                   min_reason: str = "the minimum clean-set size", workers: int = 1) -> ArrayGazeDataset:
+                   min_reason: str = "the minimum clean-set size", workers: int = 1,
+                   framer=None) -> ArrayGazeDataset:
     """Load ``samples`` faces of ``size`` px from ``spec``.
 
     ``spec == "synthetic"`` (or ``"synthetic:STYLE"``) renders faces (deterministic in ``seed`` and ``split``). A path is a real
@@ -116,7 +117,8 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
     seeded way; it is refused in one line when ``need_labels`` (what needs the labels, e.g.
     ``"securegaze evaluate"``; None: labels unused) is set, and when it holds fewer than
     ``min_images`` images (``min_reason`` says whose minimum that is). ``workers``: processes that
-    render synthetic faces (the same bytes whatever the number).
+    render synthetic faces (the same bytes whatever the number). ``framer``: for a plain folder of
+    photos, what cuts each face out (:func:`securegaze.data.image_folder.load_image_folder`).
     """
     if split not in SPLIT_SEED_OFFSET:
         raise ConfigError(f"split must be one of {sorted(SPLIT_SEED_OFFSET)}, got {split!r}")
@@ -131,7 +133,7 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
         return render_dataset(samples or 1000, seed=seed + SPLIT_SEED_OFFSET[split], config=config, workers=workers)
     if kind == IMAGE_FOLDER:
         return _image_folder(spec, size, samples, seed, split, bool(subjects or exclude_subjects), need_labels,
-                             min_images, min_reason)
+                             min_images, min_reason, framer)
 
     from securegaze.data.readers import open_dataset
 
@@ -165,7 +167,7 @@ def load_gaze_data(spec: str, size: int, samples: int | None = None, seed: int =
 
 
 def _image_folder(spec: str, size: int, samples: int | None, seed: int, split: str, by_subject: bool,
-                  need_labels: str | None, min_images: int | None, min_reason: str) -> ArrayGazeDataset:
+                  need_labels: str | None, min_images: int | None, min_reason: str, framer=None) -> ArrayGazeDataset:
     from securegaze.data.image_folder import list_images, load_image_folder
 
     if need_labels is not None and list_images(spec):  # an empty folder gets the "no images" line instead
@@ -174,4 +176,4 @@ def _image_folder(spec: str, size: int, samples: int | None, seed: int, split: s
         raise ConfigError(f"{spec}: a plain image folder has no subject ids to select by "
                           "(--subjects / --exclude-subjects need a labelled dataset)")
     rng = np.random.default_rng([seed, SPLIT_SEED_OFFSET[split]])
-    return load_image_folder(spec, size, samples, rng, minimum=min_images, why=min_reason)
+    return load_image_folder(spec, size, samples, rng, minimum=min_images, why=min_reason, framer=framer)

@@ -7,14 +7,13 @@ the picture (a driver in the cabin, a portrait with background). Resized whole, 
 the model a small face in a large scene, nothing like the crops the app gives it while driving,
 and a scan on such inputs says little about the model.
 
-So the app first looks at the folder: the face stage runs on its first :data:`LOOK` images (name
-order, the same on every start). When the median face is narrower than :data:`PHOTO_FACE_WIDTH`
-of its image, the folder is read as photos: in each image drawn for the scan the face is found,
-its head pose fitted and the face normalised exactly as the pipeline does for a still frame (the
-same face stage, driver choice, camera approximation from the image size and normalisation
-settings), at the model's input size; an image without a face is left out and counted. Face
-crops of the renderer's styles measure 0.67-0.88 of their width (12 faces each of the standard,
-studio and face-centred styles, at 64 and 128 px); the scikit-image astronaut portrait 0.18.
+So the app first looks at the folder (:mod:`securegaze.data.face_share`: the median width of the
+face's landmarks over the image's width, on the first 8 images in name order). When the face is
+narrower than half its image, the folder is read as photos: in each image drawn for the scan the
+face is found, its head pose fitted and the face normalised exactly as the pipeline does for a
+still frame (the same face stage, driver choice, camera approximation from the image size and
+normalisation settings), at the model's input size; an image without a face is left out and
+counted.
 
 The audit key of a folder read as photos says so (``framing=face-stage``), so a record made on the
 resized photos is never taken for one made on their faces.
@@ -32,10 +31,6 @@ from edge_app.face import FaceMeshStage, enlarged
 from edge_app.head_pose import CameraIntrinsics, estimate_head_pose
 from edge_app.normalisation import normalise_face
 
-#: A folder whose median face is narrower than this share of its image width holds photos.
-PHOTO_FACE_WIDTH = 0.5
-#: Images the framing decision looks at (the first ones in name order).
-LOOK = 8
 #: What the audit key and the notes call the photos' reading.
 FRAMING = "face-stage"
 
@@ -60,12 +55,6 @@ class FaceStageFramer:
         choice = self.selector.pick_still([face_box(face.points_px) for face in faces], bgr.shape[1])
         return None if choice.index is None else faces[choice.index]
 
-    def face_width_share(self, rgb: np.ndarray) -> float | None:
-        """The chosen face's landmark width over the image's width (None: no face found)."""
-        bgr = enlarged(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        face = self._face(bgr)
-        return None if face is None else face.face_width_px / bgr.shape[1]
-
     def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
         bgr = enlarged(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         face = self._face(bgr)
@@ -83,28 +72,15 @@ class FaceStageFramer:
         self.stage.close()
 
 
-def folder_framing(folder: str | Path, config) -> tuple[str | None, str]:
-    """(:data:`FRAMING` when ``folder`` holds photos rather than face crops else None, one line saying
-    what the look found). Reads at most :data:`LOOK` images."""
-    from securegaze.data.image_folder import list_images, read_image
+def folder_framing(folder: str | Path) -> tuple[str | None, str]:
+    """(:data:`FRAMING` when ``folder`` holds photos rather than face crops, else None; one line saying
+    what the look found: :func:`securegaze.data.face_share.folder_face_share`)."""
+    from securegaze.data.face_share import folder_face_share
 
-    files = list_images(folder)[:LOOK]
-    if not files:
-        return None, "no images to look at"
-    framer = FaceStageFramer(config, 64)
-    try:
-        shares = [framer.face_width_share(read_image(path)) for path in files]
-    finally:
-        framer.close()
-    found = [s for s in shares if s is not None]
-    if not found:
-        return None, f"no face found in the first {len(files)} images: read as face crops"
-    median = float(np.median(found))
-    if median < PHOTO_FACE_WIDTH:
-        return FRAMING, (f"the face spans {median:.0%} of the image width (median of {len(found)} of the first "
-                         f"{len(files)} images; under {PHOTO_FACE_WIDTH:.0%}): read as photos, each face found and "
-                         "normalised by the face stage")
-    return None, f"the face spans {median:.0%} of the image width: read as face crops"
+    share = folder_face_share(folder)
+    if share.photos:
+        return FRAMING, f"{share.describe()}: each face found and normalised by the face stage"
+    return None, share.describe()
 
 
 def write_face_crops(source, out: Path, config, size: int) -> tuple[int, int, list[str]]:

@@ -252,7 +252,7 @@ class IntegrityChecker:
             if self.app_config is not None and source_kind(self.settings.clean) == IMAGE_FOLDER:
                 from edge_app.clean_faces import folder_framing
 
-                self._framing = folder_framing(self.settings.clean, self.app_config)
+                self._framing = folder_framing(self.settings.clean)
         return self._framing
 
     def _detector(self):

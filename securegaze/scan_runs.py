@@ -52,6 +52,17 @@ def clean_set_record(spec: str, data: ArrayGazeDataset) -> dict:
     return record
 
 
+def photos_warning(spec: str, data: ArrayGazeDataset) -> tuple[float | None, str | None]:
+    """For a plain image folder: (the median share of its image width the face spans, the warning line
+    when the folder holds photos rather than face crops: :mod:`securegaze.data.face_share`)."""
+    if not isinstance(data, ImageFolderDataset):
+        return None, None
+    from securegaze.data.face_share import folder_face_share, photo_warning
+
+    share = folder_face_share(data.folder, data.files)
+    return share.median, photo_warning(share, spec)
+
+
 @dataclass
 class ScanRun:
     """A prepared scan of one model file (:meth:`prepare`), ready to :meth:`run`."""
@@ -64,8 +75,10 @@ class ScanRun:
 
     @property
     def clean_note(self) -> str | None:
-        """The plain image folder's note (what was read, how it was resized), else None."""
-        return (self.clean_record or {}).get("note")
+        """The plain image folder's note (what was read, how it was resized), with its warning line
+        when the images look like photos, else None."""
+        record = self.clean_record or {}
+        return _with_warning(record.get("note"), record.get("warning"))
 
     @classmethod
     def prepare(cls, model: str | Path, clean: str, samples: int, seed: int, threshold: float | None = None,
@@ -82,7 +95,13 @@ class ScanRun:
         minimum, why = scan_minimum(detector)
         data = load_gaze_data(clean, int(net.input_size), samples, seed, "test", need_labels=None,
                               min_images=minimum, min_reason=why)
-        return cls(model_file, net, data.images, detector, clean_set_record(clean, data))
+        record = clean_set_record(clean, data)
+        share, warning = photos_warning(clean, data)
+        if share is not None:
+            record["face_share"] = round(share, 3)
+        if warning:
+            record["warning"] = warning
+        return cls(model_file, net, data.images, detector, record)
 
     def run(self, out: str | Path, progress: Callable | None = None) -> ScanReport:
         """Scan; write the artifacts and ``out/report.json``; return the report."""
@@ -91,6 +110,8 @@ class ScanRun:
                                     model_sha256=self.model_file.sha256())
         if self.clean_record is not None:
             report.details["clean_set"] = self.clean_record
+            if self.clean_record.get("warning"):
+                report.details["warnings"] = [*report.details.get("warnings", []), self.clean_record["warning"]]
         add_input_check(report, self.model, self.clean_images)  # a wrong input range, or faces that look one way
         report.save(out / "report.json")
         return report
@@ -113,11 +134,15 @@ class MitigationRun:
     scan_before: tuple[ScanReport, Any] | None
     options: dict
     method: Any = None
+    clean_warning: str | None = None
 
     @property
     def clean_note(self) -> str | None:
-        """The plain image folder's note when ``clean`` is one, else None."""
-        return self.clean_set.note if isinstance(self.clean_set, ImageFolderDataset) else None
+        """The plain image folder's note when ``clean`` is one (with its warning line when the images
+        look like photos), else None."""
+        if not isinstance(self.clean_set, ImageFolderDataset):
+            return None
+        return _with_warning(self.clean_set.note, self.clean_warning)
 
     @classmethod
     def prepare(cls, model: str | Path, out: str | Path, clean: str = "synthetic", samples: int = 2048,
@@ -145,6 +170,7 @@ class MitigationRun:
         minimum, why = scan_minimum(detector)
         clean_set = load_gaze_data(clean, size, samples, seed, "val", min_images=minimum, min_reason=why,
                                    need_labels="mitigate --true-labels" if true_labels else None)
+        clean_warning = photos_warning(clean, clean_set)[1]
         attack = faces = None
         if attack_run is not None:
             from securegaze.attacks.runner import load_attack_run
@@ -160,7 +186,7 @@ class MitigationRun:
         options = {"true_labels": true_labels, "epochs": epochs, "lr": lr, "seed": seed, "rounds": rounds,
                    "uniform_reversal": uniform_reversal, "strengths": strengths, "samples": samples}
         return cls(Path(model), Path(out), net, sha, clean, clean_set, test_set, attack, faces, detector, before,
-                   options, method)
+                   options, method, clean_warning)
 
     def run(self, progress: Callable | None = None) -> tuple[MitigationReport, BundleManifest]:
         """Scan (unless reused), fine-tune, re-scan (or run the baseline ``method``); write the new bundle,
@@ -192,3 +218,9 @@ class MitigationRun:
             scan_before=self.scan_before, scan_dirs=(out / "scan_before", out / "scan_after"),
             model_name=str(self.model_path), out=str(out), model_sha256=self.sha256, progress=progress,
             rounds=o["rounds"], uniform_reversal=o["uniform_reversal"], strengths=o["strengths"])
+
+
+def _with_warning(note: str | None, warning: str | None) -> str | None:
+    """``note`` and, on its own line, ``warning: ...`` (either may be missing)."""
+    lines = [line for line in (note, f"warning: {warning}" if warning else None) if line]
+    return "\n".join(lines) or None

@@ -43,12 +43,12 @@ def face_crops(tmp_path_factory):
 
 
 def test_camera_frames_are_photos_and_face_crops_are_crops(driver_frames, face_crops):
-    framing, why = folder_framing(driver_frames[0], EdgeConfig())
-    assert framing == FRAMING and "read as photos" in why, why
+    framing, why = folder_framing(driver_frames[0])
+    assert framing == FRAMING and "photos, not face crops" in why, why
     share = float(why.split("the face spans ")[1].split("%")[0])
     assert share < 35, why  # measured 19 %: a cabin frame is mostly cabin
-    framing, why = folder_framing(face_crops, EdgeConfig())
-    assert framing is None and why.endswith("read as face crops"), why
+    framing, why = folder_framing(face_crops)
+    assert framing is None and why.endswith("): face crops"), why
     assert float(why.split("the face spans ")[1].split("%")[0]) > 60, why  # measured 70 %
 
 
@@ -104,7 +104,7 @@ def test_the_start_up_check_scans_the_faces_of_the_photos(driver_frames, face_cr
     result = photos.check(model)
     assert result.source == "scan"
     note = next(n for n in result.notes if n.startswith("clean set: "))
-    assert "each face found and normalised by the app's face stage" in note and "read as photos" in note, note
+    assert "each face found and normalised by the app's face stage" in note and "photos, not face crops" in note, note
     assert result.record.report["details"]["clean_set"]["framing"] == FRAMING
     crops = checker(face_crops)
     assert "framing=" not in crops.key_for(model).clean_set
@@ -122,7 +122,7 @@ def test_edge_app_crops_writes_the_faces_for_the_scanner(driver_frames, tmp_path
     assert all(cv2.imread(str(p)).shape == (64, 64, 3) for p in written[:3])
     assert f"crops: 40 faces of 40 images or frames written to {out} at 64x64 px" in capsys.readouterr().err
     # The crops are face crops: read as they are, they fill most of their width.
-    framing, _ = folder_framing(out, EdgeConfig())
+    framing, _ = folder_framing(out)
     assert framing is None
     before = sorted(out.iterdir())
     assert main(["crops", str(driver_frames[0]), "--out", str(out)]) == 2
@@ -133,3 +133,26 @@ def test_edge_app_crops_writes_the_faces_for_the_scanner(driver_frames, tmp_path
     assert main(["crops", str(blank), "--out", str(tmp_path / "none")]) == 2
     assert "no face found in any of its 1 images or frames" in capsys.readouterr().err
     assert not (tmp_path / "none").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_securegaze_scan_warns_of_photos_and_names_edge_app_crops(driver_frames, face_crops, tiny_gaze_bundles,
+                                                                 tmp_path, capsys):
+    import json
+
+    from securegaze.cli import main as sg_main
+
+    out = tmp_path / "scan"
+    code = sg_main(["scan", str(tiny_gaze_bundles["benign"]), "--clean", str(driver_frames[0]), "--samples", "36",
+                    "--out", str(out), "--set", "steps=10", "--set", "probe=false"])
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert code in (0, 10), printed
+    assert "photos, not face crops" in printed and f"edge-app crops {driver_frames[0]} --out FACES" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["details"]["clean_set"]["face_share"] < 0.35  # 0.19 measured
+    assert any("photos, not face crops" in w for w in report["details"]["warnings"])
+    code = sg_main(["scan", str(tiny_gaze_bundles["benign"]), "--clean", str(face_crops), "--samples", "36",
+                    "--out", str(tmp_path / "scan2"), "--set", "steps=10", "--set", "probe=false"])
+    printed = capsys.readouterr().out
+    assert code in (0, 10) and "photos" not in printed, printed
+    crops = json.loads((tmp_path / "scan2" / "report.json").read_text())["details"]["clean_set"]
+    assert crops["face_share"] > 0.6 and "warning" not in crops

@@ -133,6 +133,8 @@ def test_edge_app_crops_writes_the_faces_for_the_scanner(driver_frames, tmp_path
     assert main(["crops", str(blank), "--out", str(tmp_path / "none")]) == 2
     assert "no face found in any of its 1 images or frames" in capsys.readouterr().err
     assert not (tmp_path / "none").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert main(["crops", str(tmp_path / "absent"), "--out", str(tmp_path / "none")]) == 2
+    assert "absent: no such file or folder; expected an image folder, an image or a video file" in capsys.readouterr().err
 
 
 def test_securegaze_scan_warns_of_photos_and_names_edge_app_crops(driver_frames, face_crops, tiny_gaze_bundles,

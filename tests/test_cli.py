@@ -105,3 +105,26 @@ def test_train_init_starts_from_the_given_weights(tmp_path):
     assert summary["init_weights"]["sha256"] == sha256_file(start)
     code = main(["train", "--out", str(tmp_path / "other"), *base, "--width", "12", "--init", str(start)])
     assert code == 2 and not (tmp_path / "other" / "checkpoint.pt").exists()
+
+
+def test_progress_in_a_log_is_a_line_per_stage_not_per_step():
+    """Where stderr is a file or a pipe a redrawn bar shows nothing until the end: a line per stage
+    (stages that take turns print once), per status change, and one every ``every_s`` otherwise."""
+    import io
+
+    from securegaze.cli.support import LineProgress
+
+    stream = io.StringIO()
+    with LineProgress(stream) as bar:
+        task = bar.add_task("scan", total=None, status="")
+        for step in range(1, 41):
+            bar.update(task, total=40, completed=step, description="scan: reverse" if step % 2 else "scan: reference")
+        bar.update(task, total=160, completed=1, description="scan: warp")
+        bar.update(task, status="benign-03")
+        bar.every_s = 0.0
+        bar.update(task, completed=2)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "scan: reverse: 1/40", "scan: reference: 2/40", "scan: warp: 1/160", "scan: warp: 1/160 benign-03",
+        "scan: warp: 2/160 benign-03"]
+    assert all(line.endswith(" s)") for line in lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 
 import click
 import typer
@@ -26,8 +27,55 @@ MAX_SAMPLES = 1_000_000
 _USAGE_ERRORS = (click.ClickException, getattr(typer, "TyperException", click.ClickException))
 
 
+class LineProgress:
+    """Progress as plain lines on stderr, for a log file or a pipe, where a bar that redraws itself in
+    place shows nothing until the end: one line when a stage starts or the status changes, and otherwise
+    at most one every :attr:`every_s` seconds. The same calls as rich's ``Progress``."""
+
+    every_s = 30.0
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream
+        self.tasks: list[dict] = []
+        self.seen: set[str] = set()
+        self.started = self.printed = time.monotonic()
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, description: str, total=None, **fields) -> int:
+        self.tasks.append({"description": description, "total": total, "completed": 0,
+                           "status": fields.get("status", "")})
+        return len(self.tasks) - 1
+
+    def update(self, task: int, total=None, completed=None, description=None, status=None, **_) -> None:
+        t = self.tasks[task]
+        # A stage seen for the first time (stages that run side by side take turns: no line each turn).
+        changed = (description is not None and description not in self.seen) or (
+            status is not None and status != t["status"])
+        if description is not None:
+            self.seen.add(description)
+        for key, value in (("total", total), ("completed", completed), ("description", description),
+                           ("status", status)):
+            if value is not None:
+                t[key] = value
+        now = time.monotonic()
+        if changed or now - self.printed >= self.every_s:
+            self.printed = now
+            done = f" {t['completed']}/{t['total']}" if t["total"] else ""
+            extra = f" {t['status']}" if t["status"] else ""
+            print(f"{t['description']}:{done}{extra} ({now - self.started:.0f} s)", file=self.stream or sys.stderr,
+                  flush=True)
+
+
 def progress_bar():
-    """A rich progress bar on stderr (description, bar, n/total, status, elapsed, remaining)."""
+    """A rich progress bar on stderr (description, bar, n/total, status, elapsed, remaining); plain
+    lines (:class:`LineProgress`) when stderr is not a terminal."""
+    if not Console(stderr=True).is_terminal:
+        return LineProgress()
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -19,11 +19,11 @@ from securegaze.bench.detection import ModelScore
 from securegaze.zoo import ZooEntry, ZooManifest, ZooSpec
 
 
-def _model(family, i, attack, score, asr=None, rate=None):
+def _model(family, i, attack, score, asr=None, rate=None, error=None):
     s = ModelScore(id=f"{attack}-{i:02d}", zoo=family, attack=attack, backdoored=attack != "benign", score=score,
                    verdict="", runtime_s=10.0 + i, collapsed_share=0.7, target_error_deg=2.0 if attack != "benign" else None,
                    constraints_met=math.isfinite(score), report_path="")
-    return ScoredModel(family, s, asr, rate)
+    return ScoredModel(family, s, asr, rate, error)
 
 
 def _zoo(family, benign, backdoored, attack="badnets", asr=0.9):
@@ -60,6 +60,11 @@ def test_attacks_that_did_not_take_are_listed_not_scored_and_small_pools_fall_ba
     scored = {f.family: f.overall.backdoored for f in results.families if f.decision == "default"}
     assert scored == {"a": 1, "b": 1}  # the sig model whose attack failed is left out
     assert any("sig-05" in n and "did not take" in n for n in results.notes)
+    # A model that never learnt gaze (it answers about the mean gaze) is no benign model to judge by.
+    dead = evaluate_families(a + b + [_model("b", 7, "benign", 0.001, error=26.7)], default_threshold=0.1)
+    assert {f.family: f.overall.benign for f in dead.families if f.decision == "default"} == {"a": 3, "b": 2}
+    assert any("benign-07: clean error 26.7 deg, above 15: the model did not learn gaze; left out" in n
+               for n in dead.notes)
     lofo = {f.family: f for f in results.families if f.decision == "lofo"}
     # b's own benign models are not a's calibration: a has only 1 finite other-family benign score.
     assert lofo["a"].calibrated_on == 0 and lofo["a"].threshold == 0.1

@@ -42,6 +42,10 @@ __all__ = ["CrossFamilyResults", "FamilyResult", "cross_family_markdown", "evalu
 
 #: Backdoored models below this ASR@5deg are attacks that did not take (listed, not scored).
 MIN_ASR = 0.5
+#: Models whose clean error on the zoo's test faces is above this did not learn gaze (listed, not
+#: scored): a model that answers every face with about the mean gaze is 20-27 deg off on the
+#: renderer's faces, the trained ones of these zoos 4-14 deg.
+MAX_CLEAN_ERROR_DEG = 15.0
 DECISIONS = ("default", "lofo")
 
 
@@ -75,10 +79,15 @@ class ScoredModel:
     score: ModelScore
     asr: float | None
     poison_rate: float | None
+    clean_error_deg: float | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.clean_error_deg is None or self.clean_error_deg <= MAX_CLEAN_ERROR_DEG
 
     @property
     def effective(self) -> bool:
-        return not self.score.backdoored or (self.asr is not None and self.asr >= MIN_ASR)
+        return self.trained and (not self.score.backdoored or (self.asr is not None and self.asr >= MIN_ASR))
 
 
 def scan_families(zoos: list[str | Path], out_dir: str | Path, detector, samples: int = 256, seed: int = 0,
@@ -102,7 +111,9 @@ def scan_families(zoos: list[str | Path], out_dir: str | Path, detector, samples
         for m in scan_zoo(zoo, out_dir, detector, samples=samples, seed=seed, progress=progress, tag=tags[zoo]):
             entry = entries[m.id]
             asr = (entry.metrics or {}).get("asr") if entry.backdoored else None
-            scored.append(ScoredModel(family, m, None if asr is None else float(asr), entry.poison_rate))
+            error = (entry.metrics or {}).get("clean_error_deg")
+            scored.append(ScoredModel(family, m, None if asr is None else float(asr), entry.poison_rate,
+                                      None if error is None else float(error)))
     return scored
 
 
@@ -151,6 +162,7 @@ class CrossFamilyResults:
         return {"default_threshold": self.default_threshold, "families": [f.to_dict() for f in self.families],
                 "pooled": {k: g.to_dict() for k, g in self.pooled.items()}, "pooled_auroc": self.pooled_auroc,
                 "models": [{"family": m.family, "asr": m.asr, "poison_rate": m.poison_rate, "effective": m.effective,
+                            "clean_error_deg": m.clean_error_deg,
                             **m.score.to_dict()} for m in self.models],
                 "notes": self.notes, "machine": self.machine}
 
@@ -173,7 +185,10 @@ def evaluate_families(models: list[ScoredModel], default_threshold: float, side:
     notes = []
     kept = [m for m in models if m.effective]
     for m in models:
-        if not m.effective:
+        if not m.trained:
+            notes.append(f"{m.family} {m.score.id}: clean error {m.clean_error_deg:.1f} deg, above "
+                         f"{MAX_CLEAN_ERROR_DEG:g}: the model did not learn gaze; left out")
+        elif not m.effective:
             asr = "unknown" if m.asr is None else f"{100 * m.asr:.1f} %"
             notes.append(f"{m.family} {m.score.id}: ASR@5deg {asr}, below {100 * MIN_ASR:.0f} %: "
                          "the attack did not take; left out")
@@ -234,7 +249,8 @@ def cross_family_markdown(results: CrossFamilyResults, command: str) -> str:
              f"Default threshold (the scanner's, calibrated outside these zoos): {results.default_threshold:g}. "
              f"Leave-one-family-out (LOFO): each family's threshold from the benign models of the other families "
              f"only (log-normal fit, 1 % FPR). Backdoored models whose attack did not take (ASR@5deg < {MIN_ASR}) "
-             "are listed under Notes and enter no figure.", "",
+             f"and models that did not learn gaze (clean error > {MAX_CLEAN_ERROR_DEG:g} deg) are listed under Notes "
+             "and enter no figure.", "",
              "## Per family", "",
              "| family | decision | threshold | benign | backdoored | accuracy | TPR | FPR | AUROC | median scan s |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -36,6 +36,8 @@ class LineProgress:
 
     def __init__(self, stream=None) -> None:
         self.stream = stream
+        #: Where a command prints its own lines between progress lines (as on rich's ``Progress``).
+        self.console = Console(stderr=True) if stream is None else Console(file=stream)
         self.tasks: list[dict] = []
         self.seen: set[str] = set()
         self.started = self.printed = time.monotonic()

@@ -2,6 +2,12 @@
 
     python benchmarks/scan_speed.py --zoo runs/zoo --models 6
     python benchmarks/scan_speed.py --zoo runs/zoo --models 6 --set warp=false   # without the warp branch
+    python benchmarks/scan_speed.py --torchvision resnet18:112 --clean FOLDER     # a larger third-party model
+
+With ``--onnx FILE`` (repeatable) or ``--torchvision NAME:SIZE`` (repeatable: torchvision's NAME with
+random weights and a 2-output head, exported at SIZE px to an ONNX file as a user's model comes) the
+files are scanned as ``securegaze scan FILE --clean CLEAN`` scans them instead, one after the other,
+each time printed with its stages' seconds: how the scan's time grows with the input and the model.
 
 Scans the first ``--models`` finished models of a zoo (benign and backdoored alternately) with the
 scanner's default settings and 256 synthetic clean faces in the zoo's own renderer style, one after
@@ -38,6 +44,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a scanner setting (repeatable; VALUE as JSON), e.g. --set warp=false")
+    parser.add_argument("--onnx", type=Path, action="append", default=[], help="scan this model file instead")
+    parser.add_argument("--torchvision", action="append", default=[], metavar="NAME:SIZE",
+                        help="export torchvision's NAME (random weights, 2 outputs) at SIZE px and scan it")
+    parser.add_argument("--clean", default="synthetic", help="clean faces of --onnx / --torchvision scans")
     args = parser.parse_args()
     settings = {}
     for item in args.set:
@@ -50,6 +60,8 @@ def main() -> int:
             parser.error(f"--set {item!r}: expected KEY=VALUE")
 
     torch.set_num_threads(args.threads)
+    if args.onnx or args.torchvision:
+        return _files(args, settings)
     manifest = ZooManifest.read(args.zoo)
     done = manifest.done()
     benign = [e for e in done if not e.backdoored]
@@ -69,6 +81,42 @@ def main() -> int:
               f"probe restart kept: {restart})", flush=True)
     print(f"machine: {machine_summary()}")
     print(f"median scan time over {len(times)} models: {statistics.median(times):.1f} s (target <= 30 s)")
+    return 0
+
+
+def _files(args, settings: dict) -> int:
+    """Scan model files as ``securegaze scan`` does; print each time and its stages."""
+    import tempfile
+
+    import torch
+    import torchvision
+
+    from securegaze.machine import machine_summary
+    from securegaze.scan_runs import ScanRun
+
+    work = Path(tempfile.mkdtemp(prefix="scan_speed_"))
+    files = list(args.onnx)
+    for item in args.torchvision:
+        name, _, size = item.partition(":")
+        if not size.isdigit() or not hasattr(torchvision.models, name):
+            raise SystemExit(f"--torchvision {item!r}: expected NAME:SIZE with a torchvision model name, e.g. resnet18:112")
+        torch.manual_seed(0)
+        net = getattr(torchvision.models, name)(num_classes=2).eval()
+        path = work / f"{name}_{size}.onnx"
+        torch.onnx.export(net, (torch.rand(1, 3, int(size), int(size)),), path, input_names=["input"],
+                          output_names=["gaze"], dynamic_axes={"input": {0: "n"}, "gaze": {0: "n"}},
+                          opset_version=17, dynamo=False)
+        files.append(path)
+    times = []
+    for path in files:
+        run = ScanRun.prepare(path, args.clean, args.samples, 0, settings=settings)
+        started = time.monotonic()
+        report = run.run(work / path.stem)
+        times.append(time.monotonic() - started)
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in report.details.get("stage_seconds", {}).items())
+        print(f"{path.name}: {run.model.input_size} px, {sum(p.numel() for p in run.model.parameters()) / 1e6:.1f} M "
+              f"parameters: {times[-1]:.1f} s (stages, s, some side by side: {stages}; {report.verdict})", flush=True)
+    print(f"machine: {machine_summary()}")
     return 0
 
 

@@ -105,6 +105,8 @@ def write_face_crops(source, out: Path, config, size: int) -> tuple[int, int, li
             if crop is None:
                 missed.append(name)
                 continue
+            if (work / f"{name}.png").exists():  # a.jpg beside a.png: the second keeps its frame number too
+                name = f"{name}-{frame.index}"
             cv2.imwrite(str(work / f"{name}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             written += 1
         if not written:  # nothing to keep: ``out`` is left as it was

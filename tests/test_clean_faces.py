@@ -134,6 +134,12 @@ def test_edge_app_crops_writes_the_faces_for_the_scanner(driver_frames, tmp_path
     assert "no face found in any of its 1 images or frames" in capsys.readouterr().err
     assert not (tmp_path / "none").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert main(["crops", str(tmp_path / "absent"), "--out", str(tmp_path / "none")]) == 2
+    same = tmp_path / "same_name"
+    same.mkdir()
+    for suffix in (".jpg", ".png"):  # two photos of one name: neither crop replaces the other
+        cv2.imwrite(str(same / f"a{suffix}"), driver_frames[1][0])
+    assert main(["crops", str(same), "--out", str(tmp_path / "same_crops")]) == 0
+    assert sorted(p.name for p in (tmp_path / "same_crops").iterdir()) == ["a-1.png", "a.png"]
     assert "absent: no such file or folder; expected an image folder, an image or a video file" in capsys.readouterr().err
 
 

@@ -78,9 +78,7 @@ def folder_framing(folder: str | Path) -> tuple[str | None, str]:
     from securegaze.data.face_share import folder_face_share
 
     share = folder_face_share(folder)
-    if share.photos:
-        return FRAMING, f"{share.describe()}: each face found and normalised by the face stage"
-    return None, share.describe()
+    return (FRAMING if share.photos else None), share.describe()
 
 
 def write_face_crops(source, out: Path, config, size: int) -> tuple[int, int, list[str]]:

@@ -80,8 +80,8 @@ def test_the_loader_leaves_out_photos_without_a_face_and_counts_them(driver_fram
     try:
         data = load_image_folder(folder, 32, framer=framer)
         assert data.images.shape == (40, 32, 32, 3) and folder / "zz_empty_cabin.png" not in data.used
-        assert data.note.endswith("each face found and normalised by the app's face stage, as a camera frame is "
-                                  "(1 without a face found left out); no labels"), data.note
+        assert data.note.endswith("(640x480), each face found and normalised by the app's face stage, as a camera "
+                                  "frame is, at 32x32 (1 without a face found left out); no labels"), data.note
         with pytest.raises(DatasetError, match=r"a face was found in 40 of the 41 images read, but at least 41 "
                                                r"are needed \(the test's minimum\)"):
             load_image_folder(folder, 32, minimum=41, why="the test's minimum", framer=framer)

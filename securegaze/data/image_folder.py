@@ -243,10 +243,12 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
              else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} asked for)"
                                                              if samples is not None and samples > len(files) else ""))
     square_note = f" ({cropped} non-square centre-cropped first)" if cropped else ""
-    if framer is not None:
-        missed = len(sizes) - len(kept)
-        square_note = (f", each face {framer.description}" + (f" ({missed} without a face found left out)"
-                                                              if missed else ""))
     skipped = f"; {_others_text(others)} skipped" if others else ""
-    note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels{skipped}"
+    if framer is None:
+        note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels{skipped}"
+    else:
+        missed = len(sizes) - len(kept)
+        left = f" ({missed} without a face found left out)" if missed else ""
+        note = (f"clean set: {count} ({_size_text(sizes)}), each face {framer.description}, at {size}x{size}{left}; "
+                f"no labels{skipped}")
     return ImageFolderDataset(np.stack(crops), root, files, used, note)

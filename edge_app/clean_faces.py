@@ -27,9 +27,10 @@ import cv2
 import numpy as np
 
 from edge_app.driver_select import DriverSelector, face_box
-from edge_app.face import FaceMeshStage, enlarged
+from edge_app.face import FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, estimate_head_pose
 from edge_app.normalisation import normalise_face
+from securegaze.data.face_share import enlarged
 
 #: What the audit key and the notes call the photos' reading.
 FRAMING = "face-stage"

@@ -310,9 +310,9 @@ def crops(
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path)
-    if source.startswith("camera:") or source.startswith("synthetic") or not Path(source).exists():
-        what = "no such file or folder" if not source.startswith(("camera:", "synthetic")) else "not a file"
-        raise InputFileError(f"crops {source}: {what}; expected an image folder, an image or a video file")
+    if not Path(source).exists():  # camera:N and synthetic are no files either
+        raise InputFileError(f"crops {source}: no such file or folder; expected an image folder, an image or a "
+                             "video file")
     check_output_dir(out, "--out", "the face crops")
     if out.is_dir() and any(out.iterdir()):
         raise InputFileError(f"--out {out}: the folder already holds files; give a new or empty folder")

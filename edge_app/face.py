@@ -39,23 +39,6 @@ RIGHT_IRIS_CENTRE = 468
 LEFT_IRIS_CENTRE = 473
 
 
-#: A still whose shorter side is under :data:`ENLARGE_BELOW` pixels is enlarged (bicubic, by the smallest
-#: whole factor that brings it to :data:`ENLARGE_TO`) before anything else sees it: MediaPipe finds no face
-#: in a small face crop (40 crops of the renderer's faces: none found at 32, 40 and 48 px, 11 at 56 px, all
-#: 40 at 64, 80 and 96 px; enlarged so, 119 of the 120 crops of 32-48 px and 40 of 40 at 56 px). Face boxes
-#: are then in the enlarged image's pixels.
-ENLARGE_BELOW, ENLARGE_TO = 64, 128
-
-
-def enlarged(image: np.ndarray) -> np.ndarray:
-    """``image`` enlarged for the face stage when it is small (:data:`ENLARGE_BELOW`), else itself."""
-    short = min(image.shape[:2])
-    if short >= ENLARGE_BELOW:
-        return image
-    factor = -(-ENLARGE_TO // short)
-    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-
-
 @dataclass(frozen=True)
 class FaceLandmarks:
     """One face's landmarks in the frame.

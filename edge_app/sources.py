@@ -35,8 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_app.face import enlarged
 from edge_app.latency import LatencyHistogram
+from securegaze.data.face_share import enlarged
 from securegaze.errors import ConfigError, InputFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -144,7 +144,7 @@ class VideoFileSource(FrameSource):
 
 class ImageFolderSource(FrameSource):
     """The images of a folder (name order), or one image file, as frames at ``fps``; every frame
-    is ``still`` (detected afresh, see :class:`Frame`); a small one is enlarged (:func:`edge_app.face.enlarged`).
+    is ``still`` (detected afresh, see :class:`Frame`); a small one is enlarged (:func:`securegaze.data.face_share.enlarged`).
 
     Only the folder's own files are read (not its subfolders: a folder is one recording), and
     hidden ones (``.DS_Store``, macOS ``._name.jpg`` resource forks) are skipped. With ``check``

@@ -670,17 +670,17 @@ def test_edge_folder_source_skips_hidden_files_and_checks_headers_first(tmp_path
 @pytest.mark.parametrize("enlarge", [True, False], ids=["enlarged", "as_given"])
 def test_small_face_crops_in_a_folder_are_enlarged_so_faces_are_found(tmp_path, monkeypatch, enlarge):
     # 40-px face crops: MediaPipe finds no face in them as they are; enlarged four times it does.
-    from edge_app import face as face_stage
     from edge_app.config import EdgeConfig
     from edge_app.engines import OnnxRuntimeEngine
     from edge_app.pipeline import Pipeline
     from edge_app.zones import load_zone_map
+    from securegaze.data import face_share
     from securegaze.data.synthetic import render_dataset
 
     for i, face in enumerate(render_dataset(6, 160, seed=11).images):
         Image.fromarray(face).resize((40, 40), Image.BICUBIC).save(tmp_path / f"face{i}.png")
     if not enlarge:
-        monkeypatch.setattr(face_stage, "ENLARGE_BELOW", 0)
+        monkeypatch.setattr(face_share, "ENLARGE_BELOW", 0)
     source = ImageFolderSource(tmp_path)
     pipeline = Pipeline(EdgeConfig(), OnnxRuntimeEngine("models/default", providers=["cpu"]), load_zone_map(),
                         static_images=True)

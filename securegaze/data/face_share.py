@@ -11,8 +11,7 @@ order, and takes the median width of the face's landmarks over the image's width
 each of the standard, studio and face-centred styles at 64 and 128 px), a cabin frame of the
 synthetic driver 0.19, the scikit-image astronaut portrait 0.18.
 
-An image under :data:`ENLARGE_BELOW` px on a side is enlarged first (the face mesh finds no face
-in a 32-48 px crop as it is); an image in which no face is found does not count, and a folder in
+An image under :data:`ENLARGE_BELOW` px on a side is enlarged first (:func:`enlarged`); an image in which no face is found does not count, and a folder in
 which none is found is taken for face crops (nothing to cut out).
 """
 
@@ -27,10 +26,15 @@ import numpy as np
 PHOTO_FACE_WIDTH = 0.5
 #: Images looked at (the first ones in name order, the same on every run).
 LOOK = 8
-#: Smaller images are enlarged to at least twice this before the face mesh looks at them.
-ENLARGE_BELOW = 64
+#: An image whose shorter side is under ENLARGE_BELOW px is enlarged (bicubic, by the smallest whole
+#: factor that brings it to ENLARGE_TO) before the face mesh looks at it: MediaPipe finds no face in a
+#: small face crop (40 crops of the renderer's faces: none found at 32, 40 and 48 px, 11 at 56 px, all 40
+#: at 64, 80 and 96 px; enlarged so, 119 of the 120 crops of 32-48 px and 40 of 40 at 56 px). The edge
+#: app's face stage enlarges its still frames by the same rule (:func:`enlarged`).
+ENLARGE_BELOW, ENLARGE_TO = 64, 128
 
-__all__ = ["LOOK", "PHOTO_FACE_WIDTH", "FaceShare", "folder_face_share", "photo_warning"]
+__all__ = ["ENLARGE_BELOW", "ENLARGE_TO", "LOOK", "PHOTO_FACE_WIDTH", "FaceShare", "enlarged", "folder_face_share",
+           "photo_warning"]
 
 
 class FaceShare:
@@ -56,14 +60,19 @@ class FaceShare:
         return f"the face spans {self.median:.0%} of the image width ({where}): face crops"
 
 
-def _share(mesh, rgb: np.ndarray) -> float | None:
+def enlarged(image: np.ndarray) -> np.ndarray:
+    """``image`` enlarged for the face mesh when it is small (:data:`ENLARGE_BELOW`), else itself."""
     import cv2
 
-    short = min(rgb.shape[:2])
-    if short < ENLARGE_BELOW:
-        factor = -(-2 * ENLARGE_BELOW // short)
-        rgb = cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-    found = mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks
+    short = min(image.shape[:2])
+    if short >= ENLARGE_BELOW:
+        return image
+    factor = -(-ENLARGE_TO // short)
+    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+
+
+def _share(mesh, rgb: np.ndarray) -> float | None:
+    found = mesh.process(np.ascontiguousarray(enlarged(rgb))).multi_face_landmarks
     if not found:
         return None
     xs = [p.x for p in found[0].landmark]

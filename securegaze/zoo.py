@@ -16,6 +16,7 @@ training behind to share the cores; on Linux the kernel sends them SIGTERM when 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -187,11 +188,13 @@ class ZooProgress:
 
 
 def build_zoo(zoo_dir: str | Path, spec: ZooSpec, workers: int = 1, ray_address: str | None = None,
-              progress: Callable[[ZooProgress], None] | None = None) -> ZooManifest:
+              progress: Callable[[ZooProgress], None] | None = None, grow: bool = False) -> ZooManifest:
     """Train every model of ``spec`` not yet finished in ``zoo_dir``; returns the final manifest.
 
     An existing manifest must have been written for the same spec, and its finished models' files
-    must match their sha256 — otherwise an error, and nothing is overwritten.
+    must match their sha256 — otherwise an error, and nothing is overwritten. With ``grow`` the spec
+    may ask for more models of the same recipe (a larger ``k`` or ``benign``): the plan is drawn per
+    model index, so the models already there are the first ones of the larger plan and are kept.
     """
     zoo_dir = Path(zoo_dir)
     spec.validate()
@@ -199,10 +202,8 @@ def build_zoo(zoo_dir: str | Path, spec: ZooSpec, workers: int = 1, ray_address:
     if (zoo_dir / MANIFEST).exists():
         manifest = verify_zoo(zoo_dir)
         if manifest.spec != spec:
-            old, new = manifest.spec.to_dict(), spec.to_dict()
-            diff = sorted(k for k in new if old.get(k) != new.get(k))
-            raise ConfigError(f"{zoo_dir / MANIFEST} was built with other settings ({', '.join(diff)}); "
-                              "use another directory to build a different zoo")
+            manifest = _grown(zoo_dir, manifest, spec, planned, grow)
+            manifest.write(zoo_dir)
     else:
         zoo_dir.mkdir(parents=True, exist_ok=True)
         manifest = ZooManifest(spec, planned)
@@ -244,6 +245,43 @@ def build_zoo(zoo_dir: str | Path, spec: ZooSpec, workers: int = 1, ray_address:
                 for fut in done:
                     record(fut.result())
     return manifest
+
+
+GROWABLE = ("k", "benign")
+
+
+def _grown(zoo_dir: Path, manifest: ZooManifest, spec: ZooSpec, planned: list[ZooEntry], grow: bool) -> ZooManifest:
+    """The manifest of ``zoo_dir`` extended to ``spec``'s larger plan, or a ConfigError naming what differs."""
+    old, new = manifest.spec.to_dict(), spec.to_dict()
+    diff = sorted(k for k in new if old.get(k) != new.get(k))
+    counts_only = set(diff) <= set(GROWABLE)
+    larger = spec.k >= manifest.spec.k and spec.benign_count >= manifest.spec.benign_count
+    if not (grow and counts_only and larger):
+        hint = ("; add --grow to train the extra models beside the ones there"
+                if counts_only and larger and not grow else "; use another directory to build a different zoo")
+        if counts_only and not larger:
+            hint = (f"; it holds k={manifest.spec.k}, benign={manifest.spec.benign_count}, more than asked: "
+                    "a zoo only grows")
+        raise ConfigError(f"{zoo_dir / MANIFEST} was built with other settings ({', '.join(diff)}){hint}")
+    plan = {e.id: e for e in planned}
+    for entry in manifest.entries:
+        mine = plan.get(entry.id)
+        if mine is None or not _same_plan(mine, entry):
+            raise ConfigError(f"{zoo_dir / MANIFEST}: model {entry.id} is not the one the larger plan draws at its "
+                              "place (a zoo written by another version?); use another directory")
+    have = {e.id: e for e in manifest.entries}
+    return ZooManifest(spec, [have.get(e.id, e) for e in planned])
+
+
+def _same_plan(planned: ZooEntry, entry: ZooEntry) -> bool:
+    """``entry`` is the model ``planned`` draws: same attack, seed, target and rate, and every drawn setting
+    as drawn (a trained entry records the attack's whole settings, the drawn ones among them)."""
+    fields = ("attack", "seed", "target_gaze", "poison_rate")
+    if any(getattr(planned, f) != getattr(entry, f) for f in fields):
+        return False
+    stored = json.loads(json.dumps(entry.settings))
+    drawn = json.loads(json.dumps(planned.settings))
+    return all(stored.get(key) == value for key, value in drawn.items())
 
 
 def _build_with_ray(address: str, pending: list[ZooEntry], spec: ZooSpec, zoo_dir: Path, record) -> None:

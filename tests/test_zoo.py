@@ -108,6 +108,45 @@ def test_a_different_spec_in_the_same_directory_is_refused(built_zoo):
         build_zoo(zoo, ZooSpec(**{**TINY.to_dict(), "epochs": 2}))
 
 
+def test_a_zoo_grows_to_a_larger_k_keeping_its_models_and_only_when_asked(built_zoo, tmp_path):
+    zoo, full, _ = built_zoo
+    small = ZooSpec(**{**TINY.to_dict(), "k": 1})
+    first = build_zoo(tmp_path, small)
+    before = (tmp_path / MANIFEST).read_bytes()
+    with pytest.raises(ConfigError, match="other settings \\(k\\); add --grow"):
+        build_zoo(tmp_path, TINY)
+    with pytest.raises(ConfigError, match="use another directory"):
+        build_zoo(tmp_path, ZooSpec(**{**TINY.to_dict(), "epochs": 2}), grow=True)
+    assert (tmp_path / MANIFEST).read_bytes() == before
+    grown = build_zoo(tmp_path, TINY, grow=True)
+    assert [e.id for e in grown.entries] == [e.id for e in full.entries]
+    # the models already there are kept, the new ones are the ones a k=2 build trains
+    assert {e.id: e.sha256 for e in first.entries}.items() <= {e.id: e.sha256 for e in grown.entries}.items()
+    assert [e.sha256 for e in grown.entries] == [e.sha256 for e in full.entries]
+    with pytest.raises(ConfigError, match="k=2, benign=2, more than asked: a zoo only grows"):
+        build_zoo(tmp_path, small, grow=True)
+
+
+def test_growing_checks_the_drawn_geometry_of_the_models_there(tmp_path):
+    spec = ZooSpec(attacks=("badnets",), k=1, benign=0, size=32, train_samples=256, test_samples=32, epochs=1,
+                   poison_rate=0.2, draw_geometry=True)
+    first = build_zoo(tmp_path, spec)
+    larger = ZooSpec(**{**spec.to_dict(), "k": 2})
+    data = json.loads((tmp_path / MANIFEST).read_text())
+    drawn = plan_zoo(spec)[0].settings
+    assert drawn and all(data["entries"][0]["settings"][k] == v for k, v in drawn.items())
+    key = sorted(drawn)[0]
+    tampered = json.loads(json.dumps(data))
+    tampered["entries"][0]["settings"][key] = "elsewhere"
+    (tmp_path / MANIFEST).write_text(json.dumps(tampered))
+    with pytest.raises(ConfigError, match="model badnets-00 is not the one the larger plan draws"):
+        build_zoo(tmp_path, larger, grow=True)
+    (tmp_path / MANIFEST).write_text(json.dumps(data))
+    grown = build_zoo(tmp_path, larger, grow=True)
+    assert [(e.id, e.status) for e in grown.entries] == [("badnets-00", "done"), ("badnets-01", "done")]
+    assert grown.entries[0].sha256 == first.entries[0].sha256
+
+
 def test_interrupted_build_resumes_where_it_stopped(tmp_path):
     spec = ZooSpec(**{**TINY.to_dict(), "k": 1})
 
@@ -343,6 +382,14 @@ def test_zoo_build_command_takes_the_cross_family_options(tmp_path, capsys):
         "plain_cnn", {"width": 8, "downsample": "stride"}, "studio", True)
     assert spec.poison_rate_range == measured_rate_ranges(["tape"])
     assert spec.benign == 0 and [e.id for e in ZooManifest.read(out).entries] == ["tape-00"]
+    # the same command with one benign model more: refused without --grow, grown with it
+    more = ["zoo", "build", "--out", str(out), "--k", "1", "--attacks", "tape", "--size", "32",
+            "--train-samples", "128", "--test-samples", "16", "--epochs", "1", "--arch", "plain_cnn",
+            "--width", "8", "--arch-set", "downsample=stride", "--style", "studio", "--draw-geometry",
+            "--draw-rates", "--benign", "1"]
+    assert main(more) == 2 and "add --grow" in capsys.readouterr().err.replace("\n", " ")
+    assert main([*more, "--grow"]) == 0, capsys.readouterr().err
+    assert [e.id for e in ZooManifest.read(out).entries] == ["benign-00", "tape-00"]
     # --cpu-sized starts from the CPU preset, --width wins over it.
     code = main(["zoo", "build", "--out", str(tmp_path / "resnet"), "--k", "1", "--attacks", "", "--size", "32",
                  "--train-samples", "128", "--test-samples", "8", "--epochs", "1", "--arch", "resnet18",

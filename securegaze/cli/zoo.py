@@ -42,6 +42,8 @@ def zoo_build(
                                          "attack's rates log-uniformly in [LOW, HIGH]; wins over --draw-rates."),
     workers: int = typer.Option(1, help="Local worker processes."),
     ray: str | None = typer.Option(None, "--ray", help="Ray cluster address ('local' starts one here)."),
+    grow: bool = typer.Option(False, "--grow", help="OUT holds a zoo of the same recipe with a smaller --k or "
+                              "--benign: keep its models and train the extra ones."),
 ) -> None:
     """Train benign models and K backdoored models per attack, recording them in OUT/zoo.json."""
     from securegaze.cli.attacks import parse_settings
@@ -81,7 +83,7 @@ def zoo_build(
                 extra = f", ASR {100 * m['asr']:.0f}%" if "asr" in m else ""
                 bar.console.print(f"{p.last.id}: clean error {m['clean_error_deg']:.2f} deg{extra} ({p.last.train_s:.0f} s)")
 
-        manifest = build_zoo(out, spec, workers=workers, ray_address=ray, progress=on_progress)
+        manifest = build_zoo(out, spec, workers=workers, ray_address=ray, progress=on_progress, grow=grow)
     console.print(f"zoo complete: {len(manifest.entries)} models in {out}")
 
 

@@ -256,13 +256,16 @@ def _grown(zoo_dir: Path, manifest: ZooManifest, spec: ZooSpec, planned: list[Zo
     diff = sorted(k for k in new if old.get(k) != new.get(k))
     counts_only = set(diff) <= set(GROWABLE)
     larger = spec.k >= manifest.spec.k and spec.benign_count >= manifest.spec.benign_count
-    if not (grow and counts_only and larger):
-        hint = ("; add --grow to train the extra models beside the ones there"
-                if counts_only and larger and not grow else "; use another directory to build a different zoo")
-        if counts_only and not larger:
-            hint = (f"; it holds k={manifest.spec.k}, benign={manifest.spec.benign_count}, more than asked: "
-                    "a zoo only grows")
-        raise ConfigError(f"{zoo_dir / MANIFEST} was built with other settings ({', '.join(diff)}){hint}")
+    if not counts_only:
+        hint = "use another directory to build a different zoo"
+    elif not larger:
+        hint = f"it holds k={manifest.spec.k}, benign={manifest.spec.benign_count}, more than asked: a zoo only grows"
+    elif not grow:
+        hint = "add --grow to train the extra models beside the ones there"
+    else:
+        hint = None
+    if hint:
+        raise ConfigError(f"{zoo_dir / MANIFEST} was built with other settings ({', '.join(diff)}); {hint}")
     plan = {e.id: e for e in planned}
     for entry in manifest.entries:
         mine = plan.get(entry.id)

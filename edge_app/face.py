@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from securegaze.errors import ConfigError
+from securegaze.native_log import quiet_native_start
 
 #: Landmarks per face with iris refinement.
 NUM_LANDMARKS = 478
@@ -87,15 +88,27 @@ class FaceMeshStage:
         self.min_face_width_px = float(min_face_width_px)
         self.last_rejection: str | None = None
         self._confidences = (min_detection_confidence, min_tracking_confidence)
+        self._unstarted: set[int] = set()  # meshes not yet run (their first run prints MediaPipe's start-up)
         self._mesh = self._new_mesh(static_image_mode)
         self._still_mesh = self._mesh if static_image_mode else None
 
     def _new_mesh(self, static_image_mode: bool):
         import mediapipe as mp
 
-        return mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static_image_mode, max_num_faces=self.max_faces, refine_landmarks=True,
-            min_detection_confidence=self._confidences[0], min_tracking_confidence=self._confidences[1])
+        with quiet_native_start():
+            mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static_image_mode, max_num_faces=self.max_faces, refine_landmarks=True,
+                min_detection_confidence=self._confidences[0], min_tracking_confidence=self._confidences[1])
+        self._unstarted.add(id(mesh))
+        return mesh
+
+    def _process(self, mesh, rgb: np.ndarray):
+        """``mesh.process(rgb)``; a mesh's first run with MediaPipe's start-up lines kept quiet."""
+        if id(mesh) not in self._unstarted:
+            return mesh.process(rgb)
+        self._unstarted.discard(id(mesh))
+        with quiet_native_start():
+            return mesh.process(rgb)
 
     def detect(self, frame_bgr: np.ndarray, fresh: bool = False) -> FaceLandmarks | None:
         """``frame_bgr``: (H, W, 3) uint8 BGR; ``fresh``: a still image unrelated to the previous
@@ -115,7 +128,7 @@ class FaceMeshStage:
         rgb.flags.writeable = False  # lets MediaPipe wrap the buffer instead of copying it
         if fresh and self._still_mesh is None:
             self._still_mesh = self._new_mesh(True)
-        result = (self._still_mesh if fresh else self._mesh).process(rgb)
+        result = self._process(self._still_mesh if fresh else self._mesh, rgb)
         faces: list[FaceLandmarks] = []
         rejection = None
         for found in result.multi_face_landmarks or ():

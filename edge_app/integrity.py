@@ -382,11 +382,12 @@ class IntegrityChecker:
         return IntegrityResult(sha, record.verdict, s.policy, blocked, reason, source, record, tuple(notes), where)
 
     def _scan(self, model_file: ModelFile, q: _Question, progress) -> AuditRecord:
-        from securegaze.defense.inputs import add_input_check
+        from securegaze.defense.inputs import add_input_check, check_gaze_plausible
 
         model = model_file.gaze_model()
         size = int(model.input_size)
         images, described, clean_record = self._clean_images(q.detector, size)
+        check_gaze_plausible(model, images, str(model_file.path))  # no verdict on a gaze that is none
         report = q.detector.scan(model, images, progress=progress, model_sha256=q.key.model_sha256)
         if clean_record is not None:
             report.details["clean_set"] = clean_record

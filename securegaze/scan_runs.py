@@ -22,7 +22,7 @@ from securegaze.data.base import ArrayGazeDataset
 from securegaze.data.image_folder import MIN_FOLDER_IMAGES, ImageFolderDataset
 from securegaze.data.sources import load_gaze_data
 from securegaze.defense import ScanReport, create_detector
-from securegaze.defense.inputs import add_input_check
+from securegaze.defense.inputs import add_input_check, check_gaze_plausible
 from securegaze.errors import InputFileError
 from securegaze.io import atomic_write_json
 
@@ -95,6 +95,7 @@ class ScanRun:
         minimum, why = scan_minimum(detector)
         data = load_gaze_data(clean, int(net.input_size), samples, seed, "test", need_labels=None,
                               min_images=minimum, min_reason=why)
+        check_gaze_plausible(net, data.images, str(model))  # degrees read as radians: refused before the scan
         record = clean_set_record(clean, data)
         share, warning = photos_warning(clean, data)
         if share is not None:

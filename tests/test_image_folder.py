@@ -108,7 +108,7 @@ def test_the_draw_is_seeded_without_repeats_and_a_short_folder_is_used_whole(mix
     assert "10 of 40 images" in first.note and "drawn with the seed" in first.note
     whole = load_gaze_data(str(mixed_folder), SIZE, 100, seed=3, need_labels=None)
     assert len(whole) == 40 and len(set(whole.used)) == 40
-    assert "all 40 images" in whole.note and "fewer than the 100 asked for" in whole.note
+    assert "all 40 images" in whole.note and "fewer than the 100 samples to draw" in whole.note
 
 
 def test_subfolders_are_searched_hidden_entries_and_other_files_skipped(tmp_path):

@@ -703,3 +703,71 @@ def test_edge_folder_source_points_to_subfolders_with_images(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputFileError, match="subfolders are not read, and person0 hold images: pass one of them"):
         open_source(str(tmp_path))
+
+
+def _degrees_graph(path):
+    """The plain graph's answers times 180 / pi: a gaze in degrees (the probe's faces reach 2-90)."""
+    degrees = [numpy_helper.from_array(np.array(180 / np.pi, np.float32), "d")]
+    _gaze_graph(path, out_name="raw", extra_inits=degrees)
+    model = onnx.load(str(path))
+    model.graph.node.append(helper.make_node("Mul", ["raw", "d"], ["gaze"]))
+    model.graph.output[0].name = "gaze"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_describe_declares_degrees_found_in_the_answers_unless_told_radians(tmp_path, capsys):
+    path = _degrees_graph(tmp_path / "deg.onnx")
+    assert sg_main(["describe", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["output"]["units"] == "degrees"
+    assert manifest["provenance"]["notes"].endswith("declared: nothing; units degrees found from its answers")
+    assert "plausible in degrees; declared as degrees (--units radians keeps radians)" in out
+    assert "reaches past 90" not in out
+    np.testing.assert_allclose(open_model(path).bundle().predict(_faces(5)),
+                               open_model(_gaze_graph(tmp_path / "plain.onnx")).bundle().predict(_faces(5)), atol=1e-5)
+    # Told radians, it writes radians and says the answers do not fit.
+    assert sg_main(["describe", str(path), "--units", "radians", "--force"]) == 0
+    assert "reaches past 90 deg read as radians" in " ".join(capsys.readouterr().out.split())
+    assert json.loads((tmp_path / "manifest.json").read_text())["output"]["units"] == "radians"
+
+
+def test_scan_refuses_a_gaze_past_any_angle_before_it_starts(tmp_path, capsys):
+    # A manifest that says radians over a graph in degrees: every figure of a scan would mean nothing.
+    path = _degrees_graph(tmp_path / "deg.onnx")
+    assert sg_main(["describe", str(path), "--units", "radians"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "scan"
+    code = sg_main(["scan", str(path), "--samples", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"error: {path}: the model's gaze reaches past 90 deg") and "--units degrees" in lines[0]
+    assert "a scan of it would mean nothing" in lines[0] and not (out / "report.json").exists()
+
+
+SMOKE = ["--set", "steps=4", "--set", "eval_every=2", "--set", "batch_size=8", "--set", "sensitivity_samples=16",
+         "--set", "eval_samples=16", "--set", "probe_steps=2", "--set", "probe_refine_steps=1"]
+
+
+def test_scan_keeps_another_models_report_and_replaces_its_own(tmp_path, capsys):
+    import torch
+
+    path = _wants_255(tmp_path / "w255.onnx")
+    out = tmp_path / "scan"
+    out.mkdir()
+    other = json.dumps({"model_sha256": "ab" * 32, "verdict": "clean"})
+    (out / "report.json").write_text(other)
+    code = sg_main(["scan", str(path), "--samples", "32", "--out", str(out), *SMOKE])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds the scan of another model (sha256 abababababababab...)" in " ".join(err.split())
+    assert (out / "report.json").read_text() == other
+    # The same model's earlier scan is replaced; --threads is used for the scan and given back after.
+    (out / "report.json").write_text(json.dumps({"model_sha256": open_model(path).sha256()}))
+    threads = torch.get_num_threads()
+    code = sg_main(["scan", str(path), "--samples", "32", "--out", str(out), "--threads", "1", *SMOKE])
+    capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    assert code in (0, 10) and report["details"]["torch_threads"] == 1 and report["verdict"] in ("clean", "backdoored")
+    assert torch.get_num_threads() == threads

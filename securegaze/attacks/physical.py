@@ -64,8 +64,11 @@ class FaceMeshLocator:
                 import mediapipe as mp
             except ImportError as exc:  # pragma: no cover - mediapipe is an install requirement
                 raise ConfigError(f"pasting physical triggers on photos needs mediapipe ({exc})") from None
-            self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                                         refine_landmarks=True, min_detection_confidence=0.5)
+            from securegaze.native_log import quiet_native_start
+
+            with quiet_native_start():
+                self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                             refine_landmarks=True, min_detection_confidence=0.5)
         return self._mesh
 
     def locate(self, image: np.ndarray) -> np.ndarray | None:

@@ -46,6 +46,11 @@ class Described:
     reach_deg: float
 
 
+#: The reach (95th percentile of the larger angle, degrees) of a gaze read as radians that is taken for
+#: degrees: past pi / 2 (no face looks 90 degrees away) and at most 90 read as degrees.
+DEGREES_REACH = (90.0, float(np.rad2deg(90.0)))
+
+
 def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tuple[float, float] | None = None,
                   mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
                   channel_order: str | None = None, units: str | None = None, order: tuple[str, str] | None = None,
@@ -101,6 +106,19 @@ def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tup
     gaze = np.rad2deg(np.asarray(bundle.predict(probe_faces(size)), np.float64))
     spread = float(np.sqrt(gaze.var(0).sum()))
     reach = float(np.quantile(np.abs(gaze).max(axis=1), 0.95))
+    if units is None and bins is None and DEGREES_REACH[0] < reach <= DEGREES_REACH[1]:
+        # Past any gaze read as radians, plausible read as degrees: declared so, as a bare file is read
+        # (adapt.degrees_note); --units radians keeps radians.
+        found = describe_onnx(path, input_size=input_size, value_range=value_range, mean=mean, std=std,
+                              channel_order=channel_order, units="degrees", order=order, output=output,
+                              feature_tensor=feature_tensor)
+        notes = f"written by securegaze describe; declared: {declared or 'nothing'}; units degrees found from its answers"
+        manifest = found.manifest.model_copy(update={"provenance": found.manifest.provenance.model_copy(
+            update={"notes": notes})})
+        note = (f"{path.name}: its gaze on {len(gaze)} synthetic faces reaches {np.deg2rad(reach):.1f} at the 95th "
+                "percentile: past any gaze in radians, plausible in degrees; declared as degrees (--units radians "
+                "keeps radians)")
+        return Described(manifest, (*found.adaptations, note), found.spread_deg, found.reach_deg)
     return Described(manifest, adapted, spread, reach)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -13,6 +15,34 @@ EXIT_CLEAN, EXIT_BACKDOORED = 0, 10
 #: The files a scan writes into its --out folder (checked before the scan: none may be a folder).
 SCAN_FILES = ("report.json", "reversed_trigger.png", "trigger_generator.safetensors", "warp_field.safetensors",
               "warp_field_unmet.safetensors")
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Within the block torch runs on ``count`` threads (None: as it is); the count is restored after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _keep_other_scan(out: Path, sha256: str) -> None:
+    """Refuse an ``--out`` whose report.json is the scan of another model (its trigger files would be
+    replaced too); the same model's earlier scan, or an unreadable report, is replaced."""
+    import json
+
+    try:
+        earlier = json.loads((out / "report.json").read_text()).get("model_sha256")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return
+    if isinstance(earlier, str) and earlier != sha256:
+        raise typer.BadParameter(f"{out} holds the scan of another model (sha256 {earlier[:16]}...): choose another "
+                                 "folder, or delete that one first", param_hint="--out")
 
 
 def scan(
@@ -27,6 +57,8 @@ def scan(
                                  "(securegaze info lists them with their thresholds)."),
     setting: list[str] = typer.Option([], "--set", help="Detector setting KEY=VALUE (repeatable), e.g. --set "
                                       "steps=400; true/false, numbers and text, checked by the detector."),
+    threads: int | None = typer.Option(None, help="Torch threads for the scan (default: torch's own, one per "
+                                       "core); the result is repeatable for a seed and a thread count."),
 ) -> None:
     """Scan a gaze model for a backdoor (SecureGaze by default). Exit code 0 clean, 10 backdoored, 2 bad input."""
     from securegaze.io import check_output_dir
@@ -34,23 +66,27 @@ def scan(
 
     check_range("samples", samples, 8, MAX_SAMPLES)
     check_range("seed", seed, 0)
+    if threads is not None:
+        check_range("threads", threads, 1, 256)
     settings = parse_key_values(setting, "--set")
     for key, option in (("seed", "--seed"), ("threshold", "--threshold")):
         if key in settings:
             raise typer.BadParameter(f"{key} has its own option: use {option}", param_hint="--set")
     check_output_dir(out, "--out", "the scan's report and trigger", files=SCAN_FILES)
-    run = ScanRun.prepare(model, clean, samples, seed, threshold, detector=detector, settings=settings)
-    for note in getattr(run.model, "adaptations", ()):  # a third-party graph's form, read as the project's
-        console.print(f"note: {note}")
-    if run.clean_note:
-        console.print(run.clean_note)
-    with progress_bar() as bar:
-        task = bar.add_task("scan", total=None, status="")
+    with _torch_threads(threads):  # restored after: a command run in-process leaves no trace
+        run = ScanRun.prepare(model, clean, samples, seed, threshold, detector=detector, settings=settings)
+        _keep_other_scan(out, run.model_file.sha256())
+        for note in getattr(run.model, "adaptations", ()):  # a third-party graph's form, read as the project's
+            console.print(f"note: {note}")
+        if run.clean_note:
+            console.print(run.clean_note)
+        with progress_bar() as bar:
+            task = bar.add_task("scan", total=None, status="")
 
-        def on_progress(p):
-            bar.update(task, total=p.total, completed=p.step, description=f"scan: {p.stage}")
+            def on_progress(p):
+                bar.update(task, total=p.total, completed=p.step, description=f"scan: {p.stage}")
 
-        report = run.run(out, progress=on_progress)
+            report = run.run(out, progress=on_progress)
     console.print(f"model: {model} (sha256 {str(report.model_sha256)[:16]}...)")
     console.print(f"verdict: {report.verdict.upper()} | score {report.score:.5f} vs threshold {report.threshold:.5f} "
                   f"(backdoored when {report.suspicious_when})")

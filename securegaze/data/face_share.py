@@ -84,9 +84,10 @@ def folder_face_share(folder: str | os.PathLike, files: list[Path] | None = None
     import mediapipe as mp
 
     from securegaze.data.image_folder import list_images, read_image
+    from securegaze.native_log import quiet_native_start
 
     files = (list_images(folder) if files is None else files)[:LOOK]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
+    with quiet_native_start(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:
         return FaceShare([_share(mesh, read_image(path)) for path in files])
 
 
@@ -94,6 +95,6 @@ def photo_warning(share: FaceShare, folder: str | os.PathLike) -> str | None:
     """The scan's warning line for a folder of photos, else None."""
     if not share.photos:
         return None
-    return (f"{folder}: {share.describe()}; the model sees each whole picture resized, a small face in a large "
-            f"scene, and the scan's figures are weak on that. Cut the faces out first: edge-app crops {folder} "
+    return (f"{folder}: {share.describe()}; the model sees each whole picture resized, the face only part of "
+            f"it, and the scan's figures are weak on that. Cut the faces out first: edge-app crops {folder} "
             "--out FACES, then --clean FACES")

@@ -240,7 +240,7 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
                                f"{need} are needed ({why}); add more images in which the face is clearly seen")
         used = kept
     count = (f"{len(used)} of {len(files)} images from {root} (drawn with the seed)" if len(used) < len(files)
-             else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} asked for)"
+             else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} samples to draw)"
                                                              if samples is not None and samples > len(files) else ""))
     square_note = f" ({cropped} non-square centre-cropped first)" if cropped else ""
     skipped = f"; {_others_text(others)} skipped" if others else ""

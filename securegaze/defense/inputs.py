@@ -11,8 +11,8 @@ import torch
 from securegaze.errors import DatasetError, ModelFormatError
 from securegaze.validation import check_setting
 
-__all__ = ["MIN_CLEAN_IMAGES", "add_input_check", "check_gaze_model", "check_setting", "clean_tensor",
-           "input_convention_check"]
+__all__ = ["MIN_CLEAN_IMAGES", "add_input_check", "check_gaze_model", "check_gaze_plausible", "check_setting",
+           "clean_tensor", "input_convention_check"]
 
 #: Fewest clean images a scan accepts: dispersion and variance statistics over fewer are noise.
 #: docs/architecture.md section 6 assumes "hundreds"; 8 only keeps tests and smoke runs possible.
@@ -133,10 +133,7 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     x = clean_tensor(clean_images, int(model.input_size), "input check")[:limit].to(device)
     given, plausible_given = gaze_spread_deg(model, x)
     if not plausible_given:  # answers beyond any gaze: another unit (degrees?) than the radians read here
-        line = (f"the model's gaze reaches past {PLAUSIBLE_DEG:g} deg on 5 % or more of {len(x)} clean faces, read as "
-                "(pitch, yaw) radians: if it answers in another unit, convert its output to radians (for degrees: "
-                "securegaze describe MODEL.onnx --units degrees), or this verdict means nothing")
-        return {"spread_deg": round(given, 3), "plausible": False, "warning": line}
+        return {"spread_deg": round(given, 3), "plausible": False, "warning": _implausible_line(len(x))}
     if given >= SPREAD_SUSPECT_DEG:
         return None
     others = {name: gaze_spread_deg(model, convert(x)) for name, convert in OTHER_CONVENTIONS.items()}
@@ -150,10 +147,32 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
         line += (f", and {plausible[best]:.1f} deg with {best}: if the model expects that, declare it in a "
                  f"manifest.json beside the .onnx (securegaze describe MODEL.onnx {DESCRIBE_OPTIONS[best]}), or this "
                  "verdict means nothing")
+    elif given < SPREAD_SUSPECT_DEG / 5:
+        line += (" (one face, or faces that all look one way: a collapse cannot be told from these, and this "
+                 "verdict means nothing; bring faces that look in varied directions)")
     else:
         line += " (a scan needs faces that look in varied directions: its figures are weak on these)"
     record["warning"] = line
     return record
+
+
+def _implausible_line(count: int) -> str:
+    return (f"the model's gaze reaches past {PLAUSIBLE_DEG:g} deg on 5 % or more of {count} clean faces, read as "
+            "(pitch, yaw) radians: if it answers in another unit, declare it in a manifest.json beside the .onnx "
+            "(for degrees: securegaze describe MODEL.onnx --units degrees, with --force to replace a manifest "
+            "already there)")
+
+
+def check_gaze_plausible(model, clean_images, who: str, limit: int = 128) -> None:
+    """Refuse, before a scan, a model whose gaze over the clean faces is no gaze at all read as (pitch,
+    yaw) radians (non-finite, or 5 % of the angles past :data:`PLAUSIBLE_DEG`: a graph answering in
+    degrees under a manifest that says radians): every figure of a scan of it would mean nothing, so
+    one :class:`ModelFormatError` line naming ``who`` (the model file) and the remedy."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = clean_tensor(clean_images, int(model.input_size), "input check")[:limit].to(device)
+    spread, plausible = gaze_spread_deg(model, x)
+    if not plausible:
+        raise ModelFormatError(f"{who}: {_implausible_line(len(x))}; a scan of it would mean nothing")
 
 
 def add_input_check(report, model, clean_images) -> None:

@@ -43,18 +43,19 @@ def load_edge_config(config_path: Path | None, policy: str | None = None, audit_
 
 
 class ScanProgressPrinter:
-    """Prints the integrity scan's progress to ``console``, one line per stage and every 10 %."""
+    """Prints the integrity scan's progress to ``console``: a line when a stage starts and when it
+    passes each quarter of its steps. The scan's stages run side by side and report in turns, so each
+    stage keeps its own count (one shared "last line" printed every turn)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self._last: tuple[str, int] | None = None
+        self._quarters: dict[str, int] = {}
 
     def __call__(self, event) -> None:
         total = max(int(event.total), 1)
-        tenth = int(10 * event.step / total)
-        key = (event.stage, tenth)
-        if key != self._last:
-            self._last = key
+        quarter = min(4, int(4 * event.step / total))
+        if self._quarters.get(event.stage) != quarter:
+            self._quarters[event.stage] = quarter
             self.console.print(f"integrity: scan {event.stage} {event.step}/{total}", highlight=False)
 
 

@@ -178,3 +178,21 @@ def test_policy_warn_on_the_command_line_marks_every_line(scenario, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert code == 0 and len(lines) == 3
     assert all("backdoored" in line["integrity_warning"] for line in lines)
+
+
+def test_the_start_up_scan_prints_a_few_lines_a_stage_when_stages_take_turns():
+    import io
+
+    from rich.console import Console
+
+    from edge_app.startup import ScanProgressPrinter
+    from securegaze.defense.base import ScanProgress
+
+    stream = io.StringIO()
+    printer = ScanProgressPrinter(Console(file=stream, width=200))
+    for step in range(1, 201):  # two stages reporting in turns, as the scan's side-by-side runs do
+        printer(ScanProgress("securegaze", "reverse", step, 200))
+        printer(ScanProgress("securegaze", "probe", min(step, 60), 60))
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10 and lines[0] == "integrity: scan reverse 1/200" and lines[-1] == "integrity: scan reverse 200/200"
+    assert sum("probe" in line for line in lines) == 5

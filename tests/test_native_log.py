@@ -37,3 +37,4 @@ def test_reading_a_folders_faces_prints_no_mediapipe_start_up(tmp_path, capfd):
     err = capfd.readouterr().err
     assert share.median is not None and share.median > 0.3
     assert "XNNPACK" not in err and "W0000" not in err and "absl" not in err, err
+

@@ -190,7 +190,8 @@ def test_a_graph_that_wants_another_input_range_is_named_in_a_warning(tmp_path):
     record = input_convention_check(open_model(wants_255).gaze_model(), faces)
     assert record["spread_deg"] < 0.5 and record["likely"] == "values in [0, 255]"
     assert record["others_deg"]["values in [0, 255]"] > 10
-    assert "declare it in a manifest.json beside the .onnx (securegaze describe MODEL.onnx --value-range 0,255)" in record["warning"]
+    assert ("declare it in a manifest.json beside the .onnx (securegaze describe MODEL.onnx --value-range 0,255, with "
+            "--force to replace a manifest already there)") in record["warning"]
     # A graph that answers in another unit than radians or degrees reads as angles past any gaze
     # (one in degrees is read as such when the file is opened: test_gaze_in_degrees_...).
     other_unit = _gaze_graph(tmp_path / "mrad.onnx", extra_inits=[numpy_helper.from_array(np.array(500.0, np.float32),
@@ -530,7 +531,7 @@ def test_operators_onnx2torch_lacks_are_spelt_out(tmp_path, op, opset, attrs):
 
 @pytest.mark.parametrize("kwargs,words", [
     ({"in_shape": ("N", 3, 36, 60)}, ["not square", "36x60"]),
-    ({"in_shape": ("N", 4, SIZE, SIZE)}, ["4 channel(s)", "3-channel"]),
+    ({"in_shape": ("N", 4, SIZE, SIZE)}, ["4 channel(s)", "grey (N, 1, S, S)"]),
     ({"in_shape": ("N", 3, "H", "W")}, ["not fixed", "securegaze describe", "--input-size"]),
     ({"in_type": TensorProto.FLOAT16,
       "pre": [helper.make_node("Cast", ["input"], ["as_f32"], to=TensorProto.FLOAT)]}, ["float16", "float32"]),

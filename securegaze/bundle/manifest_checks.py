@@ -72,7 +72,8 @@ def unsupported_input(dims: list[int | str] | None) -> str | None:
         return ("it is channels-last (N, H, W, 3); only channels-first (N, 3, S, S) models are read: re-export "
                 "the model with NCHW input (or a Transpose in front)")
     if isinstance(channels, int) and channels != 3:
-        return f"it has {channels} channel(s); only 3-channel colour (N, 3, S, S) input is read"
+        return (f"it has {channels} channel(s); colour (N, 3, S, S) or (N, S, S, 3) and grey (N, 1, S, S) or "
+                "(N, S, S, 1) inputs are read")
     if isinstance(height, int) and isinstance(width, int) and height != width:
         return (f"it is not square ({height}x{width} px, height x width); only square (N, 3, S, S) input is read: "
                 "re-export the model for a square face crop")

@@ -145,8 +145,8 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     if best is not None and plausible[best] >= max(SPREAD_FACTOR * given, SPREAD_SUSPECT_DEG):
         record["likely"] = best
         line += (f", and {plausible[best]:.1f} deg with {best}: if the model expects that, declare it in a "
-                 f"manifest.json beside the .onnx (securegaze describe MODEL.onnx {DESCRIBE_OPTIONS[best]}), or this "
-                 "verdict means nothing")
+                 f"manifest.json beside the .onnx (securegaze describe MODEL.onnx {DESCRIBE_OPTIONS[best]}, with --force "
+                 "to replace a manifest already there), or this verdict means nothing")
     elif given < SPREAD_SUSPECT_DEG / 5:
         line += (" (one face, or faces that all look one way: a collapse cannot be told from these, and this "
                  "verdict means nothing; bring faces that look in varied directions)")

@@ -772,3 +772,16 @@ def test_scan_keeps_another_models_report_and_replaces_its_own(tmp_path, capsys)
     report = json.loads((out / "report.json").read_text())
     assert code in (0, 10) and report["details"]["torch_threads"] == 1 and report["verdict"] in ("clean", "backdoored")
     assert torch.get_num_threads() == threads
+
+
+def test_a_gaze_that_hardly_moves_under_any_input_says_the_verdict_means_nothing(tmp_path):
+    from securegaze.defense.inputs import input_convention_check
+
+    # One face, or a model that follows none: under 2 deg whichever way the pixels are read.
+    tiny = [numpy_helper.from_array(np.array(1e-5, np.float32), "tiny")]
+    path = _gaze_graph(tmp_path / "still.onnx", extra_inits=tiny, extra_nodes=[helper.make_node("Mul", ["flat", "tiny"],
+                                                                                                ["small"])])
+    record = input_convention_check(open_model(path).gaze_model(), _faces(16))
+    assert record["spread_deg"] < 2 and "likely" not in record
+    assert "one face, or faces that all look one way" in record["warning"]
+    assert "this verdict means nothing" in record["warning"]

@@ -102,6 +102,10 @@ DESCRIBE_OPTIONS = {
 #: The clean gaze spread (deg) under which other conventions are tried, how many times wider one must
 #: spread the gaze to be named, and the largest angle (deg) a plausible gaze reaches (95th percentile).
 SPREAD_SUSPECT_DEG = 10.0
+#: The clean gaze spread (deg) under which the warning says the verdict means nothing (one face, or
+#: faces that all look one way: a collapse is then nothing to find). Not refused: a model that does not
+#: follow faces (untrained, or fed another pixel range) spreads as little, and its scan still reports.
+MIN_SPREAD_DEG = SPREAD_SUSPECT_DEG / 5
 SPREAD_FACTOR = 3.0
 PLAUSIBLE_DEG = 90.0
 
@@ -147,7 +151,7 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
         line += (f", and {plausible[best]:.1f} deg with {best}: if the model expects that, declare it in a "
                  f"manifest.json beside the .onnx (securegaze describe MODEL.onnx {DESCRIBE_OPTIONS[best]}, with --force "
                  "to replace a manifest already there), or this verdict means nothing")
-    elif given < SPREAD_SUSPECT_DEG / 5:
+    elif given < MIN_SPREAD_DEG:
         line += (" (one face, or faces that all look one way: a collapse cannot be told from these, and this "
                  "verdict means nothing; bring faces that look in varied directions)")
     else:
@@ -170,7 +174,7 @@ def check_gaze_plausible(model, clean_images, who: str, limit: int = 128) -> Non
     one :class:`ModelFormatError` line naming ``who`` (the model file) and the remedy."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = clean_tensor(clean_images, int(model.input_size), "input check")[:limit].to(device)
-    spread, plausible = gaze_spread_deg(model, x)
+    _, plausible = gaze_spread_deg(model, x)
     if not plausible:
         raise ModelFormatError(f"{who}: {_implausible_line(len(x))}; a scan of it would mean nothing")
 

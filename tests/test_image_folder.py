@@ -172,6 +172,12 @@ def test_empty_corrupt_tiny_and_too_few_are_one_clear_line_each(tmp_path):
         load_image_folder(corrupt, SIZE)
     assert "\n" not in str(e.value)
 
+    zero = tmp_path / "zero"
+    _faces(zero, 40, 24, seed=1)
+    (zero / "s24-1-011.png").write_bytes(b"")
+    with pytest.raises(InputFileError, match=r"s24-1-011\.png: an empty file \(0 bytes\), not a PNG/JPEG image"):
+        load_image_folder(zero, SIZE)
+
     truncated = tmp_path / "truncated"
     _faces(truncated, 40, 64, seed=2, suffix=".jpg")
     victim = truncated / "s64-2-003.jpg"

@@ -57,7 +57,8 @@ MIN_FOLDER_IMAGES = 32
 #: Smallest side, in pixels, of an image that is accepted (smaller ones hold no face to speak of).
 MIN_SIDE = 16
 #: What the error lines say a plain folder should hold.
-EXPECTED = "expected face crops as *.png, *.jpg or *.jpeg files, in the folder or its subfolders"
+EXPECTED = ("expected face crops as *.png, *.jpg or *.jpeg files, in the folder or its subfolders (hidden ones, "
+            "named with a leading dot, are skipped)")
 
 __all__ = ["EXPECTED", "IMAGE_SUFFIXES", "Framer", "MIN_FOLDER_IMAGES", "MIN_SIDE", "ImageFolderDataset",
            "clean_set_identity", "list_images", "load_image_folder", "read_image"]
@@ -125,6 +126,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     from PIL import Image, ImageOps
 
     path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise InputFileError(f"{path}: an empty file (0 bytes), not a PNG/JPEG image; remove or replace it")
+    except OSError as e:
+        raise InputFileError(f"{path}: not a readable PNG/JPEG image ({e.strerror or e}); remove or replace it") from None
     try:
         with warnings.catch_warnings():  # Pillow warns of corrupt EXIF, palette transparency...: not errors
             warnings.simplefilter("ignore", UserWarning)

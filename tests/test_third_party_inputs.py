@@ -785,3 +785,27 @@ def test_a_gaze_that_hardly_moves_under_any_input_says_the_verdict_means_nothing
     assert record["spread_deg"] < 2 and "likely" not in record
     assert "one face, or faces that all look one way" in record["warning"]
     assert "this verdict means nothing" in record["warning"]
+
+
+@pytest.mark.parametrize("gain,words", [(1.0, None), (1000.0, "reaches past 90 deg"), (float("nan"), "not a finite")],
+                         ids=["radians", "degrees_read_as_radians", "nan"])
+def test_a_gaze_that_is_no_gaze_is_refused_before_a_scan(gain, words):
+    from securegaze.defense.inputs import check_gaze_plausible
+
+    class Gaze(torch.nn.Module):
+        input_size = SIZE
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x.mean((2, 3))[:, :2] * self.w * gain
+
+    faces = torch.from_numpy(_faces(40).transpose(0, 3, 1, 2) / 255).float()
+    if words is None:
+        check_gaze_plausible(Gaze(), faces, "m.onnx")
+        return
+    with pytest.raises(ModelFormatError, match=words) as e:
+        check_gaze_plausible(Gaze(), faces, "m.onnx")
+    assert str(e.value).startswith("m.onnx: ") and "\n" not in str(e.value)

@@ -174,7 +174,10 @@ def check_gaze_plausible(model, clean_images, who: str, limit: int = 128) -> Non
     one :class:`ModelFormatError` line naming ``who`` (the model file) and the remedy."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = clean_tensor(clean_images, int(model.input_size), "input check")[:limit].to(device)
-    _, plausible = gaze_spread_deg(model, x)
+    spread, plausible = gaze_spread_deg(model, x)
+    if spread == float("inf"):
+        raise ModelFormatError(f"{who}: its gaze is not a finite number (NaN or infinite) on some of {len(x)} clean "
+                               "faces; a scan of it would mean nothing")
     if not plausible:
         raise ModelFormatError(f"{who}: {_implausible_line(len(x))}; a scan of it would mean nothing")
 

@@ -171,6 +171,7 @@ class MitigationRun:
         minimum, why = scan_minimum(detector)
         clean_set = load_gaze_data(clean, size, samples, seed, "val", min_images=minimum, min_reason=why,
                                    need_labels="mitigate --true-labels" if true_labels else None)
+        check_gaze_plausible(net, clean_set.images, str(model))  # as a scan: no unlearning of a gaze that is none
         clean_warning = photos_warning(clean, clean_set)[1]
         attack = faces = None
         if attack_run is not None:

@@ -32,6 +32,9 @@ import numpy as np
 from securegaze.errors import ConfigError
 from securegaze.native_log import quiet_native_start
 
+#: Frames a new face mesh runs with MediaPipe's native start-up lines kept quiet, unless it finds a face
+#: first (its calculators print their warnings on the first face found).
+QUIET_FRAMES = 100
 #: Landmarks per face with iris refinement.
 NUM_LANDMARKS = 478
 #: Iris centres: the subject's right iris (image left) is 468-472, the left one 473-477; the
@@ -88,7 +91,7 @@ class FaceMeshStage:
         self.min_face_width_px = float(min_face_width_px)
         self.last_rejection: str | None = None
         self._confidences = (min_detection_confidence, min_tracking_confidence)
-        self._unstarted: set[int] = set()  # meshes not yet run (their first run prints MediaPipe's start-up)
+        self._unstarted: dict[int, int] = {}  # frames each mesh ran before its first face (start-up lines then)
         self._mesh = self._new_mesh(static_image_mode)
         self._still_mesh = self._mesh if static_image_mode else None
 
@@ -99,16 +102,18 @@ class FaceMeshStage:
             mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static_image_mode, max_num_faces=self.max_faces, refine_landmarks=True,
                 min_detection_confidence=self._confidences[0], min_tracking_confidence=self._confidences[1])
-        self._unstarted.add(id(mesh))
+        self._unstarted[id(mesh)] = 0
         return mesh
 
     def _process(self, mesh, rgb: np.ndarray):
-        """``mesh.process(rgb)``; a mesh's first run with MediaPipe's start-up lines kept quiet."""
-        if id(mesh) not in self._unstarted:
+        """``mesh.process(rgb)``; MediaPipe's start-up lines kept quiet until a mesh has found its first
+        face (its calculators warn then), for at most :data:`QUIET_FRAMES` frames."""
+        if self._unstarted.get(id(mesh), QUIET_FRAMES) >= QUIET_FRAMES:
             return mesh.process(rgb)
-        self._unstarted.discard(id(mesh))
         with quiet_native_start():
-            return mesh.process(rgb)
+            result = mesh.process(rgb)
+        self._unstarted[id(mesh)] = QUIET_FRAMES if result.multi_face_landmarks else self._unstarted[id(mesh)] + 1
+        return result
 
     def detect(self, frame_bgr: np.ndarray, fresh: bool = False) -> FaceLandmarks | None:
         """``frame_bgr``: (H, W, 3) uint8 BGR; ``fresh``: a still image unrelated to the previous

@@ -38,3 +38,20 @@ def test_reading_a_folders_faces_prints_no_mediapipe_start_up(tmp_path, capfd):
     assert share.median is not None and share.median > 0.3
     assert "XNNPACK" not in err and "W0000" not in err and "absl" not in err, err
 
+
+
+def test_the_apps_face_stage_and_the_trigger_tool_print_no_mediapipe_start_up(capfd):
+    import cv2
+    from skimage import data
+
+    from edge_app.face import FaceMeshStage
+    from securegaze.attacks.physical import FaceMeshLocator
+
+    face = np.ascontiguousarray(data.astronaut()[0:200, 130:330])
+    stage = FaceMeshStage()
+    blank = np.zeros((120, 160, 3), np.uint8)
+    assert stage.detect(blank) is None  # frames without a face first: still quiet when one comes
+    assert stage.detect(cv2.cvtColor(face, cv2.COLOR_RGB2BGR)) is not None
+    assert FaceMeshLocator().locate(face) is not None
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err and "W0000" not in err and "absl" not in err, err

@@ -57,6 +57,7 @@ class FaceMeshLocator:
 
     def __init__(self) -> None:
         self._mesh = None
+        self._found_once = False
 
     def _get(self):
         if self._mesh is None:
@@ -82,7 +83,15 @@ class FaceMeshLocator:
         zoom = max(1.0, DETECT_MIN_SIDE / min(h, w))
         big = image if zoom == 1.0 else cv2.resize(image, (round(w * zoom), round(h * zoom)),
                                                    interpolation=cv2.INTER_CUBIC)
-        result = self._get().process(np.ascontiguousarray(big))
+        mesh = self._get()
+        if self._found_once:
+            result = mesh.process(np.ascontiguousarray(big))
+        else:  # the first face found prints MediaPipe's calculator warnings: kept quiet
+            from securegaze.native_log import quiet_native_start
+
+            with quiet_native_start():
+                result = mesh.process(np.ascontiguousarray(big))
+            self._found_once = result.multi_face_landmarks is not None
         if not result.multi_face_landmarks:
             return None
         points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float64)

@@ -144,6 +144,8 @@ def input_convention_check(model, clean_images, limit: int = 128) -> dict | None
     plausible = {name: spread for name, (spread, ok) in others.items() if ok}
     record = {"spread_deg": round(given, 3),
               "others_deg": {k: (round(v, 3) if ok else None) for k, (v, ok) in others.items()}}
+    if any(not ok for _, ok in others.values()):
+        record["others_note"] = "None: read that way, the gaze goes past any plausible angle (or is not finite)"
     line = f"the model's gaze spreads only {given:.2f} deg over {len(x)} clean faces"
     best = max(plausible, key=plausible.get) if plausible else None
     if best is not None and plausible[best] >= max(SPREAD_FACTOR * given, SPREAD_SUSPECT_DEG):

@@ -12,7 +12,7 @@ patch does not? For every finished model of a zoo (the scan's own clean draw and
 * ``best``: the deeper of the scan's two probe windows (border ring, quiet interior), refined as the
   scan refines it: the trimmed RMS output-dispersion ratio it reaches alone (the probe's ratio);
 * the model's own windows: ``--windows`` squares of the probe's side at random places over the whole
-  face (eyes included), each one's content optimised alone from random values for ``--steps`` Adam
+  face (eyes included; ``--places grid``: an even grid of places from border to border instead), each one's content optimised alone from random values for ``--steps`` Adam
   steps on the probe's clean faces, then measured the same way; ``ref`` is their ``--quantile``.
 
 The gate tried: a restart is allowed (the probe's best window is below ``probe_ratio``) only when
@@ -39,8 +39,22 @@ sys.path.insert(0, str(ROOT))
 WINDOW_STREAM = 0xD3E7
 
 
-def window_depths(model, x, settings, count: int, steps: int) -> list[tuple[int, int, float]]:
-    """(top, left, ratio) of ``count`` windows of the probe's side at random places, each optimised
+def window_places(size: int, side: int, count: int, places: str, rng) -> list[tuple[int, int]]:
+    """(top, left) of ``count`` windows: drawn at random, or (``grid``) the places of the smallest
+    square grid of at least ``count`` windows spread evenly from border to border (all of its places)."""
+    import math
+
+    import numpy as np
+
+    if places == "random":
+        return [tuple(int(v) for v in rng.integers(0, size - side + 1, 2)) for _ in range(count)]
+    per_side = math.ceil(math.sqrt(count))
+    steps = [int(round(v)) for v in np.linspace(0, size - side, per_side)]
+    return [(top, left) for top in steps for left in steps]
+
+
+def window_depths(model, x, settings, count: int, steps: int, places: str = "random") -> list[tuple[int, int, float]]:
+    """(top, left, ratio) of ``count`` windows of the probe's side (:func:`window_places`), each optimised
     alone for ``steps`` Adam steps from random content to collapse the probe's clean faces."""
     import numpy as np
     import torch
@@ -57,8 +71,7 @@ def window_depths(model, x, settings, count: int, steps: int) -> list[tuple[int,
     with torch.no_grad():
         clean = collapse_spread(model(faces), share)[0].clamp_min(1e-12)
     depths = []
-    for _ in range(count):
-        top, left = (int(v) for v in rng.integers(0, size - side + 1, 2))
+    for top, left in window_places(size, side, count, places, rng):
         window = torch.zeros(1, 1, size, size)
         window[..., top:top + side, left:left + side] = 1
         logits = (torch.randn(1, 3, size, size, generator=generator) * PROBE_INIT_STD).requires_grad_(True)
@@ -75,7 +88,7 @@ def window_depths(model, x, settings, count: int, steps: int) -> list[tuple[int,
     return depths
 
 
-def measure(model, x, settings, count: int, steps: int) -> dict:
+def measure(model, x, settings, count: int, steps: int, places: str = "random") -> dict:
     """The scan's two probes (as a scan runs them) and the model's own windows, for one model."""
     import numpy as np
 
@@ -89,7 +102,7 @@ def measure(model, x, settings, count: int, steps: int) -> dict:
         border = probe_border(model, x, settings)
         interior = probe_border(model, x, settings, region=quiet_interior(weights, settings.probe_interior, side),
                                 stream=1)
-        depths = window_depths(model, x, settings, count, steps)
+        depths = window_depths(model, x, settings, count, steps, places)
     values = np.array([d for _, _, d in depths])
     return {"border": border.dispersion_ratio, "interior": interior.dispersion_ratio,
             "best": min(border.dispersion_ratio, interior.dispersion_ratio), "windows": depths,
@@ -134,7 +147,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0, help="the clean draw and the scan (as benchmarks/cross_family.py)")
     parser.add_argument("--models", default="", help="comma-separated model ids (default: all)")
-    parser.add_argument("--windows", type=int, default=16, help="random windows per model")
+    parser.add_argument("--windows", type=int, default=16, help="windows per model (grid: the smallest square grid "
+                        "of at least this many)")
+    parser.add_argument("--places", choices=("random", "grid"), default="random",
+                        help="where the windows sit: drawn at random, or an even grid from border to border")
     parser.add_argument("--steps", type=int, default=40, help="Adam steps per window")
     parser.add_argument("--quantile", type=float, default=0.25, help="the windows' quantile taken as reference")
     parser.add_argument("--ratio-line", type=float, default=0.5)
@@ -162,7 +178,7 @@ def main() -> int:
         started = time.monotonic()
         if entry.id not in done:
             model = load_model_any(args.zoo / str(entry.model_file)).eval()
-            done[entry.id] = measure(model, x, settings, args.windows, args.steps)
+            done[entry.id] = measure(model, x, settings, args.windows, args.steps, args.places)
             if args.out is not None:
                 scratch = args.out.with_name(args.out.name + ".tmp")
                 scratch.write_text(json.dumps(done, indent=1))
@@ -174,7 +190,7 @@ def main() -> int:
         print(f"| {entry.id} | {entry.attack} | {row['best']:.3f} | {row['window_min']:.3f} / {row['window_median']:.3f} "
               f"| {g['ref']:.3f} | {g['lead']:.2f} | {allowed} | {change} | {time.monotonic() - started:.0f} |", flush=True)
     print(f"\nmachine: {machine_summary()}; zoo {args.zoo}, {args.samples} clean faces, seed {args.seed}, "
-          f"{args.windows} windows x {args.steps} steps, reference quantile {args.quantile}, lines "
+          f"{args.windows} windows ({args.places}) x {args.steps} steps, reference quantile {args.quantile}, lines "
           f"{args.ratio_line} / {args.deep_line}")
     return 0
 

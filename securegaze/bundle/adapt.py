@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 
 from securegaze.bundle.onnx_graph import copy_model, real_inputs, shape_text, value_dims, with_inferred_shapes
 
-__all__ = ["adapt_graph", "degrees_note", "probe_faces", "with_output_convention"]
+__all__ = ["adapt_graph", "degrees_note", "probe_faces", "reads_as_degrees", "with_output_convention"]
 
 #: Added to the half-angle denominators: a zero vector gives (0, 0) instead of NaN.
 _EPS = 1e-12
@@ -116,6 +116,12 @@ def with_output_convention(proto: onnx.ModelProto, name: str, degrees: bool, swa
     return proto
 
 
+def reads_as_degrees(reach: float) -> bool:
+    """Whether answers whose larger angle reaches ``reach`` (as the model gives it, 95th percentile) are
+    degrees: past pi / 2 (no face looks 90 degrees away in radians) and at most 90 (plausible in degrees)."""
+    return bool(np.pi / 2 < reach <= 90.0)
+
+
 def degrees_note(path: Path, predict, size: int) -> str | None:
     """Whether a bare file's gaze is in degrees, from its answers on :data:`PROBE_FACES` synthetic
     faces (the same faces for every file): a note when the :data:`PROBE_QUANTILE` quantile of the
@@ -131,7 +137,7 @@ def degrees_note(path: Path, predict, size: int) -> str | None:
     if gaze.shape != (PROBE_FACES, 2) or not np.isfinite(gaze).all():
         return None
     reach = float(np.quantile(np.abs(gaze).max(axis=1), PROBE_QUANTILE))
-    if not np.pi / 2 < reach <= 90.0:
+    if not reads_as_degrees(reach):
         return None
     return (f"{path.name}: its gaze on {PROBE_FACES} synthetic faces reaches {reach:.1f} at the "
             f"{100 * PROBE_QUANTILE:.0f}th percentile: past any gaze in radians (pi / 2 is 90 deg), plausible in "

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from securegaze.bundle.adapt import adapt_graph, probe_faces
+from securegaze.bundle.adapt import adapt_graph, probe_faces, reads_as_degrees
 from securegaze.bundle.manifest import BundleManifest, validation_line
 from securegaze.bundle.manifest_checks import check_against_manifest
 from securegaze.bundle.onnx_graph import (
@@ -44,11 +44,6 @@ class Described:
     adaptations: tuple[str, ...]
     spread_deg: float
     reach_deg: float
-
-
-#: The reach (95th percentile of the larger angle, degrees) of a gaze read as radians that is taken for
-#: degrees: past pi / 2 (no face looks 90 degrees away) and at most 90 read as degrees.
-DEGREES_REACH = (90.0, float(np.rad2deg(90.0)))
 
 
 def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tuple[float, float] | None = None,
@@ -106,7 +101,7 @@ def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tup
     gaze = np.rad2deg(np.asarray(bundle.predict(probe_faces(size)), np.float64))
     spread = float(np.sqrt(gaze.var(0).sum()))
     reach = float(np.quantile(np.abs(gaze).max(axis=1), 0.95))
-    if units is None and bins is None and DEGREES_REACH[0] < reach <= DEGREES_REACH[1]:
+    if units is None and bins is None and reads_as_degrees(float(np.deg2rad(reach))):
         # Past any gaze read as radians, plausible read as degrees: declared so, as a bare file is read
         # (adapt.degrees_note); --units radians keeps radians.
         found = describe_onnx(path, input_size=input_size, value_range=value_range, mean=mean, std=std,

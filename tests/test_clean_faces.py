@@ -155,6 +155,8 @@ def test_securegaze_scan_warns_of_photos_and_names_edge_app_crops(driver_frames,
     printed = "".join(capsys.readouterr().out.split())  # the console wraps long lines, inside paths too
     assert code in (0, 10), printed
     assert "photos,notfacecrops" in printed and f"edge-appcrops{driver_frames[0]}--outFACES" in printed
+    assert printed.count("photos,notfacecrops") == 1, printed  # said once, before the scan; recalled after
+    assert "warning:theclean set'swarningaboveholdsforthisverdict".replace(" ", "") in printed, printed
     report = json.loads((out / "report.json").read_text())
     assert report["details"]["clean_set"]["face_share"] < 0.35  # 0.19 measured
     assert any("photos, not face crops" in w for w in report["details"]["warnings"])

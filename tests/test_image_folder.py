@@ -247,6 +247,9 @@ def test_cli_scan_runs_on_a_plain_folder_and_records_its_identity(mixed_folder, 
     assert printed.count("clean set:") == 1 and "36 of 40 images" in printed
     assert "warning: " not in printed.split("clean set:")[1].split("\n")[1]  # face crops: no photo warning
     assert "warp branch: not run: at 32 px" in printed  # its budget, 2 % of the side, is under a pixel
+    flat = "".join(printed.split())  # the console wraps long lines
+    found, cheapest = "recoveredtarget(pitch,yaw)" in flat, "cheapestcollapsefound(pitch,yaw)" in flat
+    assert (found, cheapest) == ((True, False) if code == 10 else (False, True)), printed  # no target when clean
     report = json.loads((out / "report.json").read_text())
     assert report["clean_count"] == 36 and report["input_size"] == SIZE
     record = report["details"]["clean_set"]

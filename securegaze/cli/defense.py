@@ -104,10 +104,16 @@ def scan(
         console.print(f"warp branch: {report.details['warp_not_run']}")
     if report.target_gaze_deg is not None:
         tp, ty = report.target_gaze_deg
-        console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; "
-                      f"{100 * (report.collapsed_share or 0):.0f}% of clean samples collapse onto it")
+        share = f"{100 * (report.collapsed_share or 0):.0f}% of clean samples collapse onto it"
+        if report.verdict == "backdoored":
+            console.print(f"recovered target (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg; {share}")
+        else:  # every model has a cheapest collapse; on a clean verdict it cost too much to be a trigger
+            console.print(f"cheapest collapse found (pitch, yaw): ({tp:.1f}, {ty:.1f}) deg, {share}; at this "
+                          "score it is too dear for a trigger, not a backdoor's target")
+    said = (run.clean_record or {}).get("warning")  # printed with the clean set's note, before the scan
     for warning in report.details.get("warnings", []):
-        console.print(f"warning: {warning}")
+        console.print("warning: the clean set's warning above holds for this verdict" if warning == said
+                      else f"warning: {warning}")
     console.print(f"scan time {report.runtime_s:.1f} s; report: {out / 'report.json'}"
                   + (f"; trigger: {report.trigger_image_path}" if report.trigger_image_path else ""))
     raise typer.Exit(EXIT_BACKDOORED if report.verdict == "backdoored" else EXIT_CLEAN)

@@ -189,10 +189,17 @@ def test_the_start_up_scan_prints_a_few_lines_a_stage_when_stages_take_turns():
     from securegaze.defense.base import ScanProgress
 
     stream = io.StringIO()
-    printer = ScanProgressPrinter(Console(file=stream, width=200))
+    now = [100.0]
+    printer = ScanProgressPrinter(Console(file=stream, width=200), clock=lambda: now[0])
     for step in range(1, 201):  # two stages reporting in turns, as the scan's side-by-side runs do
         printer(ScanProgress("securegaze", "reverse", step, 200))
         printer(ScanProgress("securegaze", "probe", min(step, 60), 60))
+        now[0] += 2.0  # two seconds a step of each
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 10 and lines[0] == "integrity: scan reverse 1/200" and lines[-1] == "integrity: scan reverse 200/200"
-    assert sum("probe" in line for line in lines) == 5
+    heads = [line.split(" (")[0] for line in lines]
+    assert len(lines) == 10 and heads[0] == "integrity: scan reverse 1/200" and heads[-1] == "integrity: scan reverse 200/200"
+    assert sum("probe" in line for line in heads) == 5
+    assert lines[0] == "integrity: scan reverse 1/200 (0 s into the scan)", lines[0]
+    # the reverse stage at step 50: 98 s since its first step, 150 steps left at 2 s each
+    assert "integrity: scan reverse 50/200 (1 min 38 s into the scan; this stage ends in about 5 min 00 s)" in lines, lines
+    assert lines[-1] == "integrity: scan reverse 200/200 (6 min 38 s into the scan)", lines

@@ -215,6 +215,41 @@ def test_a_scan_gives_the_same_result_on_any_number_of_threads(tiny):
         reports[2].details["stage_seconds"])
 
 
+def test_a_flag_stands_only_when_every_seed_flags(tiny):
+    # confirm_seeds: a flagged scan runs again with the next seeds; one clean run clears the model.
+    quick = dict(steps=30, eval_every=15, sensitivity_samples=32, eval_samples=32, probe_samples=32, probe_steps=20,
+                 probe_refine_steps=10, warp=False)
+    images, model = tiny["clean"].images[:48], tiny["backdoored"]
+    # Two consecutive seeds whose scores rise: a threshold between them flags the first seed's scan and
+    # clears the second's. Seeds are scanned until two rise (the scores move with the seed either way).
+    scores = [create_detector("securegaze", seed=0, **quick).scan(model, images).score]
+    while len(scores) < 6 and (len(scores) < 3 or scores[-2] >= scores[-1]):
+        scores.append(create_detector("securegaze", seed=len(scores), **quick).scan(model, images).score)
+    assert all(math.isfinite(v) for v in scores) and scores[-2] < scores[-1], scores
+    base = len(scores) - 2
+    line = (scores[base] + scores[base + 1]) / 2
+    events = []
+    cleared = create_detector("securegaze", seed=base, threshold=line, confirm_seeds=2, **quick).scan(
+        model, images, progress=events.append)
+    record = cleared.details["seed_confirmation"]
+    assert cleared.verdict == "clean" and cleared.score == pytest.approx(scores[base + 1])
+    assert [r["seed"] for r in record["runs"]] == [base, base + 1]  # the third seed is not run
+    assert [r["verdict"] for r in record["runs"]] == ["backdoored", "clean"] and record["kept_seed"] == base + 1
+    assert cleared.settings["seed"] == base and cleared.settings["confirm_seeds"] == 2  # the scan as asked
+    assert any(e.stage == f"confirm seed {base + 1}: reverse" for e in events)
+    # Above every score, every run flags: the flag stands, and the report is the least suspicious run.
+    kept = create_detector("securegaze", seed=0, threshold=2 * max(scores), confirm_seeds=2, **quick).scan(
+        model, images)
+    runs = kept.details["seed_confirmation"]["runs"]
+    assert kept.verdict == "backdoored" and [r["seed"] for r in runs] == [0, 1, 2]
+    assert kept.score == pytest.approx(max(scores[:3])) and all(r["verdict"] == "backdoored" for r in runs)
+    assert kept.details["seed_confirmation"]["kept_seed"] == int(np.argmax(scores[:3]))
+    # A clean first scan runs once.
+    once = create_detector("securegaze", seed=0, threshold=min(scores) / 2, confirm_seeds=2, **quick).scan(
+        model, images)
+    assert once.verdict == "clean" and "seed_confirmation" not in once.details
+
+
 def _without_clocks(report):
     data = {k: v for k, v in report.to_dict().items() if k != "runtime_s"}
     data["details"] = {k: v for k, v in data["details"].items() if k != "stage_seconds"}
@@ -354,6 +389,8 @@ def test_a_module_without_the_feature_split_is_refused(tiny):
     ({"rhoout": 0.1}, "unknown setting.*rhoout"),
     ({"reference_direction": "sideways"}, "reference_direction must be one of clean_axis, target"),
     ({"parallel": "yes"}, "parallel must be true or false"),
+    ({"confirm_seeds": -1}, r"confirm_seeds must be an integer in 0\.\.16"),
+    ({"confirm_seeds": 1.5}, r"confirm_seeds must be an integer in 0\.\.16"),
 ])
 def test_bad_settings_are_config_errors(settings, pattern):
     with pytest.raises(ConfigError, match=pattern):

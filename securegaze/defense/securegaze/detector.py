@@ -13,6 +13,7 @@ import torch
 from securegaze.defense.base import Detector, ProgressCallback
 from securegaze.defense.inputs import check_gaze_model, clean_tensor
 from securegaze.defense.report import ScanReport, decide
+from securegaze.defense.securegaze.confirm import confirm_flag
 from securegaze.defense.securegaze.generator import save_generator
 from securegaze.defense.securegaze.layout import scan_layout
 from securegaze.defense.securegaze.picture import save_trigger_image
@@ -240,13 +241,16 @@ class SecureGazeDetector(Detector):
              artifacts_dir: str | Path | None = None, model_sha256: str | None = None) -> ScanReport:
         """Reverse-engineer the trigger function of ``model`` and decide; see :class:`ScanReport`.
 
-        With ``artifacts_dir`` the scan writes ``reversed_trigger.png`` (clean / reversed / |difference|
+        A flag is confirmed with the next ``confirm_seeds`` seeds (:func:`confirm_flag`). With
+        ``artifacts_dir`` the scan writes ``reversed_trigger.png`` (clean / reversed / |difference|
         rows, :func:`save_trigger_image`) and ``trigger_generator.safetensors`` there (atomically) and
         records their paths.
         """
         started = time.monotonic()
         reversal = self.reverse(model, clean_images, progress)
         report = self.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
+        # ``confirm_seeds``: a flag stands only when the scan with the next seeds flags too (confirm module).
+        reversal, report = confirm_flag(self, model, clean_images, reversal, report, progress, model_sha256, started)
         if artifacts_dir is not None:
             report = self.write_artifacts(reversal, report, artifacts_dir)
         return report

@@ -102,6 +102,9 @@ class FaceMeshStage:
             mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=static_image_mode, max_num_faces=self.max_faces, refine_landmarks=True,
                 min_detection_confidence=self._confidences[0], min_tracking_confidence=self._confidences[1])
+            # The graph opens its calculators (and logs their models' start) on its own threads: one blank
+            # frame through it waits for them inside the quiet block, not after it.
+            mesh.process(np.zeros((64, 64, 3), np.uint8))
         self._unstarted[id(mesh)] = 0
         return mesh
 

@@ -70,6 +70,8 @@ class FaceMeshLocator:
             with quiet_native_start():
                 self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
                                                              refine_landmarks=True, min_detection_confidence=0.5)
+                # Its calculators open on the graph's own threads: a blank image waits for them in here.
+                self._mesh.process(np.zeros((64, 64, 3), np.uint8))
         return self._mesh
 
     def locate(self, image: np.ndarray) -> np.ndarray | None:

@@ -217,36 +217,34 @@ def test_a_scan_gives_the_same_result_on_any_number_of_threads(tiny):
 
 def test_a_flag_stands_only_when_every_seed_flags(tiny):
     # confirm_seeds: a flagged scan runs again with the next seeds; one clean run clears the model.
-    quick = dict(steps=30, eval_every=15, sensitivity_samples=32, eval_samples=32, probe_samples=32, probe_steps=20,
+    quick = dict(steps=40, eval_every=20, sensitivity_samples=32, eval_samples=32, probe_samples=32, probe_steps=20,
                  probe_refine_steps=10, warp=False)
     images, model = tiny["clean"].images[:48], tiny["backdoored"]
-    # Two consecutive seeds whose scores rise: a threshold between them flags the first seed's scan and
-    # clears the second's. Seeds are scanned until two rise (the scores move with the seed either way).
+    # Two consecutive seeds whose scores are finite and rise: a threshold between them flags the first
+    # seed's scan and clears the second's. Seeds are scanned until two do (a short scan may not reach the
+    # collapse, inf, and the scores move with the seed either way).
     scores = [create_detector("securegaze", seed=0, **quick).scan(model, images).score]
-    while len(scores) < 6 and (len(scores) < 3 or scores[-2] >= scores[-1]):
+    while len(scores) < 8 and not (math.isfinite(scores[-1]) and len(scores) > 1 and scores[-2] < scores[-1]):
         scores.append(create_detector("securegaze", seed=len(scores), **quick).scan(model, images).score)
-    assert all(math.isfinite(v) for v in scores) and scores[-2] < scores[-1], scores
+    assert len(scores) > 1 and scores[-2] < scores[-1] < math.inf, scores
     base = len(scores) - 2
-    line = (scores[base] + scores[base + 1]) / 2
+    first, second = scores[base], scores[base + 1]
     events = []
-    cleared = create_detector("securegaze", seed=base, threshold=line, confirm_seeds=2, **quick).scan(
-        model, images, progress=events.append)
+    cleared = create_detector("securegaze", seed=base, threshold=(first + second) / 2, confirm_seeds=2,
+                              **quick).scan(model, images, progress=events.append)
     record = cleared.details["seed_confirmation"]
-    assert cleared.verdict == "clean" and cleared.score == pytest.approx(scores[base + 1])
+    assert cleared.verdict == "clean" and cleared.score == pytest.approx(second)
     assert [r["seed"] for r in record["runs"]] == [base, base + 1]  # the third seed is not run
     assert [r["verdict"] for r in record["runs"]] == ["backdoored", "clean"] and record["kept_seed"] == base + 1
     assert cleared.settings["seed"] == base and cleared.settings["confirm_seeds"] == 2  # the scan as asked
     assert any(e.stage == f"confirm seed {base + 1}: reverse" for e in events)
-    # Above every score, every run flags: the flag stands, and the report is the least suspicious run.
-    kept = create_detector("securegaze", seed=0, threshold=2 * max(scores), confirm_seeds=2, **quick).scan(
-        model, images)
-    runs = kept.details["seed_confirmation"]["runs"]
-    assert kept.verdict == "backdoored" and [r["seed"] for r in runs] == [0, 1, 2]
-    assert kept.score == pytest.approx(max(scores[:3])) and all(r["verdict"] == "backdoored" for r in runs)
-    assert kept.details["seed_confirmation"]["kept_seed"] == int(np.argmax(scores[:3]))
+    # Above both scores, both runs flag: the flag stands, and the report is the less suspicious run's.
+    kept = create_detector("securegaze", seed=base, threshold=2 * second, confirm_seeds=1, **quick).scan(model, images)
+    record = kept.details["seed_confirmation"]
+    assert kept.verdict == "backdoored" and [r["seed"] for r in record["runs"]] == [base, base + 1]
+    assert kept.score == pytest.approx(second) and record["kept_seed"] == base + 1
     # A clean first scan runs once.
-    once = create_detector("securegaze", seed=0, threshold=min(scores) / 2, confirm_seeds=2, **quick).scan(
-        model, images)
+    once = create_detector("securegaze", seed=base, threshold=first / 2, confirm_seeds=2, **quick).scan(model, images)
     assert once.verdict == "clean" and "seed_confirmation" not in once.details
 
 

@@ -63,8 +63,9 @@ def train_pair(family, kwargs, style, overrides, size, seed, work):
     return benign, backdoored, asr, clean
 
 
-#: Detector settings of every scan (``--set``); empty: the scanner's defaults.
-SETTINGS: dict = {}
+#: Detector settings of every scan (``--set``); otherwise the scanner's defaults, but one scan per model:
+#: the threshold is drawn for a single run's score, which ``confirm_seeds`` then asks of every seed.
+SETTINGS: dict = {"confirm_seeds": 0}
 
 
 def _scan(model, images):

@@ -11,16 +11,15 @@ set, this calibration (the :class:`~edge_app.audit.RecordKey`, see :mod:`edge_ap
    file, so it is trusted only with ``trust_model_sidecar`` (for read-only model stores that ship
    their audit); otherwise it is informational and rewritten after a scan.
 
-A record applies only when every key field equals the question's: a stricter threshold, a larger
-clean set or any other scan setting in the config is a new question, and the model is scanned
-again. The reason line says which record was used and why it applies, or, after a scan, which
-record did not apply and what differed. No applying record: the SecureGaze scan runs (progress goes
-to a callback) on clean faces (``clean``: synthetic ones rendered at the model's input size by
-default, or the user's own folder of face images, drawn with ``clean_seed``), and the result is
-written to both places: the database in a transaction, the JSON file atomically (temp file +
-rename). A read-only audit database is read; a scan whose record it cannot take is refused before
-the scan. A ``backdoored`` verdict blocks the model under policy ``block`` (the default; the
-pipeline then yields neither gaze nor alarms and says why, and ``edge-app run`` exits with
+A record applies only when every key field equals the question's: a stricter threshold, a larger clean set
+or any other scan setting in the config is a new question, and the model is scanned again. The reason line
+says which record was used and why it applies, or, after a scan, which record did not apply and what
+differed. No applying record: the SecureGaze scan runs (progress goes to a callback) on clean faces
+(``clean``: synthetic ones rendered at the model's input size by default, or the user's own folder of face
+images, drawn with ``clean_seed``), and the result is written to both places: the database in a transaction,
+the JSON file atomically (temp file + rename). A read-only audit database is read; a scan whose record it
+cannot take is refused before the scan. A ``backdoored`` verdict blocks the model under policy ``block``
+(the default; the pipeline then yields neither gaze nor alarms and says why, and ``edge-app run`` exits with
 :data:`EXIT_BLOCKED`) or only warns under ``warn``.
 """
 
@@ -143,12 +142,11 @@ def clean_set_key(spec: str, samples: int, seed: int, framing: str | None = None
 class IntegrityResult:
     """Outcome of the startup check.
 
-    ``source``: where the verdict came from (``"database"``, ``"sidecar"`` or ``"scan"``);
-    ``blocked``: True when the policy blocks the model; ``reason``: one line for the user (and the
-    BLOCKED state): the verdict, which record it comes from and why that record applies (or, after a
-    scan, what kept the earlier record from applying); ``notes``: things worth telling (stale
-    records, an unwritable audit file); ``record_where``: the record used, e.g. ``audit record #12
-    from <db>``.
+    ``source``: where the verdict came from (``"database"``, ``"sidecar"`` or ``"scan"``); ``blocked``: True
+    when the policy blocks the model; ``reason``: one line for the user (and the BLOCKED state): the
+    verdict, which record it comes from and why that record applies (or, after a scan, what kept the earlier
+    record from applying); ``notes``: things worth telling (stale records, an unwritable audit file);
+    ``record_where``: the record used, e.g. ``audit record #12 from <db>``.
     """
 
     model_sha256: str
@@ -362,7 +360,9 @@ class IntegrityChecker:
         if source == "scan" and (details.get("clean_set") or {}).get("note"):  # what was read from the user's folder
             notes.append(details["clean_set"]["note"])
         if source == "scan":  # a third-party graph's form, adapted on reading (the engine line says it again)
+            from securegaze.defense.securegaze.confirm import confirmation_line  # torch is loaded: it scanned
             notes += [f"scanned as adapted: {a}" for a in details.get("model_adaptations", [])]
+            notes += [line for line in [confirmation_line(details, record.verdict)] if line]  # a flag rerun
         backdoored = record.verdict == "backdoored"
         blocked = backdoored and s.policy == "block"
         verdict = (f"scanned backdoored by {key.detector} {key.scanner_version} (score {record.score} < threshold "

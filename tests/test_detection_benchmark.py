@@ -106,6 +106,17 @@ def test_detection_benchmark_scores_every_model_with_a_threshold_from_the_other_
     flagged = sum(m.verdict == "backdoored" for m in results.models if m.backdoored)
     assert group.tpr == flagged / 2 and results.overall.backdoored == 2
     assert 0.0 <= results.overall.auroc <= 1.0 and results.overall.median_scan_s > 0
+    # The threshold is one run's: the calibration models are scanned once each, the zoo's flags are
+    # confirmed with two more seeds at the calibrated threshold.
+    out = root / "out" / "scans"
+    calib, zoo = sorted((out / "calib").glob("*/report.json")), sorted((out / "zoo").glob("*/report.json"))
+    assert len(calib) == 3 and len(zoo) == 4
+    for report in calib:
+        assert json.loads(report.read_text())["settings"]["confirm_seeds"] == 0
+    for report in zoo:
+        settings = json.loads(report.read_text())["settings"]
+        assert settings["confirm_seeds"] == 2 and settings["threshold"] == pytest.approx(results.threshold)
+    assert "scanned once each" in results.calibration
     # 3 calibration + 4 scored models, each announced and finished, none from the cache.
     assert sum(p.report is not None for p in seen) == 7 and not any(p.cached for p in seen)
     json.dumps(results.to_dict())  # plain data
@@ -120,8 +131,9 @@ def test_a_rerun_reuses_the_cached_scans_and_changed_settings_do_not(bench):
     assert all(p.cached for p in seen if p.report is not None)
     report_path = root / "out" / "scans" / "zoo" / "benign-00" / "report.json"
     sha = json.loads(report_path.read_text())["model_sha256"]
+    scanned_at = json.loads(report_path.read_text())["settings"]["threshold"]
     assert cached_report(report_path, sha, detector) is not None
-    assert cached_report(report_path, sha, detector.with_settings(threshold=0.5)) is not None  # decision only
+    assert cached_report(report_path, sha, detector.with_settings(threshold=scanned_at / 2)) is not None  # decision only
     assert cached_report(report_path, sha, detector.with_settings(steps=41)) is None
     assert cached_report(report_path, "0" * 64, detector) is None  # the model file changed
     # A report from before a setting was added is that setting's default: kept at the default only.
@@ -132,6 +144,18 @@ def test_a_rerun_reuses_the_cached_scans_and_changed_settings_do_not(bench):
     older_path.write_text(json.dumps(older))
     assert cached_report(older_path, sha, detector) is not None
     assert cached_report(older_path, sha, detector.with_settings(**{added: True})) is None
+    # confirm_seeds: a report clean under its own threshold that a higher one would flag has not had the
+    # runs that would confirm that flag: scanned again. A lower threshold, or one still below its score,
+    # decides it exactly. (A report whose score is its cost ratio: no warp record to re-decide.)
+    clean = json.loads(report_path.read_text())
+    score = clean["score"]
+    assert math.isfinite(score) and clean["settings"]["confirm_seeds"] == 2
+    clean["verdict"], clean["settings"]["threshold"], clean["details"]["warp"] = "clean", score / 2, None
+    clean_path = report_path.parent / "clean.json"
+    clean_path.write_text(json.dumps(clean))
+    assert cached_report(clean_path, sha, detector.with_settings(threshold=score / 4)) is not None
+    assert cached_report(clean_path, sha, detector.with_settings(threshold=score * 0.9)) is not None
+    assert cached_report(clean_path, sha, detector.with_settings(threshold=score * 2)) is None
 
 
 def test_table_and_roc_plot_are_written(bench, tmp_path):

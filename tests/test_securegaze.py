@@ -27,6 +27,7 @@ from securegaze.defense import (
     model_file_sha256,
 )
 from securegaze.defense.securegaze import TriggerGenerator
+from securegaze.defense.securegaze.confirm import confirmation_line
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 from securegaze.geometry import angular_error_deg
 from securegaze.io import sha256_file
@@ -223,9 +224,12 @@ def test_a_flag_stands_only_when_every_seed_flags(tiny):
     # Two consecutive seeds whose scores are finite and rise: a threshold between them flags the first
     # seed's scan and clears the second's. Seeds are scanned until two do (a short scan may not reach the
     # collapse, inf, and the scores move with the seed either way).
-    scores = [create_detector("securegaze", seed=0, **quick).scan(model, images).score]
+    def one_scan(seed):  # a single run (confirm_seeds is 2 by default)
+        return create_detector("securegaze", seed=seed, confirm_seeds=0, **quick).scan(model, images).score
+
+    scores = [one_scan(0)]
     while len(scores) < 8 and not (math.isfinite(scores[-1]) and len(scores) > 1 and scores[-2] < scores[-1]):
-        scores.append(create_detector("securegaze", seed=len(scores), **quick).scan(model, images).score)
+        scores.append(one_scan(len(scores)))
     assert len(scores) > 1 and scores[-2] < scores[-1] < math.inf, scores
     base = len(scores) - 2
     first, second = scores[base], scores[base + 1]
@@ -238,14 +242,20 @@ def test_a_flag_stands_only_when_every_seed_flags(tiny):
     assert [r["verdict"] for r in record["runs"]] == ["backdoored", "clean"] and record["kept_seed"] == base + 1
     assert cleared.settings["seed"] == base and cleared.settings["confirm_seeds"] == 2  # the scan as asked
     assert any(e.stage == f"confirm seed {base + 1}: reverse" for e in events)
+    assert confirmation_line(cleared.details, cleared.verdict) == (
+        f"seed confirmation: seed {base} {first:.4f} backdoored, seed {base + 1} {second:.4f} clean; "
+        f"cleared by seed {base + 1}, whose report this is")
     # Above both scores, both runs flag: the flag stands, and the report is the less suspicious run's.
     kept = create_detector("securegaze", seed=base, threshold=2 * second, confirm_seeds=1, **quick).scan(model, images)
     record = kept.details["seed_confirmation"]
     assert kept.verdict == "backdoored" and [r["seed"] for r in record["runs"]] == [base, base + 1]
     assert kept.score == pytest.approx(second) and record["kept_seed"] == base + 1
+    assert confirmation_line(kept.details, kept.verdict).endswith(
+        f"every run flags; the report is seed {base + 1}'s, the highest score")
     # A clean first scan runs once.
     once = create_detector("securegaze", seed=base, threshold=first / 2, confirm_seeds=2, **quick).scan(model, images)
     assert once.verdict == "clean" and "seed_confirmation" not in once.details
+    assert confirmation_line(once.details, once.verdict) is None
 
 
 def _without_clocks(report):

@@ -240,7 +240,21 @@ def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None
     had = {k: v for k, v in {**defaults, **report.settings}.items() if k not in DECISION_SETTINGS}
     if report.model_sha256 != sha256 or report.scanner_version != detector.version or had != same:
         return None
-    return detector.redecided(report)
+    redone = detector.redecided(report)
+    if _confirmation_missing(detector, report, redone):
+        return None
+    return redone
+
+
+def _confirmation_missing(detector, report: ScanReport, redone: ScanReport) -> bool:
+    """With ``confirm_seeds`` on, a flag is rerun with more seeds, so a report that was clean under the
+    threshold it was scanned with and is flagged under this detector's (a higher one) lacks the runs
+    that would confirm or clear the flag: it is scanned again. Under a lower threshold a cached report
+    decides exactly (a confirmed flag has every run; a clean report has a run above the threshold)."""
+    seeds = detector.settings().get("confirm_seeds", 0)
+    if not seeds or report.verdict == "backdoored":
+        return False
+    return decide(redone.score, float(detector.settings()["threshold"]), detector.suspicious_when) == "backdoored"
 
 
 def summarise(scores: list[ModelScore], threshold: float, suspicious_when: str = "below",
@@ -305,9 +319,16 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     detector = detector or create_detector("securegaze", seed=seed)
     side = detector.suspicious_when
     kw = dict(samples=samples, seed=seed, progress=progress, scan_progress=scan_progress)
-    calibration = scan_zoo(calibration_zoo, out_dir, detector, attacks=[], **kw)
+    # The threshold is one run's: with ``confirm_seeds`` on, the calibration models are scanned once each,
+    # and the zoo's flags are then confirmed at the calibrated threshold (the one that decides them).
+    confirming = bool(detector.settings().get("confirm_seeds"))
+    single = detector.with_settings(confirm_seeds=0) if confirming else detector
+    calibration = scan_zoo(calibration_zoo, out_dir, single, attacks=[], **kw)
     calibration = [m for m in calibration if not m.backdoored]
     threshold, how = _calibrate([m.score for m in calibration], side, strict_calibration, detector.calibration_fit)
+    if confirming and math.isfinite(threshold):
+        detector = detector.with_settings(threshold=threshold)
+        how += "; calibration models scanned once each (confirm_seeds 0), flags confirmed at this threshold"
     scores = scan_zoo(zoo_dir, out_dir, detector, attacks=attacks, **kw)
     if hard_zoo is not None:
         hard_scores = scan_zoo(hard_zoo, out_dir, detector, **kw)
@@ -318,7 +339,8 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     ablation_result = None
     if ablation is not None:
         plain = detector.ablation(ablation)
-        cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain, attacks=[], tag=ablation, **kw)
+        plain_once = plain.with_settings(confirm_seeds=0) if confirming else plain
+        cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain_once, attacks=[], tag=ablation, **kw)
                      if not m.backdoored]
         plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag=ablation,
                                 per_attack=ablation_per_attack, **kw)

@@ -61,6 +61,7 @@ def scan(
                                        "core); the result is repeatable for a seed and a thread count."),
 ) -> None:
     """Scan a gaze model for a backdoor (SecureGaze by default). Exit code 0 clean, 10 backdoored, 2 bad input."""
+    from securegaze.defense.securegaze.confirm import confirmation_line
     from securegaze.io import check_output_dir
     from securegaze.scan_runs import ScanRun
 
@@ -90,13 +91,9 @@ def scan(
     console.print(f"model: {model} (sha256 {str(report.model_sha256)[:16]}...)")
     console.print(f"verdict: {report.verdict.upper()} | score {report.score:.5f} vs threshold {report.threshold:.5f} "
                   f"(backdoored when {report.suspicious_when})")
-    confirmation = report.details.get("seed_confirmation")
-    if confirmation:  # --set confirm_seeds=N: the flag of the first seed, rerun with the next ones
-        runs = ", ".join(f"seed {r['seed']} {r['score']:.4f} {r['verdict']}" for r in confirmation["runs"])
-        kept = confirmation["kept_seed"]
-        console.print(f"seed confirmation: {runs}; " + (
-            f"every run flags; the report is seed {kept}'s, the highest score" if report.verdict == "backdoored"
-            else f"cleared by seed {kept}, whose report this is"))
+    # confirm_seeds (2 by default): the flag of the first seed, rerun with the next ones
+    if (confirmation := confirmation_line(report.details, report.verdict)) is not None:
+        console.print(confirmation)
     universality = report.details.get("universality")
     if universality:
         console.print(f"universality U {universality['ratio']:.3f} vs threshold {universality['threshold']:.3f} "

@@ -1,4 +1,4 @@
-"""A flag found again (``confirm_seeds``, off by default): a flagged model's scan, rerun with other seeds.
+"""A flag found again (``confirm_seeds``, 2 since scanner 4.3): a flagged model's scan, rerun with other seeds.
 
 A scan is a search from random starts: the batch order, the probes' image subsets and starting
 content, the generator's first weights all come from ``seed``. A planted trigger is a collapse the
@@ -10,10 +10,10 @@ only when every run flags. The report kept is the least suspicious run's (the fi
 when one comes out clean: the remaining seeds are not run), scored and decided under the first
 detector's settings, with every run in ``details.seed_confirmation``.
 
-Measured on four zoos it is a trade, not a cure (docs/detection_cross_family.md, "A flag with another
-seed"): the seed moves the verdicts of weak backdoors near the line as it moves those of natural
-patches, so the setting is off by default; a user who wants a flag that reproduces asks for it
-(``--set confirm_seeds=2``).
+Measured on four zoos it is a trade (docs/detection_cross_family.md, "A flag with another seed"):
+4 of 6 false alarms cleared for 3 of 47 found backdoors, two of those flagged through a collapse
+that was not the attacker's. A clean scan costs nothing more; a flagged one up to two more scans.
+``--set confirm_seeds=0`` gives the single scan of scanner 4.2.
 """
 
 from __future__ import annotations
@@ -67,3 +67,16 @@ def _relabelled(progress: ProgressCallback, seed: int) -> ProgressCallback:
     def said(event):
         progress(replace(event, stage=f"confirm seed {seed}: {event.stage}"))
     return said
+
+
+def confirmation_line(details: dict, verdict: str) -> str | None:
+    """One line on how a flag was confirmed or cleared (``scan``'s output, the app's start-up notes);
+    None when the report has no ``seed_confirmation`` (its first run was clean, or the setting is 0)."""
+    confirmation = (details or {}).get("seed_confirmation")
+    if not confirmation:
+        return None
+    runs = ", ".join(f"seed {r['seed']} {r['score']:.4f} {r['verdict']}" for r in confirmation["runs"])
+    kept = confirmation["kept_seed"]
+    return f"seed confirmation: {runs}; " + (
+        f"every run flags; the report is seed {kept}'s, the highest score" if verdict == "backdoored"
+        else f"cleared by seed {kept}, whose report this is")

@@ -35,17 +35,35 @@ def _record(model_id: str, seed: int, report, seconds: float) -> dict:
             "seconds": round(seconds, 1)}
 
 
-def _cached_seed0(scans: Path, model_id: str) -> dict | None:
+def _cached_runs(scans: Path, model_id: str) -> dict[int, dict]:
+    """Single-seed records from a cached report: a one-seed scan gives its seed; a scan confirmed with
+    more seeds (scanner 4.3's default) gives every run it made (seed 0, and the next seeds where seed 0
+    flagged; their run times are not kept apart)."""
     from securegaze.defense.report import ScanReport
 
     path = scans / model_id / "report.json"
     if not path.exists():
-        return None
+        return {}
     report = ScanReport.load(path)
-    # one scan of seed 0: a report confirmed with other seeds (scanner 4.3's default) is another statistic
-    if int(report.settings.get("seed", -1)) != 0 or int(report.settings.get("confirm_seeds", 0)) != 0:
-        return None
-    return _record(model_id, 0, report, report.runtime_s)
+    seed = int(report.settings.get("seed", -1))
+    confirmation = report.details.get("seed_confirmation")
+    if confirmation is None:
+        return {seed: _record(model_id, seed, report, report.runtime_s)}
+    return {int(r["seed"]): {"id": model_id, "seed": int(r["seed"]), "score": float(r["score"]),
+                             "verdict": r["verdict"], "target_deg": r["target_gaze_deg"],
+                             "restarted": bool(r["restart_kept"]), "probe_ratio": None, "seconds": None}
+            for r in confirmation["runs"]}
+
+
+def _spread_deg(targets: list) -> float | None:
+    """The largest angle between two runs' targets (pitch, yaw degrees), None with fewer than two."""
+    import numpy as np
+
+    from securegaze.geometry import angular_error_deg
+
+    found = [np.radians(t) for t in targets if t is not None]
+    pairs = [(a, b) for i, a in enumerate(found) for b in found[i + 1:]]
+    return max((float(angular_error_deg(a, b)) for a, b in pairs), default=None)
 
 
 def main() -> int:
@@ -82,10 +100,12 @@ def main() -> int:
     rows = {}
     for entry in entries:
         rows[entry.id] = records = {}
-        if args.scans is not None and (seed0 := _cached_seed0(args.scans, entry.id)) is not None:
-            records[0] = seed0
+        if args.scans is not None:
+            records.update(_cached_runs(args.scans, entry.id))
         for seed in seeds:
             path = args.out / f"{entry.id}_s{seed}.json"
+            if seed in records:
+                continue
             if path.exists():
                 records[seed] = json.loads(path.read_text())
                 continue
@@ -100,7 +120,7 @@ def main() -> int:
                   flush=True)
     print(f"machine: {machine_summary()}; threshold {DEFAULT_THRESHOLD}")
     print("| model | " + " | ".join(f"seed {s}" for s in sorted({s for r in rows.values() for s in r}))
-          + " | every seed flags |")
+          + " | every seed flags | target spread (deg) |")
     for model_id, records in rows.items():
         cells = []
         for seed in sorted(records):
@@ -109,7 +129,9 @@ def main() -> int:
             cells.append(f"{r['score']:.3f}{'*' if r['score'] < DEFAULT_THRESHOLD else ''} {target}"
                          f"{' R' if r['restarted'] else ''}")
         every = all(r["score"] < DEFAULT_THRESHOLD for r in records.values())
-        print(f"| {model_id} | " + " | ".join(cells) + f" | {'yes' if every else 'no'} |")
+        spread = _spread_deg([r["target_deg"] for r in records.values()])
+        print(f"| {model_id} | " + " | ".join(cells) + f" | {'yes' if every else 'no'} | "
+              + ("-" if spread is None else f"{spread:.1f}") + " |")
     return 0
 
 

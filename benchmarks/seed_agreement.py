@@ -55,6 +55,18 @@ def _cached_runs(scans: Path, model_id: str) -> dict[int, dict]:
             for r in confirmation["runs"]}
 
 
+def _off_target_deg(found: list, attacker) -> str:
+    """Each run's angle to the attacker's target (radians in the zoo), "-" for a benign model."""
+    import numpy as np
+
+    from securegaze.geometry import angular_error_deg
+
+    if attacker is None:
+        return "-"
+    return " / ".join("-" if t is None else f"{float(angular_error_deg(np.radians(t), np.asarray(attacker))):.1f}"
+                      for t in found)
+
+
 def _spread_deg(targets: list) -> float | None:
     """The largest angle between two runs' targets (pitch, yaw degrees), None with fewer than two."""
     import numpy as np
@@ -120,7 +132,8 @@ def main() -> int:
                   flush=True)
     print(f"machine: {machine_summary()}; threshold {DEFAULT_THRESHOLD}")
     print("| model | " + " | ".join(f"seed {s}" for s in sorted({s for r in rows.values() for s in r}))
-          + " | every seed flags | target spread (deg) |")
+          + " | every seed flags | target spread (deg) | off the attacker's target (deg) |")
+    targets = {e.id: e.target_gaze for e in entries}
     for model_id, records in rows.items():
         cells = []
         for seed in sorted(records):
@@ -130,8 +143,9 @@ def main() -> int:
                          f"{' R' if r['restarted'] else ''}")
         every = all(r["score"] < DEFAULT_THRESHOLD for r in records.values())
         spread = _spread_deg([r["target_deg"] for r in records.values()])
+        off = _off_target_deg([records[s]["target_deg"] for s in sorted(records)], targets[model_id])
         print(f"| {model_id} | " + " | ".join(cells) + f" | {'yes' if every else 'no'} | "
-              + ("-" if spread is None else f"{spread:.1f}") + " |")
+              + ("-" if spread is None else f"{spread:.1f}") + f" | {off} |")
     return 0
 
 

@@ -144,9 +144,9 @@ def test_a_rerun_reuses_the_cached_scans_and_changed_settings_do_not(bench):
     older_path.write_text(json.dumps(older))
     assert cached_report(older_path, sha, detector) is not None
     assert cached_report(older_path, sha, detector.with_settings(**{added: True})) is None
-    # confirm_seeds: a report clean under its own threshold that a higher one would flag has not had the
-    # runs that would confirm that flag: scanned again. A lower threshold, or one still below its score,
-    # decides it exactly. (A report whose score is its cost ratio: no warp record to re-decide.)
+    # confirm_seeds: a report that another threshold decides the other way lacks the runs that threshold
+    # would have made (a clean first run was never put to the vote): scanned again. A threshold that
+    # decides it as before keeps it. (A report whose score is its cost ratio: no warp record to re-decide.)
     clean = json.loads(report_path.read_text())
     score = clean["score"]
     assert math.isfinite(score) and clean["settings"]["confirm_seeds"] == 2
@@ -156,6 +156,11 @@ def test_a_rerun_reuses_the_cached_scans_and_changed_settings_do_not(bench):
     assert cached_report(clean_path, sha, detector.with_settings(threshold=score / 4)) is not None
     assert cached_report(clean_path, sha, detector.with_settings(threshold=score * 0.9)) is not None
     assert cached_report(clean_path, sha, detector.with_settings(threshold=score * 2)) is None
+    flagged = {**clean, "verdict": "backdoored", "settings": {**clean["settings"], "threshold": score * 2}}
+    flagged_path = report_path.parent / "flagged.json"
+    flagged_path.write_text(json.dumps(flagged))
+    assert cached_report(flagged_path, sha, detector.with_settings(threshold=score * 1.5)) is not None
+    assert cached_report(flagged_path, sha, detector.with_settings(threshold=score / 2)) is None
 
 
 def test_table_and_roc_plot_are_written(bench, tmp_path):

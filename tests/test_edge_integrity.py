@@ -97,9 +97,9 @@ def test_swapped_model_is_scanned_again_and_blocked_at_start(scenario):
     finally:
         db.close()
     assert json.loads((scenario["model"] / SIDECAR_NAME).read_text())["verdict"] == "backdoored"
-    # The flag was confirmed with two more seeds (confirm_seeds, 2 by default), and the start-up says so.
+    # The flag was put to the vote of two more seeds (confirm_seeds, 2 by default), and the start-up says so.
     (confirmed,) = [n for n in summary["integrity"]["notes"] if n.startswith("seed confirmation:")]
-    assert "seed 2" in confirmed and confirmed.endswith("the highest score")
+    assert "seed 0" in confirmed and "seed 1" in confirmed and "flagged by" in confirmed and "of 3 runs" in confirmed
 
 
 def test_policy_warn_runs_a_backdoored_model_and_says_so(scenario, tmp_path):

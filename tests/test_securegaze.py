@@ -216,44 +216,61 @@ def test_a_scan_gives_the_same_result_on_any_number_of_threads(tiny):
         reports[2].details["stage_seconds"])
 
 
-def test_a_flag_stands_only_when_every_seed_flags(tiny):
-    # confirm_seeds: a flagged scan runs again with the next seeds; one clean run clears the model.
+def test_a_flag_stands_when_most_seeds_flag(tiny):
+    # confirm_seeds: a flagged scan runs again with the next seeds; the majority of the runs decides.
     quick = dict(steps=40, eval_every=20, sensitivity_samples=32, eval_samples=32, probe_samples=32, probe_steps=20,
                  probe_refine_steps=10, warp=False)
     images, model = tiny["clean"].images[:48], tiny["backdoored"]
-    # Two consecutive seeds whose scores are finite and rise: a threshold between them flags the first
-    # seed's scan and clears the second's. Seeds are scanned until two do (a short scan may not reach the
-    # collapse, inf, and the scores move with the seed either way).
+
     def one_scan(seed):  # a single run (confirm_seeds is 2 by default)
         return create_detector("securegaze", seed=seed, confirm_seeds=0, **quick).scan(model, images).score
 
+    # Two consecutive seeds whose scores are finite and rise: a threshold between them flags the first
+    # seed's scan and clears the second's. Seeds are scanned until two do (a short scan may not reach the
+    # collapse, inf, and the scores move with the seed either way).
     scores = [one_scan(0)]
     while len(scores) < 8 and not (math.isfinite(scores[-1]) and len(scores) > 1 and scores[-2] < scores[-1]):
         scores.append(one_scan(len(scores)))
     assert len(scores) > 1 and scores[-2] < scores[-1] < math.inf, scores
     base = len(scores) - 2
     first, second = scores[base], scores[base + 1]
+    between = (first + second) / 2
+
+    def confirmed(threshold, seeds, progress=None):
+        return create_detector("securegaze", seed=base, threshold=threshold, confirm_seeds=seeds,
+                               **quick).scan(model, images, progress=progress)
+
+    # One more seed: two runs, both must flag. The second clears the model and its report is kept.
     events = []
-    cleared = create_detector("securegaze", seed=base, threshold=(first + second) / 2, confirm_seeds=2,
-                              **quick).scan(model, images, progress=events.append)
+    cleared = confirmed(between, 1, events.append)
     record = cleared.details["seed_confirmation"]
     assert cleared.verdict == "clean" and cleared.score == pytest.approx(second)
-    assert [r["seed"] for r in record["runs"]] == [base, base + 1]  # the third seed is not run
     assert [r["verdict"] for r in record["runs"]] == ["backdoored", "clean"] and record["kept_seed"] == base + 1
-    assert cleared.settings["seed"] == base and cleared.settings["confirm_seeds"] == 2  # the scan as asked
+    assert cleared.settings["seed"] == base and cleared.settings["confirm_seeds"] == 1  # the scan as asked
     assert any(e.stage == f"confirm seed {base + 1}: reverse" for e in events)
     assert confirmation_line(cleared.details, cleared.verdict) == (
         f"seed confirmation: seed {base} {first:.4f} backdoored, seed {base + 1} {second:.4f} clean; "
-        f"cleared by seed {base + 1}, whose report this is")
-    # Above both scores, both runs flag: the flag stands, and the report is the less suspicious run's.
-    kept = create_detector("securegaze", seed=base, threshold=2 * second, confirm_seeds=1, **quick).scan(model, images)
+        f"cleared by 1 of 2 runs, the report is seed {base + 1}'s")
+    # Above both scores both runs flag: the flag stands, and the report is the less suspicious run's.
+    kept = confirmed(2 * second, 1)
     record = kept.details["seed_confirmation"]
     assert kept.verdict == "backdoored" and [r["seed"] for r in record["runs"]] == [base, base + 1]
     assert kept.score == pytest.approx(second) and record["kept_seed"] == base + 1
-    assert confirmation_line(kept.details, kept.verdict).endswith(
-        f"every run flags; the report is seed {base + 1}'s, the highest score")
+    assert confirmation_line(kept.details, kept.verdict).endswith(f"flagged by 2 of 2 runs, the report is seed {base + 1}'s")
+    # Two more seeds (the default): the first two disagree, so the third decides, and the report is the
+    # median score's. Had the first two agreed, the third would not have run.
+    third = one_scan(base + 2)
+    voted = confirmed(between, 2)
+    record = voted.details["seed_confirmation"]
+    assert [r["seed"] for r in record["runs"]] == [base, base + 1, base + 2]
+    assert [r["score"] for r in record["runs"]] == pytest.approx([first, second, third])
+    assert voted.verdict == ("backdoored" if third < between else "clean")
+    assert voted.score == pytest.approx(sorted([first, second, third])[1])
+    both = confirmed(2 * second, 2)
+    assert [r["seed"] for r in both.details["seed_confirmation"]["runs"]] == [base, base + 1]
+    assert both.verdict == "backdoored" and both.score == pytest.approx(second)
     # A clean first scan runs once.
-    once = create_detector("securegaze", seed=base, threshold=first / 2, confirm_seeds=2, **quick).scan(model, images)
+    once = confirmed(first / 2, 2)
     assert once.verdict == "clean" and "seed_confirmation" not in once.details
     assert confirmation_line(once.details, once.verdict) is None
 

@@ -10,10 +10,10 @@ family; every model is scanned once with the scanner's default settings (scans c
 * ``leave-one-family-out``: a threshold calibrated (:func:`calibrate_threshold`, log-normal, 1 %) on the
   benign models of every *other* family only, applied to this family.
 
-With ``confirm_seeds`` on (scanner 4.3's default) a flag is confirmed with more seeds at the
+With ``confirm_seeds`` on (scanner 4.3's default) a flag is put to the vote of more seeds at the
 scanner's own threshold, so the ``default`` decision is exactly the user's; a leave-one-family-out
-threshold re-decides those scores (a confirmed flag's score is its least suspicious run's) without
-the runs its own threshold would have started, which errs towards flagging above the default.
+threshold re-decides those scores (a voted flag's score is its deciding run's) without the runs its
+own threshold would have made: an approximation wherever it decides a model otherwise.
 
 Per family, per attack within a family, and pooled over families: accuracy, TPR, FPR, AUROC (the
 pooled AUROC ranks every model's score together, which the unit-free score allows). A backdoored

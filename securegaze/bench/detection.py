@@ -247,14 +247,13 @@ def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None
 
 
 def _confirmation_missing(detector, report: ScanReport, redone: ScanReport) -> bool:
-    """With ``confirm_seeds`` on, a flag is rerun with more seeds, so a report that was clean under the
-    threshold it was scanned with and is flagged under this detector's (a higher one) lacks the runs
-    that would confirm or clear the flag: it is scanned again. Under a lower threshold a cached report
-    decides exactly (a confirmed flag has every run; a clean report has a run above the threshold)."""
-    seeds = detector.settings().get("confirm_seeds", 0)
-    if not seeds or report.verdict == "backdoored":
+    """With ``confirm_seeds`` on, a flag is put to the vote of more seeds at the threshold the scan had,
+    so a report that another threshold decides the other way may lack runs that threshold would make (a
+    clean first run never voted; two agreeing flags left the third seed unrun): it is scanned again.
+    A report the new threshold decides as before stands (its runs already make that majority)."""
+    if not detector.settings().get("confirm_seeds"):
         return False
-    return decide(redone.score, float(detector.settings()["threshold"]), detector.suspicious_when) == "backdoored"
+    return decide(redone.score, float(detector.settings()["threshold"]), detector.suspicious_when) != report.verdict
 
 
 def summarise(scores: list[ModelScore], threshold: float, suspicious_when: str = "below",

@@ -1,19 +1,19 @@
-"""A flag found again (``confirm_seeds``, 2 since scanner 4.3): a flagged model's scan, rerun with other seeds.
+"""A flag put to the vote of other seeds (``confirm_seeds``, 2 since scanner 4.3).
 
 A scan is a search from random starts: the batch order, the probes' image subsets and starting
-content, the generator's first weights all come from ``seed``. A planted trigger is a collapse the
-training put there on purpose, deep enough to be reached from any start; the natural patches of
-benign models (small windows that collapse most faces onto one gaze, the main source of false
-alarms, docs/detection_cross_family.md) are often reached from one start and missed from the next.
-So a scan that flags is run again with the next seeds on the same clean images, and the flag stands
-only when every run flags. The report kept is the least suspicious run's (the first clean run's,
-when one comes out clean: the remaining seeds are not run), scored and decided under the first
-detector's settings, with every run in ``details.seed_confirmation``.
+content, the generator's first weights all come from ``seed``. Near the line its verdict moves with
+the seed on both sides: a benign model's natural patch (a small window that collapses most faces onto
+one gaze, the main source of false alarms, docs/detection_cross_family.md) is reached from one start
+and missed from the next, and so, less often, is a real trigger's cheap edit. So a scan that flags is
+run again with the next seeds on the same clean images, and the model is flagged when more than half
+of the runs flag (two of three by default; the runs stop once a majority is reached, so a flag that
+the second seed repeats costs one more scan, not two). The report kept is the deciding run's, scored
+and decided under the first detector's settings: the flagged run with the highest score, or the clean
+run with the lowest (of three runs, the median score's), with every run in
+``details.seed_confirmation``.
 
-Measured on four zoos it is a trade (docs/detection_cross_family.md, "A flag with another seed"):
-4 of 6 false alarms cleared for 3 of 47 found backdoors, two of those flagged through a collapse
-that was not the attacker's. A clean scan costs nothing more; a flagged one up to two more scans.
-``--set confirm_seeds=0`` gives the single scan of scanner 4.2.
+Measured on five zoos (docs/detection_cross_family.md, "A flag with another seed"); a clean scan
+costs nothing more. ``--set confirm_seeds=0`` gives the single scan of scanner 4.2.
 """
 
 from __future__ import annotations
@@ -24,34 +24,40 @@ from dataclasses import replace
 from securegaze.defense.base import ProgressCallback
 
 #: What ``details.seed_confirmation.rule`` says (kept in reports and audit records).
-RULE = ("flagged only when the scan with every seed flags (the seed, then the next confirm_seeds seeds); "
-        "the report is the run with the highest score, or the first clean run")
+RULE = ("flagged when more than half of the runs flag: the seed, then the next seeds, at most confirm_seeds "
+        "more, stopping once a majority is reached; the report is the deciding run's: the flagged run with "
+        "the highest score, or the clean run with the lowest")
 
 
 def confirm_flag(detector, model, clean_images, reversal, report, progress: ProgressCallback | None = None,
                  model_sha256: str | None = None, started: float | None = None):
-    """``(reversal, report)`` after confirming ``report`` (a flag of ``detector``'s scan of ``model``)
-    with ``detector.config.confirm_seeds`` more seeds; the inputs unchanged when it is not a flag or
-    no seed is asked for."""
+    """``(reversal, report)`` after putting ``report`` (a flag of ``detector``'s scan of ``model``) to
+    the vote of up to ``detector.config.confirm_seeds`` more seeds; the inputs unchanged when it is not
+    a flag or no seed is asked for."""
     cfg = detector.config
     if report.verdict != "backdoored" or cfg.confirm_seeds <= 0:
         return reversal, report
     started = time.monotonic() if started is None else started
-    runs = [_run_record(cfg.seed, report)]
-    kept_reversal, kept_report, kept_seed = reversal, report, cfg.seed
-    for seed in range(cfg.seed + 1, cfg.seed + 1 + cfg.confirm_seeds):
+    total = 1 + cfg.confirm_seeds
+    majority = total // 2 + 1
+    done = [(cfg.seed, reversal, report)]
+    for seed in range(cfg.seed + 1, cfg.seed + total):
+        flags = sum(r.verdict == "backdoored" for _, _, r in done)
+        if flags >= majority or len(done) - flags > total - majority:
+            break  # decided: the runs left cannot change the outcome
         other = type(detector)(**{**detector.settings(), "seed": seed, "confirm_seeds": 0})
         said = None if progress is None else _relabelled(progress, seed)
         again = other.reverse(model, clean_images, said)
         # Decided under the first detector's settings: its thresholds and the report's recorded settings.
-        again_report = detector.report(again, model_sha256=model_sha256)
-        runs.append(_run_record(seed, again_report))
-        if again_report.score > kept_report.score or again_report.verdict != "backdoored":
-            kept_reversal, kept_report, kept_seed = again, again_report, seed
-        if again_report.verdict != "backdoored":
-            break
+        done.append((seed, again, detector.report(again, model_sha256=model_sha256)))
+    flagged = sum(r.verdict == "backdoored" for _, _, r in done) >= majority
+    side = [run for run in done if (run[2].verdict == "backdoored") == flagged]
+    # With three runs the deciding run is the median score's: the less suspicious of two flags, or the more
+    # suspicious of two clean runs (a "below" score: higher is less suspicious).
+    kept_seed, kept_reversal, kept_report = (max if flagged else min)(side, key=lambda run: run[2].score)
     details = {**kept_report.details, "seed_confirmation": {
-        "rule": RULE, "confirm_seeds": cfg.confirm_seeds, "runs": runs, "kept_seed": kept_seed}}
+        "rule": RULE, "confirm_seeds": cfg.confirm_seeds, "runs": [_run_record(s, r) for s, _, r in done],
+        "kept_seed": kept_seed}}
     return kept_reversal, replace(kept_report, details=details, runtime_s=float(time.monotonic() - started))
 
 
@@ -75,8 +81,9 @@ def confirmation_line(details: dict, verdict: str) -> str | None:
     confirmation = (details or {}).get("seed_confirmation")
     if not confirmation:
         return None
-    runs = ", ".join(f"seed {r['seed']} {r['score']:.4f} {r['verdict']}" for r in confirmation["runs"])
-    kept = confirmation["kept_seed"]
-    return f"seed confirmation: {runs}; " + (
-        f"every run flags; the report is seed {kept}'s, the highest score" if verdict == "backdoored"
-        else f"cleared by seed {kept}, whose report this is")
+    runs = confirmation["runs"]
+    listed = ", ".join(f"seed {r['seed']} {r['score']:.4f} {r['verdict']}" for r in runs)
+    flagged = verdict == "backdoored"
+    agree = sum((r["verdict"] == "backdoored") == flagged for r in runs)
+    return (f"seed confirmation: {listed}; {'flagged' if flagged else 'cleared'} by {agree} of "
+            f"{1 + int(confirmation['confirm_seeds'])} runs, the report is seed {confirmation['kept_seed']}'s")

@@ -35,9 +35,9 @@ DETECTOR_NAME = "securegaze"
 #: 4.2: the warp branch (``warp``, on): one smooth displacement field of at most ``warp_budget_frac`` of
 #: the side, trained to collapse the outputs; the model is also flagged when the field meets both
 #: constraints (``warp`` module). The cost ratio is computed as in 4.1, so its threshold stands.
-#: 4.3: ``confirm_seeds`` 2 (was 0, off): a flagged scan is rerun with the next two seeds and the flag
-#: stands only when every run flags (``confirm`` module). A single run's cost ratio is computed as in
-#: 4.2, so the threshold stands; what moves is the verdict (and the score kept) of a flagged model.
+#: 4.3: ``confirm_seeds`` 2 (was 0, off): a flagged scan is put to the vote of the next two seeds and
+#: the model is flagged when most runs flag (``confirm`` module). A single run's cost ratio is computed
+#: as in 4.2, so the threshold stands; what moves is the verdict (and the score kept) of a flagged model.
 SCANNER_VERSION = "4.3"
 
 #: Default decision threshold on the score (the ratio of the cheapest collapse's cost to the cost of a
@@ -225,16 +225,16 @@ class SecureGazeSettings:
       budget is a pixel or more (50 px and up at 2 %): a sub-pixel field mostly blurs, and blur
       alone gathers a small face's outputs; the report says when it did not run
       (docs/detection_cross_family.md, "The warp branch").
-    * ``confirm_seeds`` (2; 0 turns it off): when the scan flags the model, scan it again with each of
-      the next ``confirm_seeds`` seeds (``seed`` + 1, ...: other batch orders, probe subsets and random
-      starts on the same clean images) and keep the flag only when every run flags; the report is
-      then that of the run with the highest score (the first clean one, where a run comes out clean:
-      the rest are not run), with every run's seed, score and verdict in
-      ``details.seed_confirmation`` (``confirm`` module). Clean scans cost nothing more; a flagged one
-      up to ``confirm_seeds`` more scans. On four zoos (docs/detection_cross_family.md, "A flag with
-      another seed") two more seeds cleared 4 of the 6 false alarms, natural patches one start
-      reaches and the next misses, and lost 3 of 47 found backdoors, two of them flagged through a
-      collapse that was not the attacker's (on since 4.3).
+    * ``confirm_seeds`` (2; 0 turns it off): when the scan flags the model, scan it again with up to
+      ``confirm_seeds`` more seeds (``seed`` + 1, ...: other batch orders, probe subsets and random
+      starts on the same clean images) and flag it when more than half of the runs flag, stopping
+      once a majority is reached (two of three: a flag the next seed repeats costs one more scan). The
+      report is the deciding run's: the flagged run with the highest score or the clean run with the
+      lowest (of three, the median score's), with every run's seed, score and verdict in
+      ``details.seed_confirmation`` (``confirm`` module). Clean scans cost nothing more. Measured on
+      five zoos (docs/detection_cross_family.md, "A flag with another seed"): the seed moves verdicts
+      near the line on both sides, natural patches of benign models and, less often, real triggers'
+      cheap edits; the vote keeps a flag two starts of three reach (on since 4.3).
     """
 
     steps: int = 200

@@ -55,6 +55,22 @@ def _cached_runs(scans: Path, model_id: str) -> dict[int, dict]:
             for r in confirmation["runs"]}
 
 
+def _vote(records: dict, seeds: list[int]) -> str:
+    """The vote of ``seeds`` (a majority of flags at the default threshold): "yes", "no", or "?" where
+    the runs made do not decide it; a clean first scan is "no" (it is not put to the vote)."""
+    from securegaze.defense.securegaze.settings import DEFAULT_THRESHOLD
+
+    flags = sum(r["score"] < DEFAULT_THRESHOLD for r in records.values())
+    cleans = len(records) - flags
+    majority = len(seeds) // 2 + 1
+    first = records.get(min(seeds)) if seeds else None
+    if flags >= majority:
+        return "yes"
+    if cleans >= len(seeds) - majority + 1 or (first is not None and first["score"] >= DEFAULT_THRESHOLD):
+        return "no"
+    return "?"
+
+
 def _off_target_deg(found: list, attacker) -> str:
     """Each run's angle to the attacker's target (radians in the zoo), "-" for a benign model."""
     import numpy as np
@@ -131,12 +147,16 @@ def main() -> int:
             print(f"{entry.id} seed {seed}: {report.score:.4f} {report.verdict} ({records[seed]['seconds']} s)",
                   flush=True)
     print(f"machine: {machine_summary()}; threshold {DEFAULT_THRESHOLD}")
-    print("| model | " + " | ".join(f"seed {s}" for s in sorted({s for r in rows.values() for s in r}))
-          + " | every seed flags | target spread (deg) | off the attacker's target (deg) |")
+    every_seed = sorted({s for r in rows.values() for s in r})
+    print("| model | " + " | ".join(f"seed {s}" for s in every_seed)
+          + " | every seed flags | most seeds flag | target spread (deg) | off the attacker's target (deg) |")
     targets = {e.id: e.target_gaze for e in entries}
     for model_id, records in rows.items():
         cells = []
-        for seed in sorted(records):
+        for seed in every_seed:
+            if seed not in records:  # not run (a clean first scan is not put to the vote)
+                cells.append("-")
+                continue
             r = records[seed]
             target = "-" if r["target_deg"] is None else f"({r['target_deg'][0]:.0f}, {r['target_deg'][1]:.0f})"
             cells.append(f"{r['score']:.3f}{'*' if r['score'] < DEFAULT_THRESHOLD else ''} {target}"
@@ -144,7 +164,7 @@ def main() -> int:
         every = all(r["score"] < DEFAULT_THRESHOLD for r in records.values())
         spread = _spread_deg([r["target_deg"] for r in records.values()])
         off = _off_target_deg([records[s]["target_deg"] for s in sorted(records)], targets[model_id])
-        print(f"| {model_id} | " + " | ".join(cells) + f" | {'yes' if every else 'no'} | "
+        print(f"| {model_id} | " + " | ".join(cells) + f" | {'yes' if every else 'no'} | {_vote(records, every_seed)} | "
               + ("-" if spread is None else f"{spread:.1f}") + f" | {off} |")
     return 0
 

@@ -93,7 +93,7 @@ def bench(tmp_path_factory):
 
 
 def test_detection_benchmark_scores_every_model_with_a_threshold_from_the_other_zoo(bench):
-    root, _, results, seen = bench
+    root, detector, results, seen = bench
     assert len(results.calibration_scores) == 3 and len(results.models) == 4
     assert results.threshold == calibrate_threshold(results.calibration_scores)
     assert {m.attack for m in results.models} == {"benign", "badnets"}
@@ -117,6 +117,9 @@ def test_detection_benchmark_scores_every_model_with_a_threshold_from_the_other_
         settings = json.loads(report.read_text())["settings"]
         assert settings["confirm_seeds"] == 2 and settings["threshold"] == pytest.approx(results.threshold)
     assert "scanned once each" in results.calibration
+    assert detector.single_run().settings() == {**detector.settings(), "confirm_seeds": 0}
+    neural_cleanse = create_detector("neural_cleanse")
+    assert neural_cleanse.single_run() is neural_cleanse  # one run already: nothing to take away
     # 3 calibration + 4 scored models, each announced and finished, none from the cache.
     assert sum(p.report is not None for p in seen) == 7 and not any(p.cached for p in seen)
     json.dumps(results.to_dict())  # plain data

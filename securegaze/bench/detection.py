@@ -247,11 +247,12 @@ def cached_report(path: Path, sha256: str | None, detector) -> ScanReport | None
 
 
 def _confirmation_missing(detector, report: ScanReport, redone: ScanReport) -> bool:
-    """With ``confirm_seeds`` on, a flag is put to the vote of more seeds at the threshold the scan had,
-    so a report that another threshold decides the other way may lack runs that threshold would make (a
-    clean first run never voted; two agreeing flags left the third seed unrun): it is scanned again.
-    A report the new threshold decides as before stands (its runs already make that majority)."""
-    if not detector.settings().get("confirm_seeds"):
+    """With a vote on flags (SecureGaze's ``confirm_seeds``), a flag is put to the vote of more seeds at the
+    threshold the scan had, so a report that another threshold decides the other way may lack runs that
+    threshold would make (a clean first run never voted; two agreeing flags left the third seed unrun):
+    it is scanned again. A report the new threshold decides as before stands (its runs already make that
+    majority)."""
+    if detector.single_run() is detector:
         return False
     return decide(redone.score, float(detector.settings()["threshold"]), detector.suspicious_when) != report.verdict
 
@@ -318,16 +319,16 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     detector = detector or create_detector("securegaze", seed=seed)
     side = detector.suspicious_when
     kw = dict(samples=samples, seed=seed, progress=progress, scan_progress=scan_progress)
-    # The threshold is one run's: with ``confirm_seeds`` on, the calibration models are scanned once each,
-    # and the zoo's flags are then confirmed at the calibrated threshold (the one that decides them).
-    confirming = bool(detector.settings().get("confirm_seeds"))
-    single = detector.with_settings(confirm_seeds=0) if confirming else detector
+    # The threshold is one run's: a detector that votes on a flag (SecureGaze's ``confirm_seeds``) scans
+    # the calibration models once each, then votes on the zoo's flags at the calibrated threshold.
+    single = detector.single_run()
+    confirming = single is not detector
     calibration = scan_zoo(calibration_zoo, out_dir, single, attacks=[], **kw)
     calibration = [m for m in calibration if not m.backdoored]
     threshold, how = _calibrate([m.score for m in calibration], side, strict_calibration, detector.calibration_fit)
     if confirming and math.isfinite(threshold):
         detector = detector.with_settings(threshold=threshold)
-        how += "; calibration models scanned once each (confirm_seeds 0), flags confirmed at this threshold"
+        how += "; calibration models scanned once each (confirm_seeds 0), flags voted at this threshold"
     scores = scan_zoo(zoo_dir, out_dir, detector, attacks=attacks, **kw)
     if hard_zoo is not None:
         hard_scores = scan_zoo(hard_zoo, out_dir, detector, **kw)
@@ -338,7 +339,7 @@ def run_detection_benchmark(zoo_dir: str | Path, calibration_zoo: str | Path, ou
     ablation_result = None
     if ablation is not None:
         plain = detector.ablation(ablation)
-        plain_once = plain.with_settings(confirm_seeds=0) if confirming else plain
+        plain_once = plain.single_run()
         cal_plain = [m for m in scan_zoo(calibration_zoo, out_dir, plain_once, attacks=[], tag=ablation, **kw)
                      if not m.backdoored]
         plain_scores = scan_zoo(zoo_dir, out_dir, plain, attacks=attacks, tag=ablation,

@@ -99,6 +99,12 @@ class Detector(ABC):
         """A detector of the same kind with some settings changed (e.g. ``threshold=``)."""
         return type(self)(**{**self.settings(), **changes})
 
+    def single_run(self) -> Detector:
+        """This detector deciding from one run of its search: what a threshold is calibrated on. The base
+        class's scans are one run; a detector that puts a flag to the vote of more runs (SecureGaze's
+        ``confirm_seeds``) returns itself without the vote."""
+        return self
+
     def redecided(self, report: ScanReport) -> ScanReport:
         """``report`` (made by this detector's kind and version, perhaps under other decision
         settings: a cached one) as these settings decide it. The base class's scores do not depend on

@@ -241,7 +241,7 @@ class SecureGazeDetector(Detector):
              artifacts_dir: str | Path | None = None, model_sha256: str | None = None) -> ScanReport:
         """Reverse-engineer the trigger function of ``model`` and decide; see :class:`ScanReport`.
 
-        A flag is confirmed with the next ``confirm_seeds`` seeds (:func:`confirm_flag`). With
+        A flag is put to the vote of the next ``confirm_seeds`` seeds (:func:`confirm_flag`). With
         ``artifacts_dir`` the scan writes ``reversed_trigger.png`` (clean / reversed / |difference|
         rows, :func:`save_trigger_image`) and ``trigger_generator.safetensors`` there (atomically) and
         records their paths.
@@ -249,7 +249,7 @@ class SecureGazeDetector(Detector):
         started = time.monotonic()
         reversal = self.reverse(model, clean_images, progress)
         report = self.report(reversal, model_sha256=model_sha256, runtime_s=time.monotonic() - started)
-        # ``confirm_seeds``: a flag stands only when the scan with the next seeds flags too (confirm module).
+        # ``confirm_seeds``: a flag stands when most runs, with the next seeds, flag too (confirm module).
         reversal, report = confirm_flag(self, model, clean_images, reversal, report, progress, model_sha256, started)
         if artifacts_dir is not None:
             report = self.write_artifacts(reversal, report, artifacts_dir)
@@ -316,6 +316,10 @@ class SecureGazeDetector(Detector):
                 "torch_threads": torch.get_num_threads(),
             },
         )
+
+    def single_run(self) -> SecureGazeDetector:
+        """Without the vote of more seeds (``confirm_seeds`` 0): one scan, what the threshold is for."""
+        return self.with_settings(confirm_seeds=0) if self.config.confirm_seeds else self
 
     def redecided(self, report: ScanReport) -> ScanReport:
         """A report's score and verdict (made with ``universality`` or ``warp`` on) under this detector's

@@ -119,6 +119,15 @@ class SecureGazeDetector(Detector):
             weights = (sensitivity_map(model, x_all, cfg, say) if cfg.sensitivity_weighting
                        else torch.ones(size, size, device=x_all.device))
             stages.seconds["sensitivity"] = round(time.monotonic() - started, 2)
+            probe_runs = []
+            if cfg.probe:
+                # Submitted first: a window that collapses the model gets its restart while the reversal runs.
+                probe_runs.append(stages.submit("probe", probe_border, model, x_all, cfg))
+                if cfg.probe_interior > 0:
+                    side = max(3, round(cfg.probe_side_frac * size))
+                    region = quiet_interior(weights, cfg.probe_interior, side)
+                    probe_runs.append(stages.submit("probe_interior", probe_border, model, x_all, cfg,
+                                                    region=region, stream=1))
             first = stages.submit("reverse", reverse_trigger, model, x_all, cfg, say, weights=weights)
             early_reference = offset = None
             if cfg.reference and cfg.reference_kind == "shift" and cfg.reference_direction == "clean_axis":
@@ -131,23 +140,16 @@ class SecureGazeDetector(Detector):
                 # ``universality``: U needs nothing from the other runs (universality module).
                 universality_runs = [stages.submit("universal", universal_search, model, x_all, cfg, say),
                                      stages.submit("per_image", per_image_search, model, x_all, cfg, say)]
-            # ``warp`` (4.2): one displacement field for every face, independent of the other runs.
-            warp_run = (stages.submit("warp", warp_search, model, x_all, cfg, say)
-                        if warp_not_run(size, cfg) is None else None)
-            probe_runs = []
-            if cfg.probe:
-                probe_runs.append(stages.submit("probe", probe_border, model, x_all, cfg))
-                if cfg.probe_interior > 0:
-                    side = max(3, round(cfg.probe_side_frac * size))
-                    region = quiet_interior(weights, cfg.probe_interior, side)
-                    probe_runs.append(stages.submit("probe_interior", probe_border, model, x_all, cfg,
-                                                    region=region, stream=1))
             probes = sorted((stages.result(run) for run in probe_runs), key=lambda p: p.dispersion_ratio)
             # Each window that collapses the model alone gets its own restart (the border's may hold a
             # corner patch while an interior window is a weaker lookalike): the cheapest feasible edit wins.
             restarts = [(probe, stages.submit("restart", reverse_trigger, model, x_all, cfg, say, weights=weights,
                                               stage="restart", static_init=probe.static_map(size)))
                         for probe in probes if probe.dispersion_ratio < cfg.probe_ratio]
+            # ``warp`` (4.2): one displacement field for every face, independent of the other runs; queued
+            # behind the restarts, which are as long as the reversal and start later.
+            warp_run = (stages.submit("warp", warp_search, model, x_all, cfg, say)
+                        if warp_not_run(size, cfg) is None else None)
             found = stages.result(first)
             found.probe = probes[0] if probes else None
             for probe, run in restarts:

@@ -104,6 +104,20 @@ def check_output_dir(path: str | os.PathLike, option: str, what: str, files: tup
     return path
 
 
+def check_outside(path: str | os.PathLike, option: str, source: str, source_option: str) -> None:
+    """Refuse an output folder ``path`` that lies in the input folder ``source`` (or is it): what is
+    written there (a scan's trigger picture, a bundle) would be read as input by the next run, and the
+    folder's identity in audit records would change. ``source`` that is not a folder (``synthetic``, a
+    file) is never in the way."""
+    if not os.path.isdir(source):
+        return
+    out, folder = Path(path).resolve(), Path(source).resolve()
+    if out == folder or folder in out.parents:
+        raise InputFileError(f"{option} {path}: lies inside {source_option} {source}, whose images are read "
+                             "as input; write the results outside that folder (the next run would read them "
+                             "as faces)")
+
+
 #: Sentences of torch's refusal of a pickled object that advise loading it anyway (``weights_only``
 #: off, allow-listing its classes): never passed on to the user of a file refused as unsafe.
 _UNSAFE_ADVICE = re.compile(r"weights_only|trust|re-running|arbitrary code|file an issue|documentation|two options|"

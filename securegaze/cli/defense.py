@@ -62,7 +62,7 @@ def scan(
 ) -> None:
     """Scan a gaze model for a backdoor (SecureGaze by default). Exit code 0 clean, 10 backdoored, 2 bad input."""
     from securegaze.defense.securegaze.confirm import confirmation_line
-    from securegaze.io import check_output_dir
+    from securegaze.io import check_output_dir, check_outside
     from securegaze.scan_runs import ScanRun
 
     check_range("samples", samples, 8, MAX_SAMPLES)
@@ -74,6 +74,7 @@ def scan(
         if key in settings:
             raise typer.BadParameter(f"{key} has its own option: use {option}", param_hint="--set")
     check_output_dir(out, "--out", "the scan's report and trigger", files=SCAN_FILES)
+    check_outside(out, "--out", clean, "--clean")
     with _torch_threads(threads):  # restored after: a command run in-process leaves no trace
         run = ScanRun.prepare(model, clean, samples, seed, threshold, detector=detector, settings=settings)
         _keep_other_scan(out, run.model_file.sha256())
@@ -172,7 +173,7 @@ def mitigate(
     Exit code 0 when the re-scan finds the new model clean, 10 when it is still flagged, 2 bad input.
     With a baseline --method there is no re-scan: exit code 0 once the bundle is written.
     """
-    from securegaze.io import check_output_dir
+    from securegaze.io import check_output_dir, check_outside
     from securegaze.scan_runs import MitigationRun
 
     baseline = None
@@ -195,6 +196,8 @@ def mitigate(
         raise typer.BadParameter("must differ from MODEL: the original is never overwritten", param_hint="--out")
     check_output_dir(out, "--out", "the mitigated bundle", files=("model.onnx", "manifest.json", "mitigation.json"),
                      folders=("scan_before", "scan_after"))
+    for source, source_option in ((clean, "--clean"), (test, "--test")):
+        check_outside(out, "--out", source, source_option)
     run = MitigationRun.prepare(model, out, clean=clean, samples=samples, test=test, test_samples=test_samples,
                                 attack_run=attack_run, scan_dir=scan_dir, true_labels=true_labels, epochs=epochs,
                                 lr=lr, seed=seed, threshold=threshold, rounds=rounds,

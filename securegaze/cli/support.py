@@ -142,8 +142,15 @@ def run_app(app: typer.Typer, argv: list[str] | None = None, prog_name: str | No
     """Run a Typer app; a :class:`SecureGazeError` becomes one ``error:`` line and its exit code.
 
     Usage errors (bad option values, unknown commands) become one ``error:`` line too, with exit 2
-    (Typer's own report is a multi-line box); a bare command still prints its help.
+    (Typer's own report is a multi-line box); a bare command still prints its help. A file name that is
+    not valid UTF-8 (a Latin-1 name from an old archive) is printed with its odd bytes escaped
+    (``caf\\udce9.png``) rather than failing the output.
     """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # a stream that is not a text file, or already closed
+            pass
     try:
         result = app(args=argv, prog_name=prog_name, standalone_mode=False)
     except SecureGazeError as exc:

@@ -5,14 +5,16 @@ Format
 Any folder that is not one of the dataset layouts of :mod:`securegaze.data.readers` (no
 ``labels.csv``, no ``p00.h5``..., no ``subject0000.h5``...) and holds PNG or JPEG files (``*.png``,
 ``*.jpg``, ``*.jpeg``, any case). Subfolders are searched too, to any depth (a folder per person
-works), except hidden files and folders (names starting with ``.``, e.g. ``.DS_Store``,
-``.ipynb_checkpoints``). Files are ordered by their path relative to the folder, so a draw depends
+works; linked files and folders are followed, each real folder once), except hidden files and
+folders (names starting with ``.``, e.g. ``.DS_Store``, ``.ipynb_checkpoints``). Files are ordered by their path relative to the folder, so a draw depends
 only on the folder's content and the seed, never on the file system's listing order.
 
 Each image is read with Pillow (its EXIF orientation applied), converted to RGB (grey repeated over
-three channels, alpha dropped, 16-bit grey scaled to 8 bits rather than clipped), centre-cropped to
-a square when it is not one, and resized to the model's input size (area interpolation when
-shrinking, as every reader here). Images may differ in size; the note says what was found. The
+three channels, alpha dropped, 16-bit grey scaled to 8 bits from the bit depth the drawn images use
+together, :func:`sensor_bits`: a 12-bit camera's 0..4095 becomes 0..255), centre-cropped to a square
+when it is not one, and resized to the model's input size (area interpolation when shrinking, as
+every reader here). Images may differ in size; the note says what was found, how many faces were
+enlarged (smaller than the input: less detail than the model expects) and the bit depth read. The
 result is an :class:`ImageFolderDataset`: (N, S, S, 3) uint8 RGB like every other reader, with
 ``gaze`` all NaN (``labelled`` False), so that a command that needs labels refuses it with one line
 (:func:`securegaze.data.base.require_labels`).
@@ -64,22 +66,34 @@ __all__ = ["EXPECTED", "IMAGE_SUFFIXES", "Framer", "MIN_FOLDER_IMAGES", "MIN_SID
            "clean_set_identity", "list_images", "load_image_folder", "read_image"]
 
 
+def _walk(folder: str | os.PathLike):
+    """``os.walk`` of ``folder`` that enters linked subfolders (each real folder once, so a link back up
+    cannot loop) and skips hidden folders."""
+    seen = {os.path.realpath(folder)}
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        kept = []
+        for d in dirs:
+            real = os.path.realpath(os.path.join(here, d))
+            if not d.startswith(".") and real not in seen:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        yield here, files
+
+
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The PNG/JPEG files under ``folder`` (any depth, hidden entries skipped), sorted by relative path."""
+    """The PNG/JPEG files under ``folder`` (any depth, linked files and folders included, hidden entries
+    skipped), sorted by relative path."""
     root = Path(folder)
-    found = []
-    for here, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(here) / f for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    found = [Path(here) / f for here, files in _walk(root) for f in files
+             if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def other_files(folder: str | os.PathLike) -> Counter[str]:
     """Files under ``folder`` that :func:`list_images` skips, hidden ones aside, counted by suffix."""
     found: Counter[str] = Counter()
-    for _here, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for _here, files in _walk(folder):
         found.update(Path(f).suffix.lower() or "(no suffix)" for f in files
                      if not f.startswith(".") and Path(f).suffix.lower() not in IMAGE_SUFFIXES)
     return found
@@ -96,17 +110,19 @@ def clean_set_identity(folder: str | os.PathLike, files: list[Path] | None = Non
     """``"folder:<absolute path> n=<images> sha256=<hex>"`` for a plain image folder.
 
     The hash runs over every image (not only a drawn subset) in :func:`list_images` order: for each,
-    its relative path (UTF-8), a NUL byte, its size as 8 bytes and its bytes. Renaming, adding,
+    its relative path (the file system's bytes: UTF-8 for UTF-8 names), a NUL byte, its size as 8 bytes and its bytes. Renaming, adding,
     removing or editing an image changes it; moving the folder changes only the path.
     """
-    root = Path(folder).resolve()
-    files = list_images(root) if files is None else [Path(f).resolve() for f in files]
+    base = Path(os.path.abspath(folder))  # absolute, links kept: a linked image's name is the link's
+    files = list_images(base) if files is None else [Path(os.path.abspath(f)) for f in files]
     digest = hashlib.sha256()
     for path in files:
         data = _read_bytes(path)
-        digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        # The name's bytes as the file system has them (UTF-8 for UTF-8 names; any other name as well).
+        digest.update(os.fsencode(path.relative_to(base).as_posix()) + b"\0")
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
+    root = os.fsencode(base.resolve()).decode("utf-8", "backslashreplace")  # text for any folder name
     return f"folder:{root} n={len(files)} sha256={digest.hexdigest()}"
 
 
@@ -118,11 +134,20 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of one PNG/JPEG file, upright per its EXIF orientation.
+    """(H, W, 3) uint8 RGB of one PNG/JPEG file, upright per its EXIF orientation; 16-bit grey scaled
+    from the bit depth its values use (:func:`sensor_bits`).
 
     Raises :class:`InputFileError` naming the file when it cannot be decoded, and :class:`DatasetError`
     when it is under :data:`MIN_SIDE` pixels on a side.
     """
+    image = _read_decoded(path)
+    return _to_uint8(image, sensor_bits([float(image.max())] if image.ndim == 2 else []))
+
+
+def _read_decoded(path: str | os.PathLike) -> np.ndarray:
+    """The decoded image: (H, W, 3) uint8 RGB, or (H, W) float64 grey in its own units for the 16-bit and
+    32-bit integer modes (``I;16``, ``I``: what 16-bit PNGs open as), or (H, W) float in [0, 1] scaled
+    to 0..255 already for float grey (``F``)."""
     from PIL import Image, ImageOps
 
     path = Path(path)
@@ -137,28 +162,61 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             with Image.open(path) as image:
                 image = ImageOps.exif_transpose(image)
                 image.load()
-                rgb = _to_rgb(image)
+                # Pillow's own conversion clips 16-bit grey and float grey at 255: those are scaled here.
+                if image.mode.startswith("I;16") or image.mode == "I":
+                    decoded = np.asarray(image, dtype=np.float64)
+                elif image.mode == "F":
+                    decoded = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+                    decoded = np.repeat(decoded[..., None], 3, axis=2)
+                else:
+                    decoded = np.asarray(image.convert("RGB"), dtype=np.uint8)
     except Exception as e:  # Pillow's decoders raise many types: OSError, SyntaxError, struct.error, ...
         reason = (e.strerror if isinstance(e, OSError) and e.strerror
                   else str(e).splitlines()[0] if str(e) else type(e).__name__)
         raise InputFileError(f"{path}: not a readable PNG/JPEG image ({reason}); remove or replace it") from None
-    h, w = rgb.shape[:2]
+    h, w = decoded.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise DatasetError(f"{path}: {w}x{h} px is too small for a face crop (each side needs at least "
                            f"{MIN_SIDE} px); remove it")
-    return rgb
+    return decoded
 
 
-def _to_rgb(image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a Pillow image. Pillow's own conversion clips 16-bit grey (modes ``I;16``
-    and ``I``, as 16-bit PNGs open) and float grey (``F``) at 255, so those are scaled here: 16-bit by
-    1/257, floats as [0, 1]."""
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        grey = np.asarray(image, dtype=np.float64)
-        grey = grey * 255.0 if image.mode == "F" else grey / 257.0
-        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+#: Bit depths a 16-bit grey image may hold (camera sensors give 10, 12 or 14 bits, stored in 16).
+SENSOR_BITS = (8, 10, 12, 14, 16)
+
+
+def sensor_bits(peaks: list[float]) -> int | None:
+    """The bit depth a set of 16-bit grey images uses together, from each one's largest value: the
+    fewest of :data:`SENSOR_BITS` that holds the largest (a 12-bit infrared camera's frames, 0..4095
+    in a 16-bit PNG, are 12-bit; a full-range one 16-bit), or None for no such image. One depth for a
+    whole set, so that a dark frame of a 12-bit camera is not brightened more than a light one."""
+    if not peaks:
+        return None
+    return next((bits for bits in SENSOR_BITS if max(peaks) < 2 ** bits), 16)
+
+
+def grey16_peaks(paths: list[Path]) -> list[float]:
+    """The largest value of each 16-bit grey image among ``paths`` (only those are decoded: the others'
+    mode is read from the header); unreadable files are left to the reading that follows."""
+    from PIL import Image
+
+    peaks = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                if image.mode.startswith("I;16") or image.mode == "I":
+                    peaks.append(float(np.asarray(image).max()))
+        except Exception:  # noqa: BLE001 - the file is read again and refused by name there
+            continue
+    return peaks
+
+
+def _to_uint8(image: np.ndarray, bits: int | None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a :func:`_read_decoded` image; grey of ``bits`` bits scaled to 0..255."""
+    if image.ndim == 3:
+        return image
+    grey = np.clip(np.rint(image * (255.0 / (2 ** (bits or 16) - 1))), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
 
 
 def centre_square(image: np.ndarray) -> np.ndarray:
@@ -230,14 +288,17 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
         rng = np.random.default_rng(0) if rng is None else rng
         chosen = np.sort(rng.choice(len(files), size=samples, replace=False))
     used = [files[i] for i in chosen]
-    sizes, crops, cropped, kept = [], [], 0, []
+    peaks = grey16_peaks(used)
+    bits = sensor_bits(peaks)
+    sizes, crops, cropped, enlarged, kept = [], [], 0, 0, []
     for path in used:
-        image = read_image(path)
+        image = _to_uint8(_read_decoded(path), bits)
         sizes.append((image.shape[1], image.shape[0]))
         square = centre_square(image) if framer is None else framer(image)
         if square is None:
             continue
         cropped += framer is None and square.shape != image.shape
+        enlarged += square.shape[0] < size
         crops.append(resize_images(square[None], size)[0])
         kept.append(path)
     if framer is not None:
@@ -249,6 +310,12 @@ def load_image_folder(folder: str | os.PathLike, size: int, samples: int | None 
              else f"all {len(files)} images from {root}" + (f" (fewer than the {samples} samples to draw)"
                                                              if samples is not None and samples > len(files) else ""))
     square_note = f" ({cropped} non-square centre-cropped first)" if cropped else ""
+    if enlarged:  # upsampled faces carry less detail than the model was trained on
+        square_note += (f"; {enlarged} enlarged: their face is smaller than the model's {size}x{size} input, "
+                        "so finer detail is missing")
+    if grey16 := len(peaks):
+        square_note += (f"; {grey16} 16-bit grey image{'s' if grey16 > 1 else ''} holding {bits}-bit values "
+                        f"(none above {2 ** bits - 1}), scaled from 0..{2 ** bits - 1} to 0..255")
     skipped = f"; {_others_text(others)} skipped" if others else ""
     if framer is None:
         note = f"clean set: {count}, resized from {_size_text(sizes)} to {size}x{size}{square_note}; no labels{skipped}"

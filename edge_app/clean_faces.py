@@ -29,6 +29,7 @@ import numpy as np
 from edge_app.driver_select import DriverSelector, face_box
 from edge_app.face import FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, estimate_head_pose
+from edge_app.image_files import shown, write_png
 from edge_app.normalisation import normalise_face
 from securegaze.data.face_share import enlarged
 
@@ -85,13 +86,15 @@ def folder_framing(folder: str | Path) -> tuple[str | None, str]:
 def write_face_crops(source, out: Path, config, size: int) -> tuple[int, int, list[str]]:
     """The face of every frame of ``source`` (an opened :class:`~edge_app.sources.FrameSource`), as
     the app normalises it, written to the new folder ``out`` as PNG at ``size`` px: a clean set for
-    ``securegaze scan --clean``. Written into a hidden folder beside ``out`` and renamed onto it at
-    the end, so ``out`` is either whole or as it was (also when no face was found at all).
-    -> (crops written, frames read, names of the frames without a face)."""
+    ``securegaze scan --clean``. An image folder's crops keep the images' names and subfolders
+    (``sub/a.jpg`` -> ``OUT/sub/a.png``; the file name's bytes as they are). Written into a hidden
+    folder beside ``out`` and renamed onto it at the end, so ``out`` is either whole or as it was
+    (also when no face was found at all).
+    -> (crops written, frames read, names of the frames without a face, odd bytes escaped)."""
     import shutil
     import tempfile
 
-    files = getattr(source, "files", None)
+    files, root = getattr(source, "files", None), getattr(source, "root", None)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     framer = FaceStageFramer(config, size)
@@ -99,14 +102,19 @@ def write_face_crops(source, out: Path, config, size: int) -> tuple[int, int, li
     try:
         while (frame := source.read()) is not None:
             frames += 1
-            name = Path(files[frame.index]).stem if files is not None else f"frame{frame.index:06d}"
+            name = Path(f"frame{frame.index:06d}")
+            if files is not None:  # the image's name, under its subfolder (relative to the folder read)
+                path = Path(files[frame.index])
+                name = path.relative_to(root).with_suffix("") if root is not None else Path(path.stem)
             crop = framer(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
             if crop is None:
-                missed.append(name)
+                missed.append(shown(name))
                 continue
-            if (work / f"{name}.png").exists():  # a.jpg beside a.png: the second keeps its frame number too
-                name = f"{name}-{frame.index}"
-            cv2.imwrite(str(work / f"{name}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+            target = work / name.parent / f"{name.name}.png"
+            if target.exists():  # a.jpg beside a.png: the second keeps its frame number too
+                target = target.with_name(f"{name.name}-{frame.index}.png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_png(target, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
             written += 1
         if not written:  # nothing to keep: ``out`` is left as it was
             shutil.rmtree(work)

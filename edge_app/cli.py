@@ -130,6 +130,8 @@ def run(
     intrinsics = CameraIntrinsics.from_yaml(config.camera.calibration) if config.camera.calibration else None
     # Open the source before the (possibly minute-long) scan, so a missing camera fails at once.
     src = open_source(source, config)
+    if getattr(src, "note", None):  # an image folder is one recording: its subfolders are not read
+        err.print(f"source: note: {src.note}; pass a subfolder as --source to read it")
     if gui:  # the overlay window: edge_app.gui (PyQt6 is imported only there)
         from edge_app.gui.app import run_gui
 
@@ -298,30 +300,42 @@ def crops(
     """Cut the face out of each photo or frame as the app does (face stage, head pose,
     normalisation) and write the crops: a clean set for `securegaze scan --clean OUT`.
 
-    Frames without a face are left out and counted. The start-up check does this by itself for a
-    --clean folder of photos; this command makes the same faces for the scanner's own commands.
+    The subfolders of an image folder are read too (hidden ones skipped), and each crop keeps its
+    image's name and subfolder. Frames without a face, and images that do not decode, are left out,
+    counted and named. The start-up check does this by itself for a --clean folder of photos; this
+    command makes the same faces for the scanner's own commands.
     Exit codes: 0 done, 2 user error (bad source, an --out that holds files, no face at all).
     """
     from edge_app.clean_faces import write_face_crops
+    from edge_app.image_files import names_text, shown
     from edge_app.sources import open_source
     from edge_app.startup import load_edge_config
     from securegaze.errors import InputFileError
-    from securegaze.io import check_output_dir
+    from securegaze.io import check_output_dir, check_outside
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path)
     if not Path(source).exists():  # camera:N and synthetic are no files either
-        raise InputFileError(f"crops {source}: no such file or folder; expected an image folder, an image or a "
-                             "video file")
+        raise InputFileError(f"crops {shown(source)}: no such file or folder; expected an image folder, an "
+                             "image or a video file")
     check_output_dir(out, "--out", "the face crops")
+    check_outside(out, "--out", source, "SOURCE")  # subfolders are read: the crops would be read next time
     if out.is_dir() and any(out.iterdir()):
-        raise InputFileError(f"--out {out}: the folder already holds files; give a new or empty folder")
-    written, frames, missed = write_face_crops(open_source(source, config), out, config, size)
+        raise InputFileError(f"--out {shown(out)}: the folder already holds files; give a new or empty "
+                             "folder")
+    src = open_source(source, config, subfolders=True)
+    written, frames, missed = write_face_crops(src, out, config, size)
+    bad = [src.name(path) for path in getattr(src, "unreadable", [])]
+    found = frames + len(bad)  # an image folder's files; a video's frames
+    unread = f" ({len(bad)} unreadable: {names_text(bad)})" if bad else ""
     if not written:
-        raise InputFileError(f"{source}: no face found in any of its {frames} images or frames")
-    left = f"; {len(missed)} without a face left out ({', '.join(missed[:3])}{', ...' if len(missed) > 3 else ''})"
-    err.print(f"crops: {written} faces of {frames} images or frames written to {out} at {size}x{size} px"
-              f"{left if missed else ''}; scan with: securegaze scan MODEL --clean {out}")
+        decoded = f" that decode{unread}" if bad else ""
+        what = (f"none of its {found} images decodes{unread}" if not frames else
+                f"no face found in any of its {frames} images or frames{decoded}")
+        raise InputFileError(f"{shown(source)}: {what}")
+    left = f"; {len(missed)} without a face left out ({names_text(missed)})" if missed else ""
+    err.print(f"crops: {written} faces of {found} images or frames{unread} written to {shown(out)} at "
+              f"{size}x{size} px{left}; scan with: securegaze scan MODEL --clean {shown(out)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.drive_scoring import DriveScorer
+from edge_app.image_files import shown
 from edge_app.jsonlines import JsonLinesWriter
 from edge_app.outputs import OutputTarget
 from edge_app.pipeline import Pipeline, RunSummary, run_pipeline
@@ -111,7 +112,7 @@ def run_headless(config, source, model_path: Path, zone_map, intrinsics=None, ou
             "interrupted": summary.interrupted,
             "interrupted_by": signal_label(signals.signum) if summary.interrupted and signals is not None else None,
             "blocked": result.blocked, "tally": tally.to_dict(),
-            "unreadable_images": [str(path) for path in getattr(source, "unreadable", [])]}
+            "unreadable_images": [shown(path) for path in getattr(source, "unreadable", [])]}
     if scorer is not None:
         data.update(scorer.summary())
     return HeadlessRun(result, summary, data, writer.dropped, writer.error, scorer)

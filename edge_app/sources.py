@@ -5,11 +5,12 @@ timestamp in seconds. Sources:
 
 * ``camera:N``: a camera through OpenCV (V4L2 on Linux); live, timestamps from the clock;
 * ``PATH.mp4`` (any video OpenCV reads): timestamps from the frame index and the container's fps;
-* ``DIR``: the images in a folder in name order (not its subfolders; hidden files skipped), at
-  ``fps``; ``PHOTO.jpg`` (any image suffix of :data:`IMAGE_SUFFIXES`): that one image as a
-  one-frame source. Their frames are ``still``: the face stage detects afresh on each (a folder
-  may hold unrelated photos, and tracking the previous image's face into the next one loses
-  every face after the first);
+* ``DIR``: the images in a folder in name order (not its subfolders, which
+  :attr:`ImageFolderSource.note` counts; hidden files skipped), at ``fps``; ``PHOTO.jpg`` (any image
+  suffix of :data:`IMAGE_SUFFIXES`): that one image as a one-frame source. Images are read through
+  bytes (:mod:`edge_app.image_files`: any file name). Their frames are ``still``: the face stage
+  detects afresh on each (a folder may hold unrelated photos, and tracking the previous image's face
+  into the next one loses every face after the first);
 * ``synthetic[:short|:full]``: the scripted synthetic driver (:mod:`edge_app.synthetic_driver`),
   with ground truth per frame;
 * ``camera:synthetic``: a simulated camera filming the synthetic driver: live, paced on the clock
@@ -35,11 +36,22 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_app.image_files import (
+    IMAGE_SUFFIXES,
+    folder_images,
+    holds_images,
+    listing,
+    looks_like_image,
+    names_text,
+    opencv_path,
+    read_image,
+    shown,
+    subfolder_note,
+    tree_images,
+)
 from edge_app.latency import LatencyHistogram
 from securegaze.data.face_share import enlarged
 from securegaze.errors import ConfigError, InputFileError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -105,21 +117,27 @@ class CameraSource(FrameSource):
 
 
 class VideoFileSource(FrameSource):
-    """A video file; timestamps are frame index / the container's frame rate (30 if it gives none)."""
+    """A video file; timestamps are frame index / the container's frame rate (30 if it gives none).
+    A file name that is not valid UTF-8 is refused with one line: OpenCV cannot open it by that name."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.description = str(self.path)
+        self.description = shown(self.path)
         if not self.path.is_file():
-            raise InputFileError(f"{self.path}: video file not found")
-        self._cap = cv2.VideoCapture(str(self.path))
+            raise InputFileError(f"{self.description}: video file not found")
+        name = opencv_path(self.path)
+        if name is None:
+            raise InputFileError(f"{self.description}: OpenCV cannot open a file whose name is not valid "
+                                 "UTF-8; rename it (or link it under a plain name) and pass that")
+        self._cap = cv2.VideoCapture(name)
         first = None
         if self._cap.isOpened():
             ok, first = self._cap.read()
             first = first if ok else None
         if first is None:
             self._cap.release()
-            raise InputFileError(f"{self.path}: not a readable video (OpenCV cannot decode a frame from it)")
+            raise InputFileError(f"{self.description}: not a readable video (OpenCV cannot decode a frame "
+                                 "from it)")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and np.isfinite(fps) and fps > 0 else 30.0
         self._pending: np.ndarray | None = first
@@ -146,41 +164,59 @@ class ImageFolderSource(FrameSource):
     """The images of a folder (name order), or one image file, as frames at ``fps``; every frame
     is ``still`` (detected afresh, see :class:`Frame`); a small one is enlarged (:func:`securegaze.data.face_share.enlarged`).
 
-    Only the folder's own files are read (not its subfolders: a folder is one recording), and
-    hidden ones (``.DS_Store``, macOS ``._name.jpg`` resource forks) are skipped. With ``check``
-    every file's header must be one OpenCV decodes, so that a stray non-image stops the run with
-    one line before it starts rather than after the frames before it (:func:`open_source` checks).
-    A file whose header passes but whose image does not decode (a photo cut short) is skipped when
-    its turn comes and listed in :attr:`unreadable`.
+    Only the folder's own files are read (a folder is one recording, its frames in name order), and
+    hidden ones (``.DS_Store``, macOS ``._name.jpg`` resource forks) are skipped; :attr:`note` counts
+    the images in subfolders, which are not read. With ``subfolders`` (``edge-app crops``: photos, not
+    a recording) the subfolders are read too, at any depth, hidden ones skipped, ordered by the path
+    relative to the folder, as ``securegaze scan --clean`` reads a folder. Every file is read through
+    bytes (:func:`edge_app.image_files.read_image`: any file name). With ``check`` every file's header
+    must be one OpenCV decodes, so that a stray non-image stops the run with one line before it
+    starts rather than after the frames before it (:func:`open_source` checks). A file whose header
+    passes but whose image does not decode (a photo cut short) is skipped when its turn comes and
+    listed in :attr:`unreadable`.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float = 30.0, check: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, check: bool = False,
+                 subfolders: bool = False) -> None:
         self.path = Path(path)
-        self.description = str(self.path)
+        self.description = shown(self.path)
+        #: The folder the files' names are given relative to (an image file's own folder).
+        self.root = self.path if self.path.is_dir() else self.path.parent
+        #: One line on the images in subfolders that are not read (None: there are none, or they are read).
+        self.note: str | None = None
         suffixes = ", ".join(IMAGE_SUFFIXES)
         if self.path.is_file():
             if self.path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise InputFileError(f"{self.path}: not an image ({suffixes})")
+                raise InputFileError(f"{self.description}: not an image ({suffixes})")
             self.files = [self.path]
+        elif subfolders:
+            self.files = tree_images(self.path)
         else:
-            self.files = [p for p in _listing(self.path) if _is_image_name(p) and (p.is_file() or p.is_symlink())]
+            self.files = folder_images(self.path)
+            self.note = subfolder_note(self.path) if self.files else None
         if not self.files:
-            held = [d.name for d in _listing(self.path) if d.is_dir() and not d.name.startswith(".") and _holds_images(d)]
-            sub = (f"; subfolders are not read, and {', '.join(held[:3])}{', ...' if len(held) > 3 else ''} "
-                   "hold images: pass one of them") if held else ""
-            raise InputFileError(f"{self.path}: no images ({suffixes}) in this folder{sub}")
+            held = [] if subfolders else [shown(d.name) for d in listing(self.path)
+                                          if d.is_dir() and not d.name.startswith(".") and holds_images(d)]
+            sub = (f"; subfolders are not read, and {names_text(held)} hold images: pass one of them"
+                   if held else "")
+            where = " or its subfolders" if subfolders else ""
+            raise InputFileError(f"{self.description}: no images ({suffixes}) in this folder{where}{sub}")
         if check:
-            bad = [p for p in self.files if not p.is_file() or not cv2.haveImageReader(str(p))]
+            bad = [p for p in self.files if not p.is_file() or not looks_like_image(p)]
             if bad:
                 more = f" (and {len(bad) - 1} more such files)" if len(bad) > 1 else ""
-                where = f"; remove it from {self.path}" if self.path.is_dir() else ""
-                raise InputFileError(f"{bad[0]}: not a readable image (OpenCV recognises no image format in it, "
-                                     f"or it cannot be opened){more}{where}")
+                where = f"; remove it from {self.description}" if self.path.is_dir() else ""
+                raise InputFileError(f"{shown(bad[0])}: not a readable image (OpenCV recognises no image "
+                                     f"format in it, or it cannot be opened){more}{where}")
         self.fps = float(fps)
         self._index = 0
         #: Files that did not decode when their turn came: skipped like a dropped frame (the frame
         #: numbers and times keep the file's place, so a gap shows), and named in the run summary.
         self.unreadable: list[Path] = []
+
+    def name(self, path: Path) -> str:
+        """A file's name to print: its path relative to :attr:`root`, odd bytes escaped."""
+        return shown(path.relative_to(self.root))
 
     def read(self) -> Frame | None:
         image = None
@@ -188,35 +224,13 @@ class ImageFolderSource(FrameSource):
             if self._index >= len(self.files):
                 return None
             path = self.files[self._index]
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = read_image(path)
             if image is None:  # a file that went bad after the check, or one truncated past its header
                 self.unreadable.append(path)
                 self._index += 1
         frame = Frame(enlarged(image), self._index / self.fps, self._index, time.perf_counter(), still=True)
         self._index += 1
         return frame
-
-
-def _listing(folder: Path) -> list[Path]:
-    """The entries of ``folder``, sorted; InputFileError when it cannot be listed."""
-    try:
-        return sorted(folder.iterdir())
-    except OSError as e:
-        raise InputFileError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
-
-
-def _holds_images(folder: Path) -> bool:
-    """Whether ``folder`` or a subfolder of it, at any depth, holds an image file."""
-    for _here, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        if any(_is_image_name(Path(f)) for f in files):
-            return True
-    return False
-
-
-def _is_image_name(path: Path) -> bool:
-    """An image suffix of :data:`IMAGE_SUFFIXES` (any case) on a name that is not hidden."""
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 class SyntheticSource(FrameSource):
@@ -297,8 +311,9 @@ class MemorySource(FrameSource):
         return frame
 
 
-def open_source(spec: str, config=None) -> FrameSource:
-    """A source from its command-line spelling (see the module docstring); ``config``: EdgeConfig."""
+def open_source(spec: str, config=None, subfolders: bool = False) -> FrameSource:
+    """A source from its command-line spelling (see the module docstring); ``config``: EdgeConfig;
+    ``subfolders``: an image folder's subfolders are read too (:class:`ImageFolderSource`)."""
     from edge_app.config import EdgeConfig
 
     cfg = config or EdgeConfig()
@@ -315,10 +330,10 @@ def open_source(spec: str, config=None) -> FrameSource:
         return SyntheticSource(_synthetic_driver(spec, cfg, name))
     path = Path(spec)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-        return ImageFolderSource(path, cfg.synthetic.fps, check=True)
+        return ImageFolderSource(path, cfg.synthetic.fps, check=True, subfolders=subfolders)
     if not path.exists():
-        raise InputFileError(f"--source {spec}: no such file or folder; expected camera:N, a video file, "
-                             "an image folder or synthetic")
+        raise InputFileError(f"--source {shown(spec)}: no such file or folder; expected camera:N, a video "
+                             "file, an image folder or synthetic")
     return VideoFileSource(path)
 
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from edge_app.calibrate.board import BoardDetection, BoardSpec
 from edge_app.calibrate.yaml_out import utc_now, write_yaml
+from edge_app.image_files import shown
 from securegaze.errors import CalibrationError, InputFileError
 
 MIN_VIEWS = 10
@@ -124,7 +125,8 @@ def collect_views(source, board: BoardSpec, max_views: int = DEFAULT_MAX_VIEWS, 
             if _is_duplicate(det, got.views, math.hypot(w, h)):
                 got.duplicates += 1
             else:
-                label = Path(source.files[frame.index]).name if hasattr(source, "files") else f"frame {frame.index}"
+                label = (shown(Path(source.files[frame.index]).name) if hasattr(source, "files")
+                         else f"frame {frame.index}")
                 view = CameraView(label, det)
                 got.views.append(view)
         if on_frame is not None:

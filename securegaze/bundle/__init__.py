@@ -6,9 +6,11 @@ bins), the gaze convention, the sha256 of the ONNX file and where the model came
 what the edge application runs (ONNX Runtime) and what the scanner reads (converted back to PyTorch
 with onnx2torch, split into F and H, so gradients flow).
 
-Modules, lowest first: ``onnx_graph`` (parse and check an ONNX file, shapes, real inputs), ``manifest``
-(the schema), ``manifest_checks`` (a manifest against its files, or inferred for a bare .onnx),
-``export`` (PyTorch -> bundle), ``onnx_to_torch`` (ONNX -> differentiable PyTorch with the F/H split),
+Modules, lowest first: ``onnx_graph`` (parse and check an ONNX file, shapes, real inputs),
+``output_forms`` and ``adapt`` (third-party graph forms read as the project's), ``manifest`` (the schema),
+``manifest_checks`` (a manifest against its files, or inferred for a bare .onnx), ``export`` (PyTorch ->
+bundle), ``onnx_split`` (where F ends), ``float32_copy`` (a float16 graph's float32 twin for the
+conversion), ``onnx_to_torch`` (ONNX -> differentiable PyTorch with the F/H split),
 ``runtime`` (the :class:`Bundle` in ONNX Runtime, provider choice) and ``loading``, the model-file
 boundary: :func:`open_model` resolves any model file a user gives (bundle, .onnx, .safetensors,
 training checkpoint), and :func:`load_bundle` / :func:`verify_bundle` open bundles through it.

@@ -8,14 +8,23 @@ units, in the model's answers), so a user's file is adapted instead of refused:
 * **a channels-last image input** (N, H, W, 3) or (N, H, W, 1), as TensorFlow / Keras models are exported: a
   Transpose is put in front, so the graph takes the project's (N, 3, H, W) and every caller (ONNX
   Runtime, the PyTorch conversion for the scan, a TensorRT engine) sees one layout;
+* **the gaze in another shape** and no (N, 2) output (:mod:`securegaze.bundle.output_forms`): an
+  (N, 1, 2) or (N, 2, 1) output is flattened to (N, 2); two (N, 1) outputs whose names say pitch and
+  yaw are put side by side as one (N, 2) output; a (2,) output of a graph for batches of one is
+  reshaped to (1, 2);
 * **several outputs, one of them (N, 2)** (the gaze beside features, logits or per-eye extras), in a
   bare file with no manifest to name the gaze: that output is the graph's only one;
 * **a 3-D gaze vector output** (N, 3) and no (N, 2) output: the vector (x right, y down, z forward,
-  the normalised camera frame of the conventions; its length is free) is turned into (pitch, yaw)
-  radians inside the graph, pitch = atan2(-y, sqrt(x^2 + z^2)), yaw = atan2(-x, -z). ONNX has no
-  Atan2 below opset 22, so each is written with the half-angle form
-  atan2(a, b) = 2 atan(a / (sqrt(a^2 + b^2) + b)), which holds for every direction but straight
-  away from the camera;
+  the normalised camera frame of the conventions) is turned into (pitch, yaw) radians inside the
+  graph, pitch = atan2(-y, sqrt(x^2 + z^2)), yaw = atan2(-x, -z). ONNX has no Atan2 below opset 22,
+  so each is written with the half-angle form atan2(a, b) = 2 atan(a / (sqrt(a^2 + b^2) + b)), which
+  holds for every direction but straight away from the camera. Many (N, 3) outputs are no gaze
+  vector ((pitch, yaw, sigma) as Gaze360-style models give, (pitch, yaw, roll)), so the output is first
+  asked on the probe's faces (:func:`securegaze.bundle.output_forms.vector_problem`): it is read as a
+  vector only when its length is a unit vector's or the same on every face, and it points towards the
+  camera; otherwise it is refused in one line. Its angles are radians by construction: the degrees
+  found from a bare file's answers (below) never apply to them (:func:`angles_from_vector`), and a
+  manifest that declares degrees or (yaw, pitch) order for it is refused;
 * **a gaze in degrees, or in (yaw, pitch) order**, as a manifest beside the file declares it
   (``output.units``, ``output.order``), or, for a bare file, degrees found from the model's own
   answers (:func:`degrees_note`): the swap and the scaling are appended to the graph.
@@ -35,17 +44,23 @@ import onnx
 from onnx import helper, numpy_helper
 
 from securegaze.bundle.onnx_graph import copy_model, real_inputs, shape_text, value_dims, with_inferred_shapes
+from securegaze.bundle.output_forms import read_output_forms, vector_problem
+from securegaze.errors import ModelFormatError
 
-__all__ = ["adapt_graph", "degrees_note", "probe_faces", "reads_as_degrees", "with_output_convention"]
+__all__ = ["adapt_graph", "angles_from_vector", "degrees_note", "probe_faces", "reads_as_degrees",
+           "with_output_convention"]
 
 #: Added to the half-angle denominators: a zero vector gives (0, 0) instead of NaN.
 _EPS = 1e-12
 
 
-def adapt_graph(path: Path, proto: onnx.ModelProto, output=None) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+def adapt_graph(path: Path, proto: onnx.ModelProto, output=None, input_spec=None,
+                probe: bool = True) -> tuple[onnx.ModelProto, tuple[str, ...]]:
     """``proto`` with the forms above adapted (a copy; ``proto`` itself when nothing applies) and one
     note per adaptation, naming the file. ``output``: the manifest's ``OutputSpec`` (None for a bare
-    file: only then is one output chosen among several)."""
+    file: only then is one output chosen among several); ``input_spec``: the manifest's ``InputSpec``
+    (its size and pixel conversion feed the probe of an (N, 3) output; None: the graph's size, RGB in
+    [0, 1]). ``probe`` False skips that probe (for a look at the input's shape only)."""
     bare = output is None
     graph = with_inferred_shapes(proto).graph
     notes: list[str] = []
@@ -66,6 +81,9 @@ def adapt_graph(path: Path, proto: onnx.ModelProto, output=None) -> tuple[onnx.M
             notes.append(f"{path.name}: its input {name!r} has one grey channel; RGB faces are read as their luma "
                          "(0.299 R + 0.587 G + 0.114 B, ITU-R BT.601) through a 1x1 convolution in front")
     shapes = {o.name: value_dims(o) for o in graph.output}
+    if bare or output.decoding == "direct":
+        adapted = read_output_forms(path, proto, adapted, shapes, None if bare else output.names[0],
+                                    dims[0] if dims else None, notes)
     pairs = [n for n, d in shapes.items() if d is not None and len(d) == 2 and d[1] == 2]
     vectors = [n for n, d in shapes.items() if d is not None and len(d) == 2 and d[1] == 3]
     if bare and len(shapes) > 1 and len(pairs) == 1:
@@ -77,6 +95,24 @@ def adapt_graph(path: Path, proto: onnx.ModelProto, output=None) -> tuple[onnx.M
         notes.append(f"{path.name}: of its {len(shapes)} outputs the one of shape (N, 2), {pairs[0]!r}, is read as "
                      f"the gaze (left unread: {others})")
     elif not pairs and len(vectors) == 1:
+        size = input_spec.size if input_spec is not None else (
+            dims[2] if dims and len(dims) == 4 and isinstance(dims[2], int) and dims[2] == dims[3] else None)
+        batch = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
+        problem = None if not probe or size is None or len(inputs) != 1 else vector_problem(
+            adapted or proto, vectors[0], inputs[0].name, probe_faces(size), batch, input_spec)
+        if problem:
+            raise ModelFormatError(
+                f"{path} output {vectors[0]!r} has shape {shape_text(shapes[vectors[0]])} but is no 3-D gaze vector: "
+                f"{problem}; only (N, 2) (pitch, yaw) radians, a 3-D gaze vector (x right, y down, z forward) or "
+                "binned logits are read: if its columns are angles and something else, e.g. (pitch, yaw, sigma), "
+                "export the two angle columns as the output (return out[:, :2]; securegaze describe --output "
+                "picks an output, not columns)")
+        if output is not None and output.decoding == "direct" and output.names[0] == vectors[0] and (
+                output.units, output.order) != ("radians", PITCH_YAW):
+            raise ModelFormatError(
+                f"{path} output {vectors[0]!r} is a 3-D gaze vector, read as (pitch, yaw) radians by construction, "
+                f"but its manifest declares units {output.units!r} and order {'/'.join(output.order)}: describe it "
+                f"again without --units and --order (securegaze describe {path} --force)")
         adapted = adapted or copy_model(proto)
         _vector_to_angles(adapted.graph, vectors[0])
         notes.append(f"{path.name}: its output {vectors[0]!r} is a 3-D gaze vector; read as (pitch, yaw) radians "
@@ -116,6 +152,12 @@ def with_output_convention(proto: onnx.ModelProto, name: str, degrees: bool, swa
     return proto
 
 
+def angles_from_vector(proto: onnx.ModelProto) -> bool:
+    """Whether :func:`adapt_graph` turned the gaze of ``proto`` from a 3-D vector into (pitch, yaw):
+    those angles are radians by construction, so no unit is looked for in its answers."""
+    return any(node.name.endswith("__angles_concat") for node in proto.graph.node)
+
+
 def reads_as_degrees(reach: float) -> bool:
     """Whether answers whose larger angle reaches ``reach`` (as the model gives it, 95th percentile) are
     degrees: past pi / 2 (no face looks 90 degrees away in radians) and at most 90 (plausible in degrees)."""
@@ -128,8 +170,6 @@ def degrees_note(path: Path, predict, size: int) -> str | None:
     larger angle read as radians is past pi / 2 (no face looks 90 degrees away) and below 90 read as
     degrees, else None. A graph in radians never gets there; one fed another pixel range than it
     wants may answer almost constantly and is left to the scan's input check."""
-    from securegaze.errors import ModelFormatError
-
     try:
         gaze = np.asarray(predict(probe_faces(size)), np.float64)
     except ModelFormatError:  # NaN answers and the like: the scan and the app say so in their own words

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from securegaze.bundle.adapt import adapt_graph, probe_faces, reads_as_degrees
+from securegaze.bundle.adapt import adapt_graph, angles_from_vector, probe_faces, reads_as_degrees
 from securegaze.bundle.manifest import BundleManifest, validation_line
-from securegaze.bundle.manifest_checks import check_against_manifest
+from securegaze.bundle.manifest_checks import check_against_manifest, input_as_given, outputs_advice
 from securegaze.bundle.onnx_graph import (
     load_onnx,
     onnx_sha256,
@@ -56,21 +56,22 @@ def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tup
     declarations do not fit. ``bins``: (count, start_deg, width_deg) with ``binned_outputs`` (pitch,
     yaw logits); otherwise ``output`` names the (N, 2) gaze (default: the graph's one (N, 2) output)."""
     proto = load_onnx(path)
-    shaped, _ = adapt_graph(path, proto)  # the input as it will be read (channels first, three channels)
+    # The input as it will be read (channels first, three channels) and the gaze output as it is found.
+    shaped, _ = adapt_graph(path, proto, probe=False)
     graph = with_inferred_shapes(shaped).graph
     inputs = real_inputs(graph)
     if len(inputs) != 1:
         raise ModelFormatError(f"{path} has {len(inputs)} inputs ({', '.join(v.name for v in inputs) or 'none'}); "
                                "only models with one image input are read")
     dims = value_dims(inputs[0]) or []
-    size = _size(path, inputs[0].name, dims, input_size)
+    size = _size(path, inputs[0].name, dims, input_size, input_as_given(proto) or dims)
     if bins is not None:
         if binned_outputs is None:
             raise ModelFormatError(f"{path}: binned decoding needs --outputs PITCH_LOGITS,YAW_LOGITS")
         out = {"decoding": "binned", "names": list(binned_outputs),
                "bins": {"count": bins[0], "start_deg": bins[1], "width_deg": bins[2]}}
     else:
-        out = {"decoding": "direct", "names": [output or _gaze_output(path, proto)]}
+        out = {"decoding": "direct", "names": [output or _gaze_output(path, shaped)]}
     if units is not None:
         out["units"] = units
     if order is not None:
@@ -95,13 +96,14 @@ def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tup
     except ValidationError as exc:
         raise ModelFormatError(f"{path}: the declared manifest is not valid: {validation_line(exc)}") from None
     # Exactly what loading does with a manifest beside the file.
-    adapted_proto, adapted = adapt_graph(path, load_onnx(path), manifest.output)
+    adapted_proto, adapted = adapt_graph(path, load_onnx(path), manifest.output, manifest.input)
     fixed_batch = check_against_manifest(path, None, adapted_proto, manifest)
     bundle = Bundle(manifest, path, None, adapted_proto, fixed_batch=fixed_batch, adaptations=adapted)
     gaze = np.rad2deg(np.asarray(bundle.predict(probe_faces(size)), np.float64))
     spread = float(np.sqrt(gaze.var(0).sum()))
     reach = float(np.quantile(np.abs(gaze).max(axis=1), 0.95))
-    if units is None and bins is None and reads_as_degrees(float(np.deg2rad(reach))):
+    vector = angles_from_vector(adapted_proto)  # radians by construction
+    if units is None and bins is None and not vector and reads_as_degrees(float(np.deg2rad(reach))):
         # Past any gaze read as radians, plausible read as degrees: declared so, as a bare file is read
         # (adapt.degrees_note); --units radians keeps radians.
         found = describe_onnx(path, input_size=input_size, value_range=value_range, mean=mean, std=std,
@@ -117,20 +119,23 @@ def describe_onnx(path: Path, *, input_size: int | None = None, value_range: tup
     return Described(manifest, adapted, spread, reach)
 
 
-def _size(path: Path, name: str, dims: list, declared: int | None) -> int:
+def _size(path: Path, name: str, dims: list, declared: int | None, given: list) -> int:
+    """The input size: the graph's (``dims``, channels first) or the declared one; ``given``: the input's
+    shape as the file has it, for error lines."""
     graph_size = dims[2] if len(dims) == 4 and isinstance(dims[2], int) and dims[2] == dims[3] else None
     if declared is not None and graph_size is not None and declared != graph_size:
-        raise ModelFormatError(f"{path} input {name!r} has shape {shape_text(dims)}: it reads {graph_size} px, not "
+        raise ModelFormatError(f"{path} input {name!r} has shape {shape_text(given)}: it reads {graph_size} px, not "
                                f"the declared --input-size {declared}")
     if declared is None and graph_size is None:
-        raise ModelFormatError(f"{path} input {name!r} has shape {shape_text(dims)}: its height and width are not "
+        raise ModelFormatError(f"{path} input {name!r} has shape {shape_text(given)}: its height and width are not "
                                "fixed; declare the face crop size it was trained on with --input-size")
     return int(declared or graph_size)
 
 
 def _gaze_output(path: Path, proto) -> str:
     """The graph's gaze output when no name is declared: its only output, or its one (N, 2) or
-    (N, 3) output among several (as a bare file is read)."""
+    (N, 3) output among several (``proto`` as a bare file is read: two (N, 1) pitch and yaw outputs
+    already one)."""
     outputs = [(o.name, value_dims(o)) for o in with_inferred_shapes(proto).graph.output]
     if len(outputs) == 1:
         return outputs[0][0]
@@ -139,5 +144,4 @@ def _gaze_output(path: Path, proto) -> str:
         if len(fitting) == 1:
             return fitting[0]
     listed = ", ".join(f"{n} {shape_text(d)}" for n, d in outputs)
-    raise ModelFormatError(f"{path} has outputs {listed}; name the gaze with --output NAME (or --bins and --outputs "
-                           "for binned logits)")
+    raise ModelFormatError(f"{path} has outputs {listed}; {outputs_advice(outputs, f'securegaze describe {path}')}")

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 from torch import nn
 
-from securegaze.bundle.adapt import adapt_graph, degrees_note, with_output_convention
+from securegaze.bundle.adapt import adapt_graph, angles_from_vector, degrees_note, with_output_convention
 from securegaze.bundle.manifest import MANIFEST_NAME, ONNX_NAME, BundleManifest
 from securegaze.bundle.manifest_checks import (
     check_against_manifest,
@@ -133,15 +133,18 @@ class ModelFile:
         if manifest_path is not None:
             manifest = read_manifest(manifest_path)
             onnx_path = checked_onnx_path(manifest_path, manifest)
-            proto, adapted = adapt_graph(onnx_path, load_onnx(onnx_path), manifest.output)
+            proto, adapted = adapt_graph(onnx_path, load_onnx(onnx_path), manifest.output, manifest.input)
         else:
             onnx_path = path
-            proto, adapted = adapt_graph(onnx_path, load_onnx(onnx_path))
-            manifest = infer_manifest(onnx_path, proto)
+            given = load_onnx(onnx_path)
+            proto, adapted = adapt_graph(onnx_path, given)
+            manifest = infer_manifest(onnx_path, proto, given)
         fixed_batch = check_against_manifest(onnx_path, manifest_path, proto, manifest)
         bundle = Bundle(manifest, onnx_path, manifest_path, proto, providers=providers, fixed_batch=fixed_batch,
                         threads=threads, provider_options=provider_options, adaptations=adapted)
-        note = None if manifest_path is not None else degrees_note(onnx_path, bundle.predict, bundle.input_size)
+        # A gaze turned from a 3-D vector is in radians by construction: no unit is looked for.
+        bare = manifest_path is None and not angles_from_vector(proto)
+        note = degrees_note(onnx_path, bundle.predict, bundle.input_size) if bare else None
         if note is None:
             return bundle
         # A bare file that answers in degrees: the same graph with the scaling appended.

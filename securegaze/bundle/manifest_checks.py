@@ -52,7 +52,8 @@ def checked_onnx_path(manifest_path: Path, manifest: BundleManifest) -> Path:
     if actual != manifest.onnx_sha256:
         raise ModelFormatError(
             f"{onnx_path} sha256 {actual[:12]}… does not match manifest {manifest.onnx_sha256[:12]}…; "
-            "the file was changed or corrupted"
+            f"the file was changed or corrupted; if it was re-exported on purpose, securegaze describe {onnx_path} "
+            "--force (with the options it was described with) rewrites the manifest"
         )
     return onnx_path
 
@@ -80,8 +81,21 @@ def unsupported_input(dims: list[int | str] | None) -> str | None:
     return None
 
 
+_WHOLE_NUMBER_TYPES = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16,
+                       onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64}
+
+
 def _check_input_type(path: Path, value: onnx.ValueInfoProto) -> None:
     elem = value.type.tensor_type.elem_type
+    if elem in _WHOLE_NUMBER_TYPES:
+        # The graph declares whole-number pixels and converts them itself: its weights are not the cause.
+        name = onnx.TensorProto.DataType.Name(elem).lower()
+        raise ModelFormatError(
+            f"{path} input {value.name!r} is {name} (whole-number pixels the graph converts itself); only float32 "
+            "input is read: export it with a float32 input (a float example input to torch.onnx.export and no cast "
+            "of it in forward), pixels in 0..1, or in 0..255 declared with securegaze describe "
+            f"{path} --value-range 0,255"
+        )
     if elem != onnx.TensorProto.FLOAT:
         name = onnx.TensorProto.DataType.Name(elem).lower() if elem else "of unknown type"
         raise ModelFormatError(
@@ -90,8 +104,36 @@ def _check_input_type(path: Path, value: onnx.ValueInfoProto) -> None:
         )
 
 
-def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
-    """A manifest for a bare .onnx: size from the input shape, direct decoding if one (N, 2) output."""
+def input_as_given(proto: onnx.ModelProto | None) -> list[int | str] | None:
+    """The shape of the one real input of ``proto`` (the graph as the file has it, before
+    :func:`securegaze.bundle.adapt.adapt_graph`), for error lines; None when unknown or not one input."""
+    if proto is None:
+        return None
+    inputs = real_inputs(with_inferred_shapes(proto).graph)
+    return value_dims(inputs[0]) if len(inputs) == 1 else None
+
+
+def outputs_advice(shapes: list[tuple[str, list | None]], advice: str) -> str:
+    """What a bare file's outputs need, by what they are: a choice among gaze-shaped outputs (describe
+    --output), binned logits (describe --bins), or a re-export when nothing here can read them."""
+    def width(d, k):
+        return d is not None and len(d) == 2 and d[1] == k
+    gaze_like = [n for n, d in shapes if width(d, 2) or width(d, 3)]
+    logits = [n for n, d in shapes if d is not None and len(d) == 2 and isinstance(d[1], int) and d[1] > 3]
+    ways = []
+    if len(gaze_like) > 1:
+        ways.append(f"name the gaze among them: {advice} --output NAME")
+    if len(logits) >= 2:
+        ways.append(f"for binned logits: {advice} --bins COUNT,START_DEG,WIDTH_DEG --outputs PITCH,YAW")
+    if not ways:
+        ways.append("no declaration in a manifest reads these: re-export the model with one (N, 2) (pitch, yaw) "
+                    "output (e.g. torch.cat([pitch, yaw], 1))")
+    return "; ".join(ways)
+
+
+def infer_manifest(path: Path, proto: onnx.ModelProto, as_given: onnx.ModelProto | None = None) -> BundleManifest:
+    """A manifest for a bare .onnx: size from the input shape, direct decoding if one (N, 2) output.
+    ``as_given``: the file's graph before adaptation (its input shape is what error lines show)."""
     graph = with_inferred_shapes(proto).graph
     inputs = real_inputs(graph)
     advice = f"describe it in a {MANIFEST_NAME} beside it: securegaze describe {path}"
@@ -105,8 +147,9 @@ def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
     if problem:
         raise ModelFormatError(f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}: {problem}")
     if dims is None or not isinstance(dims[2], int) or not isinstance(dims[3], int):
+        given = input_as_given(as_given) or dims
         raise ModelFormatError(
-            f"{path} input {inputs[0].name!r} has shape {shape_text(dims)}: its height and width are not fixed, so "
+            f"{path} input {inputs[0].name!r} has shape {shape_text(given)}: its height and width are not fixed, so "
             f"the input size cannot be read from the graph; {advice} --input-size SIZE"
         )
     _check_input_type(path, inputs[0])
@@ -121,8 +164,8 @@ def infer_manifest(path: Path, proto: onnx.ModelProto) -> BundleManifest:
         listed = ", ".join(f"{n} {shape_text(d)}" for n, d in shapes)
         raise ModelFormatError(
             f"{path} has outputs {listed}; a bare .onnx is read only with one (N, 2) (pitch, yaw) radians "
-            f"output; for binned or other outputs {advice} --output NAME (or --bins COUNT,START_DEG,WIDTH_DEG "
-            "--outputs PITCH,YAW)"
+            "output (also found among several, or as (N, 1, 2), a unit 3-D gaze vector (N, 3), or two (N, 1) "
+            f"outputs named pitch and yaw); {outputs_advice(shapes, advice)}"
         )
     return BundleManifest(
         name=path.stem,
@@ -183,9 +226,11 @@ def check_against_manifest(
         shape = outputs[out_name]
         if shape is not None and (len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width)):
             what = "(N, 2) pitch/yaw" if out.decoding == "direct" else f"(N, {width}) bin logits"
+            single = (" (two (N, 1) outputs are read together as the gaze when their names say pitch and yaw: "
+                      "leave --output out)") if out.decoding == "direct" and shape[1:] == [1] else ""
             raise ModelFormatError(
                 f"{path} output {out_name!r} has shape {shape_text(shape)}; {out.decoding} decoding in "
-                f"{source.name} expects {what}"
+                f"{source.name} expects {what}{single}"
             )
     if manifest.feature_split is not None:
         tensor = manifest.feature_split.feature_tensor

@@ -5,8 +5,10 @@ read; they are folded into real initializers first. A graph of an opset newer th
 (opset 17; torch 2.x exports at 18-20) is brought down to it first
 (:func:`~securegaze.bundle.opset_down.convertible`); the result is checked against ONNX Runtime on
 the original graph
-(:meth:`~securegaze.bundle.runtime.Bundle.to_torch`). The F/H split is found at the input of the
-last Gemm/MatMul layer(s) feeding the outputs, or read from the manifest's declared feature tensor.
+(:meth:`~securegaze.bundle.runtime.Bundle.to_torch`, which also gives a graph with float16 weights
+inside as its float32 copy, :mod:`securegaze.bundle.float32_copy`). The F/H split is found at the
+input of the last Gemm/MatMul layer(s) feeding the outputs, or read from the manifest's declared
+feature tensor (:mod:`securegaze.bundle.onnx_split`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from securegaze.bundle.export import as_tuple
-from securegaze.bundle.manifest import MANIFEST_NAME, BundleManifest
-from securegaze.bundle.onnx_graph import copy_model, first_line, real_inputs, value_dims, with_inferred_shapes
+from securegaze.bundle.manifest import BundleManifest
+from securegaze.bundle.onnx_graph import copy_model, first_line
+from securegaze.bundle.onnx_split import GraphIndex, declare_hint, feature_candidates, find_split, region
 from securegaze.bundle.opset_down import convertible
 from securegaze.errors import ModelFormatError
 from securegaze.models.base import BinSpec, decode_bins
@@ -36,13 +39,6 @@ warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multid
 # ----------------------------------------------------------------------------------------------
 # ONNX -> PyTorch with the F/H split
 # ----------------------------------------------------------------------------------------------
-
-
-def _declare_hint(what: str) -> str:
-    return (
-        f"{what}; declare where F ends in {MANIFEST_NAME}: "
-        '"feature_split": {"feature_tensor": "<ONNX tensor holding the (N, D) features>"}'
-    )
 
 
 def _fold_constants_into_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -85,106 +81,7 @@ def _fold_constants_into_initializers(proto: onnx.ModelProto) -> onnx.ModelProto
     return model
 
 
-class _GraphIndex:
-    """Producers and constants of a graph, for walking it by tensor name."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = model
-        self.graph = model.graph
-        self.nodes = list(self.graph.node)
-        self.constants = {t.name: t for t in self.graph.initializer}
-        self.inputs = [v.name for v in real_inputs(self.graph)]
-        self.outputs = [o.name for o in self.graph.output]
-        self.producer = {name: i for i, node in enumerate(self.nodes) for name in node.output if name}
-        inferred = with_inferred_shapes(model).graph
-        self.value_info = {v.name: v for v in [*inferred.value_info, *inferred.input, *inferred.output]}
-
-    def constant(self, name: str) -> np.ndarray | None:
-        tensor = self.constants.get(name)
-        return None if tensor is None else numpy_helper.to_array(tensor)
-
-    def linear_input(self, node: onnx.NodeProto) -> str | None:
-        """The data input of a linear layer (Gemm/MatMul with a constant 2-D weight), else None."""
-        if (
-            node.domain not in ("", "ai.onnx")
-            or node.op_type not in ("Gemm", "MatMul")
-            or len(node.input) < 2
-        ):
-            return None
-        data, weight = node.input[0], node.input[1]
-        if data in self.constants or weight not in self.constants or len(self.constants[weight].dims) != 2:
-            return None
-        if node.op_type == "Gemm":
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            if attrs.get("transA", 0):
-                return None
-            if len(node.input) > 2 and node.input[2] and node.input[2] not in self.constants:
-                return None
-        return data
-
-    def rank(self, name: str) -> int | None:
-        info = self.value_info.get(name)
-        dims = None if info is None else value_dims(info)
-        return None if dims is None else len(dims)
-
-
-def _find_split(index: _GraphIndex, outputs: list[str], source: Path) -> str:
-    """The tensor read by the last linear layer(s) on every path from the input to ``outputs``."""
-    no_linear = _declare_hint(
-        f"{source}: a path from the input to the outputs has no Gemm/MatMul layer, so the split into "
-        "features and head cannot be found automatically"
-    )
-    features: list[str] = []
-    seen: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        name = stack.pop()
-        if name in seen or name in index.constants:
-            continue
-        seen.add(name)
-        if name not in index.producer:  # the image input (or a dangling name): no linear layer on this path
-            raise ModelFormatError(no_linear)
-        node = index.nodes[index.producer[name]]
-        data = index.linear_input(node)
-        if data is not None:
-            if data not in features:
-                features.append(data)
-            continue
-        stack.extend(n for n in node.input if n)
-    if not features:
-        raise ModelFormatError(no_linear)
-    if len(features) != 1:
-        raise ModelFormatError(
-            _declare_hint(
-                f"{source}: the last linear layers read different tensors {features}, so there is "
-                "no single feature vector"
-            )
-        )
-    return features[0]
-
-
-def _region(index: _GraphIndex, inputs: list[str], outputs: list[str], source: Path, what: str) -> list[int]:
-    """Indices (topological order) of the nodes computing ``outputs`` from ``inputs`` and constants."""
-    needed: set[int] = set()
-    seen: set[str] = set()
-    stack = list(outputs)
-    while stack:
-        name = stack.pop()
-        if name in seen or name in inputs or name in index.constants:
-            continue
-        seen.add(name)
-        if name not in index.producer:
-            raise ModelFormatError(
-                _declare_hint(f"{source}: {what} also depends on {name!r}, not only on {inputs}")
-            )
-        i = index.producer[name]
-        if i not in needed:
-            needed.add(i)
-            stack.extend(n for n in index.nodes[i].input if n)
-    return sorted(needed)
-
-
-def _value_info(index: _GraphIndex, name: str) -> onnx.ValueInfoProto:
+def _value_info(index: GraphIndex, name: str) -> onnx.ValueInfoProto:
     info = index.value_info.get(name)
     if info is not None:
         return info
@@ -192,7 +89,7 @@ def _value_info(index: _GraphIndex, name: str) -> onnx.ValueInfoProto:
 
 
 def _submodel(
-    index: _GraphIndex,
+    index: GraphIndex,
     nodes: list[onnx.NodeProto],
     inputs: list[str],
     outputs: list[str],
@@ -227,7 +124,7 @@ def _submodel(
 
 
 def _canonical_head(
-    index: _GraphIndex, nodes: list[onnx.NodeProto], feature: str
+    index: GraphIndex, nodes: list[onnx.NodeProto], feature: str
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], list[str]]:
     """Rewrite the linear layers reading ``feature`` as Gemm(feature, W (K, D), b (K,), transB=1).
 
@@ -294,32 +191,32 @@ def convert_onnx(
     Not checked against ONNX Runtime here: :meth:`securegaze.bundle.runtime.Bundle.to_torch` does that.
     """
     proto, note = convertible(proto)
-    index = _GraphIndex(_fold_constants_into_initializers(proto))
+    index = GraphIndex(_fold_constants_into_initializers(proto))
     if len(index.inputs) != 1:
         raise ModelFormatError(
             f"{source} has inputs {index.inputs}; conversion needs exactly one image input"
         )
     image = index.inputs[0]
     outputs = list(manifest.output.names)
-    feature = declared if declared is not None else _find_split(index, outputs, source)
+    feature = declared if declared is not None else find_split(index, outputs, source)
     if feature == image or feature in outputs:
         raise ModelFormatError(
-            _declare_hint(f"{source}: feature tensor {feature!r} is the model's input or output")
+            declare_hint(f"{source}: feature tensor {feature!r} is the model's input or output", source)
         )
     rank = index.rank(feature)
     if rank is not None and rank != 2:
         raise ModelFormatError(
-            _declare_hint(f"{source}: feature tensor {feature!r} has rank {rank}; F must give (N, D) vectors")
+            declare_hint(f"{source}: feature tensor {feature!r} has rank {rank}; F must give (N, D) vectors", source)
         )
 
-    f_nodes = [index.nodes[i] for i in _region(index, [image], [feature], source, "F")]
-    h_nodes = [index.nodes[i] for i in _region(index, [feature], outputs, source, "the head H")]
+    f_nodes = [index.nodes[i] for i in region(index, [image], [feature], source, "F")]
+    h_nodes = [index.nodes[i] for i in region(index, [feature], outputs, source, "the head H")]
     h_nodes, head_initializers, linear_outputs = _canonical_head(index, h_nodes, feature)
     if not linear_outputs:
         raise ModelFormatError(
-            _declare_hint(
+            declare_hint(
                 f"{source}: no Gemm/MatMul layer reads feature tensor {feature!r}, so H has no weight "
-                "rows to read"
+                "rows to read", source, feature_candidates(index, outputs, source)
             )
         )
     f_model = _submodel(index, f_nodes, [image], [feature])

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import torch
 
+from securegaze.bundle.adapt import probe_faces
+from securegaze.bundle.float32_copy import FP16_ATOL, float32_copy
 from securegaze.bundle.manifest import MATCH_ATOL, BundleManifest
 from securegaze.bundle.onnx_graph import first_line
 from securegaze.bundle.onnx_to_torch import ConvertedGazeModel, convert_onnx
@@ -240,8 +242,20 @@ class Bundle:
         The split is the manifest's ``feature_split.feature_tensor`` if declared, otherwise the tensor
         read by the last Gemm/MatMul layer(s) before the outputs. With ``verify`` the module's gaze must
         match ``predict`` within ``MATCH_ATOL`` radians on a random batch and input gradients must be
-        non-zero.
+        non-zero. A graph with float16 weights inside is converted from its float32 copy
+        (:mod:`securegaze.bundle.float32_copy`), with a note in ``adaptations``.
         """
+        wide, note = float32_copy(self.onnx_path, self._proto)
+        if wide is not None:
+            # Float16 inside: converted from the float32 copy, whose conversion is checked against ONNX
+            # Runtime on that copy at MATCH_ATOL (both compute in float32, so any difference is the
+            # converter's); the copy is held to the graph as given within FP16_ATOL (float16 rounding),
+            # which is what the edge app runs.
+            twin = Bundle(self.manifest, self.onnx_path, self.manifest_path, wide, fixed_batch=self._fixed_batch,
+                          adaptations=(*self.adaptations, note))
+            if verify:
+                self._check_float32_copy(twin)
+            return twin.to_torch(verify)
         declared = self.manifest.feature_split.feature_tensor if self.manifest.feature_split else None
         model = convert_onnx(self._proto, self.manifest, self.onnx_path, declared)
         if self._fixed_batch and not self._runs_other_batches(model):
@@ -260,6 +274,17 @@ class Bundle:
         if verify:
             self._verify_conversion(model)
         return model
+
+    def _check_float32_copy(self, twin: Bundle) -> None:
+        """The float32 copy of a float16 graph must give its gaze within FP16_ATOL on the probe's faces."""
+        faces = probe_faces(self.input_size)
+        err = float(np.max(np.abs(twin.predict(faces) - self.predict(faces))))
+        if not err <= FP16_ATOL:
+            raise ModelFormatError(
+                f"{self.onnx_path}: its weights are float16, and its float32 copy (what the scan converts to "
+                f"PyTorch) differs from it by {err:.2e} rad (> {FP16_ATOL:g}) on {len(faces)} synthetic faces; "
+                "re-export the model in float32 (e.g. model.float() before torch.onnx.export)"
+            )
 
     def _runs_other_batches(self, model: ConvertedGazeModel) -> bool:
         """Whether the converted module of a fixed-batch graph gives the same gaze at another batch size

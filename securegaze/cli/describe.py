@@ -79,7 +79,7 @@ def describe(
     units: str | None = typer.Option(None, "--units", help="Units of the gaze output: radians (default) or degrees."),
     order: str | None = typer.Option(None, "--order", help="Order of the gaze output: pitch,yaw (default) or "
                                      "yaw,pitch."),
-    output: str | None = typer.Option(None, "--output", help="The (N, 2) gaze output (or (N, 3) gaze vector), "
+    output: str | None = typer.Option(None, "--output", help="The (N, 2) gaze output (or (N, 3) unit gaze vector), "
                                       "when the graph has several."),
     bins: str | None = typer.Option(None, "--bins", help="Binned logits: COUNT,START_DEG,WIDTH_DEG (e.g. 90,-180,4), "
                                     "with --outputs."),

@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -27,7 +28,7 @@ from securegaze.defense import (
     model_file_sha256,
 )
 from securegaze.defense.securegaze import TriggerGenerator
-from securegaze.defense.securegaze.confirm import confirmation_line
+from securegaze.defense.securegaze.confirm import RULE, confirm_flag, confirmation_line
 from securegaze.errors import ConfigError, DatasetError, InputFileError, ModelFormatError
 from securegaze.geometry import angular_error_deg
 from securegaze.io import sha256_file
@@ -273,6 +274,15 @@ def test_a_flag_stands_when_most_seeds_flag(tiny):
     once = confirmed(first / 2, 2)
     assert once.verdict == "clean" and "seed_confirmation" not in once.details
     assert confirmation_line(once.details, once.verdict) is None
+    # A flag of the warp branch (4.4) stands without the vote: no other seed runs, the report is kept as it is.
+    detector = create_detector("securegaze", seed=base, threshold=between, confirm_seeds=2, **quick)
+    reversal = detector.reverse(model, images)
+    flag = detector.report(reversal)
+    assert flag.verdict == "backdoored" and flag.details["flagged_by"] == ["cost_ratio"]
+    by_warp = replace(flag, details={**flag.details, "flagged_by": ["cost_ratio", "warp"]})
+    events = []
+    assert confirm_flag(detector, model, images, reversal, by_warp, events.append) == (reversal, by_warp)
+    assert events == [] and "warp branch stands unvoted" in RULE
 
 
 def _without_clocks(report):

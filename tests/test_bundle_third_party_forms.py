@@ -290,12 +290,28 @@ def test_a_head_that_is_no_linear_layer_names_the_tensors_to_declare(tmp_path, c
     assert "--feature-tensor" in message and "this graph has none" in message and "re-export" in message
 
 
-def test_a_uint8_input_gets_advice_about_the_input_not_the_weights(tmp_path):
+def test_a_uint8_input_the_graph_casts_itself_is_read_as_float(tmp_path):
+    # Exported for raw 8-bit camera frames, channels last: Cast to float, Transpose, / 255 inside the graph.
+    nodes, inits = _trunk(first="scaled")
+    nodes[:0] = [helper.make_node("Cast", ["input"], ["as_float"], to=TensorProto.FLOAT),
+                 helper.make_node("Transpose", ["as_float"], ["nchw"], perm=[0, 3, 1, 2]),
+                 helper.make_node("Div", ["nchw", "full"], ["scaled"])]
+    inits["full"] = np.array(255.0, np.float32)
+    path = _save(tmp_path / "u8.onnx", nodes, inits, [_out("gaze_py", ["N", 2])], in_shape=("N", SIZE, SIZE, 3),
+                 in_type=TensorProto.UINT8)
+    bundle = open_model(path).bundle()
+    assert any("takes uint8 pixels (0..255), which the graph casts to float first" in n for n in bundle.adaptations)
+    assert any("channels-last" in n for n in bundle.adaptations)
+    _reads_like_plain(tmp_path, bundle, atol=1e-4)
+
+
+def test_whole_number_input_used_otherwise_gets_advice_about_the_input_not_the_weights(tmp_path):
+    # A 16-bit integer input (its range unknown) is refused, with advice about the input.
     nodes, inits = _trunk(first="as_float")
     nodes.insert(0, helper.make_node("Cast", ["input"], ["as_float"], to=TensorProto.FLOAT))
-    path = _save(tmp_path / "u8.onnx", nodes, inits, [_out("gaze_py", ["N", 2])], in_type=TensorProto.UINT8)
+    path = _save(tmp_path / "i16.onnx", nodes, inits, [_out("gaze_py", ["N", 2])], in_type=TensorProto.INT16)
     with pytest.raises(ModelFormatError) as err:
         open_model(path).bundle()
     message = str(err.value)
-    assert "is uint8" in message and "float32 input" in message and "--value-range 0,255" in message
+    assert "is int16" in message and "float32 input" in message and "--value-range 0,255" in message
     assert "model.float()" not in message

@@ -5,6 +5,9 @@ units, in the model's answers), so a user's file is adapted instead of refused:
 
 * **a grey input** (N, 1, H, W), as near-infrared driver cameras give: each RGB face is read as its
   luma through a 1x1 convolution put in front;
+* **a uint8 image input** whose every reader is a Cast to float (a graph exported for raw 8-bit
+  pixels that converts them itself): the input is made float32 with a Mul by 255 in front, so it takes
+  RGB in [0, 1] as every caller gives it;
 * **a channels-last image input** (N, H, W, 3) or (N, H, W, 1), as TensorFlow / Keras models are exported: a
   Transpose is put in front, so the graph takes the project's (N, 3, H, W) and every caller (ONNX
   Runtime, the PyTorch conversion for the scan, a TensorRT engine) sees one layout;
@@ -67,10 +70,15 @@ def adapt_graph(path: Path, proto: onnx.ModelProto, output=None, input_spec=None
     adapted = None
     inputs = real_inputs(graph)
     dims = value_dims(inputs[0]) if len(inputs) == 1 else None
+    if len(inputs) == 1 and _casts_its_pixels(graph, inputs[0]):
+        adapted = copy_model(proto)
+        _float_input(adapted.graph, inputs[0].name)
+        notes.append(f"{path.name}: its input {inputs[0].name!r} takes uint8 pixels (0..255), which the graph casts "
+                     "to float first; read as float RGB in [0, 1] scaled by 255 in front")
     if dims is not None and len(dims) == 4:
         name = inputs[0].name
         if dims[3] in (1, 3) and dims[1] not in (1, 3):
-            adapted = copy_model(proto)
+            adapted = adapted or copy_model(proto)
             _channels_first_input(adapted.graph, name)
             notes.append(f"{path.name}: its input {name!r} is channels-last {shape_text(dims)}; read as "
                          f"(N, {dims[3]}, {dims[1]}, {dims[2]}) through a Transpose in front")
@@ -251,6 +259,27 @@ def _channels_first_input(graph: onnx.GraphProto, name: str) -> None:
     _set_input_dims(graph, name, [n, c, h, w])
     graph.node.insert(0, helper.make_node("Transpose", [name], [inner], name=f"{inner}__transpose",
                                           perm=[0, 2, 3, 1]))
+
+
+def _casts_its_pixels(graph: onnx.GraphProto, value: onnx.ValueInfoProto) -> bool:
+    """Whether the input ``value`` is uint8 and every node that reads it is a Cast to float32 (a graph
+    exported for raw 8-bit images that converts them itself): then it takes float values as well."""
+    if value.type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        return False
+    readers = [node for node in graph.node if value.name in node.input]
+    return bool(readers) and all(
+        node.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in node.attribute)
+        for node in readers)
+
+
+def _float_input(graph: onnx.GraphProto, name: str) -> None:
+    """The uint8 input ``name`` made float32, multiplied by 255 in front (RGB in [0, 1] -> 0..255), so
+    its casts to float receive what they did; the casts stay (float to float)."""
+    inner = _in_front(graph, name, "uint8")
+    next(v for v in graph.input if v.name == name).type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    scale = f"{inner}__scale"
+    graph.initializer.append(numpy_helper.from_array(np.array(255.0, np.float32), scale))
+    graph.node.insert(0, helper.make_node("Mul", [name, scale], [inner], name=f"{inner}__mul"))
 
 
 def _grey_input(graph: onnx.GraphProto, name: str) -> None:

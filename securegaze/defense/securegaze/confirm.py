@@ -14,11 +14,11 @@ run with the lowest (of three runs, the median score's), with every run in
 
 A flag of the warp branch is not put to the vote (since 4.4): the vote is for the cost ratio, whose
 false alarms are seed-dependent natural patches; no benign 64-px model's warp field has come near its
-bound (0.229-0.637 of the clean dispersion over 35 models of four families, against 0.1), while a real
-warp's field near the bound can miss it at another seed (the rebuilt small CNN's wanet-00: 0.082 at seed
-0, 0.108 and 0.109 at seeds 1 and 2). Measured on six zoos (docs/detection_cross_family.md, "A flag with
-another seed"); a clean scan costs nothing more. ``--set confirm_seeds=0`` gives the single scan of
-scanner 4.2.
+bound (0.229-0.637 of the clean dispersion over 35 models of four families, the lowest 0.175 at another
+seed, against 0.1), while a real warp's field near the bound can miss it at another seed (the rebuilt
+small CNN's wanet-00: 0.082 at seed 0, 0.108 and 0.109 at seeds 1 and 2). Measured on seven zoos
+(docs/detection_cross_family.md, "A flag with another seed"); a clean scan costs nothing more.
+``--set confirm_seeds=0`` gives the single scan of scanner 4.2.
 """
 
 from __future__ import annotations

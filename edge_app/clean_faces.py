@@ -29,9 +29,10 @@ import numpy as np
 from edge_app.driver_select import DriverSelector, face_box
 from edge_app.face import FaceMeshStage
 from edge_app.head_pose import CameraIntrinsics, estimate_head_pose
-from edge_app.image_files import shown, write_png
+from edge_app.image_files import write_png
 from edge_app.normalisation import normalise_face
 from securegaze.data.face_share import enlarged
+from securegaze.io import shown
 
 #: What the audit key and the notes call the photos' reading.
 FRAMING = "face-stage"

@@ -307,11 +307,11 @@ def crops(
     Exit codes: 0 done, 2 user error (bad source, an --out that holds files, no face at all).
     """
     from edge_app.clean_faces import write_face_crops
-    from edge_app.image_files import names_text, shown
+    from edge_app.image_files import names_text
     from edge_app.sources import open_source
     from edge_app.startup import load_edge_config
     from securegaze.errors import InputFileError
-    from securegaze.io import check_output_dir, check_outside
+    from securegaze.io import check_output_dir, check_outside, shown
 
     err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     config = load_edge_config(config_path)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from edge_app.drive_scoring import DriveScorer
-from edge_app.image_files import shown
 from edge_app.jsonlines import JsonLinesWriter
 from edge_app.outputs import OutputTarget
 from edge_app.pipeline import Pipeline, RunSummary, run_pipeline
@@ -21,6 +20,7 @@ from edge_app.run_report import RunTally
 from edge_app.signals import StopSignals, signal_label
 from edge_app.sources import SyntheticSource
 from edge_app.startup import check_and_open_engine
+from securegaze.io import shown
 
 #: Frames left out of the timing with ``--benchmark`` (the first inferences warm caches up).
 BENCHMARK_WARMUP_FRAMES = 5

@@ -6,12 +6,12 @@ old zip or a Windows share: ``b"caf\\xe9.png"``, which Python holds as ``"caf\\u
 So an image is read as bytes in Python and decoded with ``cv2.imdecode`` (:func:`read_image`), a
 crop is encoded with ``cv2.imencode`` and written by Python (:func:`write_png`), and a path OpenCV
 cannot take at all (a video file) is found out first (:func:`opencv_path`). Such a name prints with
-its odd bytes escaped (:func:`shown`: ``caf\\xe9.png``), so a line that names it never raises.
+its odd bytes escaped (:func:`securegaze.io.shown`: ``caf\\xe9.png``), so a line that names it never raises.
 
 A folder's images are the files with a suffix of :data:`IMAGE_SUFFIXES` (any case), hidden entries
 (a leading dot: ``.DS_Store``, macOS ``._name.jpg``) skipped: either its own files in name order
-(:func:`folder_images`), or those of its subfolders too, to any depth, ordered by their path relative
-to the folder (:func:`tree_images`, the order ``securegaze scan --clean`` reads a folder in).
+(:func:`folder_images`), or those of its subfolders too, found as ``securegaze scan --clean`` finds
+them (:func:`tree_images`). Names print through :func:`securegaze.io.shown`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from securegaze.data.image_folder import list_images, walk_folders
 from securegaze.errors import InputFileError
+from securegaze.io import shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def shown(path: str | os.PathLike) -> str:
-    """``path`` as text that prints anywhere: its bytes read as UTF-8, any that are not escaped
-    (``\\xe9``)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def opencv_path(path: str | os.PathLike) -> str | None:
@@ -94,35 +90,25 @@ def folder_images(folder: Path) -> list[Path]:
 
 
 def tree_images(folder: Path) -> list[Path]:
-    """The image files of ``folder`` and its subfolders at any depth (hidden ones skipped, symbolic links
-    to folders not followed), ordered by their path relative to ``folder``."""
+    """The image files of ``folder`` and its subfolders at any depth, as ``securegaze scan --clean``
+    finds them (:func:`securegaze.data.image_folder.list_images`: hidden entries skipped, linked folders
+    entered once, ordered by the path relative to ``folder``), with this module's suffixes."""
     listing(folder)  # a folder that cannot be listed fails with one line, as os.walk would say nothing
-    found = []
-    for here, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(here) / f for f in files if is_image_name(Path(f))]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return list_images(folder, IMAGE_SUFFIXES)
 
 
 def holds_images(folder: Path) -> bool:
     """Whether ``folder`` or a subfolder of it, at any depth, holds an image file."""
-    for _here, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        if any(is_image_name(Path(f)) for f in files):
-            return True
-    return False
+    return any(any(is_image_name(Path(f)) for f in files) for _here, files in walk_folders(folder))
 
 
 def subfolder_images(folder: Path) -> tuple[int, list[str]]:
     """(how many image files the subfolders of ``folder`` hold at any depth, the subfolders that hold
     them as paths relative to ``folder``, in name order): what :func:`folder_images` leaves out."""
     count, where = 0, []
-    for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if Path(here) == folder:
-            continue
+    for here, files in walk_folders(folder):
         held = sum(1 for f in files if is_image_name(Path(f)))
-        if held:
+        if held and Path(here) != folder:
             count += held
             where.append(Path(here).relative_to(folder).as_posix())
     return count, sorted(where)

@@ -45,13 +45,13 @@ from edge_app.image_files import (
     names_text,
     opencv_path,
     read_image,
-    shown,
     subfolder_note,
     tree_images,
 )
 from edge_app.latency import LatencyHistogram
 from securegaze.data.face_share import enlarged
 from securegaze.errors import ConfigError, InputFileError
+from securegaze.io import shown
 
 
 @dataclass

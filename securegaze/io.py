@@ -104,6 +104,12 @@ def check_output_dir(path: str | os.PathLike, option: str, what: str, files: tup
     return path
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as text that prints and stores anywhere: its bytes read as UTF-8, any that are not
+    escaped (a Latin-1 name ``b"caf\\xe9.png"`` shows as ``caf\\xe9.png``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def check_outside(path: str | os.PathLike, option: str, source: str, source_option: str) -> None:
     """Refuse an output folder ``path`` that lies in the input folder ``source`` (or is it): what is
     written there (a scan's trigger picture, a bundle) would be read as input by the next run, and the

@@ -110,3 +110,14 @@ def tiny_gaze_bundles(tmp_path_factory):
     export_bundle(benign, out / "benign", "tiny-benign")
     export_bundle(backdoored, out / "backdoored", "tiny-badnets")
     return {"benign": out / "benign", "backdoored": out / "backdoored"}
+
+
+def write_grey_video(path, levels) -> None:
+    """A 64x48 MJPG video at 10 fps, one flat grey frame per value of ``levels`` (0..255)."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for level in levels:
+        writer.write(np.full((48, 64, 3), level, np.uint8))
+    writer.release()

@@ -13,14 +13,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import write_grey_video
 from PIL import Image
 from skimage.data import astronaut
 
 from edge_app.cli import main
-from edge_app.image_files import read_image, shown
+from edge_app.image_files import read_image
 from edge_app.sources import ImageFolderSource
 from securegaze.data.image_folder import list_images
 from securegaze.errors import InputFileError
+from securegaze.io import shown
 
 ROOT = Path(__file__).resolve().parent.parent
 #: "café_face.png" as an old Windows zip writes it: Latin-1, not UTF-8.
@@ -131,10 +133,7 @@ def test_run_notes_subfolders_and_opens_a_folder_with_a_latin1_name(face, tmp_pa
 
 def test_a_video_named_in_latin1_is_one_error_line(tmp_path):
     plain = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(plain), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
-    for i in range(3):
-        writer.write(np.full((48, 64, 3), 60 * i, np.uint8))
-    writer.release()
+    write_grey_video(plain, [60 * i for i in range(3)])
     os.rename(plain, _latin1(tmp_path, b"caf\xe9_clip.avi"))
     code, _, err = _child("-m", "edge_app.cli", "run", "--source", _latin1(tmp_path, b"caf\xe9_clip.avi"),
                           "--audit-db", tmp_path / "audit.sqlite3")

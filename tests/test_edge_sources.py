@@ -5,6 +5,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import write_grey_video
 
 from edge_app.config import load_config
 from edge_app.sources import (
@@ -36,10 +37,7 @@ def test_unreadable_and_missing_video(tmp_path):
 
 def test_video_file_frames_and_timestamps(tmp_path):
     path = tmp_path / "tiny.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
-    for i in range(5):
-        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
-    writer.release()
+    write_grey_video(path, [40 * i for i in range(5)])
     src = VideoFileSource(path)
     frames = [f for f in iter(src.read, None)]
     assert len(frames) == 5 and frames[0].image.shape == (48, 64, 3)

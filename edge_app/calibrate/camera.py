@@ -39,8 +39,8 @@ import numpy as np
 
 from edge_app.calibrate.board import BoardDetection, BoardSpec
 from edge_app.calibrate.yaml_out import utc_now, write_yaml
-from edge_app.image_files import shown
 from securegaze.errors import CalibrationError, InputFileError
+from securegaze.io import shown
 
 MIN_VIEWS = 10
 #: A view none of whose corners moved more than this share of the frame diagonal from a kept view is a duplicate.

@@ -42,6 +42,7 @@ import numpy as np
 
 from securegaze.data.base import ArrayGazeDataset, resize_images
 from securegaze.errors import DatasetError, InputFileError
+from securegaze.io import shown
 
 
 class Framer(Protocol):
@@ -66,13 +67,13 @@ __all__ = ["EXPECTED", "IMAGE_SUFFIXES", "Framer", "MIN_FOLDER_IMAGES", "MIN_SID
            "clean_set_identity", "list_images", "load_image_folder", "read_image"]
 
 
-def _walk(folder: str | os.PathLike):
-    """``os.walk`` of ``folder`` that enters linked subfolders (each real folder once, so a link back up
-    cannot loop) and skips hidden folders."""
+def walk_folders(folder: str | os.PathLike):
+    """(folder, file names) for ``folder`` and its subfolders at any depth, top down: hidden folders
+    skipped, linked folders entered (each real folder once, so a link back up cannot loop)."""
     seen = {os.path.realpath(folder)}
     for here, dirs, files in os.walk(folder, followlinks=True):
         kept = []
-        for d in dirs:
+        for d in sorted(dirs):
             real = os.path.realpath(os.path.join(here, d))
             if not d.startswith(".") and real not in seen:
                 seen.add(real)
@@ -81,19 +82,19 @@ def _walk(folder: str | os.PathLike):
         yield here, files
 
 
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """The PNG/JPEG files under ``folder`` (any depth, linked files and folders included, hidden entries
-    skipped), sorted by relative path."""
+def list_images(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """The files under ``folder`` with one of ``suffixes`` (any case; PNG/JPEG by default), at any depth,
+    linked files and folders included, hidden entries skipped, sorted by relative path."""
     root = Path(folder)
-    found = [Path(here) / f for here, files in _walk(root) for f in files
-             if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    found = [Path(here) / f for here, files in walk_folders(root) for f in files
+             if not f.startswith(".") and Path(f).suffix.lower() in suffixes]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 def other_files(folder: str | os.PathLike) -> Counter[str]:
     """Files under ``folder`` that :func:`list_images` skips, hidden ones aside, counted by suffix."""
     found: Counter[str] = Counter()
-    for _here, files in _walk(folder):
+    for _here, files in walk_folders(folder):
         found.update(Path(f).suffix.lower() or "(no suffix)" for f in files
                      if not f.startswith(".") and Path(f).suffix.lower() not in IMAGE_SUFFIXES)
     return found
@@ -122,8 +123,7 @@ def clean_set_identity(folder: str | os.PathLike, files: list[Path] | None = Non
         digest.update(os.fsencode(path.relative_to(base).as_posix()) + b"\0")
         digest.update(len(data).to_bytes(8, "little"))
         digest.update(data)
-    root = os.fsencode(base.resolve()).decode("utf-8", "backslashreplace")  # text for any folder name
-    return f"folder:{root} n={len(files)} sha256={digest.hexdigest()}"
+    return f"folder:{shown(base.resolve())} n={len(files)} sha256={digest.hexdigest()}"  # text for any name
 
 
 def _read_bytes(path: Path) -> bytes:
